@@ -1,0 +1,18 @@
+//! event-hooks: Kong Gateway's Event Hooks as a library.
+//!
+//! Domain modules ([`model`], [`validate`], [`form`], [`sources`], [`events`], [`lua`]) know
+//! nothing of AWS; the ports ([`store::HookStore`], [`queue::Queue`]) have an embedded SQLite
+//! adapter and an AWS adapter each. [`admin`] is the Kong-compatible admin API as an axum router,
+//! served by the Lambda function and by the local server alike.
+
+pub mod admin;
+pub mod aws;
+pub mod events;
+pub mod form;
+pub mod lua;
+pub mod model;
+pub mod queue;
+pub mod sources;
+pub mod sqlite;
+pub mod store;
+pub mod validate;

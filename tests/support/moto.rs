@@ -1,0 +1,26 @@
+//! Access to the moto server started by `scripts/with-moto.sh` (via `make test`).
+
+use aws_config::SdkConfig;
+
+/// SDK configuration for the moto server, or `None` when the tests run without one.
+///
+/// `make test` always provides one and sets `EVENT_HOOKS_REQUIRE_MOTO=1`, so a missing server is a
+/// failure there rather than a silent skip.
+pub fn config() -> Option<SdkConfig> {
+    match std::env::var("MOTO_ENDPOINT") {
+        Ok(endpoint) if !endpoint.is_empty() => Some(event_hooks::aws::local_config(&endpoint)),
+        _ => {
+            assert!(
+                std::env::var_os("EVENT_HOOKS_REQUIRE_MOTO").is_none(),
+                "EVENT_HOOKS_REQUIRE_MOTO is set but MOTO_ENDPOINT is not: run through scripts/with-moto.sh"
+            );
+            eprintln!("MOTO_ENDPOINT not set: skipping the moto half of this test (make test runs it)");
+            None
+        }
+    }
+}
+
+/// A name no other test uses, for tables and queues on the shared moto server.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
