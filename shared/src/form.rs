@@ -1,1 +1,270 @@
-//! (being written)
+//! Kong's form conventions: dotted keys nest (`config.headers.x=1`), `a[1]=`, `a[]=` and repeated
+//! keys make arrays, and string values are coerced by the hook schema (spec §2), so the curl
+//! commands of Kong's docs (`--data config.url=…`, `-F config.functions=@fn.lua`) work unchanged.
+
+use serde_json::{Map, Value};
+
+/// A key that cannot be turned into a path (e.g. `a..b` or `a[x]`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid form key '{0}'")]
+pub struct BadKey(pub String);
+
+enum Step {
+    Key(String),
+    /// 1-based, as in Kong (Lua) form arrays.
+    Index(usize),
+    Append,
+}
+
+fn parse_key(key: &str) -> Result<Vec<Step>, BadKey> {
+    let bad = || BadKey(key.to_string());
+    let mut steps = Vec::new();
+    for part in key.split('.') {
+        let (name, mut rest) = match part.find('[') {
+            Some(at) => (&part[..at], &part[at..]),
+            None => (part, ""),
+        };
+        if name.is_empty() {
+            return Err(bad());
+        }
+        steps.push(Step::Key(name.to_string()));
+        while !rest.is_empty() {
+            let close = rest.find(']').ok_or_else(bad)?;
+            let inside = &rest[1..close];
+            if inside.is_empty() {
+                steps.push(Step::Append);
+            } else {
+                let index: usize = inside.parse().map_err(|_| bad())?;
+                if index == 0 || index > 1000 {
+                    return Err(bad());
+                }
+                steps.push(Step::Index(index));
+            }
+            rest = &rest[close + 1..];
+            if !rest.is_empty() && !rest.starts_with('[') {
+                return Err(bad());
+            }
+        }
+    }
+    Ok(steps)
+}
+
+/// Builds the nested object described by form `pairs`; every leaf is a string.
+pub fn decode_pairs<I, K, V>(pairs: I) -> Result<Value, BadKey>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str>,
+    V: Into<String>,
+{
+    let mut root = Value::Object(Map::new());
+    for (key, value) in pairs {
+        let steps = parse_key(key.as_ref())?;
+        insert(&mut root, &steps, Value::String(value.into()))
+            .map_err(|()| BadKey(key.as_ref().to_string()))?;
+    }
+    Ok(root)
+}
+
+fn insert(node: &mut Value, steps: &[Step], value: Value) -> Result<(), ()> {
+    let Some((step, rest)) = steps.split_first() else {
+        // A repeated key turns the value into an array.
+        match node {
+            Value::Null => *node = value,
+            Value::Array(items) => items.push(value),
+            Value::String(_) => {
+                let first = node.take();
+                *node = Value::Array(vec![first, value]);
+            }
+            Value::Object(_) | Value::Bool(_) | Value::Number(_) => return Err(()),
+        }
+        return Ok(());
+    };
+    match step {
+        Step::Key(key) => {
+            if node.is_null() {
+                *node = Value::Object(Map::new());
+            }
+            let map = node.as_object_mut().ok_or(())?;
+            let child = map.entry(key.clone()).or_insert(Value::Null);
+            insert(child, rest, value)
+        }
+        Step::Index(index) => {
+            if node.is_null() {
+                *node = Value::Array(Vec::new());
+            }
+            let items = node.as_array_mut().ok_or(())?;
+            if items.len() < *index {
+                items.resize(*index, Value::Null);
+            }
+            insert(&mut items[index - 1], rest, value)
+        }
+        Step::Append => {
+            if node.is_null() {
+                *node = Value::Array(Vec::new());
+            }
+            let items = node.as_array_mut().ok_or(())?;
+            items.push(Value::Null);
+            let last = items.last_mut().expect("just pushed");
+            insert(last, rest, value)
+        }
+    }
+}
+
+/// What the hook schema says a field holds, for coercing form strings.
+#[derive(Clone, Copy)]
+enum Kind {
+    Boolean,
+    Integer,
+    Array,
+    /// Map of strings: entries stay as given.
+    Map,
+    Scalar,
+}
+
+fn top_level_kind(key: &str) -> Kind {
+    match key {
+        "on_change" | "enabled" => Kind::Boolean,
+        "snooze" | "created_at" | "updated_at" => Kind::Integer,
+        "tags" => Kind::Array,
+        _ => Kind::Scalar,
+    }
+}
+
+fn config_kind(key: &str) -> Kind {
+    match key {
+        "ssl_verify" | "payload_format" | "body_format" | "headers_format" => Kind::Boolean,
+        "functions" => Kind::Array,
+        "headers" | "payload" => Kind::Map,
+        _ => Kind::Scalar,
+    }
+}
+
+/// Coerces the string leaves of a decoded hook form by the hook schema: `"true"`/`"false"` to
+/// booleans, digits to integers, `""` to null, a lone scalar for an array field to an array.
+/// Values that do not fit stay strings, so validation reports them with the usual message.
+pub fn coerce_hook(value: &mut Value) {
+    let Some(map) = value.as_object_mut() else {
+        return;
+    };
+    for (key, field) in map.iter_mut() {
+        if key == "config" {
+            if let Some(config) = field.as_object_mut() {
+                for (key, field) in config.iter_mut() {
+                    coerce(field, config_kind(key));
+                }
+            } else {
+                coerce(field, Kind::Scalar);
+            }
+        } else {
+            coerce(field, top_level_kind(key));
+        }
+    }
+}
+
+fn coerce(value: &mut Value, kind: Kind) {
+    if value.as_str() == Some("") {
+        *value = Value::Null;
+        return;
+    }
+    match kind {
+        Kind::Boolean => match value.as_str() {
+            Some("true") => *value = Value::Bool(true),
+            Some("false") => *value = Value::Bool(false),
+            _ => {}
+        },
+        Kind::Integer => {
+            if let Some(n) = value.as_str().and_then(|s| s.parse::<i64>().ok()) {
+                *value = Value::from(n);
+            }
+        }
+        Kind::Array => {
+            if value.is_string() {
+                *value = Value::Array(vec![value.take()]);
+            } else if let Some(items) = value.as_array_mut() {
+                // `a[2]=x` alone leaves a hole at 1; holes are dropped as Kong does.
+                items.retain(|item| !item.is_null());
+            }
+        }
+        Kind::Map | Kind::Scalar => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decode(pairs: &[(&str, &str)]) -> Value {
+        decode_pairs(pairs.iter().map(|(k, v)| (*k, v.to_string()))).unwrap()
+    }
+
+    #[test]
+    fn nests_dotted_keys() {
+        assert_eq!(
+            decode(&[
+                ("source", "crud"),
+                ("config.url", "https://x.test"),
+                ("config.headers.content-type", "application/json"),
+            ]),
+            json!({"source":"crud","config":{"url":"https://x.test","headers":{"content-type":"application/json"}}})
+        );
+    }
+
+    #[test]
+    fn builds_arrays_three_ways() {
+        assert_eq!(
+            decode(&[("tags", "a"), ("tags", "b")]),
+            json!({"tags":["a","b"]})
+        );
+        assert_eq!(
+            decode(&[("tags[]", "a"), ("tags[]", "b")]),
+            json!({"tags":["a","b"]})
+        );
+        assert_eq!(
+            decode(&[("config.functions[2]", "b"), ("config.functions[1]", "a")]),
+            json!({"config":{"functions":["a","b"]}})
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_keys() {
+        for key in ["a..b", ".a", "a[x]", "a[0]", "a[1", "a[1]b"] {
+            assert!(decode_pairs([(key, "v")]).is_err(), "{key}");
+        }
+        // A key used both as a value and as an object cannot be represented.
+        assert!(decode_pairs([("config", "x"), ("config.url", "y")]).is_err());
+    }
+
+    #[test]
+    fn coerces_by_schema() {
+        let mut value = decode(&[
+            ("snooze", "60"),
+            ("on_change", "true"),
+            ("enabled", "false"),
+            ("event", ""),
+            ("tags", "one"),
+            ("config.ssl_verify", "true"),
+            ("config.secret", ""),
+            ("config.functions", "return function() end"),
+            ("config.headers.x-empty", ""),
+            ("config.url", "https://x.test"),
+        ]);
+        coerce_hook(&mut value);
+        assert_eq!(
+            value,
+            json!({"snooze":60,"on_change":true,"enabled":false,"event":null,"tags":["one"],
+                   "config":{"ssl_verify":true,"secret":null,"functions":["return function() end"],
+                             "headers":{"x-empty":""},"url":"https://x.test"}})
+        );
+    }
+
+    #[test]
+    fn leaves_unfit_values_for_validation_to_report() {
+        let mut value = decode(&[("snooze", "abc"), ("on_change", "maybe"), ("snooze2", "1")]);
+        coerce_hook(&mut value);
+        assert_eq!(
+            value,
+            json!({"snooze":"abc","on_change":"maybe","snooze2":"1"})
+        );
+    }
+}

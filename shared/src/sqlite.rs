@@ -47,6 +47,7 @@ impl Database {
             f(&mut guard)
         })
         .await
-        .unwrap_or_else(|join| Err(rusqlite::Error::ModuleError(join.to_string())))
+        // A panic inside `f` is a bug: let it surface where the call was made.
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
     }
 }

@@ -1,1 +1,362 @@
-//! (being written)
+//! The deployed [`Queue`] adapter: an Amazon SQS standard queue and its dead-letter queue.
+//!
+//! The redrive policy lives on the queue itself (see [`create_queue_with_dlq`]); this adapter only
+//! needs the dead-letter queue's URL for explicit [`Queue::dead_letter`]. SDK types stay in this
+//! module; SDK errors become [`QueueError::Backend`] with the full error chain in the message.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{
+    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
+};
+use aws_sdk_sqs::Client;
+
+use super::{check_delay, Outgoing, Queue, QueueError, Received, REASON_ATTRIBUTE};
+
+/// SQS accepts at most this many entries in one SendMessageBatch call.
+const BATCH_ENTRIES: usize = 10;
+
+/// SQS rejects a batch whose bodies add up to more than this (256 KiB).
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// The longest long poll SQS allows.
+const MAX_WAIT_SECONDS: i32 = 20;
+
+/// An SQS queue, with the URL of its dead-letter queue when it has one.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: Client,
+    url: String,
+    dead_letter_url: Option<String>,
+}
+
+impl SqsQueue {
+    /// The queue at `url`, without a dead-letter queue.
+    pub fn new(client: Client, url: impl Into<String>) -> SqsQueue {
+        SqsQueue {
+            client,
+            url: url.into(),
+            dead_letter_url: None,
+        }
+    }
+
+    /// Sends [`Queue::dead_letter`] messages to the queue at `url`; normally the target of the
+    /// queue's redrive policy.
+    pub fn with_dead_letter(mut self, url: impl Into<String>) -> SqsQueue {
+        self.dead_letter_url = Some(url.into());
+        self
+    }
+
+    /// The queue's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sends one SendMessageBatch call; `chunk` holds at most [`BATCH_ENTRIES`] messages.
+    async fn send_chunk(&self, chunk: &[Outgoing]) -> Result<Vec<String>, QueueError> {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(index, message)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .message_body(&message.body)
+                    .delay_seconds(seconds_ceil(message.delay))
+                    .build()
+                    .map_err(QueueError::backend)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let output = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|err| sqs_error("SendMessageBatch", err))?;
+
+        if !output.failed().is_empty() {
+            let failures: Vec<String> = output
+                .failed()
+                .iter()
+                .map(|entry| {
+                    format!(
+                        "entry {}: {} ({})",
+                        entry.id(),
+                        entry.code(),
+                        entry.message().unwrap_or("no message")
+                    )
+                })
+                .collect();
+            return Err(QueueError::backend(format!(
+                "SendMessageBatch: {} of {} entries failed: {}",
+                failures.len(),
+                chunk.len(),
+                failures.join("; ")
+            )));
+        }
+        let mut ids = vec![None; chunk.len()];
+        for entry in output.successful() {
+            let slot = entry
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| ids.get_mut(i));
+            match slot {
+                Some(slot) => *slot = Some(entry.message_id().to_owned()),
+                None => {
+                    return Err(QueueError::backend(format!(
+                        "SendMessageBatch answered for an entry never sent: {}",
+                        entry.id()
+                    )))
+                }
+            }
+        }
+        ids.into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| QueueError::backend("SendMessageBatch left entries unanswered"))
+    }
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    async fn send(&self, message: Outgoing) -> Result<String, QueueError> {
+        check_delay(message.delay)?;
+        let output = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(message.body)
+            .delay_seconds(seconds_ceil(message.delay))
+            .send()
+            .await
+            .map_err(|err| sqs_error("SendMessage", err))?;
+        output
+            .message_id()
+            .map(str::to_owned)
+            .ok_or_else(|| QueueError::backend("SendMessage returned no message id"))
+    }
+
+    async fn send_batch(&self, messages: Vec<Outgoing>) -> Result<Vec<String>, QueueError> {
+        // Checked up front so that an invalid message fails the call before anything is sent.
+        for message in &messages {
+            check_delay(message.delay)?;
+        }
+        let mut ids = Vec::with_capacity(messages.len());
+        for chunk in chunks(&messages) {
+            ids.extend(self.send_chunk(chunk).await?);
+        }
+        Ok(ids)
+    }
+
+    async fn receive(
+        &self,
+        max: u32,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Received>, QueueError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(i32::try_from(max).unwrap_or(i32::MAX))
+            .visibility_timeout(seconds_ceil(visibility))
+            .wait_time_seconds(seconds_ceil(wait).min(MAX_WAIT_SECONDS))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|err| sqs_error("ReceiveMessage", err))?;
+        output.messages().iter().map(received).collect()
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        // SQS itself accepts a receipt that is no longer current and leaves the message alone.
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map_err(|err| sqs_error("DeleteMessage", err))?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, message: &Received, reason: &str) -> Result<(), QueueError> {
+        let dead_letter_url = self
+            .dead_letter_url
+            .as_deref()
+            .ok_or(QueueError::NoDeadLetterQueue)?;
+        let mut attributes = message.attributes.clone();
+        attributes.insert(REASON_ATTRIBUTE.to_owned(), reason.to_owned());
+        let attributes = attributes
+            .into_iter()
+            .map(|(name, value)| {
+                let value = MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(value)
+                    .build()
+                    .map_err(QueueError::backend)?;
+                Ok((name, value))
+            })
+            .collect::<Result<HashMap<_, _>, QueueError>>()?;
+        // Sent before the original is deleted: a failure in between leaves a duplicate, not a loss.
+        self.client
+            .send_message()
+            .queue_url(dead_letter_url)
+            .message_body(&message.body)
+            .set_message_attributes(Some(attributes))
+            .send()
+            .await
+            .map_err(|err| sqs_error("SendMessage to the dead-letter queue", err))?;
+        self.delete(&message.receipt).await
+    }
+}
+
+/// Creates the queue `name` and its dead-letter queue `<name>-dlq`, with a redrive policy that
+/// moves a message there after `max_receives` receives; returns `(queue_url, dead_letter_url)`.
+pub async fn create_queue_with_dlq(
+    client: &Client,
+    name: &str,
+    max_receives: u32,
+) -> Result<(String, String), QueueError> {
+    let dead_letter_url = client
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .map_err(|err| sqs_error("CreateQueue (dead-letter queue)", err))?
+        .queue_url()
+        .map(str::to_owned)
+        .ok_or_else(|| QueueError::backend("CreateQueue returned no URL"))?;
+    let dead_letter_arn = client
+        .get_queue_attributes()
+        .queue_url(&dead_letter_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|err| sqs_error("GetQueueAttributes", err))?
+        .attributes()
+        .and_then(|attributes| attributes.get(&QueueAttributeName::QueueArn).cloned())
+        .ok_or_else(|| QueueError::backend("GetQueueAttributes returned no QueueArn"))?;
+    let redrive_policy = serde_json::json!({
+        "deadLetterTargetArn": dead_letter_arn,
+        "maxReceiveCount": max_receives.to_string(),
+    });
+    let url = client
+        .create_queue()
+        .queue_name(name)
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            redrive_policy.to_string(),
+        )
+        .send()
+        .await
+        .map_err(|err| sqs_error("CreateQueue", err))?
+        .queue_url()
+        .map(str::to_owned)
+        .ok_or_else(|| QueueError::backend("CreateQueue returned no URL"))?;
+    Ok((url, dead_letter_url))
+}
+
+fn received(message: &aws_sdk_sqs::types::Message) -> Result<Received, QueueError> {
+    let missing = |what: &str| QueueError::backend(format!("ReceiveMessage returned no {what}"));
+    let receive_count = message
+        .attributes()
+        .and_then(|attributes| attributes.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+        .and_then(|count| count.parse().ok())
+        .ok_or_else(|| missing("ApproximateReceiveCount"))?;
+    // Only string-valued attributes (types String and Number) are part of the port; binary ones
+    // are never sent by this system.
+    let attributes: BTreeMap<String, String> = message
+        .message_attributes()
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, value)| Some((name.clone(), value.string_value()?.to_owned())))
+        .collect();
+    Ok(Received {
+        id: message
+            .message_id()
+            .ok_or_else(|| missing("message id"))?
+            .to_owned(),
+        receipt: message
+            .receipt_handle()
+            .ok_or_else(|| missing("receipt handle"))?
+            .to_owned(),
+        body: message.body().unwrap_or_default().to_owned(),
+        receive_count,
+        attributes,
+    })
+}
+
+/// Splits `messages` into SendMessageBatch calls within both limits of SQS: entry count and total
+/// size.
+fn chunks(messages: &[Outgoing]) -> Vec<&[Outgoing]> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (index, message) in messages.iter().enumerate() {
+        let full = index - start == BATCH_ENTRIES || bytes + message.body.len() > BATCH_BYTES;
+        if full && index > start {
+            chunks.push(&messages[start..index]);
+            start = index;
+            bytes = 0;
+        }
+        bytes += message.body.len();
+    }
+    if start < messages.len() {
+        chunks.push(&messages[start..]);
+    }
+    chunks
+}
+
+/// Whole seconds, rounded up: a message must never become visible sooner than asked.
+fn seconds_ceil(duration: Duration) -> i32 {
+    let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    i32::try_from(seconds).unwrap_or(i32::MAX)
+}
+
+/// An SDK error with its whole chain in the message: the SDK's own `Display` says only
+/// "service error".
+fn sqs_error(operation: &str, err: impl std::error::Error) -> QueueError {
+    QueueError::backend(format!(
+        "SQS {operation} failed: {}",
+        DisplayErrorContext(err)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_hold_at_most_ten_entries() {
+        let messages: Vec<_> = (0..25).map(|n| Outgoing::now(n.to_string())).collect();
+
+        let sizes: Vec<_> = chunks(&messages).iter().map(|chunk| chunk.len()).collect();
+
+        assert_eq!(sizes, [10, 10, 5]);
+    }
+
+    #[test]
+    fn batches_stay_within_the_size_limit() {
+        let big = "x".repeat(100 * 1024);
+        let messages: Vec<_> = (0..5).map(|_| Outgoing::now(big.clone())).collect();
+
+        let sizes: Vec<_> = chunks(&messages).iter().map(|chunk| chunk.len()).collect();
+
+        assert_eq!(sizes, [2, 2, 1]);
+    }
+
+    #[test]
+    fn durations_round_up_to_whole_seconds() {
+        assert_eq!(seconds_ceil(Duration::ZERO), 0);
+        assert_eq!(seconds_ceil(Duration::from_millis(1)), 1);
+        assert_eq!(seconds_ceil(Duration::from_secs(2)), 2);
+        assert_eq!(seconds_ceil(Duration::from_millis(2001)), 3);
+    }
+}

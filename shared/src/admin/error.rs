@@ -1,0 +1,165 @@
+//! The one place where admin API errors become responses, in Kong's error shapes (spec §2).
+//!
+//! Expected failures carry their own status and body; anything unexpected is logged with its cause
+//! and answered with a bare 500, so internals never reach a response body.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::store::StoreError;
+use crate::validate::SchemaViolation;
+
+/// Kong's error codes (kong/db/errors.lua).
+mod code {
+    pub const INVALID_PRIMARY_KEY: u32 = 1;
+    pub const SCHEMA_VIOLATION: u32 = 2;
+    pub const PRIMARY_KEY_VIOLATION: u32 = 3;
+    pub const UNIQUE_VIOLATION: u32 = 5;
+    pub const INVALID_OFFSET: u32 = 7;
+    pub const INVALID_SIZE: u32 = 9;
+}
+
+/// Every way an admin API request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("cannot parse JSON body")]
+    BadJson,
+    /// A 400 with a plain message.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Schema(#[from] SchemaViolation),
+    /// The id in the path is not a UUID.
+    #[error("invalid primary key")]
+    InvalidPrimaryKey,
+    /// A POST with an id that already exists.
+    #[error("primary key violation on {0}")]
+    PrimaryKeyViolation(uuid::Uuid),
+    #[error("name {0:?} is taken")]
+    UniqueViolation(String),
+    #[error("{0}")]
+    InvalidSize(&'static str),
+    #[error("invalid offset {offset:?}: {reason}")]
+    InvalidOffset { offset: String, reason: &'static str },
+    #[error("no credentials")]
+    MissingCredentials,
+    #[error("wrong credentials")]
+    WrongCredentials,
+    /// Anything unexpected: logged, answered with a bare 500.
+    #[error("internal error: {0}")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn internal(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ApiError {
+        ApiError::Internal(err.into())
+    }
+
+    fn status_and_body(&self) -> (StatusCode, Value) {
+        let message = |status: StatusCode, text: &str| (status, json!({ "message": text }));
+        match self {
+            ApiError::NotFound => message(StatusCode::NOT_FOUND, "Not found"),
+            ApiError::MethodNotAllowed => {
+                message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+            }
+            ApiError::UnsupportedMediaType => message(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported Content-Type: send application/json, \
+                 application/x-www-form-urlencoded or multipart/form-data",
+            ),
+            ApiError::PayloadTooLarge => {
+                message(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
+            }
+            ApiError::BadJson => message(StatusCode::BAD_REQUEST, "Cannot parse JSON body"),
+            ApiError::BadRequest(text) => message(StatusCode::BAD_REQUEST, text),
+            ApiError::Schema(violation) => (
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "code": code::SCHEMA_VIOLATION,
+                    "name": "schema violation",
+                    "message": violation.message(),
+                    "fields": violation.fields(),
+                }),
+            ),
+            ApiError::InvalidPrimaryKey => (
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "code": code::INVALID_PRIMARY_KEY,
+                    "name": "invalid primary key",
+                    "message": "invalid primary key: '{id=\"expected a valid UUID\"}'",
+                    "fields": { "id": "expected a valid UUID" },
+                }),
+            ),
+            ApiError::PrimaryKeyViolation(id) => (
+                StatusCode::CONFLICT,
+                json!({
+                    "code": code::PRIMARY_KEY_VIOLATION,
+                    "name": "primary key violation",
+                    "message": format!("primary key violation on key '{{id=\"{id}\"}}'"),
+                    "fields": { "id": id },
+                }),
+            ),
+            ApiError::UniqueViolation(name) => (
+                StatusCode::CONFLICT,
+                json!({
+                    "code": code::UNIQUE_VIOLATION,
+                    "name": "unique constraint violation",
+                    "message": format!("UNIQUE violation detected on '{{name=\"{name}\"}}'"),
+                    "fields": { "name": name },
+                }),
+            ),
+            ApiError::InvalidSize(text) => (
+                StatusCode::BAD_REQUEST,
+                json!({ "code": code::INVALID_SIZE, "name": "invalid size", "message": text }),
+            ),
+            ApiError::InvalidOffset { offset, reason } => (
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "code": code::INVALID_OFFSET,
+                    "name": "invalid offset",
+                    "message": format!("'{offset}' is not a valid offset: {reason}"),
+                }),
+            ),
+            ApiError::MissingCredentials => message(
+                StatusCode::UNAUTHORIZED,
+                "Invalid credentials. Token or User credentials required",
+            ),
+            ApiError::WrongCredentials => {
+                message(StatusCode::UNAUTHORIZED, "Invalid RBAC credentials")
+            }
+            ApiError::Internal(_) => message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "An unexpected error occurred",
+            ),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
+        match err {
+            StoreError::NameTaken(name) => ApiError::UniqueViolation(name),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = %cause, source = ?cause.source(), "admin API request failed");
+        }
+        let (status, body) = self.status_and_body();
+        (status, Json(body)).into_response()
+    }
+}
