@@ -94,9 +94,10 @@ mod tests {
 
     #[test]
     fn fills_in_id_and_timestamp() {
-        let event: Event =
-            serde_json::from_str(r#"{"source":"balancer","event":"health","data":{"ip":"1.2.3.4"}}"#)
-                .unwrap();
+        let event: Event = serde_json::from_str(
+            r#"{"source":"balancer","event":"health","data":{"ip":"1.2.3.4"}}"#,
+        )
+        .unwrap();
         assert!(!event.id.is_nil());
         assert!(event.timestamp > 1_700_000_000_000);
         assert_eq!(event.data["ip"], "1.2.3.4");

@@ -133,13 +133,21 @@ impl Catalogue {
         for entity in KONG_ENTITIES {
             catalogue.insert("crud", entity, spec(CRUD_FIELDS, None, None));
             for op in OPERATIONS {
-                catalogue.insert("crud", &format!("{entity}:{op}"), spec(CRUD_FIELDS, None, None));
+                catalogue.insert(
+                    "crud",
+                    &format!("{entity}:{op}"),
+                    spec(CRUD_FIELDS, None, None),
+                );
             }
         }
         catalogue.insert(
             "balancer",
             "health",
-            spec(&["upstream_id", "ip", "port", "hostname", "health"], None, None),
+            spec(
+                &["upstream_id", "ip", "port", "hostname", "health"],
+                None,
+                None,
+            ),
         );
         let rate_fields = ["consumer", "ip", "service", "rate", "limit", "window"];
         let rate_unique = ["consumer", "ip", "service"];
@@ -147,7 +155,11 @@ impl Catalogue {
             catalogue.insert(
                 source,
                 "rate-limit-exceeded",
-                spec(&rate_fields, Some(&rate_unique), Some(RATE_LIMIT_DESCRIPTION)),
+                spec(
+                    &rate_fields,
+                    Some(&rate_unique),
+                    Some(RATE_LIMIT_DESCRIPTION),
+                ),
             );
         }
         catalogue.insert(

@@ -56,7 +56,10 @@ impl SchemaViolation {
     pub fn single(path: &[&str], message: impl Into<String>) -> SchemaViolation {
         SchemaViolation {
             errors: vec![FieldError {
-                path: path.iter().map(|k| PathSegment::Key(k.to_string())).collect(),
+                path: path
+                    .iter()
+                    .map(|k| PathSegment::Key(k.to_string()))
+                    .collect(),
                 message: message.into(),
             }],
         }
@@ -256,7 +259,9 @@ struct Errors(Vec<FieldError>);
 impl Errors {
     fn add(&mut self, path: &[&str], message: impl Into<String>) {
         self.add_at(
-            path.iter().map(|k| PathSegment::Key(k.to_string())).collect(),
+            path.iter()
+                .map(|k| PathSegment::Key(k.to_string()))
+                .collect(),
             message,
         );
     }
@@ -702,9 +707,7 @@ mod tests {
                 "unsupported scheme 'ftp' in url: expected http or https",
             ),
         ] {
-            let v = violation(
-                json!({"source":"crud","handler":"webhook","config":{"url":url}}),
-            );
+            let v = violation(json!({"source":"crud","handler":"webhook","config":{"url":url}}));
             assert_eq!(v.fields()["config"]["url"], message, "{url}");
         }
     }
@@ -724,8 +727,10 @@ mod tests {
 
     #[test]
     fn mistyped_fields() {
-        let v = violation(json!({"source":1,"handler":"webhook","snooze":"abc","on_change":"yes",
-            "config":{"url":"https://a.b","ssl_verify":"no","headers":{"x":1}}}));
+        let v = violation(
+            json!({"source":1,"handler":"webhook","snooze":"abc","on_change":"yes",
+            "config":{"url":"https://a.b","ssl_verify":"no","headers":{"x":1}}}),
+        );
         assert_eq!(
             v.fields(),
             json!({"source":"expected a string","snooze":"expected an integer",
@@ -739,13 +744,18 @@ mod tests {
         let v = violation(
             json!({"source":"s","handler":"webhook-custom","config":{"url":"https://a.b","method":"post"}}),
         );
-        assert_eq!(v.fields(), json!({"config":{"method":"invalid value: post"}}));
+        assert_eq!(
+            v.fields(),
+            json!({"config":{"method":"invalid value: post"}})
+        );
     }
 
     #[test]
     fn lambda_functions_must_compile_and_return_a_function() {
-        let v = violation(json!({"source":"s","handler":"lambda","config":{"functions":[
-            "return function() end", "return function(", "return 42"]}}));
+        let v = violation(
+            json!({"source":"s","handler":"lambda","config":{"functions":[
+            "return function() end", "return function(", "return 42"]}}),
+        );
         let fields = v.fields();
         let items = fields["config"]["functions"].as_array().unwrap();
         assert!(items[0].is_null());
@@ -781,9 +791,15 @@ mod tests {
     fn tags_and_names() {
         let v = violation(json!({"source":"s","handler":"log","name":"a b","tags":["ok","a,b",3]}));
         let fields = v.fields();
-        assert!(fields["name"].as_str().unwrap().starts_with("invalid value 'a b'"));
+        assert!(fields["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid value 'a b'"));
         assert!(fields["tags"][0].is_null());
-        assert!(fields["tags"][1].as_str().unwrap().starts_with("invalid tag 'a,b'"));
+        assert!(fields["tags"][1]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid tag 'a,b'"));
         assert_eq!(fields["tags"][2], "expected a string");
     }
 

@@ -9,7 +9,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use aws_config::SdkConfig;
 use event_hooks::queue::sqlite::SqliteQueue;
 use event_hooks::queue::sqs::{create_queue_with_dlq, SqsQueue};
 use event_hooks::queue::{Outgoing, Queue, QueueError, Received, REASON_ATTRIBUTE};
@@ -24,7 +23,7 @@ const FIND: Duration = Duration::from_secs(3);
 /// Which adapter a case runs against.
 enum Backend {
     Sqlite,
-    Moto(SdkConfig),
+    Moto(aws_sdk_sqs::Client),
 }
 
 /// A fresh queue with a redrive policy, a reader of its dead-letter queue, and what the backend
@@ -55,8 +54,7 @@ impl Backend {
                     _file: Some(file),
                 }
             }
-            Backend::Moto(config) => {
-                let client = aws_sdk_sqs::Client::new(&config);
+            Backend::Moto(client) => {
                 let name = event_hooks_tests::moto::unique_name("contract");
                 let (url, dlq_url) = create_queue_with_dlq(&client, &name, max_receives)
                     .await
@@ -306,7 +304,7 @@ macro_rules! contract_suite {
                     let Some(config) = event_hooks_tests::moto::config() else {
                         return;
                     };
-                    super::$case(super::Backend::Moto(config)).await;
+                    super::$case(super::Backend::Moto(aws_sdk_sqs::Client::new(&config))).await;
                 }
             )+
         }

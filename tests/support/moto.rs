@@ -14,7 +14,9 @@ pub fn config() -> Option<SdkConfig> {
                 std::env::var_os("EVENT_HOOKS_REQUIRE_MOTO").is_none(),
                 "EVENT_HOOKS_REQUIRE_MOTO is set but MOTO_ENDPOINT is not: run through scripts/with-moto.sh"
             );
-            eprintln!("MOTO_ENDPOINT not set: skipping the moto half of this test (make test runs it)");
+            eprintln!(
+                "MOTO_ENDPOINT not set: skipping the moto half of this test (make test runs it)"
+            );
             None
         }
     }

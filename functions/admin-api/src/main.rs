@@ -1,1 +1,46 @@
-fn main() {}
+//! Lambda entry point of the admin API: reads its settings once, builds the DynamoDB store and the
+//! SQS events queue once, and serves the shared axum router through `lambda_http`.
+
+use std::sync::Arc;
+
+use event_hooks::admin::{self, AdminSettings, AdminState};
+use event_hooks::lua::LuaPolicy;
+use event_hooks::queue::sqs::SqsQueue;
+use event_hooks::store::dynamodb::DynamoHookStore;
+use lambda_http::{run, Error};
+
+/// Reads a required environment variable, failing the cold start with a clear message.
+fn required(name: &str) -> Result<String, Error> {
+    std::env::var(name).map_err(|_| format!("environment variable {name} is not set").into())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_current_span(false)
+        .without_time() // CloudWatch stamps each line
+        .init();
+
+    let table = required("HOOKS_TABLE")?;
+    let events_queue_url = required("EVENTS_QUEUE_URL")?;
+    let settings = AdminSettings {
+        admin_token: std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
+        lua: std::env::var("UNTRUSTED_LUA")
+            .ok()
+            .map(|v| v.parse::<LuaPolicy>())
+            .transpose()?
+            .unwrap_or_default(),
+    };
+
+    // The SDK reads AWS_ENDPOINT_URL itself, which points the function at a local server in tests.
+    let config = event_hooks::aws::load_config(None).await;
+    let store = DynamoHookStore::new(aws_sdk_dynamodb::Client::new(&config), table);
+    let events = SqsQueue::new(aws_sdk_sqs::Client::new(&config), events_queue_url);
+    let router = admin::router(AdminState::new(Arc::new(store), Arc::new(events), settings));
+    run(router).await
+}

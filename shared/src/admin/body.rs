@@ -90,9 +90,9 @@ fn parse(format: Format, bytes: &[u8]) -> Result<Input, ApiError> {
             )),
             Err(_) => Err(ApiError::BadJson),
         },
-        Format::Form => from_pairs(
-            form_urlencoded::parse(bytes).map(|(k, v)| (k.into_owned(), v.into_owned())),
-        ),
+        Format::Form => {
+            from_pairs(form_urlencoded::parse(bytes).map(|(k, v)| (k.into_owned(), v.into_owned())))
+        }
         Format::Multipart => unreachable!("multipart bodies are streamed"),
     }
 }

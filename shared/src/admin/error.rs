@@ -50,7 +50,10 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidSize(&'static str),
     #[error("invalid offset {offset:?}: {reason}")]
-    InvalidOffset { offset: String, reason: &'static str },
+    InvalidOffset {
+        offset: String,
+        reason: &'static str,
+    },
     #[error("no credentials")]
     MissingCredentials,
     #[error("wrong credentials")]

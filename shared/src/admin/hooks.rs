@@ -28,9 +28,10 @@ pub async fn list(
     State(state): State<AdminState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let params: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let params: Vec<(String, String)> =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
     let param = |name: &str| {
         params
             .iter()
@@ -44,13 +45,17 @@ pub async fn list(
     };
     let after = match param("offset") {
         None => None,
-        Some(raw) => Some(PageToken::decode(raw).map_err(|reason| ApiError::InvalidOffset {
-            offset: raw.to_string(),
-            reason,
-        })?),
+        Some(raw) => Some(
+            PageToken::decode(raw).map_err(|reason| ApiError::InvalidOffset {
+                offset: raw.to_string(),
+                reason,
+            })?,
+        ),
     };
     let filter = HookFilter {
-        source: param("source").filter(|s| !s.is_empty()).map(str::to_string),
+        source: param("source")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
         event: param("event").filter(|s| !s.is_empty()).map(str::to_string),
         tags: param("tags").filter(|s| !s.is_empty()).map(parse_tags),
     };
@@ -78,7 +83,9 @@ fn parse_size(raw: &str) -> Result<usize, ApiError> {
         .trim()
         .parse()
         .map_err(|_| ApiError::InvalidSize("size must be a number"))?;
-    if !number.is_finite() || number.fract() != 0.0 || !(1.0..=MAX_PAGE_SIZE as f64).contains(&number)
+    if !number.is_finite()
+        || number.fract() != 0.0
+        || !(1.0..=MAX_PAGE_SIZE as f64).contains(&number)
     {
         return Err(ApiError::InvalidSize(
             "size must be an integer between 1 and 1000",
@@ -112,7 +119,12 @@ fn into_value(input: Input) -> Value {
 }
 
 /// Validates off the async executor: lambda functions are compiled and run in the sandbox.
-async fn validate_hook(state: &AdminState, value: Value, id: Uuid, created_at: i64) -> Result<Hook, ApiError> {
+async fn validate_hook(
+    state: &AdminState,
+    value: Value,
+    id: Uuid,
+    created_at: i64,
+) -> Result<Hook, ApiError> {
     let ctx = Context {
         id,
         created_at,
@@ -169,13 +181,17 @@ pub async fn update(
         unreachable!("bodies are objects")
     };
     for _ in 0..WRITE_ATTEMPTS {
-        let Versioned { value: old, version } =
-            state.store.get(id).await?.ok_or(ApiError::NotFound)?;
+        let Versioned {
+            value: old,
+            version,
+        } = state.store.get(id).await?.ok_or(ApiError::NotFound)?;
         let merged = merge_patch(&old, &patch);
         let hook = validate_hook(&state, merged, id, old.created_at).await?;
         match state.store.put(&hook, Precondition::Version(version)).await {
             Ok(_) => {
-                state.emit_change(Operation::Update, &hook, Some(&old)).await;
+                state
+                    .emit_change(Operation::Update, &hook, Some(&old))
+                    .await;
                 return Ok(Json(hook));
             }
             // Someone else changed the hook meanwhile: merge into their version.

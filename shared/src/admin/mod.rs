@@ -79,7 +79,10 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route(
             "/event-hooks",
-            with_options(get(hooks::list).post(hooks::create), "GET, HEAD, POST, OPTIONS"),
+            with_options(
+                get(hooks::list).post(hooks::create),
+                "GET, HEAD, POST, OPTIONS",
+            ),
         )
         .route(
             "/event-hooks/sources",
@@ -118,10 +121,7 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// Adds an `OPTIONS` answer listing the route's methods.
-fn with_options(
-    route: MethodRouter<AdminState>,
-    allow: &'static str,
-) -> MethodRouter<AdminState> {
+fn with_options(route: MethodRouter<AdminState>, allow: &'static str) -> MethodRouter<AdminState> {
     route.options(move || async move {
         (
             StatusCode::NO_CONTENT,

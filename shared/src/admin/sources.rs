@@ -39,9 +39,7 @@ pub async fn get_event(
     Path((source, event)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let catalogue = catalogue(&state).await?;
-    let spec = catalogue
-        .event(&source, &event)
-        .ok_or(ApiError::NotFound)?;
+    let spec = catalogue.event(&source, &event).ok_or(ApiError::NotFound)?;
     Ok(Json(json!({ "data": spec })))
 }
 
@@ -87,28 +85,29 @@ pub async fn delete_event(
 fn custom_event(source: String, event: String, input: Input) -> Result<CustomEvent, ApiError> {
     let mut problems: Vec<(String, String)> = Vec::new();
     let mut fields = input.fields;
-    let list = |fields: &mut Map<String, Value>, key: &str, problems: &mut Vec<(String, String)>| {
-        match fields.remove(key) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if input.from_form && s.is_empty() => None,
-            // A form sends a lone value for a one-element list.
-            Some(Value::String(s)) if input.from_form => Some(vec![s]),
-            Some(Value::Array(items)) => {
-                let strings: Option<Vec<String>> = items
-                    .into_iter()
-                    .map(|item| item.as_str().map(str::to_string))
-                    .collect();
-                if strings.is_none() {
-                    problems.push((key.to_string(), "expected an array of strings".into()));
+    let list =
+        |fields: &mut Map<String, Value>, key: &str, problems: &mut Vec<(String, String)>| {
+            match fields.remove(key) {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) if input.from_form && s.is_empty() => None,
+                // A form sends a lone value for a one-element list.
+                Some(Value::String(s)) if input.from_form => Some(vec![s]),
+                Some(Value::Array(items)) => {
+                    let strings: Option<Vec<String>> = items
+                        .into_iter()
+                        .map(|item| item.as_str().map(str::to_string))
+                        .collect();
+                    if strings.is_none() {
+                        problems.push((key.to_string(), "expected an array of strings".into()));
+                    }
+                    strings
                 }
-                strings
+                Some(_) => {
+                    problems.push((key.to_string(), "expected an array".into()));
+                    None
+                }
             }
-            Some(_) => {
-                problems.push((key.to_string(), "expected an array".into()));
-                None
-            }
-        }
-    };
+        };
     let field_names = list(&mut fields, "fields", &mut problems).unwrap_or_default();
     let unique = list(&mut fields, "unique", &mut problems);
     let description = match fields.remove("description") {

@@ -110,9 +110,7 @@ impl DynamoHookStore {
         let (old_name, version) = match precondition {
             Precondition::Absent => (None, 1),
             Precondition::Version(expected) => match self.get(hook.id).await? {
-                Some(current) if current.version == expected => {
-                    (current.value.name, expected + 1)
-                }
+                Some(current) if current.version == expected => (current.value.name, expected + 1),
                 _ => return Err(StoreError::Conflict),
             },
         };
@@ -207,7 +205,7 @@ impl DynamoHookStore {
         }
         if let Some(name) = &hook.name {
             let holder = self.read(key(NAME_PK, name.clone())).await?;
-            let ours = string(&hook.id.hyphenated().to_string());
+            let ours = string(hook.id.hyphenated().to_string());
             if holder.is_some_and(|guard| guard.get("hook_id") != Some(&ours)) {
                 return Err(StoreError::NameTaken(name.clone()));
             }

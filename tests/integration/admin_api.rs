@@ -1,0 +1,936 @@
+//! The admin API over real HTTP against the real `event-hooks-local` binary: Kong's documented curl
+//! commands, every route, every bad input of the foundation issue, auth, restart durability.
+
+use std::process::Command;
+use std::time::Duration;
+
+use event_hooks::queue::sqlite::SqliteQueue;
+use event_hooks::queue::Queue;
+use event_hooks::sqlite::Database;
+use event_hooks_tests::server::LocalServer;
+use serde_json::{json, Value};
+
+/// Runs a shell command line (a curl command from Kong's docs, with `localhost:8001` pointed at
+/// the test server) and returns the status and JSON body of its `-i` output.
+fn curl(server: &LocalServer, command: &str) -> (u16, Value) {
+    let command = command.replace("http://localhost:8001", &server.base);
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(format!("{command} --silent --show-error"))
+        .output()
+        .expect("run curl");
+    assert!(output.status.success(), "curl failed: {output:?}");
+    let text = String::from_utf8(output.stdout).expect("utf-8 response");
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let json = if body.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body:?}"))
+    };
+    (status, json)
+}
+
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    fn new(server: &LocalServer) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: server.base.clone(),
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"))
+        };
+        (status, body)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn json(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        self.send(
+            self.http
+                .request(method, format!("{}{path}", self.base))
+                .json(&body),
+        )
+        .await
+    }
+
+    async fn form(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        pairs: &[(&str, &str)],
+    ) -> (u16, Value) {
+        self.send(
+            self.http
+                .request(method, format!("{}{path}", self.base))
+                .form(pairs),
+        )
+        .await
+    }
+
+    async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        self.send(
+            self.http
+                .request(method, format!("{}{path}", self.base))
+                .header("content-type", content_type)
+                .body(body),
+        )
+        .await
+    }
+
+    async fn count(&self) -> usize {
+        let (status, body) = self.get("/event-hooks?size=1000").await;
+        assert_eq!(status, 200);
+        body["data"].as_array().expect("data array").len()
+    }
+}
+
+fn webhook(url: &str) -> Value {
+    json!({"source":"crud","event":"consumers","handler":"webhook","config":{"url":url}})
+}
+
+#[tokio::test]
+async fn kongs_documented_curl_commands_work_unchanged() {
+    let server = LocalServer::start(&[]);
+
+    // Given Kong's "webhook" example, form-encoded
+    let (status, hook) = curl(
+        &server,
+        "curl -i -X POST http://localhost:8001/event-hooks \
+           --data source=crud \
+           --data event=consumers \
+           --data handler=webhook \
+           --data config.url=https://webhook.site/a1b2c3",
+    );
+    assert_eq!(status, 201, "{hook}");
+    assert_eq!(
+        hook["config"],
+        json!({"url":"https://webhook.site/a1b2c3","headers":{},"secret":null,"ssl_verify":false})
+    );
+    assert_eq!(hook["on_change"], Value::Null);
+    assert_eq!(hook["snooze"], Value::Null);
+    let webhook_id = hook["id"].as_str().unwrap().to_string();
+
+    // Kong's "webhook-custom" example
+    let (status, custom) = curl(
+        &server,
+        r#"curl -i -X POST http://localhost:8001/event-hooks \
+           --data source=crud \
+           --data event=admins:create \
+           --data handler=webhook-custom \
+           --data config.method=POST \
+           --data config.url=https://webhook.site/a1b2c3 \
+           --data config.headers.content-type="application/json" \
+           --data config.payload.text="Admin account \`{{ entity.username }}\` {{ operation}}d; email address set to \`{{ entity.email }}\`""#,
+    );
+    assert_eq!(status, 201, "{custom}");
+    assert_eq!(custom["handler"], "webhook-custom");
+    assert_eq!(
+        custom["config"]["payload"]["text"],
+        "Admin account `{{ entity.username }}` {{ operation}}d; email address set to `{{ entity.email }}`"
+    );
+    assert_eq!(
+        custom["config"]["headers"],
+        json!({"content-type":"application/json"})
+    );
+    assert_eq!(custom["config"]["payload_format"], true);
+
+    // Kong's "log" example
+    let (status, log) = curl(
+        &server,
+        "curl -i -X POST http://localhost:8001/event-hooks \
+           --data source=crud \
+           --data event=consumers \
+           --data handler=log",
+    );
+    assert_eq!(status, 201, "{log}");
+    assert_eq!(log["config"], json!({}));
+
+    // Kong's "lambda" example, with the function inline
+    let (status, lambda) = curl(
+        &server,
+        r#"curl -i -X POST http://localhost:8001/event-hooks \
+           --data source=crud \
+           --data event=consumers \
+           --data handler=lambda \
+           --data config.functions='return function (data, event, source, pid)
+             local user = data.entity.username
+             error("Event hook on consumer " .. user .. "")
+           end'"#,
+    );
+    assert_eq!(status, 201, "{lambda}");
+    assert_eq!(lambda["config"]["functions"].as_array().unwrap().len(), 1);
+
+    // ... and with the function uploaded from a file
+    let file = server.data_dir.join("fn.lua");
+    std::fs::write(
+        &file,
+        "return function (data, event, source, pid)\n  return data\nend\n",
+    )
+    .unwrap();
+    let (status, uploaded) = curl(
+        &server,
+        &format!(
+            "curl -i -X POST http://localhost:8001/event-hooks \
+               -F source=crud -F event=consumers -F handler=lambda \
+               -F config.functions=@{}",
+            file.display()
+        ),
+    );
+    assert_eq!(status, 201, "{uploaded}");
+    assert_eq!(
+        uploaded["config"]["functions"][0],
+        "return function (data, event, source, pid)\n  return data\nend\n"
+    );
+
+    // Kong's JSON example
+    let (status, json_hook) = curl(
+        &server,
+        r#"curl -i -X POST http://localhost:8001/event-hooks \
+           -H "Content-Type: application/json" \
+           -d '{"source":"crud","event":"admins:create","handler":"webhook-custom","on_change":true,
+                "config":{"url":"https://example.com","method":"POST",
+                          "payload":{"text":"Admin {{entity.username}} created"}}}'"#,
+    );
+    assert_eq!(status, 201, "{json_hook}");
+    assert_eq!(json_hook["on_change"], true);
+
+    // list, get, patch, delete, sources
+    let (status, list) = curl(&server, "curl -i -X GET http://localhost:8001/event-hooks");
+    assert_eq!(status, 200);
+    assert_eq!(list["data"].as_array().unwrap().len(), 6);
+    assert_eq!(list["next"], Value::Null);
+
+    let (status, got) = curl(
+        &server,
+        &format!("curl -i -X GET http://localhost:8001/event-hooks/{webhook_id}"),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(got, hook);
+
+    let (status, patched) = curl(
+        &server,
+        &format!(
+            "curl -i -X PATCH http://localhost:8001/event-hooks/{webhook_id} \
+               --data config.secret=hunter2 --data snooze=60"
+        ),
+    );
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["config"]["secret"], "hunter2");
+    assert_eq!(patched["config"]["url"], "https://webhook.site/a1b2c3");
+    assert_eq!(patched["snooze"], 60);
+    assert_eq!(patched["created_at"], hook["created_at"]);
+
+    let (status, _) = curl(
+        &server,
+        &format!("curl -i -X DELETE http://localhost:8001/event-hooks/{webhook_id}"),
+    );
+    assert_eq!(status, 204);
+    let (status, missing) = curl(
+        &server,
+        &format!("curl -i http://localhost:8001/event-hooks/{webhook_id}"),
+    );
+    assert_eq!((status, missing), (404, json!({"message":"Not found"})));
+
+    let (status, sources) = curl(&server, "curl -i http://localhost:8001/event-hooks/sources");
+    assert_eq!(status, 200);
+    assert_eq!(
+        sources["data"]["crud"]["consumers"],
+        json!({"fields":["operation","entity","old_entity","schema"]})
+    );
+    assert_eq!(
+        sources["data"]["rate-limiting-advanced"]["rate-limit-exceeded"]["unique"],
+        json!(["consumer", "ip", "service"])
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_a_kong_shaped_4xx_and_stores_nothing() {
+    let server = LocalServer::start(&[]);
+    let api = Client::new(&server);
+    let (status, named) = api
+        .json(
+            reqwest::Method::POST,
+            "/event-hooks",
+            json!({"source":"crud","handler":"log","name":"taken"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{named}");
+    use reqwest::Method;
+
+    let cases: Vec<(&str, u16, Value, (u16, Value))> = vec![
+        (
+            "broken JSON",
+            400,
+            json!({"message":"Cannot parse JSON body"}),
+            api.raw(
+                Method::POST,
+                "/event-hooks",
+                "application/json",
+                "{\"source\":",
+            )
+            .await,
+        ),
+        (
+            "wrong content type",
+            415,
+            Value::Null,
+            api.raw(Method::POST, "/event-hooks", "text/plain", "source=crud")
+                .await,
+        ),
+        (
+            "unknown handler",
+            400,
+            json!({"code":2,"name":"schema violation",
+                   "message":"schema violation (handler: unknown type: email)",
+                   "fields":{"handler":"unknown type: email"}}),
+            api.form(
+                Method::POST,
+                "/event-hooks",
+                &[("source", "crud"), ("handler", "email")],
+            )
+            .await,
+        ),
+        (
+            "unknown config key",
+            400,
+            json!({"code":2,"name":"schema violation",
+                   "message":"schema violation (config.verify: unknown field)",
+                   "fields":{"config":{"verify":"unknown field"}}}),
+            api.json(
+                Method::POST,
+                "/event-hooks",
+                json!({"source":"crud","handler":"webhook",
+                "config":{"url":"https://a.test","verify":true}}),
+            )
+            .await,
+        ),
+        (
+            "mistyped config key",
+            400,
+            json!({"code":2,"name":"schema violation",
+                   "message":"schema violation (config.ssl_verify: expected a boolean)",
+                   "fields":{"config":{"ssl_verify":"expected a boolean"}}}),
+            api.form(
+                Method::POST,
+                "/event-hooks",
+                &[
+                    ("source", "crud"),
+                    ("handler", "webhook"),
+                    ("config.url", "https://a.test"),
+                    ("config.ssl_verify", "sometimes"),
+                ],
+            )
+            .await,
+        ),
+        (
+            "missing URL",
+            400,
+            json!({"code":2,"name":"schema violation",
+                   "message":"schema violation (config.url: required field missing)",
+                   "fields":{"config":{"url":"required field missing"}}}),
+            api.form(
+                Method::POST,
+                "/event-hooks",
+                &[("source", "crud"), ("handler", "webhook")],
+            )
+            .await,
+        ),
+        (
+            "relative URL",
+            400,
+            json!({"code":2,"name":"schema violation",
+                   "message":"schema violation (config.url: missing scheme in url)",
+                   "fields":{"config":{"url":"missing scheme in url"}}}),
+            api.json(Method::POST, "/event-hooks", webhook("/hooks"))
+                .await,
+        ),
+        (
+            "hostless URL",
+            400,
+            json!({"code":2,"name":"schema violation",
+                   "message":"schema violation (config.url: missing host in url)",
+                   "fields":{"config":{"url":"missing host in url"}}}),
+            api.json(Method::POST, "/event-hooks", webhook("http://"))
+                .await,
+        ),
+        (
+            "negative snooze",
+            400,
+            json!({"code":2,"name":"schema violation",
+                   "message":"schema violation (snooze: value should be between 0 and 2147483647)",
+                   "fields":{"snooze":"value should be between 0 and 2147483647"}}),
+            api.form(
+                Method::POST,
+                "/event-hooks",
+                &[("source", "crud"), ("handler", "log"), ("snooze", "-1")],
+            )
+            .await,
+        ),
+        (
+            "non-numeric snooze",
+            400,
+            json!({"code":2,"name":"schema violation",
+                   "message":"schema violation (snooze: expected an integer)",
+                   "fields":{"snooze":"expected an integer"}}),
+            api.form(
+                Method::POST,
+                "/event-hooks",
+                &[("source", "crud"), ("handler", "log"), ("snooze", "abc")],
+            )
+            .await,
+        ),
+        (
+            "size=0",
+            400,
+            json!({"code":9,"name":"invalid size","message":"size must be an integer between 1 and 1000"}),
+            api.get("/event-hooks?size=0").await,
+        ),
+        (
+            "size=1001",
+            400,
+            json!({"code":9,"name":"invalid size","message":"size must be an integer between 1 and 1000"}),
+            api.get("/event-hooks?size=1001").await,
+        ),
+        (
+            "size=abc",
+            400,
+            json!({"code":9,"name":"invalid size","message":"size must be a number"}),
+            api.get("/event-hooks?size=abc").await,
+        ),
+        (
+            "forged offset",
+            400,
+            json!({"code":7,"name":"invalid offset","message":"'not-a-token!' is not a valid offset: bad base64 encoding"}),
+            api.get("/event-hooks?offset=not-a-token!").await,
+        ),
+        (
+            "malformed id",
+            400,
+            json!({"code":1,"name":"invalid primary key",
+                   "message":"invalid primary key: '{id=\"expected a valid UUID\"}'",
+                   "fields":{"id":"expected a valid UUID"}}),
+            api.get("/event-hooks/not-a-uuid").await,
+        ),
+        (
+            "unknown id",
+            404,
+            json!({"message":"Not found"}),
+            api.get("/event-hooks/4a0c4f41-6b8b-4a42-9d37-0c6b8d1f8f0e")
+                .await,
+        ),
+        (
+            "unknown id on PATCH",
+            404,
+            json!({"message":"Not found"}),
+            api.json(
+                Method::PATCH,
+                "/event-hooks/4a0c4f41-6b8b-4a42-9d37-0c6b8d1f8f0e",
+                json!({"snooze":1}),
+            )
+            .await,
+        ),
+        (
+            "duplicate name",
+            409,
+            json!({"code":5,"name":"unique constraint violation",
+                   "message":"UNIQUE violation detected on '{name=\"taken\"}'",
+                   "fields":{"name":"taken"}}),
+            api.json(
+                Method::POST,
+                "/event-hooks",
+                json!({"source":"crud","handler":"log","name":"taken"}),
+            )
+            .await,
+        ),
+        (
+            "Lua that does not compile",
+            400,
+            Value::Null,
+            api.form(
+                Method::POST,
+                "/event-hooks",
+                &[
+                    ("source", "crud"),
+                    ("handler", "lambda"),
+                    ("config.functions", "return function("),
+                ],
+            )
+            .await,
+        ),
+        (
+            "Lua that does not return a function",
+            400,
+            json!({"code":2,"name":"schema violation",
+                   "message":"schema violation (config.functions.1: Bad return value from function, expected function type, got string)",
+                   "fields":{"config":{"functions":["Bad return value from function, expected function type, got string"]}}}),
+            api.form(
+                Method::POST,
+                "/event-hooks",
+                &[
+                    ("source", "crud"),
+                    ("handler", "lambda"),
+                    ("config.functions", "return 'nope'"),
+                ],
+            )
+            .await,
+        ),
+        (
+            "10 MB body",
+            413,
+            json!({"message":"Request body too large"}),
+            api.raw(
+                Method::POST,
+                "/event-hooks",
+                "application/json",
+                vec![b' '; 10 * 1024 * 1024],
+            )
+            .await,
+        ),
+        (
+            "10 MB multipart body",
+            413,
+            json!({"message":"Request body too large"}),
+            api.send(
+                api.http
+                    .post(format!("{}/event-hooks", api.base))
+                    .multipart(
+                        reqwest::multipart::Form::new()
+                            .text("source", "crud")
+                            .text("config.functions", "x".repeat(10 * 1024 * 1024)),
+                    ),
+            )
+            .await,
+        ),
+    ];
+
+    for (name, expected_status, expected_body, (status, body)) in cases {
+        assert_eq!(status, expected_status, "{name}: {body}");
+        if expected_body.is_null() {
+            assert!(body.get("message").is_some(), "{name}: a message: {body}");
+        } else {
+            assert_eq!(body, expected_body, "{name}");
+        }
+    }
+    let (_, compile_error) = api
+        .form(
+            Method::POST,
+            "/event-hooks",
+            &[
+                ("source", "crud"),
+                ("handler", "lambda"),
+                ("config.functions", "return function("),
+            ],
+        )
+        .await;
+    let message = compile_error["fields"]["config"]["functions"][0]
+        .as_str()
+        .unwrap();
+    assert!(message.starts_with("Error parsing function: "), "{message}");
+
+    // Then nothing but the first hook was stored
+    assert_eq!(api.count().await, 1);
+}
+
+#[tokio::test]
+async fn pagination_walks_every_hook_once_and_filters_apply() {
+    let server = LocalServer::start(&[]);
+    let api = Client::new(&server);
+    for i in 0..7 {
+        let mut hook = webhook(&format!("https://example.com/{i}"));
+        hook["tags"] = if i % 2 == 0 {
+            json!(["even"])
+        } else {
+            json!(["odd"])
+        };
+        if i == 6 {
+            hook["source"] = json!("balancer");
+            hook["event"] = json!("health");
+        }
+        let (status, _) = api.json(reqwest::Method::POST, "/event-hooks", hook).await;
+        assert_eq!(status, 201);
+    }
+
+    // When walking `next` links with size=3
+    let mut seen = Vec::new();
+    let mut path = "/event-hooks?size=3".to_string();
+    let mut pages = 0;
+    loop {
+        let (status, page) = api.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        for hook in page["data"].as_array().unwrap() {
+            seen.push(hook["id"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => {
+                assert!(next.starts_with("/event-hooks?offset="), "{next}");
+                assert_eq!(page["offset"].as_str().is_some(), true);
+                path = next.to_string();
+            }
+            None => {
+                assert!(page.get("offset").is_none());
+                break;
+            }
+        }
+    }
+    // Then every hook comes once, in id order
+    assert_eq!(pages, 3);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen, sorted);
+    assert_eq!(seen.len(), 7);
+
+    let (_, even) = api.get("/event-hooks?tags=even").await;
+    assert_eq!(even["data"].as_array().unwrap().len(), 4);
+    let (_, any) = api.get("/event-hooks?tags=even/odd&size=2").await;
+    assert_eq!(any["data"].as_array().unwrap().len(), 2);
+    assert!(any["next"].as_str().unwrap().contains("tags=even%2Fodd"));
+    let (_, balancer) = api.get("/event-hooks?source=balancer&event=health").await;
+    assert_eq!(balancer["data"].as_array().unwrap().len(), 1);
+    let (_, crud_even) = api.get("/event-hooks?source=crud&tags=even").await;
+    assert_eq!(crud_even["data"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn patch_merges_records_replaces_maps_and_revalidates() {
+    let server = LocalServer::start(&[]);
+    let api = Client::new(&server);
+    use reqwest::Method;
+    let (_, hook) = api
+        .json(
+            Method::POST,
+            "/event-hooks",
+            json!({"source":"crud","handler":"webhook","config":{"url":"https://a.test",
+                "headers":{"x-one":"1","x-two":"2"},"secret":"s"}}),
+        )
+        .await;
+    let path = format!("/event-hooks/{}", hook["id"].as_str().unwrap());
+
+    // When the headers map is patched, it is replaced whole; other config keys stay
+    let (status, patched) = api
+        .json(
+            Method::PATCH,
+            &path,
+            json!({"config":{"headers":{"x-three":"3"}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["config"]["headers"], json!({"x-three":"3"}));
+    assert_eq!(patched["config"]["secret"], "s");
+    assert_eq!(patched["config"]["url"], "https://a.test");
+
+    // When a patch makes the whole invalid, nothing changes
+    let (status, error) = api
+        .json(
+            Method::PATCH,
+            &path,
+            json!({"config":{"url":"nope"},"event":"consumers"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        error["fields"],
+        json!({"config":{"url":"missing scheme in url"}})
+    );
+    let (_, unchanged) = api.get(&path).await;
+    assert_eq!(unchanged, patched);
+
+    // When the handler changes, the old config does not leak into the new one
+    let (status, as_log) = api
+        .json(Method::PATCH, &path, json!({"handler":"log"}))
+        .await;
+    assert_eq!(status, 200, "{as_log}");
+    assert_eq!(as_log["config"], json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_patches_never_lose_an_update() {
+    let server = LocalServer::start(&[]);
+    let api = Client::new(&server);
+    use reqwest::Method;
+    for round in 0..10 {
+        let (_, hook) = api
+            .json(
+                Method::POST,
+                "/event-hooks",
+                json!({"source":"crud","handler":"log"}),
+            )
+            .await;
+        let path = format!("/event-hooks/{}", hook["id"].as_str().unwrap());
+        let patches = [
+            json!({"snooze": round}),
+            json!({"on_change": true}),
+            json!({"event": "consumers"}),
+            json!({"name": format!("round-{round}")}),
+        ];
+        let tasks: Vec<_> = patches
+            .into_iter()
+            .map(|patch| {
+                let (api, path) = (api.clone(), path.clone());
+                tokio::spawn(async move { api.json(Method::PATCH, &path, patch).await })
+            })
+            .collect();
+        for task in tasks {
+            let (status, body) = task.await.unwrap();
+            assert_eq!(status, 200, "{body}");
+        }
+        let (_, merged) = api.get(&path).await;
+        assert_eq!(merged["snooze"], round, "round {round}: {merged}");
+        assert_eq!(merged["on_change"], true, "round {round}: {merged}");
+        assert_eq!(merged["event"], "consumers", "round {round}: {merged}");
+        assert_eq!(
+            merged["name"],
+            format!("round-{round}"),
+            "round {round}: {merged}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn put_upserts_and_delete_is_idempotent() {
+    let server = LocalServer::start(&[]);
+    let api = Client::new(&server);
+    use reqwest::Method;
+    let path = "/event-hooks/7d6f9a52-2d7e-4d55-8a8e-3c2f1f0b9a11";
+    let (status, created) = api.json(Method::PUT, path, webhook("https://a.test")).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["id"], "7d6f9a52-2d7e-4d55-8a8e-3c2f1f0b9a11");
+    let (status, replaced) = api
+        .json(
+            Method::PUT,
+            path,
+            json!({"source":"balancer","handler":"log","id":"ignored"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{replaced}");
+    assert_eq!(replaced["source"], "balancer");
+    assert_eq!(replaced["event"], Value::Null);
+    assert_eq!(replaced["created_at"], created["created_at"]);
+    assert_eq!(
+        api.send(api.http.delete(format!("{}{path}", api.base)))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        api.send(api.http.delete(format!("{}{path}", api.base)))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(api.get(path).await.0, 404);
+}
+
+#[tokio::test]
+async fn options_head_and_method_not_allowed() {
+    let server = LocalServer::start(&[]);
+    let http = reqwest::Client::new();
+    let response = http
+        .request(reqwest::Method::OPTIONS, server.url("/event-hooks"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(response.headers()["allow"], "GET, HEAD, POST, OPTIONS");
+
+    let response = http
+        .head(server.url("/event-hooks/sources"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap().len(), 0);
+
+    let response = http.put(server.url("/event-hooks")).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"message":"Method not allowed"})
+    );
+    let response = http.get(server.url("/nowhere")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn admin_token_guards_every_route() {
+    let server = LocalServer::start(&["--admin-token", "s3cret"]);
+    let http = reqwest::Client::new();
+    for path in ["/event-hooks", "/event-hooks/sources", "/nowhere"] {
+        let response = http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"message":"Invalid credentials. Token or User credentials required"})
+        );
+        let response = http
+            .get(server.url(path))
+            .header("Kong-Admin-Token", "guess")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"message":"Invalid RBAC credentials"})
+        );
+    }
+    let response = http
+        .get(server.url("/event-hooks"))
+        .header("Kong-Admin-Token", "s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn custom_sources_can_be_registered_and_removed() {
+    let server = LocalServer::start(&[]);
+    let api = Client::new(&server);
+    use reqwest::Method;
+    let path = "/event-hooks/sources/billing/invoice-paid";
+    let (status, body) = api
+        .form(
+            Method::PUT,
+            path,
+            &[
+                ("fields", "invoice"),
+                ("fields", "customer"),
+                ("unique", "customer"),
+                ("description", "An invoice was paid"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body,
+        json!({"data":{"fields":["invoice","customer"],"unique":["customer"],"description":"An invoice was paid"}})
+    );
+    let (status, _) = api
+        .json(Method::PUT, path, json!({"fields":["invoice"]}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = api.get("/event-hooks/sources/billing").await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"data":{"invoice-paid":{"fields":["invoice"]}}}))
+    );
+
+    let (status, body) = api
+        .json(Method::PUT, path, json!({"fields":["a"],"unique":["b"]}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["fields"],
+        json!({"unique":"'b' is not one of the fields"})
+    );
+
+    let (status, _) = api
+        .json(
+            Method::PUT,
+            "/event-hooks/sources/crud/consumers",
+            json!({"fields":[]}),
+        )
+        .await;
+    assert_eq!(status, 405);
+    assert_eq!(
+        api.send(
+            api.http
+                .delete(format!("{}/event-hooks/sources/crud/consumers", api.base))
+        )
+        .await
+        .0,
+        405
+    );
+
+    assert_eq!(
+        api.send(api.http.delete(format!("{}{path}", api.base)))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(api.get(path).await.0, 404);
+    assert_eq!(api.get("/event-hooks/sources/billing").await.0, 404);
+    assert_eq!(api.get("/event-hooks/sources/crud/nope").await.0, 404);
+}
+
+#[tokio::test]
+async fn a_restart_keeps_every_hook_and_changes_reach_the_events_queue() {
+    let server = LocalServer::start(&[]);
+    let api = Client::new(&server);
+    let (status, hook) = api
+        .json(
+            reqwest::Method::POST,
+            "/event-hooks",
+            webhook("https://a.test"),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let data_dir = server.data_dir.clone();
+    assert!(server.stop(), "clean exit on SIGTERM");
+
+    // When the server starts again on the same data directory
+    let server = LocalServer::start_in(&data_dir, &[]);
+    let api = Client::new(&server);
+    let (status, again) = api
+        .get(&format!("/event-hooks/{}", hook["id"].as_str().unwrap()))
+        .await;
+    // Then the hook is still there
+    assert_eq!(status, 200);
+    assert_eq!(again, hook);
+    assert!(server.stop());
+
+    // And its creation was put on the events queue as crud and dao:crud events
+    let queue = SqliteQueue::open(
+        Database::open(&data_dir.join("queue.db")).unwrap(),
+        "events",
+    )
+    .await
+    .unwrap();
+    let messages = queue
+        .receive(10, Duration::from_secs(30), Duration::ZERO)
+        .await
+        .unwrap();
+    let mut events: Vec<Value> = messages
+        .iter()
+        .map(|m| serde_json::from_str(&m.body).unwrap())
+        .collect();
+    events.sort_by_key(|e| e["source"].as_str().unwrap().to_string());
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["source"], "crud");
+    assert_eq!(events[0]["event"], "event_hooks");
+    assert_eq!(events[0]["data"]["operation"], "create");
+    assert_eq!(events[0]["data"]["entity"], hook);
+    assert_eq!(events[0]["data"]["old_entity"], Value::Null);
+    assert_eq!(events[1]["source"], "dao:crud");
+    assert_eq!(events[1]["event"], "create");
+}
