@@ -592,7 +592,7 @@ async fn pagination_walks_every_hook_once_and_filters_apply() {
         match page["next"].as_str() {
             Some(next) => {
                 assert!(next.starts_with("/event-hooks?offset="), "{next}");
-                assert_eq!(page["offset"].as_str().is_some(), true);
+                assert!(page["offset"].as_str().is_some());
                 path = next.to_string();
             }
             None => {

@@ -1,0 +1,39 @@
+# event-hooks: Kong's Event Hooks as AWS Lambda functions in Rust.
+# `make run` starts the whole service locally; `make test` runs every test. `make help` lists all.
+
+CARGO ?= cargo
+LISTEN ?= 127.0.0.1:8001
+DATA_DIR ?= ./data
+
+.PHONY: help run test unit-and-integration lint fmt validate-template build venv clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
+
+run: ## Start the service locally on 127.0.0.1:8001 with data in ./data (no AWS needed)
+	$(CARGO) run --release -p event-hooks-local -- --listen $(LISTEN) --data-dir $(DATA_DIR)
+
+test: lint validate-template unit-and-integration ## Run every check and test (installs moto and the SAM CLI into .venv)
+
+unit-and-integration: venv ## Unit, contract (SQLite and moto) and HTTP tests, with a summary line
+	scripts/test.sh
+
+lint: ## Formatting and clippy, warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+validate-template: venv ## sam validate --lint on template.yaml
+	scripts/validate-template.sh
+
+venv: ## Create .venv with moto and the SAM CLI (once)
+	scripts/venv.sh
+
+build: venv ## Build the Lambda zips with cargo-lambda (zig from PyPI) and print their sizes
+	scripts/build-lambdas.sh
+
+clean: ## Remove build output, local data and the venv
+	$(CARGO) clean
+	rm -rf .venv data
