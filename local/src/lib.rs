@@ -7,14 +7,29 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use event_hooks::admin::{self, AdminSettings, AdminState};
+use event_hooks::deliver::http::{HttpSender, HttpSettings};
+use event_hooks::deliver::retry::RetrySchedule;
+use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
+use event_hooks::dispatch::worker::{self, Feed, WorkerSettings};
+use event_hooks::dispatch::{DispatchSettings, Dispatcher};
 use event_hooks::lua::LuaPolicy;
 use event_hooks::queue::sqlite::SqliteQueue;
+use event_hooks::queue::Queue;
+use event_hooks::snapshot::SnapshotCache;
 use event_hooks::sqlite::Database;
 use event_hooks::store::sqlite::SqliteHookStore;
+use event_hooks::store::HookStore;
+use event_hooks::windows::sqlite::SqliteWindowStore;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// Receives after which an event that keeps failing moves to the dead-letter queue.
 pub const EVENTS_MAX_RECEIVES: u32 = 5;
+
+/// Longest time a hook change made by another process takes to reach this one.
+const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(2);
 
 /// Settings of the local server; each is a flag and an environment variable (see `--help`).
 #[derive(Debug, Clone, clap::Parser)]
@@ -36,6 +51,31 @@ pub struct Settings {
     #[arg(long, env = "EVENT_HOOKS_UNTRUSTED_LUA", default_value = "sandbox")]
     pub untrusted_lua: LuaPolicy,
 
+    /// Delays between delivery attempts, e.g. `5s,30s,2m,10m,30m,1h,3h,6h` (jitter ±20% added).
+    #[arg(
+        long,
+        env = "EVENT_HOOKS_RETRY_SCHEDULE",
+        default_value = "5s,30s,2m,10m,30m,1h,3h,6h"
+    )]
+    pub retry_schedule: RetrySchedule,
+
+    /// Refuse targets on loopback, private and link-local addresses (SSRF guard). Off by default
+    /// locally, where receivers usually run on loopback; always on in the deployed stack.
+    #[arg(long, env = "EVENT_HOOKS_SSRF_GUARD", default_value_t = false)]
+    pub ssrf_guard: bool,
+
+    /// Seconds allowed to connect to a target.
+    #[arg(long, env = "EVENT_HOOKS_CONNECT_TIMEOUT", default_value_t = 5.0)]
+    pub connect_timeout: f64,
+
+    /// Seconds allowed for a whole delivery request.
+    #[arg(long, env = "EVENT_HOOKS_REQUEST_TIMEOUT", default_value_t = 10.0)]
+    pub request_timeout: f64,
+
+    /// Concurrent consumers of each queue (events, deliveries).
+    #[arg(long, env = "EVENT_HOOKS_WORKERS", default_value_t = 8)]
+    pub workers: usize,
+
     /// Log format: `text` for people, `json` for machines.
     #[arg(long, env = "EVENT_HOOKS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -44,6 +84,10 @@ pub struct Settings {
 /// The service wired on embedded adapters, ready to serve.
 pub struct Service {
     pub router: axum::Router,
+    pub dispatcher: Arc<Dispatcher>,
+    events: Arc<dyn Queue>,
+    deliveries: Arc<dyn Queue>,
+    workers: usize,
 }
 
 impl Service {
@@ -62,13 +106,43 @@ impl Service {
         let queue_db = Database::open(&queue_path)
             .with_context(|| format!("cannot open {}", queue_path.display()))?;
 
-        let store = SqliteHookStore::new(hooks_db).await?;
-        let events = SqliteQueue::open(queue_db, "events")
+        let store: Arc<dyn HookStore> = Arc::new(SqliteHookStore::new(hooks_db.clone()).await?);
+        // Changes made through this process invalidate the snapshot at once; the age bound
+        // covers changes made by other processes sharing the data directory.
+        let snapshot = Arc::new(SnapshotCache::new(store.clone(), SNAPSHOT_MAX_AGE));
+        let events = SqliteQueue::open(queue_db.clone(), "events")
             .await?
             .with_redrive("events-dead-letter", EVENTS_MAX_RECEIVES);
+        let deliveries = SqliteQueue::open(queue_db.clone(), "deliveries")
+            .await?
+            .with_redrive("deliveries-dead-letter", EVENTS_MAX_RECEIVES);
+        let delivery_dead_letters = SqliteQueue::open(queue_db, "deliveries-dead-letter").await?;
+        let log_path = settings.data_dir.join("deliveries.db");
+        let log_db = Database::open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+
+        let dispatcher = Arc::new(Dispatcher::new(
+            snapshot.clone(),
+            Arc::new(SqliteWindowStore::new(hooks_db).await?),
+            Arc::new(SqliteDeliveryLog::new(log_db).await?),
+            Arc::new(deliveries.clone()),
+            Arc::new(delivery_dead_letters),
+            HttpSender::new(HttpSettings {
+                connect_timeout: seconds(settings.connect_timeout, "--connect-timeout")?,
+                total_timeout: seconds(settings.request_timeout, "--request-timeout")?,
+                allow_private_targets: !settings.ssrf_guard,
+                ..HttpSettings::default()
+            })?,
+            DispatchSettings {
+                retry: settings.retry_schedule.clone(),
+                ..DispatchSettings::default()
+            },
+        ));
+        let events: Arc<dyn Queue> = Arc::new(events);
         let state = AdminState::new(
-            Arc::new(store),
-            Arc::new(events),
+            store,
+            events.clone(),
+            snapshot,
             AdminSettings {
                 admin_token: settings.admin_token.clone().filter(|t| !t.is_empty()),
                 lua: settings.untrusted_lua.clone(),
@@ -76,8 +150,40 @@ impl Service {
         );
         Ok(Service {
             router: admin::router(state),
+            dispatcher,
+            events,
+            deliveries: Arc::new(deliveries),
+            workers: settings.workers.max(1),
         })
     }
+
+    /// Starts the queue consumers; they stop when `shutdown` turns true.
+    pub fn start_workers(&self, shutdown: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        let mut handles = Vec::new();
+        for (queue, feed) in [
+            (&self.events, Feed::Events),
+            (&self.deliveries, Feed::Deliveries),
+        ] {
+            for _ in 0..self.workers {
+                handles.push(tokio::spawn(worker::run(
+                    self.dispatcher.clone(),
+                    queue.clone(),
+                    feed,
+                    WorkerSettings::default(),
+                    shutdown.clone(),
+                )));
+            }
+        }
+        handles
+    }
+}
+
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    anyhow::ensure!(
+        value.is_finite() && value > 0.0,
+        "{flag} must be a positive number of seconds"
+    );
+    Ok(Duration::from_secs_f64(value))
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests.
@@ -95,12 +201,19 @@ pub async fn serve(
         auth = settings.admin_token.is_some(),
         "event-hooks admin API listening"
     );
-    axum::serve(listener, service.router)
+    let (stop_workers, workers_stopped) = watch::channel(false);
+    let workers = service.start_workers(&workers_stopped);
+    let served = axum::serve(listener, service.router)
         .with_graceful_shutdown(shutdown)
         .await
-        .context("server failed")?;
+        .context("server failed");
+    // Let the consumers finish the messages in hand; anything unfinished comes back on restart.
+    let _ = stop_workers.send(true);
+    for handle in workers {
+        let _ = handle.await;
+    }
     tracing::info!("stopped");
-    Ok(())
+    served
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

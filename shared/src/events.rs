@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::model::Hook;
+use crate::sources::Catalogue;
 
 /// One event: `{"source":…,"event":…,"data":{…}}` plus an id and a timestamp.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,6 +89,55 @@ pub fn hook_change_events(operation: Operation, entity: &Hook, old: Option<&Hook
     ]
 }
 
+/// Reads an event from a message body; id and timestamp are added when missing.
+pub fn parse_event(body: &str) -> Result<Event, String> {
+    let value: Value =
+        serde_json::from_str(body).map_err(|err| format!("the body is not JSON: {err}"))?;
+    event_from_value(value)
+}
+
+/// Checks the shape of an event: `source` and `event` strings, `data` an object when present.
+pub fn event_from_value(mut value: Value) -> Result<Event, String> {
+    let Some(fields) = value.as_object_mut() else {
+        return Err("an event must be a JSON object".into());
+    };
+    for key in ["source", "event"] {
+        match fields.get(key) {
+            Some(Value::String(s)) if !s.is_empty() => {}
+            Some(_) => return Err(format!("'{key}' must be a non-empty string")),
+            None => return Err(format!("'{key}' is required")),
+        }
+    }
+    match fields.get("data") {
+        None | Some(Value::Object(_)) => {}
+        Some(Value::Null) => {
+            fields.remove("data");
+        }
+        Some(_) => return Err("'data' must be a JSON object".into()),
+    }
+    if fields.get("id").is_some_and(Value::is_null) {
+        fields.remove("id");
+    }
+    if fields.get("timestamp").is_some_and(Value::is_null) {
+        fields.remove("timestamp");
+    }
+    serde_json::from_value(value).map_err(|err| format!("not a valid event: {err}"))
+}
+
+/// Kong's messages for events outside the catalogue.
+pub fn check_registered(catalogue: &Catalogue, event: &Event) -> Result<(), String> {
+    let Some(events) = catalogue.source(&event.source) else {
+        return Err(format!("source '{}' is not registered", event.source));
+    };
+    if !events.contains_key(&event.event) {
+        return Err(format!(
+            "event '{}' is not registered for source '{}'",
+            event.event, event.source
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +151,43 @@ mod tests {
         assert!(!event.id.is_nil());
         assert!(event.timestamp > 1_700_000_000_000);
         assert_eq!(event.data["ip"], "1.2.3.4");
+    }
+    #[test]
+    fn events_are_checked_with_kongs_messages() {
+        let catalogue = Catalogue::builtin();
+        let event = parse_event(r#"{"source":"nope","event":"x"}"#).unwrap();
+        assert_eq!(
+            check_registered(&catalogue, &event).unwrap_err(),
+            "source 'nope' is not registered"
+        );
+        let event = parse_event(r#"{"source":"balancer","event":"x"}"#).unwrap();
+        assert_eq!(
+            check_registered(&catalogue, &event).unwrap_err(),
+            "event 'x' is not registered for source 'balancer'"
+        );
+        let event = parse_event(r#"{"source":"crud","event":"consumers:create"}"#).unwrap();
+        assert!(check_registered(&catalogue, &event).is_ok());
+    }
+
+    #[test]
+    fn malformed_events_are_explained() {
+        assert!(parse_event("{")
+            .unwrap_err()
+            .starts_with("the body is not JSON"));
+        assert_eq!(
+            parse_event("[]").unwrap_err(),
+            "an event must be a JSON object"
+        );
+        assert_eq!(
+            parse_event(r#"{"event":"x"}"#).unwrap_err(),
+            "'source' is required"
+        );
+        assert_eq!(
+            parse_event(r#"{"source":"a","event":"b","data":[1]}"#).unwrap_err(),
+            "'data' must be a JSON object"
+        );
+        let event = parse_event(r#"{"source":"a","event":"b","id":null,"data":null}"#).unwrap();
+        assert!(!event.id.is_nil());
+        assert!(event.data.as_object().unwrap().is_empty());
     }
 }

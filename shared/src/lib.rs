@@ -7,12 +7,19 @@
 
 pub mod admin;
 pub mod aws;
+pub mod deliver;
+pub mod deliveries;
+pub mod dispatch;
 pub mod events;
 pub mod form;
+pub mod lambda;
 pub mod lua;
 pub mod model;
 pub mod queue;
+pub mod snapshot;
 pub mod sources;
 pub mod sqlite;
 pub mod store;
+pub mod template;
 pub mod validate;
+pub mod windows;

@@ -1,5 +1,9 @@
 //! All integration tests in one binary (one link, one process to start).
 
 mod admin_api;
+mod admin_lambda;
+mod deliveries_contract;
+mod delivery_http;
 mod queue_contract;
 mod store_contract;
+mod windows_contract;

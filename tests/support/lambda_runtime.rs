@@ -160,10 +160,7 @@ async fn next_invocation(State(shared): State<Shared>) -> Response {
         "lambda-runtime-deadline-ms",
         header(&deadline_ms.to_string()),
     );
-    headers.insert(
-        "lambda-runtime-invoked-function-arn",
-        header(FUNCTION_ARN),
-    );
+    headers.insert("lambda-runtime-invoked-function-arn", header(FUNCTION_ARN));
     headers.insert(
         "lambda-runtime-trace-id",
         header("Root=1-00000000-000000000000000000000000;Parent=0000000000000000;Sampled=0"),
@@ -271,7 +268,10 @@ impl fmt::Display for Failure {
                 write!(f, "the function failed to start ({error_type}): {body}")
             }
             Failure::Exited { status, log } => {
-                write!(f, "the function process ended ({status}); its output:\n{log}")
+                write!(
+                    f,
+                    "the function process ended ({status}); its output:\n{log}"
+                )
             }
             Failure::Timeout { log } => write!(
                 f,

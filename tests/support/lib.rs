@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests: the moto endpoint, the local server binary.
 
+pub mod lambda_runtime;
 pub mod moto;
 pub mod server;

@@ -2,11 +2,14 @@
 //! SQS events queue once, and serves the shared axum router through `lambda_http`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use event_hooks::admin::{self, AdminSettings, AdminState};
 use event_hooks::lua::LuaPolicy;
 use event_hooks::queue::sqs::SqsQueue;
+use event_hooks::snapshot::SnapshotCache;
 use event_hooks::store::dynamodb::DynamoHookStore;
+use event_hooks::store::HookStore;
 use lambda_http::{run, Error};
 
 /// Reads a required environment variable, failing the cold start with a clear message.
@@ -39,8 +42,14 @@ async fn main() -> Result<(), Error> {
 
     // The SDK reads AWS_ENDPOINT_URL itself, which points the function at a local server in tests.
     let config = event_hooks::aws::load_config(None).await;
-    let store = DynamoHookStore::new(aws_sdk_dynamodb::Client::new(&config), table);
+    let store: Arc<dyn HookStore> = Arc::new(DynamoHookStore::new(
+        aws_sdk_dynamodb::Client::new(&config),
+        table,
+    ));
     let events = SqsQueue::new(aws_sdk_sqs::Client::new(&config), events_queue_url);
-    let router = admin::router(AdminState::new(Arc::new(store), Arc::new(events), settings));
+    // `POST /events` checks events against the catalogue: cached, so custom events registered
+    // through another instance are seen within this bound.
+    let snapshot = Arc::new(SnapshotCache::new(store.clone(), Duration::from_secs(5)));
+    let router = admin::router(AdminState::new(store, Arc::new(events), snapshot, settings));
     run(router).await
 }

@@ -4,6 +4,7 @@
 mod auth;
 mod body;
 mod error;
+mod events;
 mod hooks;
 mod sources;
 
@@ -21,6 +22,7 @@ use crate::events::{hook_change_events, Operation};
 use crate::lua::LuaPolicy;
 use crate::model::Hook;
 use crate::queue::{Outgoing, Queue};
+use crate::snapshot::SnapshotCache;
 use crate::store::HookStore;
 
 /// Deployment settings of the admin API.
@@ -32,23 +34,29 @@ pub struct AdminSettings {
     pub lua: LuaPolicy,
 }
 
-/// What the admin API handlers share: the store, the events queue, the settings.
+/// What the admin API handlers share: the store, the events queue, the cached catalogue, the
+/// settings.
 #[derive(Clone)]
 pub struct AdminState {
     store: Arc<dyn HookStore>,
     events: Arc<dyn Queue>,
+    snapshot: Arc<SnapshotCache>,
     settings: Arc<AdminSettings>,
 }
 
 impl AdminState {
+    /// `snapshot` is read by `POST /events` to check events against the catalogue, and is
+    /// invalidated on every change made here (in the local server the dispatcher shares it).
     pub fn new(
         store: Arc<dyn HookStore>,
         events: Arc<dyn Queue>,
+        snapshot: Arc<SnapshotCache>,
         settings: AdminSettings,
     ) -> AdminState {
         AdminState {
             store,
             events,
+            snapshot,
             settings: Arc::new(settings),
         }
     }
@@ -58,6 +66,7 @@ impl AdminState {
     /// The change itself is already stored, so a queue failure is logged loudly rather than
     /// reported as a failed request.
     async fn emit_change(&self, operation: Operation, entity: &Hook, old: Option<&Hook>) {
+        self.snapshot.invalidate();
         let messages = hook_change_events(operation, entity, old)
             .iter()
             .filter_map(|event| serde_json::to_string(event).ok())
@@ -83,6 +92,10 @@ pub fn router(state: AdminState) -> Router {
                 get(hooks::list).post(hooks::create),
                 "GET, HEAD, POST, OPTIONS",
             ),
+        )
+        .route(
+            "/events",
+            with_options(axum::routing::post(events::emit), "POST, OPTIONS"),
         )
         .route(
             "/event-hooks/sources",

@@ -54,6 +54,7 @@ pub async fn put_event(
     }
     let custom = custom_event(source, event, input)?;
     let created = state.store.put_custom_event(&custom).await?;
+    state.snapshot.invalidate();
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -78,6 +79,7 @@ pub async fn delete_event(
         return Err(ApiError::MethodNotAllowed);
     }
     state.store.delete_custom_event(&source, &event).await?;
+    state.snapshot.invalidate();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,0 +1,127 @@
+//! The SQS batch handler: each record is handled on its own (in its own tracing span), and only
+//! the records that failed for infrastructure reasons are reported back
+//! (`ReportBatchItemFailures`), so SQS retries just those.
+
+use std::collections::HashMap;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use event_hooks::dispatch::worker::{self, Feed};
+use event_hooks::dispatch::Dispatcher;
+use event_hooks::queue::sqs::SqsQueue;
+use event_hooks::queue::Received;
+use tracing::Instrument;
+
+/// The two queues that trigger the function, recognised by their names in the record's ARN.
+pub struct Queues {
+    events: SqsQueue,
+    deliveries: SqsQueue,
+}
+
+impl Queues {
+    pub fn new(events: SqsQueue, deliveries: SqsQueue) -> Queues {
+        Queues { events, deliveries }
+    }
+
+    fn for_arn(&self, arn: &str) -> Option<(&SqsQueue, Feed)> {
+        let name = arn.rsplit(':').next()?;
+        [
+            (&self.events, Feed::Events),
+            (&self.deliveries, Feed::Deliveries),
+        ]
+        .into_iter()
+        .find(|(queue, _)| queue_name(queue.url()) == name)
+    }
+}
+
+/// The last path segment of a queue URL is the queue's name.
+fn queue_name(url: &str) -> &str {
+    url.trim_end_matches('/').rsplit('/').next().unwrap_or(url)
+}
+
+/// A Lambda SQS record as the queue port's received message.
+fn received(record: &SqsMessage) -> Received {
+    let attributes: HashMap<_, _> = record
+        .message_attributes
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.string_value.clone()?)))
+        .collect();
+    Received {
+        id: record.message_id.clone().unwrap_or_default(),
+        receipt: record.receipt_handle.clone().unwrap_or_default(),
+        body: record.body.clone().unwrap_or_default(),
+        receive_count: record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1),
+        attributes: attributes.into_iter().collect(),
+    }
+}
+
+/// Handles a batch; the response lists the records to retry.
+pub async fn handle_batch(
+    dispatcher: &Dispatcher,
+    queues: &Queues,
+    event: SqsEvent,
+) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+    let mut response = SqsBatchResponse::default();
+    let results = futures_util::future::join_all(event.records.iter().map(|record| async move {
+        let message = received(record);
+        let span = tracing::info_span!("message", message_id = %message.id);
+        let handled = async {
+            let arn = record.event_source_arn.as_deref().unwrap_or_default();
+            match queues.for_arn(arn) {
+                Some((queue, feed)) => worker::handle(dispatcher, queue, feed, &message).await,
+                None => {
+                    tracing::error!(arn, "message from an unknown queue");
+                    false
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        (message.id, handled)
+    }))
+    .await;
+    for (id, handled) in results {
+        if !handled {
+            // The struct is non-exhaustive: build it from its default.
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_come_from_urls_and_arns() {
+        assert_eq!(
+            queue_name("https://sqs.us-east-1.amazonaws.com/123456789012/events"),
+            "events"
+        );
+        let arn = "arn:aws:sqs:us-east-1:123456789012:events";
+        assert_eq!(arn.rsplit(':').next(), Some("events"));
+    }
+
+    #[test]
+    fn sample_events_parse_as_sqs_batches() {
+        for entry in
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../events")).unwrap()
+        {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if !name.starts_with("dispatch-") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let event: SqsEvent = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{name} is not an SQS event: {e}"));
+            assert!(!event.records.is_empty(), "{name}");
+        }
+    }
+}

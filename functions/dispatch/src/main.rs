@@ -1,0 +1,109 @@
+//! Lambda entry point of the dispatcher, triggered by the events queue and the deliveries queue.
+//! It reads its settings once, builds the AWS clients and adapters once, and hands each SQS batch
+//! to [`handler::handle_batch`].
+
+mod handler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_hooks::deliver::http::{HttpSender, HttpSettings};
+use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
+use event_hooks::dispatch::{DispatchSettings, Dispatcher};
+use event_hooks::queue::sqs::SqsQueue;
+use event_hooks::snapshot::SnapshotCache;
+use event_hooks::store::dynamodb::DynamoHookStore;
+use event_hooks::store::HookStore;
+use event_hooks::windows::dynamodb::DynamoWindowStore;
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+
+use handler::{handle_batch, Queues};
+
+fn required(name: &str) -> Result<String, Error> {
+    std::env::var(name).map_err(|_| format!("environment variable {name} is not set").into())
+}
+
+/// An optional environment variable parsed with `parse`; a malformed value fails the cold start.
+fn optional<T>(name: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, Error> {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => parse(value.trim())
+            .map(Some)
+            .map_err(|err| format!("environment variable {name}: {err}").into()),
+        _ => Ok(None),
+    }
+}
+
+fn seconds(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("'{value}' is not a number of seconds"))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_current_span(false)
+        .without_time() // CloudWatch stamps each line
+        .init();
+
+    let mut settings = DispatchSettings::default();
+    if let Some(retry) = optional("RETRY_SCHEDULE", |v| v.parse().map_err(|e| format!("{e}")))? {
+        settings.retry = retry;
+    }
+    let mut http = HttpSettings::default();
+    if let Some(connect) = optional("CONNECT_TIMEOUT_SECONDS", seconds)? {
+        http.connect_timeout = connect;
+    }
+    if let Some(total) = optional("REQUEST_TIMEOUT_SECONDS", seconds)? {
+        http.total_timeout = total;
+    }
+    http.allow_private_targets = optional("ALLOW_PRIVATE_TARGETS", |v| {
+        v.parse::<bool>()
+            .map_err(|_| format!("'{v}' is not true or false"))
+    })?
+    .unwrap_or(false);
+    let cache_age = optional("HOOKS_CACHE_SECONDS", seconds)?.unwrap_or(Duration::from_secs(5));
+
+    let config = event_hooks::aws::load_config(None).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let store: Arc<dyn HookStore> = Arc::new(DynamoHookStore::new(
+        dynamodb.clone(),
+        required("HOOKS_TABLE")?,
+    ));
+    let events = SqsQueue::new(sqs.clone(), required("EVENTS_QUEUE_URL")?)
+        .with_dead_letter(required("EVENTS_DEAD_LETTER_QUEUE_URL")?);
+    let deliveries = SqsQueue::new(sqs.clone(), required("DELIVERIES_QUEUE_URL")?)
+        .with_dead_letter(required("DELIVERIES_DEAD_LETTER_QUEUE_URL")?);
+    let delivery_dead_letters =
+        SqsQueue::new(sqs.clone(), required("DELIVERIES_DEAD_LETTER_QUEUE_URL")?);
+    let dispatcher = Dispatcher::new(
+        Arc::new(SnapshotCache::new(store, cache_age)),
+        Arc::new(DynamoWindowStore::new(
+            dynamodb.clone(),
+            required("WINDOWS_TABLE")?,
+        )),
+        Arc::new(DynamoDeliveryLog::new(
+            dynamodb,
+            required("DELIVERIES_TABLE")?,
+        )),
+        Arc::new(deliveries.clone()),
+        Arc::new(delivery_dead_letters),
+        HttpSender::new(http)?,
+        settings,
+    );
+    let queues = Queues::new(events, deliveries);
+    let (dispatcher, queues) = (&dispatcher, &queues);
+    run(service_fn(move |event: LambdaEvent<_>| async move {
+        handle_batch(dispatcher, queues, event.payload).await
+    }))
+    .await
+}

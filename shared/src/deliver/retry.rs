@@ -1,0 +1,486 @@
+//! What an attempt's outcome means, and when to try again (spec §8).
+//!
+//! [`classify`] turns a response or a send error into a [`Verdict`]: delivered, worth retrying, or
+//! failed for good. [`RetrySchedule`] says how long to wait before the next attempt. Kong treats
+//! every status as success and retries transport errors for 60 s only; here 408, 429 and 5xx are
+//! retried on a schedule of hours, and any other non-2xx status fails the delivery at once, since
+//! sending the same request again would get the same answer.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use super::http::{Response, SendError};
+
+/// What to do after one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The target accepted the delivery (2xx).
+    Delivered,
+    /// Try again later; `after` is what the target asked for with `Retry-After`, if it did.
+    Retry {
+        /// The target's `Retry-After`, uncapped; [`RetrySchedule::next_delay`] caps it.
+        after: Option<Duration>,
+    },
+    /// Do not try again; the reason is for the delivery log and the dead-letter queue.
+    Failed(String),
+}
+
+/// Classifies one attempt's outcome.
+///
+/// 2xx is delivered; 408, 429 and 5xx are retried (429 and 503 with their `Retry-After`), as are
+/// timeouts and transport errors; a refused target, an invalid request and every other status
+/// (1xx, 3xx, other 4xx) fail.
+pub fn classify(result: &Result<Response, SendError>) -> Verdict {
+    match result {
+        Ok(response) => match response.status {
+            200..=299 => Verdict::Delivered,
+            429 | 503 => Verdict::Retry {
+                after: response
+                    .headers
+                    .get("retry-after")
+                    .and_then(|value| parse_retry_after(value, SystemTime::now())),
+            },
+            408 | 500..=599 => Verdict::Retry { after: None },
+            status => Verdict::Failed(format!("target answered {}", status_text(status))),
+        },
+        Err(error) if error.is_retryable() => Verdict::Retry { after: None },
+        Err(error) => Verdict::Failed(error.to_string()),
+    }
+}
+
+/// `410 Gone`, or just `599` for a status with no standard reason phrase.
+fn status_text(status: u16) -> String {
+    match reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|code| code.canonical_reason())
+    {
+        Some(reason) => format!("{status} {reason}"),
+        None => status.to_string(),
+    }
+}
+
+/// Parses `Retry-After` as delay-seconds or an HTTP-date (RFC 9110 §10.2.3); a date in the past
+/// means "now". Anything unparseable is ignored, leaving the schedule in charge.
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// When to retry a delivery, and how many times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrySchedule {
+    /// The delay after each failed attempt: `delays[0]` after the first, and so on. Its length is
+    /// the number of retries.
+    pub delays: Vec<Duration>,
+    /// Each scheduled delay is moved by up to this fraction either way, so deliveries that failed
+    /// together (a target that went down) do not all come back at the same instant.
+    pub jitter: f64,
+    /// The longest `Retry-After` honoured; a target cannot park a delivery for days.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetrySchedule {
+    /// The spec's schedule: 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 3 h, 6 h; ±20 % jitter;
+    /// `Retry-After` capped at 1 h.
+    fn default() -> Self {
+        const MINUTE: u64 = 60;
+        const HOUR: u64 = 60 * MINUTE;
+        Self {
+            delays: [
+                5,
+                30,
+                2 * MINUTE,
+                10 * MINUTE,
+                30 * MINUTE,
+                HOUR,
+                3 * HOUR,
+                6 * HOUR,
+            ]
+            .into_iter()
+            .map(Duration::from_secs)
+            .collect(),
+            jitter: 0.2,
+            max_retry_after: Duration::from_secs(HOUR),
+        }
+    }
+}
+
+impl RetrySchedule {
+    /// All attempts a delivery gets: the first one plus one per delay.
+    pub fn max_attempts(&self) -> u32 {
+        u32::try_from(self.delays.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1)
+    }
+
+    /// The wait before the next attempt, after attempt number `attempt` (1-based; 0 counts as 1)
+    /// failed, or `None` when that was the last one.
+    ///
+    /// A `retry_after` from the target replaces the jittered scheduled delay when it is longer,
+    /// capped at [`max_retry_after`](Self::max_retry_after).
+    pub fn next_delay(&self, attempt: u32, retry_after: Option<Duration>) -> Option<Duration> {
+        self.delay_with(attempt, retry_after, fastrand::f64())
+    }
+
+    /// [`next_delay`](Self::next_delay) with the random draw given, `unit` in `[0, 1)`, so tests
+    /// can check the bounds of the jitter.
+    fn delay_with(
+        &self,
+        attempt: u32,
+        retry_after: Option<Duration>,
+        unit: f64,
+    ) -> Option<Duration> {
+        let index = usize::try_from(attempt.max(1) - 1).ok()?;
+        let scheduled = *self.delays.get(index)?;
+        let jitter = if self.jitter.is_finite() {
+            self.jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let factor = 1.0 + jitter * (2.0 * unit - 1.0);
+        let jittered = scheduled.mul_f64(factor);
+        Some(match retry_after {
+            Some(asked) => jittered.max(asked.min(self.max_retry_after)),
+            None => jittered,
+        })
+    }
+}
+
+/// A retry schedule that could not be parsed from configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid retry schedule {input:?}: {reason}")]
+pub struct InvalidSchedule {
+    input: String,
+    reason: String,
+}
+
+impl FromStr for RetrySchedule {
+    type Err = InvalidSchedule;
+
+    /// Parses a comma-separated list of delays such as `5s,30s,2m,10m,1h` (units `ms`, `s`, `m`,
+    /// `h`, `d`), or `none` for no retries; jitter and the `Retry-After` cap keep their defaults.
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason: String| InvalidSchedule {
+            input: input.to_owned(),
+            reason,
+        };
+        let trimmed = input.trim();
+        let delays = if trimmed.eq_ignore_ascii_case("none") {
+            Vec::new()
+        } else if trimmed.is_empty() {
+            // Empty is more likely a missing variable than a wish for no retries: say so.
+            return Err(invalid("empty; write `none` for no retries".to_owned()));
+        } else {
+            trimmed
+                .split(',')
+                .map(|item| parse_delay(item.trim()).map_err(&invalid))
+                .collect::<Result<_, _>>()?
+        };
+        Ok(RetrySchedule {
+            delays,
+            ..RetrySchedule::default()
+        })
+    }
+}
+
+impl fmt::Display for RetrySchedule {
+    /// The delays in the form [`FromStr`] reads, e.g. `5s,30s,2m`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.delays.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, delay) in self.delays.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            let ms = delay.as_millis();
+            match ms {
+                _ if ms % 86_400_000 == 0 && ms > 0 => write!(f, "{}d", ms / 86_400_000)?,
+                _ if ms % 3_600_000 == 0 && ms > 0 => write!(f, "{}h", ms / 3_600_000)?,
+                _ if ms % 60_000 == 0 && ms > 0 => write!(f, "{}m", ms / 60_000)?,
+                _ if ms % 1_000 == 0 => write!(f, "{}s", ms / 1_000)?,
+                _ => write!(f, "{ms}ms")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_delay(item: &str) -> Result<Duration, String> {
+    let split = item
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{item:?} has no unit (ms, s, m, h or d)"))?;
+    let (number, unit) = item.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{item:?} does not start with a whole number"))?;
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{item:?} has unknown unit {unit:?}")),
+    };
+    number
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{item:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn answered(status: u16, headers: &[(&str, &str)]) -> Result<Response, SendError> {
+        Ok(Response {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            body: String::new(),
+            latency: Duration::from_millis(3),
+        })
+    }
+
+    const RETRY: Verdict = Verdict::Retry { after: None };
+
+    #[test]
+    fn statuses_are_classified() {
+        for status in [200, 201, 202, 204, 299] {
+            assert_eq!(
+                classify(&answered(status, &[])),
+                Verdict::Delivered,
+                "{status}"
+            );
+        }
+        for status in [408, 429, 500, 502, 503, 504, 599] {
+            assert_eq!(classify(&answered(status, &[])), RETRY, "{status}");
+        }
+        for (status, reason) in [
+            (100, "target answered 100 Continue"),
+            (301, "target answered 301 Moved Permanently"),
+            (302, "target answered 302 Found"),
+            (304, "target answered 304 Not Modified"),
+            (400, "target answered 400 Bad Request"),
+            (401, "target answered 401 Unauthorized"),
+            (404, "target answered 404 Not Found"),
+            (410, "target answered 410 Gone"),
+            (422, "target answered 422 Unprocessable Entity"),
+            (499, "target answered 499"),
+        ] {
+            assert_eq!(
+                classify(&answered(status, &[])),
+                Verdict::Failed(reason.to_owned()),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn send_errors_are_classified() {
+        for error in [
+            SendError::Timeout,
+            SendError::Connect("connection refused".into()),
+            SendError::Transport("connection reset".into()),
+        ] {
+            assert_eq!(classify(&Err(error)), RETRY);
+        }
+        assert_eq!(
+            classify(&Err(SendError::Refused(
+                "address 10.0.0.1 is not a public address".into()
+            ))),
+            Verdict::Failed(
+                "refused to deliver: address 10.0.0.1 is not a public address".to_owned()
+            )
+        );
+        assert!(matches!(
+            classify(&Err(SendError::InvalidRequest("bad".into()))),
+            Verdict::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn retry_after_is_honoured_on_429_and_503_only() {
+        let after = |secs| Verdict::Retry {
+            after: Some(Duration::from_secs(secs)),
+        };
+        assert_eq!(
+            classify(&answered(429, &[("retry-after", "120")])),
+            after(120)
+        );
+        assert_eq!(
+            classify(&answered(503, &[("retry-after", " 7 ")])),
+            after(7)
+        );
+        assert_eq!(classify(&answered(500, &[("retry-after", "120")])), RETRY);
+        assert_eq!(classify(&answered(429, &[("retry-after", "soon")])), RETRY);
+        assert_eq!(classify(&answered(429, &[("retry-after", "-5")])), RETRY);
+        // A date: about 90 s from now (the clock moves while the test runs, hence the range).
+        let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(90));
+        match classify(&answered(503, &[("retry-after", &date)])) {
+            Verdict::Retry { after: Some(d) } => {
+                assert!(
+                    d > Duration::from_secs(85) && d <= Duration::from_secs(90),
+                    "{d:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn retry_after_dates() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        // A date in the past means now.
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        // The obsolete formats HTTP still allows.
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:49:47 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after("Sun Nov  6 08:49:47 1994", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(parse_retry_after("tomorrow", now), None);
+    }
+
+    #[test]
+    fn default_schedule_is_the_specs() {
+        let schedule = RetrySchedule::default();
+        assert_eq!(schedule.to_string(), "5s,30s,2m,10m,30m,1h,3h,6h");
+        assert_eq!(schedule.max_attempts(), 9);
+        assert_eq!(schedule.jitter, 0.2);
+        assert_eq!(schedule.max_retry_after, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn next_delay_follows_the_schedule_until_exhausted() {
+        let schedule = RetrySchedule {
+            jitter: 0.0,
+            ..RetrySchedule::default()
+        };
+        assert_eq!(schedule.next_delay(1, None), Some(Duration::from_secs(5)));
+        assert_eq!(schedule.next_delay(2, None), Some(Duration::from_secs(30)));
+        assert_eq!(
+            schedule.next_delay(8, None),
+            Some(Duration::from_secs(6 * 3600))
+        );
+        assert_eq!(schedule.next_delay(9, None), None);
+        assert_eq!(schedule.next_delay(u32::MAX, None), None);
+        assert_eq!(schedule.next_delay(0, None), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn jitter_stays_within_its_fraction() {
+        let schedule = RetrySchedule::default();
+        let ten_min = Duration::from_secs(600);
+        assert_eq!(
+            schedule.delay_with(4, None, 0.0),
+            Some(ten_min.mul_f64(0.8))
+        );
+        assert_eq!(schedule.delay_with(4, None, 0.5), Some(ten_min));
+        assert!(schedule.delay_with(4, None, 0.999_999).unwrap() < ten_min.mul_f64(1.2));
+        for _ in 0..1000 {
+            let delay = schedule.next_delay(4, None).unwrap();
+            assert!(
+                delay >= ten_min.mul_f64(0.8) && delay <= ten_min.mul_f64(1.2),
+                "{delay:?}"
+            );
+        }
+        // Nonsense jitter is clamped rather than producing negative or infinite delays.
+        let wild = RetrySchedule {
+            jitter: 5.0,
+            ..RetrySchedule::default()
+        };
+        assert_eq!(wild.delay_with(1, None, 0.0), Some(Duration::ZERO));
+        let nan = RetrySchedule {
+            jitter: f64::NAN,
+            ..RetrySchedule::default()
+        };
+        assert_eq!(nan.delay_with(1, None, 0.0), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn retry_after_overrides_when_longer_and_is_capped() {
+        let schedule = RetrySchedule {
+            jitter: 0.0,
+            ..RetrySchedule::default()
+        };
+        let secs = Duration::from_secs;
+        // Longer than the scheduled 5 s: wins.
+        assert_eq!(schedule.next_delay(1, Some(secs(60))), Some(secs(60)));
+        // Shorter than the scheduled 30 s: the schedule wins.
+        assert_eq!(schedule.next_delay(2, Some(secs(1))), Some(secs(30)));
+        // A day is capped at the 1 h maximum.
+        assert_eq!(schedule.next_delay(1, Some(secs(86_400))), Some(secs(3600)));
+        // The cap never shortens the schedule itself.
+        assert_eq!(
+            schedule.next_delay(8, Some(secs(86_400))),
+            Some(secs(6 * 3600))
+        );
+        // Exhausted stays exhausted, whatever the target asks.
+        assert_eq!(schedule.next_delay(9, Some(secs(60))), None);
+    }
+
+    #[test]
+    fn schedules_parse_from_configuration() {
+        let parsed: RetrySchedule = "5s, 30s,2m,10m,1h".parse().unwrap();
+        assert_eq!(
+            parsed.delays,
+            [5, 30, 120, 600, 3600].map(Duration::from_secs).to_vec()
+        );
+        assert_eq!(parsed.max_attempts(), 6);
+        assert_eq!(parsed.jitter, RetrySchedule::default().jitter);
+        assert_eq!(parsed.to_string(), "5s,30s,2m,10m,1h");
+
+        let fine: RetrySchedule = "250ms,1d".parse().unwrap();
+        assert_eq!(
+            fine.delays,
+            vec![Duration::from_millis(250), Duration::from_secs(86_400)]
+        );
+        assert_eq!(fine.to_string(), "250ms,1d");
+
+        let none: RetrySchedule = "none".parse().unwrap();
+        assert!(none.delays.is_empty());
+        assert_eq!(none.max_attempts(), 1);
+        assert_eq!(none.next_delay(1, None), None);
+
+        let round_trip: RetrySchedule = RetrySchedule::default().to_string().parse().unwrap();
+        assert_eq!(round_trip, RetrySchedule::default());
+    }
+
+    #[test]
+    fn bad_schedules_are_rejected_with_a_reason() {
+        for (input, reason) in [
+            ("", "empty"),
+            ("5", "no unit"),
+            ("5s,,30s", "no unit"),
+            ("5x", "unknown unit"),
+            ("s", "whole number"),
+            ("-5s", "whole number"),
+            ("1.5s", "unknown unit"),
+            ("99999999999999999999h", "whole number"),
+            ("9999999999999999d", "too long"),
+        ] {
+            let error = input.parse::<RetrySchedule>().unwrap_err();
+            assert!(error.to_string().contains(reason), "{input:?}: {error}");
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! The deployed [`DeliveryLog`] adapter: delivery records in a DynamoDB table of their own.
+//!
+//! Layout on a `pk` (hash) / `sk` (range) key, both strings:
+//! - a record at `pk="hook#<hook_id>", sk="<created_at, 13 digits>#<delivery_id>"`, so a Query on
+//!   the hook's partition, read backwards, lists its deliveries newest first and pages for real.
+//!   Attributes: `id`, `hook_id`, `status`, `created_at`, `updated_at`, `attempts` (a list) through
+//!   `serde_dynamo`, and `event` as JSON text: producers' data may nest deeper than DynamoDB's 32
+//!   levels and its numbers must come back exactly as they were sent;
+//! - a pointer at `pk="delivery#<delivery_id>", sk="hook#<hook_id>"` holding `created_at`, so that
+//!   [`DeliveryLog::get`] finds a record from the two ids alone (the admin API knows no more). It
+//!   costs one small extra write per attempt and one extra read per `get`, and keeps the listing's
+//!   sort key free of a secondary index (an LSI would cap each hook's deliveries at 10 GB).
+//!
+//! Both items carry `expires_at` (Unix seconds, the table's TTL attribute, rounded up so DynamoDB
+//! never deletes early) and `expires_at_ms`, which reads compare with the clock: TTL deletion lags
+//! by up to days, and an expired item must not be returned meanwhile.
+//!
+//! An attempt is appended by a single `UpdateItem` (`list_append`), so concurrent attempts never
+//! lose each other without any read-modify-write. When the list grows past
+//! [`MAX_ATTEMPTS_KEPT`](super::MAX_ATTEMPTS_KEPT), a second `UpdateItem` removes the oldest entries
+//! on condition that the list is still the length just seen; if another write got in first, the
+//! trim is skipped and the next append trims instead. All AWS types stay inside this module.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::client::Waiters as _;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata as _;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_dynamodb::Client;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{
+    check_created_at, expiry, sort_key, Attempt, DeliveryKey, DeliveryLog, DeliveryPage,
+    DeliveryPageToken, DeliveryRecord, DeliveryStatus, MAX_ATTEMPTS_KEPT,
+};
+use crate::events::{now_millis, Event};
+use crate::store::StoreError;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The table's TTL attribute (Unix seconds).
+const TTL_ATTRIBUTE: &str = "expires_at";
+
+/// How long [`create_table`] waits for a new table to become active.
+const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Creates the table this adapter expects (`pk`/`sk` string keys, on-demand billing, TTL on
+/// `expires_at`) and waits until it is active. For tests and tooling; deployments create it from
+/// the template.
+///
+/// An emulator that does not implement `UpdateTimeToLive` is tolerated: the table then never
+/// purges, which the adapter does not rely on, since reads skip expired items themselves.
+pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError> {
+    let attribute = |attr: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(attr)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(StoreError::backend)
+    };
+    let key = |attr: &str, key_type: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(attr)
+            .key_type(key_type)
+            .build()
+            .map_err(StoreError::backend)
+    };
+    client
+        .create_table()
+        .table_name(name)
+        .attribute_definitions(attribute("pk")?)
+        .attribute_definitions(attribute("sk")?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .map_err(StoreError::backend)?;
+    client
+        .wait_until_table_exists()
+        .table_name(name)
+        .wait(TABLE_ACTIVE_TIMEOUT)
+        .await
+        .map_err(StoreError::backend)?;
+    let ttl = TimeToLiveSpecification::builder()
+        .attribute_name(TTL_ATTRIBUTE)
+        .enabled(true)
+        .build()
+        .map_err(StoreError::backend)?;
+    match client
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(ttl)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(err) if unsupported(err.code()) => {
+            tracing::warn!(
+                table = name,
+                "the endpoint does not support TTL; expired deliveries stay stored"
+            );
+            Ok(())
+        }
+        Err(err) => Err(StoreError::backend(err)),
+    }
+}
+
+/// Whether an error code says the operation is not implemented (as emulators answer).
+fn unsupported(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some("UnknownOperationException" | "NotImplementedError" | "NotImplemented")
+    )
+}
+
+/// [`DeliveryLog`] on one DynamoDB table laid out as described in the module documentation.
+#[derive(Clone)]
+pub struct DynamoDeliveryLog {
+    client: Client,
+    table: String,
+}
+
+impl DynamoDeliveryLog {
+    /// Uses `table`, which must exist with the layout made by [`create_table`].
+    pub fn new(client: Client, table: String) -> DynamoDeliveryLog {
+        DynamoDeliveryLog { client, table }
+    }
+
+    /// Creates or refreshes the pointer from the delivery id to its record.
+    async fn write_pointer(&self, key: DeliveryKey, expires: Expiry) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(pointer_key(key.hook_id, key.delivery_id)))
+            .update_expression(
+                "SET created_at = if_not_exists(created_at, :created), \
+                 expires_at = :exp, expires_at_ms = :exp_ms",
+            )
+            .expression_attribute_values(":created", number(key.created_at))
+            .expression_attribute_values(":exp", number(expires.seconds))
+            .expression_attribute_values(":exp_ms", number(expires.millis))
+            .send()
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    /// Appends `attempt` to the record; returns how many attempts it now holds.
+    async fn append(
+        &self,
+        key: DeliveryKey,
+        event: &Event,
+        attempt: Attempt,
+        status: DeliveryStatus,
+        now: i64,
+        expires: Expiry,
+    ) -> Result<usize, StoreError> {
+        let event = serde_json::to_string(event).map_err(StoreError::backend)?;
+        // `status` and `event` are reserved words; the other names are spelled out alike for
+        // uniformity.
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(record_key(key)))
+            .update_expression(
+                "SET #attempts = list_append(if_not_exists(#attempts, :empty), :new), \
+                 #status = :status, #updated_at = :now, #expires_at = :exp, \
+                 #expires_at_ms = :exp_ms, #id = :id, #hook_id = :hook_id, \
+                 #event = if_not_exists(#event, :event), \
+                 #created_at = if_not_exists(#created_at, :created)",
+            )
+            .expression_attribute_names("#attempts", "attempts")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#updated_at", "updated_at")
+            .expression_attribute_names("#expires_at", TTL_ATTRIBUTE)
+            .expression_attribute_names("#expires_at_ms", "expires_at_ms")
+            .expression_attribute_names("#id", "id")
+            .expression_attribute_names("#hook_id", "hook_id")
+            .expression_attribute_names("#event", "event")
+            .expression_attribute_names("#created_at", "created_at")
+            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":new", to_value(&[attempt])?)
+            .expression_attribute_values(":status", to_value(&status)?)
+            .expression_attribute_values(":now", number(now))
+            .expression_attribute_values(":exp", number(expires.seconds))
+            .expression_attribute_values(":exp_ms", number(expires.millis))
+            .expression_attribute_values(":id", to_value(&key.delivery_id)?)
+            .expression_attribute_values(":hook_id", to_value(&key.hook_id)?)
+            .expression_attribute_values(":event", AttributeValue::S(event))
+            .expression_attribute_values(":created", number(key.created_at))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(StoreError::backend)?;
+        match output.attributes.as_ref().and_then(|a| a.get("attempts")) {
+            Some(AttributeValue::L(attempts)) => Ok(attempts.len()),
+            other => Err(StoreError::backend(format!(
+                "UpdateItem returned no attempts list: {other:?}"
+            ))),
+        }
+    }
+
+    /// Removes the oldest attempts of a record that holds `len`, down to [`MAX_ATTEMPTS_KEPT`].
+    async fn trim(&self, key: DeliveryKey, len: usize) -> Result<(), StoreError> {
+        let excess = len.saturating_sub(MAX_ATTEMPTS_KEPT);
+        if excess == 0 {
+            return Ok(());
+        }
+        let removals = (0..excess)
+            .map(|i| format!("#attempts[{i}]"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(record_key(key)))
+            .update_expression(format!("REMOVE {removals}"))
+            // Indexes are only right for the list as seen: a concurrent append or trim voids them.
+            .condition_expression("size(#attempts) = :len")
+            .expression_attribute_names("#attempts", "attempts")
+            .expression_attribute_values(":len", number(len))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Someone else changed the list; the next append trims what is still over.
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(StoreError::backend(err)),
+        }
+    }
+
+    async fn read(&self, key: Item) -> Result<Option<Item>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(output.item)
+    }
+}
+
+/// When an item expires, in both units it is stored in.
+#[derive(Debug, Clone, Copy)]
+struct Expiry {
+    millis: i64,
+    /// Rounded up, so that DynamoDB's TTL never deletes before `millis`.
+    seconds: i64,
+}
+
+impl Expiry {
+    fn at(millis: i64) -> Expiry {
+        Expiry {
+            millis,
+            seconds: millis.div_euclid(1000) + i64::from(millis.rem_euclid(1000) != 0),
+        }
+    }
+}
+
+/// A record item as stored; `event` is JSON text (see the module documentation).
+#[derive(Deserialize)]
+struct StoredRecord {
+    id: Uuid,
+    hook_id: Uuid,
+    event: String,
+    status: DeliveryStatus,
+    created_at: i64,
+    updated_at: i64,
+    attempts: Vec<Attempt>,
+    expires_at_ms: i64,
+}
+
+impl StoredRecord {
+    fn from_item(item: Item) -> Result<StoredRecord, StoreError> {
+        serde_dynamo::from_item(item).map_err(StoreError::backend)
+    }
+
+    fn into_record(self) -> Result<DeliveryRecord, StoreError> {
+        Ok(DeliveryRecord {
+            id: self.id,
+            hook_id: self.hook_id,
+            event: serde_json::from_str(&self.event).map_err(StoreError::backend)?,
+            status: self.status,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            attempts: self.attempts,
+        })
+    }
+}
+
+/// The part of a pointer item that `get` needs.
+#[derive(Deserialize)]
+struct StoredPointer {
+    created_at: i64,
+    expires_at_ms: i64,
+}
+
+fn string(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn number(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn to_value<T: serde::Serialize + ?Sized>(value: &T) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(value).map_err(StoreError::backend)
+}
+
+fn hook_pk(hook_id: Uuid) -> String {
+    format!("hook#{}", hook_id.hyphenated())
+}
+
+fn record_key(key: DeliveryKey) -> Item {
+    HashMap::from([
+        ("pk".to_owned(), string(hook_pk(key.hook_id))),
+        (
+            "sk".to_owned(),
+            string(sort_key(key.created_at, key.delivery_id)),
+        ),
+    ])
+}
+
+fn pointer_key(hook_id: Uuid, delivery_id: Uuid) -> Item {
+    HashMap::from([
+        (
+            "pk".to_owned(),
+            string(format!("delivery#{}", delivery_id.hyphenated())),
+        ),
+        ("sk".to_owned(), string(hook_pk(hook_id))),
+    ])
+}
+
+#[async_trait]
+impl DeliveryLog for DynamoDeliveryLog {
+    async fn record_attempt(
+        &self,
+        key: DeliveryKey,
+        event: &Event,
+        attempt: Attempt,
+        status: DeliveryStatus,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        check_created_at(key.created_at)?;
+        let now = now_millis();
+        let expires = Expiry::at(expiry(now, ttl));
+        // Independent items: written side by side. Should the pointer fail alone, the record is
+        // listed but `get` misses it until the next attempt rewrites the pointer.
+        let (_, len) = tokio::try_join!(
+            self.write_pointer(key, expires),
+            self.append(key, event, attempt.capped(), status, now, expires),
+        )?;
+        self.trim(key, len).await
+    }
+
+    async fn get(
+        &self,
+        hook_id: Uuid,
+        delivery_id: Uuid,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        let Some(pointer) = self.read(pointer_key(hook_id, delivery_id)).await? else {
+            return Ok(None);
+        };
+        let pointer: StoredPointer =
+            serde_dynamo::from_item(pointer).map_err(StoreError::backend)?;
+        let now = now_millis();
+        if pointer.expires_at_ms <= now {
+            return Ok(None);
+        }
+        let Some(item) = self
+            .read(record_key(DeliveryKey {
+                hook_id,
+                delivery_id,
+                created_at: pointer.created_at,
+            }))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let stored = StoredRecord::from_item(item)?;
+        if stored.expires_at_ms <= now {
+            return Ok(None);
+        }
+        stored.into_record().map(Some)
+    }
+
+    async fn list(
+        &self,
+        hook_id: Uuid,
+        size: usize,
+        after: Option<DeliveryPageToken>,
+    ) -> Result<DeliveryPage, StoreError> {
+        let now = now_millis();
+        // One match more than the page tells whether another page exists.
+        let wanted = size.saturating_add(1);
+        let mut matched: Vec<DeliveryRecord> = Vec::new();
+        let mut start_key: Option<Item> = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .scan_index_forward(false)
+                .expression_attribute_values(":pk", string(hook_pk(hook_id)))
+                .filter_expression("expires_at_ms > :now")
+                .expression_attribute_values(":now", number(now))
+                .limit(i32::try_from(wanted - matched.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start_key.take());
+            // The token bounds the sort key rather than serving as ExclusiveStartKey: the same
+            // thing for a newest-first read, and it needs nothing from the token but its position.
+            query = match after {
+                Some(token) => query
+                    .key_condition_expression("pk = :pk AND sk < :after")
+                    .expression_attribute_values(":after", string(token.sort_key())),
+                None => query.key_condition_expression("pk = :pk"),
+            };
+            let output = query.send().await.map_err(StoreError::backend)?;
+            for item in output.items.unwrap_or_default() {
+                matched.push(StoredRecord::from_item(item)?.into_record()?);
+            }
+            start_key = output.last_evaluated_key;
+            if matched.len() >= wanted || start_key.is_none() {
+                break;
+            }
+        }
+        let more = matched.len() > size;
+        matched.truncate(size);
+        let next = match matched.last() {
+            Some(last) if more => Some(DeliveryPageToken::after(last)),
+            _ => None,
+        };
+        Ok(DeliveryPage {
+            items: matched,
+            next,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_seconds_never_come_before_the_expiry() {
+        assert_eq!(Expiry::at(5_000).seconds, 5);
+        assert_eq!(Expiry::at(5_001).seconds, 6);
+        assert_eq!(Expiry::at(5_999).seconds, 6);
+    }
+}

@@ -1,0 +1,302 @@
+//! The `DeliveryLog` port: every attempt to deliver an event to a hook, kept for a while (spec §8).
+//!
+//! A *delivery* is one (event, hook) pair with a stable id; each try at sending it is an
+//! [`Attempt`] appended to its [`DeliveryRecord`]. Only attempted deliveries are recorded: an event
+//! dropped by `snooze` or `on_change` never reaches a handler and leaves no record. Records expire a
+//! configurable time after their last update, and an expired record is never returned, even before
+//! the back end has purged it. Listings run newest first, keyed on the delivery's first-attempt time
+//! (`created_at`), which the dispatcher carries along with the delivery and passes on every attempt.
+//!
+//! Two adapters implement the port: [`sqlite::SqliteDeliveryLog`] (embedded) and
+//! [`dynamodb::DynamoDeliveryLog`] (deployed); both pass the same contract suite in `tests/`.
+
+pub mod dynamodb;
+pub mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::events::Event;
+use crate::store::StoreError;
+
+/// Attempts kept per record; older ones are dropped. Twenty attempts with capped bodies and errors
+/// stay around 100 KB, which leaves room for the event under DynamoDB's 400 KB item limit.
+pub const MAX_ATTEMPTS_KEPT: usize = 20;
+
+/// Longest response body kept per attempt, in bytes. Callers cap what they read already; the log
+/// caps again so that no caller can push a record past the back end's size limit.
+pub const MAX_RESPONSE_BODY: usize = 4096;
+
+/// Longest error message kept per attempt, in bytes.
+pub const MAX_ERROR: usize = 1024;
+
+/// The largest `created_at` whose sort key keeps 13 digits (the year 2286).
+const MAX_CREATED_AT: i64 = 9_999_999_999_999;
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// The last attempt failed and the delivery will be tried again.
+    Pending,
+    /// The target accepted it.
+    Delivered,
+    /// Given up: the failure was not retryable, or the retries ran out.
+    Failed,
+}
+
+/// One try at sending a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1 for the first try, counting up across retries.
+    pub number: u32,
+    /// When the try started, in Unix milliseconds.
+    pub at: i64,
+    /// The HTTP status of the response, when there was one.
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    /// Why the try failed (transport error, timeout, refused target, …), when it did.
+    pub error: Option<String>,
+    /// The start of the response body; at most [`MAX_RESPONSE_BODY`] bytes are kept.
+    pub response_body: Option<String>,
+}
+
+impl Attempt {
+    /// This attempt with its body and error cut to [`MAX_RESPONSE_BODY`] and [`MAX_ERROR`] bytes.
+    pub fn capped(mut self) -> Attempt {
+        if let Some(body) = &mut self.response_body {
+            truncate_at_char(body, MAX_RESPONSE_BODY);
+        }
+        if let Some(error) = &mut self.error {
+            truncate_at_char(error, MAX_ERROR);
+        }
+        self
+    }
+}
+
+/// Cuts `text` to at most `max` bytes without splitting a character.
+fn truncate_at_char(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
+/// One delivery = one (event, hook) pair, with a stable id; attempts are appended as they happen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    /// The delivery id, the same across retries.
+    pub id: Uuid,
+    pub hook_id: Uuid,
+    /// The event as delivered, kept so that a failed delivery can be sent again.
+    pub event: Event,
+    /// Set by the latest attempt recorded.
+    pub status: DeliveryStatus,
+    /// The first attempt's time, in Unix milliseconds, as passed to [`DeliveryLog::record_attempt`].
+    pub created_at: i64,
+    /// When the last attempt was recorded, in Unix milliseconds.
+    pub updated_at: i64,
+    /// Oldest first; at most the last [`MAX_ATTEMPTS_KEPT`].
+    pub attempts: Vec<Attempt>,
+}
+
+/// Which delivery an attempt belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryKey {
+    pub hook_id: Uuid,
+    pub delivery_id: Uuid,
+    /// The first attempt's time in Unix milliseconds, between 0 and 9999999999999. It orders the
+    /// listing and is part of the DynamoDB sort key, so it must be the same on every attempt of a
+    /// delivery: the dispatcher fixes it on the first attempt and carries it in the retry message.
+    pub created_at: i64,
+}
+
+/// One page of a hook's deliveries, newest first, and the token of the next page if there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryPage {
+    pub items: Vec<DeliveryRecord>,
+    pub next: Option<DeliveryPageToken>,
+}
+
+/// An opaque position in a newest-first listing: the last delivery of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryPageToken {
+    pub created_at: i64,
+    pub delivery_id: Uuid,
+}
+
+impl DeliveryPageToken {
+    /// The position right after `record`.
+    pub fn after(record: &DeliveryRecord) -> DeliveryPageToken {
+        DeliveryPageToken {
+            created_at: record.created_at,
+            delivery_id: record.id,
+        }
+    }
+
+    /// The token as URL-safe text: base64url of the sort key.
+    pub fn encode(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sort_key(self.created_at, self.delivery_id))
+    }
+
+    /// Parses a token made by [`DeliveryPageToken::encode`]; anything else is an error message.
+    pub fn decode(token: &str) -> Result<DeliveryPageToken, &'static str> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| "bad base64 encoding")?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| "malformed token")?;
+        let (millis, id) = text.split_once('#').ok_or("malformed token")?;
+        if millis.len() != 13 || !millis.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("malformed token");
+        }
+        let created_at = millis.parse::<i64>().map_err(|_| "malformed token")?;
+        let delivery_id = Uuid::try_parse(id).map_err(|_| "malformed token")?;
+        // Only the canonical spelling round-trips, so that a token names one position exactly.
+        if sort_key(created_at, delivery_id) != text {
+            return Err("malformed token");
+        }
+        Ok(DeliveryPageToken {
+            created_at,
+            delivery_id,
+        })
+    }
+
+    /// The sort key this token stands for.
+    pub(crate) fn sort_key(&self) -> String {
+        sort_key(self.created_at, self.delivery_id)
+    }
+}
+
+/// `<created_at, 13 digits>#<delivery id>`: sorts as text in (time, id) order, which is how both
+/// adapters page (descending).
+pub(crate) fn sort_key(created_at: i64, delivery_id: Uuid) -> String {
+    format!("{created_at:013}#{}", delivery_id.hyphenated())
+}
+
+/// Checks what the sort key needs of `created_at`.
+pub(crate) fn check_created_at(created_at: i64) -> Result<(), StoreError> {
+    if (0..=MAX_CREATED_AT).contains(&created_at) {
+        Ok(())
+    } else {
+        Err(StoreError::backend(format!(
+            "created_at {created_at} is outside 0..={MAX_CREATED_AT}"
+        )))
+    }
+}
+
+/// When a record updated at `now` (Unix ms) expires, in Unix ms.
+pub(crate) fn expiry(now: i64, ttl: Duration) -> i64 {
+    now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Drops the oldest attempts beyond [`MAX_ATTEMPTS_KEPT`].
+pub(crate) fn keep_latest(attempts: &mut Vec<Attempt>) {
+    let excess = attempts.len().saturating_sub(MAX_ATTEMPTS_KEPT);
+    attempts.drain(..excess);
+}
+
+/// The log of delivery attempts.
+#[async_trait]
+pub trait DeliveryLog: Send + Sync + 'static {
+    /// Appends `attempt` to the delivery `key` (creating the record on its first attempt) and sets
+    /// the delivery's status; the record expires `ttl` after this update. Concurrent calls for one
+    /// delivery all land: none overwrites another's attempt. `event` is stored on the first call
+    /// and ignored afterwards.
+    async fn record_attempt(
+        &self,
+        key: DeliveryKey,
+        event: &Event,
+        attempt: Attempt,
+        status: DeliveryStatus,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// The delivery `delivery_id` of the hook `hook_id`, unless unknown or expired.
+    async fn get(
+        &self,
+        hook_id: Uuid,
+        delivery_id: Uuid,
+    ) -> Result<Option<DeliveryRecord>, StoreError>;
+
+    /// Up to `size` unexpired deliveries of the hook, newest first, after `after` when given.
+    async fn list(
+        &self,
+        hook_id: Uuid,
+        size: usize,
+        after: Option<DeliveryPageToken>,
+    ) -> Result<DeliveryPage, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_order_like_time() {
+        let token = DeliveryPageToken {
+            created_at: 1_700_000_000_123,
+            delivery_id: Uuid::new_v4(),
+        };
+        assert_eq!(DeliveryPageToken::decode(&token.encode()), Ok(token));
+        assert!(sort_key(999, Uuid::nil()) < sort_key(1_000, Uuid::nil()));
+    }
+
+    #[test]
+    fn forged_tokens_are_errors() {
+        let encode = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+        let id = Uuid::new_v4();
+        for forged in [
+            "!!!".to_owned(),
+            encode(""),
+            encode("no separator"),
+            encode(&format!("12#{id}")),
+            encode(&format!("+700000000000#{id}")),
+            encode("1700000000000#not-a-uuid"),
+            encode(&format!("1700000000000#{}", id.simple())),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0xff, 0xfe]),
+        ] {
+            assert!(DeliveryPageToken::decode(&forged).is_err(), "{forged}");
+        }
+    }
+
+    #[test]
+    fn caps_cut_at_character_boundaries() {
+        let attempt = Attempt {
+            number: 1,
+            at: 0,
+            status: Some(500),
+            latency_ms: 1,
+            error: Some("é".repeat(MAX_ERROR)),
+            response_body: Some("x".repeat(MAX_RESPONSE_BODY + 10)),
+        }
+        .capped();
+        assert_eq!(attempt.response_body.unwrap().len(), MAX_RESPONSE_BODY);
+        let error = attempt.error.unwrap();
+        assert!(error.len() <= MAX_ERROR && error.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn keeps_the_latest_attempts() {
+        let mut attempts: Vec<Attempt> = (1..=25)
+            .map(|number| Attempt {
+                number,
+                at: 0,
+                status: None,
+                latency_ms: 0,
+                error: None,
+                response_body: None,
+            })
+            .collect();
+        keep_latest(&mut attempts);
+        assert_eq!(attempts.len(), MAX_ATTEMPTS_KEPT);
+        assert_eq!(attempts[0].number, 6);
+    }
+}

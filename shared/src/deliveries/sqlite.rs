@@ -1,0 +1,212 @@
+//! The embedded [`DeliveryLog`] adapter: delivery records in a SQLite table.
+//!
+//! Each delivery is one row keyed on `(hook_id, id)`: the [`DeliveryRecord`] as JSON in `body`,
+//! plus the sort key `sk` (`<created_at>#<id>`, see [`super::sort_key`]) that listings order and
+//! page on, and `expires_at` (Unix ms). An attempt is appended in one `IMMEDIATE` transaction that
+//! reads, extends and writes the row, so concurrent appends (even from several processes) queue up
+//! rather than overwrite each other. Reads skip expired rows; writes purge them now and then.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use uuid::Uuid;
+
+use super::{
+    check_created_at, expiry, keep_latest, sort_key, Attempt, DeliveryKey, DeliveryLog,
+    DeliveryPage, DeliveryPageToken, DeliveryRecord, DeliveryStatus,
+};
+use crate::events::{now_millis, Event};
+use crate::sqlite::Database;
+use crate::store::StoreError;
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS deliveries (
+        hook_id    TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        sk         TEXT NOT NULL,     -- <created_at, 13 digits>#<id>: the listing order
+        expires_at INTEGER NOT NULL,  -- Unix ms
+        body       TEXT NOT NULL,     -- the DeliveryRecord as JSON
+        PRIMARY KEY (hook_id, id)
+    );
+    CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (hook_id, sk);
+    CREATE INDEX IF NOT EXISTS deliveries_by_expiry ON deliveries (expires_at);
+";
+
+/// How often, at most, a write also deletes expired rows: often enough to bound the table, rarely
+/// enough that the delete costs nothing noticeable.
+const PURGE_INTERVAL_MS: i64 = 60_000;
+
+/// [`DeliveryLog`] on a SQLite [`Database`].
+#[derive(Clone)]
+pub struct SqliteDeliveryLog {
+    db: Database,
+    /// When expired rows were last purged (Unix ms), shared by clones.
+    last_purge: Arc<AtomicI64>,
+}
+
+impl SqliteDeliveryLog {
+    /// Wraps `db`, creating the table if it does not exist yet.
+    pub async fn new(db: Database) -> Result<SqliteDeliveryLog, StoreError> {
+        db.call(|conn| conn.execute_batch(SCHEMA))
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(SqliteDeliveryLog {
+            db,
+            last_purge: Arc::new(AtomicI64::new(0)),
+        })
+    }
+
+    /// True at most once per [`PURGE_INTERVAL_MS`], for whichever caller claims the slot.
+    fn purge_due(&self, now: i64) -> bool {
+        let last = self.last_purge.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= PURGE_INTERVAL_MS
+            && self
+                .last_purge
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+fn id_text(id: Uuid) -> String {
+    id.hyphenated().to_string()
+}
+
+fn parse(body: &str) -> Result<DeliveryRecord, StoreError> {
+    serde_json::from_str(body).map_err(StoreError::backend)
+}
+
+#[async_trait]
+impl DeliveryLog for SqliteDeliveryLog {
+    async fn record_attempt(
+        &self,
+        key: DeliveryKey,
+        event: &Event,
+        attempt: Attempt,
+        status: DeliveryStatus,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        check_created_at(key.created_at)?;
+        let attempt = attempt.capped();
+        let now = now_millis();
+        let expires_at = expiry(now, ttl);
+        let purge = self.purge_due(now);
+        // Built here rather than in the transaction only because `event` is borrowed; it is
+        // written only when the delivery is new.
+        let fresh = DeliveryRecord {
+            id: key.delivery_id,
+            hook_id: key.hook_id,
+            event: event.clone(),
+            status,
+            created_at: key.created_at,
+            updated_at: now,
+            attempts: Vec::new(),
+        };
+        let (hook_id, id) = (id_text(key.hook_id), id_text(key.delivery_id));
+        let sk = sort_key(key.created_at, key.delivery_id);
+        let result = self
+            .db
+            .call(move |conn| {
+                if purge {
+                    conn.execute("DELETE FROM deliveries WHERE expires_at <= ?1", [now])?;
+                }
+                // IMMEDIATE takes the write lock before the read: no other append slips in between.
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let stored: Option<String> = tx
+                    .query_row(
+                        "SELECT body FROM deliveries WHERE hook_id = ?1 AND id = ?2",
+                        [&hook_id, &id],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                let mut record = match stored.as_deref().map(parse).transpose() {
+                    Ok(record) => record.unwrap_or(fresh),
+                    Err(err) => return Ok(Err(err)),
+                };
+                record.attempts.push(attempt);
+                keep_latest(&mut record.attempts);
+                record.status = status;
+                record.updated_at = now;
+                let body = match serde_json::to_string(&record) {
+                    Ok(body) => body,
+                    Err(err) => return Ok(Err(StoreError::backend(err))),
+                };
+                // The first attempt fixes `sk`: a later one's `created_at` cannot move the record.
+                tx.execute(
+                    "INSERT INTO deliveries (hook_id, id, sk, expires_at, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (hook_id, id) DO UPDATE SET
+                        expires_at = excluded.expires_at, body = excluded.body",
+                    params![hook_id, id, sk, expires_at, body],
+                )?;
+                tx.commit()?;
+                Ok(Ok(()))
+            })
+            .await
+            .map_err(StoreError::backend)?;
+        result
+    }
+
+    async fn get(
+        &self,
+        hook_id: Uuid,
+        delivery_id: Uuid,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        let now = now_millis();
+        let body = self
+            .db
+            .call(move |conn| {
+                conn.query_row(
+                    "SELECT body FROM deliveries
+                     WHERE hook_id = ?1 AND id = ?2 AND expires_at > ?3",
+                    params![id_text(hook_id), id_text(delivery_id), now],
+                    |row| row.get::<_, String>(0),
+                )
+                .optional()
+            })
+            .await
+            .map_err(StoreError::backend)?;
+        body.as_deref().map(parse).transpose()
+    }
+
+    async fn list(
+        &self,
+        hook_id: Uuid,
+        size: usize,
+        after: Option<DeliveryPageToken>,
+    ) -> Result<DeliveryPage, StoreError> {
+        let now = now_millis();
+        let after = after.map(|token| token.sort_key());
+        // One row more than the page tells whether another page exists.
+        let limit = i64::try_from(size.saturating_add(1)).unwrap_or(i64::MAX);
+        let bodies = self
+            .db
+            .call(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT body FROM deliveries
+                     WHERE hook_id = ?1 AND (?2 IS NULL OR sk < ?2) AND expires_at > ?3
+                     ORDER BY sk DESC
+                     LIMIT ?4",
+                )?;
+                let rows = stmt.query_map(params![id_text(hook_id), after, now, limit], |row| {
+                    row.get::<_, String>(0)
+                })?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .await
+            .map_err(StoreError::backend)?;
+        let mut items = bodies
+            .iter()
+            .map(|body| parse(body))
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = items.len() > size;
+        items.truncate(size);
+        let next = match items.last() {
+            Some(last) if more => Some(DeliveryPageToken::after(last)),
+            _ => None,
+        };
+        Ok(DeliveryPage { items, next })
+    }
+}

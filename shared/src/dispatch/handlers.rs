@@ -1,0 +1,370 @@
+//! What each handler does with one event (spec §6): the HTTP request a webhook sends, the line a
+//! log hook writes, the chain a lambda hook runs. Pure preparation lives here; sending and
+//! retrying are the dispatcher's.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::deliver::http::OutboundRequest;
+use crate::deliver::signing::{signature, SIGNATURE_HEADER};
+use crate::lua::Limits;
+use crate::model::{WebhookConfig, WebhookCustomConfig};
+use crate::template::{Template, TemplateError};
+
+/// The event's data with `event` and `source` added, as both webhook handlers send it.
+pub fn webhook_data(data: &Value, event: &str, source: &str) -> Value {
+    let mut map = match data {
+        Value::Object(map) => map.clone(),
+        Value::Null => Map::new(),
+        other => {
+            let mut map = Map::new();
+            map.insert("data".into(), other.clone());
+            map
+        }
+    };
+    map.insert("event".into(), Value::String(event.to_string()));
+    map.insert("source".into(), Value::String(source.to_string()));
+    Value::Object(map)
+}
+
+/// `webhook`: POST the data as JSON, signed when a secret is set.
+pub fn webhook_request(config: &WebhookConfig, data: &Value) -> OutboundRequest {
+    let body = serde_json::to_vec(data).unwrap_or_default();
+    let mut headers: Vec<(String, String)> = config
+        .headers
+        .iter()
+        .filter(|(name, _)| !name.eq_ignore_ascii_case("content-type"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    headers.push(("content-type".into(), "application/json".into()));
+    if let Some(secret) = &config.secret {
+        headers.push((SIGNATURE_HEADER.into(), signature(secret.as_bytes(), &body)));
+    }
+    OutboundRequest {
+        method: reqwest::Method::POST,
+        url: config.url.clone(),
+        headers,
+        body: Some(body),
+    }
+}
+
+/// The templates of a `webhook-custom` hook, parsed once per hook version.
+#[derive(Debug)]
+pub struct CustomPlan {
+    payload: Option<BTreeMap<String, Text>>,
+    body: Option<Text>,
+    headers: BTreeMap<String, Text>,
+}
+
+/// A configured string: a template or verbatim text, by the hook's `*_format` switches.
+#[derive(Debug)]
+enum Text {
+    Template(Box<Template>),
+    Verbatim(String),
+}
+
+impl Text {
+    fn new(source: &str, format: bool) -> Result<Text, TemplateError> {
+        Ok(if format {
+            Text::Template(Box::new(Template::parse(source)?))
+        } else {
+            Text::Verbatim(source.to_string())
+        })
+    }
+
+    fn render(&self, data: &Value, limits: &Limits) -> Result<String, TemplateError> {
+        match self {
+            Text::Template(template) => template.render(data, limits),
+            Text::Verbatim(text) => Ok(text.clone()),
+        }
+    }
+}
+
+/// How a payload travels, by method and content type (spec §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadEncoding {
+    Query,
+    Json,
+    Form,
+    Multipart,
+}
+
+/// The encoding of a payload for `method` with `content_type`, or `None` when that content type
+/// cannot carry one (refused at create time).
+pub fn payload_encoding(method: &str, content_type: Option<&str>) -> Option<PayloadEncoding> {
+    if !matches!(method, "POST" | "PUT" | "PATCH") {
+        return Some(PayloadEncoding::Query);
+    }
+    let essence = content_type
+        .map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    match essence.as_str() {
+        "application/json" => Some(PayloadEncoding::Json),
+        "application/x-www-form-urlencoded" => Some(PayloadEncoding::Form),
+        "multipart/form-data" | "" => Some(PayloadEncoding::Multipart),
+        _ => None,
+    }
+}
+
+fn header<'a>(headers: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+impl CustomPlan {
+    /// Parses every template of the hook; a malformed one is an error (caught at create time).
+    pub fn new(config: &WebhookCustomConfig) -> Result<CustomPlan, TemplateError> {
+        let payload = match &config.payload {
+            Some(payload) => Some(
+                payload
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), Text::new(v, config.payload_format)?)))
+                    .collect::<Result<_, TemplateError>>()?,
+            ),
+            None => None,
+        };
+        let body = match &config.body {
+            Some(body) => Some(Text::new(body, config.body_format)?),
+            None => None,
+        };
+        let headers = config
+            .headers
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), Text::new(v, config.headers_format)?)))
+            .collect::<Result<_, TemplateError>>()?;
+        Ok(CustomPlan {
+            payload,
+            body,
+            headers,
+        })
+    }
+
+    /// The request for one event: rendered headers, then a non-empty body or the payload,
+    /// encoded by method and content type; signed when a secret is set and a body is sent.
+    pub fn request(
+        &self,
+        config: &WebhookCustomConfig,
+        data: &Value,
+        limits: &Limits,
+    ) -> Result<OutboundRequest, TemplateError> {
+        let mut headers = BTreeMap::new();
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.render(data, limits)?);
+        }
+        let mut url = config.url.clone();
+        let mut body: Option<Vec<u8>> = None;
+        let rendered_body = match &self.body {
+            Some(text) => Some(text.render(data, limits)?),
+            None => None,
+        };
+        if let Some(text) = rendered_body.filter(|b| !b.is_empty()) {
+            body = Some(text.into_bytes());
+        } else if let Some(payload) = &self.payload {
+            let mut fields = Vec::with_capacity(payload.len());
+            for (name, value) in payload {
+                fields.push((name.clone(), value.render(data, limits)?));
+            }
+            let encoding = payload_encoding(&config.method, header(&headers, "content-type"))
+                .unwrap_or(PayloadEncoding::Multipart);
+            match encoding {
+                PayloadEncoding::Query => {
+                    let mut query = form_urlencoded::Serializer::new(String::new());
+                    query.extend_pairs(&fields);
+                    let query = query.finish();
+                    if !query.is_empty() {
+                        url.push(if url.contains('?') { '&' } else { '?' });
+                        url.push_str(&query);
+                    }
+                }
+                PayloadEncoding::Json => {
+                    let object: Map<String, Value> = fields
+                        .into_iter()
+                        .map(|(k, v)| (k, Value::String(v)))
+                        .collect();
+                    body = Some(serde_json::to_vec(&object).unwrap_or_default());
+                }
+                PayloadEncoding::Form => {
+                    let mut form = form_urlencoded::Serializer::new(String::new());
+                    form.extend_pairs(&fields);
+                    body = Some(form.finish().into_bytes());
+                }
+                PayloadEncoding::Multipart => {
+                    let (content_type, bytes) = multipart(&fields);
+                    headers.retain(|k, _| !k.eq_ignore_ascii_case("content-type"));
+                    headers.insert("content-type".into(), content_type);
+                    body = Some(bytes);
+                }
+            }
+        }
+        let mut headers: Vec<(String, String)> = headers.into_iter().collect();
+        if let (Some(secret), Some(bytes)) = (&config.secret, &body) {
+            headers.push((SIGNATURE_HEADER.into(), signature(secret.as_bytes(), bytes)));
+        }
+        let method =
+            reqwest::Method::from_bytes(config.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+        Ok(OutboundRequest {
+            method,
+            url,
+            headers,
+            body,
+        })
+    }
+}
+
+/// A `multipart/form-data` body of text fields, with a boundary that appears in no value.
+fn multipart(fields: &[(String, String)]) -> (String, Vec<u8>) {
+    let mut boundary = format!("event-hooks-{}", uuid::Uuid::new_v4().simple());
+    while fields
+        .iter()
+        .any(|(k, v)| k.contains(&boundary) || v.contains(&boundary))
+    {
+        boundary = format!("event-hooks-{}", uuid::Uuid::new_v4().simple());
+    }
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        let name = name.replace('"', "%22").replace(['\r', '\n'], " ");
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        body.extend_from_slice(
+            format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(value.as_bytes());
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn custom(method: &str) -> WebhookCustomConfig {
+        WebhookCustomConfig {
+            url: "https://example.com/h".into(),
+            method: method.into(),
+            payload: None,
+            payload_format: true,
+            body: None,
+            body_format: true,
+            headers: BTreeMap::new(),
+            headers_format: false,
+            secret: None,
+            ssl_verify: false,
+        }
+    }
+
+    fn data() -> Value {
+        webhook_data(
+            &json!({"entity":{"username":"bob & co"},"operation":"create"}),
+            "consumers",
+            "crud",
+        )
+    }
+
+    #[test]
+    fn webhook_posts_signed_json() {
+        let config = WebhookConfig {
+            url: "https://example.com/h".into(),
+            headers: BTreeMap::from([("x-team".into(), "core".into())]),
+            secret: Some("hunter2".into()),
+            ssl_verify: false,
+        };
+        let request = webhook_request(&config, &data());
+        let body = request.body.clone().unwrap();
+        let sent: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(sent["event"], "consumers");
+        assert_eq!(sent["source"], "crud");
+        assert_eq!(sent["entity"]["username"], "bob & co");
+        let headers: BTreeMap<_, _> = request.headers.into_iter().collect();
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(headers["x-team"], "core");
+        assert_eq!(headers[SIGNATURE_HEADER], signature(b"hunter2", &body));
+    }
+
+    #[test]
+    fn payload_goes_to_the_query_for_get() {
+        let mut config = custom("GET");
+        config.payload = Some(BTreeMap::from([(
+            "who".into(),
+            "{{entity.username}}".into(),
+        )]));
+        let plan = CustomPlan::new(&config).unwrap();
+        let request = plan.request(&config, &data(), &Limits::default()).unwrap();
+        assert_eq!(request.url, "https://example.com/h?who=bob+%26amp%3B+co");
+        assert!(request.body.is_none());
+    }
+
+    #[test]
+    fn payload_is_encoded_by_content_type() {
+        let mut config = custom("POST");
+        config.payload = Some(BTreeMap::from([
+            ("who".into(), "{*entity.username*}".into()),
+            ("op".into(), "{{operation}}".into()),
+        ]));
+        config.secret = Some("s".into());
+        for (content_type, expected) in [
+            ("application/json", r#"{"op":"create","who":"bob & co"}"#),
+            (
+                "application/x-www-form-urlencoded; charset=utf-8",
+                "op=create&who=bob+%26+co",
+            ),
+        ] {
+            config.headers = BTreeMap::from([("Content-Type".into(), content_type.into())]);
+            let plan = CustomPlan::new(&config).unwrap();
+            let request = plan.request(&config, &data(), &Limits::default()).unwrap();
+            let body = request.body.unwrap();
+            assert_eq!(String::from_utf8(body.clone()).unwrap(), expected);
+            assert!(request
+                .headers
+                .contains(&(SIGNATURE_HEADER.into(), signature(b"s", &body))));
+        }
+        config.headers = BTreeMap::new();
+        let plan = CustomPlan::new(&config).unwrap();
+        let request = plan.request(&config, &data(), &Limits::default()).unwrap();
+        let content_type = &request
+            .headers
+            .iter()
+            .find(|(k, _)| k == "content-type")
+            .unwrap()
+            .1;
+        assert!(content_type.starts_with("multipart/form-data; boundary="));
+        let body = String::from_utf8(request.body.unwrap()).unwrap();
+        assert!(body.contains("name=\"who\"\r\n\r\nbob & co\r\n"), "{body}");
+    }
+
+    #[test]
+    fn a_non_empty_body_wins_and_headers_render_when_asked() {
+        let mut config = custom("PUT");
+        config.payload = Some(BTreeMap::from([("a".into(), "b".into())]));
+        config.body = Some("user={{entity.username}}".into());
+        config.headers = BTreeMap::from([("x-op".into(), "{{operation}}".into())]);
+        config.headers_format = true;
+        let plan = CustomPlan::new(&config).unwrap();
+        let request = plan.request(&config, &data(), &Limits::default()).unwrap();
+        assert_eq!(request.body.unwrap(), b"user=bob &amp; co");
+        assert!(request.headers.contains(&("x-op".into(), "create".into())));
+    }
+
+    #[test]
+    fn encodings_by_method() {
+        assert_eq!(
+            payload_encoding("DELETE", Some("application/json")),
+            Some(PayloadEncoding::Query)
+        );
+        assert_eq!(
+            payload_encoding("PATCH", None),
+            Some(PayloadEncoding::Multipart)
+        );
+        assert_eq!(payload_encoding("POST", Some("text/plain")), None);
+    }
+}

@@ -1,0 +1,602 @@
+//! The dispatcher: events in, deliveries out (spec §4, §5, §8).
+//!
+//! An event is checked against the catalogue, matched to the enabled hooks of its source, and
+//! fanned out into one **delivery** per hook, with an id derived from the event and hook ids so it
+//! is the same on every retry and every redelivery. The first attempt runs at once; a delivery that
+//! must be retried becomes its own message on the deliveries queue, so one failing hook never makes
+//! another hook receive an event twice. What cannot be delivered ends in the dead-letter queue with
+//! its reason. The same code runs in the dispatch Lambda function and in the local server.
+
+pub mod handlers;
+pub mod matching;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::deliver::http::{HttpSender, Response, SendError};
+use crate::deliver::retry::{classify, RetrySchedule, Verdict};
+use crate::deliveries::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
+use crate::events::{check_registered, now_millis, parse_event, Event};
+use crate::lambda::{LambdaChain, LambdaError};
+use crate::lua::Limits;
+use crate::model::{Handler, Hook, WebhookCustomConfig};
+use crate::queue::{Outgoing, Queue, QueueError, MAX_DELAY};
+use crate::snapshot::SnapshotCache;
+use crate::store::StoreError;
+use crate::windows::{decide, event_key, Decision, WindowStore};
+use handlers::{webhook_data, webhook_request, CustomPlan};
+use matching::EventName;
+
+/// Header carrying the stable delivery id, for receivers to de-duplicate.
+pub const DELIVERY_HEADER: &str = "x-event-hook-delivery";
+/// Header carrying the attempt number (1 for the first).
+pub const ATTEMPT_HEADER: &str = "x-event-hook-attempt";
+
+/// Namespace of delivery ids (UUID v5 of event id + hook id).
+const DELIVERY_NAMESPACE: Uuid = Uuid::from_u128(0x6e0c_7a4b_2f1d_4f7e_9b61_0d1c_5a2e_8f30);
+
+/// Tunables of delivery.
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    pub retry: RetrySchedule,
+    /// Limits of lambda functions and template code.
+    pub lua_limits: Limits,
+    /// How long attempts stay in the delivery log.
+    pub delivery_log_ttl: Duration,
+    /// Response bodies kept in the delivery log are cut to this many bytes.
+    pub logged_body_limit: usize,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> DispatchSettings {
+        DispatchSettings {
+            retry: RetrySchedule::default(),
+            lua_limits: Limits::default(),
+            delivery_log_ttl: Duration::from_secs(7 * 24 * 3600),
+            logged_body_limit: 4096,
+        }
+    }
+}
+
+/// One (event, hook) pair on its way; the body of a deliveries-queue message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub hook_id: Uuid,
+    /// The attempt to make next, 1-based.
+    pub attempt: u32,
+    /// Unix ms of the first attempt.
+    pub created_at: i64,
+    /// Unix ms before which the attempt must not run (delays longer than SQS allows are chained).
+    #[serde(default)]
+    pub not_before: i64,
+    pub event: Event,
+}
+
+impl Delivery {
+    /// The delivery of `event` to `hook`; its id is the same whenever this pair is dispatched.
+    pub fn new(event: &Event, hook_id: Uuid) -> Delivery {
+        let mut name = [0u8; 32];
+        name[..16].copy_from_slice(event.id.as_bytes());
+        name[16..].copy_from_slice(hook_id.as_bytes());
+        Delivery {
+            id: Uuid::new_v5(&DELIVERY_NAMESPACE, &name),
+            hook_id,
+            attempt: 1,
+            created_at: now_millis(),
+            not_before: 0,
+            event: event.clone(),
+        }
+    }
+}
+
+/// Failures of the dispatcher's own infrastructure (not of a target): the message stays on its
+/// queue and comes back.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// What to do with a queue message after handling it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageOutcome {
+    /// Handled: delete it.
+    Done,
+    /// Cannot ever be handled: move it to the dead-letter queue with this reason.
+    Reject(String),
+}
+
+/// What running a hook's handler produced.
+#[derive(Debug)]
+pub enum Executed {
+    /// A webhook was sent (or could not be).
+    Http(Result<Response, SendError>),
+    /// A log hook wrote this line's fields.
+    Logged(Value),
+    /// A lambda chain returned this value, or failed.
+    Lambda(Result<Value, LambdaError>),
+    /// The request could not be prepared (a template failed to render).
+    Unprepared(String),
+}
+
+impl Executed {
+    /// Whether the delivery succeeded, should be retried, or failed for good.
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Executed::Http(result) => classify(result),
+            Executed::Logged(_) | Executed::Lambda(Ok(_)) => Verdict::Delivered,
+            Executed::Lambda(Err(err)) => Verdict::Failed(err.to_string()),
+            Executed::Unprepared(reason) => Verdict::Failed(reason.clone()),
+        }
+    }
+}
+
+/// Counters of what the dispatcher did, for operators and benchmarks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub events: AtomicU64,
+    pub rejected: AtomicU64,
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub snoozed: AtomicU64,
+    pub unchanged: AtomicU64,
+}
+
+impl Stats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The ports and settings the dispatcher works with.
+pub struct Dispatcher {
+    snapshot: Arc<SnapshotCache>,
+    windows: Arc<dyn WindowStore>,
+    log: Arc<dyn DeliveryLog>,
+    deliveries: Arc<dyn Queue>,
+    dead_letters: Arc<dyn Queue>,
+    sender: HttpSender,
+    settings: DispatchSettings,
+    lambdas: Mutex<HashMap<Uuid, (Vec<String>, Arc<Mutex<LambdaChain>>)>>,
+    plans: Mutex<HashMap<Uuid, (WebhookCustomConfig, Arc<CustomPlan>)>>,
+    pub stats: Stats,
+}
+
+impl Dispatcher {
+    pub fn new(
+        snapshot: Arc<SnapshotCache>,
+        windows: Arc<dyn WindowStore>,
+        log: Arc<dyn DeliveryLog>,
+        deliveries: Arc<dyn Queue>,
+        dead_letters: Arc<dyn Queue>,
+        sender: HttpSender,
+        settings: DispatchSettings,
+    ) -> Dispatcher {
+        Dispatcher {
+            snapshot,
+            windows,
+            log,
+            deliveries,
+            dead_letters,
+            sender,
+            settings,
+            lambdas: Mutex::new(HashMap::new()),
+            plans: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn snapshot(&self) -> &Arc<SnapshotCache> {
+        &self.snapshot
+    }
+
+    /// Handles one message of the events queue.
+    pub async fn handle_event_message(&self, body: &str) -> Result<MessageOutcome, DispatchError> {
+        let event = match parse_event(body) {
+            Ok(event) => event,
+            Err(reason) => {
+                Stats::bump(&self.stats.rejected);
+                return Ok(MessageOutcome::Reject(reason));
+            }
+        };
+        let snapshot = self.snapshot.get().await?;
+        if let Err(reason) = check_registered(&snapshot.catalogue, &event) {
+            Stats::bump(&self.stats.rejected);
+            return Ok(MessageOutcome::Reject(reason));
+        }
+        self.dispatch(event).await?;
+        Ok(MessageOutcome::Done)
+    }
+
+    /// Fans a checked event out to every matching, enabled hook and makes the first attempts.
+    pub async fn dispatch(&self, event: Event) -> Result<(), DispatchError> {
+        Stats::bump(&self.stats.events);
+        let snapshot = self.snapshot.get().await?;
+        let name = EventName::of(&event);
+        let key_fields = snapshot
+            .catalogue
+            .event(&event.source, &event.event)
+            .and_then(|spec| spec.unique.clone());
+        let mut attempts = Vec::new();
+        for hook in snapshot.hooks_of(&event.source) {
+            if !hook.enabled {
+                continue;
+            }
+            let Some(delivered_as) = name.delivered_as(hook) else {
+                continue;
+            };
+            let delivery = Delivery::new(&event, hook.id);
+            let key_fields = key_fields.clone();
+            attempts.push(async move {
+                let key = event_key(&delivery.event.data, key_fields.as_deref());
+                let decision = decide(
+                    self.windows.as_ref(),
+                    hook.id,
+                    hook.snooze,
+                    hook.on_change,
+                    &key,
+                    &delivery.id.to_string(),
+                )
+                .await?;
+                match decision {
+                    Decision::Deliver => self.attempt(hook, &delivered_as, delivery).await,
+                    Decision::Drop(why) => {
+                        Stats::bump(if why == "snoozed" {
+                            &self.stats.snoozed
+                        } else {
+                            &self.stats.unchanged
+                        });
+                        tracing::debug!(hook_id = %hook.id, delivery_id = %delivery.id, why, "event dropped");
+                        Ok(())
+                    }
+                }
+            });
+        }
+        let mut first_error = None;
+        for result in futures_util::future::join_all(attempts).await {
+            if let Err(err) = result {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Handles one message of the deliveries queue: a retry, possibly not due yet.
+    pub async fn handle_delivery_message(
+        &self,
+        body: &str,
+    ) -> Result<MessageOutcome, DispatchError> {
+        let delivery: Delivery = match serde_json::from_str(body) {
+            Ok(delivery) => delivery,
+            Err(err) => return Ok(MessageOutcome::Reject(format!("not a delivery: {err}"))),
+        };
+        let remaining = delivery.not_before - now_millis();
+        if remaining > 1000 {
+            // Not due: a delay longer than the queue allows, chained.
+            self.enqueue(&delivery, Duration::from_millis(remaining as u64))
+                .await?;
+            return Ok(MessageOutcome::Done);
+        }
+        let snapshot = self.snapshot.get().await?;
+        let hook = match snapshot.hook(delivery.hook_id) {
+            Some(hook) if hook.enabled => hook.clone(),
+            Some(_) => {
+                self.give_up(
+                    &delivery,
+                    "the hook was disabled before the delivery succeeded",
+                )
+                .await?;
+                return Ok(MessageOutcome::Done);
+            }
+            None => {
+                self.give_up(
+                    &delivery,
+                    "the hook was deleted before the delivery succeeded",
+                )
+                .await?;
+                return Ok(MessageOutcome::Done);
+            }
+        };
+        let name = EventName::of(&delivery.event);
+        let delivered_as = name
+            .delivered_as(&hook)
+            .unwrap_or_else(|| delivery.event.event.clone());
+        self.attempt(&hook, &delivered_as, delivery).await?;
+        Ok(MessageOutcome::Done)
+    }
+
+    /// Runs `hook`'s handler for `event` now, without snooze/on_change or retries: the first
+    /// attempt of a delivery, a retry, or `POST /event-hooks/{id}/test`.
+    pub async fn execute(
+        &self,
+        hook: &Hook,
+        event_name: &str,
+        event: &Event,
+        delivery: Option<(Uuid, u32)>,
+        pid: i64,
+    ) -> Executed {
+        let with_delivery_headers = |mut request: crate::deliver::http::OutboundRequest| {
+            if let Some((id, attempt)) = delivery {
+                request
+                    .headers
+                    .push((DELIVERY_HEADER.into(), id.to_string()));
+                request
+                    .headers
+                    .push((ATTEMPT_HEADER.into(), attempt.to_string()));
+            }
+            request
+        };
+        match &hook.handler {
+            Handler::Webhook(config) => {
+                let data = webhook_data(&event.data, event_name, &event.source);
+                let request = with_delivery_headers(webhook_request(config, &data));
+                Executed::Http(self.sender.send(request, config.ssl_verify).await)
+            }
+            Handler::WebhookCustom(config) => {
+                let data = webhook_data(&event.data, event_name, &event.source);
+                let plan = match self.plan(hook.id, config) {
+                    Ok(plan) => plan,
+                    Err(reason) => return Executed::Unprepared(reason),
+                };
+                let limits = self.settings.lua_limits.clone();
+                let config_for_render = config.clone();
+                // Templates with code run Lua: keep that off the async executor.
+                let prepared = tokio::task::spawn_blocking(move || {
+                    plan.request(&config_for_render, &data, &limits)
+                })
+                .await;
+                match prepared {
+                    Ok(Ok(request)) => Executed::Http(
+                        self.sender
+                            .send(with_delivery_headers(request), config.ssl_verify)
+                            .await,
+                    ),
+                    Ok(Err(err)) => Executed::Unprepared(format!("template failed: {err}")),
+                    Err(err) => Executed::Unprepared(format!("template failed: {err}")),
+                }
+            }
+            Handler::Log(_) => {
+                let line = json!({
+                    "hook_id": hook.id,
+                    "source": event.source,
+                    "event": event_name,
+                    "data": event.data,
+                });
+                tracing::info!(
+                    target: "event_hooks::log_handler",
+                    hook_id = %hook.id,
+                    source = %event.source,
+                    event = %event_name,
+                    data = %event.data,
+                    "event hook log"
+                );
+                Executed::Logged(line)
+            }
+            Handler::Lambda(config) => {
+                let chain = match self.chain(hook.id, &config.functions) {
+                    Ok(chain) => chain,
+                    Err(err) => return Executed::Lambda(Err(err)),
+                };
+                let data = event.data.clone();
+                let (name, source) = (event_name.to_string(), event.source.clone());
+                let result = tokio::task::spawn_blocking(move || {
+                    let chain = chain.lock().unwrap_or_else(|p| p.into_inner());
+                    chain.run(&data, &name, &source, pid)
+                })
+                .await
+                .unwrap_or_else(|err| {
+                    Err(LambdaError::Runtime {
+                        function: 0,
+                        message: format!("the Lua runner stopped: {err}"),
+                    })
+                });
+                Executed::Lambda(result)
+            }
+        }
+    }
+
+    /// One attempt of a delivery, its record in the log, and what follows: done, a retry
+    /// scheduled, or a dead letter.
+    async fn attempt(
+        &self,
+        hook: &Hook,
+        event_name: &str,
+        delivery: Delivery,
+    ) -> Result<(), DispatchError> {
+        let started = Instant::now();
+        let at = now_millis();
+        let executed = self
+            .execute(
+                hook,
+                event_name,
+                &delivery.event,
+                Some((delivery.id, delivery.attempt)),
+                i64::from(std::process::id()),
+            )
+            .await;
+        let latency = started.elapsed();
+        let verdict = executed.verdict();
+        let (status_code, error, body) = self.summarize(&executed);
+
+        let next_delay = match &verdict {
+            Verdict::Retry { after } => self.settings.retry.next_delay(delivery.attempt, *after),
+            _ => None,
+        };
+        let status = match (&verdict, next_delay) {
+            (Verdict::Delivered, _) => DeliveryStatus::Delivered,
+            (Verdict::Retry { .. }, Some(_)) => DeliveryStatus::Pending,
+            _ => DeliveryStatus::Failed,
+        };
+        let attempt = Attempt {
+            number: delivery.attempt,
+            at,
+            status: status_code,
+            latency_ms: latency.as_millis() as u64,
+            error: error.clone(),
+            response_body: body,
+        };
+        if let Err(err) = self
+            .log
+            .record_attempt(
+                DeliveryKey {
+                    hook_id: hook.id,
+                    delivery_id: delivery.id,
+                    created_at: delivery.created_at,
+                },
+                &delivery.event,
+                attempt,
+                status.clone(),
+                self.settings.delivery_log_ttl,
+            )
+            .await
+        {
+            // The log is for people; a failure to write it must not change what is delivered.
+            tracing::warn!(error = %err, delivery_id = %delivery.id, "could not record a delivery attempt");
+        }
+
+        match (verdict, next_delay) {
+            (Verdict::Delivered, _) => {
+                Stats::bump(&self.stats.delivered);
+                tracing::debug!(hook_id = %hook.id, delivery_id = %delivery.id, attempt = delivery.attempt, "delivered");
+                Ok(())
+            }
+            (Verdict::Retry { .. }, Some(delay)) => {
+                Stats::bump(&self.stats.retried);
+                tracing::info!(
+                    hook_id = %hook.id, delivery_id = %delivery.id, attempt = delivery.attempt,
+                    retry_in_s = delay.as_secs(), error = error.as_deref().unwrap_or_default(),
+                    "delivery failed, will retry"
+                );
+                let mut next = delivery;
+                next.attempt += 1;
+                next.not_before = now_millis() + delay.as_millis() as i64;
+                self.enqueue(&next, delay).await
+            }
+            (Verdict::Retry { .. }, None) => {
+                let reason = format!(
+                    "gave up after {} attempts: {}",
+                    delivery.attempt,
+                    error.unwrap_or_else(|| "no answer".into())
+                );
+                self.give_up(&delivery, &reason).await
+            }
+            (Verdict::Failed(reason), _) => self.give_up(&delivery, &reason).await,
+        }
+    }
+
+    /// Status, error and capped body of an execution, for the delivery log.
+    fn summarize(&self, executed: &Executed) -> (Option<u16>, Option<String>, Option<String>) {
+        let cap = |text: &str| {
+            let mut end = text.len().min(self.settings.logged_body_limit);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text[..end].to_string()
+        };
+        match executed {
+            Executed::Http(Ok(response)) => {
+                let error = (!(200..300).contains(&response.status))
+                    .then(|| format!("target answered {}", response.status));
+                (Some(response.status), error, Some(cap(&response.body)))
+            }
+            Executed::Http(Err(err)) => (None, Some(err.to_string()), None),
+            Executed::Logged(_) => (None, None, None),
+            Executed::Lambda(Ok(value)) => (None, None, Some(cap(&value.to_string()))),
+            Executed::Lambda(Err(err)) => (None, Some(err.to_string()), None),
+            Executed::Unprepared(reason) => (None, Some(reason.clone()), None),
+        }
+    }
+
+    /// Puts a delivery back on the deliveries queue, due after `delay` (chained past 15 minutes).
+    async fn enqueue(&self, delivery: &Delivery, delay: Duration) -> Result<(), DispatchError> {
+        let body = serde_json::to_string(delivery).unwrap_or_default();
+        self.deliveries
+            .send(Outgoing {
+                body,
+                delay: delay.min(MAX_DELAY),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Parks a delivery in the dead-letter queue with its reason.
+    async fn give_up(&self, delivery: &Delivery, reason: &str) -> Result<(), DispatchError> {
+        Stats::bump(&self.stats.failed);
+        Stats::bump(&self.stats.dead_lettered);
+        tracing::warn!(
+            hook_id = %delivery.hook_id, delivery_id = %delivery.id, attempt = delivery.attempt,
+            reason, "delivery failed for good; dead-lettered"
+        );
+        let body = json!({ "reason": reason, "delivery": delivery }).to_string();
+        self.dead_letters.send(Outgoing::now(body)).await?;
+        Ok(())
+    }
+
+    /// The compiled chain of a lambda hook, rebuilt when its functions change.
+    fn chain(
+        &self,
+        hook_id: Uuid,
+        functions: &[String],
+    ) -> Result<Arc<Mutex<LambdaChain>>, LambdaError> {
+        let mut cache = self.lambdas.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((cached, chain)) = cache.get(&hook_id) {
+            if cached.as_slice() == functions {
+                return Ok(chain.clone());
+            }
+        }
+        let chain = Arc::new(Mutex::new(LambdaChain::compile(
+            functions,
+            &self.settings.lua_limits,
+        )?));
+        cache.insert(hook_id, (functions.to_vec(), chain.clone()));
+        Ok(chain)
+    }
+
+    /// The parsed templates of a webhook-custom hook, rebuilt when its config changes.
+    fn plan(&self, hook_id: Uuid, config: &WebhookCustomConfig) -> Result<Arc<CustomPlan>, String> {
+        let mut cache = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((cached, plan)) = cache.get(&hook_id) {
+            if cached == config {
+                return Ok(plan.clone());
+            }
+        }
+        let plan = Arc::new(CustomPlan::new(config).map_err(|e| format!("template: {e}"))?);
+        cache.insert(hook_id, (config.clone(), plan.clone()));
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_ids_are_stable_per_event_and_hook() {
+        let event = parse_event(r#"{"source":"crud","event":"consumers"}"#).unwrap();
+        let hook = Uuid::new_v4();
+        assert_eq!(
+            Delivery::new(&event, hook).id,
+            Delivery::new(&event, hook).id
+        );
+        assert_ne!(
+            Delivery::new(&event, hook).id,
+            Delivery::new(&event, Uuid::new_v4()).id
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! A long-running consumer of a queue, for hosts without an SQS trigger (the local server): it
+//! receives batches, hands each message to the dispatcher, and deletes or dead-letters it by the
+//! outcome. A message whose handling failed for infrastructure reasons is left alone, so it comes
+//! back after its visibility timeout, like an SQS-triggered Lambda's failed batch items.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::watch;
+
+use super::{DispatchError, Dispatcher, MessageOutcome};
+use crate::queue::{Queue, Received};
+
+/// Which queue a worker consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// Raw events from producers.
+    Events,
+    /// Deliveries waiting for a retry.
+    Deliveries,
+}
+
+/// How a worker polls.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Messages per receive (1..=10).
+    pub batch: u32,
+    /// How long a received message stays invisible; longer than the slowest delivery.
+    pub visibility: Duration,
+    /// Long-poll wait per receive.
+    pub wait: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> WorkerSettings {
+        WorkerSettings {
+            batch: 10,
+            visibility: Duration::from_secs(60),
+            wait: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Consumes `queue` until `shutdown` turns true, finishing the batch in hand.
+pub async fn run(
+    dispatcher: Arc<Dispatcher>,
+    queue: Arc<dyn Queue>,
+    feed: Feed,
+    settings: WorkerSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        let received = tokio::select! {
+            received = queue.receive(settings.batch, settings.visibility, settings.wait) => received,
+            _ = shutdown.changed() => break,
+        };
+        let messages = match received {
+            Ok(messages) => messages,
+            Err(err) => {
+                tracing::error!(error = %err, ?feed, "could not receive from the queue");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        join_all(
+            messages
+                .iter()
+                .map(|message| handle(&dispatcher, queue.as_ref(), feed, message)),
+        )
+        .await;
+    }
+}
+
+/// Handles one message and settles it on its queue (deleted, or dead-lettered with its reason).
+/// Returns false when the message could not be handled now and must come back later.
+pub async fn handle(
+    dispatcher: &Dispatcher,
+    queue: &dyn Queue,
+    feed: Feed,
+    message: &Received,
+) -> bool {
+    let outcome = match feed {
+        Feed::Events => dispatcher.handle_event_message(&message.body).await,
+        Feed::Deliveries => dispatcher.handle_delivery_message(&message.body).await,
+    };
+    let settled = match outcome {
+        Ok(MessageOutcome::Done) => queue.delete(&message.receipt).await,
+        Ok(MessageOutcome::Reject(reason)) => {
+            tracing::warn!(message_id = %message.id, ?feed, reason, "message rejected; dead-lettered");
+            queue.dead_letter(message, &reason).await
+        }
+        Err(err) => {
+            log_failure(&err, message, feed);
+            return false;
+        }
+    };
+    match settled {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::error!(error = %err, message_id = %message.id, ?feed, "could not settle a message; it will come back");
+            false
+        }
+    }
+}
+
+fn log_failure(err: &DispatchError, message: &Received, feed: Feed) {
+    tracing::error!(
+        error = %err,
+        message_id = %message.id,
+        receive_count = message.receive_count,
+        ?feed,
+        "message handling failed; it will come back after its visibility timeout"
+    );
+}

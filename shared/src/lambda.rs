@@ -1,0 +1,968 @@
+//! The `lambda` handler's engine (spec §6): a hook's chain of user Lua functions, compiled once
+//! into its own sandbox and run for every event of that hook version.
+//!
+//! Each function runs as `function(data, event, source, pid)` and its return value becomes the
+//! next one's `data`; the first error (a Lua `error(...)`, or `return nil, err`) stops the chain.
+//! The event's JSON enters Lua through mlua's serde support (JSON `null` → `nil`) and the last
+//! return value leaves it through `to_json`, a walk of our own so that the mapping is exactly
+//! the spec's (an empty table is `{}`; a table with keys `1..n` is an array).
+//!
+//! State between events, decided here: globals a function assigns while handling an event are
+//! forgotten before the next event (each run starts from an empty global table that falls back
+//! to the sandbox's); globals and chunk-level locals set when a function's chunk is loaded live as
+//! long as the hook version, as in a Kong worker. The standard library tables are read-only, so
+//! one event cannot change `string` or `table` for the next. A CPU or memory limit error rebuilds
+//! the Lua state, which also resets that chunk-level state.
+//!
+//! Known gap: the CPU budget is checked between Lua VM instructions, so a single C call that runs
+//! long (a pathological `string.find` pattern over a large string) is not interrupted; only the
+//! Lambda invocation's own timeout ends it.
+
+use std::ffi::c_void;
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use mlua::{ChunkMode, Function, Lua, LuaSerdeExt, MultiValue, SerializeOptions, Table, Value};
+use serde_json::Value as Json;
+
+use crate::lua::{sandbox, type_name, with_cpu_budget, Limits};
+
+/// Why a chain failed to compile or to run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LambdaError {
+    /// A function's source does not compile, or its chunk does not return a function. The
+    /// message names the function and uses Kong's wording.
+    #[error("{0}")]
+    Compile(String),
+    /// Function number `function` (1-based) raised an error or returned `nil, err`, or the
+    /// chain's result has no JSON form. For `error("boom")` raised by the function's own code the
+    /// message is `line 3: boom`: the chunk name is redundant with `function`, the line is not.
+    /// An error value that is not a string arrives as Lua's `tostring` of it (`table: 0x…`).
+    #[error("function {function}: {message}")]
+    Runtime {
+        /// The failing function, counted from 1.
+        function: usize,
+        /// What went wrong, without a Lua traceback.
+        message: String,
+    },
+    /// The CPU-time or memory limit was reached; the message says which and where.
+    #[error("{0}")]
+    Limit(String),
+}
+
+/// A hook's functions compiled once in their own sandbox; reused for every event of that hook
+/// version. `Send + Sync`; runs are serialized by an internal lock and are blocking, so async
+/// callers run them in `spawn_blocking`.
+pub struct LambdaChain {
+    sources: Vec<String>,
+    limits: Limits,
+    state: Mutex<Chain>,
+}
+
+impl std::fmt::Debug for LambdaChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LambdaChain")
+            .field("functions", &self.sources.len())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LambdaChain {
+    /// Compiles each source (a chunk returning a function, as Kong's `functions` entries) as text,
+    /// never bytecode, and runs the chunks once under the CPU budget.
+    pub fn compile(functions: &[String], limits: &Limits) -> Result<LambdaChain, LambdaError> {
+        let chain = Chain::build(functions, limits)?;
+        Ok(LambdaChain {
+            sources: functions.to_vec(),
+            limits: limits.clone(),
+            state: Mutex::new(chain),
+        })
+    }
+
+    /// The sources this chain was compiled from, so a cache can tell when a hook's functions
+    /// changed.
+    pub fn functions(&self) -> &[String] {
+        &self.sources
+    }
+
+    /// Runs the functions in order, each `function(data, event, source, pid)`; each return value
+    /// is the next one's data; returns the last one's as JSON (a value with no JSON form, such as
+    /// a function, is a [`LambdaError::Runtime`] of the last function). A chain of no functions
+    /// returns `data` unchanged.
+    pub fn run(
+        &self,
+        data: &Json,
+        event: &str,
+        source: &str,
+        pid: i64,
+    ) -> Result<Json, LambdaError> {
+        // A panic elsewhere while the lock was held cannot leave the Lua state half-updated in a
+        // way that matters: every run starts by resetting what it relies on.
+        let mut chain = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = chain.run(data, event, source, pid, &self.limits);
+        if matches!(result, Err(LambdaError::Limit(_))) {
+            // Memory a function kept in chunk-level state could make every later event fail too;
+            // a fresh state costs one compile, paid only after a limit error. Should the rebuild
+            // itself fail, the old state is still valid Lua and is kept.
+            match Chain::build(&self.sources, &self.limits) {
+                Ok(fresh) => *chain = fresh,
+                Err(_) => {
+                    // Best effort: the limit error is what this run reports either way.
+                    let _ = chain.lua.gc_collect();
+                }
+            }
+        }
+        result
+    }
+}
+
+/// When the current call's CPU budget ends, for the `pcall`/`xpcall` guards (see [`PRELUDE`]).
+struct Deadline(Instant);
+
+/// One sandboxed Lua state with the compiled functions.
+struct Chain {
+    lua: Lua,
+    /// The `_ENV` of every function: emptied before each run, falls back to the chain's base.
+    env: Table,
+    functions: Vec<Function>,
+}
+
+/// Runs once per state, in the sandbox's globals, given the `expired` function; returns the
+/// per-run environment and the base it falls back to.
+const PRELUDE: &str = r#"
+local expired = ...
+local error, getmetatable, next, pcall, rawget, rawset, setmetatable, type, xpcall =
+      error, getmetatable, next, pcall, rawget, rawset, setmetatable, type, xpcall
+local READ_ONLY = "attempt to modify a read-only table"
+local frozen = {}
+
+-- Library tables are shared by every event of the hook: hand out read-only views of them.
+local function freeze(lib)
+  local view = setmetatable({}, {
+    __index = lib,
+    __newindex = function() error(READ_ONLY, 2) end,
+    __pairs = function() return next, lib, nil end,
+    __metatable = false,
+  })
+  frozen[view] = true
+  return view
+end
+
+local base = {}
+for name, value in next, _ENV do
+  if type(value) == "table" then base[name] = freeze(value) else base[name] = value end
+end
+
+-- The CPU budget is an error raised by the instruction hook; a pcall inside a loop would catch
+-- it again and again. Once the budget is spent, a caught error is raised again, uncatchable.
+local function unless_expired(...)
+  if expired() then error("CPU time limit exceeded", 0) end
+  return ...
+end
+function base.pcall(...) return unless_expired(pcall(...)) end
+function base.xpcall(...) return unless_expired(xpcall(...)) end
+
+function base.rawset(t, k, v)
+  if frozen[t] then error(READ_ONLY, 2) end
+  return rawset(t, k, v)
+end
+
+-- Finalizers run outside any CPU budget (at collection, or when the state is closed).
+function base.setmetatable(t, mt)
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    error("__gc metamethods are not allowed", 2)
+  end
+  return setmetatable(t, mt)
+end
+
+-- The string metatable's __index is the real, writable string library.
+getmetatable("").__metatable = false
+
+local env = setmetatable({}, { __index = base, __metatable = false })
+base._G = env
+return env, base
+"#;
+
+impl Chain {
+    fn build(sources: &[String], limits: &Limits) -> Result<Chain, LambdaError> {
+        let setup = |e: mlua::Error| LambdaError::Compile(format!("Error creating sandbox: {e}"));
+        let lua = sandbox(limits).map_err(setup)?;
+        let expired = lua
+            .create_function(|lua, ()| {
+                Ok(lua
+                    .app_data_ref::<Deadline>()
+                    .is_some_and(|deadline| Instant::now() > deadline.0))
+            })
+            .map_err(setup)?;
+        let (env, base): (Table, Table) = lua
+            .load(PRELUDE)
+            .set_name("=prelude")
+            .set_mode(ChunkMode::Text)
+            .call(expired)
+            .map_err(setup)?;
+
+        let mut functions = Vec::with_capacity(sources.len());
+        for (index, source) in sources.iter().enumerate() {
+            let number = index + 1;
+            let chunk = lua
+                .load(source.as_str())
+                .set_name(format!("=function[{number}]"))
+                .set_mode(ChunkMode::Text)
+                .set_environment(env.clone())
+                .into_function()
+                .map_err(|e| {
+                    LambdaError::Compile(format!(
+                        "function {number}: Error parsing function: {}",
+                        error_message(&e)
+                    ))
+                })?;
+            lua.set_app_data(Deadline(Instant::now() + limits.cpu_time));
+            let returned = with_cpu_budget(&lua, limits, || chunk.call::<Value>(()));
+            match returned {
+                Ok(Value::Function(function)) => functions.push(function),
+                Ok(other) => {
+                    return Err(LambdaError::Compile(format!(
+                        "function {number}: Bad return value from function, expected function type, got {}",
+                        type_name(&other)
+                    )))
+                }
+                Err(e) => {
+                    return Err(LambdaError::Compile(format!(
+                        "function {number}: Error running function: {}",
+                        error_message(&e)
+                    )))
+                }
+            }
+        }
+
+        // Globals the chunks defined while loading (helpers) belong to the hook version, like
+        // chunk-level locals: move them under the per-run environment.
+        let mut defined = Vec::new();
+        env.for_each(|k: Value, v: Value| {
+            defined.push((k, v));
+            Ok(())
+        })
+        .map_err(setup)?;
+        for (k, v) in defined {
+            base.raw_set(k, v).map_err(setup)?;
+        }
+        env.clear().map_err(setup)?;
+        Ok(Chain {
+            lua,
+            env,
+            functions,
+        })
+    }
+
+    fn run(
+        &self,
+        data: &Json,
+        event: &str,
+        source: &str,
+        pid: i64,
+        limits: &Limits,
+    ) -> Result<Json, LambdaError> {
+        if self.functions.is_empty() {
+            return Ok(data.clone());
+        }
+        let lua = &self.lua;
+        let setup = |e: mlua::Error| {
+            limit_or(&e, "data", || LambdaError::Runtime {
+                function: 1,
+                message: format!("data could not be passed to Lua: {}", error_message(&e)),
+            })
+        };
+        // Forget the previous event's globals.
+        self.env.clear().map_err(setup)?;
+        let options = SerializeOptions::new()
+            .serialize_none_to_null(false)
+            .serialize_unit_to_null(false)
+            // A shared array metatable would be one more table events could change for each other.
+            .set_array_metatable(false);
+        let mut value = lua.to_value_with(data, options).map_err(setup)?;
+        let event = lua.create_string(event).map_err(setup)?;
+        let source = lua.create_string(source).map_err(setup)?;
+
+        for (index, function) in self.functions.iter().enumerate() {
+            let number = index + 1;
+            let deadline = Instant::now() + limits.cpu_time;
+            lua.set_app_data(Deadline(deadline));
+            let returned = with_cpu_budget(lua, limits, || {
+                function.call::<MultiValue>((value, event.clone(), source.clone(), pid))
+            });
+            let mut returned = match returned {
+                Ok(returned) => returned.into_iter(),
+                // Checked first: whatever the error says, user code may have caught and rewrapped
+                // the hook's own error.
+                Err(_) if Instant::now() > deadline => {
+                    return Err(LambdaError::Limit(format!(
+                        "function {number}: CPU time limit exceeded"
+                    )))
+                }
+                Err(e) => {
+                    return Err(limit_or(&e, &format!("function {number}"), || {
+                        LambdaError::Runtime {
+                            function: number,
+                            message: runtime_message(&e, number),
+                        }
+                    }))
+                }
+            };
+            value = returned.next().unwrap_or(Value::Nil);
+            let err = returned.next().unwrap_or(Value::Nil);
+            if value.is_nil() && !matches!(err, Value::Nil | Value::Boolean(false)) {
+                return Err(LambdaError::Runtime {
+                    function: number,
+                    message: returned_error(&err),
+                });
+            }
+        }
+        to_json(&value, limits.memory).map_err(|e| match e {
+            ToJsonError::TooLarge => LambdaError::Limit(format!(
+                "function {}: result too large for JSON",
+                self.functions.len()
+            )),
+            ToJsonError::Unsupported(message) => LambdaError::Runtime {
+                function: self.functions.len(),
+                message,
+            },
+        })
+    }
+}
+
+/// A [`LambdaError::Limit`] if `e` is Lua running out of memory, else `otherwise()`.
+fn limit_or(e: &mlua::Error, place: &str, otherwise: impl FnOnce() -> LambdaError) -> LambdaError {
+    if is_memory_error(e) {
+        LambdaError::Limit(format!("{place}: memory limit exceeded"))
+    } else {
+        otherwise()
+    }
+}
+
+fn is_memory_error(e: &mlua::Error) -> bool {
+    match e {
+        mlua::Error::MemoryError(_) => true,
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+            is_memory_error(cause)
+        }
+        _ => false,
+    }
+}
+
+/// The message of a Lua error without mlua's traceback.
+fn error_message(e: &mlua::Error) -> String {
+    let text = match e {
+        mlua::Error::SyntaxError { message, .. } | mlua::Error::RuntimeError(message) => {
+            message.clone()
+        }
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+            return error_message(cause)
+        }
+        other => other.to_string(),
+    };
+    match text.find("\nstack traceback:") {
+        Some(end) => text[..end].to_string(),
+        None => text,
+    }
+}
+
+/// The message of an error raised while function `number` ran: `function[3]:7: boom` becomes
+/// `line 7: boom` when the position is in that function's own chunk (the error names the
+/// function already); positions elsewhere are kept as they are.
+fn runtime_message(e: &mlua::Error, number: usize) -> String {
+    let message = error_message(e);
+    let own_chunk = format!("function[{number}]:");
+    if let Some((line, rest)) = message
+        .strip_prefix(&own_chunk)
+        .and_then(|tail| tail.split_once(": "))
+    {
+        if !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()) {
+            return format!("line {line}: {rest}");
+        }
+    }
+    message
+}
+
+/// The message of a `return nil, err`: strings as they are, anything else as JSON if it has a
+/// JSON form.
+fn returned_error(err: &Value) -> String {
+    match err {
+        Value::String(s) => s.to_string_lossy(),
+        // Error values are small; this bound only keeps a silly one from costing much.
+        other => match to_json(other, 64 * 1024) {
+            Ok(json) => json.to_string(),
+            Err(_) => format!("(a {} value)", type_name(other)),
+        },
+    }
+}
+
+/// How deep the result may nest: deeper than any sensible payload, far below stack trouble.
+const MAX_DEPTH: usize = 64;
+
+/// What one JSON node is charged against the size budget, beside its strings' bytes: about what
+/// a `serde_json::Value` costs, so the budget bounds the memory the result takes in Rust.
+const NODE_COST: usize = 32;
+
+/// Why a Lua value has no JSON form.
+#[derive(Debug, PartialEq)]
+enum ToJsonError {
+    /// Bigger than the budget: a table referenced many times expands on each reference.
+    TooLarge,
+    /// A value JSON cannot carry; the message says where.
+    Unsupported(String),
+}
+
+/// Maps a Lua value to JSON as spec §6 says: strings, numbers (integers stay integers) and
+/// booleans as themselves; nil → null; a table whose keys are exactly `1..n` → array; any other
+/// table (an empty one too) → object with its keys sorted, numeric keys written as strings.
+/// Metatables are ignored (no user code runs). Functions, userdata, threads, non-finite numbers,
+/// cycles, nesting deeper than [`MAX_DEPTH`] and keys that are neither strings nor numbers are
+/// errors rather than nulls, so a mistake is not delivered as missing data. Strings that are not
+/// UTF-8 are converted lossily (JSON has no bytes). `max_bytes` bounds the size of the result.
+fn to_json(value: &Value, max_bytes: usize) -> Result<Json, ToJsonError> {
+    let mut walker = Walker {
+        budget: max_bytes,
+        tables: Vec::new(),
+    };
+    walker
+        .walk(value, 0)
+        .map_err(|failure| match failure.problem {
+            Problem::TooLarge => ToJsonError::TooLarge,
+            Problem::Unsupported(what) => {
+                let mut place = String::from("result");
+                for segment in failure.path.iter().rev() {
+                    match segment {
+                        Segment::Index(i) => place.push_str(&format!("[{i}]")),
+                        Segment::Key(k) if is_identifier(k) => place.push_str(&format!(".{k}")),
+                        Segment::Key(k) => place.push_str(&format!("[{k:?}]")),
+                    }
+                }
+                ToJsonError::Unsupported(format!("{place} {what}"))
+            }
+        })
+}
+
+fn is_identifier(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A failed walk; the path is collected while unwinding, innermost segment first, so that a
+/// successful walk pays nothing for it.
+struct Failure {
+    problem: Problem,
+    path: Vec<Segment>,
+}
+
+enum Problem {
+    TooLarge,
+    Unsupported(String),
+}
+
+enum Segment {
+    /// A position in an array, counted from 1 as Lua does.
+    Index(usize),
+    Key(String),
+}
+
+impl Failure {
+    fn unsupported(what: String) -> Failure {
+        Failure {
+            problem: Problem::Unsupported(what),
+            path: Vec::new(),
+        }
+    }
+
+    fn at(mut self, segment: Segment) -> Failure {
+        self.path.push(segment);
+        self
+    }
+}
+
+struct Walker {
+    budget: usize,
+    /// The tables being walked, outermost first: meeting one again is a cycle.
+    tables: Vec<*const c_void>,
+}
+
+impl Walker {
+    fn spend(&mut self, bytes: usize) -> Result<(), Failure> {
+        self.budget = self.budget.checked_sub(bytes).ok_or(Failure {
+            problem: Problem::TooLarge,
+            path: Vec::new(),
+        })?;
+        Ok(())
+    }
+
+    fn walk(&mut self, value: &Value, depth: usize) -> Result<Json, Failure> {
+        self.spend(NODE_COST)?;
+        match value {
+            Value::Nil => Ok(Json::Null),
+            Value::Boolean(b) => Ok(Json::Bool(*b)),
+            Value::Integer(i) => Ok(Json::from(*i)),
+            Value::Number(n) => serde_json::Number::from_f64(*n)
+                .map(Json::Number)
+                .ok_or_else(|| {
+                    Failure::unsupported(format!("is {n}, which JSON cannot represent"))
+                }),
+            Value::String(s) => {
+                let s = s.to_string_lossy();
+                self.spend(s.len())?;
+                Ok(Json::String(s))
+            }
+            // mlua's stand-in for JSON null; sandboxed code cannot make other light userdata.
+            Value::LightUserData(p) if p.0.is_null() => Ok(Json::Null),
+            Value::Table(table) => self.table(table, depth),
+            other => Err(Failure::unsupported(format!(
+                "is a {}, which has no JSON form",
+                type_name(other)
+            ))),
+        }
+    }
+
+    fn table(&mut self, table: &Table, depth: usize) -> Result<Json, Failure> {
+        if depth >= MAX_DEPTH {
+            return Err(Failure::unsupported(format!(
+                "is nested more than {MAX_DEPTH} levels deep"
+            )));
+        }
+        let pointer = table.to_pointer();
+        if self.tables.contains(&pointer) {
+            return Err(Failure::unsupported("contains itself".into()));
+        }
+        // Collected first so that no Lua iteration is open while the walk recurses.
+        let mut entries = Vec::new();
+        table
+            .for_each(|k: Value, v: Value| {
+                entries.push((k, v));
+                Ok(())
+            })
+            .map_err(|e| Failure::unsupported(format!("could not be read: {e}")))?;
+        self.tables.push(pointer);
+        let result = self.entries(entries, depth);
+        self.tables.pop();
+        result
+    }
+
+    fn entries(&mut self, entries: Vec<(Value, Value)>, depth: usize) -> Result<Json, Failure> {
+        let n = entries.len();
+        let mut positions: Vec<(usize, &Value)> = entries
+            .iter()
+            .filter_map(|(k, v)| match k {
+                Value::Integer(i) => usize::try_from(*i)
+                    .ok()
+                    .filter(|i| (1..=n).contains(i))
+                    .map(|i| (i, v)),
+                _ => None,
+            })
+            .collect();
+        // Keys are distinct, so n of them within 1..=n are exactly 1..=n. Empty is an object.
+        if n > 0 && positions.len() == n {
+            positions.sort_unstable_by_key(|(i, _)| *i);
+            let mut items = Vec::with_capacity(n);
+            for (i, v) in positions {
+                items.push(
+                    self.walk(v, depth + 1)
+                        .map_err(|f| f.at(Segment::Index(i)))?,
+                );
+            }
+            return Ok(Json::Array(items));
+        }
+
+        let mut members = Vec::with_capacity(n);
+        for (k, v) in &entries {
+            let key = match k {
+                Value::String(s) => s.to_string_lossy(),
+                Value::Integer(i) => i.to_string(),
+                Value::Number(f) => f.to_string(),
+                other => {
+                    return Err(Failure::unsupported(format!(
+                        "has a {} key, which a JSON object cannot have",
+                        type_name(other)
+                    )))
+                }
+            };
+            self.spend(key.len())?;
+            let value = self
+                .walk(v, depth + 1)
+                .map_err(|f| f.at(Segment::Key(key.clone())))?;
+            members.push((key, value));
+        }
+        // Lua tables have no order; sorted keys make the same table give the same JSON.
+        members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if let Some(pair) = members.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(Failure::unsupported(format!(
+                "has the key {:?} twice, as a number and as a string",
+                pair[0].0
+            )));
+        }
+        Ok(Json::Object(members.into_iter().collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            memory: 4 * 1024 * 1024,
+            cpu_time: Duration::from_millis(100),
+        }
+    }
+
+    fn chain(functions: &[&str]) -> LambdaChain {
+        let functions: Vec<String> = functions.iter().map(|f| f.to_string()).collect();
+        LambdaChain::compile(&functions, &limits()).expect("compiles")
+    }
+
+    fn run_one(body: &str, data: Json) -> Result<Json, LambdaError> {
+        chain(&[body]).run(&data, "crud", "consumers", 42)
+    }
+
+    #[test]
+    fn a_chain_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<LambdaChain>();
+    }
+
+    #[test]
+    fn each_function_gets_the_previous_ones_return_value() {
+        // Given two functions, the second building on the first's result
+        let chain = chain(&[
+            "return function(data) data.n = data.n + 1; data.first = true; return data end",
+            "return function(data) return { n = data.n * 10, first = data.first, second = true } end",
+        ]);
+        // When the chain runs
+        let result = chain.run(&json!({"n": 1}), "e", "s", 1).unwrap();
+        // Then the last function's value comes back as JSON
+        assert_eq!(result, json!({"n": 20, "first": true, "second": true}));
+    }
+
+    #[test]
+    fn functions_receive_event_source_and_pid() {
+        let result = run_one(
+            "return function(data, event, source, pid) return { event = event, source = source, pid = pid, data = data } end",
+            json!({"x": "y"}),
+        )
+        .unwrap();
+        assert_eq!(
+            result,
+            json!({"data": {"x": "y"}, "event": "crud", "pid": 42, "source": "consumers"})
+        );
+    }
+
+    #[test]
+    fn an_error_stops_the_chain() {
+        // Given a first function that fails on demand and a second that counts its runs
+        let chain = chain(&[
+            "return function(data)\n  if data.fail then\n    error('boom')\n  end\n  return data\nend",
+            "local runs = 0\nreturn function(data) runs = runs + 1; return runs end",
+        ]);
+        // When the first fails, then its error is reported with its line
+        assert_eq!(
+            chain.run(&json!({"fail": true}), "e", "s", 1),
+            Err(LambdaError::Runtime {
+                function: 1,
+                message: "line 3: boom".into()
+            })
+        );
+        // And the second never ran: on the next event it counts its first run
+        assert_eq!(chain.run(&json!({}), "e", "s", 1), Ok(json!(1)));
+    }
+
+    #[test]
+    fn error_messages_read_well() {
+        let err = run_one("return function() error('plain', 0) end", json!(null)).unwrap_err();
+        assert_eq!(err.to_string(), "function 1: plain");
+        let err = run_one("return function() local x; return x.y end", json!(null)).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("function 1: line 1: attempt to index a nil value"),
+            "{err}"
+        );
+        let err = run_one("return function() error({code = 7}) end", json!(null)).unwrap_err();
+        assert!(
+            matches!(err, LambdaError::Runtime { function: 1, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn returning_nil_and_an_error_stops_the_chain() {
+        let chain = chain(&[
+            "return function(data) return nil, 'bad' end",
+            "return function(data) error('must not run') end",
+        ]);
+        assert_eq!(
+            chain.run(&json!({}), "e", "s", 1),
+            Err(LambdaError::Runtime {
+                function: 1,
+                message: "bad".into()
+            })
+        );
+        assert_eq!(
+            run_one("return function() return nil, {code = 7} end", json!(null)),
+            Err(LambdaError::Runtime {
+                function: 1,
+                message: r#"{"code":7}"#.into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_value_with_a_message_or_a_bare_nil_is_not_an_error() {
+        assert_eq!(
+            run_one("return function() return 1, 'note' end", json!(null)),
+            Ok(json!(1))
+        );
+        assert_eq!(run_one("return function() end", json!({})), Ok(Json::Null));
+        assert_eq!(
+            run_one("return function() return nil, false end", json!({})),
+            Ok(Json::Null)
+        );
+    }
+
+    #[test]
+    fn lua_values_map_to_json_as_the_spec_says() {
+        for (lua, expected) in [
+            ("{1, 2, 3}", json!([1, 2, 3])),
+            ("{a = 1, b = 'x'}", json!({"a": 1, "b": "x"})),
+            ("{}", json!({})),
+            (
+                "{list = {}, nested = {{x = {true, false}}}}",
+                json!({"list": {}, "nested": [{"x": [true, false]}]}),
+            ),
+            ("nil", json!(null)),
+            ("{a = nil, b = 1}", json!({"b": 1})),
+            ("3", json!(3)),
+            ("3.5", json!(3.5)),
+            ("3.0", json!(3.0)),
+            ("2^53", json!(9007199254740992.0)),
+            ("math.maxinteger", json!(i64::MAX)),
+            ("true", json!(true)),
+            ("'text'", json!("text")),
+            ("{[1] = 'a', [3] = 'c'}", json!({"1": "a", "3": "c"})),
+            ("{'a', x = 1}", json!({"1": "a", "x": 1})),
+            ("{[1.5] = true}", json!({"1.5": true})),
+        ] {
+            let result = run_one(&format!("return function() return {lua} end"), json!(null));
+            assert_eq!(result, Ok(expected.clone()), "{lua}");
+            if let Ok(Json::Number(n)) = &result {
+                assert_eq!(
+                    n.is_i64(),
+                    expected.is_i64(),
+                    "{lua}: integer stays integer"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn json_maps_to_lua_with_null_as_nil() {
+        let result = run_one(
+            "return function(d) return { type(d.n), math.type(d.n), math.type(d.f), type(d.missing), #d.list, type(d.obj) } end",
+            json!({"n": 1, "f": 1.5, "missing": null, "list": [1, 2], "obj": {}}),
+        );
+        assert_eq!(
+            result,
+            Ok(json!(["number", "integer", "float", "nil", 2, "table"]))
+        );
+        // Round trip keeps arrays in place; a null inside an array leaves a hole.
+        let data = json!({"a": [1, {"b": "c"}], "d": null, "e": [1, null, 3]});
+        assert_eq!(
+            run_one("return function(d) return d end", data),
+            Ok(json!({"a": [1, {"b": "c"}], "e": {"1": 1, "3": 3}}))
+        );
+    }
+
+    #[test]
+    fn values_without_a_json_form_are_errors() {
+        for (lua, message) in [
+            ("print", "result is a function, which has no JSON form"),
+            (
+                "{a = {b = {print}}}",
+                "result.a.b[1] is a function, which has no JSON form",
+            ),
+            ("0/0", "which JSON cannot represent"),
+            (
+                "{[true] = 1}",
+                "has a boolean key, which a JSON object cannot have",
+            ),
+            ("{[1] = 'a', ['1'] = 'b'}", "twice"),
+        ] {
+            let err =
+                run_one(&format!("return function() return {lua} end"), json!(null)).unwrap_err();
+            match &err {
+                LambdaError::Runtime {
+                    function: 1,
+                    message: m,
+                } => {
+                    assert!(m.contains(message), "{lua}: {m}")
+                }
+                other => panic!("{lua}: {other:?}"),
+            }
+        }
+        let err = run_one(
+            "return function() local t = {} t.self = t return t end",
+            json!(null),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("result.self contains itself"),
+            "{err}"
+        );
+        let err = run_one(
+            "return function() local t = {} for i = 1, 100 do t = {t} end return t end",
+            json!(null),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("nested more than 64"), "{err}");
+        // A table shared many times would expand past any memory limit.
+        let err = run_one(
+            "return function() local t = {'x'} for i = 1, 40 do t = {t, t} end return t end",
+            json!(null),
+        )
+        .unwrap_err();
+        assert!(matches!(err, LambdaError::Limit(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_runaway_function_is_stopped_and_the_chain_still_works() {
+        // Given a function that loops forever on one input
+        let chain =
+            chain(&["return function(d) if d.spin then while true do end end return d end"]);
+        // When it spins, then the CPU budget stops it promptly
+        let started = Instant::now();
+        let err = chain.run(&json!({"spin": true}), "e", "s", 1).unwrap_err();
+        assert_eq!(
+            err,
+            LambdaError::Limit("function 1: CPU time limit exceeded".into())
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // And the next event runs normally
+        assert_eq!(
+            chain.run(&json!({"ok": 1}), "e", "s", 1),
+            Ok(json!({"ok": 1}))
+        );
+    }
+
+    #[test]
+    fn pcall_cannot_swallow_the_cpu_budget() {
+        let chain = chain(&[
+            "return function() while true do pcall(function() while true do end end) end end",
+            "return function() while true do xpcall(function() while true do end end, function(e) return e end) end end",
+        ]);
+        let started = Instant::now();
+        let err = chain.run(&json!({}), "e", "s", 1).unwrap_err();
+        assert!(matches!(err, LambdaError::Limit(_)), "{err:?}");
+        let err = LambdaChain::compile(&[chain.sources[1].clone()], &limits())
+            .unwrap()
+            .run(&json!({}), "e", "s", 1)
+            .unwrap_err();
+        assert!(matches!(err, LambdaError::Limit(_)), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_memory_bomb_is_stopped_and_the_chain_still_works() {
+        let chain = chain(&[
+            "local keep = {}\nreturn function(d)\n  if d.bomb then for i = 1, 1e9 do keep[i] = string.rep('x', 1024) .. i end end\n  return #keep\nend",
+        ]);
+        let err = chain.run(&json!({"bomb": true}), "e", "s", 1).unwrap_err();
+        assert_eq!(
+            err,
+            LambdaError::Limit("function 1: memory limit exceeded".into())
+        );
+        // The state was rebuilt, so what the bomb kept is gone.
+        assert_eq!(chain.run(&json!({}), "e", "s", 1), Ok(json!(0)));
+    }
+
+    #[test]
+    fn escapes_are_refused_at_run_time() {
+        for code in [
+            "os.execute('true')",
+            "io.open('/etc/passwd')",
+            "require('os')",
+            "load('return 1')",
+            "loadstring('return 1')",
+            "dofile('/etc/passwd')",
+            "string.dump(function() end)",
+            "debug.getinfo(1)",
+            "collectgarbage()",
+            "setmetatable({}, {__gc = function() end})",
+        ] {
+            let err = run_one(&format!("return function() {code} end"), json!(null)).unwrap_err();
+            assert!(
+                matches!(err, LambdaError::Runtime { function: 1, .. }),
+                "{code}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn events_do_not_share_globals_or_libraries() {
+        // Given a function that counts in a global and tampers with the string library
+        let chain = chain(&[r#"
+            function helper(n) return (n or 0) + 1 end
+            return function(d)
+              counter = helper(counter)
+              _G.seen = (_G.seen or 0) + 1
+              rawset(_G, 'raw', (raw or 0) + 1)
+              pcall(function() string.upper = nil end)
+              pcall(rawset, string, 'upper', nil)
+              pcall(function() getmetatable('').__index.upper = nil end)
+              return { counter, seen, raw, ('x'):upper(), string.upper('y') }
+            end"#]);
+        // When it runs twice, then the second run sees none of the first's changes
+        for _ in 0..2 {
+            assert_eq!(
+                chain.run(&json!({}), "e", "s", 1),
+                Ok(json!([1, 1, 1, "X", "Y"]))
+            );
+        }
+    }
+
+    #[test]
+    fn compile_errors_are_reported_with_kongs_wording() {
+        let compile = |source: &str| LambdaChain::compile(&[source.to_string()], &limits());
+        let err = compile("return function(").unwrap_err();
+        assert!(
+            matches!(&err, LambdaError::Compile(m) if m.starts_with("function 1: Error parsing function: ")),
+            "{err:?}"
+        );
+        assert_eq!(
+            compile("return {}").unwrap_err(),
+            LambdaError::Compile(
+                "function 1: Bad return value from function, expected function type, got table"
+                    .into()
+            )
+        );
+        let err = compile("error('at load')").unwrap_err();
+        assert!(
+            matches!(&err, LambdaError::Compile(m) if m.starts_with("function 1: Error running function: ")),
+            "{err:?}"
+        );
+        let err = compile("while true do end").unwrap_err();
+        assert!(err.to_string().contains("CPU time limit exceeded"), "{err}");
+        let err = compile("\x1bLuaT\0").unwrap_err();
+        assert!(matches!(err, LambdaError::Compile(_)), "{err:?}");
+    }
+
+    #[test]
+    fn an_empty_chain_returns_the_data() {
+        let chain = LambdaChain::compile(&[], &limits()).unwrap();
+        assert_eq!(
+            chain.run(&json!({"a": null}), "e", "s", 1),
+            Ok(json!({"a": null}))
+        );
+    }
+}

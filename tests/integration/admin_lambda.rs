@@ -1,0 +1,323 @@
+//! The real `admin-api` Lambda binary, end to end: every `events/admin-*.json` sample (the events
+//! `sam local invoke` uses) is fed to it through a fake Lambda Runtime API, against DynamoDB and
+//! SQS on moto, and its API Gateway responses and `crud` events are checked.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use event_hooks::events::Event;
+use event_hooks::queue::sqs::{create_queue_with_dlq, SqsQueue};
+use event_hooks::queue::Queue;
+use event_hooks::store::dynamodb::create_table;
+use event_hooks_tests::lambda_runtime::{function_binary, Failure, FunctionProcess};
+use event_hooks_tests::moto::{self, unique_name};
+use serde_json::{json, Map, Value};
+
+/// The hook id the get, patch and delete samples address.
+const SAMPLE_HOOK_ID: &str = "4a0c4f41-6b8b-4a42-9d37-0c6b8d1f8f0e";
+
+/// The sample events, remembering which ones a test used.
+struct Samples {
+    dir: PathBuf,
+    used: BTreeSet<String>,
+}
+
+impl Samples {
+    fn new() -> Samples {
+        Samples {
+            dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events"),
+            used: BTreeSet::new(),
+        }
+    }
+
+    /// The API Gateway HTTP API (v2) event in `events/<name>`.
+    fn load(&mut self, name: &str) -> Value {
+        let path = self.dir.join(name);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
+        self.used.insert(name.to_owned());
+        serde_json::from_str(&text).unwrap_or_else(|err| panic!("{name} is not JSON: {err}"))
+    }
+
+    /// Sample files named `<prefix>*.json` that no [`Samples::load`] asked for.
+    fn unused(&self, prefix: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .expect("list events/")
+            .map(|entry| entry.expect("events/ entry").file_name())
+            .filter_map(|name| name.into_string().ok())
+            .filter(|name| name.starts_with(prefix) && name.ends_with(".json"))
+            .filter(|name| !self.used.contains(name))
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// An API Gateway HTTP API (payload 2.0) response, with its body decoded and parsed as JSON.
+#[derive(Debug)]
+struct ApiResponse {
+    status: u16,
+    headers: Map<String, Value>,
+    /// `Value::Null` when the body is empty.
+    body: Value,
+}
+
+impl ApiResponse {
+    /// Checks the shape API Gateway requires and decodes the body.
+    fn parse(raw: &Value) -> ApiResponse {
+        let status = raw["statusCode"]
+            .as_u64()
+            .and_then(|s| u16::try_from(s).ok())
+            .unwrap_or_else(|| panic!("no numeric statusCode in {raw}"));
+        let headers = raw["headers"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no headers object in {raw}"))
+            .clone();
+        let base64 = raw["isBase64Encoded"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("no boolean isBase64Encoded in {raw}"));
+        let text = match &raw["body"] {
+            Value::Null => String::new(),
+            Value::String(body) if base64 => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(body)
+                    .unwrap_or_else(|err| panic!("body is not base64 ({err}) in {raw}"));
+                String::from_utf8(bytes).expect("UTF-8 body")
+            }
+            Value::String(body) => body.clone(),
+            other => panic!("body is neither a string nor absent: {other}"),
+        };
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text:?}"))
+        };
+        ApiResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn content_type(&self) -> Option<&str> {
+        self.headers.get("content-type").and_then(Value::as_str)
+    }
+}
+
+/// Invokes the function; any failure to answer ends the test with what the function reported.
+async fn call(function: &mut FunctionProcess, event: Value) -> ApiResponse {
+    let raw = function
+        .invoke(event)
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    ApiResponse::parse(&raw)
+}
+
+/// A `PUT /event-hooks/{id}` event built from the GET sample for the same id, carrying `hook`.
+fn put_event(get_sample: &Value, hook: &Value) -> Value {
+    let mut event = get_sample.clone();
+    let body = hook.to_string();
+    event["requestContext"]["http"]["method"] = json!("PUT");
+    event["headers"]["content-type"] = json!("application/json");
+    event["headers"]["content-length"] = json!(body.len().to_string());
+    event["body"] = json!(body);
+    event["isBase64Encoded"] = json!(false);
+    event
+}
+
+/// Receives until `expected` messages arrived (or 20 s passed), then checks no more come.
+async fn drain(queue: &SqsQueue, expected: usize) -> Vec<Event> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut events = Vec::new();
+    let visibility = Duration::from_secs(60);
+    while events.len() < expected && Instant::now() < deadline {
+        let batch = queue
+            .receive(10, visibility, Duration::from_secs(1))
+            .await
+            .expect("receive from the events queue");
+        events.extend(batch);
+    }
+    let extra = queue
+        .receive(10, visibility, Duration::from_secs(1))
+        .await
+        .expect("receive from the events queue");
+    events.extend(extra);
+    events
+        .iter()
+        .map(|message| {
+            serde_json::from_str(&message.body)
+                .unwrap_or_else(|err| panic!("not an event ({err}): {}", message.body))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_sample_event_runs_through_the_lambda_binary_on_moto() {
+    let Some(config) = moto::config() else {
+        return;
+    };
+    let binary = function_binary("admin-api");
+    let endpoint = std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT");
+
+    // Given a fresh table and events queue on moto, and the function started against them.
+    let table = unique_name("admin-lambda");
+    create_table(&aws_sdk_dynamodb::Client::new(&config), &table)
+        .await
+        .expect("create the hooks table");
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let (queue_url, _) = create_queue_with_dlq(&sqs, &unique_name("admin-lambda-events"), 5)
+        .await
+        .expect("create the events queue");
+    let mut function = FunctionProcess::start(
+        &binary,
+        &[
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_ENDPOINT_URL", &endpoint),
+            ("HOOKS_TABLE", &table),
+            ("EVENTS_QUEUE_URL", &queue_url),
+        ],
+    )
+    .await;
+    let mut samples = Samples::new();
+
+    // When a hook is created from a JSON body, then it comes back as a 201 with defaults filled in.
+    let created = call(&mut function, samples.load("admin-create-hook.json")).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    assert_eq!(created.content_type(), Some("application/json"));
+    assert_eq!(created.body["source"], "crud");
+    assert_eq!(created.body["event"], "consumers");
+    assert_eq!(created.body["handler"], "webhook");
+    assert_eq!(created.body["config"]["url"], "https://example.com/hooks");
+    assert!(created.body["id"].as_str().is_some(), "{created:?}");
+
+    // When one is created from a base64 form body, then it is a 201 as well.
+    let from_form = call(&mut function, samples.load("admin-create-hook-form.json")).await;
+    assert_eq!(from_form.status, 201, "{from_form:?}");
+    assert_eq!(from_form.body["source"], "crud");
+    assert_eq!(from_form.body["event"], "consumers");
+    assert_eq!(from_form.body["config"]["url"], "https://example.com/hooks");
+
+    // When the hooks are listed, then both are there.
+    let listed = call(&mut function, samples.load("admin-list-hooks.json")).await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let ids: BTreeSet<&str> = listed.body["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no data array in {listed:?}"))
+        .iter()
+        .filter_map(|hook| hook["id"].as_str())
+        .collect();
+    let expected: BTreeSet<&str> = [&created.body["id"], &from_form.body["id"]]
+        .into_iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(ids, expected, "{listed:?}");
+
+    // Given the hook the get/patch/delete samples address, put through the function itself.
+    let get_sample = samples.load("admin-get-hook.json");
+    let hook = json!({
+        "source": "crud",
+        "event": "consumers",
+        "handler": "webhook",
+        "config": {"url": "https://example.com/hooks"},
+    });
+    let put = call(&mut function, put_event(&get_sample, &hook)).await;
+    assert_eq!(put.status, 201, "{put:?}");
+    assert_eq!(put.body["id"], SAMPLE_HOOK_ID);
+
+    // When it is read, then it is the hook that was put.
+    let read = call(&mut function, get_sample.clone()).await;
+    assert_eq!(read.status, 200, "{read:?}");
+    assert_eq!(read.body, put.body);
+
+    // When it is patched, then the patch is applied and the rest kept.
+    let patched = call(&mut function, samples.load("admin-patch-hook.json")).await;
+    assert_eq!(patched.status, 200, "{patched:?}");
+    assert_eq!(patched.body["id"], SAMPLE_HOOK_ID);
+    assert_eq!(patched.body["event"], "consumers:create");
+    assert_eq!(
+        patched.body["config"]["headers"],
+        json!({"x-hook-env": "staging"})
+    );
+    assert_eq!(patched.body["config"]["url"], "https://example.com/hooks");
+    assert_eq!(patched.body["source"], "crud");
+
+    // When it is deleted, then the answer is an empty 204 and it is gone.
+    let deleted = call(&mut function, samples.load("admin-delete-hook.json")).await;
+    assert_eq!(deleted.status, 204, "{deleted:?}");
+    assert_eq!(deleted.body, Value::Null);
+    let gone = call(&mut function, get_sample).await;
+    assert_eq!(gone.status, 404, "{gone:?}");
+    assert_eq!(gone.body, json!({"message": "Not found"}));
+
+    // When the sources are listed, then the built-in `crud` source is among them.
+    let sources = call(&mut function, samples.load("admin-list-sources.json")).await;
+    assert_eq!(sources.status, 200, "{sources:?}");
+    let data = &sources.body["data"];
+    let has_crud = match data {
+        Value::Object(by_source) => by_source.contains_key("crud"),
+        Value::Array(list) => list
+            .iter()
+            .any(|source| source == "crud" || source["source"] == "crud"),
+        _ => false,
+    };
+    assert!(has_crud, "no crud source in {sources:?}");
+
+    assert_eq!(
+        samples.unused("admin-"),
+        Vec::<String>::new(),
+        "sample events this test does not invoke"
+    );
+
+    // Then every change put its `crud` and `dao:crud` events on the queue: three creates (two
+    // POSTs and the PUT), one update, one delete.
+    let events = drain(&SqsQueue::new(sqs, queue_url), 10).await;
+    let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for event in &events {
+        *counts
+            .entry((event.source.clone(), event.event.clone()))
+            .or_default() += 1;
+        assert_eq!(event.data["schema"], "event_hooks", "{event:?}");
+    }
+    let expected: BTreeMap<(String, String), usize> = [
+        (("crud", "event_hooks"), 5),
+        (("dao:crud", "create"), 3),
+        (("dao:crud", "update"), 1),
+        (("dao:crud", "delete"), 1),
+    ]
+    .into_iter()
+    .map(|((source, event), n)| ((source.to_owned(), event.to_owned()), n))
+    .collect();
+    assert_eq!(counts, expected, "{events:#?}");
+}
+
+#[tokio::test]
+async fn a_missing_hooks_table_fails_the_cold_start_naming_the_variable() {
+    // Given the function without HOOKS_TABLE (it fails before touching AWS, so no moto needed).
+    let binary = function_binary("admin-api");
+    let mut function = FunctionProcess::start(
+        &binary,
+        &[
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ("EVENTS_QUEUE_URL", "http://127.0.0.1:9/123456789012/events"),
+        ],
+    )
+    .await;
+
+    // When it starts, then it fails its init with a message naming the variable.
+    let message = match function.init_failure(Duration::from_secs(20)).await {
+        Failure::Init { body, .. } => body,
+        Failure::Exited { log, .. } => log,
+        other => panic!("unexpected failure: {other}"),
+    };
+    assert!(
+        message.contains("HOOKS_TABLE"),
+        "the init failure does not name HOOKS_TABLE: {message}"
+    );
+}

@@ -1,0 +1,487 @@
+//! The `DeliveryLog` contract, written once and run against both adapters: SQLite on a temporary
+//! file, and DynamoDB on moto (skipped when `MOTO_ENDPOINT` is unset, see `event_hooks_tests::moto`).
+//!
+//! Each case is a plain async function over an `Arc<dyn DeliveryLog>` (shared so that concurrent
+//! cases can spawn tasks); the `contract!` macro turns every case into one test per adapter, each on
+//! a fresh database or table.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_hooks::deliveries::dynamodb::{create_table, DynamoDeliveryLog};
+use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
+use event_hooks::deliveries::{
+    Attempt, DeliveryKey, DeliveryLog, DeliveryPageToken, DeliveryRecord, DeliveryStatus,
+    MAX_ATTEMPTS_KEPT, MAX_RESPONSE_BODY,
+};
+use event_hooks::events::{now_millis, Event};
+use event_hooks::sqlite::Database;
+use serde_json::json;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+/// A SQLite file in the temp directory, removed (with its WAL files) when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new() -> TempFile {
+        TempFile(std::env::temp_dir().join(format!("deliveries-{}.sqlite", Uuid::new_v4())))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            // Best effort: a leftover file in the temp directory harms nothing.
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+async fn sqlite_log(file: &TempFile) -> Arc<dyn DeliveryLog> {
+    let db = Database::open(&file.0).expect("open the SQLite file");
+    Arc::new(SqliteDeliveryLog::new(db).await.expect("create the schema"))
+}
+
+async fn moto_log() -> Option<Arc<dyn DeliveryLog>> {
+    let config = event_hooks_tests::moto::config()?;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = event_hooks_tests::moto::unique_name("deliveries");
+    create_table(&client, &table)
+        .await
+        .expect("create the table on moto");
+    Some(Arc::new(DynamoDeliveryLog::new(client, table)))
+}
+
+/// Generates, for every case, `sqlite::<case>` and `moto::<case>`. Cases listed under `not_on_moto`
+/// get a moto test too, ignored with the reason given, so that the gap shows in every test run.
+macro_rules! contract {
+    (
+        both: [$($case:ident),* $(,)?],
+        not_on_moto($reason:literal): [$($sqlite_case:ident),* $(,)?] $(,)?
+    ) => {
+        mod sqlite {
+            $(
+                // Several workers, so that the concurrency case really runs in parallel.
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let file = super::TempFile::new();
+                    let log = super::sqlite_log(&file).await;
+                    super::$case(log).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $sqlite_case() {
+                    let file = super::TempFile::new();
+                    let log = super::sqlite_log(&file).await;
+                    super::$sqlite_case(log).await;
+                }
+            )*
+        }
+
+        mod moto {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some(log) = super::moto_log().await else {
+                        return;
+                    };
+                    super::$case(log).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[ignore = $reason]
+                async fn $sqlite_case() {
+                    let Some(log) = super::moto_log().await else {
+                        return;
+                    };
+                    super::$sqlite_case(log).await;
+                }
+            )*
+        }
+    };
+}
+
+contract! {
+    both: [
+        the_first_attempt_creates_the_record,
+        later_attempts_append_in_order_and_set_the_status,
+        unknown_deliveries_are_none,
+        list_pages_newest_first_without_duplicates,
+        a_forged_token_is_an_error_and_a_stale_one_still_pages,
+        deliveries_of_other_hooks_are_not_listed,
+        expired_records_are_not_returned,
+        attempts_and_bodies_are_capped,
+    ],
+    // DynamoDB applies one UpdateItem atomically per item, which is what the adapter relies on.
+    // moto does not: its update_item reads the item, evaluates the expression and writes the result
+    // back without a lock, on a threaded server, and loses some of eight concurrent list_appends in
+    // most runs. On moto this case would test moto, not the adapter.
+    not_on_moto("moto's UpdateItem is not atomic under concurrent requests"): [
+        concurrent_attempts_on_one_delivery_all_land,
+    ],
+}
+
+/// A day: long enough that nothing expires during a test.
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A time well in the past, as a first-attempt time, so that tests choose their own order.
+const T0: i64 = 1_700_000_000_000;
+
+fn event() -> Event {
+    Event {
+        id: Uuid::new_v4(),
+        source: "crud".to_owned(),
+        event: "consumers".to_owned(),
+        data: json!({
+            "operation": "create",
+            "entity": {"username": "ana", "tags": ["a", "b"], "n": 1.5, "big": 9_007_199_254_740_993_u64},
+            "deep": {"a": {"b": {"c": {"d": [[[]]], "e": null, "f": ""}}}},
+        }),
+        timestamp: T0,
+    }
+}
+
+fn key(hook_id: Uuid, created_at: i64) -> DeliveryKey {
+    DeliveryKey {
+        hook_id,
+        delivery_id: Uuid::new_v4(),
+        created_at,
+    }
+}
+
+fn attempt(number: u32, status: Option<u16>) -> Attempt {
+    Attempt {
+        number,
+        at: T0 + i64::from(number) * 1_000,
+        status,
+        latency_ms: 12,
+        error: None,
+        response_body: status.map(|s| format!("status {s}")),
+    }
+}
+
+fn failed_attempt(number: u32) -> Attempt {
+    Attempt {
+        error: Some("connection refused".to_owned()),
+        ..attempt(number, None)
+    }
+}
+
+async fn record(log: &dyn DeliveryLog, key: DeliveryKey, event: &Event, attempt: Attempt) {
+    log.record_attempt(key, event, attempt, DeliveryStatus::Pending, DAY)
+        .await
+        .expect("record the attempt");
+}
+
+/// Every page of a hook's listing, checking the page sizes and tokens along the way.
+async fn list_all(log: &dyn DeliveryLog, hook_id: Uuid, size: usize) -> Vec<Vec<DeliveryRecord>> {
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = log
+            .list(hook_id, size, after)
+            .await
+            .expect("list deliveries");
+        assert!(page.items.len() <= size, "a page never exceeds its size");
+        if let Some(token) = page.next {
+            assert_eq!(page.items.len(), size, "only a full page has a next page");
+            let last = page.items.last().unwrap();
+            assert_eq!(token, DeliveryPageToken::after(last));
+            // Tokens travel as text: page on with the decoded form.
+            after = Some(DeliveryPageToken::decode(&token.encode()).expect("decode our token"));
+        } else {
+            after = None;
+        }
+        pages.push(page.items);
+        if after.is_none() {
+            return pages;
+        }
+    }
+}
+
+fn ids(records: &[DeliveryRecord]) -> Vec<Uuid> {
+    records.iter().map(|r| r.id).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cases
+// ---------------------------------------------------------------------------------------------
+
+async fn the_first_attempt_creates_the_record(log: Arc<dyn DeliveryLog>) {
+    // given: a delivery that has never been attempted
+    let hook_id = Uuid::new_v4();
+    let key = key(hook_id, T0);
+    let event = event();
+    assert!(log.get(hook_id, key.delivery_id).await.unwrap().is_none());
+
+    // when: its first attempt fails with a 503 and will be retried
+    let before = now_millis();
+    let first = attempt(1, Some(503));
+    log.record_attempt(key, &event, first.clone(), DeliveryStatus::Pending, DAY)
+        .await
+        .unwrap();
+
+    // then: the record holds the event exactly, the attempt and the status
+    let stored = log
+        .get(hook_id, key.delivery_id)
+        .await
+        .unwrap()
+        .expect("recorded delivery");
+    assert_eq!(stored.id, key.delivery_id);
+    assert_eq!(stored.hook_id, hook_id);
+    assert_eq!(stored.event, event);
+    assert_eq!(stored.status, DeliveryStatus::Pending);
+    assert_eq!(stored.created_at, T0);
+    assert!(
+        stored.updated_at >= before,
+        "updated_at is the time of recording"
+    );
+    assert_eq!(stored.attempts, vec![first]);
+}
+
+async fn later_attempts_append_in_order_and_set_the_status(log: Arc<dyn DeliveryLog>) {
+    // given: a delivery whose first attempt failed
+    let hook_id = Uuid::new_v4();
+    let key = key(hook_id, T0);
+    let event = event();
+    let attempts = [
+        failed_attempt(1),
+        attempt(2, Some(500)),
+        attempt(3, Some(204)),
+    ];
+    let statuses = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Pending,
+        DeliveryStatus::Delivered,
+    ];
+
+    for (n, (attempt, status)) in attempts.iter().zip(statuses).enumerate() {
+        // when: the next attempt is recorded (with a different event, which must be ignored)
+        let sent = if n == 0 {
+            event.clone()
+        } else {
+            Event {
+                id: Uuid::new_v4(),
+                ..event.clone()
+            }
+        };
+        log.record_attempt(key, &sent, attempt.clone(), status, DAY)
+            .await
+            .unwrap();
+
+        // then: every attempt so far is kept in order, with the latest status and the first event
+        let stored = log.get(hook_id, key.delivery_id).await.unwrap().unwrap();
+        assert_eq!(stored.attempts, attempts[..=n].to_vec());
+        assert_eq!(stored.status, status);
+        assert_eq!(stored.event, event);
+        assert_eq!(stored.created_at, T0);
+    }
+
+    // and the listing shows the same single record
+    let page = log.list(hook_id, 10, None).await.unwrap();
+    assert_eq!(ids(&page.items), vec![key.delivery_id]);
+    assert_eq!(page.items[0].status, DeliveryStatus::Delivered);
+    assert_eq!(page.next, None);
+}
+
+async fn unknown_deliveries_are_none(log: Arc<dyn DeliveryLog>) {
+    // given: one recorded delivery
+    let hook_id = Uuid::new_v4();
+    let key = key(hook_id, T0);
+    record(&*log, key, &event(), attempt(1, Some(200))).await;
+
+    // then: another id, or this id under another hook, is unknown; an empty hook lists nothing
+    assert!(log.get(hook_id, Uuid::new_v4()).await.unwrap().is_none());
+    assert!(log
+        .get(Uuid::new_v4(), key.delivery_id)
+        .await
+        .unwrap()
+        .is_none());
+    let page = log.list(Uuid::new_v4(), 10, None).await.unwrap();
+    assert!(page.items.is_empty());
+    assert_eq!(page.next, None);
+}
+
+async fn list_pages_newest_first_without_duplicates(log: Arc<dyn DeliveryLog>) {
+    // given: five deliveries of a hook, first attempted at increasing times, recorded out of order
+    let hook_id = Uuid::new_v4();
+    let keys: Vec<DeliveryKey> = (0..5).map(|i| key(hook_id, T0 + i * 60_000)).collect();
+    for i in [2, 0, 4, 1, 3] {
+        record(&*log, keys[i], &event(), attempt(1, Some(500))).await;
+    }
+
+    // when: listed two at a time
+    let pages = list_all(&*log, hook_id, 2).await;
+
+    // then: pages of 2, 2 and 1, newest first, each delivery exactly once
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![2, 2, 1]);
+    let listed: Vec<Uuid> = pages.iter().flat_map(|page| ids(page)).collect();
+    let newest_first: Vec<Uuid> = keys.iter().rev().map(|k| k.delivery_id).collect();
+    assert_eq!(listed, newest_first);
+    assert_eq!(listed.iter().collect::<HashSet<_>>().len(), 5);
+}
+
+async fn a_forged_token_is_an_error_and_a_stale_one_still_pages(log: Arc<dyn DeliveryLog>) {
+    // given: three deliveries a minute apart
+    let hook_id = Uuid::new_v4();
+    let keys: Vec<DeliveryKey> = (0..3).map(|i| key(hook_id, T0 + i * 60_000)).collect();
+    for key in &keys {
+        record(&*log, *key, &event(), attempt(1, Some(200))).await;
+    }
+
+    // then: tokens that encode() did not make are refused, without a panic
+    for forged in [
+        "",
+        "not base64!",
+        "MTcwMDAwMDAwMDAwMA",
+        "AAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        assert!(
+            DeliveryPageToken::decode(forged).is_err(),
+            "{forged:?} decoded"
+        );
+    }
+
+    // and a well-formed token naming no stored delivery pages from its position all the same
+    let between = DeliveryPageToken {
+        created_at: T0 + 90_000,
+        delivery_id: Uuid::new_v4(),
+    };
+    let token = DeliveryPageToken::decode(&between.encode()).unwrap();
+    let page = log.list(hook_id, 10, Some(token)).await.unwrap();
+    assert_eq!(
+        ids(&page.items),
+        vec![keys[1].delivery_id, keys[0].delivery_id]
+    );
+}
+
+async fn deliveries_of_other_hooks_are_not_listed(log: Arc<dyn DeliveryLog>) {
+    // given: deliveries of two hooks, interleaved in time
+    let (ours, theirs) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut expected = Vec::new();
+    for i in 0..3 {
+        let mine = key(ours, T0 + i * 2);
+        record(&*log, mine, &event(), attempt(1, Some(200))).await;
+        expected.push(mine.delivery_id);
+        record(
+            &*log,
+            key(theirs, T0 + i * 2 + 1),
+            &event(),
+            attempt(1, Some(200)),
+        )
+        .await;
+    }
+
+    // when: one hook's deliveries are listed
+    let listed: Vec<Uuid> = list_all(&*log, ours, 2)
+        .await
+        .iter()
+        .flat_map(|page| ids(page))
+        .collect();
+
+    // then: only its own, newest first
+    expected.reverse();
+    assert_eq!(listed, expected);
+}
+
+async fn expired_records_are_not_returned(log: Arc<dyn DeliveryLog>) {
+    // given: one delivery kept for a second and one kept for a day
+    let hook_id = Uuid::new_v4();
+    let short = key(hook_id, T0 + 1);
+    let long = key(hook_id, T0);
+    log.record_attempt(
+        short,
+        &event(),
+        attempt(1, Some(200)),
+        DeliveryStatus::Delivered,
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    record(&*log, long, &event(), attempt(1, Some(500))).await;
+    assert!(log.get(hook_id, short.delivery_id).await.unwrap().is_some());
+
+    // when: the short one's time is up (the back end may not have purged it yet)
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+
+    // then: neither get nor list returns it, while the other is still there
+    assert!(log.get(hook_id, short.delivery_id).await.unwrap().is_none());
+    assert!(log.get(hook_id, long.delivery_id).await.unwrap().is_some());
+    let page = log.list(hook_id, 1, None).await.unwrap();
+    assert_eq!(ids(&page.items), vec![long.delivery_id]);
+    assert_eq!(page.next, None);
+}
+
+async fn concurrent_attempts_on_one_delivery_all_land(log: Arc<dyn DeliveryLog>) {
+    // given: one delivery
+    let hook_id = Uuid::new_v4();
+    let key = key(hook_id, T0);
+    let event = event();
+
+    // when: eight attempts are recorded at the same time
+    let mut tasks = tokio::task::JoinSet::new();
+    for number in 1..=8 {
+        let (log, event) = (log.clone(), event.clone());
+        tasks.spawn(async move {
+            log.record_attempt(
+                key,
+                &event,
+                attempt(number, Some(503)),
+                DeliveryStatus::Pending,
+                DAY,
+            )
+            .await
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.expect("task ran").expect("attempt recorded");
+    }
+
+    // then: one record holds all eight, none lost or doubled
+    let stored = log.get(hook_id, key.delivery_id).await.unwrap().unwrap();
+    let mut numbers: Vec<u32> = stored.attempts.iter().map(|a| a.number).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
+    assert_eq!(
+        ids(&log.list(hook_id, 10, None).await.unwrap().items),
+        vec![key.delivery_id]
+    );
+}
+
+async fn attempts_and_bodies_are_capped(log: Arc<dyn DeliveryLog>) {
+    // given: a delivery tried more often than the log keeps, with oversized response bodies
+    let hook_id = Uuid::new_v4();
+    let key = key(hook_id, T0);
+    let total = u32::try_from(MAX_ATTEMPTS_KEPT).unwrap() + 5;
+
+    // when: every attempt is recorded
+    for number in 1..=total {
+        let oversized = Attempt {
+            response_body: Some("x".repeat(MAX_RESPONSE_BODY * 2)),
+            ..attempt(number, Some(500))
+        };
+        record(&*log, key, &event(), oversized).await;
+    }
+
+    // then: only the latest attempts are kept, in order, each body cut to the cap
+    let stored = log.get(hook_id, key.delivery_id).await.unwrap().unwrap();
+    let numbers: Vec<u32> = stored.attempts.iter().map(|a| a.number).collect();
+    assert_eq!(numbers, (6..=total).collect::<Vec<_>>());
+    for attempt in &stored.attempts {
+        assert_eq!(
+            attempt.response_body.as_ref().map(String::len),
+            Some(MAX_RESPONSE_BODY)
+        );
+    }
+}

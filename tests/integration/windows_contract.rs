@@ -1,0 +1,354 @@
+//! The `WindowStore` contract, written once and run against both adapters: SQLite on a temporary
+//! file, and DynamoDB on moto (skipped when `MOTO_ENDPOINT` is unset, see `event_hooks_tests::moto`).
+//!
+//! Each case is an async function of a [`Backend`], which can open any number of independent
+//! adapter instances on the same file or table: the concurrency cases give every racer its own
+//! connection or client, as separate dispatchers would have. The `contract!` macro turns every case
+//! into one test per adapter, each on a fresh file or table.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_hooks::sqlite::Database;
+use event_hooks::windows::dynamodb::{create_table, DynamoWindowStore};
+use event_hooks::windows::sqlite::SqliteWindowStore;
+use event_hooks::windows::{decide, event_key, Decision, WindowStore, CHANGE_TTL};
+use serde_json::json;
+use uuid::Uuid;
+
+const MINUTE: Duration = Duration::from_secs(60);
+const RACERS: usize = 8;
+const ROUNDS: usize = 10;
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+/// A SQLite file in the temp directory, removed (with its WAL files) when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new() -> TempFile {
+        TempFile(std::env::temp_dir().join(format!("windows-{}.sqlite", Uuid::new_v4())))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            // Best effort: a leftover file in the temp directory harms nothing.
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// One fresh file or table that several adapter instances can share.
+enum Backend {
+    Sqlite(TempFile),
+    Moto {
+        config: aws_config::SdkConfig,
+        table: String,
+    },
+}
+
+impl Backend {
+    fn sqlite() -> Backend {
+        Backend::Sqlite(TempFile::new())
+    }
+
+    async fn moto() -> Option<Backend> {
+        let config = event_hooks_tests::moto::config()?;
+        let table = event_hooks_tests::moto::unique_name("windows");
+        create_table(&aws_sdk_dynamodb::Client::new(&config), &table)
+            .await
+            .expect("create the table on moto");
+        Some(Backend::Moto { config, table })
+    }
+
+    /// A new adapter instance with its own connection (SQLite) or client (DynamoDB).
+    async fn open(&self) -> Arc<dyn WindowStore> {
+        match self {
+            Backend::Sqlite(file) => {
+                let db = Database::open(&file.0).expect("open the SQLite file");
+                Arc::new(SqliteWindowStore::new(db).await.expect("create the schema"))
+            }
+            Backend::Moto { config, table } => Arc::new(DynamoWindowStore::new(
+                aws_sdk_dynamodb::Client::new(config),
+                table.clone(),
+            )),
+        }
+    }
+}
+
+/// Generates, for every case, `sqlite::<case>` and `moto::<case>`.
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(&super::Backend::sqlite()).await;
+                }
+            )*
+        }
+
+        mod moto {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some(backend) = super::Backend::moto().await else {
+                        return;
+                    };
+                    super::$case(&backend).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    a_window_admits_its_first_claimant_and_its_retries_only,
+    an_expired_window_admits_a_new_claimant,
+    windows_are_independent_per_key,
+    on_change_delivers_a_a_b_b_a_three_times,
+    on_change_lets_the_same_claimant_retry,
+    an_expired_digest_counts_as_absent,
+    decide_applies_every_combination_of_settings,
+    concurrent_claimants_of_one_window_let_exactly_one_in,
+    concurrent_swaps_of_one_new_digest_let_exactly_one_in,
+);
+
+fn fresh_key(prefix: &str) -> String {
+    format!("{prefix}:{}", Uuid::new_v4())
+}
+
+/// `swap_digest` with the on_change TTL, failing the test on a store error.
+async fn swap(store: &dyn WindowStore, key: &str, digest: &str, claimant: &str) -> bool {
+    store
+        .swap_digest(key, digest, claimant, CHANGE_TTL)
+        .await
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// snooze windows
+// ---------------------------------------------------------------------------------------------
+
+async fn a_window_admits_its_first_claimant_and_its_retries_only(backend: &Backend) {
+    // given: a fresh window
+    let store = backend.open().await;
+    let key = fresh_key("snooze");
+
+    // when / then: the first claimant gets it, another does not, and the first may retry
+    assert!(store.claim_window(&key, "d1", MINUTE).await.unwrap());
+    assert!(!store.claim_window(&key, "d2", MINUTE).await.unwrap());
+    assert!(store.claim_window(&key, "d1", MINUTE).await.unwrap());
+    assert!(!store.claim_window(&key, "d3", MINUTE).await.unwrap());
+}
+
+async fn an_expired_window_admits_a_new_claimant(backend: &Backend) {
+    // given: a one-second window held by d1
+    let store = backend.open().await;
+    let key = fresh_key("snooze");
+    assert!(store
+        .claim_window(&key, "d1", Duration::from_secs(1))
+        .await
+        .unwrap());
+    assert!(!store.claim_window(&key, "d2", MINUTE).await.unwrap());
+
+    // when: it expires
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    // then: a new claimant gets it, and holds it for its own ttl
+    assert!(store.claim_window(&key, "d2", MINUTE).await.unwrap());
+    assert!(!store.claim_window(&key, "d1", MINUTE).await.unwrap());
+}
+
+async fn windows_are_independent_per_key(backend: &Backend) {
+    let store = backend.open().await;
+    let (a, b) = (fresh_key("snooze"), fresh_key("snooze"));
+    assert!(store.claim_window(&a, "d1", MINUTE).await.unwrap());
+    assert!(store.claim_window(&b, "d2", MINUTE).await.unwrap());
+    assert!(!store.claim_window(&a, "d2", MINUTE).await.unwrap());
+    assert!(!store.claim_window(&b, "d1", MINUTE).await.unwrap());
+}
+
+// ---------------------------------------------------------------------------------------------
+// on_change digests
+// ---------------------------------------------------------------------------------------------
+
+async fn on_change_delivers_a_a_b_b_a_three_times(backend: &Backend) {
+    // given: a fresh digest key
+    let store = backend.open().await;
+    let key = fresh_key("change");
+
+    // when: digests A, A, B, B, A arrive as five distinct deliveries
+    let mut passed = Vec::new();
+    for (i, digest) in ["A", "A", "B", "B", "A"].into_iter().enumerate() {
+        let claimant = format!("d{i}");
+        passed.push(swap(&*store, &key, digest, &claimant).await);
+    }
+
+    // then: each change passes, each repeat is dropped
+    assert_eq!(passed, [true, false, true, false, true]);
+}
+
+async fn on_change_lets_the_same_claimant_retry(backend: &Backend) {
+    let store = backend.open().await;
+    let key = fresh_key("change");
+    assert!(swap(&*store, &key, "A", "d1").await);
+    // A retry of the delivery that recorded A passes again; anyone else with A does not.
+    assert!(swap(&*store, &key, "A", "d1").await);
+    assert!(!swap(&*store, &key, "A", "d2").await);
+}
+
+async fn an_expired_digest_counts_as_absent(backend: &Backend) {
+    // given: digest A recorded for one second
+    let store = backend.open().await;
+    let key = fresh_key("change");
+    let second = Duration::from_secs(1);
+    assert!(store.swap_digest(&key, "A", "d1", second).await.unwrap());
+    assert!(!swap(&*store, &key, "A", "d2").await);
+
+    // when: the record expires
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    // then: A counts as a change again
+    assert!(swap(&*store, &key, "A", "d3").await);
+    assert!(!swap(&*store, &key, "A", "d4").await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// decide
+// ---------------------------------------------------------------------------------------------
+
+async fn decide_applies_every_combination_of_settings(backend: &Backend) {
+    let store = backend.open().await;
+    let store = store.as_ref();
+    let a = event_key(&json!({"consumer": "c1", "rate": 10}), None);
+    let b = event_key(&json!({"consumer": "c2", "rate": 10}), None);
+    let mut ids = (0..).map(|i| format!("delivery-{i}"));
+    let mut run = |snooze, on_change, keys: &[&String]| {
+        let hook = Uuid::new_v4();
+        let deliveries: Vec<(String, String)> = keys
+            .iter()
+            .map(|key| ((*key).clone(), ids.next().unwrap()))
+            .collect();
+        async move {
+            let mut decisions = Vec::new();
+            for (key, delivery) in &deliveries {
+                decisions.push(
+                    decide(store, hook, snooze, on_change, key, delivery)
+                        .await
+                        .unwrap(),
+                );
+            }
+            decisions
+        }
+    };
+    use Decision::{Deliver, Drop};
+
+    // neither: everything passes
+    assert_eq!(run(None, None, &[&a, &a, &a]).await, [Deliver; 3]);
+    assert_eq!(run(Some(0), Some(false), &[&a, &a]).await, [Deliver; 2]);
+
+    // snooze only: the first event of the hook passes, every other is snoozed, whatever its key
+    assert_eq!(
+        run(Some(60), None, &[&a, &b, &a]).await,
+        [Deliver, Drop("snoozed"), Drop("snoozed")]
+    );
+
+    // on_change only: A, A, B, B, A → three deliveries
+    assert_eq!(
+        run(None, Some(true), &[&a, &a, &b, &b, &a]).await,
+        [
+            Deliver,
+            Drop("unchanged"),
+            Deliver,
+            Drop("unchanged"),
+            Deliver
+        ]
+    );
+
+    // both: each distinct payload at most once per window
+    assert_eq!(
+        run(Some(60), Some(true), &[&a, &b, &a, &b]).await,
+        [Deliver, Deliver, Drop("snoozed"), Drop("snoozed")]
+    );
+
+    // a retry of a delivery that passed passes again
+    let hook = Uuid::new_v4();
+    for _ in 0..2 {
+        let decision = decide(store, hook, Some(60), None, &a, "retried").await;
+        assert_eq!(decision.unwrap(), Deliver);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `RACERS` tasks at once, each with its own adapter instance, and counts the `true`s.
+async fn race<F, Fut>(backend: &Backend, attempt: F) -> usize
+where
+    F: Fn(Arc<dyn WindowStore>, String) -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let mut stores = Vec::with_capacity(RACERS);
+    for _ in 0..RACERS {
+        stores.push(backend.open().await);
+    }
+    // Every racer waits at the barrier so that the writes really overlap.
+    let start = Arc::new(tokio::sync::Barrier::new(RACERS));
+    let tasks: Vec<_> = stores
+        .into_iter()
+        .enumerate()
+        .map(|(i, store)| {
+            let start = start.clone();
+            let write = attempt(store, format!("racer-{i}"));
+            tokio::spawn(async move {
+                start.wait().await;
+                write.await
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for task in tasks {
+        wins += usize::from(task.await.expect("racer panicked"));
+    }
+    wins
+}
+
+async fn concurrent_claimants_of_one_window_let_exactly_one_in(backend: &Backend) {
+    for round in 0..ROUNDS {
+        let key = fresh_key("snooze");
+        let wins = race(backend, |store, claimant| {
+            let key = key.clone();
+            async move { store.claim_window(&key, &claimant, MINUTE).await.unwrap() }
+        })
+        .await;
+        assert_eq!(wins, 1, "round {round}");
+    }
+}
+
+async fn concurrent_swaps_of_one_new_digest_let_exactly_one_in(backend: &Backend) {
+    for round in 0..ROUNDS {
+        // given: a key whose recorded digest is A
+        let key = fresh_key("change");
+        let store = backend.open().await;
+        assert!(swap(&*store, &key, "A", "first").await);
+
+        // when: every racer brings the same new digest B at once
+        let wins = race(backend, |store, claimant| {
+            let key = key.clone();
+            async move { swap(&*store, &key, "B", &claimant).await }
+        })
+        .await;
+
+        // then: exactly one of them delivers it
+        assert_eq!(wins, 1, "round {round}");
+    }
+}
