@@ -4,6 +4,8 @@ mod admin_api;
 mod admin_lambda;
 mod deliveries_contract;
 mod delivery_http;
+mod dispatch_lambda;
+mod dispatch_local;
 mod queue_contract;
 mod store_contract;
 mod windows_contract;

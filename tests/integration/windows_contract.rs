@@ -49,7 +49,8 @@ impl Drop for TempFile {
 enum Backend {
     Sqlite(TempFile),
     Moto {
-        config: aws_config::SdkConfig,
+        // Boxed: an SdkConfig is large and the enum would otherwise be as large for SQLite.
+        config: Box<aws_config::SdkConfig>,
         table: String,
     },
 }
@@ -65,7 +66,10 @@ impl Backend {
         create_table(&aws_sdk_dynamodb::Client::new(&config), &table)
             .await
             .expect("create the table on moto");
-        Some(Backend::Moto { config, table })
+        Some(Backend::Moto {
+            config: Box::new(config),
+            table,
+        })
     }
 
     /// A new adapter instance with its own connection (SQLite) or client (DynamoDB).

@@ -2,4 +2,5 @@
 
 pub mod lambda_runtime;
 pub mod moto;
+pub mod receiver;
 pub mod server;

@@ -173,7 +173,7 @@ pub struct Dispatcher {
     dead_letters: Arc<dyn Queue>,
     sender: HttpSender,
     settings: DispatchSettings,
-    lambdas: Mutex<HashMap<Uuid, (Vec<String>, Arc<Mutex<LambdaChain>>)>>,
+    lambdas: Mutex<HashMap<Uuid, Arc<LambdaChain>>>,
     plans: Mutex<HashMap<Uuid, (WebhookCustomConfig, Arc<CustomPlan>)>>,
     pub stats: Stats,
 }
@@ -395,17 +395,15 @@ impl Dispatcher {
                 };
                 let data = event.data.clone();
                 let (name, source) = (event_name.to_string(), event.source.clone());
-                let result = tokio::task::spawn_blocking(move || {
-                    let chain = chain.lock().unwrap_or_else(|p| p.into_inner());
-                    chain.run(&data, &name, &source, pid)
-                })
-                .await
-                .unwrap_or_else(|err| {
-                    Err(LambdaError::Runtime {
-                        function: 0,
-                        message: format!("the Lua runner stopped: {err}"),
-                    })
-                });
+                let result =
+                    tokio::task::spawn_blocking(move || chain.run(&data, &name, &source, pid))
+                        .await
+                        .unwrap_or_else(|err| {
+                            Err(LambdaError::Runtime {
+                                function: 0,
+                                message: format!("the Lua runner stopped: {err}"),
+                            })
+                        });
                 Executed::Lambda(result)
             }
         }
@@ -461,7 +459,7 @@ impl Dispatcher {
                 },
                 &delivery.event,
                 attempt,
-                status.clone(),
+                status,
                 self.settings.delivery_log_ttl,
             )
             .await
@@ -549,22 +547,15 @@ impl Dispatcher {
     }
 
     /// The compiled chain of a lambda hook, rebuilt when its functions change.
-    fn chain(
-        &self,
-        hook_id: Uuid,
-        functions: &[String],
-    ) -> Result<Arc<Mutex<LambdaChain>>, LambdaError> {
+    fn chain(&self, hook_id: Uuid, functions: &[String]) -> Result<Arc<LambdaChain>, LambdaError> {
         let mut cache = self.lambdas.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((cached, chain)) = cache.get(&hook_id) {
-            if cached.as_slice() == functions {
+        if let Some(chain) = cache.get(&hook_id) {
+            if chain.functions() == functions {
                 return Ok(chain.clone());
             }
         }
-        let chain = Arc::new(Mutex::new(LambdaChain::compile(
-            functions,
-            &self.settings.lua_limits,
-        )?));
-        cache.insert(hook_id, (functions.to_vec(), chain.clone()));
+        let chain = Arc::new(LambdaChain::compile(functions, &self.settings.lua_limits)?);
+        cache.insert(hook_id, chain.clone());
         Ok(chain)
     }
 

@@ -1,0 +1,142 @@
+//! A loopback HTTP receiver for delivery tests: records every request and answers with a scripted
+//! sequence of replies (then 200).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    /// Lower-case names.
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// How to answer one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Status(u16),
+    /// Answer 200 after this long (longer than a client's timeout makes it time out).
+    Slow(Duration),
+}
+
+#[derive(Default)]
+struct Shared {
+    requests: Mutex<Vec<Recorded>>,
+    script: Mutex<VecDeque<Reply>>,
+}
+
+/// A running receiver; stops with the test's runtime.
+#[derive(Clone)]
+pub struct Receiver {
+    pub base: String,
+    shared: Arc<Shared>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let shared = Arc::new(Shared::default());
+        let app = axum::Router::new()
+            .fallback(record)
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { base, shared }
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The next requests get these replies, in order; later ones get 200.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.shared.script.lock().unwrap().extend(replies);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// The requests to `path`, once at least `count` arrived (panics after `timeout`).
+    pub async fn wait_for(&self, path: &str, count: usize, timeout: Duration) -> Vec<Recorded> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let matching: Vec<Recorded> = self
+                .requests()
+                .into_iter()
+                .filter(|r| r.path == path)
+                .collect();
+            if matching.len() >= count {
+                return matching;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {count} requests to {path} within {timeout:?}, got {}: {matching:?}",
+                matching.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn record(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    shared.requests.lock().unwrap().push(Recorded {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        query: uri.query().map(str::to_string),
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    v.to_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+    });
+    let reply = shared.script.lock().unwrap().pop_front();
+    match reply {
+        None => (StatusCode::OK, "ok").into_response(),
+        Some(Reply::Status(code)) => (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "scripted",
+        )
+            .into_response(),
+        Some(Reply::Slow(delay)) => {
+            tokio::time::sleep(delay).await;
+            (StatusCode::OK, "late").into_response()
+        }
+    }
+}
