@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use event_hooks::admin::{self, AdminSettings, AdminState};
+use event_hooks::admin::{self, AdminPorts, AdminSettings, AdminState};
 use event_hooks::deliver::http::{HttpSender, HttpSettings};
 use event_hooks::deliver::retry::RetrySchedule;
 use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
+use event_hooks::deliveries::DeliveryLog;
 use event_hooks::dispatch::worker::{self, Feed, WorkerSettings};
 use event_hooks::dispatch::{DispatchSettings, Dispatcher};
 use event_hooks::lua::LuaPolicy;
@@ -121,11 +122,13 @@ impl Service {
         let log_db = Database::open(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
 
+        let delivery_log: Arc<dyn DeliveryLog> = Arc::new(SqliteDeliveryLog::new(log_db).await?);
+        let deliveries: Arc<dyn Queue> = Arc::new(deliveries);
         let dispatcher = Arc::new(Dispatcher::new(
             snapshot.clone(),
             Arc::new(SqliteWindowStore::new(hooks_db).await?),
-            Arc::new(SqliteDeliveryLog::new(log_db).await?),
-            Arc::new(deliveries.clone()),
+            delivery_log.clone(),
+            deliveries.clone(),
             Arc::new(delivery_dead_letters),
             HttpSender::new(HttpSettings {
                 connect_timeout: seconds(settings.connect_timeout, "--connect-timeout")?,
@@ -140,9 +143,13 @@ impl Service {
         ));
         let events: Arc<dyn Queue> = Arc::new(events);
         let state = AdminState::new(
-            store,
-            events.clone(),
-            snapshot,
+            AdminPorts {
+                store,
+                events: events.clone(),
+                snapshot,
+                delivery_log,
+                retries: deliveries.clone(),
+            },
             AdminSettings {
                 admin_token: settings.admin_token.clone().filter(|t| !t.is_empty()),
                 lua: settings.untrusted_lua.clone(),
@@ -152,7 +159,7 @@ impl Service {
             router: admin::router(state),
             dispatcher,
             events,
-            deliveries: Arc::new(deliveries),
+            deliveries,
             workers: settings.workers.max(1),
         })
     }

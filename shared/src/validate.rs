@@ -11,10 +11,12 @@ use std::fmt;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::dispatch::handlers::payload_encoding;
 use crate::lua::{self, LuaPolicy};
 use crate::model::{
     Handler, HandlerKind, Hook, LambdaConfig, LogConfig, WebhookConfig, WebhookCustomConfig,
 };
+use crate::template::Template;
 
 /// One step of the path to a field: an object key or a 0-based array index.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -470,7 +472,55 @@ fn config(
             functions: functions(map, ctx, errors),
         }),
     };
+    if errors.0.len() == before {
+        if let Handler::WebhookCustom(config) = &handler {
+            check_custom(config, &ctx.lua, errors);
+        }
+    }
     (errors.0.len() == before).then_some(handler)
+}
+
+/// `webhook-custom`: every template must parse (and may use Lua only when the deployment allows
+/// it), and a payload must have a content type that can carry it (spec §1, §6).
+fn check_custom(config: &WebhookCustomConfig, lua: &LuaPolicy, errors: &mut Errors) {
+    let mut check = |path: Vec<&str>, source: &str| match Template::parse(source) {
+        Ok(template) if template.needs_lua() && *lua == LuaPolicy::Off => errors.add(
+            &path,
+            "template code needs Lua, which is disabled in this deployment (untrusted_lua = off)",
+        ),
+        Ok(_) => {}
+        Err(err) => errors.add(&path, format!("invalid template: {err}")),
+    };
+    if config.payload_format {
+        for (name, value) in config.payload.iter().flatten() {
+            check(vec!["config", "payload", name], value);
+        }
+    }
+    if config.body_format {
+        if let Some(body) = &config.body {
+            check(vec!["config", "body"], body);
+        }
+    }
+    if config.headers_format {
+        for (name, value) in &config.headers {
+            check(vec!["config", "headers", name], value);
+        }
+    }
+    let content_type = config
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .map(|(_, value)| value.as_str());
+    if config.payload.is_some() && payload_encoding(&config.method, content_type).is_none() {
+        errors.add(
+            &["config", "headers"],
+            format!(
+                "content-type '{}' cannot carry a payload: use application/json, \
+                 application/x-www-form-urlencoded or multipart/form-data, or send a body",
+                content_type.unwrap_or_default()
+            ),
+        );
+    }
 }
 
 /// `config.url`: an absolute http(s) URL with a host, with Kong's messages.
@@ -771,6 +821,76 @@ mod tests {
             "Bad return value from function, expected function type, got number"
         );
         assert!(v.message().contains("config.functions.3: Bad return value"));
+    }
+
+    #[test]
+    fn custom_templates_are_checked_at_create_time() {
+        let v = violation(json!({"source":"s","handler":"webhook-custom","config":{
+            "url":"https://a.b","method":"POST",
+            "payload":{"ok":"{{a.b}}","bad":"{{ a.b"},
+            "body":"{% if x then %}",
+            "headers":{"content-type":"text/plain","x-t":"{*"},"headers_format":true}}));
+        let fields = v.fields();
+        assert!(
+            fields["config"]["payload"]["bad"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid template"),
+            "{fields}"
+        );
+        assert!(fields["config"]["payload"].get("ok").is_none());
+        assert!(
+            fields["config"]["body"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid template"),
+            "{fields}"
+        );
+        assert!(
+            fields["config"]["headers"]["x-t"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid template"),
+            "{fields}"
+        );
+    }
+
+    #[test]
+    fn a_payload_needs_a_content_type_that_can_carry_it() {
+        let v = violation(json!({"source":"s","handler":"webhook-custom","config":{
+            "url":"https://a.b","method":"POST","payload":{"a":"b"},
+            "headers":{"Content-Type":"text/plain"}}}));
+        assert!(v.fields()["config"]["headers"]
+            .as_str()
+            .unwrap()
+            .contains("cannot carry a payload"));
+        // A GET sends the payload as a query string, whatever the content type.
+        hook(
+            &json!({"source":"s","handler":"webhook-custom","config":{
+            "url":"https://a.b","method":"GET","payload":{"a":"b"},
+            "headers":{"Content-Type":"text/plain"}}}),
+            &ctx(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn template_code_is_refused_when_untrusted_lua_is_off() {
+        let ctx = Context {
+            lua: LuaPolicy::Off,
+            ..ctx()
+        };
+        let config = |text: &str| {
+            json!({"source":"s","handler":"webhook-custom","config":{
+            "url":"https://a.b","method":"POST","body":text}})
+        };
+        assert!(hook(&config("plain {{a.b}}"), &ctx).is_ok());
+        let err = hook(&config("{% for i=1,3 do %}x{% end %}"), &ctx).unwrap_err();
+        assert!(
+            err.message().contains("untrusted_lua = off"),
+            "{}",
+            err.message()
+        );
     }
 
     #[test]

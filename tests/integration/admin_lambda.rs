@@ -170,6 +170,17 @@ async fn every_admin_sample_event_runs_through_the_lambda_binary_on_moto() {
     let (queue_url, _) = create_queue_with_dlq(&sqs, &unique_name("admin-lambda-events"), 5)
         .await
         .expect("create the events queue");
+    let deliveries_table = unique_name("admin-lambda-deliveries");
+    event_hooks::deliveries::dynamodb::create_table(
+        &aws_sdk_dynamodb::Client::new(&config),
+        &deliveries_table,
+    )
+    .await
+    .expect("create the deliveries table");
+    let (deliveries_url, _) =
+        create_queue_with_dlq(&sqs, &unique_name("admin-lambda-deliveries"), 5)
+            .await
+            .expect("create the deliveries queue");
     let mut function = FunctionProcess::start(
         &binary,
         &[
@@ -179,6 +190,8 @@ async fn every_admin_sample_event_runs_through_the_lambda_binary_on_moto() {
             ("AWS_ENDPOINT_URL", &endpoint),
             ("HOOKS_TABLE", &table),
             ("EVENTS_QUEUE_URL", &queue_url),
+            ("DELIVERIES_TABLE", &deliveries_table),
+            ("DELIVERIES_QUEUE_URL", &deliveries_url),
         ],
     )
     .await;
@@ -306,6 +319,11 @@ async fn a_missing_hooks_table_fails_the_cold_start_naming_the_variable() {
             ("AWS_SECRET_ACCESS_KEY", "testing"),
             ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
             ("EVENTS_QUEUE_URL", "http://127.0.0.1:9/123456789012/events"),
+            ("DELIVERIES_TABLE", "deliveries"),
+            (
+                "DELIVERIES_QUEUE_URL",
+                "http://127.0.0.1:9/123456789012/deliveries",
+            ),
         ],
     )
     .await;

@@ -367,3 +367,67 @@ async fn events_outside_the_catalogue_are_refused_with_kongs_message() {
         );
     }
 }
+
+#[tokio::test]
+async fn deliveries_are_logged_and_can_be_sent_again() {
+    let server = server();
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::Status(410)]);
+    let hook = create(
+        &server,
+        json!({"source":"crud","event":"consumers","handler":"webhook","config":{"url":receiver.url("/log")}}),
+    )
+    .await;
+    emit(&server, consumer_created("bob")).await;
+    let first = receiver.wait_for("/log", 1, WAIT).await;
+    let delivery_id = first[0].headers["x-event-hook-delivery"].clone();
+
+    // Then the failed attempt is in the delivery log
+    let client = reqwest::Client::new();
+    let path = format!("/event-hooks/{}/deliveries", hook["id"].as_str().unwrap());
+    let mut listed = Value::Null;
+    for _ in 0..100 {
+        listed = client
+            .get(server.url(&path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if listed["data"][0]["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let record = &listed["data"][0];
+    assert_eq!(record["id"], delivery_id.as_str(), "{listed}");
+    assert_eq!(record["status"], "failed");
+    assert_eq!(record["attempts"][0]["status"], 410);
+    assert_eq!(record["event"]["data"]["entity"]["username"], "bob");
+
+    // When it is sent again, the receiver gets the same delivery id with the next attempt number
+    let response = client
+        .post(server.url(&format!("{path}/{delivery_id}/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let again = receiver.wait_for("/log", 2, WAIT).await;
+    assert_eq!(again[1].headers["x-event-hook-delivery"], delivery_id);
+    assert_eq!(again[1].headers["x-event-hook-attempt"], "2");
+
+    // And unknown deliveries, hooks and forged offsets are 4xx
+    let unknown = client
+        .post(server.url(&format!("{path}/{}/retry", uuid::Uuid::new_v4())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let forged = client
+        .get(server.url(&format!("{path}?offset=zzz")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 400);
+}

@@ -85,6 +85,14 @@ impl Backend {
             )),
         }
     }
+
+    /// Whether the backend applies a conditional write atomically. DynamoDB and SQLite do; moto
+    /// (5.2.5) does not: `Table.put_item` evaluates the condition against the current item and
+    /// then stores the new one with no lock, on a threaded server, so two racers can both pass.
+    /// The moto half can only show that racing causes no errors and lets at least one in.
+    fn conditional_writes_are_atomic(&self) -> bool {
+        matches!(self, Backend::Sqlite(_))
+    }
 }
 
 /// Generates, for every case, `sqlite::<case>` and `moto::<case>`.
@@ -334,7 +342,22 @@ async fn concurrent_claimants_of_one_window_let_exactly_one_in(backend: &Backend
             async move { store.claim_window(&key, &claimant, MINUTE).await.unwrap() }
         })
         .await;
+        assert_one_winner(backend, wins, round);
+        // ...and the window stays taken for everyone else.
+        let store = backend.open().await;
+        assert!(!store.claim_window(&key, "late", MINUTE).await.unwrap());
+    }
+}
+
+/// Exactly one winner where the backend can promise it, at least one (and no errors) on moto.
+fn assert_one_winner(backend: &Backend, wins: usize, round: usize) {
+    if backend.conditional_writes_are_atomic() {
         assert_eq!(wins, 1, "round {round}");
+    } else {
+        assert!((1..=RACERS).contains(&wins), "round {round}: {wins} wins");
+        if wins > 1 {
+            eprintln!("round {round}: {wins} winners; moto's conditional writes are not atomic");
+        }
     }
 }
 
@@ -352,7 +375,8 @@ async fn concurrent_swaps_of_one_new_digest_let_exactly_one_in(backend: &Backend
         })
         .await;
 
-        // then: exactly one of them delivers it
-        assert_eq!(wins, 1, "round {round}");
+        // then: exactly one of them delivers it, and B is recorded for everyone else
+        assert_one_winner(backend, wins, round);
+        assert!(!swap(&*store, &key, "B", "late").await);
     }
 }

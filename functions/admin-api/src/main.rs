@@ -1,10 +1,11 @@
-//! Lambda entry point of the admin API: reads its settings once, builds the DynamoDB store and the
-//! SQS events queue once, and serves the shared axum router through `lambda_http`.
+//! Lambda entry point of the admin API: reads its settings once, builds the DynamoDB and SQS
+//! adapters once, and serves the shared axum router through `lambda_http`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use event_hooks::admin::{self, AdminSettings, AdminState};
+use event_hooks::admin::{self, AdminPorts, AdminSettings, AdminState};
+use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
 use event_hooks::lua::LuaPolicy;
 use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::snapshot::SnapshotCache;
@@ -31,6 +32,8 @@ async fn main() -> Result<(), Error> {
 
     let table = required("HOOKS_TABLE")?;
     let events_queue_url = required("EVENTS_QUEUE_URL")?;
+    let deliveries_table = required("DELIVERIES_TABLE")?;
+    let deliveries_queue_url = required("DELIVERIES_QUEUE_URL")?;
     let settings = AdminSettings {
         admin_token: std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
         lua: std::env::var("UNTRUSTED_LUA")
@@ -46,10 +49,19 @@ async fn main() -> Result<(), Error> {
         aws_sdk_dynamodb::Client::new(&config),
         table,
     ));
-    let events = SqsQueue::new(aws_sdk_sqs::Client::new(&config), events_queue_url);
-    // `POST /events` checks events against the catalogue: cached, so custom events registered
-    // through another instance are seen within this bound.
-    let snapshot = Arc::new(SnapshotCache::new(store.clone(), Duration::from_secs(5)));
-    let router = admin::router(AdminState::new(store, Arc::new(events), snapshot, settings));
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let ports = AdminPorts {
+        events: Arc::new(SqsQueue::new(sqs.clone(), events_queue_url)),
+        // `POST /events` checks events against the catalogue: cached, so custom events
+        // registered through another instance are seen within this bound.
+        snapshot: Arc::new(SnapshotCache::new(store.clone(), Duration::from_secs(5))),
+        delivery_log: Arc::new(DynamoDeliveryLog::new(
+            aws_sdk_dynamodb::Client::new(&config),
+            deliveries_table,
+        )),
+        retries: Arc::new(SqsQueue::new(sqs, deliveries_queue_url)),
+        store,
+    };
+    let router = admin::router(AdminState::new(ports, settings));
     run(router).await
 }

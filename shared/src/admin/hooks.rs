@@ -78,7 +78,14 @@ pub async fn list(
     Ok(Json(body))
 }
 
-fn parse_size(raw: &str) -> Result<usize, ApiError> {
+/// The decoded pairs of a query string.
+pub(super) fn query_params(query: Option<String>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+pub(super) fn parse_size(raw: &str) -> Result<usize, ApiError> {
     let number: f64 = raw
         .trim()
         .parse()
@@ -105,7 +112,7 @@ fn parse_tags(raw: &str) -> TagFilter {
 }
 
 /// The id in the path; anything but a UUID is Kong's invalid primary key error.
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(super) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::InvalidPrimaryKey)
 }
 

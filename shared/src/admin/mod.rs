@@ -3,6 +3,7 @@
 
 mod auth;
 mod body;
+mod deliveries;
 mod error;
 mod events;
 mod hooks;
@@ -18,6 +19,7 @@ use axum::Router;
 pub use body::{Input, MAX_BODY_BYTES};
 pub use error::ApiError;
 
+use crate::deliveries::DeliveryLog;
 use crate::events::{hook_change_events, Operation};
 use crate::lua::LuaPolicy;
 use crate::model::Hook;
@@ -41,22 +43,33 @@ pub struct AdminState {
     store: Arc<dyn HookStore>,
     events: Arc<dyn Queue>,
     snapshot: Arc<SnapshotCache>,
+    delivery_log: Arc<dyn DeliveryLog>,
+    retries: Arc<dyn Queue>,
     settings: Arc<AdminSettings>,
 }
 
+/// The ports of the admin API.
+pub struct AdminPorts {
+    pub store: Arc<dyn HookStore>,
+    /// Where the `crud` events of hook changes and `POST /events` go.
+    pub events: Arc<dyn Queue>,
+    /// Read by `POST /events` to check events against the catalogue; invalidated on every
+    /// change made here (in the local server the dispatcher shares it).
+    pub snapshot: Arc<SnapshotCache>,
+    /// Read by `GET /event-hooks/{id}/deliveries`.
+    pub delivery_log: Arc<dyn DeliveryLog>,
+    /// Where `POST …/deliveries/{delivery}/retry` puts a delivery to send again.
+    pub retries: Arc<dyn Queue>,
+}
+
 impl AdminState {
-    /// `snapshot` is read by `POST /events` to check events against the catalogue, and is
-    /// invalidated on every change made here (in the local server the dispatcher shares it).
-    pub fn new(
-        store: Arc<dyn HookStore>,
-        events: Arc<dyn Queue>,
-        snapshot: Arc<SnapshotCache>,
-        settings: AdminSettings,
-    ) -> AdminState {
+    pub fn new(ports: AdminPorts, settings: AdminSettings) -> AdminState {
         AdminState {
-            store,
-            events,
-            snapshot,
+            store: ports.store,
+            events: ports.events,
+            snapshot: ports.snapshot,
+            delivery_log: ports.delivery_log,
+            retries: ports.retries,
             settings: Arc::new(settings),
         }
     }
@@ -123,6 +136,14 @@ pub fn router(state: AdminState) -> Router {
                     .delete(hooks::remove),
                 "GET, HEAD, PATCH, PUT, DELETE, OPTIONS",
             ),
+        )
+        .route(
+            "/event-hooks/{id}/deliveries",
+            with_options(get(deliveries::list), "GET, HEAD, OPTIONS"),
+        )
+        .route(
+            "/event-hooks/{id}/deliveries/{delivery}/retry",
+            with_options(axum::routing::post(deliveries::retry), "POST, OPTIONS"),
         )
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
