@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use event_hooks::admin::{self, AdminPorts, AdminSettings, AdminState};
+use event_hooks::admin::{self, AdminPorts, AdminSettings, AdminState, ProbeState};
 use event_hooks::deliver::http::{HttpSender, HttpSettings};
 use event_hooks::deliver::retry::RetrySchedule;
 use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
 use event_hooks::deliveries::DeliveryLog;
 use event_hooks::dispatch::worker::{self, Feed, WorkerSettings};
-use event_hooks::dispatch::{DispatchSettings, Dispatcher};
+use event_hooks::dispatch::{DispatchSettings, Dispatcher, Executor};
+use event_hooks::lua::Limits;
 use event_hooks::lua::LuaPolicy;
 use event_hooks::queue::sqlite::SqliteQueue;
 use event_hooks::queue::Queue;
@@ -122,6 +123,15 @@ impl Service {
         let log_db = Database::open(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
 
+        let executor = Arc::new(Executor::new(
+            HttpSender::new(HttpSettings {
+                connect_timeout: seconds(settings.connect_timeout, "--connect-timeout")?,
+                total_timeout: seconds(settings.request_timeout, "--request-timeout")?,
+                allow_private_targets: !settings.ssrf_guard,
+                ..HttpSettings::default()
+            })?,
+            Limits::default(),
+        ));
         let delivery_log: Arc<dyn DeliveryLog> = Arc::new(SqliteDeliveryLog::new(log_db).await?);
         let deliveries: Arc<dyn Queue> = Arc::new(deliveries);
         let dispatcher = Arc::new(Dispatcher::new(
@@ -130,18 +140,18 @@ impl Service {
             delivery_log.clone(),
             deliveries.clone(),
             Arc::new(delivery_dead_letters),
-            HttpSender::new(HttpSettings {
-                connect_timeout: seconds(settings.connect_timeout, "--connect-timeout")?,
-                total_timeout: seconds(settings.request_timeout, "--request-timeout")?,
-                allow_private_targets: !settings.ssrf_guard,
-                ..HttpSettings::default()
-            })?,
+            executor.clone(),
             DispatchSettings {
                 retry: settings.retry_schedule.clone(),
                 ..DispatchSettings::default()
             },
         ));
         let events: Arc<dyn Queue> = Arc::new(events);
+        let admin_settings = AdminSettings {
+            admin_token: settings.admin_token.clone().filter(|t| !t.is_empty()),
+            lua: settings.untrusted_lua.clone(),
+        };
+        let probe = ProbeState::new(store.clone(), executor, admin_settings.clone());
         let state = AdminState::new(
             AdminPorts {
                 store,
@@ -150,13 +160,10 @@ impl Service {
                 delivery_log,
                 retries: deliveries.clone(),
             },
-            AdminSettings {
-                admin_token: settings.admin_token.clone().filter(|t| !t.is_empty()),
-                lua: settings.untrusted_lua.clone(),
-            },
+            admin_settings,
         );
         Ok(Service {
-            router: admin::router(state),
+            router: admin::full_router(state, probe),
             dispatcher,
             events,
             deliveries,

@@ -555,8 +555,8 @@ const CHUNK_PRELUDE: &str = "local __h = ...\n\
 #[derive(Debug, Clone)]
 struct LuaChunk {
     source: String,
-    /// (first generated line, template line) of each part, in order.
-    lines: Vec<(usize, usize)>,
+    /// (first generated line, template line, template lines spanned) of each part, in order.
+    lines: Vec<(usize, usize, usize)>,
 }
 
 impl LuaChunk {
@@ -569,7 +569,7 @@ impl LuaChunk {
         for part in parts {
             match part {
                 Part::Text { text, line } => {
-                    chunk.mark(*line);
+                    chunk.mark(*line, "");
                     chunk.push(&format!("___[#___+1]={}\n", lua_quote(text)));
                 }
                 Part::Output {
@@ -578,7 +578,7 @@ impl LuaChunk {
                     line,
                     path,
                 } => {
-                    chunk.mark(*line);
+                    chunk.mark(*line, code);
                     let helper = if *escape { "__esc" } else { "__out" };
                     // A dotted path goes through `__walk` so a missing table renders empty, as it
                     // does without Lua; anything else is the user's expression as written.
@@ -594,13 +594,13 @@ impl LuaChunk {
                     chunk.push(&format!("___[#___+1]={helper}({expr})\n"));
                 }
                 Part::Code { code, line } => {
-                    chunk.mark(*line);
+                    chunk.mark(*line, code);
                     chunk.push(code);
                     chunk.push("\n");
                 }
             }
         }
-        chunk.mark(last_line);
+        chunk.mark(last_line, "");
         chunk.push("return __concat(___)\n");
         chunk
     }
@@ -609,9 +609,12 @@ impl LuaChunk {
         self.source.matches('\n').count() + 1
     }
 
-    fn mark(&mut self, template_line: usize) {
+    /// Records that the next generated line starts a part at `template_line`, whose code spans
+    /// the newlines of `code`.
+    fn mark(&mut self, template_line: usize, code: &str) {
         let line = self.next_line();
-        self.lines.push((line, template_line));
+        let span = code.matches('\n').count();
+        self.lines.push((line, template_line, span));
     }
 
     fn push(&mut self, text: &str) {
@@ -623,8 +626,10 @@ impl LuaChunk {
         self.lines
             .iter()
             .rev()
-            .find(|(first, _)| *first <= generated)
-            .map_or(1, |(first, line)| line + (generated - first))
+            .find(|(first, _, _)| *first <= generated)
+            .map_or(1, |(first, line, span)| {
+                line + (generated - first).min(*span)
+            })
     }
 
     /// The Lua function of this chunk in `lua`, with `env` as its globals when given.
@@ -1030,33 +1035,44 @@ mod tests {
     fn runtime_errors_carry_the_template_line() {
         let err = render("ok\n{% error('boom') %}", json!({})).unwrap_err();
         assert_eq!(err, TemplateError::Runtime("line 2: boom".into()));
-        let err = render("{{ x.y }}", json!({})).unwrap_err();
-        assert!(matches!(err, TemplateError::Runtime(_)) || err.to_string().is_empty());
+        let err = render("a\n\n{{ x.y() }}", json!({})).unwrap_err();
+        assert!(
+            err.to_string().starts_with("line 3: attempt to call"),
+            "{err}"
+        );
     }
 
     #[test]
-    fn stops_runaway_and_greedy_code() {
+    fn stops_runaway_code() {
         let err = render("{% while true do end %}", json!({})).unwrap_err();
-        assert!(err.to_string().contains("CPU time limit exceeded"), "{err}");
-        let err = render(
-            "{% while true do pcall(function() while true do end end) end %}",
-            json!({}),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("CPU time limit exceeded"), "{err}");
-        let err = render(
-            "{% local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1024) end %}",
-            json!({}),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("memory"), "{err}");
-        // a finalizer that loops forever must not hang the state's closing
-        let started = Instant::now();
-        let out = render(
-            "{% setmetatable({}, {__gc = function() while true do end end}) %}done",
-            json!({}),
+        assert_eq!(
+            err,
+            TemplateError::Runtime("CPU time limit exceeded".into())
         );
-        assert_eq!(out.unwrap(), "done");
+    }
+
+    #[test]
+    fn stops_runaway_code_that_catches_errors() {
+        let source = "{% while true do pcall(function() while true do end end) end %}";
+        let err = render(source, json!({})).unwrap_err();
+        assert_eq!(
+            err,
+            TemplateError::Runtime("CPU time limit exceeded".into())
+        );
+    }
+
+    #[test]
+    fn stops_greedy_code() {
+        let source = "{% local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1024) end %}";
+        let err = render(source, json!({})).unwrap_err();
+        assert!(err.to_string().contains("memory"), "{err}");
+    }
+
+    #[test]
+    fn a_looping_finalizer_does_not_hang_the_close() {
+        let started = Instant::now();
+        let source = "{% setmetatable({}, {__gc = function() while true do end end}) %}done";
+        assert_eq!(render(source, json!({})).unwrap(), "done");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 

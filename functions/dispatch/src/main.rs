@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use event_hooks::deliver::http::{HttpSender, HttpSettings};
 use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
-use event_hooks::dispatch::{DispatchSettings, Dispatcher};
+use event_hooks::dispatch::{DispatchSettings, Dispatcher, Executor};
+use event_hooks::lua::Limits;
 use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::snapshot::SnapshotCache;
 use event_hooks::store::dynamodb::DynamoHookStore;
@@ -97,7 +98,7 @@ async fn main() -> Result<(), Error> {
         )),
         Arc::new(deliveries.clone()),
         Arc::new(delivery_dead_letters),
-        HttpSender::new(http)?,
+        Arc::new(Executor::new(HttpSender::new(http)?, Limits::default())),
         settings,
     );
     let queues = Queues::new(events, deliveries);

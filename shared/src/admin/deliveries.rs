@@ -79,6 +79,7 @@ pub async fn retry(
         created_at: record.created_at,
         not_before: 0,
         event: record.event,
+        hook: None,
     };
     let body = serde_json::to_string(&retry).map_err(ApiError::internal)?;
     state

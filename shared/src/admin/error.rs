@@ -54,6 +54,9 @@ pub enum ApiError {
         offset: String,
         reason: &'static str,
     },
+    /// The hook's target (or its code) failed during test or ping: 502 with what failed.
+    #[error("target failed: {0}")]
+    BadGateway(String),
     #[error("no credentials")]
     MissingCredentials,
     #[error("wrong credentials")]
@@ -133,6 +136,7 @@ impl ApiError {
                     "message": format!("'{offset}' is not a valid offset: {reason}"),
                 }),
             ),
+            ApiError::BadGateway(text) => message(StatusCode::BAD_GATEWAY, text),
             ApiError::MissingCredentials => message(
                 StatusCode::UNAUTHORIZED,
                 "Invalid credentials. Token or User credentials required",

@@ -7,6 +7,7 @@ mod deliveries;
 mod error;
 mod events;
 mod hooks;
+mod probe;
 mod sources;
 
 use std::sync::Arc;
@@ -18,8 +19,10 @@ use axum::Router;
 
 pub use body::{Input, MAX_BODY_BYTES};
 pub use error::ApiError;
+pub use probe::ProbeState;
 
 use crate::deliveries::DeliveryLog;
+use crate::dispatch::Delivery;
 use crate::events::{hook_change_events, Operation};
 use crate::lua::LuaPolicy;
 use crate::model::Hook;
@@ -93,11 +96,70 @@ impl AdminState {
                 "could not emit the crud events of a hook change"
             );
         }
+        if let Some(ping) = change_ping(operation, entity) {
+            let body = serde_json::to_string(&ping).unwrap_or_default();
+            if let Err(err) = self.retries.send(Outgoing::now(body)).await {
+                tracing::error!(error = %err, hook_id = %entity.id, "could not queue the ping of a hook change");
+            }
+        }
     }
 }
 
-/// The admin API router.
+/// The ping a `webhook` hook gets when it is created, updated or deleted (spec §7), as a delivery
+/// that carries the hook itself, so that a deleted hook is still told.
+fn change_ping(operation: Operation, hook: &Hook) -> Option<Delivery> {
+    if !matches!(hook.handler, crate::model::Handler::Webhook(_)) {
+        return None;
+    }
+    let body = probe::ping_body(hook, Some(operation.as_str()));
+    let event = crate::events::Event {
+        id: uuid::Uuid::new_v4(),
+        source: "kong:event_hooks".into(),
+        event: "ping".into(),
+        data: serde_json::json!({
+            "operation": operation.as_str(),
+            "event_hooks": body["event_hooks"],
+        }),
+        timestamp: crate::events::now_millis(),
+    };
+    let mut delivery = Delivery::new(&event, hook.id);
+    delivery.hook = Some(Hook {
+        enabled: true,
+        ..hook.clone()
+    });
+    Some(delivery)
+}
+
+/// The admin API router (everything but test and ping).
 pub fn router(state: AdminState) -> Router {
+    let settings = state.settings.clone();
+    finish(admin_routes(state), settings)
+}
+
+/// The router of the test/ping function: `POST /event-hooks/{id}/test`, `GET …/ping`.
+pub fn probe_router(state: ProbeState) -> Router {
+    let settings = state.settings.clone();
+    finish(probe::routes(state), settings)
+}
+
+/// Every route on one router, as the local server serves them.
+pub fn full_router(admin: AdminState, probe: ProbeState) -> Router {
+    let settings = admin.settings.clone();
+    finish(admin_routes(admin).merge(probe::routes(probe)), settings)
+}
+
+/// Kong's answers for unknown paths and methods, and token auth in front of everything.
+fn finish(routes: Router, settings: Arc<AdminSettings>) -> Router {
+    routes
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            settings,
+            auth::require_admin_token,
+        ))
+}
+
+fn admin_routes(state: AdminState) -> Router {
     Router::new()
         .route(
             "/event-hooks",
@@ -145,17 +207,14 @@ pub fn router(state: AdminState) -> Router {
             "/event-hooks/{id}/deliveries/{delivery}/retry",
             with_options(axum::routing::post(deliveries::retry), "POST, OPTIONS"),
         )
-        .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_admin_token,
-        ))
         .with_state(state)
 }
 
 /// Adds an `OPTIONS` answer listing the route's methods.
-fn with_options(route: MethodRouter<AdminState>, allow: &'static str) -> MethodRouter<AdminState> {
+fn with_options<S: Clone + Send + Sync + 'static>(
+    route: MethodRouter<S>,
+    allow: &'static str,
+) -> MethodRouter<S> {
     route.options(move || async move {
         (
             StatusCode::NO_CONTENT,

@@ -7,31 +7,29 @@
 //! another hook receive an event twice. What cannot be delivered ends in the dead-letter queue with
 //! its reason. The same code runs in the dispatch Lambda function and in the local server.
 
+pub mod execute;
 pub mod handlers;
 pub mod matching;
 pub mod worker;
 
-use std::collections::HashMap;
+pub use execute::{Executed, Executor};
+
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 
-use crate::deliver::http::{HttpSender, Response, SendError};
-use crate::deliver::retry::{classify, RetrySchedule, Verdict};
+use crate::deliver::retry::{RetrySchedule, Verdict};
 use crate::deliveries::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
 use crate::events::{check_registered, now_millis, parse_event, Event};
-use crate::lambda::{LambdaChain, LambdaError};
-use crate::lua::Limits;
-use crate::model::{Handler, Hook, WebhookCustomConfig};
+use crate::model::Hook;
 use crate::queue::{Outgoing, Queue, QueueError, MAX_DELAY};
 use crate::snapshot::SnapshotCache;
 use crate::store::StoreError;
 use crate::windows::{decide, event_key, Decision, WindowStore};
-use handlers::{webhook_data, webhook_request, CustomPlan};
 use matching::EventName;
 
 /// Header carrying the stable delivery id, for receivers to de-duplicate.
@@ -46,8 +44,6 @@ const DELIVERY_NAMESPACE: Uuid = Uuid::from_u128(0x6e0c_7a4b_2f1d_4f7e_9b61_0d1c
 #[derive(Debug, Clone)]
 pub struct DispatchSettings {
     pub retry: RetrySchedule,
-    /// Limits of lambda functions and template code.
-    pub lua_limits: Limits,
     /// How long attempts stay in the delivery log.
     pub delivery_log_ttl: Duration,
     /// Response bodies kept in the delivery log are cut to this many bytes.
@@ -58,7 +54,6 @@ impl Default for DispatchSettings {
     fn default() -> DispatchSettings {
         DispatchSettings {
             retry: RetrySchedule::default(),
-            lua_limits: Limits::default(),
             delivery_log_ttl: Duration::from_secs(7 * 24 * 3600),
             logged_body_limit: 4096,
         }
@@ -78,6 +73,9 @@ pub struct Delivery {
     #[serde(default)]
     pub not_before: i64,
     pub event: Event,
+    /// The hook itself, for the pings of hook changes: a deleted hook still gets its ping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<Hook>,
 }
 
 impl Delivery {
@@ -93,6 +91,7 @@ impl Delivery {
             created_at: now_millis(),
             not_before: 0,
             event: event.clone(),
+            hook: None,
         }
     }
 }
@@ -114,31 +113,6 @@ pub enum MessageOutcome {
     Done,
     /// Cannot ever be handled: move it to the dead-letter queue with this reason.
     Reject(String),
-}
-
-/// What running a hook's handler produced.
-#[derive(Debug)]
-pub enum Executed {
-    /// A webhook was sent (or could not be).
-    Http(Result<Response, SendError>),
-    /// A log hook wrote this line's fields.
-    Logged(Value),
-    /// A lambda chain returned this value, or failed.
-    Lambda(Result<Value, LambdaError>),
-    /// The request could not be prepared (a template failed to render).
-    Unprepared(String),
-}
-
-impl Executed {
-    /// Whether the delivery succeeded, should be retried, or failed for good.
-    pub fn verdict(&self) -> Verdict {
-        match self {
-            Executed::Http(result) => classify(result),
-            Executed::Logged(_) | Executed::Lambda(Ok(_)) => Verdict::Delivered,
-            Executed::Lambda(Err(err)) => Verdict::Failed(err.to_string()),
-            Executed::Unprepared(reason) => Verdict::Failed(reason.clone()),
-        }
-    }
 }
 
 /// Counters of what the dispatcher did, for operators and benchmarks.
@@ -171,10 +145,8 @@ pub struct Dispatcher {
     log: Arc<dyn DeliveryLog>,
     deliveries: Arc<dyn Queue>,
     dead_letters: Arc<dyn Queue>,
-    sender: HttpSender,
+    executor: Arc<Executor>,
     settings: DispatchSettings,
-    lambdas: Mutex<HashMap<Uuid, Arc<LambdaChain>>>,
-    plans: Mutex<HashMap<Uuid, (WebhookCustomConfig, Arc<CustomPlan>)>>,
     pub stats: Stats,
 }
 
@@ -185,7 +157,7 @@ impl Dispatcher {
         log: Arc<dyn DeliveryLog>,
         deliveries: Arc<dyn Queue>,
         dead_letters: Arc<dyn Queue>,
-        sender: HttpSender,
+        executor: Arc<Executor>,
         settings: DispatchSettings,
     ) -> Dispatcher {
         Dispatcher {
@@ -194,10 +166,8 @@ impl Dispatcher {
             log,
             deliveries,
             dead_letters,
-            sender,
+            executor,
             settings,
-            lambdas: Mutex::new(HashMap::new()),
-            plans: Mutex::new(HashMap::new()),
             stats: Stats::default(),
         }
     }
@@ -294,8 +264,13 @@ impl Dispatcher {
             return Ok(MessageOutcome::Done);
         }
         let snapshot = self.snapshot.get().await?;
-        let hook = match snapshot.hook(delivery.hook_id) {
-            Some(hook) if hook.enabled => hook.clone(),
+        let hook = match delivery
+            .hook
+            .clone()
+            .map(Arc::new)
+            .or_else(|| snapshot.hook(delivery.hook_id).cloned())
+        {
+            Some(hook) if hook.enabled => hook,
             Some(_) => {
                 self.give_up(
                     &delivery,
@@ -321,94 +296,6 @@ impl Dispatcher {
         Ok(MessageOutcome::Done)
     }
 
-    /// Runs `hook`'s handler for `event` now, without snooze/on_change or retries: the first
-    /// attempt of a delivery, a retry, or `POST /event-hooks/{id}/test`.
-    pub async fn execute(
-        &self,
-        hook: &Hook,
-        event_name: &str,
-        event: &Event,
-        delivery: Option<(Uuid, u32)>,
-        pid: i64,
-    ) -> Executed {
-        let with_delivery_headers = |mut request: crate::deliver::http::OutboundRequest| {
-            if let Some((id, attempt)) = delivery {
-                request
-                    .headers
-                    .push((DELIVERY_HEADER.into(), id.to_string()));
-                request
-                    .headers
-                    .push((ATTEMPT_HEADER.into(), attempt.to_string()));
-            }
-            request
-        };
-        match &hook.handler {
-            Handler::Webhook(config) => {
-                let data = webhook_data(&event.data, event_name, &event.source);
-                let request = with_delivery_headers(webhook_request(config, &data));
-                Executed::Http(self.sender.send(request, config.ssl_verify).await)
-            }
-            Handler::WebhookCustom(config) => {
-                let data = webhook_data(&event.data, event_name, &event.source);
-                let plan = match self.plan(hook.id, config) {
-                    Ok(plan) => plan,
-                    Err(reason) => return Executed::Unprepared(reason),
-                };
-                let limits = self.settings.lua_limits.clone();
-                let config_for_render = config.clone();
-                // Templates with code run Lua: keep that off the async executor.
-                let prepared = tokio::task::spawn_blocking(move || {
-                    plan.request(&config_for_render, &data, &limits)
-                })
-                .await;
-                match prepared {
-                    Ok(Ok(request)) => Executed::Http(
-                        self.sender
-                            .send(with_delivery_headers(request), config.ssl_verify)
-                            .await,
-                    ),
-                    Ok(Err(err)) => Executed::Unprepared(format!("template failed: {err}")),
-                    Err(err) => Executed::Unprepared(format!("template failed: {err}")),
-                }
-            }
-            Handler::Log(_) => {
-                let line = json!({
-                    "hook_id": hook.id,
-                    "source": event.source,
-                    "event": event_name,
-                    "data": event.data,
-                });
-                tracing::info!(
-                    target: "event_hooks::log_handler",
-                    hook_id = %hook.id,
-                    source = %event.source,
-                    event = %event_name,
-                    data = %event.data,
-                    "event hook log"
-                );
-                Executed::Logged(line)
-            }
-            Handler::Lambda(config) => {
-                let chain = match self.chain(hook.id, &config.functions) {
-                    Ok(chain) => chain,
-                    Err(err) => return Executed::Lambda(Err(err)),
-                };
-                let data = event.data.clone();
-                let (name, source) = (event_name.to_string(), event.source.clone());
-                let result =
-                    tokio::task::spawn_blocking(move || chain.run(&data, &name, &source, pid))
-                        .await
-                        .unwrap_or_else(|err| {
-                            Err(LambdaError::Runtime {
-                                function: 0,
-                                message: format!("the Lua runner stopped: {err}"),
-                            })
-                        });
-                Executed::Lambda(result)
-            }
-        }
-    }
-
     /// One attempt of a delivery, its record in the log, and what follows: done, a retry
     /// scheduled, or a dead letter.
     async fn attempt(
@@ -420,6 +307,7 @@ impl Dispatcher {
         let started = Instant::now();
         let at = now_millis();
         let executed = self
+            .executor
             .execute(
                 hook,
                 event_name,
@@ -544,32 +432,6 @@ impl Dispatcher {
         let body = json!({ "reason": reason, "delivery": delivery }).to_string();
         self.dead_letters.send(Outgoing::now(body)).await?;
         Ok(())
-    }
-
-    /// The compiled chain of a lambda hook, rebuilt when its functions change.
-    fn chain(&self, hook_id: Uuid, functions: &[String]) -> Result<Arc<LambdaChain>, LambdaError> {
-        let mut cache = self.lambdas.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(chain) = cache.get(&hook_id) {
-            if chain.functions() == functions {
-                return Ok(chain.clone());
-            }
-        }
-        let chain = Arc::new(LambdaChain::compile(functions, &self.settings.lua_limits)?);
-        cache.insert(hook_id, chain.clone());
-        Ok(chain)
-    }
-
-    /// The parsed templates of a webhook-custom hook, rebuilt when its config changes.
-    fn plan(&self, hook_id: Uuid, config: &WebhookCustomConfig) -> Result<Arc<CustomPlan>, String> {
-        let mut cache = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((cached, plan)) = cache.get(&hook_id) {
-            if cached == config {
-                return Ok(plan.clone());
-            }
-        }
-        let plan = Arc::new(CustomPlan::new(config).map_err(|e| format!("template: {e}"))?);
-        cache.insert(hook_id, (config.clone(), plan.clone()));
-        Ok(plan)
     }
 }
 

@@ -1,0 +1,201 @@
+//! `POST /event-hooks/{id}/test` and `GET /event-hooks/{id}/ping` (spec §7): run a hook's handler
+//! now with sample data, or send a webhook hook a signed ping. A target that fails is shown as a
+//! 502 with what failed (Kong hides it behind a 500); nothing is retried, no snooze window is
+//! touched.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+
+use super::body::Input;
+use super::error::ApiError;
+use super::hooks::parse_id;
+use super::{with_options, AdminSettings};
+use crate::deliver::http::{OutboundRequest, Response, SendError};
+use crate::deliver::signing::{signature, SIGNATURE_HEADER};
+use crate::dispatch::{Executed, Executor};
+use crate::events::{now_millis, Event};
+use crate::form;
+use crate::model::{Handler, Hook};
+use crate::store::HookStore;
+
+/// The pid reported to lambda functions run by `test`, as Kong's.
+const TEST_PID: i64 = 42;
+
+/// What test and ping need: the hooks and a way to run their handlers.
+#[derive(Clone)]
+pub struct ProbeState {
+    store: Arc<dyn HookStore>,
+    executor: Arc<Executor>,
+    pub(super) settings: Arc<AdminSettings>,
+}
+
+impl ProbeState {
+    pub fn new(
+        store: Arc<dyn HookStore>,
+        executor: Arc<Executor>,
+        settings: AdminSettings,
+    ) -> ProbeState {
+        ProbeState {
+            store,
+            executor,
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+pub(super) fn routes(state: ProbeState) -> Router {
+    Router::new()
+        .route(
+            "/event-hooks/{id}/test",
+            with_options(post(test), "POST, OPTIONS"),
+        )
+        .route(
+            "/event-hooks/{id}/ping",
+            with_options(get(ping), "GET, HEAD, OPTIONS"),
+        )
+        .with_state(state)
+}
+
+async fn hook(state: &ProbeState, id: &str) -> Result<Hook, ApiError> {
+    let id = parse_id(id)?;
+    Ok(state.store.get(id).await?.ok_or(ApiError::NotFound)?.value)
+}
+
+/// A 502 naming what failed at the target.
+fn bad_gateway(message: String) -> ApiError {
+    ApiError::BadGateway(message)
+}
+
+fn http_result(response: &Response) -> Value {
+    json!({
+        "status": response.status,
+        "headers": response.headers,
+        "body": response.body,
+    })
+}
+
+fn send_failure(err: &SendError) -> ApiError {
+    bad_gateway(format!("request to the hook's target failed: {err}"))
+}
+
+/// `POST /event-hooks/{id}/test`: the body is the event's data.
+async fn test(
+    State(state): State<ProbeState>,
+    Path(id): Path<String>,
+    input: Input,
+) -> Result<Json<Value>, ApiError> {
+    let hook = hook(&state, &id).await?;
+    let mut data = Value::Object(input.fields);
+    if input.from_form {
+        // Forms carry strings; the usual coercions make `a=true` a boolean, as for hooks.
+        form::coerce_hook(&mut data);
+    }
+    let event_name = hook.event.clone().unwrap_or_default();
+    let event = Event {
+        id: uuid::Uuid::new_v4(),
+        source: hook.source.clone(),
+        event: event_name.clone(),
+        data,
+        timestamp: now_millis(),
+    };
+    let executed = state
+        .executor
+        .execute(&hook, &event_name, &event, None, TEST_PID)
+        .await;
+    let shown_data = match &hook.handler {
+        Handler::Webhook(_) | Handler::WebhookCustom(_) => {
+            crate::dispatch::handlers::webhook_data(&event.data, &event_name, &event.source)
+        }
+        Handler::Log(_) | Handler::Lambda(_) => event.data.clone(),
+    };
+    let result = match executed {
+        Executed::Http(Ok(response)) => http_result(&response),
+        Executed::Http(Err(err)) => return Err(send_failure(&err)),
+        Executed::Logged(line) => line,
+        Executed::Lambda(Ok(value)) => value,
+        Executed::Lambda(Err(err)) => return Err(bad_gateway(err.to_string())),
+        Executed::Unprepared(reason) => return Err(bad_gateway(reason)),
+    };
+    Ok(Json(json!({ "data": shown_data, "result": result })))
+}
+
+/// The hook as a ping shows it: everything but the secret.
+pub fn redacted(hook: &Hook) -> Value {
+    let mut value = serde_json::to_value(hook).unwrap_or(Value::Null);
+    if let Some(config) = value.get_mut("config").and_then(Value::as_object_mut) {
+        if config.get("secret").is_some_and(|s| !s.is_null()) {
+            config.insert("secret".into(), Value::String("[redacted]".into()));
+        }
+    }
+    value
+}
+
+/// The body of a ping; `operation` is set for the automatic pings of hook changes.
+pub fn ping_body(hook: &Hook, operation: Option<&str>) -> Value {
+    let mut body = Map::new();
+    body.insert("source".into(), json!("kong:event_hooks"));
+    body.insert("event".into(), json!("ping"));
+    body.insert("event_hooks".into(), redacted(hook));
+    if let Some(operation) = operation {
+        body.insert("operation".into(), json!(operation));
+    }
+    Value::Object(body)
+}
+
+/// The signed ping request for a webhook or webhook-custom hook, or `None` for other handlers.
+pub fn ping_request(hook: &Hook, body: &Value) -> Option<(OutboundRequest, bool)> {
+    let (url, headers, secret, ssl_verify) = match &hook.handler {
+        Handler::Webhook(c) => (&c.url, &c.headers, &c.secret, c.ssl_verify),
+        Handler::WebhookCustom(c) => (&c.url, &c.headers, &c.secret, c.ssl_verify),
+        Handler::Log(_) | Handler::Lambda(_) => return None,
+    };
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut headers: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(name, _)| !name.eq_ignore_ascii_case("content-type"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    headers.push(("content-type".into(), "application/json".into()));
+    if let Some(secret) = secret {
+        headers.push((
+            SIGNATURE_HEADER.into(),
+            signature(secret.as_bytes(), &bytes),
+        ));
+    }
+    Some((
+        OutboundRequest {
+            method: reqwest::Method::POST,
+            url: url.clone(),
+            headers,
+            body: Some(bytes),
+        },
+        ssl_verify,
+    ))
+}
+
+/// `GET /event-hooks/{id}/ping`
+async fn ping(
+    State(state): State<ProbeState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let hook = hook(&state, &id).await?;
+    let body = ping_body(&hook, None);
+    let Some((request, verify)) = ping_request(&hook, &body) else {
+        return Err(ApiError::BadRequest(format!(
+            "only webhook and webhook-custom hooks can be pinged; this hook's handler is '{}'",
+            hook.handler.kind().as_str()
+        )));
+    };
+    let response = state
+        .executor
+        .send(request, verify)
+        .await
+        .map_err(|err| send_failure(&err))?;
+    Ok(Json(
+        json!({ "data": body, "result": http_result(&response) }),
+    ))
+}
