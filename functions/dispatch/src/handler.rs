@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use event_hooks::dispatch::worker::{self, Feed};
-use event_hooks::dispatch::Dispatcher;
+use event_hooks::dispatch::{Dispatcher, MessageOutcome};
 use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::queue::Received;
 use tracing::Instrument;
@@ -70,12 +70,25 @@ pub async fn handle_batch(
         let span = tracing::info_span!("message", message_id = %message.id);
         let handled = async {
             let arn = record.event_source_arn.as_deref().unwrap_or_default();
-            match queues.for_arn(arn) {
-                Some((queue, feed)) => worker::handle(dispatcher, queue, feed, &message).await,
-                None => {
-                    tracing::error!(arn, "message from an unknown queue");
-                    false
+            let Some((queue, feed)) = queues.for_arn(arn) else {
+                tracing::error!(arn, "message from an unknown queue");
+                return false;
+            };
+            // The trigger deletes every record not reported as failed: only dead letters are
+            // ours to send.
+            match worker::outcome(dispatcher, feed, &message).await {
+                Ok(MessageOutcome::Done) => true,
+                Ok(MessageOutcome::Reject(reason)) => {
+                    tracing::warn!(reason, "message rejected; dead-lettered");
+                    match queue.copy_to_dead_letter(&message, &reason).await {
+                        Ok(()) => true,
+                        Err(err) => {
+                            tracing::error!(error = %err, "could not dead-letter a message");
+                            false
+                        }
+                    }
                 }
+                Err(()) => false,
             }
         }
         .instrument(span)

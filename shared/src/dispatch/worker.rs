@@ -80,20 +80,13 @@ pub async fn handle(
     feed: Feed,
     message: &Received,
 ) -> bool {
-    let outcome = match feed {
-        Feed::Events => dispatcher.handle_event_message(&message.body).await,
-        Feed::Deliveries => dispatcher.handle_delivery_message(&message.body).await,
-    };
-    let settled = match outcome {
+    let settled = match outcome(dispatcher, feed, message).await {
         Ok(MessageOutcome::Done) => queue.delete(&message.receipt).await,
         Ok(MessageOutcome::Reject(reason)) => {
             tracing::warn!(message_id = %message.id, ?feed, reason, "message rejected; dead-lettered");
             queue.dead_letter(message, &reason).await
         }
-        Err(err) => {
-            log_failure(&err, message, feed);
-            return false;
-        }
+        Err(()) => return false,
     };
     match settled {
         Ok(()) => true,
@@ -102,6 +95,19 @@ pub async fn handle(
             false
         }
     }
+}
+
+/// What the dispatcher made of one message; `Err` (already logged) means it must come back later.
+pub async fn outcome(
+    dispatcher: &Dispatcher,
+    feed: Feed,
+    message: &Received,
+) -> Result<MessageOutcome, ()> {
+    let outcome = match feed {
+        Feed::Events => dispatcher.handle_event_message(&message.body).await,
+        Feed::Deliveries => dispatcher.handle_delivery_message(&message.body).await,
+    };
+    outcome.map_err(|err| log_failure(&err, message, feed))
 }
 
 fn log_failure(err: &DispatchError, message: &Received, feed: Feed) {

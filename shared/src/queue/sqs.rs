@@ -187,6 +187,20 @@ impl Queue for SqsQueue {
     }
 
     async fn dead_letter(&self, message: &Received, reason: &str) -> Result<(), QueueError> {
+        // Sent before the original is deleted: a failure in between leaves a duplicate, not a loss.
+        self.copy_to_dead_letter(message, reason).await?;
+        self.delete(&message.receipt).await
+    }
+}
+
+impl SqsQueue {
+    /// Sends a copy of `message` to the dead-letter queue with `reason` as an attribute, leaving
+    /// the original alone: an SQS-triggered Lambda function lets the trigger delete it.
+    pub async fn copy_to_dead_letter(
+        &self,
+        message: &Received,
+        reason: &str,
+    ) -> Result<(), QueueError> {
         let dead_letter_url = self
             .dead_letter_url
             .as_deref()
@@ -204,7 +218,6 @@ impl Queue for SqsQueue {
                 Ok((name, value))
             })
             .collect::<Result<HashMap<_, _>, QueueError>>()?;
-        // Sent before the original is deleted: a failure in between leaves a duplicate, not a loss.
         self.client
             .send_message()
             .queue_url(dead_letter_url)
@@ -213,7 +226,7 @@ impl Queue for SqsQueue {
             .send()
             .await
             .map_err(|err| sqs_error("SendMessage to the dead-letter queue", err))?;
-        self.delete(&message.receipt).await
+        Ok(())
     }
 }
 
