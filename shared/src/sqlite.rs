@@ -24,11 +24,12 @@ impl Database {
     }
 
     fn configure(conn: Connection) -> rusqlite::Result<Database> {
+        // First, so that even the pragmas below wait for another process's lock.
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // WAL lets readers run beside the writer; synchronous=FULL makes every commit durable.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Database {
             conn: Arc::new(Mutex::new(conn)),
         })

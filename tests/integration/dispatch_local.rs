@@ -337,6 +337,27 @@ async fn hook_changes_are_events_too() {
         .expect("the creation of the watched hook");
     assert_eq!(body["event"], "event_hooks:create");
     assert_eq!(body["operation"], "create");
+
+    // dao:crud carries the same change
+    create(
+        &server,
+        json!({"source":"dao:crud","event":"create","handler":"webhook","config":{"url":receiver.url("/dao")}}),
+    )
+    .await;
+    create(
+        &server,
+        json!({"source":"balancer","handler":"log","name":"late"}),
+    )
+    .await;
+    let requests = receiver.wait_for("/dao", 1, WAIT).await;
+    let late = requests
+        .iter()
+        .map(|r| r.json())
+        .find(|b| b["entity"]["name"] == "late")
+        .expect("the dao:crud event of the late hook");
+    assert_eq!(late["event"], "create");
+    assert_eq!(late["source"], "dao:crud");
+    assert_eq!(late["schema"], "event_hooks");
 }
 
 #[tokio::test]

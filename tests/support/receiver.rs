@@ -1,5 +1,6 @@
 //! A loopback HTTP receiver for delivery tests: records every request and answers with a scripted
-//! sequence of replies (then 200).
+//! sequence of replies (then 200). The pings that webhook hooks get when they are created, updated
+//! or deleted are answered 200 and kept apart, so tests about events see only events.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,7 @@ pub enum Reply {
 #[derive(Default)]
 struct Shared {
     requests: Mutex<Vec<Recorded>>,
+    pings: Mutex<Vec<Recorded>>,
     script: Mutex<VecDeque<Reply>>,
 }
 
@@ -78,8 +80,14 @@ impl Receiver {
         self.shared.script.lock().unwrap().extend(replies);
     }
 
+    /// Every request but the automatic pings of hook changes.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// The automatic pings of hook changes.
+    pub fn pings(&self) -> Vec<Recorded> {
+        self.shared.pings.lock().unwrap().clone()
     }
 
     /// The requests to `path`, once at least `count` arrived (panics after `timeout`).
@@ -111,7 +119,7 @@ async fn record(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    shared.requests.lock().unwrap().push(Recorded {
+    let recorded = Recorded {
         method: method.to_string(),
         path: uri.path().to_string(),
         query: uri.query().map(str::to_string),
@@ -125,7 +133,12 @@ async fn record(
             })
             .collect(),
         body: body.to_vec(),
-    });
+    };
+    if is_change_ping(&recorded) {
+        shared.pings.lock().unwrap().push(recorded);
+        return (StatusCode::OK, "pong").into_response();
+    }
+    shared.requests.lock().unwrap().push(recorded);
     let reply = shared.script.lock().unwrap().pop_front();
     match reply {
         None => (StatusCode::OK, "ok").into_response(),
@@ -139,4 +152,14 @@ async fn record(
             (StatusCode::OK, "late").into_response()
         }
     }
+}
+
+/// The automatic ping of a hook change: `kong:event_hooks` / `ping` with an `operation`.
+fn is_change_ping(request: &Recorded) -> bool {
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(&request.body) else {
+        return false;
+    };
+    body["source"] == "kong:event_hooks"
+        && body["event"] == "ping"
+        && body.get("operation").is_some()
 }
