@@ -51,6 +51,15 @@ impl<S: Send + Sync> FromRequest<S> for Input {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Input, ApiError> {
+        // Refused before reading: a client waiting on `Expect: 100-continue` gets the 413 cleanly.
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
+            return Err(ApiError::PayloadTooLarge);
+        }
         match format_of(&req)? {
             Format::Multipart => {
                 let multipart = Multipart::from_request(req, state)

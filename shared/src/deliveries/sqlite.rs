@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
 
 use super::{
@@ -108,12 +108,12 @@ impl DeliveryLog for SqliteDeliveryLog {
         let sk = sort_key(key.created_at, key.delivery_id);
         let result = self
             .db
-            .call(move |conn| {
+            // Group-committed: the writer holds the write lock across read and write, so no other
+            // append slips in between.
+            .write(move |tx| {
                 if purge {
-                    conn.execute("DELETE FROM deliveries WHERE expires_at <= ?1", [now])?;
+                    tx.execute("DELETE FROM deliveries WHERE expires_at <= ?1", [now])?;
                 }
-                // IMMEDIATE takes the write lock before the read: no other append slips in between.
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let stored: Option<String> = tx
                     .query_row(
                         "SELECT body FROM deliveries WHERE hook_id = ?1 AND id = ?2",
@@ -141,7 +141,6 @@ impl DeliveryLog for SqliteDeliveryLog {
                         expires_at = excluded.expires_at, body = excluded.body",
                     params![hook_id, id, sk, expires_at, body],
                 )?;
-                tx.commit()?;
                 Ok(Ok(()))
             })
             .await

@@ -123,8 +123,7 @@ impl SqliteQueue {
         let redrive = self.redrive.clone();
         let visibility = millis(visibility);
         self.db
-            .call(move |conn| {
-                let tx = conn.transaction()?;
+            .write(move |tx| {
                 let now = now_millis();
                 if let Some(redrive) = &redrive {
                     // SQS moves such a message when a receive reaches it; moving all of them at
@@ -178,7 +177,6 @@ impl SqliteQueue {
                 } else {
                     None
                 };
-                tx.commit()?;
                 Ok((received, next_visible_at))
             })
             .await
@@ -200,14 +198,13 @@ impl Queue for SqliteQueue {
         let name = self.name.clone();
         let ids = self
             .db
-            .call(move |conn| {
-                let tx = conn.transaction()?;
+            .write(move |tx| {
                 let now = now_millis();
                 let mut ids = Vec::with_capacity(messages.len());
                 for message in messages {
                     let id = uuid::Uuid::new_v4().to_string();
                     insert(
-                        &tx,
+                        tx,
                         &name,
                         &id,
                         &message.body,
@@ -217,7 +214,6 @@ impl Queue for SqliteQueue {
                     )?;
                     ids.push(id);
                 }
-                tx.commit()?;
                 Ok(ids)
             })
             .await
@@ -266,7 +262,7 @@ impl Queue for SqliteQueue {
         let name = self.name.clone();
         let receipt = receipt.to_owned();
         self.db
-            .call(move |conn| {
+            .write(move |conn| {
                 // A receipt that is no longer current matches no row: ignored, as in SQS.
                 conn.execute(
                     "DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2",
@@ -287,19 +283,18 @@ impl Queue for SqliteQueue {
         let body = message.body.clone();
         let receipt = message.receipt.clone();
         self.db
-            .call(move |conn| {
-                let tx = conn.transaction()?;
+            .write(move |tx| {
                 let now = now_millis();
                 // A new message, as the SQS adapter sends one; the copy is kept even if the
                 // receipt went stale meanwhile, because losing the message is worse than a
                 // duplicate dead letter.
                 let id = uuid::Uuid::new_v4().to_string();
-                insert(&tx, &redrive.dead_letter, &id, &body, &attributes, now, now)?;
+                insert(tx, &redrive.dead_letter, &id, &body, &attributes, now, now)?;
                 tx.execute(
                     "DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2",
                     params![&*name, receipt],
                 )?;
-                tx.commit()
+                Ok(())
             })
             .await
             .map_err(QueueError::backend)

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::params;
 
 use super::{expiry_millis, now_millis, StoreError, WindowStore};
 use crate::sqlite::Database;
@@ -70,16 +70,15 @@ impl SqliteWindowStore {
     /// some rows expired before `now`, in one transaction; true when the upsert wrote.
     async fn write<F>(&self, now: i64, upsert: F) -> Result<bool, StoreError>
     where
-        F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<usize> + Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<usize> + Send + 'static,
     {
         self.db
-            .call(move |conn| {
-                // IMMEDIATE takes the write lock up front (waiting on the busy timeout), so a
-                // writer on another connection cannot make the upsert fail with a stale snapshot.
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let changed = upsert(&tx)?;
+            // Group-committed in an IMMEDIATE transaction: the write lock is taken up front
+            // (waiting on the busy timeout), so a writer on another connection cannot make the
+            // upsert fail with a stale snapshot.
+            .write(move |tx| {
+                let changed = upsert(tx)?;
                 tx.execute(PURGE, params![now])?;
-                tx.commit()?;
                 Ok(changed == 1)
             })
             .await
