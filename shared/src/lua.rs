@@ -4,6 +4,15 @@
 //! `dofile`, `debug`, `collectgarbage`, no bytecode; `os` reduced to clock/date/difftime/time), a
 //! memory limit, and an instruction hook that stops code past its CPU-time budget. A runaway or
 //! failing function becomes an error value, never a crash of the process that runs it.
+//!
+//! The hook only runs between VM instructions, so what could outrun it is closed here for every
+//! user of the sandbox: `pcall`/`xpcall` re-raise the CPU-time and memory limit errors instead of
+//! returning them; `setmetatable` refuses `__gc` (Lua runs finalizers with hooks off); the
+//! pattern functions (`string.find`, `match`, `gmatch`, `gsub`, also reached as `s:find(...)`)
+//! refuse a pattern whose worst-case backtracking over the subject could outlast any budget (see
+//! [`pattern_refusal`]); and `string.rep` of nothing returns at once rather than looping in C.
+//! The originals live only in upvalues of trusted code, out of reach without `debug`, and the
+//! strings' metatable is protected, so user code cannot get them back.
 
 use std::time::{Duration, Instant};
 

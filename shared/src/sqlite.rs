@@ -19,8 +19,11 @@ const MAX_GROUP: usize = 512;
 
 type Boxed = Box<dyn Any + Send>;
 
+/// A write, type-erased so writes of every adapter share one writer.
+type Op = Box<dyn FnOnce(&Connection) -> rusqlite::Result<Boxed> + Send>;
+
 struct WriteOp {
-    run: Box<dyn FnOnce(&Connection) -> rusqlite::Result<Boxed> + Send>,
+    run: Op,
     reply: oneshot::Sender<rusqlite::Result<Boxed>>,
 }
 
@@ -137,10 +140,7 @@ fn write_loop(conn: &Mutex<Connection>, writes: &mpsc::Receiver<WriteOp>) {
     }
 }
 
-fn run_in_savepoint(
-    conn: &Connection,
-    run: Box<dyn FnOnce(&Connection) -> rusqlite::Result<Boxed> + Send>,
-) -> rusqlite::Result<Boxed> {
+fn run_in_savepoint(conn: &Connection, run: Op) -> rusqlite::Result<Boxed> {
     conn.execute_batch("SAVEPOINT write_op")?;
     // A panicking op must not take the writer (and every later write) down with it.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(conn)))
