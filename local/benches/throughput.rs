@@ -214,7 +214,14 @@ async fn run(total: usize) {
         "ratio end-to-end / raw:                {:>8.2}",
         e2e_rate / raw_rate
     );
-    println!("delivered {delivered} of {total}, duplicates {duplicates}");
+    println!("dispatch alone (events queued first):  {dispatch_rate:>8.0} deliveries/s");
+    println!(
+        "ratio dispatch alone / raw:            {:>8.2}",
+        dispatch_rate / raw_rate
+    );
+    println!(
+        "delivered {delivered} of {total}, duplicates {duplicates} (dispatch alone: {dispatch_duplicates})"
+    );
     let _ = stop.send(true);
     for worker in workers {
         let _ = worker.await;
