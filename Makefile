@@ -5,7 +5,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8001
 DATA_DIR ?= ./data
 
-.PHONY: help run test unit-and-integration lint fmt validate-template build venv clean
+.PHONY: help run test unit-and-integration lint fmt validate-template build bench venv clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -33,6 +33,10 @@ venv: ## Create .venv with moto and the SAM CLI (once)
 
 build: venv ## Build the Lambda zips with cargo-lambda (zig from PyPI) and print their sizes
 	scripts/build-lambdas.sh
+
+bench: ## Benchmarks: per-delivery overhead, then end-to-end throughput of the local server
+	$(CARGO) bench -p event-hooks --bench overhead
+	$(CARGO) bench -p event-hooks-local --bench throughput
 
 clean: ## Remove build output, local data and the venv
 	$(CARGO) clean

@@ -14,9 +14,9 @@
 //! one event cannot change `string` or `table` for the next. A CPU or memory limit error rebuilds
 //! the Lua state, which also resets that chunk-level state.
 //!
-//! Known gap: the CPU budget is checked between Lua VM instructions, so a single C call that runs
-//! long (a pathological `string.find` pattern over a large string) is not interrupted; only the
-//! Lambda invocation's own timeout ends it.
+//! The sandbox ([`crate::lua::sandbox`]) keeps `pcall` from swallowing a limit error, refuses
+//! `__gc` finalizers and pattern calls that could backtrack past any budget; this module adds the
+//! read-only library views and the per-event globals.
 
 use std::ffi::c_void;
 use std::sync::{Mutex, PoisonError};
@@ -117,9 +117,6 @@ impl LambdaChain {
     }
 }
 
-/// When the current call's CPU budget ends, for the `pcall`/`xpcall` guards (see [`PRELUDE`]).
-struct Deadline(Instant);
-
 /// One sandboxed Lua state with the compiled functions.
 struct Chain {
     lua: Lua,
@@ -128,12 +125,10 @@ struct Chain {
     functions: Vec<Function>,
 }
 
-/// Runs once per state, in the sandbox's globals, given the `expired` function; returns the
-/// per-run environment and the base it falls back to.
+/// Runs once per state, in the sandbox's globals; returns the per-run environment and the base it
+/// falls back to.
 const PRELUDE: &str = r#"
-local expired = ...
-local error, getmetatable, next, pcall, rawget, rawset, setmetatable, type, xpcall =
-      error, getmetatable, next, pcall, rawget, rawset, setmetatable, type, xpcall
+local error, next, rawset, setmetatable, type = error, next, rawset, setmetatable, type
 local READ_ONLY = "attempt to modify a read-only table"
 local frozen = {}
 
@@ -154,30 +149,10 @@ for name, value in next, _ENV do
   if type(value) == "table" then base[name] = freeze(value) else base[name] = value end
 end
 
--- The CPU budget is an error raised by the instruction hook; a pcall inside a loop would catch
--- it again and again. Once the budget is spent, a caught error is raised again, uncatchable.
-local function unless_expired(...)
-  if expired() then error("CPU time limit exceeded", 0) end
-  return ...
-end
-function base.pcall(...) return unless_expired(pcall(...)) end
-function base.xpcall(...) return unless_expired(xpcall(...)) end
-
 function base.rawset(t, k, v)
   if frozen[t] then error(READ_ONLY, 2) end
   return rawset(t, k, v)
 end
-
--- Finalizers run outside any CPU budget (at collection, or when the state is closed).
-function base.setmetatable(t, mt)
-  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
-    error("__gc metamethods are not allowed", 2)
-  end
-  return setmetatable(t, mt)
-end
-
--- The string metatable's __index is the real, writable string library.
-getmetatable("").__metatable = false
 
 local env = setmetatable({}, { __index = base, __metatable = false })
 base._G = env
@@ -188,18 +163,11 @@ impl Chain {
     fn build(sources: &[String], limits: &Limits) -> Result<Chain, LambdaError> {
         let setup = |e: mlua::Error| LambdaError::Compile(format!("Error creating sandbox: {e}"));
         let lua = sandbox(limits).map_err(setup)?;
-        let expired = lua
-            .create_function(|lua, ()| {
-                Ok(lua
-                    .app_data_ref::<Deadline>()
-                    .is_some_and(|deadline| Instant::now() > deadline.0))
-            })
-            .map_err(setup)?;
         let (env, base): (Table, Table) = lua
             .load(PRELUDE)
             .set_name("=prelude")
             .set_mode(ChunkMode::Text)
-            .call(expired)
+            .call(())
             .map_err(setup)?;
 
         let mut functions = Vec::with_capacity(sources.len());
@@ -217,7 +185,6 @@ impl Chain {
                         error_message(&e)
                     ))
                 })?;
-            lua.set_app_data(Deadline(Instant::now() + limits.cpu_time));
             let returned = with_cpu_budget(&lua, limits, || chunk.call::<Value>(()));
             match returned {
                 Ok(Value::Function(function)) => functions.push(function),
@@ -287,7 +254,6 @@ impl Chain {
         for (index, function) in self.functions.iter().enumerate() {
             let number = index + 1;
             let deadline = Instant::now() + limits.cpu_time;
-            lua.set_app_data(Deadline(deadline));
             let returned = with_cpu_budget(lua, limits, || {
                 function.call::<MultiValue>((value, event.clone(), source.clone(), pid))
             });
@@ -870,6 +836,21 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, LambdaError::Limit(_)), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_pattern_bomb_is_refused_at_once() {
+        let started = Instant::now();
+        let err = run_one(
+            "return function() return ('a'):rep(40):find(('a*'):rep(40) .. 'b') end",
+            json!(null),
+        )
+        .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(
+            matches!(&err, LambdaError::Runtime { function: 1, message } if message.contains("pattern too complex")),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@ type Op = Box<dyn FnOnce(&Connection) -> rusqlite::Result<Boxed> + Send>;
 
 struct WriteOp {
     run: Op,
+    /// Must be on disk before it is answered; other writes may wait for the next fsync.
+    durable: bool,
     reply: oneshot::Sender<rusqlite::Result<Boxed>>,
 }
 
@@ -88,9 +90,30 @@ impl Database {
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        self.submit(f, true).await
+    }
+
+    /// Like [`Database::write`], but answered once committed, before it is fsynced: it becomes
+    /// durable with the next durable write, and survives a crash of the process (not of the
+    /// machine) in between. For writes whose loss only repeats work: a received message's
+    /// invisibility, a deletion, a delivery-log entry.
+    pub async fn write_relaxed<F, R>(&self, f: F) -> rusqlite::Result<R>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.submit(f, false).await
+    }
+
+    async fn submit<F, R>(&self, f: F, durable: bool) -> rusqlite::Result<R>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let op = WriteOp {
             run: Box::new(move |conn| f(conn).map(|r| Box::new(r) as Boxed)),
+            durable,
             reply,
         };
         let stopped = || rusqlite::Error::InvalidQuery;
@@ -104,6 +127,7 @@ impl Database {
 
 /// The writer thread: takes whatever writes are waiting, commits them together, answers them.
 fn write_loop(conn: &Mutex<Connection>, writes: &mpsc::Receiver<WriteOp>) {
+    let mut synchronous_full = true;
     while let Ok(first) = writes.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -113,6 +137,14 @@ fn write_loop(conn: &Mutex<Connection>, writes: &mpsc::Receiver<WriteOp>) {
             }
         }
         let guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // In WAL mode a FULL commit fsyncs the log, and with it every relaxed commit before it.
+        let durable = group.iter().any(|op| op.durable);
+        if durable != synchronous_full {
+            let mode = if durable { "FULL" } else { "NORMAL" };
+            if guard.pragma_update(None, "synchronous", mode).is_ok() {
+                synchronous_full = durable;
+            }
+        }
         if let Err(err) = guard.execute_batch("BEGIN IMMEDIATE") {
             for op in group {
                 let _ = op.reply.send(Err(clone_error(&err)));

@@ -9,9 +9,9 @@
 //! expression or a code block turns the whole template into one Lua chunk, built the way
 //! lua-resty-template builds it (a function appending output pieces to a table), compiled at parse
 //! time and run per render in a fresh sandbox ([`crate::lua::sandbox`]) where the data's keys are
-//! variables that shadow the sandbox's globals, and `context` is the data itself. Inside, `pcall`
-//! cannot swallow the CPU budget's error and `__gc` finalizers are refused, as Lua runs them with
-//! hooks off, beyond the budget's reach.
+//! variables that shadow the sandbox's globals, and `context` is the data itself. The sandbox's
+//! guards hold there too: `pcall` cannot swallow a limit error, `__gc` finalizers and pattern
+//! calls that could backtrack past any budget are refused.
 //!
 //! Where lua-resty-template is lax or leaks, this module is strict: an unclosed tag is an error
 //! (lua-resty-template prints it as text); includes (`{(file)}`, `{[expr]}`) and layout blocks
@@ -20,9 +20,7 @@
 //! writes is escaped; literal text is kept byte for byte. Numbers render as in LuaJIT, Kong's Lua:
 //! `42`, `1.5`, and `42` for the float `42.0`.
 
-use std::time::Instant;
-
-use mlua::{ChunkMode, DeserializeOptions, Lua, LuaSerdeExt, MultiValue, SerializeOptions, Table};
+use mlua::{ChunkMode, DeserializeOptions, Lua, LuaSerdeExt, SerializeOptions, Table};
 use serde_json::Value as Json;
 
 use crate::lua::{sandbox, with_cpu_budget, Limits};
@@ -492,13 +490,12 @@ fn lua_number(x: f64) -> String {
 }
 
 /// Trusted Lua run in each render's sandbox before any template code: it captures the library
-/// functions the template's helpers use (so the data or the template cannot swap them), builds the
-/// environment where data keys shadow globals, and replaces `pcall`/`xpcall` with versions that
-/// re-raise once the CPU budget is spent (else `while true do pcall(f) end` would never stop).
+/// functions the template's helpers use (so the data or the template cannot swap them) and builds
+/// the environment where data keys shadow globals.
 const HELPERS: &str = r##"
-local check, json, ctx = ...
-local G, type, tostring, raw_pcall, raw_xpcall, setmetatable, select =
-  _ENV, type, tostring, pcall, xpcall, setmetatable, select
+local json, ctx = ...
+local G, type, tostring, pcall, setmetatable, select =
+  _ENV, type, tostring, pcall, setmetatable, select
 local gsub, format, mtype, concat = string.gsub, string.format, math.type, table.concat
 local HTML = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;",
   ["'"] = "&#39;", ["/"] = "&#47;" }
@@ -514,7 +511,7 @@ local function out(v)
   if t == "string" then return v end
   if t == "function" then return out(v()) end
   if t == "table" then
-    local ok, text = raw_pcall(json, v)
+    local ok, text = pcall(json, v)
     if ok then return text end
   end
   return str(v)
@@ -533,17 +530,6 @@ end
 local function echo(buffer, ...)
   for i = 1, select("#", ...) do buffer[#buffer + 1] = str((select(i, ...))) end
 end
-G.pcall = function(...) return check(raw_pcall(...)) end
--- Lua runs finalizers with debug hooks off, so a looping `__gc` could not be stopped: refuse them.
--- Lua only honours a `__gc` present when the metatable is set, so checking here is enough.
-local raw_setmetatable, rawget = setmetatable, rawget
-G.setmetatable = function(t, mt)
-  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
-    error("__gc metamethods are not allowed", 2)
-  end
-  return raw_setmetatable(t, mt)
-end
-G.xpcall = function(...) return check(raw_xpcall(...)) end
 local env = setmetatable({ context = ctx }, { __index = function(_, k)
   if type(ctx) == "table" then
     local v = ctx[k]
@@ -677,16 +663,6 @@ impl LuaChunk {
 
     fn run(&self, lua: &Lua, data: &Json, limits: &Limits) -> Result<String, TemplateError> {
         let failed = |err: mlua::Error| TemplateError::Runtime(self.message(&err));
-        let deadline = Instant::now() + limits.cpu_time;
-        let check = lua
-            .create_function(move |_, results: MultiValue| {
-                if Instant::now() > deadline {
-                    Err(mlua::Error::RuntimeError("CPU time limit exceeded".into()))
-                } else {
-                    Ok(results)
-                }
-            })
-            .map_err(failed)?;
         let json = lua
             .create_function(|lua, value: mlua::Value| {
                 let options = DeserializeOptions::new().sort_keys(true);
@@ -703,7 +679,7 @@ impl LuaChunk {
             .load(HELPERS)
             .set_name("=helpers")
             .set_mode(ChunkMode::Text)
-            .call((check, json, context))
+            .call((json, context))
             .map_err(failed)?;
         let function = self.load(lua, Some(env)).map_err(failed)?;
         let output: mlua::String =
@@ -1062,6 +1038,13 @@ mod tests {
             err,
             TemplateError::Runtime("CPU time limit exceeded".into())
         );
+    }
+
+    #[test]
+    fn refuses_pattern_bombs() {
+        let source = "{{ ('a'):rep(40):find(('a*'):rep(40) .. 'b') }}";
+        let err = render(source, json!({})).unwrap_err();
+        assert!(err.to_string().contains("pattern too complex"), "{err}");
     }
 
     #[test]

@@ -279,10 +279,17 @@ async fn every_admin_sample_event_runs_through_the_lambda_binary_on_moto() {
     };
     assert!(has_crud, "no crud source in {sources:?}");
 
+    // The event and delivery-log samples run in probe_lambda.rs, beside the dispatch data they need.
+    let elsewhere = ["admin-emit-event.json", "admin-list-deliveries.json"];
+    let unused: Vec<String> = samples
+        .unused("admin-")
+        .into_iter()
+        .filter(|name| !elsewhere.contains(&name.as_str()))
+        .collect();
     assert_eq!(
-        samples.unused("admin-"),
+        unused,
         Vec::<String>::new(),
-        "sample events this test does not invoke"
+        "sample events no test invokes"
     );
 
     // Then every change put its `crud` and `dao:crud` events on the queue: three creates (two

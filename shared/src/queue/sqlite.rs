@@ -122,8 +122,9 @@ impl SqliteQueue {
         let name = self.name.clone();
         let redrive = self.redrive.clone();
         let visibility = millis(visibility);
+        // Relaxed: if the machine dies before the next fsync, the message is just visible again.
         self.db
-            .write(move |tx| {
+            .write_relaxed(move |tx| {
                 let now = now_millis();
                 if let Some(redrive) = &redrive {
                     // SQS moves such a message when a receive reaches it; moving all of them at
@@ -261,8 +262,10 @@ impl Queue for SqliteQueue {
     async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
         let name = self.name.clone();
         let receipt = receipt.to_owned();
+        // Relaxed: a deletion lost with the machine means one more delivery, which at-least-once
+        // allows and the delivery id lets receivers drop.
         self.db
-            .write(move |conn| {
+            .write_relaxed(move |conn| {
                 // A receipt that is no longer current matches no row: ignored, as in SQS.
                 conn.execute(
                     "DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2",
