@@ -10,6 +10,7 @@ pub mod aws;
 pub mod deliver;
 pub mod deliveries;
 pub mod dispatch;
+pub mod env;
 pub mod events;
 pub mod form;
 pub mod lambda;

@@ -6,17 +6,13 @@ use std::time::Duration;
 
 use event_hooks::admin::{self, AdminPorts, AdminSettings, AdminState};
 use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
+use event_hooks::env::required;
 use event_hooks::lua::LuaPolicy;
 use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::snapshot::SnapshotCache;
 use event_hooks::store::dynamodb::DynamoHookStore;
 use event_hooks::store::HookStore;
 use lambda_http::{run, Error};
-
-/// Reads a required environment variable, failing the cold start with a clear message.
-fn required(name: &str) -> Result<String, Error> {
-    std::env::var(name).map_err(|_| format!("environment variable {name} is not set").into())
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

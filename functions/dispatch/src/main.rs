@@ -10,6 +10,7 @@ use std::time::Duration;
 use event_hooks::deliver::http::{HttpSender, HttpSettings};
 use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
 use event_hooks::dispatch::{DispatchSettings, Dispatcher, Executor};
+use event_hooks::env::{boolean, optional, required, seconds};
 use event_hooks::lua::Limits;
 use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::snapshot::SnapshotCache;
@@ -19,29 +20,6 @@ use event_hooks::windows::dynamodb::DynamoWindowStore;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 use handler::{handle_batch, Queues};
-
-fn required(name: &str) -> Result<String, Error> {
-    std::env::var(name).map_err(|_| format!("environment variable {name} is not set").into())
-}
-
-/// An optional environment variable parsed with `parse`; a malformed value fails the cold start.
-fn optional<T>(name: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, Error> {
-    match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => parse(value.trim())
-            .map(Some)
-            .map_err(|err| format!("environment variable {name}: {err}").into()),
-        _ => Ok(None),
-    }
-}
-
-fn seconds(value: &str) -> Result<Duration, String> {
-    value
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("'{value}' is not a number of seconds"))
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -66,11 +44,7 @@ async fn main() -> Result<(), Error> {
     if let Some(total) = optional("REQUEST_TIMEOUT_SECONDS", seconds)? {
         http.total_timeout = total;
     }
-    http.allow_private_targets = optional("ALLOW_PRIVATE_TARGETS", |v| {
-        v.parse::<bool>()
-            .map_err(|_| format!("'{v}' is not true or false"))
-    })?
-    .unwrap_or(false);
+    http.allow_private_targets = optional("ALLOW_PRIVATE_TARGETS", boolean)?.unwrap_or(false);
     let cache_age = optional("HOOKS_CACHE_SECONDS", seconds)?.unwrap_or(Duration::from_secs(5));
 
     let config = event_hooks::aws::load_config(None).await;

@@ -2,34 +2,14 @@
 //! the handler executor once, and serves the two routes through `lambda_http`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use event_hooks::admin::{self, AdminSettings, ProbeState};
 use event_hooks::deliver::http::{HttpSender, HttpSettings};
 use event_hooks::dispatch::Executor;
+use event_hooks::env::{boolean, optional, required, seconds};
 use event_hooks::lua::{Limits, LuaPolicy};
 use event_hooks::store::dynamodb::DynamoHookStore;
 use lambda_http::{run, Error};
-
-fn required(name: &str) -> Result<String, Error> {
-    std::env::var(name).map_err(|_| format!("environment variable {name} is not set").into())
-}
-
-/// An optional number of seconds from the environment; a malformed value fails the cold start.
-fn seconds(name: &str) -> Result<Option<Duration>, Error> {
-    match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => value
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(|s| Some(Duration::from_secs_f64(s)))
-            .ok_or_else(|| {
-                format!("environment variable {name}: '{value}' is not a number of seconds").into()
-            }),
-        _ => Ok(None),
-    }
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -53,13 +33,13 @@ async fn main() -> Result<(), Error> {
             .unwrap_or_default(),
     };
     let mut http = HttpSettings::default();
-    if let Some(connect) = seconds("CONNECT_TIMEOUT_SECONDS")? {
+    if let Some(connect) = optional("CONNECT_TIMEOUT_SECONDS", seconds)? {
         http.connect_timeout = connect;
     }
-    if let Some(total) = seconds("REQUEST_TIMEOUT_SECONDS")? {
+    if let Some(total) = optional("REQUEST_TIMEOUT_SECONDS", seconds)? {
         http.total_timeout = total;
     }
-    http.allow_private_targets = std::env::var("ALLOW_PRIVATE_TARGETS").is_ok_and(|v| v == "true");
+    http.allow_private_targets = optional("ALLOW_PRIVATE_TARGETS", boolean)?.unwrap_or(false);
 
     let config = event_hooks::aws::load_config(None).await;
     let store = Arc::new(DynamoHookStore::new(
