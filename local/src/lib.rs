@@ -147,6 +147,7 @@ impl Service {
             },
         ));
         let events: Arc<dyn Queue> = Arc::new(events);
+        let snapshot_for_status = snapshot.clone();
         let admin_settings = AdminSettings {
             admin_token: settings.admin_token.clone().filter(|t| !t.is_empty()),
             lua: settings.untrusted_lua.clone(),
@@ -162,8 +163,13 @@ impl Service {
             },
             admin_settings,
         );
+        // Unauthenticated, for health checks: it shows counts, never hooks or events.
+        let status = {
+            let (dispatcher, snapshot) = (dispatcher.clone(), snapshot_for_status);
+            axum::routing::get(move || status(dispatcher.clone(), snapshot.clone()))
+        };
         Ok(Service {
-            router: admin::full_router(state, probe),
+            router: admin::full_router(state, probe).route("/status", status),
             dispatcher,
             events,
             deliveries,
@@ -189,6 +195,32 @@ impl Service {
             }
         }
         handles
+    }
+}
+
+/// `GET /status`: whether the service can read its hooks, and what the dispatcher has done.
+async fn status(
+    dispatcher: Arc<Dispatcher>,
+    snapshot: Arc<SnapshotCache>,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    let counts = dispatcher.stats.counts();
+    match snapshot.get().await {
+        Ok(hooks) => (
+            axum::http::StatusCode::OK,
+            axum::Json(serde_json::json!({
+                "status": "ok",
+                "version": env!("CARGO_PKG_VERSION"),
+                "hooks": hooks.len(),
+                "dispatch": counts,
+            })),
+        ),
+        Err(err) => {
+            tracing::error!(error = %err, "status: cannot read the hooks");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({ "status": "unavailable", "dispatch": counts })),
+            )
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod events;
 pub mod form;
 pub mod lambda;
 pub mod lua;
+pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod snapshot;

@@ -452,3 +452,42 @@ async fn deliveries_are_logged_and_can_be_sent_again() {
         .unwrap();
     assert_eq!(forged.status(), 400);
 }
+
+#[tokio::test]
+async fn status_reports_health_and_dispatch_counts_without_auth() {
+    let server = LocalServer::start(&["--admin-token", "t0ken"]);
+    let receiver = Receiver::start().await;
+    let client = reqwest::Client::new();
+    let created = client
+        .post(server.url("/event-hooks"))
+        .header("kong-admin-token", "t0ken")
+        .json(&json!({"source":"balancer","handler":"webhook","config":{"url":receiver.url("/s")}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let accepted = client
+        .post(server.url("/events"))
+        .header("kong-admin-token", "t0ken")
+        .json(&json!({"source":"balancer","event":"health","data":{"ip":"10.0.0.9"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    receiver.wait_for("/s", 1, WAIT).await;
+
+    let status: Value = client
+        .get(server.url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "ok");
+    assert_eq!(status["hooks"], 1);
+    assert!(
+        status["dispatch"]["delivered"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+}

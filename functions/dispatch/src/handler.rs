@@ -6,20 +6,30 @@ use std::collections::HashMap;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use event_hooks::dispatch::worker::{self, Feed};
-use event_hooks::dispatch::{Dispatcher, MessageOutcome};
+use std::sync::Mutex;
+
+use event_hooks::dispatch::{Counts, Dispatcher, MessageOutcome};
+use event_hooks::events::now_millis;
+use event_hooks::metrics::emf_line;
 use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::queue::Received;
 use tracing::Instrument;
 
-/// The two queues that trigger the function, recognised by their names in the record's ARN.
+/// The two queues that trigger the function, recognised by their names in the record's ARN, and
+/// the dispatcher's counters as last reported.
 pub struct Queues {
     events: SqsQueue,
     deliveries: SqsQueue,
+    reported: Mutex<Counts>,
 }
 
 impl Queues {
     pub fn new(events: SqsQueue, deliveries: SqsQueue) -> Queues {
-        Queues { events, deliveries }
+        Queues {
+            events,
+            deliveries,
+            reported: Mutex::new(Counts::default()),
+        }
     }
 
     fn for_arn(&self, arn: &str) -> Option<(&SqsQueue, Feed)> {
@@ -31,6 +41,17 @@ impl Queues {
         .into_iter()
         .find(|(queue, _)| queue_name(queue.url()) == name)
     }
+}
+
+/// Writes what this batch did as one CloudWatch Embedded Metric Format line on stdout.
+fn emit_metrics(dispatcher: &Dispatcher, queues: &Queues) {
+    let now = dispatcher.stats.counts();
+    let mut reported = queues.reported.lock().unwrap_or_else(|p| p.into_inner());
+    let latencies = dispatcher.stats.take_latencies();
+    if let Some(line) = emf_line(now - *reported, &latencies, now_millis()) {
+        println!("{line}");
+    }
+    *reported = now;
 }
 
 /// The last path segment of a queue URL is the queue's name.
@@ -96,6 +117,7 @@ pub async fn handle_batch(
         (message.id, handled)
     }))
     .await;
+    emit_metrics(dispatcher, queues);
     for (id, handled) in results {
         if !handled {
             // The struct is non-exhaustive: build it from its default.
