@@ -1,9 +1,12 @@
 //! event-hooks: Kong Gateway's Event Hooks as a library.
 //!
-//! Domain modules ([`model`], [`validate`], [`form`], [`sources`], [`events`], [`lua`]) know
-//! nothing of AWS; the ports ([`store::HookStore`], [`queue::Queue`]) have an embedded SQLite
-//! adapter and an AWS adapter each. [`admin`] is the Kong-compatible admin API as an axum router,
-//! served by the Lambda function and by the local server alike.
+//! Domain modules know nothing of AWS: [`model`], [`validate`], [`form`], [`sources`],
+//! [`events`], [`lua`], [`template`], [`lambda`], [`snapshot`], [`dispatch`], [`deliver`],
+//! [`metrics`], [`env`]. The four ports ([`store::HookStore`], [`queue::Queue`],
+//! [`windows::WindowStore`], [`deliveries::DeliveryLog`]) each have an embedded SQLite adapter
+//! (on [`sqlite::Database`]) and an AWS adapter, which pass the same contract suites; [`aws`]
+//! builds the SDK configuration. [`admin`] is the Kong-compatible HTTP API as axum routers, served
+//! by the Lambda functions and by the local server alike.
 
 pub mod admin;
 pub mod aws;
