@@ -7,6 +7,7 @@ mod deliveries;
 mod error;
 mod events;
 mod hooks;
+mod openapi;
 mod probe;
 mod sources;
 
@@ -207,6 +208,7 @@ fn admin_routes(state: AdminState) -> Router {
             "/event-hooks/{id}/deliveries/{delivery}/retry",
             with_options(axum::routing::post(deliveries::retry), "POST, OPTIONS"),
         )
+        .route("/openapi.json", get(openapi::document))
         .with_state(state)
 }
 
