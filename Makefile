@@ -28,7 +28,8 @@ fmt: ## Format the code
 validate-template: venv ## sam validate --lint on template.yaml
 	scripts/validate-template.sh
 
-venv: ## Create .venv with moto and the SAM CLI (once)
+venv: ## Create .venv with moto and the SAM CLI (once), and install curl if missing
+	scripts/system-deps.sh
 	scripts/venv.sh
 
 build: venv ## Build the Lambda zips with cargo-lambda (zig from PyPI) and print their sizes
