@@ -35,9 +35,10 @@ venv: ## Create .venv with moto and the SAM CLI (once), and install curl if miss
 build: venv ## Build the Lambda zips with cargo-lambda (zig from PyPI) and print their sizes
 	scripts/build-lambdas.sh
 
-bench: ## Benchmarks: per-delivery overhead, then end-to-end throughput of the local server
+bench: ## Benchmarks: per-delivery overhead, end-to-end throughput, start-up time and idle memory
 	$(CARGO) bench -p event-hooks --bench overhead
 	$(CARGO) bench -p event-hooks-local --bench throughput
+	scripts/startup-bench.sh
 
 clean: ## Remove build output, local data and the venv
 	$(CARGO) clean
