@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS queue_messages (
     receive_count INTEGER NOT NULL DEFAULT 0,
     receipt       TEXT UNIQUE
 );
-CREATE INDEX IF NOT EXISTS queue_messages_visible ON queue_messages (queue, visible_at);
+DROP INDEX IF EXISTS queue_messages_visible;
+CREATE INDEX IF NOT EXISTS queue_messages_ready ON queue_messages (queue, visible_at, seq);
 ";
 
 /// Where a queue's messages go after too many receives, like an SQS redrive policy.
@@ -126,49 +127,64 @@ impl SqliteQueue {
         self.db
             .write_relaxed(move |tx| {
                 let now = now_millis();
-                if let Some(redrive) = &redrive {
-                    // SQS moves such a message when a receive reaches it; moving all of them at
-                    // once is indistinguishable from outside and keeps the query simple. The
-                    // message keeps its id and receive count, as in SQS.
-                    tx.execute(
-                        "UPDATE queue_messages SET queue = ?1, receipt = NULL, visible_at = ?2
-                         WHERE queue = ?3 AND visible_at <= ?2 AND receive_count >= ?4",
-                        params![redrive.dead_letter, now, &*name, redrive.max_receives],
-                    )?;
+                // Visible messages in the order they became visible, read through the index so
+                // that a long queue costs no more than a short one.
+                let mut select = tx.prepare_cached(
+                    "SELECT seq, id, body, attributes, receive_count FROM queue_messages
+                     WHERE queue = ?1 AND visible_at <= ?2
+                     ORDER BY visible_at, seq LIMIT ?3",
+                )?;
+                let mut received = Vec::with_capacity(max as usize);
+                loop {
+                    let candidates = select
+                        .query_map(params![&*name, now, max], |row| {
+                            Ok((
+                                row.get::<_, i64>(0)?,
+                                row.get::<_, String>(1)?,
+                                row.get::<_, String>(2)?,
+                                row.get::<_, String>(3)?,
+                                row.get::<_, u32>(4)?,
+                            ))
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    let exhausted = candidates.len() < max as usize;
+                    let mut moved = false;
+                    for (seq, id, body, attributes, receive_count) in candidates {
+                        if received.len() == max as usize {
+                            break;
+                        }
+                        if let Some(redrive) = redrive.as_deref().filter(|r| receive_count >= r.max_receives) {
+                            // As SQS does when a receive reaches it: the message moves to the
+                            // dead-letter queue, keeping its id and receive count.
+                            tx.prepare_cached(
+                                "UPDATE queue_messages SET queue = ?1, receipt = NULL, visible_at = ?2
+                                 WHERE seq = ?3",
+                            )?
+                            .execute(params![redrive.dead_letter, now, seq])?;
+                            moved = true;
+                            continue;
+                        }
+                        let receipt = uuid::Uuid::new_v4().to_string();
+                        tx.prepare_cached(
+                            "UPDATE queue_messages
+                             SET receive_count = receive_count + 1, receipt = ?1, visible_at = ?2
+                             WHERE seq = ?3",
+                        )?
+                        .execute(params![receipt, now + visibility, seq])?;
+                        received.push(Received {
+                            id,
+                            receipt,
+                            body,
+                            receive_count: receive_count + 1,
+                            attributes: decode_attributes(&attributes)?,
+                        });
+                    }
+                    // Only a batch thinned by dead-lettering needs another look.
+                    if received.len() == max as usize || exhausted || !moved {
+                        break;
+                    }
                 }
-                let candidates = {
-                    let mut select = tx.prepare(
-                        "SELECT seq, id, body, attributes, receive_count FROM queue_messages
-                         WHERE queue = ?1 AND visible_at <= ?2 ORDER BY seq LIMIT ?3",
-                    )?;
-                    let rows = select.query_map(params![&*name, now, max], |row| {
-                        Ok((
-                            row.get::<_, i64>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, String>(2)?,
-                            row.get::<_, String>(3)?,
-                            row.get::<_, u32>(4)?,
-                        ))
-                    })?;
-                    rows.collect::<rusqlite::Result<Vec<_>>>()?
-                };
-                let mut received = Vec::with_capacity(candidates.len());
-                for (seq, id, body, attributes, receive_count) in candidates {
-                    let receipt = uuid::Uuid::new_v4().to_string();
-                    tx.execute(
-                        "UPDATE queue_messages
-                         SET receive_count = receive_count + 1, receipt = ?1, visible_at = ?2
-                         WHERE seq = ?3",
-                        params![receipt, now + visibility, seq],
-                    )?;
-                    received.push(Received {
-                        id,
-                        receipt,
-                        body,
-                        receive_count: receive_count + 1,
-                        attributes: decode_attributes(&attributes)?,
-                    });
-                }
+                drop(select);
                 let next_visible_at = if received.is_empty() {
                     tx.query_row(
                         "SELECT MIN(visible_at) FROM queue_messages WHERE queue = ?1",
