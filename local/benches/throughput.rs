@@ -3,7 +3,8 @@
 //! reqwest client posting to the same sink at the same concurrency.
 //!
 //! Run: `cargo bench -p event-hooks-local --bench throughput` (`BENCH_EVENTS=n` to change the
-//! count, default 20000; `BENCH_WORKERS=n` for the consumers per queue, default 8 as the server). Reports requests/s for both, checks every event was delivered exactly
+//! count, default 20000; `BENCH_WORKERS=n` for the consumers per queue, default 16 as the
+//! server). Reports requests/s for both, checks every event was delivered exactly
 //! once, and prints `POST /events` latency percentiles (each 202 comes after the event is on disk).
 
 use std::collections::HashSet;
@@ -157,7 +158,7 @@ async fn run(total: usize) {
         workers: std::env::var("BENCH_WORKERS")
             .ok()
             .and_then(|n| n.parse().ok())
-            .unwrap_or(8),
+            .unwrap_or(16),
         log_format: "text".into(),
     };
     let service = Service::open(&settings).await.unwrap();

@@ -75,7 +75,7 @@ pub struct Settings {
     pub request_timeout: f64,
 
     /// Concurrent consumers of each queue (events, deliveries).
-    #[arg(long, env = "EVENT_HOOKS_WORKERS", default_value_t = 8)]
+    #[arg(long, env = "EVENT_HOOKS_WORKERS", default_value_t = 16)]
     pub workers: usize,
 
     /// Log format: `text` for people, `json` for machines.
