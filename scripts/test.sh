@@ -10,5 +10,5 @@ EVENT_HOOKS_REQUIRE_MOTO=1 scripts/with-moto.sh cargo test --workspace 2>&1 | te
 status=${PIPESTATUS[0]}
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
-echo "rust tests: $passed passed, $failed failed"
+echo "tests: $passed passed, $failed failed"
 exit "$status"
