@@ -3,7 +3,6 @@
 //! SQS on moto, and its API Gateway responses and `crud` events are checked.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -13,47 +12,11 @@ use event_hooks::queue::Queue;
 use event_hooks::store::dynamodb::create_table;
 use event_hooks_tests::lambda_runtime::{function_binary, Failure, FunctionProcess};
 use event_hooks_tests::moto::{self, unique_name};
+use event_hooks_tests::samples::Samples;
 use serde_json::{json, Map, Value};
 
 /// The hook id the get, patch and delete samples address.
 const SAMPLE_HOOK_ID: &str = "4a0c4f41-6b8b-4a42-9d37-0c6b8d1f8f0e";
-
-/// The sample events, remembering which ones a test used.
-struct Samples {
-    dir: PathBuf,
-    used: BTreeSet<String>,
-}
-
-impl Samples {
-    fn new() -> Samples {
-        Samples {
-            dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events"),
-            used: BTreeSet::new(),
-        }
-    }
-
-    /// The API Gateway HTTP API (v2) event in `events/<name>`.
-    fn load(&mut self, name: &str) -> Value {
-        let path = self.dir.join(name);
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
-        self.used.insert(name.to_owned());
-        serde_json::from_str(&text).unwrap_or_else(|err| panic!("{name} is not JSON: {err}"))
-    }
-
-    /// Sample files named `<prefix>*.json` that no [`Samples::load`] asked for.
-    fn unused(&self, prefix: &str) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
-            .expect("list events/")
-            .map(|entry| entry.expect("events/ entry").file_name())
-            .filter_map(|name| name.into_string().ok())
-            .filter(|name| name.starts_with(prefix) && name.ends_with(".json"))
-            .filter(|name| !self.used.contains(name))
-            .collect();
-        names.sort();
-        names
-    }
-}
 
 /// An API Gateway HTTP API (payload 2.0) response, with its body decoded and parsed as JSON.
 #[derive(Debug)]

@@ -4,8 +4,6 @@
 //! and delivery-listing samples run here too, against the same hooks table, since both need a hook
 //! the sample id names.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -19,6 +17,7 @@ use event_hooks::store::{HookStore, Precondition};
 use event_hooks_tests::lambda_runtime::{function_binary, FunctionProcess};
 use event_hooks_tests::moto::{self, unique_name};
 use event_hooks_tests::receiver::Receiver;
+use event_hooks_tests::samples::Samples;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -26,40 +25,6 @@ use uuid::Uuid;
 const SAMPLE_HOOK_ID: &str = "4a0c4f41-6b8b-4a42-9d37-0c6b8d1f8f0e";
 const SECRET: &str = "hunter2";
 const WAIT: Duration = Duration::from_secs(10);
-
-/// The sample events, remembering which ones the test loaded.
-struct Samples {
-    dir: PathBuf,
-    used: BTreeSet<String>,
-}
-
-impl Samples {
-    fn new() -> Samples {
-        Samples {
-            dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events"),
-            used: BTreeSet::new(),
-        }
-    }
-
-    /// The API Gateway HTTP API (v2) event in `events/<name>`.
-    fn load(&mut self, name: &str) -> Value {
-        let path = self.dir.join(name);
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
-        self.used.insert(name.to_owned());
-        serde_json::from_str(&text).unwrap_or_else(|err| panic!("{name} is not JSON: {err}"))
-    }
-
-    /// Sample files named `<prefix>*.json` that no [`Samples::load`] asked for.
-    fn unused(&self, prefix: &str) -> BTreeSet<String> {
-        std::fs::read_dir(&self.dir)
-            .expect("list events/")
-            .filter_map(|entry| entry.expect("events/ entry").file_name().into_string().ok())
-            .filter(|name| name.starts_with(prefix) && name.ends_with(".json"))
-            .filter(|name| !self.used.contains(name))
-            .collect()
-    }
-}
 
 /// The sample `event`, addressed to hook `id` instead of the sample hook (path, raw path and path
 /// parameters alike).
@@ -315,7 +280,7 @@ async fn the_probe_and_admin_samples_run_through_the_lambda_binaries_on_moto() {
 
     assert_eq!(
         samples.unused("probe-"),
-        BTreeSet::new(),
+        Vec::<String>::new(),
         "probe sample events this test does not invoke"
     );
 }

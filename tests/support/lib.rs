@@ -3,4 +3,5 @@
 pub mod lambda_runtime;
 pub mod moto;
 pub mod receiver;
+pub mod samples;
 pub mod server;
