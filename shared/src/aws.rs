@@ -24,3 +24,52 @@ pub fn local_config(endpoint_url: &str) -> SdkConfig {
         ))
         .build()
 }
+
+/// How long [`create_table`] waits for a new table to become active.
+const TABLE_ACTIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Creates an on-demand DynamoDB table with string keys — `hash`, and `range` when given — and
+/// waits until it is active. For tests and tooling; deployments create tables from the template.
+pub async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+    hash: &str,
+    range: Option<&str>,
+) -> Result<(), crate::store::StoreError> {
+    use crate::store::StoreError;
+    use aws_sdk_dynamodb::client::Waiters as _;
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+
+    let mut request = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest);
+    let keys = std::iter::once((hash, KeyType::Hash)).chain(range.map(|r| (r, KeyType::Range)));
+    for (attribute, key_type) in keys {
+        request = request
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(attribute)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(StoreError::backend)?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(attribute)
+                    .key_type(key_type)
+                    .build()
+                    .map_err(StoreError::backend)?,
+            );
+    }
+    request.send().await.map_err(StoreError::backend)?;
+    client
+        .wait_until_table_exists()
+        .table_name(name)
+        .wait(TABLE_ACTIVE_TIMEOUT)
+        .await
+        .map_err(StoreError::backend)?;
+    Ok(())
+}

@@ -25,13 +25,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::client::Waiters as _;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata as _;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
-    ScalarAttributeType, TimeToLiveSpecification,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TimeToLiveSpecification};
 use aws_sdk_dynamodb::Client;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -48,9 +44,6 @@ type Item = HashMap<String, AttributeValue>;
 /// The table's TTL attribute (Unix seconds).
 const TTL_ATTRIBUTE: &str = "expires_at";
 
-/// How long [`create_table`] waits for a new table to become active.
-const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
-
 /// Creates the table this adapter expects (`pk`/`sk` string keys, on-demand billing, TTL on
 /// `expires_at`) and waits until it is active. For tests and tooling; deployments create it from
 /// the template.
@@ -58,37 +51,7 @@ const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
 /// An emulator that does not implement `UpdateTimeToLive` is tolerated: the table then never
 /// purges, which the adapter does not rely on, since reads skip expired items themselves.
 pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError> {
-    let attribute = |attr: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(attr)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(StoreError::backend)
-    };
-    let key = |attr: &str, key_type: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(attr)
-            .key_type(key_type)
-            .build()
-            .map_err(StoreError::backend)
-    };
-    client
-        .create_table()
-        .table_name(name)
-        .attribute_definitions(attribute("pk")?)
-        .attribute_definitions(attribute("sk")?)
-        .key_schema(key("pk", KeyType::Hash)?)
-        .key_schema(key("sk", KeyType::Range)?)
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .map_err(StoreError::backend)?;
-    client
-        .wait_until_table_exists()
-        .table_name(name)
-        .wait(TABLE_ACTIVE_TIMEOUT)
-        .await
-        .map_err(StoreError::backend)?;
+    crate::aws::create_table(client, name, "pk", Some("sk")).await?;
     let ttl = TimeToLiveSpecification::builder()
         .attribute_name(TTL_ATTRIBUTE)
         .enabled(true)

@@ -14,13 +14,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::client::Waiters as _;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType, Put,
-    ReturnValue, ScalarAttributeType, TransactWriteItem,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use uuid::Uuid;
 
@@ -46,44 +42,10 @@ const FILTERED_BATCH: usize = 100;
 const CONDITION_FAILED: &str = "ConditionalCheckFailed";
 const TRANSACTION_CONFLICT: &str = "TransactionConflict";
 
-/// How long [`create_table`] waits for a new table to become active.
-const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
-
 /// Creates the table this adapter expects (`pk`/`sk` string keys, on-demand billing) and waits
 /// until it is active. For tests and tooling; deployments create it from the template.
 pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError> {
-    let attribute = |attr: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(attr)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(StoreError::backend)
-    };
-    let key = |attr: &str, key_type: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(attr)
-            .key_type(key_type)
-            .build()
-            .map_err(StoreError::backend)
-    };
-    client
-        .create_table()
-        .table_name(name)
-        .attribute_definitions(attribute("pk")?)
-        .attribute_definitions(attribute("sk")?)
-        .key_schema(key("pk", KeyType::Hash)?)
-        .key_schema(key("sk", KeyType::Range)?)
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .map_err(StoreError::backend)?;
-    client
-        .wait_until_table_exists()
-        .table_name(name)
-        .wait(TABLE_ACTIVE_TIMEOUT)
-        .await
-        .map_err(StoreError::backend)?;
-    Ok(())
+    crate::aws::create_table(client, name, "pk", Some("sk")).await
 }
 
 /// [`HookStore`] on one DynamoDB table laid out as described in the module documentation.

@@ -11,19 +11,12 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::client::Waiters as _;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TimeToLiveSpecification,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, TimeToLiveSpecification};
 use aws_sdk_dynamodb::Client;
 
 use super::{expiry_millis, now_millis, StoreError, WindowStore};
-
-/// How long [`create_table`] waits for a new table to become active.
-const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Free, expired, or already ours. (`key` is a reserved word, hence the `#k` placeholder.)
 const CLAIM_CONDITION: &str = "attribute_not_exists(#k) OR #exp < :now OR #claimant = :me";
@@ -35,33 +28,7 @@ const SWAP_CONDITION: &str =
 /// active, and turns on TTL on `expires_at`. For tests and tooling; deployments create it from the
 /// template.
 pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError> {
-    client
-        .create_table()
-        .table_name(name)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("key")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .map_err(StoreError::backend)?,
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("key")
-                .key_type(KeyType::Hash)
-                .build()
-                .map_err(StoreError::backend)?,
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .map_err(StoreError::backend)?;
-    client
-        .wait_until_table_exists()
-        .table_name(name)
-        .wait(TABLE_ACTIVE_TIMEOUT)
-        .await
-        .map_err(StoreError::backend)?;
+    crate::aws::create_table(client, name, "key", None).await?;
     client
         .update_time_to_live()
         .table_name(name)
