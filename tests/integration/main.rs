@@ -6,6 +6,7 @@ mod deliveries_contract;
 mod delivery_http;
 mod dispatch_lambda;
 mod dispatch_local;
+mod dispatcher;
 mod openapi;
 mod probe_lambda;
 mod probe_local;
