@@ -73,3 +73,23 @@ pub async fn create_table(
         .map_err(StoreError::backend)?;
     Ok(())
 }
+
+/// The item at `key` in `table`, read consistently (so a write just made is seen).
+pub async fn read_item(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+) -> Result<
+    Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+    crate::store::StoreError,
+> {
+    let output = client
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(crate::store::StoreError::backend)?;
+    Ok(output.item)
+}

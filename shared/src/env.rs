@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+use crate::admin::AdminSettings;
+use crate::deliver::http::HttpSettings;
+use crate::lua::LuaPolicy;
+
 /// A setting that is missing or malformed.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingError {
@@ -50,6 +54,42 @@ pub fn boolean(value: &str) -> Result<bool, String> {
     value
         .parse::<bool>()
         .map_err(|_| format!("'{value}' is not true or false"))
+}
+
+/// JSON log lines on stdout, filtered by `RUST_LOG` (default `info`), without a time stamp:
+/// CloudWatch stamps each line. The Lambda runtime's span (with the request id) is in every line.
+pub fn init_lambda_logs() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_current_span(false)
+        .without_time()
+        .init();
+}
+
+/// `ADMIN_TOKEN` (empty means no token auth) and `UNTRUSTED_LUA` (`sandbox` or `off`).
+pub fn admin_settings() -> Result<AdminSettings, SettingError> {
+    Ok(AdminSettings {
+        admin_token: std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
+        lua: optional("UNTRUSTED_LUA", |v| v.parse::<LuaPolicy>())?.unwrap_or_default(),
+    })
+}
+
+/// `CONNECT_TIMEOUT_SECONDS`, `REQUEST_TIMEOUT_SECONDS` and `ALLOW_PRIVATE_TARGETS` over the
+/// defaults of [`HttpSettings`].
+pub fn http_settings() -> Result<HttpSettings, SettingError> {
+    let mut http = HttpSettings::default();
+    if let Some(connect) = optional("CONNECT_TIMEOUT_SECONDS", seconds)? {
+        http.connect_timeout = connect;
+    }
+    if let Some(total) = optional("REQUEST_TIMEOUT_SECONDS", seconds)? {
+        http.total_timeout = total;
+    }
+    http.allow_private_targets = optional("ALLOW_PRIVATE_TARGETS", boolean)?.unwrap_or(false);
+    Ok(http)
 }
 
 #[cfg(test)]

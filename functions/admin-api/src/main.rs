@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use event_hooks::admin::{self, AdminPorts, AdminSettings, AdminState};
+use event_hooks::admin::{self, AdminPorts, AdminState};
 use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
-use event_hooks::env::required;
-use event_hooks::lua::LuaPolicy;
+use event_hooks::env::{self, required};
 use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::snapshot::SnapshotCache;
 use event_hooks::store::dynamodb::DynamoHookStore;
@@ -16,28 +15,13 @@ use lambda_http::{run, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_current_span(false)
-        .without_time() // CloudWatch stamps each line
-        .init();
+    env::init_lambda_logs();
 
     let table = required("HOOKS_TABLE")?;
     let events_queue_url = required("EVENTS_QUEUE_URL")?;
     let deliveries_table = required("DELIVERIES_TABLE")?;
     let deliveries_queue_url = required("DELIVERIES_QUEUE_URL")?;
-    let settings = AdminSettings {
-        admin_token: std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
-        lua: std::env::var("UNTRUSTED_LUA")
-            .ok()
-            .map(|v| v.parse::<LuaPolicy>())
-            .transpose()?
-            .unwrap_or_default(),
-    };
+    let settings = env::admin_settings()?;
 
     // The SDK reads AWS_ENDPOINT_URL itself, which points the function at a local server in tests.
     let config = event_hooks::aws::load_config(None).await;

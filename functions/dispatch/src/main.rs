@@ -7,10 +7,10 @@ mod handler;
 use std::sync::Arc;
 use std::time::Duration;
 
-use event_hooks::deliver::http::{HttpSender, HttpSettings};
+use event_hooks::deliver::http::HttpSender;
 use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
 use event_hooks::dispatch::{DispatchSettings, Dispatcher, Executor};
-use event_hooks::env::{boolean, optional, required, seconds};
+use event_hooks::env::{self, optional, required, seconds};
 use event_hooks::lua::Limits;
 use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::snapshot::SnapshotCache;
@@ -23,28 +23,13 @@ use handler::{handle_batch, Queues};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_current_span(false)
-        .without_time() // CloudWatch stamps each line
-        .init();
+    env::init_lambda_logs();
 
     let mut settings = DispatchSettings::default();
     if let Some(retry) = optional("RETRY_SCHEDULE", |v| v.parse().map_err(|e| format!("{e}")))? {
         settings.retry = retry;
     }
-    let mut http = HttpSettings::default();
-    if let Some(connect) = optional("CONNECT_TIMEOUT_SECONDS", seconds)? {
-        http.connect_timeout = connect;
-    }
-    if let Some(total) = optional("REQUEST_TIMEOUT_SECONDS", seconds)? {
-        http.total_timeout = total;
-    }
-    http.allow_private_targets = optional("ALLOW_PRIVATE_TARGETS", boolean)?.unwrap_or(false);
+    let http = env::http_settings()?;
     let cache_age = optional("HOOKS_CACHE_SECONDS", seconds)?.unwrap_or(Duration::from_secs(5));
 
     let config = event_hooks::aws::load_config(None).await;

@@ -210,16 +210,7 @@ impl DynamoDeliveryLog {
     }
 
     async fn read(&self, key: Item) -> Result<Option<Item>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(StoreError::backend)?;
-        Ok(output.item)
+        crate::aws::read_item(&self.client, &self.table, key).await
     }
 }
 
