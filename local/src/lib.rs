@@ -152,7 +152,7 @@ impl Service {
             admin_token: settings.admin_token.clone().filter(|t| !t.is_empty()),
             lua: settings.untrusted_lua.clone(),
         };
-        let probe = ProbeState::new(store.clone(), executor, admin_settings.clone());
+        let probe = ProbeState::new(store.clone(), executor.clone(), admin_settings.clone());
         let state = AdminState::new(
             AdminPorts {
                 store,
@@ -162,7 +162,8 @@ impl Service {
                 retries: deliveries.clone(),
             },
             admin_settings,
-        );
+        )
+        .with_executor(executor);
         // Unauthenticated, for health checks: it shows counts, never hooks or events.
         let status = {
             let (dispatcher, snapshot) = (dispatcher.clone(), snapshot_for_status);

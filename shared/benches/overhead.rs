@@ -13,7 +13,7 @@ use event_hooks::dispatch::handlers::{webhook_data, webhook_request, CustomPlan}
 use event_hooks::dispatch::matching::EventName;
 use event_hooks::events::Event;
 use event_hooks::lambda::LambdaChain;
-use event_hooks::lua::Limits;
+use event_hooks::lua::{Budget, Limits};
 use event_hooks::model::{Handler, Hook, LogConfig, WebhookConfig, WebhookCustomConfig};
 use event_hooks::snapshot::Snapshot;
 use event_hooks::sources::Catalogue;
@@ -142,7 +142,10 @@ fn main() {
     let limits = Limits::default();
     let custom_ns = measure(|| {
         let data = webhook_data(black_box(&event.data), "consumers", "crud");
-        black_box(plan.request(&custom, &data, &limits).unwrap());
+        black_box(
+            plan.request(&custom, &data, Budget::starting_now(&limits, None))
+                .unwrap(),
+        );
     });
     report(
         "webhook-custom: render 2 templates + JSON + sign",

@@ -18,14 +18,15 @@
 //! `__gc` finalizers and pattern calls that could backtrack past any budget; this module adds the
 //! read-only library views and the per-event globals.
 
-use std::ffi::c_void;
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use mlua::{ChunkMode, Function, Lua, LuaSerdeExt, MultiValue, SerializeOptions, Table, Value};
 use serde_json::Value as Json;
+use uuid::Uuid;
 
-use crate::lua::{sandbox, type_name, with_cpu_budget, Limits};
+use crate::lua::json::{to_json, ToJsonError};
+use crate::lua::{sandbox, scrub_addresses, set_owner, syntax, type_name, with_deadline, Limits};
 
 /// Why a chain failed to compile or to run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -37,7 +38,8 @@ pub enum LambdaError {
     /// Function number `function` (1-based) raised an error or returned `nil, err`, or the
     /// chain's result has no JSON form. For `error("boom")` raised by the function's own code the
     /// message is `line 3: boom`: the chunk name is redundant with `function`, the line is not.
-    /// An error value that is not a string arrives as Lua's `tostring` of it (`table: 0x…`).
+    /// An error value that is not a string arrives as Lua's `tostring` of it, without the
+    /// address (`table`).
     #[error("function {function}: {message}")]
     Runtime {
         /// The failing function, counted from 1.
@@ -56,6 +58,8 @@ pub enum LambdaError {
 pub struct LambdaChain {
     sources: Vec<String>,
     limits: Limits,
+    /// The hook whose chain this is, named on the log lines of its `print`/`warn`.
+    owner: Option<Uuid>,
     state: Mutex<Chain>,
 }
 
@@ -72,12 +76,31 @@ impl LambdaChain {
     /// Compiles each source (a chunk returning a function, as Kong's `functions` entries) as text,
     /// never bytecode, and runs the chunks once under the CPU budget.
     pub fn compile(functions: &[String], limits: &Limits) -> Result<LambdaChain, LambdaError> {
-        let chain = Chain::build(functions, limits)?;
+        let chain = Chain::build(functions, limits, None)?;
         Ok(LambdaChain {
             sources: functions.to_vec(),
             limits: limits.clone(),
+            owner: None,
             state: Mutex::new(chain),
         })
+    }
+
+    /// The chain of hook `hook_id`: its `print`/`warn` lines name the hook.
+    pub fn owned_by(mut self, hook_id: Uuid) -> LambdaChain {
+        self.owner = Some(hook_id);
+        let chain = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        set_owner(&chain.lua, hook_id);
+        self
+    }
+
+    /// Bytes the chain's Lua state holds now (compiled code and chunk-level state), for caches
+    /// that bound their memory.
+    pub fn memory(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .lua
+            .used_memory()
     }
 
     /// The sources this chain was compiled from, so a cache can tell when a hook's functions
@@ -89,7 +112,7 @@ impl LambdaChain {
     /// Runs the functions in order, each `function(data, event, source, pid)`; each return value
     /// is the next one's data; returns the last one's as JSON (a value with no JSON form, such as
     /// a function, is a [`LambdaError::Runtime`] of the last function). A chain of no functions
-    /// returns `data` unchanged.
+    /// returns `data` unchanged. All the functions share one CPU-time budget, starting now.
     pub fn run(
         &self,
         data: &Json,
@@ -97,15 +120,28 @@ impl LambdaChain {
         source: &str,
         pid: i64,
     ) -> Result<Json, LambdaError> {
+        let deadline = Instant::now() + self.limits.cpu_time;
+        self.run_until(data, event, source, pid, deadline)
+    }
+
+    /// [`LambdaChain::run`] with the delivery's deadline: every function stops there.
+    pub fn run_until(
+        &self,
+        data: &Json,
+        event: &str,
+        source: &str,
+        pid: i64,
+        deadline: Instant,
+    ) -> Result<Json, LambdaError> {
         // A panic elsewhere while the lock was held cannot leave the Lua state half-updated in a
         // way that matters: every run starts by resetting what it relies on.
         let mut chain = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let result = chain.run(data, event, source, pid, &self.limits);
+        let result = chain.run(data, event, source, pid, &self.limits, deadline);
         if matches!(result, Err(LambdaError::Limit(_))) {
             // Memory a function kept in chunk-level state could make every later event fail too;
             // a fresh state costs one compile, paid only after a limit error. Should the rebuild
             // itself fail, the old state is still valid Lua and is kept.
-            match Chain::build(&self.sources, &self.limits) {
+            match Chain::build(&self.sources, &self.limits, self.owner) {
                 Ok(fresh) => *chain = fresh,
                 Err(_) => {
                     // Best effort: the limit error is what this run reports either way.
@@ -160,9 +196,26 @@ return env, base
 "#;
 
 impl Chain {
-    fn build(sources: &[String], limits: &Limits) -> Result<Chain, LambdaError> {
+    fn build(
+        sources: &[String],
+        limits: &Limits,
+        owner: Option<Uuid>,
+    ) -> Result<Chain, LambdaError> {
         let setup = |e: mlua::Error| LambdaError::Compile(format!("Error creating sandbox: {e}"));
+        for (index, source) in sources.iter().enumerate() {
+            syntax::refuse_to_be_closed(source).map_err(|e| {
+                LambdaError::Compile(format!(
+                    "function {}: Error parsing function: {e}",
+                    index + 1
+                ))
+            })?;
+        }
         let lua = sandbox(limits).map_err(setup)?;
+        if let Some(owner) = owner {
+            set_owner(&lua, owner);
+        }
+        // Loading every chunk is one budget, as running the chain is.
+        let deadline = Instant::now() + limits.cpu_time;
         let (env, base): (Table, Table) = lua
             .load(PRELUDE)
             .set_name("=prelude")
@@ -185,7 +238,7 @@ impl Chain {
                         error_message(&e)
                     ))
                 })?;
-            let returned = with_cpu_budget(&lua, limits, || chunk.call::<Value>(()));
+            let returned = with_deadline(&lua, deadline, || chunk.call::<Value>(()));
             match returned {
                 Ok(Value::Function(function)) => functions.push(function),
                 Ok(other) => {
@@ -229,6 +282,7 @@ impl Chain {
         source: &str,
         pid: i64,
         limits: &Limits,
+        deadline: Instant,
     ) -> Result<Json, LambdaError> {
         if self.functions.is_empty() {
             return Ok(data.clone());
@@ -253,8 +307,7 @@ impl Chain {
 
         for (index, function) in self.functions.iter().enumerate() {
             let number = index + 1;
-            let deadline = Instant::now() + limits.cpu_time;
-            let returned = with_cpu_budget(lua, limits, || {
+            let returned = with_deadline(lua, deadline, || {
                 function.call::<MultiValue>((value, event.clone(), source.clone(), pid))
             });
             let mut returned = match returned {
@@ -327,10 +380,11 @@ fn error_message(e: &mlua::Error) -> String {
         }
         other => other.to_string(),
     };
-    match text.find("\nstack traceback:") {
-        Some(end) => text[..end].to_string(),
-        None => text,
-    }
+    let text = match text.find("\nstack traceback:") {
+        Some(end) => &text[..end],
+        None => &text,
+    };
+    scrub_addresses(text)
 }
 
 /// The message of an error raised while function `number` ran: `function[3]:7: boom` becomes
@@ -360,213 +414,6 @@ fn returned_error(err: &Value) -> String {
             Ok(json) => json.to_string(),
             Err(_) => format!("(a {} value)", type_name(other)),
         },
-    }
-}
-
-/// How deep the result may nest: deeper than any sensible payload, far below stack trouble.
-const MAX_DEPTH: usize = 64;
-
-/// What one JSON node is charged against the size budget, beside its strings' bytes: about what
-/// a `serde_json::Value` costs, so the budget bounds the memory the result takes in Rust.
-const NODE_COST: usize = 32;
-
-/// Why a Lua value has no JSON form.
-#[derive(Debug, PartialEq)]
-enum ToJsonError {
-    /// Bigger than the budget: a table referenced many times expands on each reference.
-    TooLarge,
-    /// A value JSON cannot carry; the message says where.
-    Unsupported(String),
-}
-
-/// Maps a Lua value to JSON as spec §6 says: strings, numbers (integers stay integers) and
-/// booleans as themselves; nil → null; a table whose keys are exactly `1..n` → array; any other
-/// table (an empty one too) → object with its keys sorted, numeric keys written as strings.
-/// Metatables are ignored (no user code runs). Functions, userdata, threads, non-finite numbers,
-/// cycles, nesting deeper than [`MAX_DEPTH`] and keys that are neither strings nor numbers are
-/// errors rather than nulls, so a mistake is not delivered as missing data. Strings that are not
-/// UTF-8 are converted lossily (JSON has no bytes). `max_bytes` bounds the size of the result.
-fn to_json(value: &Value, max_bytes: usize) -> Result<Json, ToJsonError> {
-    let mut walker = Walker {
-        budget: max_bytes,
-        tables: Vec::new(),
-    };
-    walker
-        .walk(value, 0)
-        .map_err(|failure| match failure.problem {
-            Problem::TooLarge => ToJsonError::TooLarge,
-            Problem::Unsupported(what) => {
-                let mut place = String::from("result");
-                for segment in failure.path.iter().rev() {
-                    match segment {
-                        Segment::Index(i) => place.push_str(&format!("[{i}]")),
-                        Segment::Key(k) if is_identifier(k) => place.push_str(&format!(".{k}")),
-                        Segment::Key(k) => place.push_str(&format!("[{k:?}]")),
-                    }
-                }
-                ToJsonError::Unsupported(format!("{place} {what}"))
-            }
-        })
-}
-
-fn is_identifier(key: &str) -> bool {
-    let mut chars = key.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// A failed walk; the path is collected while unwinding, innermost segment first, so that a
-/// successful walk pays nothing for it.
-struct Failure {
-    problem: Problem,
-    path: Vec<Segment>,
-}
-
-enum Problem {
-    TooLarge,
-    Unsupported(String),
-}
-
-enum Segment {
-    /// A position in an array, counted from 1 as Lua does.
-    Index(usize),
-    Key(String),
-}
-
-impl Failure {
-    fn unsupported(what: String) -> Failure {
-        Failure {
-            problem: Problem::Unsupported(what),
-            path: Vec::new(),
-        }
-    }
-
-    fn at(mut self, segment: Segment) -> Failure {
-        self.path.push(segment);
-        self
-    }
-}
-
-struct Walker {
-    budget: usize,
-    /// The tables being walked, outermost first: meeting one again is a cycle.
-    tables: Vec<*const c_void>,
-}
-
-impl Walker {
-    fn spend(&mut self, bytes: usize) -> Result<(), Failure> {
-        self.budget = self.budget.checked_sub(bytes).ok_or(Failure {
-            problem: Problem::TooLarge,
-            path: Vec::new(),
-        })?;
-        Ok(())
-    }
-
-    fn walk(&mut self, value: &Value, depth: usize) -> Result<Json, Failure> {
-        self.spend(NODE_COST)?;
-        match value {
-            Value::Nil => Ok(Json::Null),
-            Value::Boolean(b) => Ok(Json::Bool(*b)),
-            Value::Integer(i) => Ok(Json::from(*i)),
-            Value::Number(n) => serde_json::Number::from_f64(*n)
-                .map(Json::Number)
-                .ok_or_else(|| {
-                    Failure::unsupported(format!("is {n}, which JSON cannot represent"))
-                }),
-            Value::String(s) => {
-                let s = s.to_string_lossy();
-                self.spend(s.len())?;
-                Ok(Json::String(s))
-            }
-            // mlua's stand-in for JSON null; sandboxed code cannot make other light userdata.
-            Value::LightUserData(p) if p.0.is_null() => Ok(Json::Null),
-            Value::Table(table) => self.table(table, depth),
-            other => Err(Failure::unsupported(format!(
-                "is a {}, which has no JSON form",
-                type_name(other)
-            ))),
-        }
-    }
-
-    fn table(&mut self, table: &Table, depth: usize) -> Result<Json, Failure> {
-        if depth >= MAX_DEPTH {
-            return Err(Failure::unsupported(format!(
-                "is nested more than {MAX_DEPTH} levels deep"
-            )));
-        }
-        let pointer = table.to_pointer();
-        if self.tables.contains(&pointer) {
-            return Err(Failure::unsupported("contains itself".into()));
-        }
-        // Collected first so that no Lua iteration is open while the walk recurses.
-        let mut entries = Vec::new();
-        table
-            .for_each(|k: Value, v: Value| {
-                entries.push((k, v));
-                Ok(())
-            })
-            .map_err(|e| Failure::unsupported(format!("could not be read: {e}")))?;
-        self.tables.push(pointer);
-        let result = self.entries(entries, depth);
-        self.tables.pop();
-        result
-    }
-
-    fn entries(&mut self, entries: Vec<(Value, Value)>, depth: usize) -> Result<Json, Failure> {
-        let n = entries.len();
-        let mut positions: Vec<(usize, &Value)> = entries
-            .iter()
-            .filter_map(|(k, v)| match k {
-                Value::Integer(i) => usize::try_from(*i)
-                    .ok()
-                    .filter(|i| (1..=n).contains(i))
-                    .map(|i| (i, v)),
-                _ => None,
-            })
-            .collect();
-        // Keys are distinct, so n of them within 1..=n are exactly 1..=n. Empty is an object.
-        if n > 0 && positions.len() == n {
-            positions.sort_unstable_by_key(|(i, _)| *i);
-            let mut items = Vec::with_capacity(n);
-            for (i, v) in positions {
-                items.push(
-                    self.walk(v, depth + 1)
-                        .map_err(|f| f.at(Segment::Index(i)))?,
-                );
-            }
-            return Ok(Json::Array(items));
-        }
-
-        let mut members = Vec::with_capacity(n);
-        for (k, v) in &entries {
-            let key = match k {
-                Value::String(s) => s.to_string_lossy(),
-                Value::Integer(i) => i.to_string(),
-                Value::Number(f) => f.to_string(),
-                other => {
-                    return Err(Failure::unsupported(format!(
-                        "has a {} key, which a JSON object cannot have",
-                        type_name(other)
-                    )))
-                }
-            };
-            self.spend(key.len())?;
-            let value = self
-                .walk(v, depth + 1)
-                .map_err(|f| f.at(Segment::Key(key.clone())))?;
-            members.push((key, value));
-        }
-        // Lua tables have no order; sorted keys make the same table give the same JSON.
-        members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        if let Some(pair) = members.windows(2).find(|pair| pair[0].0 == pair[1].0) {
-            return Err(Failure::unsupported(format!(
-                "has the key {:?} twice, as a number and as a string",
-                pair[0].0
-            )));
-        }
-        Ok(Json::Object(members.into_iter().collect()))
     }
 }
 
@@ -660,6 +507,7 @@ mod tests {
             matches!(err, LambdaError::Runtime { function: 1, .. }),
             "{err}"
         );
+        assert!(!err.to_string().contains("0x"), "no address: {err}");
     }
 
     #[test]
@@ -799,6 +647,59 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, LambdaError::Limit(_)), "{err:?}");
+    }
+
+    #[test]
+    fn all_functions_share_one_budget() {
+        // Given sixteen functions that each stay well within the budget alone
+        let busy = "return function(d) local t = os.clock() while os.clock() - t < 0.04 do end return d end";
+        let chain = chain(&[busy; 16]);
+        // When the chain runs, then the budget of the whole chain stops it early
+        let started = Instant::now();
+        let err = chain.run(&json!({}), "e", "s", 1).unwrap_err();
+        assert!(
+            matches!(&err, LambdaError::Limit(m) if m.ends_with("CPU time limit exceeded")),
+            "{err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the budget is one, not sixteen"
+        );
+    }
+
+    #[test]
+    fn to_be_closed_variables_are_refused_at_compile_time() {
+        let err = LambdaChain::compile(
+            &[
+                "return function() return 1 end".into(),
+                "return function() local x <close> = nil end".into(),
+            ],
+            &limits(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "function 2: Error parsing function: line 1: to-be-closed variables ('<close>') are not allowed in the sandbox"
+        );
+    }
+
+    #[test]
+    fn a_result_nested_too_deep_is_an_error_not_a_crash() {
+        let err = run_one(
+            "return function() local t = {} for i = 1, 10000 do t = {t} end return t end",
+            json!({}),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("nested more than 64 levels deep"),
+            "{err}"
+        );
+        let err = run_one(
+            "return function() local t = {} for i = 1, 10000 do t = {t} end return nil, t end",
+            json!({}),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "function 1: (a table value)");
     }
 
     #[test]

@@ -20,10 +20,11 @@
 //! writes is escaped; literal text is kept byte for byte. Numbers render as in LuaJIT, Kong's Lua:
 //! `42`, `1.5`, and `42` for the float `42.0`.
 
-use mlua::{ChunkMode, DeserializeOptions, Lua, LuaSerdeExt, SerializeOptions, Table};
+use mlua::{ChunkMode, Lua, LuaSerdeExt, SerializeOptions, Table};
 use serde_json::Value as Json;
 
-use crate::lua::{sandbox, with_cpu_budget, Limits};
+use crate::lua::json::to_json;
+use crate::lua::{sandbox, set_owner, syntax, with_deadline, Budget, Limits};
 
 /// A parsed template, ready to render any number of times.
 #[derive(Debug, Clone)]
@@ -80,13 +81,81 @@ impl Template {
         matches!(self.body, Body::Lua(_))
     }
 
-    /// Renders with `data` (a JSON object) as the context. Output that Lua code made invalid
-    /// UTF-8 is repaired with replacement characters.
+    /// Renders with `data` (a JSON object) as the context, with a CPU budget of its own. Output
+    /// that Lua code made invalid UTF-8 is repaired with replacement characters.
     pub fn render(&self, data: &Json, limits: &Limits) -> Result<String, TemplateError> {
-        match &self.body {
-            Body::Plain(pieces) => Ok(render_plain(pieces, data)),
-            Body::Lua(chunk) => chunk.render(data, limits),
+        Renderer::new(data, Budget::starting_now(limits, None)).render(self)
+    }
+}
+
+/// Renders the templates of one delivery: one context, one sandbox (started at the first
+/// template that needs Lua) and one budget for all of them, so a hook with many templates gets
+/// no more CPU time or memory than a hook with one.
+pub struct Renderer<'a> {
+    data: &'a Json,
+    budget: Budget,
+    lua: Option<Session>,
+}
+
+/// The sandbox of a [`Renderer`], with the environment and helpers its templates run with.
+struct Session {
+    lua: Lua,
+    env: Table,
+    helpers: Table,
+}
+
+impl<'a> Renderer<'a> {
+    pub fn new(data: &'a Json, budget: Budget) -> Renderer<'a> {
+        Renderer {
+            data,
+            budget,
+            lua: None,
         }
+    }
+
+    /// Renders one template of the delivery.
+    pub fn render(&mut self, template: &Template) -> Result<String, TemplateError> {
+        match &template.body {
+            Body::Plain(pieces) => Ok(render_plain(pieces, self.data)),
+            Body::Lua(chunk) => {
+                if self.lua.is_none() {
+                    self.lua = Some(Session::start(self.data, &self.budget, chunk)?);
+                }
+                let session = self.lua.as_ref().expect("started above");
+                chunk.run(session, self.budget.deadline)
+            }
+        }
+    }
+}
+
+impl Session {
+    fn start(data: &Json, budget: &Budget, chunk: &LuaChunk) -> Result<Session, TemplateError> {
+        let lua = sandbox(&budget.limits).map_err(|e| sandbox_failed(&e))?;
+        if let Some(owner) = budget.owner {
+            set_owner(&lua, owner);
+        }
+        let failed = |err: mlua::Error| TemplateError::Runtime(chunk.message(&err));
+        // Tables render as JSON through the same capped walk as lambda results: a table nested
+        // thousands deep or containing itself renders as nothing, not as a crash or an address.
+        let max_bytes = budget.limits.memory;
+        let json = lua
+            .create_function(move |_, value: mlua::Value| {
+                Ok(to_json(&value, max_bytes).ok().map(|json| json.to_string()))
+            })
+            .map_err(failed)?;
+        // JSON null must be nil, so that `{% if x then %}` treats it as false.
+        let options = SerializeOptions::new()
+            .serialize_none_to_null(false)
+            .serialize_unit_to_null(false);
+        let context = with_deadline(&lua, budget.deadline, || lua.to_value_with(data, options))
+            .map_err(failed)?;
+        let (env, helpers): (Table, Table) = lua
+            .load(HELPERS)
+            .set_name("=helpers")
+            .set_mode(ChunkMode::Text)
+            .call((json, context))
+            .map_err(failed)?;
+        Ok(Session { lua, env, helpers })
     }
 }
 
@@ -494,8 +563,8 @@ fn lua_number(x: f64) -> String {
 /// the environment where data keys shadow globals.
 const HELPERS: &str = r##"
 local json, ctx = ...
-local G, type, tostring, pcall, setmetatable, select =
-  _ENV, type, tostring, pcall, setmetatable, select
+local G, type, tostring, setmetatable, select =
+  _ENV, type, tostring, setmetatable, select
 local gsub, format, mtype, concat = string.gsub, string.format, math.type, table.concat
 local HTML = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;",
   ["'"] = "&#39;", ["/"] = "&#47;" }
@@ -510,10 +579,8 @@ local function out(v)
   local t = type(v)
   if t == "string" then return v end
   if t == "function" then return out(v()) end
-  if t == "table" then
-    local ok, text = pcall(json, v)
-    if ok then return text end
-  end
+  if t == "table" then return json(v) or "" end
+  if t == "userdata" or t == "thread" then return "" end
   return str(v)
 end
 local function esc(v, code)
@@ -643,6 +710,10 @@ impl LuaChunk {
 
     /// Compiles without running, so syntax errors surface at parse time.
     fn check(&self) -> Result<(), TemplateError> {
+        syntax::refuse_to_be_closed(&self.source).map_err(|refused| TemplateError::Syntax {
+            line: self.template_line(refused.line),
+            message: "to-be-closed variables ('<close>') are not allowed in the sandbox".into(),
+        })?;
         let lua = sandbox(&Limits::default()).map_err(|e| sandbox_failed(&e))?;
         self.load(&lua, None).map(drop).map_err(|err| {
             let message = self.message(&err);
@@ -656,44 +727,34 @@ impl LuaChunk {
         })
     }
 
-    fn render(&self, data: &Json, limits: &Limits) -> Result<String, TemplateError> {
-        let lua = sandbox(limits).map_err(|e| sandbox_failed(&e))?;
-        self.run(&lua, data, limits)
-    }
-
-    fn run(&self, lua: &Lua, data: &Json, limits: &Limits) -> Result<String, TemplateError> {
+    fn run(
+        &self,
+        session: &Session,
+        deadline: std::time::Instant,
+    ) -> Result<String, TemplateError> {
         let failed = |err: mlua::Error| TemplateError::Runtime(self.message(&err));
-        let json = lua
-            .create_function(|lua, value: mlua::Value| {
-                let options = DeserializeOptions::new().sort_keys(true);
-                let json: Json = lua.from_value_with(value, options)?;
-                Ok(json.to_string())
-            })
+        let function = self
+            .load(&session.lua, Some(session.env.clone()))
             .map_err(failed)?;
-        // JSON null must be nil, so that `{% if x then %}` treats it as false.
-        let options = SerializeOptions::new()
-            .serialize_none_to_null(false)
-            .serialize_unit_to_null(false);
-        let context = lua.to_value_with(data, options).map_err(failed)?;
-        let (env, helpers): (Table, Table) = lua
-            .load(HELPERS)
-            .set_name("=helpers")
-            .set_mode(ChunkMode::Text)
-            .call((json, context))
-            .map_err(failed)?;
-        let function = self.load(lua, Some(env)).map_err(failed)?;
-        let output: mlua::String =
-            with_cpu_budget(lua, limits, || function.call(helpers)).map_err(failed)?;
+        let output: mlua::String = with_deadline(&session.lua, deadline, || {
+            function.call(session.helpers.clone())
+        })
+        .map_err(failed)?;
         let bytes = output.as_bytes();
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    /// The first line of a Lua error, its generated line numbers turned into template lines.
+    /// The first line of a Lua error, its generated line numbers turned into template lines,
+    /// without addresses.
     fn message(&self, err: &mlua::Error) -> String {
+        crate::lua::scrub_addresses(&self.raw_message(err))
+    }
+
+    fn raw_message(&self, err: &mlua::Error) -> String {
         let text = match err {
             mlua::Error::SyntaxError { message, .. } => message.clone(),
-            mlua::Error::CallbackError { cause, .. } => return self.message(cause),
-            mlua::Error::WithContext { cause, .. } => return self.message(cause),
+            mlua::Error::CallbackError { cause, .. } => return self.raw_message(cause),
+            mlua::Error::WithContext { cause, .. } => return self.raw_message(cause),
             mlua::Error::MemoryError(_) => return "not enough memory".into(),
             other => other.to_string(),
         };
@@ -1022,6 +1083,53 @@ mod tests {
     }
 
     #[test]
+    fn tables_render_as_json_or_nothing_never_an_address() {
+        // A table nested 5,000 deep crashed the process (issue 8); a cyclic one showed an address.
+        assert_eq!(
+            ok(
+                "[{% t = {} for i = 1, 5000 do t = {t} end %}{{ t }}]",
+                json!({})
+            ),
+            "[]"
+        );
+        assert_eq!(ok("[{% t = {} t.t = t %}{* t *}]", json!({})), "[]");
+        assert_eq!(ok("{* {a = {1, 2}} *}", json!({})), r#"{"a":[1,2]}"#);
+        assert_eq!(
+            ok("{* tostring({}) *} {* tostring(print) *}", json!({})),
+            "table function"
+        );
+    }
+
+    #[test]
+    fn to_be_closed_variables_are_refused_at_parse_time() {
+        let err = Template::parse("text\n{% local x <close> = nil %}").unwrap_err();
+        assert_eq!(
+            err,
+            TemplateError::Syntax {
+                line: 2,
+                message: "to-be-closed variables ('<close>') are not allowed in the sandbox".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_templates_of_one_delivery_share_one_budget() {
+        // Given three templates that each stay within the budget alone
+        let busy = "{% local t = os.clock() while os.clock() - t < 0.04 do end %}x";
+        let template = Template::parse(busy).unwrap();
+        assert_eq!(template.render(&json!({}), &limits()).unwrap(), "x");
+        // When one delivery renders them, then the shared budget stops the third
+        let data = json!({});
+        let mut renderer = Renderer::new(&data, Budget::starting_now(&limits(), None));
+        let results: Vec<_> = (0..3).map(|_| renderer.render(&template)).collect();
+        assert_eq!(results[0].as_deref(), Ok("x"));
+        assert_eq!(
+            results[2],
+            Err(TemplateError::Runtime("CPU time limit exceeded".into()))
+        );
+    }
+
+    #[test]
     fn stops_runaway_code() {
         let err = render("{% while true do end %}", json!({})).unwrap_err();
         assert_eq!(
@@ -1050,7 +1158,15 @@ mod tests {
     #[test]
     fn stops_greedy_code() {
         let source = "{% local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1024) end %}";
-        let err = render(source, json!({})).unwrap_err();
+        // A generous CPU budget: the memory limit must be what stops it, even on a busy machine.
+        let limits = Limits {
+            cpu_time: Duration::from_secs(10),
+            ..limits()
+        };
+        let err = Template::parse(source)
+            .unwrap()
+            .render(&json!({}), &limits)
+            .unwrap_err();
         assert!(err.to_string().contains("memory"), "{err}");
     }
 

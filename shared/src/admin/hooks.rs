@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::AdminState;
 use crate::events::{now_seconds, Operation};
 use crate::form;
+use crate::lua::pool::LuaPool;
 use crate::model::{Hook, Versioned};
 use crate::store::{HookFilter, PageToken, Precondition, StoreError, TagFilter};
 use crate::validate::{self, Context};
@@ -125,7 +126,8 @@ fn into_value(input: Input) -> Value {
     value
 }
 
-/// Validates off the async executor: lambda functions are compiled and run in the sandbox.
+/// Validates on the Lua pool, off the async runtime's threads: lambda functions and templates
+/// compile (and chunks run) in the sandbox.
 async fn validate_hook(
     state: &AdminState,
     value: Value,
@@ -138,7 +140,8 @@ async fn validate_hook(
         now: now_seconds(),
         lua: state.settings.lua.clone(),
     };
-    tokio::task::spawn_blocking(move || validate::hook(&value, &ctx))
+    LuaPool::shared()
+        .run(move || validate::hook(&value, &ctx))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::from)

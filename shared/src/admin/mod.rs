@@ -23,7 +23,7 @@ pub use error::ApiError;
 pub use probe::ProbeState;
 
 use crate::deliveries::DeliveryLog;
-use crate::dispatch::Delivery;
+use crate::dispatch::{Delivery, Executor};
 use crate::events::{hook_change_events, Operation};
 use crate::lua::LuaPolicy;
 use crate::model::Hook;
@@ -50,6 +50,9 @@ pub struct AdminState {
     delivery_log: Arc<dyn DeliveryLog>,
     retries: Arc<dyn Queue>,
     settings: Arc<AdminSettings>,
+    /// The executor of the same process, if any: its cached code of a hook is dropped when the
+    /// hook changes or goes.
+    executor: Option<Arc<Executor>>,
 }
 
 /// The ports of the admin API.
@@ -75,7 +78,15 @@ impl AdminState {
             delivery_log: ports.delivery_log,
             retries: ports.retries,
             settings: Arc::new(settings),
+            executor: None,
         }
+    }
+
+    /// Tells `executor` (which runs hooks in this same process) of every hook change, so that it
+    /// never keeps the compiled code of a deleted or replaced hook.
+    pub fn with_executor(mut self, executor: Arc<Executor>) -> AdminState {
+        self.executor = Some(executor);
+        self
     }
 
     /// Puts the `crud` and `dao:crud` events of a hook change on the events queue.
@@ -84,6 +95,9 @@ impl AdminState {
     /// reported as a failed request.
     async fn emit_change(&self, operation: Operation, entity: &Hook, old: Option<&Hook>) {
         self.snapshot.invalidate();
+        if let Some(executor) = &self.executor {
+            executor.forget(entity.id);
+        }
         let messages = hook_change_events(operation, entity, old)
             .iter()
             .filter_map(|event| serde_json::to_string(event).ok())

@@ -118,7 +118,7 @@ async fn test(
         Executed::Logged(line) => line,
         Executed::Lambda(Ok(value)) => value,
         Executed::Lambda(Err(err)) => return Err(bad_gateway(err.to_string())),
-        Executed::Unprepared(reason) => return Err(bad_gateway(reason)),
+        Executed::Unprepared(reason) => return Err(bad_gateway(reason.to_string())),
     };
     Ok(Json(json!({ "data": shown_data, "result": result })))
 }

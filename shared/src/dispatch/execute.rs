@@ -1,11 +1,19 @@
 //! Running one hook's handler for one event, now: shared by delivery attempts and by
-//! `POST /event-hooks/{id}/test`. Compiled Lua chains and parsed templates are cached per hook
-//! and rebuilt when the hook's configuration changes.
+//! `POST /event-hooks/{id}/test`.
+//!
+//! User code (lambda chains, templates with Lua) compiles and runs on the process's
+//! [`LuaPool`], never on the async runtime's threads, with one budget per delivery. Each hook's
+//! user code runs on at most one pool thread at a time (its *lane*), so a hostile hook holds one
+//! thread at worst and other hooks keep the rest. Compiled chains and parsed templates are cached
+//! per hook and configuration: bounded in entries and in Lua memory (least recently used out
+//! first), replaced when the hook changes and dropped by [`Executor::forget`] when it goes. No
+//! lock is held while anything compiles.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{json, Value};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::handlers::{webhook_data, webhook_request, CustomPlan};
@@ -14,8 +22,24 @@ use crate::deliver::http::{HttpSender, OutboundRequest, Response, SendError};
 use crate::deliver::retry::{classify, Verdict};
 use crate::events::Event;
 use crate::lambda::{LambdaChain, LambdaError};
-use crate::lua::Limits;
+use crate::lua::pool::{LuaPool, PoolError};
+use crate::lua::{Budget, Limits};
 use crate::model::{Handler, Hook, WebhookCustomConfig};
+use crate::template::TemplateError;
+
+/// Why a request could not be prepared.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Unprepared {
+    /// A template of the hook does not parse (only for hooks stored before a stricter check).
+    #[error("template: {0}")]
+    Template(TemplateError),
+    /// A template failed while rendering: a Lua error, the CPU budget or the memory limit.
+    #[error("template failed: {0}")]
+    Render(TemplateError),
+    /// The Lua runner could not run the job.
+    #[error(transparent)]
+    Runner(#[from] PoolError),
+}
 
 /// What running a hook's handler produced.
 #[derive(Debug)]
@@ -26,8 +50,8 @@ pub enum Executed {
     Logged(Value),
     /// A lambda chain returned this value, or failed.
     Lambda(Result<Value, LambdaError>),
-    /// The request could not be prepared (a template failed to render).
-    Unprepared(String),
+    /// The request could not be prepared.
+    Unprepared(Unprepared),
 }
 
 impl Executed {
@@ -37,27 +61,136 @@ impl Executed {
             Executed::Http(result) => classify(result),
             Executed::Logged(_) | Executed::Lambda(Ok(_)) => Verdict::Delivered,
             Executed::Lambda(Err(err)) => Verdict::Failed(err.to_string()),
-            Executed::Unprepared(reason) => Verdict::Failed(reason.clone()),
+            Executed::Unprepared(reason) => Verdict::Failed(reason.to_string()),
         }
     }
 }
 
-/// Runs handlers: the HTTP client, the Lua limits, and the per-hook caches.
+/// Entries the compiled-code cache keeps at most.
+const MAX_CACHED: usize = 256;
+/// Lua memory (compiled code and chunk-level state) the cache keeps at most.
+const MAX_CACHED_MEMORY: usize = 64 * 1024 * 1024;
+/// Idle lanes are swept once this many exist.
+const LANES_SWEPT_AT: usize = 1024;
+
+/// Runs handlers: the HTTP client, the Lua limits and pool, and the per-hook caches.
 pub struct Executor {
     sender: HttpSender,
     limits: Limits,
-    lambdas: Mutex<HashMap<Uuid, Arc<LambdaChain>>>,
-    plans: Mutex<HashMap<Uuid, (WebhookCustomConfig, Arc<CustomPlan>)>>,
+    pool: LuaPool,
+    cache: Mutex<Cache>,
+    lanes: Mutex<HashMap<Uuid, Arc<Semaphore>>>,
+}
+
+/// A hook's compiled user code, valid while the hook's configuration is the one it was built from.
+#[derive(Clone)]
+enum Compiled {
+    Lambda(Arc<LambdaChain>),
+    Custom(Arc<(WebhookCustomConfig, CustomPlan)>),
+}
+
+impl Compiled {
+    fn memory(&self) -> usize {
+        match self {
+            Compiled::Lambda(chain) => chain.memory(),
+            // Parsed templates hold their generated source, about the size of the config.
+            Compiled::Custom(plan) => {
+                let config = &plan.0;
+                config.body.as_ref().map_or(0, String::len)
+                    + config
+                        .payload
+                        .iter()
+                        .flatten()
+                        .chain(&config.headers)
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum::<usize>()
+            }
+        }
+    }
+}
+
+struct Cached {
+    code: Compiled,
+    memory: usize,
+    last_used: u64,
+}
+
+/// The compiled-code cache: least recently used out first, within [`MAX_CACHED`] entries and
+/// [`MAX_CACHED_MEMORY`] bytes.
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<Uuid, Cached>,
+    memory: usize,
+    clock: u64,
+}
+
+impl Cache {
+    fn get(&mut self, hook_id: Uuid) -> Option<Compiled> {
+        self.clock += 1;
+        let entry = self.entries.get_mut(&hook_id)?;
+        entry.last_used = self.clock;
+        Some(entry.code.clone())
+    }
+
+    fn insert(&mut self, hook_id: Uuid, code: Compiled) {
+        self.remove(hook_id);
+        let memory = code.memory();
+        self.clock += 1;
+        self.memory += memory;
+        self.entries.insert(
+            hook_id,
+            Cached {
+                code,
+                memory,
+                last_used: self.clock,
+            },
+        );
+        while self.entries.len() > MAX_CACHED
+            || (self.memory > MAX_CACHED_MEMORY && self.entries.len() > 1)
+        {
+            let oldest = self
+                .entries
+                .iter()
+                .filter(|(id, _)| **id != hook_id)
+                .min_by_key(|(_, entry)| entry.last_used)
+                .map(|(id, _)| *id);
+            match oldest {
+                Some(id) => self.remove(id),
+                None => break,
+            }
+        }
+    }
+
+    fn remove(&mut self, hook_id: Uuid) {
+        if let Some(old) = self.entries.remove(&hook_id) {
+            self.memory -= old.memory;
+        }
+    }
 }
 
 impl Executor {
+    /// An executor whose user code runs on the process's shared [`LuaPool`].
     pub fn new(sender: HttpSender, limits: Limits) -> Executor {
+        Executor::with_pool(sender, limits, LuaPool::shared().clone())
+    }
+
+    /// An executor whose user code runs on `pool`.
+    pub fn with_pool(sender: HttpSender, limits: Limits, pool: LuaPool) -> Executor {
         Executor {
             sender,
             limits,
-            lambdas: Mutex::new(HashMap::new()),
-            plans: Mutex::new(HashMap::new()),
+            pool,
+            cache: Mutex::new(Cache::default()),
+            lanes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Drops what is cached for a hook that changed or was deleted.
+    pub fn forget(&self, hook_id: Uuid) {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(hook_id);
     }
 
     /// Sends a prepared request (used by ping).
@@ -79,7 +212,7 @@ impl Executor {
         delivery: Option<(Uuid, u32)>,
         pid: i64,
     ) -> Executed {
-        let with_delivery_headers = |mut request: crate::deliver::http::OutboundRequest| {
+        let with_delivery_headers = |mut request: OutboundRequest| {
             if let Some((id, attempt)) = delivery {
                 request
                     .headers
@@ -98,25 +231,13 @@ impl Executor {
             }
             Handler::WebhookCustom(config) => {
                 let data = webhook_data(&event.data, event_name, &event.source);
-                let plan = match self.plan(hook.id, config) {
-                    Ok(plan) => plan,
-                    Err(reason) => return Executed::Unprepared(reason),
-                };
-                let limits = self.limits.clone();
-                let config_for_render = config.clone();
-                // Templates with code run Lua: keep that off the async executor.
-                let prepared = tokio::task::spawn_blocking(move || {
-                    plan.request(&config_for_render, &data, &limits)
-                })
-                .await;
-                match prepared {
-                    Ok(Ok(request)) => Executed::Http(
+                match self.render(hook.id, config, data).await {
+                    Ok(request) => Executed::Http(
                         self.sender
                             .send(with_delivery_headers(request), config.ssl_verify)
                             .await,
                     ),
-                    Ok(Err(err)) => Executed::Unprepared(format!("template failed: {err}")),
-                    Err(err) => Executed::Unprepared(format!("template failed: {err}")),
+                    Err(unprepared) => Executed::Unprepared(unprepared),
                 }
             }
             Handler::Log(_) => {
@@ -136,50 +257,114 @@ impl Executor {
                 );
                 Executed::Logged(line)
             }
-            Handler::Lambda(config) => {
-                let chain = match self.chain(hook.id, &config.functions) {
-                    Ok(chain) => chain,
-                    Err(err) => return Executed::Lambda(Err(err)),
-                };
-                let data = event.data.clone();
-                let (name, source) = (event_name.to_string(), event.source.clone());
-                let result =
-                    tokio::task::spawn_blocking(move || chain.run(&data, &name, &source, pid))
-                        .await
-                        .unwrap_or_else(|err| {
-                            Err(LambdaError::Runtime {
-                                function: 0,
-                                message: format!("the Lua runner stopped: {err}"),
-                            })
-                        });
-                Executed::Lambda(result)
-            }
+            Handler::Lambda(config) => Executed::Lambda(
+                self.run_chain(hook.id, &config.functions, event, event_name, pid)
+                    .await,
+            ),
         }
     }
 
-    /// The compiled chain of a lambda hook, rebuilt when its functions change.
-    fn chain(&self, hook_id: Uuid, functions: &[String]) -> Result<Arc<LambdaChain>, LambdaError> {
-        let mut cache = self.lambdas.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(chain) = cache.get(&hook_id) {
-            if chain.functions() == functions {
-                return Ok(chain.clone());
+    /// Runs a lambda hook's chain on the pool, in the hook's lane, compiling it first if needed.
+    async fn run_chain(
+        &self,
+        hook_id: Uuid,
+        functions: &[String],
+        event: &Event,
+        event_name: &str,
+        pid: i64,
+    ) -> Result<Value, LambdaError> {
+        let runner_failed = |err: PoolError| LambdaError::Runtime {
+            function: 0,
+            message: err.to_string(),
+        };
+        let lane = self.lane(hook_id);
+        let _turn = lane.acquire().await.map_err(|_| PoolError::Stopped);
+        let chain = match self.cached(hook_id) {
+            Some(Compiled::Lambda(chain)) if chain.functions() == functions => chain,
+            _ => {
+                let (sources, limits) = (functions.to_vec(), self.limits.clone());
+                let chain = self
+                    .pool
+                    .run(move || LambdaChain::compile(&sources, &limits))
+                    .await
+                    .map_err(runner_failed)??
+                    .owned_by(hook_id);
+                let chain = Arc::new(chain);
+                self.remember(hook_id, Compiled::Lambda(chain.clone()));
+                chain
             }
-        }
-        let chain = Arc::new(LambdaChain::compile(functions, &self.limits)?);
-        cache.insert(hook_id, chain.clone());
-        Ok(chain)
+        };
+        let data = event.data.clone();
+        let (name, source) = (event_name.to_string(), event.source.clone());
+        let cpu_time = self.limits.cpu_time;
+        self.pool
+            .run(move || {
+                // The budget starts when the job does, not while it waits for a thread.
+                let deadline = std::time::Instant::now() + cpu_time;
+                chain.run_until(&data, &name, &source, pid, deadline)
+            })
+            .await
+            .map_err(runner_failed)?
     }
 
-    /// The parsed templates of a webhook-custom hook, rebuilt when its config changes.
-    fn plan(&self, hook_id: Uuid, config: &WebhookCustomConfig) -> Result<Arc<CustomPlan>, String> {
-        let mut cache = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((cached, plan)) = cache.get(&hook_id) {
-            if cached == config {
-                return Ok(plan.clone());
+    /// Renders a webhook-custom hook's request on the pool, in the hook's lane, parsing its
+    /// templates first if needed.
+    async fn render(
+        &self,
+        hook_id: Uuid,
+        config: &WebhookCustomConfig,
+        data: Value,
+    ) -> Result<OutboundRequest, Unprepared> {
+        let lane = self.lane(hook_id);
+        let _turn = lane.acquire().await.map_err(|_| PoolError::Stopped)?;
+        let plan = match self.cached(hook_id) {
+            Some(Compiled::Custom(plan)) if plan.0 == *config => plan,
+            _ => {
+                let config = config.clone();
+                let plan = self
+                    .pool
+                    .run(move || CustomPlan::new(&config).map(|plan| (config, plan)))
+                    .await?
+                    .map_err(Unprepared::Template)?;
+                let plan = Arc::new(plan);
+                self.remember(hook_id, Compiled::Custom(plan.clone()));
+                plan
             }
+        };
+        let limits = self.limits.clone();
+        self.pool
+            .run(move || {
+                let budget = Budget::starting_now(&limits, Some(hook_id));
+                plan.1.request(&plan.0, &data, budget)
+            })
+            .await?
+            .map_err(Unprepared::Render)
+    }
+
+    /// The lane of a hook: one permit, so its user code runs on one pool thread at a time.
+    fn lane(&self, hook_id: Uuid) -> Arc<Semaphore> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+        if lanes.len() >= LANES_SWEPT_AT {
+            // A lane only this map holds has no job running or waiting.
+            lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
         }
-        let plan = Arc::new(CustomPlan::new(config).map_err(|e| format!("template: {e}"))?);
-        cache.insert(hook_id, (config.clone(), plan.clone()));
-        Ok(plan)
+        lanes
+            .entry(hook_id)
+            .or_insert_with(|| Arc::new(Semaphore::new(1)))
+            .clone()
+    }
+
+    fn cached(&self, hook_id: Uuid) -> Option<Compiled> {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(hook_id)
+    }
+
+    fn remember(&self, hook_id: Uuid, code: Compiled) {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(hook_id, code);
     }
 }

@@ -8,9 +8,9 @@ use serde_json::{Map, Value};
 
 use crate::deliver::http::OutboundRequest;
 use crate::deliver::signing::{signature, SIGNATURE_HEADER};
-use crate::lua::Limits;
+use crate::lua::Budget;
 use crate::model::{WebhookConfig, WebhookCustomConfig};
-use crate::template::{Template, TemplateError};
+use crate::template::{Renderer, Template, TemplateError};
 
 /// The event's data with `event` and `source` added, as both webhook handlers send it.
 pub fn webhook_data(data: &Value, event: &str, source: &str) -> Value {
@@ -73,9 +73,9 @@ impl Text {
         })
     }
 
-    fn render(&self, data: &Value, limits: &Limits) -> Result<String, TemplateError> {
+    fn render(&self, renderer: &mut Renderer<'_>) -> Result<String, TemplateError> {
         match self {
-            Text::Template(template) => template.render(data, limits),
+            Text::Template(template) => renderer.render(template),
             Text::Verbatim(text) => Ok(text.clone()),
         }
     }
@@ -149,21 +149,23 @@ impl CustomPlan {
     }
 
     /// The request for one event: rendered headers, then a non-empty body or the payload,
-    /// encoded by method and content type; signed when a secret is set and a body is sent.
+    /// encoded by method and content type; signed when a secret is set and a body is sent. All
+    /// the templates share `budget`.
     pub fn request(
         &self,
         config: &WebhookCustomConfig,
         data: &Value,
-        limits: &Limits,
+        budget: Budget,
     ) -> Result<OutboundRequest, TemplateError> {
+        let mut renderer = Renderer::new(data, budget);
         let mut headers = BTreeMap::new();
         for (name, value) in &self.headers {
-            headers.insert(name.clone(), value.render(data, limits)?);
+            headers.insert(name.clone(), value.render(&mut renderer)?);
         }
         let mut url = config.url.clone();
         let mut body: Option<Vec<u8>> = None;
         let rendered_body = match &self.body {
-            Some(text) => Some(text.render(data, limits)?),
+            Some(text) => Some(text.render(&mut renderer)?),
             None => None,
         };
         if let Some(text) = rendered_body.filter(|b| !b.is_empty()) {
@@ -171,7 +173,7 @@ impl CustomPlan {
         } else if let Some(payload) = &self.payload {
             let mut fields = Vec::with_capacity(payload.len());
             for (name, value) in payload {
-                fields.push((name.clone(), value.render(data, limits)?));
+                fields.push((name.clone(), value.render(&mut renderer)?));
             }
             let encoding = payload_encoding(&config.method, header(&headers, "content-type"))
                 .unwrap_or(PayloadEncoding::Multipart);
@@ -246,6 +248,7 @@ fn multipart(fields: &[(String, String)]) -> (String, Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lua::Limits;
     use serde_json::json;
 
     fn custom(method: &str) -> WebhookCustomConfig {
@@ -299,7 +302,13 @@ mod tests {
             "{{entity.username}}".into(),
         )]));
         let plan = CustomPlan::new(&config).unwrap();
-        let request = plan.request(&config, &data(), &Limits::default()).unwrap();
+        let request = plan
+            .request(
+                &config,
+                &data(),
+                Budget::starting_now(&Limits::default(), None),
+            )
+            .unwrap();
         assert_eq!(request.url, "https://example.com/h?who=bob+%26amp%3B+co");
         assert!(request.body.is_none());
     }
@@ -321,7 +330,13 @@ mod tests {
         ] {
             config.headers = BTreeMap::from([("Content-Type".into(), content_type.into())]);
             let plan = CustomPlan::new(&config).unwrap();
-            let request = plan.request(&config, &data(), &Limits::default()).unwrap();
+            let request = plan
+                .request(
+                    &config,
+                    &data(),
+                    Budget::starting_now(&Limits::default(), None),
+                )
+                .unwrap();
             let body = request.body.unwrap();
             assert_eq!(String::from_utf8(body.clone()).unwrap(), expected);
             assert!(request
@@ -330,7 +345,13 @@ mod tests {
         }
         config.headers = BTreeMap::new();
         let plan = CustomPlan::new(&config).unwrap();
-        let request = plan.request(&config, &data(), &Limits::default()).unwrap();
+        let request = plan
+            .request(
+                &config,
+                &data(),
+                Budget::starting_now(&Limits::default(), None),
+            )
+            .unwrap();
         let content_type = &request
             .headers
             .iter()
@@ -350,7 +371,13 @@ mod tests {
         config.headers = BTreeMap::from([("x-op".into(), "{{operation}}".into())]);
         config.headers_format = true;
         let plan = CustomPlan::new(&config).unwrap();
-        let request = plan.request(&config, &data(), &Limits::default()).unwrap();
+        let request = plan
+            .request(
+                &config,
+                &data(),
+                Budget::starting_now(&Limits::default(), None),
+            )
+            .unwrap();
         assert_eq!(request.body.unwrap(), b"user=bob &amp; co");
         assert!(request.headers.contains(&("x-op".into(), "create".into())));
     }

@@ -467,7 +467,7 @@ impl Dispatcher {
             Executed::Logged(_) => (None, None, None),
             Executed::Lambda(Ok(value)) => (None, None, Some(cap(&value.to_string()))),
             Executed::Lambda(Err(err)) => (None, Some(err.to_string()), None),
-            Executed::Unprepared(reason) => (None, Some(reason.clone()), None),
+            Executed::Unprepared(reason) => (None, Some(reason.to_string()), None),
         }
     }
 

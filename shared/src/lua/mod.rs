@@ -15,10 +15,24 @@
 //! could fill, rather than looping in C. The originals live only in upvalues of trusted code, out
 //! of reach without `debug`, and the strings' metatable is protected, so user code cannot get
 //! them back.
+//!
+//! Three more places run user code where the instruction hook cannot: a `__close` handler closed
+//! while a limit error unwinds (refused at compile time, see [`syntax`]), an `xpcall` message
+//! handler called for the hook's own error (the guard below stops it before it starts once the
+//! budget is spent), and `__gc` (refused above). `print` and `warn` write to the structured log,
+//! capped, never raw to stdout (on Lambda stdout also carries the metrics); `tostring` and
+//! `string.format` never show an address (`table: 0x…` would leak the process's memory layout).
+//! The CPU-time budget is a deadline ([`with_deadline`]): one per delivery, however many
+//! functions or templates the delivery runs.
+
+pub mod json;
+pub mod pool;
+pub mod syntax;
 
 use std::time::{Duration, Instant};
 
 use mlua::{ChunkMode, HookTriggers, Lua, LuaOptions, StdLib, Value, VmState};
+use uuid::Uuid;
 
 /// Resource limits for one sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,10 +137,14 @@ pub fn sandbox(limits: &Limits) -> mlua::Result<Lua> {
             Ok(())
         }
     })?;
+    let emit = lua.create_function(|lua, (stream, text): (mlua::String, mlua::String)| {
+        emit_output(lua, &stream.to_string_lossy(), &text.as_bytes());
+        Ok(())
+    })?;
     lua.load(GUARDS)
         .set_name("=sandbox")
         .set_mode(ChunkMode::Text)
-        .call::<()>((refusal, settle, limits.memory / MIN_ELEMENT_SIZE))?;
+        .call::<()>((refusal, settle, limits.memory / MIN_ELEMENT_SIZE, emit))?;
     lua.set_memory_limit(limits.memory)?;
     Ok(lua)
 }
@@ -139,13 +157,14 @@ const MIN_ELEMENT_SIZE: usize = 16;
 /// [`pattern_refusal`]) and `settle` (raises the limit error a caught error hides), and how many
 /// table elements the memory limit could hold. The originals it wraps stay in its upvalues, which
 /// user code cannot reach without `debug`.
-const GUARDS: &str = r#"
-local refusal, settle, max_elements = ...
-local error, rawget, type = error, rawget, type
-local raw_pcall, raw_xpcall, raw_setmetatable = pcall, xpcall, setmetatable
+const GUARDS: &str = r##"
+local refusal, settle, max_elements, emit = ...
+local error, rawget, type, select = error, rawget, type, select
+local raw_pcall, raw_xpcall, raw_setmetatable, raw_tostring = pcall, xpcall, setmetatable, tostring
 local string, table, tointeger = string, table, math.tointeger
 local find, match, gmatch, gsub, rep = string.find, string.match, string.gmatch, string.gsub, string.rep
-local move, insert, remove = table.move, table.insert, table.remove
+local raw_format, sub = string.format, string.sub
+local move, insert, remove, concat, unpack = table.move, table.insert, table.remove, table.concat, table.unpack
 
 -- Called, not tail-called, the originals keep their own name in argument errors.
 local function pass(...) return ... end
@@ -210,7 +229,50 @@ local function settled(ok, ...)
   return ok, ...
 end
 function pcall(...) return settled(raw_pcall(...)) end
-function xpcall(...) return settled(raw_xpcall(...)) end
+-- Lua calls the message handler for the hook's own error from inside the hook, where hooks are
+-- off: once the budget is spent, the handler must not start.
+function xpcall(f, handler, ...)
+  return settled(raw_xpcall(f, function(e) settle(true) return handler(e) end, ...))
+end
+
+-- No addresses out of the sandbox: `table: 0x55d0…` becomes `table`.
+local REFERENCE = { table = true, ["function"] = true, thread = true, userdata = true }
+local function safe_tostring(v)
+  local s = raw_tostring(v)
+  if REFERENCE[type(v)] and find(s, ": 0x%x+$") then return type(v) end
+  return s
+end
+tostring = safe_tostring
+function string.format(fmt, ...)
+  if type(fmt) == "string" and find((gsub(fmt, "%%%%", "")), "%%[-+ #0-9.]*p") then
+    error("'%p' is not allowed in the sandbox", 2)
+  end
+  local n, args = select("#", ...), { ... }
+  for i = 1, n do
+    if REFERENCE[type(args[i])] then args[i] = safe_tostring(args[i]) end
+  end
+  return pass(raw_format(fmt, unpack(args, 1, n)))
+end
+
+-- To the structured log, never to stdout or stderr.
+function print(...)
+  local parts = {}
+  for i = 1, select("#", ...) do parts[i] = safe_tostring((select(i, ...))) end
+  emit("print", concat(parts, "\t"))
+end
+function warn(...)
+  local parts = {}
+  for i = 1, select("#", ...) do
+    local part = select(i, ...)
+    if type(part) ~= "string" then
+      error("bad argument #" .. i .. " to 'warn' (string expected, got " .. type(part) .. ")", 2)
+    end
+    parts[i] = part
+  end
+  local text = concat(parts)
+  -- `@on`/`@off` control Lua's own warning switch, which the sandbox does not have.
+  if sub(text, 1, 1) ~= "@" then emit("warn", text) end
+end
 
 -- Finalizers run with hooks off, beyond the budget's reach. Lua only honours a `__gc` present
 -- when the metatable is set, so checking here is enough.
@@ -223,7 +285,7 @@ end
 
 -- The strings' metatable holds the string library as `__index`: no handing it out or swapping it.
 getmetatable("").__metatable = false
-"#;
+"##;
 
 /// The error the CPU budget raises.
 const CPU_LIMIT: &str = "CPU time limit exceeded";
@@ -368,19 +430,96 @@ fn class_end(p: &[u8], mut i: usize) -> usize {
     }
 }
 
-/// The CPU-time deadline of the call [`with_cpu_budget`] is running, for the guards of [`GUARDS`].
-struct Budget(Instant);
+/// The CPU-time deadline of the call [`with_deadline`] is running, for the guards of [`GUARDS`].
+struct Deadline(Instant);
 
 /// Whether `lua` is running past its CPU-time budget.
 fn budget_spent(lua: &Lua) -> bool {
-    lua.app_data_ref::<Budget>()
-        .is_some_and(|budget| Instant::now() > budget.0)
+    lua.app_data_ref::<Deadline>()
+        .is_some_and(|deadline| Instant::now() > deadline.0)
 }
 
-/// Runs `f` with the CPU-time budget of `limits` enforced on `lua`.
+/// What one delivery's user code may use, in all: the sandbox's limits, and one deadline that
+/// every Lua call of the delivery shares (spec §6, "one budget per delivery").
+#[derive(Debug, Clone)]
+pub struct Budget {
+    pub limits: Limits,
+    pub deadline: Instant,
+    /// The hook whose code runs, named on its `print`/`warn` log lines.
+    pub owner: Option<Uuid>,
+}
+
+impl Budget {
+    /// A budget of `limits.cpu_time` from now.
+    pub fn starting_now(limits: &Limits, owner: Option<Uuid>) -> Budget {
+        Budget {
+            limits: limits.clone(),
+            deadline: Instant::now() + limits.cpu_time,
+            owner,
+        }
+    }
+}
+
+/// Bytes of `print`/`warn` output one call of [`with_deadline`] may log; one line is cut at
+/// [`OUTPUT_LINE`] bytes.
+const OUTPUT_PER_CALL: usize = 8 * 1024;
+const OUTPUT_LINE: usize = 1024;
+
+/// Whose code a sandbox runs (a hook id), for the log lines of its output, and how much more
+/// output the current call may log.
+struct Output {
+    owner: Option<Uuid>,
+    remaining: usize,
+}
+
+/// Names the hook whose code `lua` runs, so that its `print`/`warn` lines carry the hook id.
+pub fn set_owner(lua: &Lua, hook_id: Uuid) {
+    lua.set_app_data(Output {
+        owner: Some(hook_id),
+        remaining: OUTPUT_PER_CALL,
+    });
+}
+
+/// Writes one `print`/`warn` line of user code to the log, within the call's allowance.
+fn emit_output(lua: &Lua, stream: &str, text: &[u8]) {
+    let Some(mut output) = lua.app_data_mut::<Output>() else {
+        return;
+    };
+    if output.remaining == 0 {
+        return;
+    }
+    let owner = output.owner.map(|id| id.to_string()).unwrap_or_default();
+    let allowed = text.len().min(OUTPUT_LINE).min(output.remaining);
+    output.remaining -= allowed;
+    let mut line = String::from_utf8_lossy(&text[..allowed]).into_owned();
+    if allowed < text.len() {
+        line.push_str(" [cut]");
+    }
+    // Debug formatting escapes newlines, so user output cannot fake log lines.
+    tracing::info!(target: "event_hooks::user_lua", hook_id = %owner, stream, output = ?line, "user code output");
+    if output.remaining == 0 {
+        tracing::warn!(target: "event_hooks::user_lua", hook_id = %owner, "user code output past {OUTPUT_PER_CALL} bytes dropped");
+    }
+}
+
+/// Runs `f` with the CPU-time budget of `limits` enforced on `lua`, starting now.
 pub fn with_cpu_budget<R>(lua: &Lua, limits: &Limits, f: impl FnOnce() -> R) -> R {
-    let deadline = Instant::now() + limits.cpu_time;
-    lua.set_app_data(Budget(deadline));
+    with_deadline(lua, Instant::now() + limits.cpu_time, f)
+}
+
+/// Runs `f` with `lua` stopped at `deadline`: every Lua call of one delivery shares it, so the
+/// delivery's user code has one budget in all.
+pub fn with_deadline<R>(lua: &Lua, deadline: Instant, f: impl FnOnce() -> R) -> R {
+    match lua.app_data_mut::<Output>() {
+        Some(mut output) => output.remaining = OUTPUT_PER_CALL,
+        None => {
+            lua.set_app_data(Output {
+                owner: None,
+                remaining: OUTPUT_PER_CALL,
+            });
+        }
+    }
+    lua.set_app_data(Deadline(deadline));
     lua.set_hook(
         HookTriggers::new().every_nth_instruction(HOOK_EVERY),
         move |_lua, _debug| {
@@ -393,7 +532,7 @@ pub fn with_cpu_budget<R>(lua: &Lua, limits: &Limits, f: impl FnOnce() -> R) -> 
     );
     let result = f();
     lua.remove_hook();
-    lua.remove_app_data::<Budget>();
+    lua.remove_app_data::<Deadline>();
     result
 }
 
@@ -408,6 +547,7 @@ pub fn type_name(value: &Value) -> &'static str {
 /// Compiles `source` as text (never bytecode) and runs the chunk in a fresh sandbox; it must
 /// return a function. The error messages are Kong's.
 pub fn check_function(source: &str, limits: &Limits) -> Result<(), String> {
+    syntax::refuse_to_be_closed(source).map_err(|e| format!("Error parsing function: {e}"))?;
     let lua = sandbox(limits).map_err(|e| format!("Error parsing function: {e}"))?;
     let chunk = lua
         .load(source)
@@ -427,6 +567,29 @@ pub fn check_function(source: &str, limits: &Limits) -> Result<(), String> {
     }
 }
 
+/// `text` with the addresses Lua writes for reference values (`table: 0x55d0c3a2`) replaced by
+/// the type's name, for error messages that leave the sandbox.
+pub fn scrub_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(": 0x") {
+        let digits = rest[at + 4..]
+            .bytes()
+            .take_while(u8::is_ascii_hexdigit)
+            .count();
+        let named = ["table", "function", "thread", "userdata"]
+            .iter()
+            .any(|name| rest[..at].ends_with(name));
+        out.push_str(&rest[..at]);
+        if digits == 0 || !named {
+            out.push_str(": 0x");
+        }
+        rest = &rest[at + 4 + if named { digits } else { 0 }..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The message of a Lua error without its traceback.
 fn first_line(err: &mlua::Error) -> String {
     let text = match err {
@@ -434,7 +597,7 @@ fn first_line(err: &mlua::Error) -> String {
         mlua::Error::CallbackError { cause, .. } => return first_line(cause),
         other => other.to_string(),
     };
-    text.lines().next().unwrap_or_default().to_string()
+    scrub_addresses(text.lines().next().unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -703,6 +866,135 @@ mod tests {
         )
         .unwrap();
         assert_eq!(moved, [9, 0, 2, 3, 4]);
+    }
+
+    /// Runs `f` on a thread of its own and waits at most `seconds` for it: a test of something
+    /// that used to hang fails instead of hanging the suite.
+    fn within<R: Send + 'static>(seconds: u64, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(f());
+        });
+        result
+            .recv_timeout(Duration::from_secs(seconds))
+            .expect("still running: the budget did not stop it")
+    }
+
+    #[test]
+    fn refuses_to_be_closed_variables_whose_handlers_no_budget_could_stop() {
+        // Given the attack of issue 8: a `__close` handler that loops, closed by the limit error
+        let attack = "return function() local x <close> = setmetatable({}, {__close=function() while true do end end}) while true do end end";
+        // Then it is refused when the function is checked
+        let err = within(10, move || check_function(attack, &limits())).unwrap_err();
+        assert!(
+            err.contains("to-be-closed variables ('<close>') are not allowed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_error_handler_cannot_outlive_the_budget() {
+        // Lua calls the handler for the hook's own error from inside the hook, with hooks off.
+        let err = within(10, || {
+            eval::<Value>(
+                "xpcall(function() while true do end end, function(e) while true do end end)",
+            )
+            .map_err(|e| e.to_string())
+        })
+        .unwrap_err();
+        assert!(err.contains(CPU_LIMIT), "{err}");
+        // Handlers of ordinary errors still run.
+        let handled: (bool, String) =
+            eval("return xpcall(error, function(e) return 'handled ' .. e end, 'boom', 0)")
+                .unwrap();
+        assert_eq!(handled, (false, "handled boom".into()));
+    }
+
+    #[test]
+    fn one_deadline_holds_across_calls() {
+        // Given a deadline that a first call used up
+        let lua = sandbox(&limits()).unwrap();
+        let deadline = Instant::now() + Duration::from_millis(100);
+        with_deadline(&lua, deadline, || lua.load("return 1").exec()).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        // When a second call runs under the same deadline, code that a fresh budget would let
+        // finish is stopped
+        let short = "local t = os.clock() while os.clock() - t < 0.05 do end";
+        assert!(with_cpu_budget(&lua, &limits(), || lua.load(short).exec()).is_ok());
+        let second = with_deadline(&lua, deadline, || lua.load(short).exec()).unwrap_err();
+        assert!(second.to_string().contains(CPU_LIMIT), "{second}");
+    }
+
+    #[test]
+    fn no_addresses_leave_the_sandbox() {
+        let shown: (String, String, String) = eval(
+            "return tostring({}), string.format('%s %s', print, {}), tostring(setmetatable({}, {__tostring = function() return 'mine' end}))",
+        )
+        .unwrap();
+        assert_eq!(
+            shown,
+            ("table".into(), "function table".into(), "mine".into())
+        );
+        let err = eval::<String>("return string.format('%p', {})").unwrap_err();
+        assert!(err.to_string().contains("'%p' is not allowed"), "{err}");
+        let plain: String = eval("return string.format('%d%% %5.1f %s', 3, 1.25, 'x')").unwrap();
+        assert_eq!(plain, "3%   1.2 x");
+        assert_eq!(
+            scrub_addresses("bad: table: 0x55d0c3a2f0 and function: 0xAB, not x: 0x12"),
+            "bad: table and function, not x: 0x12"
+        );
+    }
+
+    #[test]
+    fn print_and_warn_go_to_the_log_escaped_and_capped() {
+        // Given a log that this thread writes to
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let hook = Uuid::from_u128(7);
+        tracing::subscriber::with_default(subscriber, || {
+            let lua = sandbox(&limits()).unwrap();
+            set_owner(&lua, hook);
+            // When user code prints a forged log line, warns, and prints far past the cap
+            with_cpu_budget(&lua, &limits(), || {
+                lua.load(
+                    r#"print("a\n{\"_aws\":{}}", 1, nil) warn("careful") warn("@on")
+                       for i = 1, 100 do print(string.rep("x", 2000)) end"#,
+                )
+                .exec()
+            })
+            .unwrap();
+        });
+        let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        // Then each line is in the log with the hook id, newlines escaped, and the flood capped
+        assert!(log.contains(&hook.to_string()), "{log}");
+        assert!(log.contains(r#"a\n{\"_aws\":{}}\t1\tnil"#), "{log}");
+        assert!(log.contains("careful"), "{log}");
+        assert!(!log.contains("@on"), "{log}");
+        assert!(
+            log.lines().all(|line| !line.starts_with("{\"_aws\"")),
+            "{log}"
+        );
+        let printed = log.matches("[cut]").count();
+        assert!(
+            (1..=9).contains(&printed),
+            "{printed} lines of the flood logged"
+        );
+        assert!(log.contains("dropped"), "{log}");
     }
 
     #[test]
