@@ -76,7 +76,17 @@ impl LambdaChain {
     /// Compiles each source (a chunk returning a function, as Kong's `functions` entries) as text,
     /// never bytecode, and runs the chunks once under the CPU budget.
     pub fn compile(functions: &[String], limits: &Limits) -> Result<LambdaChain, LambdaError> {
-        let chain = Chain::build(functions, limits, None)?;
+        LambdaChain::compile_until(functions, limits, Instant::now() + limits.cpu_time)
+    }
+
+    /// [`LambdaChain::compile`] within a delivery's deadline: loading the chunks is part of the
+    /// budget of the delivery that needed them.
+    pub fn compile_until(
+        functions: &[String],
+        limits: &Limits,
+        deadline: Instant,
+    ) -> Result<LambdaChain, LambdaError> {
+        let chain = Chain::build_until(functions, limits, None, deadline)?;
         Ok(LambdaChain {
             sources: functions.to_vec(),
             limits: limits.clone(),
@@ -136,18 +146,23 @@ impl LambdaChain {
         // A panic elsewhere while the lock was held cannot leave the Lua state half-updated in a
         // way that matters: every run starts by resetting what it relies on.
         let mut chain = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let result = chain.run(data, event, source, pid, &self.limits, deadline);
-        if matches!(result, Err(LambdaError::Limit(_))) {
-            // Memory a function kept in chunk-level state could make every later event fail too;
-            // a fresh state costs one compile, paid only after a limit error. Should the rebuild
-            // itself fail, the old state is still valid Lua and is kept.
-            match Chain::build(&self.sources, &self.limits, self.owner) {
+        if chain.stale {
+            // The last run hit a limit: memory a function kept in chunk-level state could make
+            // every later event fail too, so this run starts from a fresh state, compiled within
+            // this run's budget (never after a run, which would hold the thread past its budget).
+            // Should the rebuild fail, the old state is still valid Lua and is used.
+            match Chain::build_until(&self.sources, &self.limits, self.owner, deadline) {
                 Ok(fresh) => *chain = fresh,
+                Err(LambdaError::Limit(message)) => return Err(LambdaError::Limit(message)),
                 Err(_) => {
-                    // Best effort: the limit error is what this run reports either way.
                     let _ = chain.lua.gc_collect();
+                    chain.stale = false;
                 }
             }
+        }
+        let result = chain.run(data, event, source, pid, &self.limits, deadline);
+        if matches!(result, Err(LambdaError::Limit(_))) {
+            chain.stale = true;
         }
         result
     }
@@ -155,6 +170,8 @@ impl LambdaChain {
 
 /// One sandboxed Lua state with the compiled functions.
 struct Chain {
+    /// Set after a limit error: the next run starts from a fresh state.
+    stale: bool,
     lua: Lua,
     /// The `_ENV` of every function: emptied before each run, falls back to the chain's base.
     env: Table,
@@ -196,10 +213,11 @@ return env, base
 "#;
 
 impl Chain {
-    fn build(
+    fn build_until(
         sources: &[String],
         limits: &Limits,
         owner: Option<Uuid>,
+        deadline: Instant,
     ) -> Result<Chain, LambdaError> {
         let setup = |e: mlua::Error| LambdaError::Compile(format!("Error creating sandbox: {e}"));
         for (index, source) in sources.iter().enumerate() {
@@ -214,8 +232,6 @@ impl Chain {
         if let Some(owner) = owner {
             set_owner(&lua, owner);
         }
-        // Loading every chunk is one budget, as running the chain is.
-        let deadline = Instant::now() + limits.cpu_time;
         let (env, base): (Table, Table) = lua
             .load(PRELUDE)
             .set_name("=prelude")
@@ -269,6 +285,7 @@ impl Chain {
         }
         env.clear().map_err(setup)?;
         Ok(Chain {
+            stale: false,
             lua,
             env,
             functions,

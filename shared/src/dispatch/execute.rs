@@ -279,32 +279,35 @@ impl Executor {
         };
         let lane = self.lane(hook_id);
         let _turn = lane.acquire().await.map_err(|_| PoolError::Stopped);
-        let chain = match self.cached(hook_id) {
-            Some(Compiled::Lambda(chain)) if chain.functions() == functions => chain,
-            _ => {
-                let (sources, limits) = (functions.to_vec(), self.limits.clone());
-                let chain = self
-                    .pool
-                    .run(move || LambdaChain::compile(&sources, &limits))
-                    .await
-                    .map_err(runner_failed)??
-                    .owned_by(hook_id);
-                let chain = Arc::new(chain);
-                self.remember(hook_id, Compiled::Lambda(chain.clone()));
-                chain
-            }
+        let cached = match self.cached(hook_id) {
+            Some(Compiled::Lambda(chain)) if chain.functions() == functions => Some(chain),
+            _ => None,
         };
+        let fresh = cached.is_none();
+        let (sources, limits) = (functions.to_vec(), self.limits.clone());
         let data = event.data.clone();
         let (name, source) = (event_name.to_string(), event.source.clone());
-        let cpu_time = self.limits.cpu_time;
-        self.pool
+        let (chain, result) = self
+            .pool
             .run(move || {
-                // The budget starts when the job does, not while it waits for a thread.
-                let deadline = std::time::Instant::now() + cpu_time;
-                chain.run_until(&data, &name, &source, pid, deadline)
+                // One budget for the delivery, compile included; it starts when the job does,
+                // not while the job waits for a thread.
+                let deadline = std::time::Instant::now() + limits.cpu_time;
+                let chain = match cached {
+                    Some(chain) => chain,
+                    None => Arc::new(
+                        LambdaChain::compile_until(&sources, &limits, deadline)?.owned_by(hook_id),
+                    ),
+                };
+                let result = chain.run_until(&data, &name, &source, pid, deadline);
+                Ok::<_, LambdaError>((chain, result))
             })
             .await
-            .map_err(runner_failed)?
+            .map_err(runner_failed)??;
+        if fresh {
+            self.remember(hook_id, Compiled::Lambda(chain));
+        }
+        result
     }
 
     /// Renders a webhook-custom hook's request on the pool, in the hook's lane, parsing its
@@ -366,5 +369,132 @@ impl Executor {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(hook_id, code);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::deliver::http::HttpSettings;
+    use crate::model::LambdaConfig;
+
+    fn lambda_hook(functions: &[&str]) -> Hook {
+        Hook {
+            id: Uuid::new_v4(),
+            created_at: 0,
+            updated_at: 0,
+            source: "crud".into(),
+            event: None,
+            handler: Handler::Lambda(LambdaConfig {
+                functions: functions.iter().map(|f| f.to_string()).collect(),
+            }),
+            snooze: None,
+            on_change: None,
+            enabled: true,
+            name: None,
+            tags: vec![],
+        }
+    }
+
+    fn executor(threads: usize, cpu_time: Duration) -> Arc<Executor> {
+        let limits = Limits {
+            cpu_time,
+            ..Limits::default()
+        };
+        let sender = HttpSender::new(HttpSettings::default()).unwrap();
+        Arc::new(Executor::with_pool(
+            sender,
+            limits,
+            LuaPool::new(threads).unwrap(),
+        ))
+    }
+
+    fn event() -> Event {
+        crate::events::parse_event(r#"{"source":"crud","event":"consumers","data":{"n":1}}"#)
+            .unwrap()
+    }
+
+    async fn run(executor: &Executor, hook: &Hook) -> Executed {
+        executor.execute(hook, "consumers", &event(), None, 1).await
+    }
+
+    #[tokio::test]
+    async fn a_hostile_hook_holds_one_thread_at_most() {
+        // Given a pool of two threads and a hook whose every delivery runs until its budget ends
+        let executor = executor(2, Duration::from_millis(300));
+        let hostile = Arc::new(lambda_hook(&["return function() while true do end end"]));
+        let healthy = lambda_hook(&["return function(d) return d end"]);
+        let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let attacks: Vec<_> = (0..4)
+            .map(|_| {
+                let (executor, hostile, finished) =
+                    (executor.clone(), hostile.clone(), finished.clone());
+                tokio::spawn(async move {
+                    let executed = run(&executor, &hostile).await;
+                    finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    executed
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // When a healthy hook's delivery comes meanwhile
+        let executed = run(&executor, &healthy).await;
+        // Then it is served while the hostile deliveries still wait in their lane
+        assert!(matches!(executed, Executed::Lambda(Ok(_))), "{executed:?}");
+        let hostile_done = finished.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            hostile_done <= 1,
+            "{hostile_done} hostile deliveries ran first"
+        );
+        for attack in attacks {
+            let executed = attack.await.unwrap();
+            assert!(
+                matches!(&executed, Executed::Lambda(Err(LambdaError::Limit(_)))),
+                "{executed:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn compiled_code_is_cached_per_configuration_and_forgotten() {
+        // Given a hook whose compiled state holds 2 MB
+        let executor = executor(1, Duration::from_secs(1));
+        let big = "local big = string.rep('x', 2 * 1024 * 1024) return function() return #big end";
+        let mut hook = lambda_hook(&[big]);
+        let executed = run(&executor, &hook).await;
+        assert!(matches!(&executed, Executed::Lambda(Ok(n)) if *n == json!(2 * 1024 * 1024)));
+        let memory = || executor.cache.lock().unwrap().memory;
+        assert!(memory() > 2 * 1024 * 1024, "{}", memory());
+        // When the hook changes, the old code is replaced, not kept beside the new
+        hook.handler = Handler::Lambda(LambdaConfig {
+            functions: vec!["return function() return 1 end".into()],
+        });
+        let executed = run(&executor, &hook).await;
+        assert!(matches!(&executed, Executed::Lambda(Ok(n)) if *n == json!(1)));
+        assert!(memory() < 1024 * 1024, "{}", memory());
+        assert_eq!(executor.cache.lock().unwrap().entries.len(), 1);
+        // And when it goes, nothing of it stays
+        executor.forget(hook.id);
+        assert_eq!(memory(), 0);
+        assert!(executor.cache.lock().unwrap().entries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_bounded_in_memory() {
+        // Given more 2 MB hooks than the cache's memory allows
+        let executor = executor(2, Duration::from_secs(1));
+        let big = "local big = string.rep('x', 2 * 1024 * 1024) return function() return #big end";
+        for _ in 0..(MAX_CACHED_MEMORY / (2 * 1024 * 1024) + 8) {
+            let executed = run(&executor, &lambda_hook(&[big])).await;
+            assert!(matches!(executed, Executed::Lambda(Ok(_))), "{executed:?}");
+        }
+        // Then the least recently used were dropped
+        let cache = executor.cache.lock().unwrap();
+        assert!(cache.memory <= MAX_CACHED_MEMORY, "{}", cache.memory);
+        assert!(cache.entries.len() < MAX_CACHED_MEMORY / (2 * 1024 * 1024) + 8);
     }
 }
