@@ -7,6 +7,7 @@ mod delivery_http;
 mod dispatch_lambda;
 mod dispatch_local;
 mod dispatcher;
+mod limits;
 mod openapi;
 mod probe_lambda;
 mod probe_local;
