@@ -258,7 +258,8 @@ mod tests {
     fn body_error(format: Format, bytes: &[u8]) -> BodyError {
         match parse(format, bytes) {
             Err(ApiError::Body(problem)) => problem,
-            other => panic!("expected a body error, got {other:?}"),
+            Ok(input) => panic!("expected a body error, got {} fields", input.fields.len()),
+            Err(other) => panic!("expected a body error, got {other:?}"),
         }
     }
 
