@@ -150,6 +150,7 @@ async fn run(total: usize) {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.clone(),
         admin_token: None,
+        allowed_hosts: Vec::new(),
         untrusted_lua: LuaPolicy::default(),
         retry_schedule: RetrySchedule::default(),
         ssrf_guard: false,

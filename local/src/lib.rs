@@ -1,5 +1,10 @@
 //! The whole event-hooks service in one local process: the admin API on embedded SQLite storage
 //! and an embedded durable queue, no AWS needed. `make run` starts it.
+//!
+//! It answers only requests for its own host names and refuses cross-site changes ([`guard`]),
+//! and it will not listen on an address other machines can reach without an admin token.
+
+pub mod guard;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,8 +51,14 @@ pub struct Settings {
     pub data_dir: PathBuf,
 
     /// When set, every admin request needs this value in the `Kong-Admin-Token` header.
+    /// Required to listen on a non-loopback address.
     #[arg(long, env = "EVENT_HOOKS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// More `Host` names to answer to, comma-separated (`name` or `name:port`), besides the
+    /// listen address, `localhost`, `127.0.0.1` and `[::1]`; other hosts get 403.
+    #[arg(long, env = "EVENT_HOOKS_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
 
     /// `sandbox` runs lambda hooks in the Lua sandbox; `off` refuses them.
     #[arg(long, env = "EVENT_HOOKS_UNTRUSTED_LUA", default_value = "sandbox")]
@@ -238,10 +249,20 @@ pub async fn serve(
     settings: &Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    guard::check_bind(settings.listen, settings.admin_token.as_deref())?;
     let service = Service::open(settings).await?;
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    // The bound address, not the configured one: with port 0 only the former is what clients use.
+    let allowed = Arc::new(guard::AllowedHosts::new(
+        listener.local_addr()?,
+        &settings.allowed_hosts,
+    ));
+    let router = service
+        .router
+        .clone()
+        .layer(axum::middleware::from_fn_with_state(allowed, guard::layer));
     tracing::info!(
         address = %listener.local_addr()?,
         data_dir = %settings.data_dir.display(),
@@ -250,7 +271,7 @@ pub async fn serve(
     );
     let (stop_workers, workers_stopped) = watch::channel(false);
     let workers = service.start_workers(&workers_stopped);
-    let served = axum::serve(listener, service.router)
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
         .context("server failed");

@@ -14,7 +14,9 @@ use event_hooks::dispatch::matching::EventName;
 use event_hooks::events::Event;
 use event_hooks::lambda::LambdaChain;
 use event_hooks::lua::{Budget, Limits};
-use event_hooks::model::{Handler, Hook, LogConfig, WebhookConfig, WebhookCustomConfig};
+use event_hooks::model::{
+    Handler, Hook, HttpMethod, LogConfig, WebhookConfig, WebhookCustomConfig,
+};
 use event_hooks::snapshot::Snapshot;
 use event_hooks::sources::Catalogue;
 use event_hooks::sqlite::Database;
@@ -122,7 +124,7 @@ fn main() {
 
     let custom = WebhookCustomConfig {
         url: "https://example.com/custom".into(),
-        method: "POST".into(),
+        method: HttpMethod::POST,
         payload: Some(BTreeMap::from([
             (
                 "text".into(),

@@ -1,13 +1,32 @@
 //! Kong's form conventions: dotted keys nest (`config.headers.x=1`), `a[1]=`, `a[]=` and repeated
 //! keys make arrays, and string values are coerced by the hook schema (spec §2), so the curl
 //! commands of Kong's docs (`--data config.url=…`, `-F config.functions=@fn.lua`) work unchanged.
+//!
+//! Decoding is iterative and a key nests at most [`MAX_BODY_DEPTH`] levels, so no key, however
+//! deep, can exhaust the stack here or in the recursive walks of the decoded value later.
 
 use serde_json::{Map, Value};
 
-/// A key that cannot be turned into a path (e.g. `a..b` or `a[x]`).
+use crate::limits::{MAX_BODY_DEPTH, MAX_BODY_KEYS};
+
+/// Most values a decoded form may hold, counting the holes that `a[1000]=` leaves. Each key makes
+/// at most [`MAX_BODY_DEPTH`] values of its own, but an index pads its array: without this
+/// budget 1,000 keys like `a1[1000][1000]…` would make some 30 million values from 200 KB.
+pub const MAX_FORM_VALUES: usize = MAX_BODY_KEYS * MAX_BODY_DEPTH;
+
+/// Why a form body cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid form key '{0}'")]
-pub struct BadKey(pub String);
+pub enum FormError {
+    /// A key that cannot be turned into a path (e.g. `a..b` or `a[x]`).
+    #[error("invalid form key '{0}'")]
+    BadKey(String),
+    /// A key of more than [`MAX_BODY_DEPTH`] steps; holds the key's first characters.
+    #[error("Cannot parse form body: key '{0}…' is nested deeper than {MAX_BODY_DEPTH} levels")]
+    TooDeep(String),
+    /// Array indexes that would make more than [`MAX_FORM_VALUES`] values.
+    #[error("Cannot parse form body: its array indexes make more than {MAX_FORM_VALUES} values")]
+    TooManyValues,
+}
 
 enum Step {
     Key(String),
@@ -16,8 +35,14 @@ enum Step {
     Append,
 }
 
-fn parse_key(key: &str) -> Result<Vec<Step>, BadKey> {
-    let bad = || BadKey(key.to_string());
+fn parse_key(key: &str) -> Result<Vec<Step>, FormError> {
+    // Every `.` and every `[` starts a step: counted before anything is allocated.
+    let depth = 1 + key.bytes().filter(|b| matches!(b, b'.' | b'[')).count();
+    if depth > MAX_BODY_DEPTH {
+        let shown: String = key.chars().take(32).collect();
+        return Err(FormError::TooDeep(shown));
+    }
+    let bad = || FormError::BadKey(key.to_string());
     let mut steps = Vec::new();
     for part in key.split('.') {
         let (name, mut rest) = match part.find('[') {
@@ -50,64 +75,90 @@ fn parse_key(key: &str) -> Result<Vec<Step>, BadKey> {
 }
 
 /// Builds the nested object described by form `pairs`; every leaf is a string.
-pub fn decode_pairs<I, K, V>(pairs: I) -> Result<Value, BadKey>
+pub fn decode_pairs<I, K, V>(pairs: I) -> Result<Value, FormError>
 where
     I: IntoIterator<Item = (K, V)>,
     K: AsRef<str>,
     V: Into<String>,
 {
     let mut root = Value::Object(Map::new());
+    let mut budget = MAX_FORM_VALUES;
     for (key, value) in pairs {
         let steps = parse_key(key.as_ref())?;
-        insert(&mut root, &steps, Value::String(value.into()))
-            .map_err(|()| BadKey(key.as_ref().to_string()))?;
+        match insert(&mut root, &steps, Value::String(value.into()), &mut budget) {
+            Ok(()) => {}
+            Err(Conflict::Shape) => return Err(FormError::BadKey(key.as_ref().to_string())),
+            Err(Conflict::Budget) => return Err(FormError::TooManyValues),
+        }
     }
     Ok(root)
 }
 
-fn insert(node: &mut Value, steps: &[Step], value: Value) -> Result<(), ()> {
-    let Some((step, rest)) = steps.split_first() else {
-        // A repeated key turns the value into an array.
-        match node {
-            Value::Null => *node = value,
-            Value::Array(items) => items.push(value),
-            Value::String(_) => {
-                let first = node.take();
-                *node = Value::Array(vec![first, value]);
-            }
-            Value::Object(_) | Value::Bool(_) | Value::Number(_) => return Err(()),
-        }
-        return Ok(());
+/// Why a pair cannot be inserted.
+enum Conflict {
+    /// The key uses a value as an object or array, or an object as a value.
+    Shape,
+    /// The form would hold more than [`MAX_FORM_VALUES`] values.
+    Budget,
+}
+
+/// Walks (creating as needed) the path of `steps` from `node` and puts `value` at its end.
+/// A loop rather than recursion: the stack stays flat whatever the depth.
+fn insert(
+    mut node: &mut Value,
+    steps: &[Step],
+    value: Value,
+    budget: &mut usize,
+) -> Result<(), Conflict> {
+    let mut spend = |count: usize| -> Result<(), Conflict> {
+        *budget = budget.checked_sub(count).ok_or(Conflict::Budget)?;
+        Ok(())
     };
-    match step {
-        Step::Key(key) => {
-            if node.is_null() {
-                *node = Value::Object(Map::new());
+    for step in steps {
+        node = match step {
+            Step::Key(key) => {
+                if node.is_null() {
+                    *node = Value::Object(Map::new());
+                }
+                let map = node.as_object_mut().ok_or(Conflict::Shape)?;
+                if !map.contains_key(key) {
+                    spend(1)?;
+                }
+                map.entry(key.clone()).or_insert(Value::Null)
             }
-            let map = node.as_object_mut().ok_or(())?;
-            let child = map.entry(key.clone()).or_insert(Value::Null);
-            insert(child, rest, value)
-        }
-        Step::Index(index) => {
-            if node.is_null() {
-                *node = Value::Array(Vec::new());
+            Step::Index(index) => {
+                if node.is_null() {
+                    *node = Value::Array(Vec::new());
+                }
+                let items = node.as_array_mut().ok_or(Conflict::Shape)?;
+                if items.len() < *index {
+                    spend(index - items.len())?;
+                    items.resize(*index, Value::Null);
+                }
+                &mut items[index - 1]
             }
-            let items = node.as_array_mut().ok_or(())?;
-            if items.len() < *index {
-                items.resize(*index, Value::Null);
+            Step::Append => {
+                if node.is_null() {
+                    *node = Value::Array(Vec::new());
+                }
+                let items = node.as_array_mut().ok_or(Conflict::Shape)?;
+                spend(1)?;
+                items.push(Value::Null);
+                items.last_mut().expect("just pushed")
             }
-            insert(&mut items[index - 1], rest, value)
-        }
-        Step::Append => {
-            if node.is_null() {
-                *node = Value::Array(Vec::new());
-            }
-            let items = node.as_array_mut().ok_or(())?;
-            items.push(Value::Null);
-            let last = items.last_mut().expect("just pushed");
-            insert(last, rest, value)
-        }
+        };
     }
+    // A repeated key turns the value into an array.
+    match node {
+        Value::Null => *node = value,
+        Value::Array(items) => items.push(value),
+        Value::String(_) => {
+            let first = node.take();
+            *node = Value::Array(vec![first, value]);
+        }
+        Value::Object(_) | Value::Bool(_) | Value::Number(_) => return Err(Conflict::Shape),
+    }
+    Ok(())
 }
 
 /// What the hook schema says a field holds, for coercing form strings.
@@ -233,6 +284,59 @@ mod tests {
         }
         // A key used both as a value and as an object cannot be represented.
         assert!(decode_pairs([("config", "x"), ("config.url", "y")]).is_err());
+    }
+
+    #[test]
+    fn keys_nest_at_most_32_levels() {
+        let at_limit = vec!["a"; 32].join(".");
+        let mut expected = json!("v");
+        for _ in 0..32 {
+            expected = json!({ "a": expected });
+        }
+        assert_eq!(decode(&[(at_limit.as_str(), "v")]), expected);
+        // Brackets count as levels too.
+        let brackets = format!("{}[]", vec!["a"; 31].join("."));
+        assert!(decode_pairs([(brackets.as_str(), "v")]).is_ok());
+
+        let over = format!("{at_limit}.a");
+        let shown = vec!["a"; 17].join(".");
+        assert_eq!(
+            decode_pairs([(over.as_str(), "v")]).unwrap_err(),
+            FormError::TooDeep(shown[..32].to_string())
+        );
+        assert_eq!(
+            FormError::TooDeep("a.a".into()).to_string(),
+            "Cannot parse form body: key 'a.a…' is nested deeper than 32 levels"
+        );
+        let brackets = format!("{at_limit}[1]");
+        assert!(matches!(
+            decode_pairs([(brackets.as_str(), "v")]),
+            Err(FormError::TooDeep(_))
+        ));
+    }
+
+    #[test]
+    fn a_key_10000_levels_deep_is_refused_without_overflowing() {
+        let key = vec!["a"; 10_000].join(".");
+        assert!(matches!(
+            decode_pairs([(key.as_str(), "1")]),
+            Err(FormError::TooDeep(_))
+        ));
+    }
+
+    #[test]
+    fn array_holes_count_against_a_budget() {
+        // One index of 1000 is fine: Kong allows it.
+        assert!(decode_pairs([("a[1000]", "v")]).is_ok());
+        let deep = "[1000]".repeat(31);
+        let keys: Vec<String> = (0..2).map(|i| format!("k{i}{deep}")).collect();
+        assert_eq!(
+            decode_pairs(keys.iter().map(|k| (k.as_str(), "v"))).unwrap_err(),
+            FormError::TooManyValues
+        );
+        // Just within the budget: 32 arrays padded to 1,000 values, minus the key entries.
+        let keys: Vec<String> = (0..31).map(|i| format!("k{i}[999]")).collect();
+        assert!(decode_pairs(keys.iter().map(|k| (k.as_str(), "v"))).is_ok());
     }
 
     #[test]

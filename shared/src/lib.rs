@@ -2,7 +2,7 @@
 //!
 //! Domain modules know nothing of AWS: [`model`], [`validate`], [`form`], [`sources`],
 //! [`events`], [`lua`], [`template`], [`lambda`], [`snapshot`], [`dispatch`], [`deliver`],
-//! [`metrics`], [`env`]. The four ports ([`store::HookStore`], [`queue::Queue`],
+//! [`metrics`], [`env`], [`limits`]. The four ports ([`store::HookStore`], [`queue::Queue`],
 //! [`windows::WindowStore`], [`deliveries::DeliveryLog`]) each have an embedded SQLite adapter
 //! (on [`sqlite::Database`]) and an AWS adapter, which pass the same contract suites; [`aws`]
 //! builds the SDK configuration. [`admin`] is the Kong-compatible HTTP API as axum routers, served
@@ -17,6 +17,7 @@ pub mod env;
 pub mod events;
 pub mod form;
 pub mod lambda;
+pub mod limits;
 pub mod lua;
 pub mod metrics;
 pub mod model;

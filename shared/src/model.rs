@@ -98,7 +98,7 @@ pub struct WebhookConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookCustomConfig {
     pub url: String,
-    pub method: String,
+    pub method: HttpMethod,
     pub payload: Option<BTreeMap<String, String>>,
     pub payload_format: bool,
     pub body: Option<String>,
@@ -107,6 +107,80 @@ pub struct WebhookCustomConfig {
     pub headers_format: bool,
     pub secret: Option<String>,
     pub ssl_verify: bool,
+}
+
+/// The HTTP method of a `webhook-custom` hook: an upper-case token (Kong's `^%u+$`), checked once
+/// when the hook is validated, so delivery sends exactly this method and never a fallback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HttpMethod(reqwest::Method);
+
+/// A `config.method` that is not an upper-case token; the message is Kong's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value: {0}")]
+pub struct InvalidMethod(pub String);
+
+impl HttpMethod {
+    /// `POST`, the method of `webhook` hooks.
+    pub const POST: HttpMethod = HttpMethod(reqwest::Method::POST);
+
+    /// Accepts upper-case ASCII letters only, as Kong's schema does (so `get` and `M-SEARCH` are
+    /// refused); every such string is a valid HTTP token.
+    pub fn parse(method: &str) -> Result<HttpMethod, InvalidMethod> {
+        let invalid = || InvalidMethod(method.to_string());
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(invalid());
+        }
+        reqwest::Method::from_bytes(method.as_bytes())
+            .map(HttpMethod)
+            .map_err(|_| invalid())
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The method to send.
+    pub fn to_http(&self) -> reqwest::Method {
+        self.0.clone()
+    }
+}
+
+/// A checked method reads as the string it was given, e.g. for comparisons with `"GET"`.
+impl std::ops::Deref for HttpMethod {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::str::FromStr for HttpMethod {
+    type Err = InvalidMethod;
+
+    fn from_str(method: &str) -> Result<HttpMethod, InvalidMethod> {
+        HttpMethod::parse(method)
+    }
+}
+
+impl TryFrom<String> for HttpMethod {
+    type Error = InvalidMethod;
+
+    fn try_from(method: String) -> Result<HttpMethod, InvalidMethod> {
+        HttpMethod::parse(&method)
+    }
+}
+
+impl From<HttpMethod> for String {
+    fn from(method: HttpMethod) -> String {
+        method.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for HttpMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `log`: one structured log line per event; no settings.
@@ -163,5 +237,32 @@ mod tests {
         assert_eq!(value["config"], json!({}));
         let back: Hook = serde_json::from_value(value).unwrap();
         assert_eq!(back, hook);
+    }
+
+    #[test]
+    fn methods_are_upper_case_tokens() {
+        for good in ["GET", "POST", "PURGE", "PROPFIND"] {
+            let method = HttpMethod::parse(good).unwrap();
+            assert_eq!(method.as_str(), good);
+            assert_eq!(method.to_http().as_str(), good);
+        }
+        for bad in ["", "get", "Post", "M-SEARCH", "GET ", "GÉT"] {
+            assert_eq!(
+                HttpMethod::parse(bad),
+                Err(InvalidMethod(bad.to_string())),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            InvalidMethod("post".into()).to_string(),
+            "invalid value: post"
+        );
+    }
+
+    #[test]
+    fn a_stored_method_is_checked_when_read_back() {
+        let method: HttpMethod = serde_json::from_value(json!("PATCH")).unwrap();
+        assert_eq!(serde_json::to_value(&method).unwrap(), json!("PATCH"));
+        assert!(serde_json::from_value::<HttpMethod>(json!("patch")).is_err());
     }
 }

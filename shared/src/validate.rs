@@ -12,9 +12,11 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::dispatch::handlers::payload_encoding;
+use crate::limits;
 use crate::lua::{self, LuaPolicy};
 use crate::model::{
-    Handler, HandlerKind, Hook, LambdaConfig, LogConfig, WebhookConfig, WebhookCustomConfig,
+    Handler, HandlerKind, Hook, HttpMethod, LambdaConfig, LogConfig, WebhookConfig,
+    WebhookCustomConfig,
 };
 use crate::template::Template;
 
@@ -351,6 +353,10 @@ fn optional_snooze(map: &Map<String, Value>, errors: &mut Errors) -> Option<u32>
 /// Names are used in URLs and logs: keep them to Kong's `utf8_name` alphabet.
 fn optional_name(map: &Map<String, Value>, errors: &mut Errors) -> Option<String> {
     let name = optional_string(map, "name", errors)?;
+    if name.len() > limits::MAX_NAME_BYTES {
+        errors.add(&["name"], at_most(limits::MAX_NAME_BYTES));
+        return None;
+    }
     let valid = name
         .chars()
         .all(|c| !c.is_ascii() || c.is_ascii_alphanumeric() || ".-_~".contains(c));
@@ -374,10 +380,17 @@ fn tags(map: &Map<String, Value>, errors: &mut Errors) -> Vec<String> {
         errors.add(&["tags"], "expected an array");
         return Vec::new();
     };
+    if items.len() > limits::MAX_TAGS {
+        errors.add(&["tags"], at_most(limits::MAX_TAGS));
+        return Vec::new();
+    }
     let mut tags = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let path = vec![PathSegment::Key("tags".into()), PathSegment::Index(index)];
         match item {
+            Value::String(tag) if tag.len() > limits::MAX_TAG_BYTES => {
+                errors.add_at(path, at_most(limits::MAX_TAG_BYTES))
+            }
             Value::String(tag) if is_valid_tag(tag) => {
                 if !tags.contains(tag) {
                     tags.push(tag.clone());
@@ -441,43 +454,79 @@ fn config(
         }
     }
     let before = errors.0.len();
+    // Every field is read (so every problem is reported) before the handler is built; a field
+    // that is `None` here has recorded its error, and the handler is dropped below.
     let handler = match kind {
-        HandlerKind::Webhook => Handler::Webhook(WebhookConfig {
-            url: url(map, errors).unwrap_or_default(),
-            headers: string_map(map, "headers", errors, check_header).unwrap_or_default(),
-            secret: string_at(map, &["config", "secret"], errors),
-            ssl_verify: bool_at(map, &["config", "ssl_verify"], errors).unwrap_or(false),
-        }),
-        HandlerKind::WebhookCustom => Handler::WebhookCustom(WebhookCustomConfig {
-            url: url(map, errors).unwrap_or_default(),
-            method: method(map, errors).unwrap_or_default(),
-            payload: string_map(map, "payload", errors, |_, _| None),
-            payload_format: bool_at(map, &["config", "payload_format"], errors).unwrap_or(true),
-            body: map.get("body").and_then(|body| match body {
-                Value::Null => None,
-                Value::String(s) => Some(s.clone()),
-                _ => {
-                    errors.add(&["config", "body"], "expected a string");
-                    None
-                }
-            }),
-            body_format: bool_at(map, &["config", "body_format"], errors).unwrap_or(true),
-            headers: string_map(map, "headers", errors, check_header).unwrap_or_default(),
-            headers_format: bool_at(map, &["config", "headers_format"], errors).unwrap_or(false),
-            secret: string_at(map, &["config", "secret"], errors),
-            ssl_verify: bool_at(map, &["config", "ssl_verify"], errors).unwrap_or(false),
-        }),
-        HandlerKind::Log => Handler::Log(LogConfig {}),
-        HandlerKind::Lambda => Handler::Lambda(LambdaConfig {
+        HandlerKind::Webhook => {
+            let url = url(map, errors);
+            let headers = string_map(map, "headers", HEADERS, errors);
+            let secret = string_at(map, &["config", "secret"], errors);
+            let ssl_verify = bool_at(map, &["config", "ssl_verify"], errors).unwrap_or(false);
+            url.map(|url| {
+                Handler::Webhook(WebhookConfig {
+                    url,
+                    headers: headers.unwrap_or_default(),
+                    secret,
+                    ssl_verify,
+                })
+            })
+        }
+        HandlerKind::WebhookCustom => {
+            let url = url(map, errors);
+            let method = method(map, errors);
+            let payload = string_map(map, "payload", PAYLOAD, errors);
+            let payload_format =
+                bool_at(map, &["config", "payload_format"], errors).unwrap_or(true);
+            let body = custom_body(map, errors);
+            let body_format = bool_at(map, &["config", "body_format"], errors).unwrap_or(true);
+            let headers = string_map(map, "headers", HEADERS, errors);
+            let headers_format =
+                bool_at(map, &["config", "headers_format"], errors).unwrap_or(false);
+            let secret = string_at(map, &["config", "secret"], errors);
+            let ssl_verify = bool_at(map, &["config", "ssl_verify"], errors).unwrap_or(false);
+            url.zip(method).map(|(url, method)| {
+                Handler::WebhookCustom(WebhookCustomConfig {
+                    url,
+                    method,
+                    payload,
+                    payload_format,
+                    body,
+                    body_format,
+                    headers: headers.unwrap_or_default(),
+                    headers_format,
+                    secret,
+                    ssl_verify,
+                })
+            })
+        }
+        HandlerKind::Log => Some(Handler::Log(LogConfig {})),
+        HandlerKind::Lambda => Some(Handler::Lambda(LambdaConfig {
             functions: functions(map, ctx, errors),
-        }),
+        })),
     };
+    // Templates are parsed only once every limit has held, so an oversized hook costs no parsing.
     if errors.0.len() == before {
-        if let Handler::WebhookCustom(config) = &handler {
+        if let Some(Handler::WebhookCustom(config)) = &handler {
             check_custom(config, &ctx.lua, errors);
         }
     }
-    (errors.0.len() == before).then_some(handler)
+    handler.filter(|_| errors.0.len() == before)
+}
+
+/// `config.body`: a string, at most [`limits::MAX_TEMPLATE_BYTES`] long.
+fn custom_body(map: &Map<String, Value>, errors: &mut Errors) -> Option<String> {
+    match map.get("body")? {
+        Value::Null => None,
+        Value::String(s) if s.len() > limits::MAX_TEMPLATE_BYTES => {
+            errors.add(&["config", "body"], at_most(limits::MAX_TEMPLATE_BYTES));
+            None
+        }
+        Value::String(s) => Some(s.clone()),
+        _ => {
+            errors.add(&["config", "body"], "expected a string");
+            None
+        }
+    }
 }
 
 /// `webhook-custom`: every template must parse (and may use Lua only when the deployment allows
@@ -531,6 +580,10 @@ fn url(map: &Map<String, Value>, errors: &mut Errors) -> Option<String> {
         return None;
     }
     let raw = string_at(map, &path, errors)?;
+    if raw.len() > limits::MAX_URL_BYTES {
+        errors.add(&path, at_most(limits::MAX_URL_BYTES));
+        return None;
+    }
     match url::Url::parse(&raw) {
         Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") => {
             errors.add(
@@ -568,36 +621,77 @@ fn url(map: &Map<String, Value>, errors: &mut Errors) -> Option<String> {
 }
 
 /// `config.method`: an upper-case HTTP token such as `POST`.
-fn method(map: &Map<String, Value>, errors: &mut Errors) -> Option<String> {
+fn method(map: &Map<String, Value>, errors: &mut Errors) -> Option<HttpMethod> {
     let path = ["config", "method"];
     if present(map, "method").is_none() {
         errors.add(&path, "required field missing");
         return None;
     }
     let method = string_at(map, &path, errors)?;
-    if !method.bytes().all(|b| b.is_ascii_uppercase()) {
-        errors.add(&path, format!("invalid value: {method}"));
-        return None;
+    match HttpMethod::parse(&method) {
+        Ok(method) => Some(method),
+        Err(invalid) => {
+            errors.add(&path, invalid.to_string());
+            None
+        }
     }
-    Some(method)
 }
 
-/// A map of strings under `config.<key>`; `check` may reject an entry with a message.
+/// The limits and entry check of one map of strings under `config`.
+struct MapRules {
+    max_entries: usize,
+    max_name_bytes: Option<usize>,
+    max_value_bytes: usize,
+    /// May reject an entry with a message.
+    check: fn(&str, &str) -> Option<&'static str>,
+}
+
+const HEADERS: MapRules = MapRules {
+    max_entries: limits::MAX_HEADERS,
+    max_name_bytes: Some(limits::MAX_HEADER_NAME_BYTES),
+    max_value_bytes: limits::MAX_HEADER_VALUE_BYTES,
+    check: check_header,
+};
+
+const PAYLOAD: MapRules = MapRules {
+    max_entries: limits::MAX_PAYLOAD_ENTRIES,
+    max_name_bytes: None,
+    max_value_bytes: limits::MAX_TEMPLATE_BYTES,
+    check: |_, _| None,
+};
+
+/// A map of strings under `config.<key>`, within `rules`.
 fn string_map(
     map: &Map<String, Value>,
     key: &str,
+    rules: MapRules,
     errors: &mut Errors,
-    check: impl Fn(&str, &str) -> Option<&'static str>,
 ) -> Option<BTreeMap<String, String>> {
     let value = present(map, key)?;
     let Some(entries) = value.as_object() else {
         errors.add(&["config", key], "expected a map");
         return None;
     };
+    // One error for the whole map, not one per entry: 5,000 entries give a short answer.
+    if entries.len() > rules.max_entries {
+        errors.add(&["config", key], at_most(rules.max_entries));
+        return None;
+    }
     let mut result = BTreeMap::new();
     for (name, value) in entries {
+        if let Some(max) = rules.max_name_bytes.filter(|max| name.len() > *max) {
+            // The name itself is the problem, so it is not used as the error's path.
+            errors.add(
+                &["config", key],
+                format!("name '{}…' is longer than {max} bytes", prefix(name, 32)),
+            );
+            continue;
+        }
         match value {
-            Value::String(s) => match check(name, s) {
+            Value::String(s) if s.len() > rules.max_value_bytes => {
+                errors.add(&["config", key, name], at_most(rules.max_value_bytes))
+            }
+            Value::String(s) => match (rules.check)(name, s) {
                 Some(problem) => errors.add(&["config", key, name], problem),
                 None => {
                     result.insert(name.clone(), s.clone());
@@ -607,6 +701,19 @@ fn string_map(
         }
     }
     Some(result)
+}
+
+/// Kong's message for a string, array or map over its maximum length.
+fn at_most(max: usize) -> String {
+    format!("length must be at most {max}")
+}
+
+/// The first `chars` characters of `text`, for quoting long input in a message.
+fn prefix(text: &str, chars: usize) -> &str {
+    match text.char_indices().nth(chars) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
 }
 
 /// Header names must be HTTP tokens and values must not break the header block.
@@ -640,6 +747,22 @@ fn functions(map: &Map<String, Value>, ctx: &Context, errors: &mut Errors) -> Ve
         errors.add(&path, "length must be at least 1");
         return Vec::new();
     }
+    // Sizes first: compiling is the expensive part, and a hook over the limits compiles nothing.
+    if items.len() > limits::MAX_FUNCTIONS {
+        errors.add(&path, at_most(limits::MAX_FUNCTIONS));
+        return Vec::new();
+    }
+    let total: usize = items.iter().filter_map(Value::as_str).map(str::len).sum();
+    if total > limits::MAX_FUNCTIONS_BYTES {
+        errors.add(
+            &path,
+            format!(
+                "the functions must total at most {} bytes of Lua",
+                limits::MAX_FUNCTIONS_BYTES
+            ),
+        );
+        return Vec::new();
+    }
     if let LuaPolicy::Off = ctx.lua {
         errors.add(
             &path,
@@ -647,6 +770,11 @@ fn functions(map: &Map<String, Value>, ctx: &Context, errors: &mut Errors) -> Ve
         );
         return Vec::new();
     }
+    // The chunks of one hook share one CPU budget, as its deliveries do.
+    let deadline = match &ctx.lua {
+        LuaPolicy::Sandbox(limits) => std::time::Instant::now() + limits.cpu_time,
+        LuaPolicy::Off => std::time::Instant::now(),
+    };
     let mut sources = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let at = || {
@@ -661,7 +789,7 @@ fn functions(map: &Map<String, Value>, ctx: &Context, errors: &mut Errors) -> Ve
             continue;
         };
         if let LuaPolicy::Sandbox(limits) = &ctx.lua {
-            if let Err(problem) = lua::check_function(source, limits) {
+            if let Err(problem) = lua::check_function_until(source, limits, deadline) {
                 errors.add_at(at(), problem);
                 continue;
             }
@@ -930,6 +1058,152 @@ mod tests {
         assert_eq!(
             v.fields(),
             json!({"config":{"headers":{"x-a":"invalid header value","bad name":"invalid header name"}}})
+        );
+    }
+
+    /// `build(n)` at `limit` is accepted; at `limit + 1` it is refused with exactly `fields`.
+    fn limit_holds(limit: usize, build: impl Fn(usize) -> Value, fields: Value) {
+        if let Err(v) = hook(&build(limit), &ctx()) {
+            panic!("at the limit ({limit}): {}", v.message());
+        }
+        let v = violation(build(limit + 1));
+        assert_eq!(v.fields(), fields);
+        assert_eq!(v.errors().len(), 1, "{}", v.message());
+    }
+
+    fn webhook_custom(config: Value) -> Value {
+        let mut config = config;
+        config["url"] = json!("https://a.b");
+        config["method"] = json!("POST");
+        json!({"source":"s","handler":"webhook-custom","config":config})
+    }
+
+    fn entries(n: usize, value: &str) -> Value {
+        (0..n)
+            .map(|i| (format!("x-{i}"), json!(value)))
+            .collect::<Map<_, _>>()
+            .into()
+    }
+
+    #[test]
+    fn limit_on_header_count() {
+        limit_holds(
+            64,
+            |n| webhook_custom(json!({"headers": entries(n, "v")})),
+            json!({"config":{"headers":"length must be at most 64"}}),
+        );
+        let v = violation(webhook_custom(json!({"headers": entries(5000, "v")})));
+        assert_eq!(
+            v.message(),
+            "schema violation (config.headers: length must be at most 64)"
+        );
+    }
+
+    #[test]
+    fn limit_on_header_name_and_value() {
+        let named = |n: usize| {
+            json!({"source":"s","handler":"webhook","config":{
+                "url":"https://a.b","headers":{"x".repeat(n): "v"}}})
+        };
+        let prefix = "x".repeat(32);
+        limit_holds(
+            256,
+            named,
+            json!({"config":{"headers":format!("name '{prefix}…' is longer than 256 bytes")}}),
+        );
+        limit_holds(
+            8192,
+            |n| webhook_custom(json!({"headers":{"x-a":"v".repeat(n)}})),
+            json!({"config":{"headers":{"x-a":"length must be at most 8192"}}}),
+        );
+    }
+
+    #[test]
+    fn limit_on_payload_entries_and_templates() {
+        limit_holds(
+            64,
+            |n| webhook_custom(json!({"payload": entries(n, "{{ a }}")})),
+            json!({"config":{"payload":"length must be at most 64"}}),
+        );
+        limit_holds(
+            65536,
+            |n| webhook_custom(json!({"payload":{"a":"v".repeat(n)}})),
+            json!({"config":{"payload":{"a":"length must be at most 65536"}}}),
+        );
+        limit_holds(
+            65536,
+            |n| webhook_custom(json!({"body":"v".repeat(n)})),
+            json!({"config":{"body":"length must be at most 65536"}}),
+        );
+    }
+
+    fn lambda(functions: Vec<String>) -> Value {
+        json!({"source":"s","handler":"lambda","config":{"functions":functions}})
+    }
+
+    #[test]
+    fn limit_on_function_count_checked_before_compiling() {
+        limit_holds(
+            16,
+            |n| lambda(vec!["return function() end".to_string(); n]),
+            json!({"config":{"functions":"length must be at most 16"}}),
+        );
+        // Broken sources over the limit: had they been compiled, each would have its own error.
+        let v = violation(lambda(vec!["return function(".to_string(); 1000]));
+        assert_eq!(
+            v.message(),
+            "schema violation (config.functions: length must be at most 16)"
+        );
+    }
+
+    #[test]
+    fn limit_on_total_lua_checked_before_compiling() {
+        let padded = |n: usize| {
+            let code = "return function() end --";
+            format!("{code}{}", "x".repeat(n - code.len()))
+        };
+        limit_holds(
+            65536,
+            |n| lambda(vec![padded(n / 2), padded(n - n / 2)]),
+            json!({"config":{"functions":"the functions must total at most 65536 bytes of Lua"}}),
+        );
+        let v = violation(lambda(vec![format!(
+            "return function( {}",
+            "x".repeat(70_000)
+        )]));
+        assert_eq!(v.errors().len(), 1, "{}", v.message());
+    }
+
+    #[test]
+    fn limit_on_tags() {
+        let tagged = |tags: Vec<String>| json!({"source":"s","handler":"log","tags":tags});
+        limit_holds(
+            32,
+            |n| tagged((0..n).map(|i| format!("t{i}")).collect()),
+            json!({"tags":"length must be at most 32"}),
+        );
+        limit_holds(
+            128,
+            |n| tagged(vec!["t".repeat(n)]),
+            json!({"tags":["length must be at most 128"]}),
+        );
+    }
+
+    #[test]
+    fn limit_on_name_and_url() {
+        limit_holds(
+            128,
+            |n| json!({"source":"s","handler":"log","name":"n".repeat(n)}),
+            json!({"name":"length must be at most 128"}),
+        );
+        let base = "https://a.b/";
+        limit_holds(
+            2048,
+            |n| {
+                json!({"source":"s","handler":"webhook","config":{
+                    "url":format!("{base}{}", "p".repeat(n - base.len()))}})
+            },
+            json!({"config":{"url":"length must be at most 2048"}}),
         );
     }
 }

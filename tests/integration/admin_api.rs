@@ -525,7 +525,10 @@ async fn bad_input_is_a_kong_shaped_4xx_and_stores_nothing() {
         let (status, body) = curl(&server, &command);
         assert_eq!(
             (status, body),
-            (413, json!({"message":"Request body too large"})),
+            (
+                413,
+                json!({"message":"Request body too large: the limit is 1 MiB"}),
+            ),
             "{command}"
         );
     }

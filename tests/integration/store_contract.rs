@@ -198,7 +198,7 @@ async fn every_field_and_handler_survives_a_round_trip(store: &dyn HookStore) {
         event: Some("consumers:create".to_owned()),
         handler: Handler::WebhookCustom(WebhookCustomConfig {
             url: "http://example.com:8080/x?y=z".to_owned(),
-            method: "PUT".to_owned(),
+            method: "PUT".parse().unwrap(),
             payload: Some(BTreeMap::from([
                 ("text".to_owned(), "{{ entity.username }} ✓".to_owned()),
                 ("empty".to_owned(), String::new()),
@@ -221,7 +221,7 @@ async fn every_field_and_handler_survives_a_round_trip(store: &dyn HookStore) {
     let custom_without_payload = Hook {
         handler: Handler::WebhookCustom(WebhookCustomConfig {
             url: "https://example.com".to_owned(),
-            method: "GET".to_owned(),
+            method: "GET".parse().unwrap(),
             payload: None,
             payload_format: true,
             body: None,

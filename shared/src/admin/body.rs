@@ -1,5 +1,10 @@
 //! The request-body extractor: JSON, form-urlencoded and multipart bodies all become one JSON
 //! object, with Kong's dotted-key nesting for forms (spec §2). Anything else is a 415.
+//!
+//! The limits of spec §1 hold before anything walks the decoded value: at most
+//! [`MAX_BODY_BYTES`] (413 above), [`MAX_BODY_DEPTH`] levels of nesting and [`MAX_BODY_KEYS`]
+//! keys (400 naming the limit). JSON is measured by a flat scan before serde parses it, so serde's
+//! recursion never comes near its own limit, let alone the stack's end.
 
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::header::CONTENT_TYPE;
@@ -7,10 +12,21 @@ use axum::http::StatusCode;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use crate::form;
+use crate::form::{self, FormError};
+pub use crate::limits::MAX_BODY_BYTES;
+use crate::limits::{MAX_BODY_DEPTH, MAX_BODY_KEYS};
 
-/// The largest body accepted; a hook with long Lua functions fits easily.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A body over one of the limits of spec §1, or a form that cannot be decoded: a 400 with the
+/// message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("Cannot parse JSON body: nested deeper than {MAX_BODY_DEPTH} levels")]
+    JsonTooDeep,
+    #[error("Cannot parse body: more than {MAX_BODY_KEYS} keys")]
+    TooManyKeys,
+    #[error(transparent)]
+    Form(#[from] FormError),
+}
 
 /// A request body as a JSON object.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,7 +105,9 @@ fn parse(format: Format, bytes: &[u8]) -> Result<Input, ApiError> {
             fields: Map::new(),
             from_form: false,
         }),
-        Format::Json => match serde_json::from_slice(bytes) {
+        Format::Json => match check_json_shape(bytes)
+            .and_then(|()| serde_json::from_slice(bytes).map_err(|_| ApiError::BadJson))
+        {
             Ok(Value::Object(fields)) => Ok(Input {
                 fields,
                 from_form: false,
@@ -97,7 +115,7 @@ fn parse(format: Format, bytes: &[u8]) -> Result<Input, ApiError> {
             Ok(_) => Err(ApiError::BadRequest(
                 "Cannot parse JSON body: expected a JSON object".into(),
             )),
-            Err(_) => Err(ApiError::BadJson),
+            Err(err) => Err(err),
         },
         Format::Form => {
             from_pairs(form_urlencoded::parse(bytes).map(|(k, v)| (k.into_owned(), v.into_owned())))
@@ -106,8 +124,57 @@ fn parse(format: Format, bytes: &[u8]) -> Result<Input, ApiError> {
     }
 }
 
+/// Refuses JSON nested deeper than [`MAX_BODY_DEPTH`] or with more than [`MAX_BODY_KEYS`] object
+/// members, in one pass with no recursion. Bytes outside strings are structure; in valid JSON a
+/// `:` there separates a member's key from its value. Invalid JSON is left for serde to refuse.
+fn check_json_shape(bytes: &[u8]) -> Result<(), ApiError> {
+    let (mut depth, mut keys) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in bytes {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_BODY_DEPTH {
+                    return Err(BodyError::JsonTooDeep.into());
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b':' => {
+                keys += 1;
+                if keys > MAX_BODY_KEYS {
+                    return Err(BodyError::TooManyKeys.into());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Decodes form pairs; past [`MAX_BODY_KEYS`] pairs the rest is not looked at.
 fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Input, ApiError> {
-    let value = form::decode_pairs(pairs).map_err(|err| ApiError::BadRequest(err.to_string()))?;
+    let mut count = 0usize;
+    let mut too_many = false;
+    let pairs = pairs.into_iter().take_while(|_| {
+        count += 1;
+        too_many = count > MAX_BODY_KEYS;
+        !too_many
+    });
+    let decoded = form::decode_pairs(pairs).map_err(BodyError::from);
+    if too_many {
+        return Err(BodyError::TooManyKeys.into());
+    }
+    let value = decoded?;
     Ok(Input {
         fields: match value {
             Value::Object(fields) => fields,
@@ -129,6 +196,9 @@ async fn multipart_fields(mut multipart: Multipart) -> Result<Input, ApiError> {
             }
             Err(_) => return Err(ApiError::BadRequest("Cannot parse multipart body".into())),
         };
+        if pairs.len() == MAX_BODY_KEYS {
+            return Err(BodyError::TooManyKeys.into());
+        }
         let name = field.name().unwrap_or_default().to_string();
         let bytes = field.bytes().await.map_err(|err| {
             if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -181,7 +251,100 @@ mod tests {
         ));
         assert!(matches!(
             parse(Format::Form, b"a..b=1"),
-            Err(ApiError::BadRequest(_))
+            Err(ApiError::Body(BodyError::Form(FormError::BadKey(_))))
+        ));
+    }
+
+    fn body_error(format: Format, bytes: &[u8]) -> BodyError {
+        match parse(format, bytes) {
+            Err(ApiError::Body(problem)) => problem,
+            Ok(input) => panic!("expected a body error, got {} fields", input.fields.len()),
+            Err(other) => panic!("expected a body error, got {other:?}"),
+        }
+    }
+
+    fn nested_json(depth: usize) -> String {
+        // Objects and arrays alternate; strings full of brackets do not count.
+        let mut text = r#""[[{{\"[""#.to_string();
+        for level in 0..depth {
+            text = if level % 2 == 0 {
+                format!("[{text}]")
+            } else {
+                format!(r#"{{"a]":{text}}}"#)
+            };
+        }
+        text
+    }
+
+    #[test]
+    fn json_nests_at_most_32_levels() {
+        let at_limit = format!(r#"{{"x":{}}}"#, nested_json(31));
+        assert!(parse(Format::Json, at_limit.as_bytes()).is_ok());
+        let over = format!(r#"{{"x":{}}}"#, nested_json(32));
+        assert_eq!(
+            body_error(Format::Json, over.as_bytes()),
+            BodyError::JsonTooDeep
+        );
+        assert_eq!(
+            BodyError::JsonTooDeep.to_string(),
+            "Cannot parse JSON body: nested deeper than 32 levels"
+        );
+        // Far past serde's own limit of 128, and broken too: still the depth answer.
+        let deep = "[".repeat(100_000);
+        assert_eq!(
+            body_error(Format::Json, deep.as_bytes()),
+            BodyError::JsonTooDeep
+        );
+    }
+
+    #[test]
+    fn json_has_at_most_1000_keys() {
+        let object = |n: usize| {
+            let members: Vec<String> = (0..n).map(|i| format!(r#""k{i}":{{"s":":"}}"#)).collect();
+            format!("{{{}}}", members.join(","))
+        };
+        // Each member holds one more: 500 members are 1,000 keys.
+        assert!(parse(Format::Json, object(500).as_bytes()).is_ok());
+        assert_eq!(
+            body_error(
+                Format::Json,
+                format!(r#"{{"z":1,{}"#, &object(500)[1..]).as_bytes()
+            ),
+            BodyError::TooManyKeys
+        );
+        assert_eq!(
+            BodyError::TooManyKeys.to_string(),
+            "Cannot parse body: more than 1000 keys"
+        );
+    }
+
+    #[test]
+    fn forms_have_at_most_1000_keys() {
+        let form = |n: usize| {
+            (0..n)
+                .map(|i| format!("k{i}=v"))
+                .collect::<Vec<_>>()
+                .join("&")
+        };
+        assert_eq!(
+            parse(Format::Form, form(1000).as_bytes())
+                .unwrap()
+                .fields
+                .len(),
+            1000
+        );
+        assert_eq!(
+            body_error(Format::Form, form(1001).as_bytes()),
+            BodyError::TooManyKeys
+        );
+    }
+
+    #[test]
+    fn form_keys_nest_at_most_32_levels() {
+        let key = vec!["a"; 10_000].join(".");
+        assert!(matches!(
+            body_error(Format::Form, format!("{key}=1").as_bytes()),
+            BodyError::Form(FormError::TooDeep(_))
         ));
     }
 }

@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::body::BodyError;
+use crate::limits::MAX_BODY_BYTES;
 use crate::store::StoreError;
 use crate::validate::SchemaViolation;
 
@@ -37,6 +39,9 @@ pub enum ApiError {
     /// A 400 with a plain message.
     #[error("{0}")]
     BadRequest(String),
+    /// A body over a limit of spec §1 (other than its size), or a form that cannot be decoded.
+    #[error(transparent)]
+    Body(#[from] BodyError),
     #[error(transparent)]
     Schema(#[from] SchemaViolation),
     /// The id in the path is not a UUID.
@@ -83,11 +88,18 @@ impl ApiError {
                 "Unsupported Content-Type: send application/json, \
                  application/x-www-form-urlencoded or multipart/form-data",
             ),
-            ApiError::PayloadTooLarge => {
-                message(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
-            }
+            ApiError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({
+                    "message": format!(
+                        "Request body too large: the limit is {} MiB",
+                        MAX_BODY_BYTES / (1024 * 1024)
+                    )
+                }),
+            ),
             ApiError::BadJson => message(StatusCode::BAD_REQUEST, "Cannot parse JSON body"),
             ApiError::BadRequest(text) => message(StatusCode::BAD_REQUEST, text),
+            ApiError::Body(problem) => message(StatusCode::BAD_REQUEST, &problem.to_string()),
             ApiError::Schema(violation) => (
                 StatusCode::BAD_REQUEST,
                 json!({

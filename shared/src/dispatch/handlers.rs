@@ -211,10 +211,8 @@ impl CustomPlan {
         if let (Some(secret), Some(bytes)) = (&config.secret, &body) {
             headers.push((SIGNATURE_HEADER.into(), signature(secret.as_bytes(), bytes)));
         }
-        let method =
-            reqwest::Method::from_bytes(config.method.as_bytes()).unwrap_or(reqwest::Method::POST);
         Ok(OutboundRequest {
-            method,
+            method: config.method.to_http(),
             url,
             headers,
             body,
@@ -254,7 +252,7 @@ mod tests {
     fn custom(method: &str) -> WebhookCustomConfig {
         WebhookCustomConfig {
             url: "https://example.com/h".into(),
-            method: method.into(),
+            method: method.parse().expect("a valid method"),
             payload: None,
             payload_format: true,
             body: None,

@@ -547,6 +547,15 @@ pub fn type_name(value: &Value) -> &'static str {
 /// Compiles `source` as text (never bytecode) and runs the chunk in a fresh sandbox; it must
 /// return a function. The error messages are Kong's.
 pub fn check_function(source: &str, limits: &Limits) -> Result<(), String> {
+    check_function_until(source, limits, Instant::now() + limits.cpu_time)
+}
+
+/// [`check_function`] within `deadline`, which the checks of one hook's functions share.
+pub fn check_function_until(
+    source: &str,
+    limits: &Limits,
+    deadline: Instant,
+) -> Result<(), String> {
     syntax::refuse_to_be_closed(source).map_err(|e| format!("Error parsing function: {e}"))?;
     let lua = sandbox(limits).map_err(|e| format!("Error parsing function: {e}"))?;
     let chunk = lua
@@ -556,7 +565,7 @@ pub fn check_function(source: &str, limits: &Limits) -> Result<(), String> {
     let function = chunk
         .into_function()
         .map_err(|e| format!("Error parsing function: {}", first_line(&e)))?;
-    let returned = with_cpu_budget(&lua, limits, || function.call::<Value>(()))
+    let returned = with_deadline(&lua, deadline, || function.call::<Value>(()))
         .map_err(|e| format!("Error running function: {}", first_line(&e)))?;
     match returned {
         Value::Function(_) => Ok(()),

@@ -1,0 +1,52 @@
+//! Every size limit on what users send, in one place (spec §1, "Limits").
+//!
+//! Kong has none of these; here they keep one hook or one request from costing the service more
+//! than a bounded amount of memory, CPU or stack. Hook limits are schema violations naming the
+//! field ([`crate::validate`]); body limits are checked while a request body is read
+//! ([`crate::admin::Input`]), before anything walks the decoded value.
+
+/// Most entries in `config.headers`.
+pub const MAX_HEADERS: usize = 64;
+
+/// Longest header name in `config.headers`, in bytes.
+pub const MAX_HEADER_NAME_BYTES: usize = 256;
+
+/// Longest header value in `config.headers`, in bytes (a template when `headers_format` is on).
+pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
+
+/// Most entries in `config.payload`.
+pub const MAX_PAYLOAD_ENTRIES: usize = 64;
+
+/// Most functions in a lambda hook's `config.functions`.
+pub const MAX_FUNCTIONS: usize = 16;
+
+/// Most Lua source in all of a lambda hook's functions together, in bytes.
+pub const MAX_FUNCTIONS_BYTES: usize = 64 * 1024;
+
+/// Longest template (a `config.payload` value or `config.body`), in bytes; checked whether or
+/// not the `*_format` switch makes it a template, so switching it on never needs a new check.
+pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+
+/// Most tags on a hook.
+pub const MAX_TAGS: usize = 32;
+
+/// Longest tag, in bytes.
+pub const MAX_TAG_BYTES: usize = 128;
+
+/// Longest hook `name`, in bytes.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// Longest `config.url`, in bytes.
+pub const MAX_URL_BYTES: usize = 2 * 1024;
+
+/// Largest request body, in bytes; larger ones are answered 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Deepest nesting in a request body: levels of JSON objects and arrays, or steps of a form key
+/// (`a.b[1].c` is 4). Decoded bodies are walked recursively (serde, validation, Lua), so this is
+/// what keeps those walks far from the stack's end.
+pub const MAX_BODY_DEPTH: usize = 32;
+
+/// Most keys in a request body: object members at every level of a JSON body, or fields of a
+/// form or multipart body.
+pub const MAX_BODY_KEYS: usize = 1000;
