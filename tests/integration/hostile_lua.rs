@@ -204,3 +204,28 @@ async fn print_goes_to_the_structured_log_never_raw_to_stdout() {
     assert_eq!(record["fields"]["hook_id"], hook["id"], "{record}");
     assert_eq!(record["fields"]["stream"], "print", "{record}");
 }
+
+#[tokio::test]
+async fn a_lambda_result_nested_100000_deep_is_an_error() {
+    let server = LocalServer::start(&[]);
+    let (status, hook) = post(
+        &server,
+        "/event-hooks",
+        json!({"source": "crud", "handler": "lambda", "config": {"functions": [
+            "return function() local t = {} for i = 1, 100000 do t = {t} end return t end"
+        ]}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{hook}");
+    let path = format!("/event-hooks/{}/test", hook["id"].as_str().unwrap());
+    let (status, body) = post(&server, &path, json!({})).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("nested more than 64 levels deep"),
+        "{body}"
+    );
+    assert!(status_ok(&server).await);
+}
