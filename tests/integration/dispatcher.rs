@@ -390,6 +390,10 @@ async fn a_dead_letter_send_failing_parks_the_dead_letter_not_another_attempt() 
     let letter: Delivery = serde_json::from_str(&dead[0].body).unwrap();
     assert_eq!((letter.id, &letter.step), (delivery.id, &Step::Attempt));
     assert_eq!(
+        letter.attempt, 2,
+        "a dead letter carries the attempt to make next"
+    );
+    assert_eq!(
         dead[0].attributes.get(REASON_ATTRIBUTE).map(String::as_str),
         Some("target answered 410 Gone")
     );

@@ -636,10 +636,10 @@ impl Dispatcher {
                     attempts: delivery.attempt,
                     error: error.unwrap_or_else(|| "no answer".into()),
                 };
-                self.give_up(delivery, reason).await
+                self.give_up(after(delivery), reason).await
             }
             (Verdict::Failed(reason), _) => {
-                self.give_up(delivery, DeadLetterReason::Failed(reason))
+                self.give_up(after(delivery), DeadLetterReason::Failed(reason))
                     .await
             }
         }
@@ -697,16 +697,51 @@ impl Dispatcher {
         Stats::bump(&self.stats.failed);
         Stats::bump(&self.stats.dead_lettered);
         tracing::warn!(
-            hook_id = %delivery.hook_id, delivery_id = %delivery.id, attempt = delivery.attempt,
-            %reason, "delivery failed for good; dead-lettered"
+            hook_id = %delivery.hook_id, delivery_id = %delivery.id,
+            next_attempt = delivery.attempt, %reason, "delivery failed for good; dead-lettered"
         );
         Ok(())
     }
 }
 
+/// A delivery after its current attempt was made: a dead letter carries the attempt to make next,
+/// as every delivery message does, so that a redriven one is numbered on.
+fn after(mut delivery: Delivery) -> Delivery {
+    delivery.attempt = delivery.attempt.saturating_add(1);
+    delivery
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parked_delivery_keeps_its_step_and_a_plain_one_attempts() {
+        let event = parse_event(r#"{"source":"crud","event":"consumers"}"#).unwrap();
+        let mut delivery = Delivery::new(&event, Uuid::new_v4());
+        let plain = serde_json::to_value(&delivery).unwrap();
+        assert!(plain.get("step").is_none(), "{plain}");
+        assert_eq!(
+            serde_json::from_value::<Delivery>(plain).unwrap().step,
+            Step::Attempt
+        );
+        for step in [
+            Step::Decide,
+            Step::DeadLetter {
+                reason: DeadLetterReason::GaveUp {
+                    attempts: 3,
+                    error: "target answered 503".into(),
+                },
+            },
+            Step::DeadLetter {
+                reason: DeadLetterReason::Failed("target answered 410 Gone".into()),
+            },
+        ] {
+            delivery.step = step;
+            let text = serde_json::to_string(&delivery).unwrap();
+            assert_eq!(serde_json::from_str::<Delivery>(&text).unwrap(), delivery);
+        }
+    }
 
     #[test]
     fn delivery_ids_are_stable_per_event_and_hook() {
