@@ -17,7 +17,7 @@ use event_hooks::deliver::retry::RetrySchedule;
 use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
 use event_hooks::deliveries::DeliveryLog;
 use event_hooks::dispatch::worker::{self, Feed, WorkerSettings};
-use event_hooks::dispatch::{DispatchSettings, Dispatcher, Executor};
+use event_hooks::dispatch::{DispatchPorts, DispatchSettings, Dispatcher, Executor};
 use event_hooks::lua::Limits;
 use event_hooks::lua::LuaPolicy;
 use event_hooks::queue::sqlite::SqliteQueue;
@@ -146,12 +146,14 @@ impl Service {
         let delivery_log: Arc<dyn DeliveryLog> = Arc::new(SqliteDeliveryLog::new(log_db).await?);
         let deliveries: Arc<dyn Queue> = Arc::new(deliveries);
         let dispatcher = Arc::new(Dispatcher::new(
-            snapshot.clone(),
-            Arc::new(SqliteWindowStore::new(hooks_db).await?),
-            delivery_log.clone(),
-            deliveries.clone(),
-            Arc::new(delivery_dead_letters),
-            executor.clone(),
+            DispatchPorts {
+                snapshot: snapshot.clone(),
+                windows: Arc::new(SqliteWindowStore::new(hooks_db).await?),
+                log: delivery_log.clone(),
+                deliveries: deliveries.clone(),
+                dead_letters: Arc::new(delivery_dead_letters),
+                executor: executor.clone(),
+            },
             DispatchSettings {
                 retry: settings.retry_schedule.clone(),
                 ..DispatchSettings::default()

@@ -620,6 +620,44 @@ async fn the_dispatch_samples_run_through_the_lambda_binary_on_moto() {
         "nothing more to retry"
     );
 
+    // When an event's message comes for the second time (the first handling crashed), then the
+    // target sees attempt 2 of the delivery.
+    let again = json!({
+        "id": Uuid::new_v4(),
+        "source": "crud",
+        "event": "services",
+        "data": {"operation": "create", "entity": {"name": "search"}, "old_entity": null},
+    });
+    let mut batch = resources
+        .events
+        .through(vec![record(&again.to_string())])
+        .await;
+    batch["Records"][0]["attributes"]["ApproximateReceiveCount"] = json!("2");
+    let response = invoke(&mut function, batch).await;
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    let requests = receiver.take();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    assert_eq!(requests[0].header("x-event-hook-attempt"), "2");
+
+    // When a message comes back more often than the queue allows (5), then it is not handled but
+    // dead-lettered with the reason, and not reported as failed.
+    let mut batch = resources
+        .events
+        .through(vec![record(&event.to_string())])
+        .await;
+    batch["Records"][0]["attributes"]["ApproximateReceiveCount"] = json!("6");
+    let response = invoke(&mut function, batch).await;
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    assert_eq!(receiver.take().len(), 0);
+    let dead = receive_all(&resources.events.dead_letters, 1, Duration::from_secs(10)).await;
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!(dead[0].body, event.to_string());
+    assert_eq!(
+        dead[0].attributes.get("reason").map(String::as_str),
+        Some("received more than 5 times without being handled (the queue's limit)"),
+        "{dead:#?}"
+    );
+
     // When a record comes from a queue the function does not know, then it is reported as failed.
     let mut stray = record(&event.to_string());
     stray["eventSourceARN"] = json!("arn:aws:sqs:us-east-1:123456789012:some-other-queue");

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use event_hooks::deliver::signing::signature;
 use event_hooks::queue::sqlite::SqliteQueue;
-use event_hooks::queue::Queue;
+use event_hooks::queue::{Queue, REASON_ATTRIBUTE};
 use event_hooks::sqlite::Database;
 use event_hooks_tests::receiver::{Receiver, Reply};
 use event_hooks_tests::server::LocalServer;
@@ -51,8 +51,8 @@ fn consumer_created(name: &str) -> Value {
     json!({"source":"crud","event":"consumers","data":{"operation":"create","entity":{"username":name}}})
 }
 
-/// The dead letters of the deliveries queue, read from the server's data directory, once at
-/// least `count` are there (panics after `WAIT`).
+/// The dead letters of the deliveries queue as `{"delivery": <body>, "reason": <attribute>}`,
+/// read from the server's data directory, once at least `count` are there (panics after `WAIT`).
 async fn delivery_dead_letters(server: &LocalServer, count: usize) -> Vec<Value> {
     let db = Database::open(&server.data_dir.join("queue.db")).unwrap();
     let queue = SqliteQueue::open(db, "deliveries-dead-letter")
@@ -69,11 +69,13 @@ async fn delivery_dead_letters(server: &LocalServer, count: usize) -> Vec<Value>
             .receive(10, Duration::from_secs(60), Duration::from_millis(200))
             .await
             .unwrap();
-        letters.extend(
-            messages
-                .iter()
-                .map(|m| serde_json::from_str::<Value>(&m.body).unwrap()),
-        );
+        // The one dead-letter format: the delivery as its queue carries it, the reason beside it.
+        letters.extend(messages.iter().map(|m| {
+            json!({
+                "delivery": serde_json::from_str::<Value>(&m.body).unwrap(),
+                "reason": m.attributes[REASON_ATTRIBUTE],
+            })
+        }));
     }
     letters
 }

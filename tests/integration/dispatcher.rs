@@ -1,64 +1,179 @@
 //! The dispatcher in-process on the embedded adapters: the parts of delivery that are about time,
 //! which the HTTP tests cannot wait for.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use event_hooks::deliver::http::{HttpSender, HttpSettings};
 use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
-use event_hooks::dispatch::{Delivery, DispatchSettings, Dispatcher, Executor, MessageOutcome};
-use event_hooks::events::{now_millis, parse_event};
+use event_hooks::dispatch::{
+    DeadLetterReason, Delivery, DispatchError, DispatchPorts, DispatchSettings, Dispatcher,
+    Executor, MessageOutcome, Step,
+};
+use event_hooks::events::{now_millis, parse_event, Event};
 use event_hooks::lua::Limits;
 use event_hooks::model::{Handler, Hook, WebhookConfig};
 use event_hooks::queue::sqlite::SqliteQueue;
-use event_hooks::queue::Queue;
+use event_hooks::queue::{Outgoing, Queue, QueueError, Received, REASON_ATTRIBUTE};
 use event_hooks::snapshot::SnapshotCache;
 use event_hooks::sqlite::Database;
 use event_hooks::store::sqlite::SqliteHookStore;
-use event_hooks::store::{HookStore, Precondition};
+use event_hooks::store::{HookStore, Precondition, StoreError};
 use event_hooks::windows::sqlite::SqliteWindowStore;
-use event_hooks_tests::receiver::Receiver;
+use event_hooks::windows::WindowStore;
+use event_hooks_tests::receiver::{Receiver, Reply};
 use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A window store that fails every write about one hook (its keys name the hook), while the
+/// others pass through: an infrastructure failure that hits one hook only.
+struct FailingFor {
+    inner: SqliteWindowStore,
+    hook: Mutex<Option<Uuid>>,
+}
+
+impl FailingFor {
+    fn check(&self, key: &str) -> Result<(), StoreError> {
+        match *self.hook.lock().unwrap() {
+            Some(hook) if key.contains(&hook.to_string()) => Err(StoreError::backend(
+                "the window store is down for this hook",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl WindowStore for FailingFor {
+    async fn claim_window(
+        &self,
+        key: &str,
+        claimant: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.check(key)?;
+        self.inner.claim_window(key, claimant, ttl).await
+    }
+
+    async fn swap_digest(
+        &self,
+        key: &str,
+        digest: &str,
+        claimant: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.check(key)?;
+        self.inner.swap_digest(key, digest, claimant, ttl).await
+    }
+}
+
+/// A queue whose sends fail while it is down; everything else passes through.
+struct Switched {
+    inner: SqliteQueue,
+    down: AtomicBool,
+}
+
+impl Switched {
+    fn check(&self) -> Result<(), QueueError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(QueueError::backend("the queue is down"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Queue for Switched {
+    async fn send(&self, message: Outgoing) -> Result<String, QueueError> {
+        self.check()?;
+        self.inner.send(message).await
+    }
+
+    async fn send_batch(&self, messages: Vec<Outgoing>) -> Result<Vec<String>, QueueError> {
+        self.check()?;
+        self.inner.send_batch(messages).await
+    }
+
+    async fn receive(
+        &self,
+        max: u32,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Received>, QueueError> {
+        self.inner.receive(max, visibility, wait).await
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        self.inner.delete(receipt).await
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &Received,
+        reason: &DeadLetterReason,
+    ) -> Result<(), QueueError> {
+        self.inner.dead_letter(message, reason).await
+    }
+}
 
 struct Fixture {
     dispatcher: Dispatcher,
-    deliveries: SqliteQueue,
+    windows: Arc<FailingFor>,
+    deliveries: Arc<Switched>,
+    dead_letters: Arc<Switched>,
     store: Arc<dyn HookStore>,
 }
 
 async fn fixture() -> Fixture {
     let db = Database::in_memory().unwrap();
     let store: Arc<dyn HookStore> = Arc::new(SqliteHookStore::new(db.clone()).await.unwrap());
-    let deliveries = SqliteQueue::open(db.clone(), "deliveries").await.unwrap();
-    let dead_letters = SqliteQueue::open(db.clone(), "dead").await.unwrap();
+    let deliveries = Arc::new(Switched {
+        inner: SqliteQueue::open(db.clone(), "deliveries").await.unwrap(),
+        down: AtomicBool::new(false),
+    });
+    let dead_letters = Arc::new(Switched {
+        inner: SqliteQueue::open(db.clone(), "dead").await.unwrap(),
+        down: AtomicBool::new(false),
+    });
+    let windows = Arc::new(FailingFor {
+        inner: SqliteWindowStore::new(db.clone()).await.unwrap(),
+        hook: Mutex::new(None),
+    });
     let dispatcher = Dispatcher::new(
-        Arc::new(SnapshotCache::new(store.clone(), Duration::ZERO)),
-        Arc::new(SqliteWindowStore::new(db.clone()).await.unwrap()),
-        Arc::new(SqliteDeliveryLog::new(db).await.unwrap()),
-        Arc::new(deliveries.clone()),
-        Arc::new(dead_letters),
-        Arc::new(Executor::new(
-            HttpSender::new(HttpSettings {
-                allow_private_targets: true,
-                ..HttpSettings::default()
-            })
-            .unwrap(),
-            Limits::default(),
-        )),
-        DispatchSettings::default(),
+        DispatchPorts {
+            snapshot: Arc::new(SnapshotCache::new(store.clone(), Duration::ZERO)),
+            windows: windows.clone(),
+            log: Arc::new(SqliteDeliveryLog::new(db).await.unwrap()),
+            deliveries: deliveries.clone(),
+            dead_letters: dead_letters.clone(),
+            executor: Arc::new(Executor::new(
+                HttpSender::new(HttpSettings {
+                    allow_private_targets: true,
+                    ..HttpSettings::default()
+                })
+                .unwrap(),
+                Limits::default(),
+            )),
+        },
+        DispatchSettings {
+            park_delay: Duration::from_millis(100),
+            ..DispatchSettings::default()
+        },
     );
     Fixture {
         dispatcher,
+        windows,
         deliveries,
+        dead_letters,
         store,
     }
 }
 
-#[tokio::test]
-async fn a_retry_due_after_the_queues_longest_delay_is_chained_not_sent_early() {
-    // Given a hook and a retry due in 40 minutes (SQS delays stop at 15)
-    let fixture = fixture().await;
-    let receiver = Receiver::start().await;
+/// A webhook hook on `balancer` events posting to `url`, stored.
+async fn webhook_hook(fixture: &Fixture, url: String, snooze: Option<u32>) -> Hook {
     let hook = Hook {
         id: Uuid::new_v4(),
         created_at: 0,
@@ -66,12 +181,12 @@ async fn a_retry_due_after_the_queues_longest_delay_is_chained_not_sent_early() 
         source: "balancer".into(),
         event: None,
         handler: Handler::Webhook(WebhookConfig {
-            url: receiver.url("/late"),
+            url,
             headers: Default::default(),
             secret: None,
             ssl_verify: false,
         }),
-        snooze: None,
+        snooze,
         on_change: None,
         enabled: true,
         name: None,
@@ -82,6 +197,39 @@ async fn a_retry_due_after_the_queues_longest_delay_is_chained_not_sent_early() 
         .put(&hook, Precondition::Absent)
         .await
         .unwrap();
+    hook
+}
+
+/// A balancer event with its own id, so that its delivery ids are known in advance.
+fn balancer_event() -> (Event, String) {
+    let body = format!(
+        r#"{{"id":"{}","source":"balancer","event":"health","data":{{"ip":"10.0.0.1"}}}}"#,
+        Uuid::new_v4()
+    );
+    (parse_event(&body).unwrap(), body)
+}
+
+/// Every message on `queue`, waiting up to [`WAIT`] for `count` of them.
+async fn drain(queue: &dyn Queue, count: usize) -> Vec<Received> {
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut got = Vec::new();
+    while got.len() < count && std::time::Instant::now() < deadline {
+        got.extend(
+            queue
+                .receive(10, Duration::from_secs(60), Duration::from_millis(200))
+                .await
+                .unwrap(),
+        );
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_retry_due_after_the_queues_longest_delay_is_chained_not_sent_early() {
+    // Given a hook and a retry due in 40 minutes (SQS delays stop at 15)
+    let fixture = fixture().await;
+    let receiver = Receiver::start().await;
+    let hook = webhook_hook(&fixture, receiver.url("/late"), None).await;
     let event =
         parse_event(r#"{"source":"balancer","event":"health","data":{"ip":"10.0.0.1"}}"#).unwrap();
     let mut delivery = Delivery::new(&event, hook.id);
@@ -91,7 +239,7 @@ async fn a_retry_due_after_the_queues_longest_delay_is_chained_not_sent_early() 
     // When its message is handled
     let outcome = fixture
         .dispatcher
-        .handle_delivery_message(&serde_json::to_string(&delivery).unwrap())
+        .handle_delivery_message(&serde_json::to_string(&delivery).unwrap(), 1)
         .await
         .unwrap();
 
@@ -101,6 +249,7 @@ async fn a_retry_due_after_the_queues_longest_delay_is_chained_not_sent_early() 
     assert!(receiver.requests().is_empty());
     let visible = fixture
         .deliveries
+        .inner
         .receive(10, Duration::from_secs(1), Duration::ZERO)
         .await
         .unwrap();
@@ -110,7 +259,7 @@ async fn a_retry_due_after_the_queues_longest_delay_is_chained_not_sent_early() 
     delivery.not_before = now_millis();
     fixture
         .dispatcher
-        .handle_delivery_message(&serde_json::to_string(&delivery).unwrap())
+        .handle_delivery_message(&serde_json::to_string(&delivery).unwrap(), 1)
         .await
         .unwrap();
     let sent = receiver.wait_for("/late", 1, Duration::from_secs(5)).await;
@@ -131,16 +280,193 @@ async fn events_outside_the_catalogue_and_broken_messages_are_rejected_with_a_re
         ),
         ("not json", "the body is not JSON"),
     ] {
-        let outcome = fixture.dispatcher.handle_event_message(body).await.unwrap();
+        let outcome = fixture
+            .dispatcher
+            .handle_event_message(body, 1)
+            .await
+            .unwrap();
         match outcome {
-            MessageOutcome::Reject(why) => assert!(why.starts_with(reason), "{why}"),
+            MessageOutcome::Reject(why) => {
+                assert!(why.to_string().starts_with(reason), "{why}")
+            }
             other => panic!("{body}: {other:?}"),
         }
     }
     let outcome = fixture
         .dispatcher
-        .handle_delivery_message("{}")
+        .handle_delivery_message("{}", 1)
         .await
         .unwrap();
-    assert!(matches!(outcome, MessageOutcome::Reject(why) if why.starts_with("not a delivery")));
+    assert!(
+        matches!(outcome, MessageOutcome::Reject(DeadLetterReason::Unparseable(why)) if why.starts_with("not a delivery"))
+    );
+}
+
+#[tokio::test]
+async fn a_window_store_failing_for_one_hook_parks_its_delivery_and_spares_the_other() {
+    // Given two snoozed hooks on one event, and a window store that fails for hook B only
+    let fixture = fixture().await;
+    let (a, b) = (Receiver::start().await, Receiver::start().await);
+    webhook_hook(&fixture, a.url("/a"), Some(60)).await;
+    let hook_b = webhook_hook(&fixture, b.url("/b"), Some(60)).await;
+    *fixture.windows.hook.lock().unwrap() = Some(hook_b.id);
+    let (event, body) = balancer_event();
+
+    // When the event's message is handled
+    let outcome = fixture.dispatcher.handle_event_message(&body, 1).await;
+
+    // Then the event completes, A is served once, B is not served but parked on the deliveries
+    // queue, at the attempt it was at, with its window decision still to make
+    assert_eq!(outcome.unwrap(), MessageOutcome::Done);
+    assert_eq!(a.wait_for("/a", 1, WAIT).await.len(), 1);
+    assert!(b.requests().is_empty());
+    let parked = drain(&fixture.deliveries.inner, 1).await;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    let delivery: Delivery = serde_json::from_str(&parked[0].body).unwrap();
+    assert_eq!(delivery.id, Delivery::new(&event, hook_b.id).id);
+    assert_eq!((delivery.attempt, &delivery.step), (1, &Step::Decide));
+
+    // And once the store works again, the parked delivery is decided and delivered, to B only
+    *fixture.windows.hook.lock().unwrap() = None;
+    let outcome = fixture
+        .dispatcher
+        .handle_delivery_message(&parked[0].body, parked[0].receive_count)
+        .await;
+    assert_eq!(outcome.unwrap(), MessageOutcome::Done);
+    let sent = b.wait_for("/b", 1, WAIT).await;
+    assert_eq!(
+        sent[0].headers["x-event-hook-delivery"],
+        delivery.id.to_string()
+    );
+    assert_eq!(sent[0].headers["x-event-hook-attempt"], "1");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(a.requests().len(), 1, "A was served again");
+    let left = fixture
+        .deliveries
+        .inner
+        .receive(10, Duration::from_secs(60), Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn a_dead_letter_send_failing_parks_the_dead_letter_not_another_attempt() {
+    // Given two hooks on one event, B's target answering 410, and the dead-letter queue down
+    let fixture = fixture().await;
+    let (a, b) = (Receiver::start().await, Receiver::start().await);
+    webhook_hook(&fixture, a.url("/a"), None).await;
+    let hook_b = webhook_hook(&fixture, b.url("/b"), None).await;
+    b.script([Reply::Status(410)]);
+    fixture.dead_letters.down.store(true, Ordering::SeqCst);
+    let (_, body) = balancer_event();
+
+    // When the event's message is handled
+    let outcome = fixture.dispatcher.handle_event_message(&body, 1).await;
+
+    // Then the event completes, each target got one request, and B's dead letter is parked
+    assert_eq!(outcome.unwrap(), MessageOutcome::Done);
+    assert_eq!(a.wait_for("/a", 1, WAIT).await.len(), 1);
+    assert_eq!(b.wait_for("/b", 1, WAIT).await.len(), 1);
+    let parked = drain(&fixture.deliveries.inner, 1).await;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    let delivery: Delivery = serde_json::from_str(&parked[0].body).unwrap();
+    assert_eq!(delivery.hook_id, hook_b.id);
+    assert!(
+        matches!(&delivery.step, Step::DeadLetter { reason: DeadLetterReason::Failed(why) } if why.contains("410")),
+        "{delivery:?}"
+    );
+
+    // And once the dead-letter queue is back, the parked message lands there with its reason,
+    // in the one dead-letter format, and B's target is not called again
+    fixture.dead_letters.down.store(false, Ordering::SeqCst);
+    let outcome = fixture
+        .dispatcher
+        .handle_delivery_message(&parked[0].body, 1)
+        .await;
+    assert_eq!(outcome.unwrap(), MessageOutcome::Done);
+    let dead = drain(&fixture.dead_letters.inner, 1).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let letter: Delivery = serde_json::from_str(&dead[0].body).unwrap();
+    assert_eq!((letter.id, &letter.step), (delivery.id, &Step::Attempt));
+    assert_eq!(
+        letter.attempt, 2,
+        "a dead letter carries the attempt to make next"
+    );
+    assert_eq!(
+        dead[0].attributes.get(REASON_ATTRIBUTE).map(String::as_str),
+        Some("target answered 410 Gone")
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(b.requests().len(), 1);
+    assert_eq!(a.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn when_parking_fails_too_the_event_comes_back_and_skips_the_hooks_already_served() {
+    // Given two snoozed hooks, a window store failing for B, and the deliveries queue down
+    let fixture = fixture().await;
+    let (a, b) = (Receiver::start().await, Receiver::start().await);
+    let hook_a = webhook_hook(&fixture, a.url("/a"), Some(60)).await;
+    let hook_b = webhook_hook(&fixture, b.url("/b"), Some(60)).await;
+    *fixture.windows.hook.lock().unwrap() = Some(hook_b.id);
+    fixture.deliveries.down.store(true, Ordering::SeqCst);
+    let (event, body) = balancer_event();
+
+    // When the event's message is handled, then it fails, naming B: the message stays queued
+    let outcome = fixture.dispatcher.handle_event_message(&body, 1).await;
+    assert!(
+        matches!(outcome, Err(DispatchError::Parking { hook_id, .. }) if hook_id == hook_b.id),
+        "{outcome:?}"
+    );
+    assert_eq!(a.wait_for("/a", 1, WAIT).await.len(), 1);
+
+    // When it comes back (received a second time) with everything working again
+    *fixture.windows.hook.lock().unwrap() = None;
+    fixture.deliveries.down.store(false, Ordering::SeqCst);
+    let outcome = fixture.dispatcher.handle_event_message(&body, 2).await;
+
+    // Then B gets it as attempt 2 of its delivery, and A, already served, is skipped
+    assert_eq!(outcome.unwrap(), MessageOutcome::Done);
+    let sent = b.wait_for("/b", 1, WAIT).await;
+    assert_eq!(sent[0].headers["x-event-hook-attempt"], "2");
+    assert_eq!(
+        sent[0].headers["x-event-hook-delivery"],
+        Delivery::new(&event, hook_b.id).id.to_string()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(a.requests().len(), 1, "hook {} served twice", hook_a.id);
+}
+
+#[tokio::test]
+async fn attempt_numbers_count_the_receives_of_the_message() {
+    // Given a hook and an event whose message is received for the second time (the first
+    // handling crashed before anything was logged)
+    let fixture = fixture().await;
+    let receiver = Receiver::start().await;
+    let hook = webhook_hook(&fixture, receiver.url("/h"), None).await;
+    let (event, body) = balancer_event();
+
+    // When it is handled
+    let outcome = fixture.dispatcher.handle_event_message(&body, 2).await;
+
+    // Then the target sees attempt 2 of the same delivery
+    assert_eq!(outcome.unwrap(), MessageOutcome::Done);
+    let sent = receiver.wait_for("/h", 1, WAIT).await;
+    assert_eq!(sent[0].headers["x-event-hook-attempt"], "2");
+    let id = Delivery::new(&event, hook.id).id.to_string();
+    assert_eq!(sent[0].headers["x-event-hook-delivery"], id);
+
+    // And a retry message for attempt 3, received for the third time, is sent as attempt 5
+    let mut retry = Delivery::new(&event, hook.id);
+    retry.attempt = 3;
+    retry.not_before = now_millis();
+    let outcome = fixture
+        .dispatcher
+        .handle_delivery_message(&serde_json::to_string(&retry).unwrap(), 3)
+        .await;
+    assert_eq!(outcome.unwrap(), MessageOutcome::Done);
+    let sent = receiver.wait_for("/h", 2, WAIT).await;
+    assert_eq!(sent[1].headers["x-event-hook-attempt"], "5");
+    assert_eq!(sent[1].headers["x-event-hook-delivery"], id);
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use event_hooks::queue::sqlite::SqliteQueue;
 use event_hooks::queue::sqs::{create_queue_with_dlq, SqsQueue};
-use event_hooks::queue::{Outgoing, Queue, QueueError, Received, REASON_ATTRIBUTE};
+use event_hooks::queue::{
+    DeadLetterReason, Outgoing, Queue, QueueError, Received, REASON_ATTRIBUTE,
+};
 use event_hooks::sqlite::Database;
 
 const NO_WAIT: Duration = Duration::ZERO;
@@ -34,6 +36,9 @@ struct Fixture {
     /// Real SQS (and the SQLite adapter) ignore a delete with a receipt that is no longer current;
     /// moto 5.x deletes the message for any receipt it ever had.
     ignores_stale_receipts: bool,
+    /// The SQLite adapter moves a message received too often to the dead-letter queue as it is,
+    /// id included, as SQS's own redrive does; the SQS adapter sends a copy with the reason.
+    dead_letter_keeps_id: bool,
     _file: Option<TempFile>,
 }
 
@@ -51,6 +56,7 @@ impl Backend {
                     dead_letters: Box::new(queue.dead_letter_queue().unwrap()),
                     queue: Box::new(queue),
                     ignores_stale_receipts: true,
+                    dead_letter_keeps_id: true,
                     _file: Some(file),
                 }
             }
@@ -60,9 +66,12 @@ impl Backend {
                     .await
                     .unwrap();
                 Fixture {
-                    queue: Box::new(SqsQueue::new(client.clone(), url).with_dead_letter(&dlq_url)),
+                    queue: Box::new(
+                        SqsQueue::new(client.clone(), url).with_redrive(&dlq_url, max_receives),
+                    ),
                     dead_letters: Box::new(SqsQueue::new(client, dlq_url)),
                     ignores_stale_receipts: false,
+                    dead_letter_keeps_id: false,
                     _file: None,
                 }
             }
@@ -89,10 +98,7 @@ impl Drop for TempFile {
 }
 
 fn delayed(body: &str, delay: Duration) -> Outgoing {
-    Outgoing {
-        body: body.into(),
-        delay,
-    }
+    Outgoing::delayed(body, delay)
 }
 
 /// Receives exactly one message, waiting for it if needed.
@@ -218,11 +224,43 @@ async fn a_message_received_too_often_moves_to_the_dead_letter_queue(backend: Ba
     // When a receiver asks again
     let third = f.queue.receive(10, LONG, NO_WAIT).await.unwrap();
 
-    // Then the message is not handed out but waits in the dead-letter queue, with its id
+    // Then the message is not handed out but waits in the dead-letter queue, in the one
+    // dead-letter format: its body, and why (SQS's own redrive would give no reason)
     assert!(third.is_empty(), "handed out past max_receives: {third:?}");
     let dead = receive_one(&*f.dead_letters, LONG).await;
-    assert_eq!(dead.id, id);
+    if f.dead_letter_keeps_id {
+        assert_eq!(dead.id, id);
+    }
     assert_eq!(dead.body, "poison");
+    assert_eq!(
+        dead.attributes.get(REASON_ATTRIBUTE).map(String::as_str),
+        Some(
+            DeadLetterReason::TooManyReceives { limit: 2 }
+                .to_string()
+                .as_str()
+        )
+    );
+    assert_empty(&*f.queue).await;
+}
+
+async fn attributes_travel_with_a_message(backend: Backend) {
+    // Given a message sent as a dead letter is, with a reason attribute
+    let f = backend.fixture(5).await;
+    let reason = DeadLetterReason::HookDeleted;
+
+    // When it is sent and received
+    f.queue
+        .send(Outgoing::dead_letter("letter", &reason))
+        .await
+        .unwrap();
+    let got = receive_one(&*f.queue, LONG).await;
+
+    // Then the attribute came with it
+    assert_eq!(got.body, "letter");
+    assert_eq!(
+        got.attributes.get(REASON_ATTRIBUTE),
+        Some(&reason.to_string())
+    );
 }
 
 async fn a_dead_lettered_message_carries_its_reason(backend: Backend) {
@@ -232,10 +270,8 @@ async fn a_dead_lettered_message_carries_its_reason(backend: Backend) {
     let got = receive_one(&*f.queue, Duration::ZERO).await;
 
     // When it is dead-lettered with a reason
-    f.queue
-        .dead_letter(&got, "source 'nope' is not registered")
-        .await
-        .unwrap();
+    let reason = DeadLetterReason::Unregistered("source 'nope' is not registered".into());
+    f.queue.dead_letter(&got, &reason).await.unwrap();
 
     // Then it has left the queue and waits in the dead-letter queue with the reason attached
     assert_empty(&*f.queue).await;
@@ -318,6 +354,7 @@ contract_suite!(
     a_delayed_message_is_invisible_until_its_delay_ends,
     a_message_not_deleted_in_time_comes_back,
     a_message_received_too_often_moves_to_the_dead_letter_queue,
+    attributes_travel_with_a_message,
     a_dead_lettered_message_carries_its_reason,
     a_long_poll_wakes_up_for_a_message_sent_while_waiting,
     a_delay_over_15_minutes_is_rejected,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use event_hooks::sqlite::Database;
 use event_hooks::windows::dynamodb::{create_table, DynamoWindowStore};
 use event_hooks::windows::sqlite::SqliteWindowStore;
-use event_hooks::windows::{decide, event_key, Decision, WindowStore, CHANGE_TTL};
+use event_hooks::windows::{decide, event_key, Decision, Dropped, WindowStore, CHANGE_TTL};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -270,7 +270,7 @@ async fn decide_applies_every_combination_of_settings(backend: &Backend) {
     // snooze only: the first event of the hook passes, every other is snoozed, whatever its key
     assert_eq!(
         run(Some(60), None, &[&a, &b, &a]).await,
-        [Deliver, Drop("snoozed"), Drop("snoozed")]
+        [Deliver, Drop(Dropped::Snoozed), Drop(Dropped::Snoozed)]
     );
 
     // on_change only: A, A, B, B, A → three deliveries
@@ -278,9 +278,9 @@ async fn decide_applies_every_combination_of_settings(backend: &Backend) {
         run(None, Some(true), &[&a, &a, &b, &b, &a]).await,
         [
             Deliver,
-            Drop("unchanged"),
+            Drop(Dropped::Unchanged),
             Deliver,
-            Drop("unchanged"),
+            Drop(Dropped::Unchanged),
             Deliver
         ]
     );
@@ -288,7 +288,12 @@ async fn decide_applies_every_combination_of_settings(backend: &Backend) {
     // both: each distinct payload at most once per window
     assert_eq!(
         run(Some(60), Some(true), &[&a, &b, &a, &b]).await,
-        [Deliver, Deliver, Drop("snoozed"), Drop("snoozed")]
+        [
+            Deliver,
+            Deliver,
+            Drop(Dropped::Snoozed),
+            Drop(Dropped::Snoozed)
+        ]
     );
 
     // a retry of a delivery that passed passes again

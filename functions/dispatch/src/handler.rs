@@ -95,12 +95,18 @@ pub async fn handle_batch(
                 tracing::error!(arn, "message from an unknown queue");
                 return false;
             };
+            // A message that came back more often than the queue allows is not handled again:
+            // the trigger never goes through `Queue::receive`, where the adapter would catch it.
+            let outcome = match queue.received_too_often(&message) {
+                Some(reason) => Ok(MessageOutcome::Reject(reason)),
+                None => worker::outcome(dispatcher, feed, &message).await,
+            };
             // The trigger deletes every record not reported as failed: only dead letters are
             // ours to send.
-            match worker::outcome(dispatcher, feed, &message).await {
+            match outcome {
                 Ok(MessageOutcome::Done) => true,
                 Ok(MessageOutcome::Reject(reason)) => {
-                    tracing::warn!(reason, "message rejected; dead-lettered");
+                    tracing::warn!(%reason, receive_count = message.receive_count, "message rejected; dead-lettered");
                     match queue.copy_to_dead_letter(&message, &reason).await {
                         Ok(()) => true,
                         Err(err) => {
@@ -109,7 +115,7 @@ pub async fn handle_batch(
                         }
                     }
                 }
-                Err(()) => false,
+                Err(_) => false,
             }
         }
         .instrument(span)

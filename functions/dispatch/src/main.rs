@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use event_hooks::deliver::http::HttpSender;
 use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
-use event_hooks::dispatch::{DispatchSettings, Dispatcher, Executor};
+use event_hooks::dispatch::{DispatchPorts, DispatchSettings, Dispatcher, Executor};
 use event_hooks::env::{self, optional, required, seconds};
 use event_hooks::lua::Limits;
 use event_hooks::queue::sqs::SqsQueue;
@@ -20,6 +20,9 @@ use event_hooks::windows::dynamodb::DynamoWindowStore;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 use handler::{handle_batch, Queues};
+
+/// Receives of one message before it is dead-lettered, unless `MAX_RECEIVES` says otherwise.
+const DEFAULT_MAX_RECEIVES: u32 = 5;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -39,25 +42,33 @@ async fn main() -> Result<(), Error> {
         dynamodb.clone(),
         required("HOOKS_TABLE")?,
     ));
+    // Receives after which a message is dead-lettered with its reason; the queues' redrive
+    // policies allow one more (template.yaml), as a backstop.
+    let max_receives = optional("MAX_RECEIVES", |v| {
+        v.parse::<u32>().map_err(|e| e.to_string())
+    })?
+    .unwrap_or(DEFAULT_MAX_RECEIVES);
     let events = SqsQueue::new(sqs.clone(), required("EVENTS_QUEUE_URL")?)
-        .with_dead_letter(required("EVENTS_DEAD_LETTER_QUEUE_URL")?);
+        .with_redrive(required("EVENTS_DEAD_LETTER_QUEUE_URL")?, max_receives);
     let deliveries = SqsQueue::new(sqs.clone(), required("DELIVERIES_QUEUE_URL")?)
-        .with_dead_letter(required("DELIVERIES_DEAD_LETTER_QUEUE_URL")?);
+        .with_redrive(required("DELIVERIES_DEAD_LETTER_QUEUE_URL")?, max_receives);
     let delivery_dead_letters =
         SqsQueue::new(sqs.clone(), required("DELIVERIES_DEAD_LETTER_QUEUE_URL")?);
     let dispatcher = Dispatcher::new(
-        Arc::new(SnapshotCache::new(store, cache_age)),
-        Arc::new(DynamoWindowStore::new(
-            dynamodb.clone(),
-            required("WINDOWS_TABLE")?,
-        )),
-        Arc::new(DynamoDeliveryLog::new(
-            dynamodb,
-            required("DELIVERIES_TABLE")?,
-        )),
-        Arc::new(deliveries.clone()),
-        Arc::new(delivery_dead_letters),
-        Arc::new(Executor::new(HttpSender::new(http)?, Limits::default())),
+        DispatchPorts {
+            snapshot: Arc::new(SnapshotCache::new(store, cache_age)),
+            windows: Arc::new(DynamoWindowStore::new(
+                dynamodb.clone(),
+                required("WINDOWS_TABLE")?,
+            )),
+            log: Arc::new(DynamoDeliveryLog::new(
+                dynamodb,
+                required("DELIVERIES_TABLE")?,
+            )),
+            deliveries: Arc::new(deliveries.clone()),
+            dead_letters: Arc::new(delivery_dead_letters),
+            executor: Arc::new(Executor::new(HttpSender::new(http)?, Limits::default())),
+        },
         settings,
     );
     let queues = Queues::new(events, deliveries);

@@ -80,6 +80,7 @@ pub async fn retry(
         not_before: 0,
         event: record.event,
         hook: None,
+        step: Default::default(),
     };
     let body = serde_json::to_string(&retry).map_err(ApiError::internal)?;
     state

@@ -6,6 +6,24 @@
 //! must be retried becomes its own message on the deliveries queue, so one failing hook never makes
 //! another hook receive an event twice. What cannot be delivered ends in the dead-letter queue with
 //! its reason. The same code runs in the dispatch Lambda function and in the local server.
+//!
+//! **Isolation** (spec §8): each (event, hook) pair fails on its own. When the dispatcher's own
+//! infrastructure fails for one delivery (the window store, the retry enqueue, the dead-letter
+//! send), that delivery is *parked*: put on the deliveries queue as it stands, with the [`Step`] it
+//! stopped at, due after [`DispatchSettings::park_delay`]; the event message still completes, so
+//! the hooks already served are not served again. A delivery parked before its snooze/on_change
+//! decision carries [`Step::Decide`] and makes the decision when it comes back: the claimant of a
+//! window is the delivery id, so a decision that did reach the store before the failure is found
+//! again, not made twice (spec §5). Only when parking fails too does the event message stay on its
+//! queue (logged with the hook id); its redelivery then skips every delivery the delivery log
+//! already shows as delivered, and sends the others again under the same delivery ids, which
+//! receivers can de-duplicate: at worst a duplicate, never a loss.
+//!
+//! **Attempt numbers** count every attempt the target may have seen: a message received for the
+//! k-th time may have made its attempts k-1 times before (a crash, a timeout), so the first attempts
+//! of an event received the k-th time are numbered k, and a delivery message's attempt goes up by
+//! its receive count minus one. The retry schedule follows the same numbers: a delivery never gets
+//! more attempts than the schedule allows, redeliveries included.
 
 pub mod execute;
 pub mod handlers;
@@ -19,17 +37,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::deliver::retry::{RetrySchedule, Verdict};
 use crate::deliveries::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
 use crate::events::{check_registered, now_millis, parse_event, Event};
 use crate::model::Hook;
+pub use crate::queue::DeadLetterReason;
 use crate::queue::{Outgoing, Queue, QueueError, MAX_DELAY};
 use crate::snapshot::SnapshotCache;
 use crate::store::StoreError;
-use crate::windows::{decide, event_key, Decision, WindowStore};
+use crate::windows::{decide, event_key, Decision, Dropped, WindowStore};
 use matching::EventName;
 
 /// Header carrying the stable delivery id, for receivers to de-duplicate.
@@ -48,6 +66,9 @@ pub struct DispatchSettings {
     pub delivery_log_ttl: Duration,
     /// Response bodies kept in the delivery log are cut to this many bytes.
     pub logged_body_limit: usize,
+    /// How long a parked delivery waits before it is tried again: long enough for a passing
+    /// infrastructure failure to pass, short next to the retry schedule.
+    pub park_delay: Duration,
 }
 
 impl Default for DispatchSettings {
@@ -56,7 +77,29 @@ impl Default for DispatchSettings {
             retry: RetrySchedule::default(),
             delivery_log_ttl: Duration::from_secs(7 * 24 * 3600),
             logged_body_limit: 4096,
+            park_delay: Duration::from_secs(5),
         }
+    }
+}
+
+/// What a delivery does next when its message is handled. A delivery stopped by an
+/// infrastructure failure is parked with the step it has to redo.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Step {
+    /// Make attempt number [`Delivery::attempt`].
+    #[default]
+    Attempt,
+    /// Make the snooze/on_change decision first (it failed, or was never made), then attempt.
+    Decide,
+    /// Only send the delivery to the dead-letter queue with this reason: the attempts are over,
+    /// only that send failed.
+    DeadLetter { reason: DeadLetterReason },
+}
+
+impl Step {
+    fn is_attempt(&self) -> bool {
+        *self == Step::Attempt
     }
 }
 
@@ -76,6 +119,9 @@ pub struct Delivery {
     /// The hook itself, for the pings of hook changes: a deleted hook still gets its ping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook: Option<Hook>,
+    /// What to do next; anything but [`Step::Attempt`] only on parked deliveries.
+    #[serde(default, skip_serializing_if = "Step::is_attempt")]
+    pub step: Step,
 }
 
 impl Delivery {
@@ -92,6 +138,7 @@ impl Delivery {
             not_before: 0,
             event: event.clone(),
             hook: None,
+            step: Step::Attempt,
         }
     }
 }
@@ -104,6 +151,30 @@ pub enum DispatchError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// A delivery stopped by an infrastructure failure could not be parked either.
+    #[error("could not park delivery {delivery_id} of hook {hook_id}: {source}")]
+    Parking {
+        hook_id: Uuid,
+        delivery_id: Uuid,
+        #[source]
+        source: QueueError,
+    },
+}
+
+/// A delivery stopped by an infrastructure failure: the delivery as it stands, with the step to
+/// redo, and the failure.
+struct Stuck {
+    delivery: Delivery,
+    error: DispatchError,
+}
+
+impl Stuck {
+    fn new(delivery: Delivery, error: impl Into<DispatchError>) -> Stuck {
+        Stuck {
+            delivery,
+            error: error.into(),
+        }
+    }
 }
 
 /// What to do with a queue message after handling it.
@@ -112,7 +183,7 @@ pub enum MessageOutcome {
     /// Handled: delete it.
     Done,
     /// Cannot ever be handled: move it to the dead-letter queue with this reason.
-    Reject(String),
+    Reject(DeadLetterReason),
 }
 
 /// Counters of what the dispatcher did, for operators and benchmarks.
@@ -199,6 +270,22 @@ impl Stats {
     }
 }
 
+/// The ports the dispatcher works with.
+pub struct DispatchPorts {
+    /// Hooks and the catalogue.
+    pub snapshot: Arc<SnapshotCache>,
+    /// snooze / on_change windows.
+    pub windows: Arc<dyn WindowStore>,
+    /// Every attempt, for people; its failures never change what is delivered.
+    pub log: Arc<dyn DeliveryLog>,
+    /// Retries and parked deliveries.
+    pub deliveries: Arc<dyn Queue>,
+    /// The deliveries' dead-letter queue: deliveries that failed for good, with their reason.
+    pub dead_letters: Arc<dyn Queue>,
+    /// Runs the handlers.
+    pub executor: Arc<Executor>,
+}
+
 /// The ports and settings the dispatcher works with.
 pub struct Dispatcher {
     snapshot: Arc<SnapshotCache>,
@@ -212,15 +299,15 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(
-        snapshot: Arc<SnapshotCache>,
-        windows: Arc<dyn WindowStore>,
-        log: Arc<dyn DeliveryLog>,
-        deliveries: Arc<dyn Queue>,
-        dead_letters: Arc<dyn Queue>,
-        executor: Arc<Executor>,
-        settings: DispatchSettings,
-    ) -> Dispatcher {
+    pub fn new(ports: DispatchPorts, settings: DispatchSettings) -> Dispatcher {
+        let DispatchPorts {
+            snapshot,
+            windows,
+            log,
+            deliveries,
+            dead_letters,
+            executor,
+        } = ports;
         Dispatcher {
             snapshot,
             windows,
@@ -237,26 +324,37 @@ impl Dispatcher {
         &self.snapshot
     }
 
-    /// Handles one message of the events queue.
-    pub async fn handle_event_message(&self, body: &str) -> Result<MessageOutcome, DispatchError> {
+    /// Handles one message of the events queue, received for the `receive_count`-th time.
+    pub async fn handle_event_message(
+        &self,
+        body: &str,
+        receive_count: u32,
+    ) -> Result<MessageOutcome, DispatchError> {
         let event = match parse_event(body) {
             Ok(event) => event,
             Err(reason) => {
                 Stats::bump(&self.stats.rejected);
-                return Ok(MessageOutcome::Reject(reason));
+                return Ok(MessageOutcome::Reject(DeadLetterReason::Unparseable(
+                    reason,
+                )));
             }
         };
         let snapshot = self.snapshot.get().await?;
         if let Err(reason) = check_registered(&snapshot.catalogue, &event) {
             Stats::bump(&self.stats.rejected);
-            return Ok(MessageOutcome::Reject(reason));
+            return Ok(MessageOutcome::Reject(DeadLetterReason::Unregistered(
+                reason,
+            )));
         }
-        self.dispatch(event).await?;
+        self.dispatch(event, receive_count).await?;
         Ok(MessageOutcome::Done)
     }
 
-    /// Fans a checked event out to every matching, enabled hook and makes the first attempts.
-    pub async fn dispatch(&self, event: Event) -> Result<(), DispatchError> {
+    /// Fans a checked event out to every matching, enabled hook and makes the first attempts,
+    /// numbered `receive_count` (the times the event's message has been received). Each hook's
+    /// delivery runs to its end on its own; an error means a delivery could neither be made nor
+    /// parked, and the event must come back.
+    pub async fn dispatch(&self, event: Event, receive_count: u32) -> Result<(), DispatchError> {
         Stats::bump(&self.stats.events);
         let snapshot = self.snapshot.get().await?;
         let name = EventName::of(&event);
@@ -264,7 +362,8 @@ impl Dispatcher {
             .catalogue
             .event(&event.source, &event.event)
             .and_then(|spec| spec.unique.clone());
-        let mut attempts = Vec::new();
+        let key_fields = key_fields.as_deref();
+        let mut runs = Vec::new();
         for hook in snapshot.hooks_of(&event.source) {
             if !hook.enabled {
                 continue;
@@ -272,35 +371,24 @@ impl Dispatcher {
             let Some(delivered_as) = name.delivered_as(hook) else {
                 continue;
             };
-            let delivery = Delivery::new(&event, hook.id);
-            let key_fields = key_fields.clone();
-            attempts.push(async move {
-                let key = event_key(&delivery.event.data, key_fields.as_deref());
-                let decision = decide(
-                    self.windows.as_ref(),
-                    hook.id,
-                    hook.snooze,
-                    hook.on_change,
-                    &key,
-                    &delivery.id.to_string(),
-                )
-                .await?;
-                match decision {
-                    Decision::Deliver => self.attempt(hook, &delivered_as, delivery).await,
-                    Decision::Drop(why) => {
-                        Stats::bump(if why == "snoozed" {
-                            &self.stats.snoozed
-                        } else {
-                            &self.stats.unchanged
-                        });
-                        tracing::debug!(hook_id = %hook.id, delivery_id = %delivery.id, why, "event dropped");
-                        Ok(())
-                    }
+            let mut delivery = Delivery::new(&event, hook.id);
+            delivery.attempt = receive_count.max(1);
+            delivery.step = Step::Decide;
+            runs.push(async move {
+                if receive_count > 1 && self.served_before(hook.id, delivery.id).await {
+                    tracing::debug!(hook_id = %hook.id, delivery_id = %delivery.id, "already delivered before this redelivery");
+                    return Ok(());
                 }
+                let advanced = self
+                    .advance(hook, &delivered_as, delivery, key_fields)
+                    .await;
+                self.settle(advanced).await
             });
         }
+        // Every run ends on its own (delivered, retry queued, dead-lettered or parked), so one
+        // hook's failure neither stops nor repeats another hook's delivery.
         let mut first_error = None;
-        for result in futures_util::future::join_all(attempts).await {
+        for result in futures_util::future::join_all(runs).await {
             if let Err(err) = result {
                 first_error.get_or_insert(err);
             }
@@ -308,22 +396,45 @@ impl Dispatcher {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Handles one message of the deliveries queue: a retry, possibly not due yet.
+    /// On a redelivered event: whether the log shows this delivery delivered already. Any doubt
+    /// (no record, a log that cannot be read) answers no: a duplicate beats a loss.
+    async fn served_before(&self, hook_id: Uuid, delivery_id: Uuid) -> bool {
+        matches!(
+            self.log.get(hook_id, delivery_id).await,
+            Ok(Some(record)) if record.status == DeliveryStatus::Delivered
+        )
+    }
+
+    /// Handles one message of the deliveries queue, received for the `receive_count`-th time: a
+    /// retry (possibly not due yet), or a parked delivery.
     pub async fn handle_delivery_message(
         &self,
         body: &str,
+        receive_count: u32,
     ) -> Result<MessageOutcome, DispatchError> {
-        let delivery: Delivery = match serde_json::from_str(body) {
+        let mut delivery: Delivery = match serde_json::from_str(body) {
             Ok(delivery) => delivery,
-            Err(err) => return Ok(MessageOutcome::Reject(format!("not a delivery: {err}"))),
+            Err(err) => {
+                return Ok(MessageOutcome::Reject(DeadLetterReason::Unparseable(
+                    format!("not a delivery: {err}"),
+                )))
+            }
         };
         let remaining = delivery.not_before - now_millis();
         if remaining > 1000 {
-            // Not due: a delay longer than the queue allows, chained.
+            // Not due: a delay longer than the queue allows, chained. No attempt is made here,
+            // so the attempt number stays.
             self.enqueue(&delivery, Duration::from_millis(remaining as u64))
                 .await?;
             return Ok(MessageOutcome::Done);
         }
+        if let Step::DeadLetter { reason } = &delivery.step {
+            let reason = reason.clone();
+            self.settle(self.give_up(delivery, reason).await).await?;
+            return Ok(MessageOutcome::Done);
+        }
+        // Each earlier receive of this message may have made this attempt already.
+        delivery.attempt = delivery.attempt.saturating_add(receive_count.max(1) - 1);
         let snapshot = self.snapshot.get().await?;
         let hook = match delivery
             .hook
@@ -333,19 +444,13 @@ impl Dispatcher {
         {
             Some(hook) if hook.enabled => hook,
             Some(_) => {
-                self.give_up(
-                    &delivery,
-                    "the hook was disabled before the delivery succeeded",
-                )
-                .await?;
+                let given_up = self.give_up(delivery, DeadLetterReason::HookDisabled).await;
+                self.settle(given_up).await?;
                 return Ok(MessageOutcome::Done);
             }
             None => {
-                self.give_up(
-                    &delivery,
-                    "the hook was deleted before the delivery succeeded",
-                )
-                .await?;
+                let given_up = self.give_up(delivery, DeadLetterReason::HookDeleted).await;
+                self.settle(given_up).await?;
                 return Ok(MessageOutcome::Done);
             }
         };
@@ -353,8 +458,95 @@ impl Dispatcher {
         let delivered_as = name
             .delivered_as(&hook)
             .unwrap_or_else(|| delivery.event.event.clone());
-        self.attempt(&hook, &delivered_as, delivery).await?;
+        let key_fields = snapshot
+            .catalogue
+            .event(&delivery.event.source, &delivery.event.event)
+            .and_then(|spec| spec.unique.clone());
+        let advanced = self
+            .advance(&hook, &delivered_as, delivery, key_fields.as_deref())
+            .await;
+        self.settle(advanced).await?;
         Ok(MessageOutcome::Done)
+    }
+
+    /// Takes a delivery through its remaining steps: the snooze/on_change decision when still to
+    /// be made, the attempt, and what follows it. An infrastructure failure stops it with the
+    /// step to redo.
+    async fn advance(
+        &self,
+        hook: &Hook,
+        event_name: &str,
+        mut delivery: Delivery,
+        key_fields: Option<&[String]>,
+    ) -> Result<(), Stuck> {
+        match std::mem::take(&mut delivery.step) {
+            Step::Attempt => self.attempt(hook, event_name, delivery).await,
+            Step::DeadLetter { reason } => self.give_up(delivery, reason).await,
+            Step::Decide => {
+                let key = event_key(&delivery.event.data, key_fields);
+                let decided = decide(
+                    self.windows.as_ref(),
+                    hook.id,
+                    hook.snooze,
+                    hook.on_change,
+                    &key,
+                    &delivery.id.to_string(),
+                )
+                .await;
+                match decided {
+                    Ok(Decision::Deliver) => self.attempt(hook, event_name, delivery).await,
+                    Ok(Decision::Drop(why)) => {
+                        Stats::bump(match why {
+                            Dropped::Snoozed => &self.stats.snoozed,
+                            Dropped::Unchanged => &self.stats.unchanged,
+                        });
+                        tracing::debug!(hook_id = %hook.id, delivery_id = %delivery.id, %why, "event dropped");
+                        Ok(())
+                    }
+                    Err(err) => {
+                        delivery.step = Step::Decide;
+                        Err(Stuck::new(delivery, err))
+                    }
+                }
+            }
+        }
+    }
+
+    /// What a stopped delivery comes to: parked on the deliveries queue, or, when that fails too,
+    /// an error that keeps the message it came from on its queue.
+    async fn settle(&self, advanced: Result<(), Stuck>) -> Result<(), DispatchError> {
+        let Err(Stuck { delivery, error }) = advanced else {
+            return Ok(());
+        };
+        let (hook_id, delivery_id) = (delivery.hook_id, delivery.id);
+        // Soon, but not before a retry's own time.
+        let until_due = u64::try_from(delivery.not_before - now_millis()).unwrap_or(0);
+        let delay = self
+            .settings
+            .park_delay
+            .max(Duration::from_millis(until_due));
+        match self.enqueue(&delivery, delay).await {
+            Ok(()) => {
+                tracing::warn!(
+                    %hook_id, %delivery_id, attempt = delivery.attempt, step = ?delivery.step,
+                    error = %error, "delivery stopped by an infrastructure failure; parked"
+                );
+                Ok(())
+            }
+            Err(source) => {
+                tracing::error!(
+                    %hook_id, %delivery_id, attempt = delivery.attempt, step = ?delivery.step,
+                    error = %error, park_error = %source,
+                    "delivery stopped by an infrastructure failure and could not be parked; \
+                     its message stays on its queue"
+                );
+                Err(DispatchError::Parking {
+                    hook_id,
+                    delivery_id,
+                    source,
+                })
+            }
+        }
     }
 
     /// One attempt of a delivery, its record in the log, and what follows: done, a retry
@@ -364,7 +556,7 @@ impl Dispatcher {
         hook: &Hook,
         event_name: &str,
         delivery: Delivery,
-    ) -> Result<(), DispatchError> {
+    ) -> Result<(), Stuck> {
         let started = Instant::now();
         let at = now_millis();
         let executed = self
@@ -434,17 +626,22 @@ impl Dispatcher {
                 let mut next = delivery;
                 next.attempt += 1;
                 next.not_before = now_millis() + delay.as_millis() as i64;
-                self.enqueue(&next, delay).await
+                match self.enqueue(&next, delay).await {
+                    Ok(()) => Ok(()),
+                    Err(err) => Err(Stuck::new(next, err)),
+                }
             }
             (Verdict::Retry { .. }, None) => {
-                let reason = format!(
-                    "gave up after {} attempts: {}",
-                    delivery.attempt,
-                    error.unwrap_or_else(|| "no answer".into())
-                );
-                self.give_up(&delivery, &reason).await
+                let reason = DeadLetterReason::GaveUp {
+                    attempts: delivery.attempt,
+                    error: error.unwrap_or_else(|| "no answer".into()),
+                };
+                self.give_up(after(delivery), reason).await
             }
-            (Verdict::Failed(reason), _) => self.give_up(&delivery, &reason).await,
+            (Verdict::Failed(reason), _) => {
+                self.give_up(after(delivery), DeadLetterReason::Failed(reason))
+                    .await
+            }
         }
     }
 
@@ -471,35 +668,80 @@ impl Dispatcher {
         }
     }
 
-    /// Puts a delivery back on the deliveries queue, due after `delay` (chained past 15 minutes).
-    async fn enqueue(&self, delivery: &Delivery, delay: Duration) -> Result<(), DispatchError> {
-        let body = serde_json::to_string(delivery).unwrap_or_default();
+    /// Puts a delivery on the deliveries queue, due after `delay` (chained past 15 minutes).
+    async fn enqueue(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
+        let body = serde_json::to_string(delivery).map_err(QueueError::backend)?;
         self.deliveries
-            .send(Outgoing {
-                body,
-                delay: delay.min(MAX_DELAY),
-            })
+            .send(Outgoing::delayed(body, delay.min(MAX_DELAY)))
             .await?;
         Ok(())
     }
 
-    /// Parks a delivery in the dead-letter queue with its reason.
-    async fn give_up(&self, delivery: &Delivery, reason: &str) -> Result<(), DispatchError> {
+    /// Sends a delivery to the dead-letter queue with its reason, in the one dead-letter format:
+    /// the body is the delivery as the deliveries queue carries it (so it can be redriven there),
+    /// the reason is the message's `reason` attribute.
+    async fn give_up(&self, mut delivery: Delivery, reason: DeadLetterReason) -> Result<(), Stuck> {
+        delivery.step = Step::Attempt;
+        let sent = match serde_json::to_string(&delivery) {
+            Ok(body) => {
+                self.dead_letters
+                    .send(Outgoing::dead_letter(body, &reason))
+                    .await
+            }
+            Err(err) => Err(QueueError::backend(err)),
+        };
+        if let Err(err) = sent {
+            delivery.step = Step::DeadLetter { reason };
+            return Err(Stuck::new(delivery, err));
+        }
         Stats::bump(&self.stats.failed);
         Stats::bump(&self.stats.dead_lettered);
         tracing::warn!(
-            hook_id = %delivery.hook_id, delivery_id = %delivery.id, attempt = delivery.attempt,
-            reason, "delivery failed for good; dead-lettered"
+            hook_id = %delivery.hook_id, delivery_id = %delivery.id,
+            next_attempt = delivery.attempt, %reason, "delivery failed for good; dead-lettered"
         );
-        let body = json!({ "reason": reason, "delivery": delivery }).to_string();
-        self.dead_letters.send(Outgoing::now(body)).await?;
         Ok(())
     }
+}
+
+/// A delivery after its current attempt was made: a dead letter carries the attempt to make next,
+/// as every delivery message does, so that a redriven one is numbered on.
+fn after(mut delivery: Delivery) -> Delivery {
+    delivery.attempt = delivery.attempt.saturating_add(1);
+    delivery
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parked_delivery_keeps_its_step_and_a_plain_one_attempts() {
+        let event = parse_event(r#"{"source":"crud","event":"consumers"}"#).unwrap();
+        let mut delivery = Delivery::new(&event, Uuid::new_v4());
+        let plain = serde_json::to_value(&delivery).unwrap();
+        assert!(plain.get("step").is_none(), "{plain}");
+        assert_eq!(
+            serde_json::from_value::<Delivery>(plain).unwrap().step,
+            Step::Attempt
+        );
+        for step in [
+            Step::Decide,
+            Step::DeadLetter {
+                reason: DeadLetterReason::GaveUp {
+                    attempts: 3,
+                    error: "target answered 503".into(),
+                },
+            },
+            Step::DeadLetter {
+                reason: DeadLetterReason::Failed("target answered 410 Gone".into()),
+            },
+        ] {
+            delivery.step = step;
+            let text = serde_json::to_string(&delivery).unwrap();
+            assert_eq!(serde_json::from_str::<Delivery>(&text).unwrap(), delivery);
+        }
+    }
 
     #[test]
     fn delivery_ids_are_stable_per_event_and_hook() {

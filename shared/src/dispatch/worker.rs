@@ -1,7 +1,9 @@
 //! A long-running consumer of a queue, for hosts without an SQS trigger (the local server): it
 //! receives batches, hands each message to the dispatcher, and deletes or dead-letters it by the
 //! outcome. A message whose handling failed for infrastructure reasons is left alone, so it comes
-//! back after its visibility timeout, like an SQS-triggered Lambda's failed batch items.
+//! back after its visibility timeout, like an SQS-triggered Lambda's failed batch items. A message
+//! that keeps coming back is dead-lettered by the queue itself, with its reason, once it has been
+//! received more times than the queue allows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,10 +85,10 @@ pub async fn handle(
     let settled = match outcome(dispatcher, feed, message).await {
         Ok(MessageOutcome::Done) => queue.delete(&message.receipt).await,
         Ok(MessageOutcome::Reject(reason)) => {
-            tracing::warn!(message_id = %message.id, ?feed, reason, "message rejected; dead-lettered");
+            tracing::warn!(message_id = %message.id, ?feed, %reason, "message rejected; dead-lettered");
             queue.dead_letter(message, &reason).await
         }
-        Err(()) => return false,
+        Err(_) => return false,
     };
     match settled {
         Ok(()) => true,
@@ -97,17 +99,29 @@ pub async fn handle(
     }
 }
 
-/// What the dispatcher made of one message; `Err` (already logged) means it must come back later.
+/// What the dispatcher made of one message, with its receive count (attempt numbers count
+/// redeliveries). An error is already logged here; it means the message must come back later.
 pub async fn outcome(
     dispatcher: &Dispatcher,
     feed: Feed,
     message: &Received,
-) -> Result<MessageOutcome, ()> {
+) -> Result<MessageOutcome, DispatchError> {
     let outcome = match feed {
-        Feed::Events => dispatcher.handle_event_message(&message.body).await,
-        Feed::Deliveries => dispatcher.handle_delivery_message(&message.body).await,
+        Feed::Events => {
+            dispatcher
+                .handle_event_message(&message.body, message.receive_count)
+                .await
+        }
+        Feed::Deliveries => {
+            dispatcher
+                .handle_delivery_message(&message.body, message.receive_count)
+                .await
+        }
     };
-    outcome.map_err(|err| log_failure(&err, message, feed))
+    if let Err(err) = &outcome {
+        log_failure(err, message, feed);
+    }
+    outcome
 }
 
 fn log_failure(err: &DispatchError, message: &Received, feed: Feed) {

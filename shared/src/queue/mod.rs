@@ -1,9 +1,14 @@
 //! The `Queue` port: an SQS-shaped queue of text messages.
 //!
 //! Semantics follow a standard SQS queue with a redrive policy: a received message stays invisible
-//! for the visibility timeout and comes back unless deleted; after `max_receives` receives it moves
-//! to the dead-letter queue. [`sqs::SqsQueue`] is the deployed adapter, [`sqlite::SqliteQueue`]
-//! the embedded one; both pass the same contract suite in `tests/`.
+//! for the visibility timeout and comes back unless deleted; a message received more than
+//! `max_receives` times moves to the dead-letter queue. [`sqs::SqsQueue`] is the deployed adapter,
+//! [`sqlite::SqliteQueue`] the embedded one; both pass the same contract suite in `tests/`.
+//!
+//! **One dead-letter format** for every queue: a dead letter's body is the body of the message
+//! that could not be handled (an event, or a delivery as the deliveries queue carries it), and the
+//! [`REASON_ATTRIBUTE`] message attribute says why, as a [`DeadLetterReason`]'s text. So a dead
+//! letter can be redriven to its queue as it is.
 
 pub mod sqlite;
 pub mod sqs;
@@ -12,6 +17,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 /// The longest delay SQS accepts; longer waits are chained by the caller.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
@@ -19,20 +25,90 @@ pub const MAX_DELAY: Duration = Duration::from_secs(900);
 /// The message attribute that says why a message was dead-lettered.
 pub const REASON_ATTRIBUTE: &str = "reason";
 
+/// Why a message was moved to a dead-letter queue; its text is the [`REASON_ATTRIBUTE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
+pub enum DeadLetterReason {
+    /// The target kept failing in a retryable way until the retry schedule ran out.
+    GaveUp {
+        attempts: u32,
+        /// The last attempt's error.
+        error: String,
+    },
+    /// The delivery failed in a way that retrying cannot fix (a 4xx, a Lua error, a refused target).
+    Failed(String),
+    /// The hook was deleted while the delivery was waiting for a retry.
+    HookDeleted,
+    /// The hook was disabled while the delivery was waiting for a retry.
+    HookDisabled,
+    /// The message body is not an event, or not a delivery; says what is wrong with it.
+    Unparseable(String),
+    /// The event's source or event name is not in the catalogue (Kong's message).
+    Unregistered(String),
+    /// The message came back more often than the queue allows, so handling it keeps failing (or
+    /// crashing the consumer).
+    TooManyReceives {
+        /// The queue's limit, exceeded.
+        limit: u32,
+    },
+}
+
+impl std::fmt::Display for DeadLetterReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeadLetterReason::GaveUp { attempts, error } => {
+                write!(f, "gave up after {attempts} attempts: {error}")
+            }
+            DeadLetterReason::Failed(message)
+            | DeadLetterReason::Unparseable(message)
+            | DeadLetterReason::Unregistered(message) => f.write_str(message),
+            DeadLetterReason::HookDeleted => {
+                f.write_str("the hook was deleted before the delivery succeeded")
+            }
+            DeadLetterReason::HookDisabled => {
+                f.write_str("the hook was disabled before the delivery succeeded")
+            }
+            DeadLetterReason::TooManyReceives { limit } => write!(
+                f,
+                "received more than {limit} times without being handled (the queue's limit)"
+            ),
+        }
+    }
+}
+
 /// A message to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     pub body: String,
     /// Invisible for this long after sending; at most [`MAX_DELAY`].
     pub delay: Duration,
+    /// String message attributes, such as [`REASON_ATTRIBUTE`] on dead letters.
+    pub attributes: BTreeMap<String, String>,
 }
 
 impl Outgoing {
+    /// A message visible at once, without attributes.
     pub fn now(body: impl Into<String>) -> Outgoing {
+        Outgoing::delayed(body, Duration::ZERO)
+    }
+
+    /// A message invisible for `delay` (at most [`MAX_DELAY`]), without attributes.
+    pub fn delayed(body: impl Into<String>, delay: Duration) -> Outgoing {
         Outgoing {
             body: body.into(),
-            delay: Duration::ZERO,
+            delay,
+            attributes: BTreeMap::new(),
         }
+    }
+
+    /// A dead letter in the one format of every dead-letter queue: `body` as it was, `reason` as
+    /// the [`REASON_ATTRIBUTE`].
+    pub fn dead_letter(body: impl Into<String>, reason: &DeadLetterReason) -> Outgoing {
+        let mut message = Outgoing::now(body);
+        message
+            .attributes
+            .insert(REASON_ATTRIBUTE.to_owned(), reason.to_string());
+        message
     }
 }
 
@@ -87,8 +163,13 @@ pub trait Queue: Send + Sync + 'static {
     /// Deletes a received message. A receipt that is no longer current is ignored.
     async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
 
-    /// Moves a received message to the dead-letter queue with `reason` as an attribute.
-    async fn dead_letter(&self, message: &Received, reason: &str) -> Result<(), QueueError>;
+    /// Moves a received message to the dead-letter queue with `reason` as its
+    /// [`REASON_ATTRIBUTE`], its body unchanged.
+    async fn dead_letter(
+        &self,
+        message: &Received,
+        reason: &DeadLetterReason,
+    ) -> Result<(), QueueError>;
 }
 
 fn check_delay(delay: Duration) -> Result<(), QueueError> {

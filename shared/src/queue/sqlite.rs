@@ -2,7 +2,8 @@
 //!
 //! It behaves like a standard SQS queue with a redrive policy: delayed sends, visibility timeouts,
 //! a fresh receipt per receive, receipts that go stale when the message is received again, and
-//! redrive to a dead-letter queue once a message has been received `max_receives` times. Every
+//! redrive to a dead-letter queue once a message has been received `max_receives` times, with
+//! [`DeadLetterReason::TooManyReceives`] as its reason (where SQS's own redrive gives none). Every
 //! state change is committed before it is reported, so a crash loses nothing that was
 //! acknowledged. Unlike a standard SQS queue, messages are handed out oldest first.
 
@@ -15,7 +16,9 @@ use rusqlite::{params, Connection};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{check_delay, Outgoing, Queue, QueueError, Received, REASON_ATTRIBUTE};
+use super::{
+    check_delay, DeadLetterReason, Outgoing, Queue, QueueError, Received, REASON_ATTRIBUTE,
+};
 use crate::sqlite::Database;
 
 /// How often a waiting receiver looks again without being woken: covers messages sent by another
@@ -153,14 +156,29 @@ impl SqliteQueue {
                         if received.len() == max as usize {
                             break;
                         }
-                        if let Some(redrive) = redrive.as_deref().filter(|r| receive_count >= r.max_receives) {
+                        if let Some(redrive) = redrive
+                            .as_deref()
+                            .filter(|r| receive_count >= r.max_receives)
+                        {
                             // As SQS does when a receive reaches it: the message moves to the
-                            // dead-letter queue, keeping its id and receive count.
+                            // dead-letter queue, keeping its id and receive count; unlike SQS it
+                            // says why, in the one dead-letter format.
+                            let mut attributes = decode_attributes(&attributes)?;
+                            let reason = DeadLetterReason::TooManyReceives {
+                                limit: redrive.max_receives,
+                            };
+                            attributes.insert(REASON_ATTRIBUTE.to_owned(), reason.to_string());
                             tx.prepare_cached(
-                                "UPDATE queue_messages SET queue = ?1, receipt = NULL, visible_at = ?2
-                                 WHERE seq = ?3",
+                                "UPDATE queue_messages
+                                 SET queue = ?1, receipt = NULL, visible_at = ?2, attributes = ?3
+                                 WHERE seq = ?4",
                             )?
-                            .execute(params![redrive.dead_letter, now, seq])?;
+                            .execute(params![
+                                redrive.dead_letter,
+                                now,
+                                encode_attributes(&attributes)?,
+                                seq
+                            ])?;
                             moved = true;
                             continue;
                         }
@@ -170,7 +188,11 @@ impl SqliteQueue {
                              SET receive_count = receive_count + 1, receipt = ?1, visible_at = ?2
                              WHERE seq = ?3",
                         )?
-                        .execute(params![receipt, now + visibility, seq])?;
+                        .execute(params![
+                            receipt,
+                            now + visibility,
+                            seq
+                        ])?;
                         received.push(Received {
                             id,
                             receipt,
@@ -225,7 +247,7 @@ impl Queue for SqliteQueue {
                         &name,
                         &id,
                         &message.body,
-                        "{}",
+                        &encode_attributes(&message.attributes)?,
                         now,
                         now + millis(message.delay),
                     )?;
@@ -293,11 +315,15 @@ impl Queue for SqliteQueue {
         Ok(())
     }
 
-    async fn dead_letter(&self, message: &Received, reason: &str) -> Result<(), QueueError> {
+    async fn dead_letter(
+        &self,
+        message: &Received,
+        reason: &DeadLetterReason,
+    ) -> Result<(), QueueError> {
         let redrive = self.redrive.clone().ok_or(QueueError::NoDeadLetterQueue)?;
         let name = self.name.clone();
         let mut attributes = message.attributes.clone();
-        attributes.insert(REASON_ATTRIBUTE.to_owned(), reason.to_owned());
+        attributes.insert(REASON_ATTRIBUTE.to_owned(), reason.to_string());
         let attributes = serde_json::to_string(&attributes).map_err(QueueError::backend)?;
         let body = message.body.clone();
         let receipt = message.receipt.clone();
@@ -341,6 +367,11 @@ fn decode_attributes(json: &str) -> rusqlite::Result<BTreeMap<String, String>> {
     serde_json::from_str(json).map_err(|err| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(err))
     })
+}
+
+fn encode_attributes(attributes: &BTreeMap<String, String>) -> rusqlite::Result<String> {
+    serde_json::to_string(attributes)
+        .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))
 }
 
 /// Wall-clock milliseconds: timestamps are stored, so they must survive a restart.
@@ -436,6 +467,10 @@ mod tests {
             (id.as_str(), "poison")
         );
         assert_eq!(dead[0].receive_count, 3);
+        assert_eq!(
+            dead[0].attributes.get(REASON_ATTRIBUTE).map(String::as_str),
+            Some("received more than 2 times without being handled (the queue's limit)")
+        );
     }
 
     #[tokio::test]
@@ -480,13 +515,7 @@ mod tests {
         let queue = queue().await;
         let delay = Duration::from_millis(50);
         let started = Instant::now();
-        queue
-            .send(Outgoing {
-                body: "later".into(),
-                delay,
-            })
-            .await
-            .unwrap();
+        queue.send(Outgoing::delayed("later", delay)).await.unwrap();
         assert!(queue.receive(1, SHORT, NO_WAIT).await.unwrap().is_empty());
 
         // When a receiver waits for it

@@ -1,8 +1,12 @@
 //! The deployed [`Queue`] adapter: an Amazon SQS standard queue and its dead-letter queue.
 //!
-//! The redrive policy lives on the queue itself (see [`create_queue_with_dlq`]); this adapter only
-//! needs the dead-letter queue's URL for explicit [`Queue::dead_letter`]. SDK types stay in this
-//! module; SDK errors become [`QueueError::Backend`] with the full error chain in the message.
+//! The limit on receives is enforced twice: by this adapter, which dead-letters a message received
+//! more than `max_receives` times with [`DeadLetterReason::TooManyReceives`] (in the one
+//! dead-letter format, see [`super`]), and by the queue's own redrive policy one receive later
+//! (see [`create_queue_with_dlq`]), a backstop that moves messages without a reason. An
+//! SQS-triggered Lambda function never calls [`Queue::receive`], so it asks
+//! [`SqsQueue::received_too_often`] itself. SDK types stay in this module; SDK errors become
+//! [`QueueError::Backend`] with the full error chain in the message.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -15,7 +19,7 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client;
 
-use super::{check_delay, Outgoing, Queue, QueueError, Received, REASON_ATTRIBUTE};
+use super::{check_delay, DeadLetterReason, Outgoing, Queue, QueueError, Received};
 
 /// SQS accepts at most this many entries in one SendMessageBatch call.
 const BATCH_ENTRIES: usize = 10;
@@ -26,12 +30,19 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// The longest long poll SQS allows.
 const MAX_WAIT_SECONDS: i32 = 20;
 
-/// An SQS queue, with the URL of its dead-letter queue when it has one.
+/// Where dead letters go, and after how many receives.
+#[derive(Debug, Clone)]
+struct Redrive {
+    dead_letter_url: String,
+    max_receives: u32,
+}
+
+/// An SQS queue, with its dead-letter queue when it has one.
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
     client: Client,
     url: String,
-    dead_letter_url: Option<String>,
+    redrive: Option<Redrive>,
 }
 
 impl SqsQueue {
@@ -40,15 +51,32 @@ impl SqsQueue {
         SqsQueue {
             client,
             url: url.into(),
-            dead_letter_url: None,
+            redrive: None,
         }
     }
 
-    /// Sends [`Queue::dead_letter`] messages to the queue at `url`; normally the target of the
-    /// queue's redrive policy.
-    pub fn with_dead_letter(mut self, url: impl Into<String>) -> SqsQueue {
-        self.dead_letter_url = Some(url.into());
+    /// Sends dead letters to the queue at `dead_letter_url` (normally the target of the queue's
+    /// redrive policy): those of [`Queue::dead_letter`], and every message received more than
+    /// `max_receives` times, with the reason. The queue's own redrive policy should allow one
+    /// receive more (as [`create_queue_with_dlq`] sets it), so that this adapter sees it first.
+    pub fn with_redrive(
+        mut self,
+        dead_letter_url: impl Into<String>,
+        max_receives: u32,
+    ) -> SqsQueue {
+        self.redrive = Some(Redrive {
+            dead_letter_url: dead_letter_url.into(),
+            max_receives,
+        });
         self
+    }
+
+    /// Why `message` must go to the dead-letter queue without being handled: it was received
+    /// more times than this queue allows. `None` when it may be handled, or the queue has no
+    /// redrive.
+    pub fn received_too_often(&self, message: &Received) -> Option<DeadLetterReason> {
+        let limit = self.redrive.as_ref()?.max_receives;
+        (message.receive_count > limit).then_some(DeadLetterReason::TooManyReceives { limit })
     }
 
     /// The queue's URL.
@@ -66,6 +94,7 @@ impl SqsQueue {
                     .id(index.to_string())
                     .message_body(&message.body)
                     .delay_seconds(seconds_ceil(message.delay))
+                    .set_message_attributes(message_attributes(&message.attributes)?)
                     .build()
                     .map_err(QueueError::backend)
             })
@@ -130,8 +159,9 @@ impl Queue for SqsQueue {
             .client
             .send_message()
             .queue_url(&self.url)
-            .message_body(message.body)
             .delay_seconds(seconds_ceil(message.delay))
+            .set_message_attributes(message_attributes(&message.attributes)?)
+            .message_body(message.body)
             .send()
             .await
             .map_err(|err| sqs_error("SendMessage", err))?;
@@ -171,7 +201,24 @@ impl Queue for SqsQueue {
             .send()
             .await
             .map_err(|err| sqs_error("ReceiveMessage", err))?;
-        output.messages().iter().map(received).collect()
+        let mut messages = Vec::with_capacity(output.messages().len());
+        for message in output.messages().iter().map(received) {
+            let message = message?;
+            match self.received_too_often(&message) {
+                None => messages.push(message),
+                Some(reason) => {
+                    // Not handed out: it keeps failing. Should the move fail, the queue's own
+                    // redrive policy moves it on the next receive, without the reason.
+                    if let Err(err) = self.dead_letter(&message, &reason).await {
+                        tracing::warn!(
+                            error = %err, message_id = %message.id,
+                            "could not dead-letter a message received too often"
+                        );
+                    }
+                }
+            }
+        }
+        Ok(messages)
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
@@ -186,7 +233,11 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
-    async fn dead_letter(&self, message: &Received, reason: &str) -> Result<(), QueueError> {
+    async fn dead_letter(
+        &self,
+        message: &Received,
+        reason: &DeadLetterReason,
+    ) -> Result<(), QueueError> {
         // Sent before the original is deleted: a failure in between leaves a duplicate, not a loss.
         self.copy_to_dead_letter(message, reason).await?;
         self.delete(&message.receipt).await
@@ -199,30 +250,21 @@ impl SqsQueue {
     pub async fn copy_to_dead_letter(
         &self,
         message: &Received,
-        reason: &str,
+        reason: &DeadLetterReason,
     ) -> Result<(), QueueError> {
-        let dead_letter_url = self
-            .dead_letter_url
-            .as_deref()
-            .ok_or(QueueError::NoDeadLetterQueue)?;
-        let mut attributes = message.attributes.clone();
-        attributes.insert(REASON_ATTRIBUTE.to_owned(), reason.to_owned());
-        let attributes = attributes
-            .into_iter()
-            .map(|(name, value)| {
-                let value = MessageAttributeValue::builder()
-                    .data_type("String")
-                    .string_value(value)
-                    .build()
-                    .map_err(QueueError::backend)?;
-                Ok((name, value))
-            })
-            .collect::<Result<HashMap<_, _>, QueueError>>()?;
+        let redrive = self.redrive.as_ref().ok_or(QueueError::NoDeadLetterQueue)?;
+        let mut letter = Outgoing::dead_letter(message.body.clone(), reason);
+        for (name, value) in &message.attributes {
+            letter
+                .attributes
+                .entry(name.clone())
+                .or_insert_with(|| value.clone());
+        }
         self.client
             .send_message()
-            .queue_url(dead_letter_url)
-            .message_body(&message.body)
-            .set_message_attributes(Some(attributes))
+            .queue_url(&redrive.dead_letter_url)
+            .message_body(letter.body)
+            .set_message_attributes(message_attributes(&letter.attributes)?)
             .send()
             .await
             .map_err(|err| sqs_error("SendMessage to the dead-letter queue", err))?;
@@ -230,8 +272,31 @@ impl SqsQueue {
     }
 }
 
-/// Creates the queue `name` and its dead-letter queue `<name>-dlq`, with a redrive policy that
-/// moves a message there after `max_receives` receives; returns `(queue_url, dead_letter_url)`.
+/// The SDK's form of string message attributes; `None` for none (SQS rejects an empty map).
+fn message_attributes(
+    attributes: &BTreeMap<String, String>,
+) -> Result<Option<HashMap<String, MessageAttributeValue>>, QueueError> {
+    if attributes.is_empty() {
+        return Ok(None);
+    }
+    attributes
+        .iter()
+        .map(|(name, value)| {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map_err(QueueError::backend)?;
+            Ok((name.clone(), value))
+        })
+        .collect::<Result<HashMap<_, _>, QueueError>>()
+        .map(Some)
+}
+
+/// Creates the queue `name` and its dead-letter queue `<name>-dlq`; returns
+/// `(queue_url, dead_letter_url)`. The redrive policy allows `max_receives + 1` receives: an
+/// [`SqsQueue::with_redrive`] with `max_receives` dead-letters a message with its reason on that
+/// last receive, and the policy only catches what the adapter could not move.
 pub async fn create_queue_with_dlq(
     client: &Client,
     name: &str,
@@ -258,7 +323,7 @@ pub async fn create_queue_with_dlq(
         .ok_or_else(|| QueueError::backend("GetQueueAttributes returned no QueueArn"))?;
     let redrive_policy = serde_json::json!({
         "deadLetterTargetArn": dead_letter_arn,
-        "maxReceiveCount": max_receives.to_string(),
+        "maxReceiveCount": max_receives.saturating_add(1).to_string(),
     });
     let url = client
         .create_queue()

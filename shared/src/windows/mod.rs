@@ -60,14 +60,27 @@ pub trait WindowStore: Send + Sync + 'static {
 pub enum Decision {
     /// Send it.
     Deliver,
-    /// Drop it (counted and logged, not retried), with the reason: `"snoozed"` or `"unchanged"`.
-    Drop(&'static str),
+    /// Drop it (counted and logged, not retried), for this reason.
+    Drop(Dropped),
 }
 
-/// Why a snoozed event was dropped.
-pub const SNOOZED: &str = "snoozed";
-/// Why an unchanged event was dropped.
-pub const UNCHANGED: &str = "unchanged";
+/// Why [`decide`] dropped an event for a hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Another event of the hook (or, with on_change too, of the same key) holds the window.
+    Snoozed,
+    /// on_change: the event's key equals the last one delivered to the hook.
+    Unchanged,
+}
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dropped::Snoozed => "snoozed",
+            Dropped::Unchanged => "unchanged",
+        })
+    }
+}
 
 /// Applies spec §5 to one delivery of an event whose key is `event_key` to hook `hook_id`, with at
 /// most one store write:
@@ -101,7 +114,7 @@ pub async fn decide(
             Ok(if passed {
                 Decision::Deliver
             } else {
-                Decision::Drop(SNOOZED)
+                Decision::Drop(Dropped::Snoozed)
             })
         }
         (None, true) => {
@@ -112,7 +125,7 @@ pub async fn decide(
             Ok(if passed {
                 Decision::Deliver
             } else {
-                Decision::Drop(UNCHANGED)
+                Decision::Drop(Dropped::Unchanged)
             })
         }
         (Some(seconds), true) => {
@@ -123,7 +136,7 @@ pub async fn decide(
             Ok(if passed {
                 Decision::Deliver
             } else {
-                Decision::Drop(SNOOZED)
+                Decision::Drop(Dropped::Snoozed)
             })
         }
     }
@@ -465,7 +478,7 @@ mod tests {
         let decision = decide(&store, HOOK, Some(60), Some(false), "k", "d1")
             .await
             .unwrap();
-        assert_eq!(decision, Decision::Drop(SNOOZED));
+        assert_eq!(decision, Decision::Drop(Dropped::Snoozed));
         assert_eq!(store.calls().len(), 1);
     }
 
@@ -486,7 +499,7 @@ mod tests {
         let decision = decide(&store, HOOK, Some(0), Some(true), "k", "d1")
             .await
             .unwrap();
-        assert_eq!(decision, Decision::Drop(UNCHANGED));
+        assert_eq!(decision, Decision::Drop(Dropped::Unchanged));
         assert_eq!(store.calls().len(), 1);
     }
 
@@ -503,7 +516,7 @@ mod tests {
         let decision = decide(&store, HOOK, Some(5), Some(true), "k", "d1")
             .await
             .unwrap();
-        assert_eq!(decision, Decision::Drop(SNOOZED));
+        assert_eq!(decision, Decision::Drop(Dropped::Snoozed));
         assert_eq!(store.calls().len(), 1);
     }
 }
