@@ -491,14 +491,24 @@ async fn status_reports_health_and_dispatch_counts_without_auth() {
     assert_eq!(accepted.status(), 202);
     receiver.wait_for("/s", 1, WAIT).await;
 
-    let status: Value = client
-        .get(server.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The receiver answers before the dispatcher counts the delivery: read until it has.
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        let status: Value = client
+            .get(server.url("/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["dispatch"]["delivered"].as_u64() >= Some(1)
+            || std::time::Instant::now() > deadline
+        {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(status["status"], "ok");
     assert_eq!(status["hooks"], 1);
     assert!(
