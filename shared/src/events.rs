@@ -96,6 +96,25 @@ pub fn parse_event(body: &str) -> Result<Event, String> {
     event_from_value(value)
 }
 
+/// Namespace of the ids given to queued events that came without one (UUID v5 of the queue's
+/// message id).
+const QUEUED_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x2b8f_51d4_7c3e_4a09_8e6d_93f0_1a57_c4b2);
+
+/// [`parse_event`] for a queue message: an event without an id gets one derived from the
+/// message's id, the same at every receive of that message (a random one would give each
+/// redelivery new delivery ids, which receivers could not de-duplicate).
+pub fn parse_event_with_default_id(body: &str, message_id: &str) -> Result<Event, String> {
+    let mut value: Value =
+        serde_json::from_str(body).map_err(|err| format!("the body is not JSON: {err}"))?;
+    if let Some(fields) = value.as_object_mut() {
+        if fields.get("id").is_none_or(Value::is_null) {
+            let id = Uuid::new_v5(&QUEUED_EVENT_NAMESPACE, message_id.as_bytes());
+            fields.insert("id".into(), Value::String(id.to_string()));
+        }
+    }
+    event_from_value(value)
+}
+
 /// Checks the shape of an event: `source` and `event` strings, `data` an object when present.
 pub fn event_from_value(mut value: Value) -> Result<Event, String> {
     let Some(fields) = value.as_object_mut() else {
@@ -140,6 +159,26 @@ pub fn check_registered(catalogue: &Catalogue, event: &Event) -> Result<(), Stri
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_queued_event_without_an_id_gets_the_same_one_at_every_receive() {
+        let body = r#"{"source":"crud","event":"consumers"}"#;
+        let first = parse_event_with_default_id(body, "message-1").unwrap();
+        let again = parse_event_with_default_id(body, "message-1").unwrap();
+        let other = parse_event_with_default_id(body, "message-2").unwrap();
+        assert_eq!(first.id, again.id);
+        assert_ne!(first.id, other.id);
+        let own =
+            r#"{"source":"crud","event":"consumers","id":"6f1c3c1e-8d3b-4a43-9f0e-6f1b1f8a0b11"}"#;
+        assert_eq!(
+            parse_event_with_default_id(own, "message-1")
+                .unwrap()
+                .id
+                .to_string(),
+            "6f1c3c1e-8d3b-4a43-9f0e-6f1b1f8a0b11"
+        );
+    }
+
     use super::*;
 
     #[test]

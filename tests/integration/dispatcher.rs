@@ -282,7 +282,7 @@ async fn events_outside_the_catalogue_and_broken_messages_are_rejected_with_a_re
     ] {
         let outcome = fixture
             .dispatcher
-            .handle_event_message(body, 1)
+            .handle_event_message(body, "message-1", 1)
             .await
             .unwrap();
         match outcome {
@@ -313,7 +313,10 @@ async fn a_window_store_failing_for_one_hook_parks_its_delivery_and_spares_the_o
     let (event, body) = balancer_event();
 
     // When the event's message is handled
-    let outcome = fixture.dispatcher.handle_event_message(&body, 1).await;
+    let outcome = fixture
+        .dispatcher
+        .handle_event_message(&body, "message-1", 1)
+        .await;
 
     // Then the event completes, A is served once, B is not served but parked on the deliveries
     // queue, at the attempt it was at, with its window decision still to make
@@ -362,7 +365,10 @@ async fn a_dead_letter_send_failing_parks_the_dead_letter_not_another_attempt() 
     let (_, body) = balancer_event();
 
     // When the event's message is handled
-    let outcome = fixture.dispatcher.handle_event_message(&body, 1).await;
+    let outcome = fixture
+        .dispatcher
+        .handle_event_message(&body, "message-1", 1)
+        .await;
 
     // Then the event completes, each target got one request, and B's dead letter is parked
     assert_eq!(outcome.unwrap(), MessageOutcome::Done);
@@ -414,7 +420,10 @@ async fn when_parking_fails_too_the_event_comes_back_and_skips_the_hooks_already
     let (event, body) = balancer_event();
 
     // When the event's message is handled, then it fails, naming B: the message stays queued
-    let outcome = fixture.dispatcher.handle_event_message(&body, 1).await;
+    let outcome = fixture
+        .dispatcher
+        .handle_event_message(&body, "message-1", 1)
+        .await;
     assert!(
         matches!(outcome, Err(DispatchError::Parking { hook_id, .. }) if hook_id == hook_b.id),
         "{outcome:?}"
@@ -424,7 +433,10 @@ async fn when_parking_fails_too_the_event_comes_back_and_skips_the_hooks_already
     // When it comes back (received a second time) with everything working again
     *fixture.windows.hook.lock().unwrap() = None;
     fixture.deliveries.down.store(false, Ordering::SeqCst);
-    let outcome = fixture.dispatcher.handle_event_message(&body, 2).await;
+    let outcome = fixture
+        .dispatcher
+        .handle_event_message(&body, "message-1", 2)
+        .await;
 
     // Then B gets it as attempt 2 of its delivery, and A, already served, is skipped
     assert_eq!(outcome.unwrap(), MessageOutcome::Done);
@@ -448,7 +460,10 @@ async fn attempt_numbers_count_the_receives_of_the_message() {
     let (event, body) = balancer_event();
 
     // When it is handled
-    let outcome = fixture.dispatcher.handle_event_message(&body, 2).await;
+    let outcome = fixture
+        .dispatcher
+        .handle_event_message(&body, "message-1", 2)
+        .await;
 
     // Then the target sees attempt 2 of the same delivery
     assert_eq!(outcome.unwrap(), MessageOutcome::Done);

@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 use crate::deliver::retry::{RetrySchedule, Verdict};
 use crate::deliveries::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
-use crate::events::{check_registered, now_millis, parse_event, Event};
+use crate::events::{check_registered, now_millis, parse_event_with_default_id, Event};
 use crate::model::Hook;
 pub use crate::queue::DeadLetterReason;
 use crate::queue::{Outgoing, Queue, QueueError, MAX_DELAY};
@@ -324,13 +324,16 @@ impl Dispatcher {
         &self.snapshot
     }
 
-    /// Handles one message of the events queue, received for the `receive_count`-th time.
+    /// Handles one message of the events queue, received for the `receive_count`-th time. An
+    /// event without an id gets one derived from the queue's `message_id`, so that every
+    /// redelivery of the message has the same delivery ids.
     pub async fn handle_event_message(
         &self,
         body: &str,
+        message_id: &str,
         receive_count: u32,
     ) -> Result<MessageOutcome, DispatchError> {
-        let event = match parse_event(body) {
+        let event = match parse_event_with_default_id(body, message_id) {
             Ok(event) => event,
             Err(reason) => {
                 Stats::bump(&self.stats.rejected);
@@ -714,6 +717,7 @@ fn after(mut delivery: Delivery) -> Delivery {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::parse_event;
 
     #[test]
     fn a_parked_delivery_keeps_its_step_and_a_plain_one_attempts() {

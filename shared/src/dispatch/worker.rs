@@ -109,7 +109,7 @@ pub async fn outcome(
     let outcome = match feed {
         Feed::Events => {
             dispatcher
-                .handle_event_message(&message.body, message.receive_count)
+                .handle_event_message(&message.body, &message.id, message.receive_count)
                 .await
         }
         Feed::Deliveries => {
