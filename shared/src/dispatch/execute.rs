@@ -335,6 +335,14 @@ impl Executor {
             }
         };
         let limits = self.limits.clone();
+        if !plan.1.needs_lua() {
+            // Plain paths and verbatim text: no user code, bounded by the config's limits.
+            let budget = Budget::starting_now(&limits, Some(hook_id));
+            return plan
+                .1
+                .request(&plan.0, &data, budget)
+                .map_err(Unprepared::Render);
+        }
         self.pool
             .run(move || {
                 let budget = Budget::starting_now(&limits, Some(hook_id));

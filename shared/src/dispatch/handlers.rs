@@ -148,6 +148,16 @@ impl CustomPlan {
         })
     }
 
+    /// Whether rendering runs Lua (a template with code or a non-path expression).
+    pub fn needs_lua(&self) -> bool {
+        self.payload
+            .iter()
+            .flat_map(BTreeMap::values)
+            .chain(&self.body)
+            .chain(self.headers.values())
+            .any(|text| matches!(text, Text::Template(template) if template.needs_lua()))
+    }
+
     /// The request for one event: rendered headers, then a non-empty body or the payload,
     /// encoded by method and content type; signed when a secret is set and a body is sent. All
     /// the templates share `budget`.
@@ -262,6 +272,30 @@ mod tests {
             secret: None,
             ssl_verify: false,
         }
+    }
+
+    #[test]
+    fn a_plan_needs_lua_only_for_code_or_expressions() {
+        let mut config = custom("POST");
+        config.body = Some("{{ entity.username }}".into());
+        config
+            .headers
+            .insert("x-a".into(), "{{ operation }}".into());
+        assert!(!CustomPlan::new(&config).unwrap().needs_lua());
+        config
+            .headers
+            .insert("x-b".into(), "{{ #operation }}".into());
+        // Headers are verbatim unless `headers_format` is on.
+        assert!(!CustomPlan::new(&config).unwrap().needs_lua());
+        config.headers_format = true;
+        assert!(CustomPlan::new(&config).unwrap().needs_lua());
+        config.headers.clear();
+        config.body = None;
+        config.payload = Some(BTreeMap::from([(
+            "a".into(),
+            "{% if true then %}x{% end %}".into(),
+        )]));
+        assert!(CustomPlan::new(&config).unwrap().needs_lua());
     }
 
     fn data() -> Value {
