@@ -114,11 +114,12 @@ def request(base, method, path, body=None, headers=None, timeout=10.0):
 class Server:
     """The release binary as a child process on a loopback port and its own data directory."""
 
-    def __init__(self, binary, workdir, name, extra_args=(), port=None):
+    def __init__(self, binary, workdir, name, extra_args=(), port=None, extra_env=None):
         self.binary = binary
         self.workdir = workdir
         self.name = name
         self.extra_args = list(extra_args)
+        self.extra_env = dict(extra_env or {})
         self.port = port or free_port()
         self.generation = 0
         self.data_dir = None
@@ -138,7 +139,7 @@ class Server:
         self.log = open(log_path, "ab")
         args = [self.binary, "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir,
                 *self.extra_args]
-        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"), **self.extra_env)
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -262,6 +263,9 @@ class Receiver:
             allow_reuse_address = True
             request_queue_size = 512
 
+            def handle_error(self, request, client_address):
+                pass  # a peer killed mid-request (kill -9) is expected, not news
+
             def server_bind(self):
                 if family == socket.AF_INET6:
                     self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
@@ -315,8 +319,10 @@ class ConnectionCounter:
         while not self.closed:
             try:
                 conn, peer = self.sock.accept()
-            except (socket.timeout, OSError):
+            except socket.timeout:
                 continue
+            except OSError:
+                break
             self.connections.append((time.time(), peer))
             try:
                 conn.settimeout(0.5)
@@ -332,6 +338,7 @@ class ConnectionCounter:
 
     def close(self):
         self.closed = True
+        self.thread.join(2)  # the accept loop wakes every 0.2 s; the port is free once it left
         self.sock.close()
 
 

@@ -11,6 +11,7 @@ poison message cannot take the next attack down with it) and the attack is a FAI
 """
 
 import json
+import os
 import threading
 import time
 import urllib.parse
@@ -346,9 +347,17 @@ class Catalogue:
     def escaped(self, text):
         return ESCAPE in text or "table: 0x" in text
 
-    def forged_output(self):
+    def log_size(self):
+        try:
+            return os.path.getsize(self.server.log_path)
+        except (OSError, TypeError):
+            return 0
+
+    def forged_output(self, since):
+        """A raw print/warn line of user code in the server's output written since `since`."""
         try:
             with open(self.server.log_path, "rb") as log:
+                log.seek(since)
                 for line in log.read().decode("utf-8", "replace").splitlines():
                     if line.startswith(PRINT_MARKER) or line.startswith(WARN_MARKER):
                         return True
@@ -371,9 +380,20 @@ class Catalogue:
         except OSError:
             return None
 
+    def wedged(self):
+        """After a stall: a thread may still spin in user code, which would slow every later
+        attack; restart so each attack starts from a clean server."""
+        with self.lock:
+            self.server.crashes += 1
+            self.server.kill()
+            self.server.start(fresh=True)
+            self.create_healthy()
+
     def run_hook_attack(self, name, kind, payload, deliver):
         results = []
         before = self.target.count()
+        log_from = self.log_size()
+        generation = self.server.generation
         try:
             r = self.server.request("POST", "/event-hooks", self.hook_body(kind, payload),
                                     timeout=TEST_TIMEOUT_S)
@@ -400,8 +420,13 @@ class Catalogue:
                 ok, verdict = False, f"escape/address in answer ({answer})"
         except OSError as err:
             ok, verdict, seconds = False, f"no answer in {TEST_TIMEOUT_S:.0f} s ({type(err).__name__})", None
-        if self.restart_if_needed():
-            ok, verdict = False, f"crash ({verdict})"
+            if self.server.alive():
+                self.wedged()
+                verdict += ", server restarted"
+        stalled = self.server.generation != generation
+        if stalled or self.restart_if_needed():
+            if not stalled:
+                ok, verdict = False, f"crash ({verdict})"
             results.append(("test", ok, verdict))
             # the hook is gone with the data directory: create it again for the delivery
             if deliver:
@@ -421,7 +446,7 @@ class Catalogue:
         if any(self.escaped(body.decode("utf-8", "replace"))
                for (_, _, _, _, body) in self.target.snapshot()[before:]):
             results.append(("output", False, "escape or table address in the sent body"))
-        if self.forged_output():
+        if self.server.generation == generation and self.forged_output(log_from):
             results.append(("output", False, "raw print/warn line in the server's stdout/stderr"))
         if "tamper" in name or "global" in name:
             leaked = self.check_other_hook()
@@ -459,7 +484,8 @@ class Catalogue:
             time.sleep(0.1)
         if self.restart_if_needed():
             return False, "crash during delivery"
-        return False, f"no attempt recorded within {DELIVERY_WAIT_S:.0f} s (stall)"
+        self.wedged()
+        return False, f"no attempt recorded within {DELIVERY_WAIT_S:.0f} s (stall; restarted)"
 
     # --- the whole part --------------------------------------------------------------------
     def run(self):

@@ -114,7 +114,7 @@ def table(parts):
             verdict = "-" if f.ok is None else ("pass" if f.ok else "FAIL")
             rows.append((f.part, f.measure, f.figure, f.target, verdict))
     widths = [min(60, max(len(r[i]) for r in rows)) for i in range(5)]
-    line = "+".join("-" * (w + 2) for w in widths)
+    line = "-+-".join("-" * w for w in widths)
     out = []
     for n, r in enumerate(rows):
         out.append(" | ".join(c[:widths[i]].ljust(widths[i]) for i, c in enumerate(r)))

@@ -86,8 +86,10 @@ def guarded(workdir, binary, part):
     counters = [ConnectionCounter("0.0.0.0", 80), ConnectionCounter("::", 80, v6only=True),
                 ConnectionCounter("0.0.0.0", 443), ConnectionCounter("::", 443, v6only=True)]
     server = Server(binary, workdir, "ssrf-guarded",
-                    extra_args=["--ssrf-guard", "true", "--retry-schedule", "none",
-                                "--connect-timeout", "1", "--request-timeout", "2"])
+                    extra_args=["--retry-schedule", "none", "--connect-timeout", "1",
+                                "--request-timeout", "2"],
+                    # the environment variable works whether the flag is a switch or takes a value
+                    extra_env={"EVENT_HOOKS_SSRF_GUARD": "true"})
     server.start()
     rows = []
     try:
@@ -114,12 +116,12 @@ def guarded(workdir, binary, part):
                                                        "data": {"operation": "create"}})
                 except OSError:
                     pass
-                time.sleep(0.3)
+                time.sleep(0.15)
                 try:
                     server.request("DELETE", f"/event-hooks/{hook_id}")
                 except OSError:
                     pass
-            time.sleep(0.2)
+            time.sleep(0.05)
             reached = sum(len(c.connections) for c in counters) - before
             rows.append((url, reached, ", ".join(outcome)))
             print(f"  ssrf: {'ok  ' if reached == 0 else 'FAIL'} {url}: {', '.join(outcome)}; "
@@ -131,7 +133,7 @@ def guarded(workdir, binary, part):
         server.stop()
         for c in counters:
             c.close()
-    part.add(f"connections reaching a listener ({len(CATALOGUE)} URLs x create/test/ping/event)",
+    part.add(f"connections reaching a listener ({len(CATALOGUE)} URLs, guard on)",
              total, "0", total == 0)
     part.add("guarded server up after", "up" if up else "DOWN", "up", up)
     part.notes += [f"reached: {u} ({o})" for (u, n, o) in rows if n]
@@ -178,6 +180,41 @@ def redirects(workdir, binary, part):
              len(b.connections) == 0)
 
 
+CONTROL = ["http://127.0.0.1/", "http://10.0.0.1/", "http://169.254.169.254/", "http://[::1]/",
+           "http://[fc00::1]/", "http://metadata.reliability.test/", "http://ula.reliability.test/"]
+
+
+def control(workdir, binary, part):
+    """The same listeners with the guard off must see connections, or a 0 above proves nothing."""
+    counters = [ConnectionCounter("0.0.0.0", 80), ConnectionCounter("::", 80, v6only=True)]
+    server = Server(binary, workdir, "ssrf-control",
+                    extra_args=["--retry-schedule", "none", "--connect-timeout", "1",
+                                "--request-timeout", "2"])
+    server.start()
+    reached = 0
+    try:
+        for url in CONTROL:
+            before = sum(len(c.connections) for c in counters)
+            r = server.request("POST", "/event-hooks", {"source": "crud", "event": "consumers",
+                                                        "handler": "log"})
+            r = server.request("PUT", f"/event-hooks/{r.json()['id']}", {
+                "source": "crud", "event": "consumers", "handler": "webhook",
+                "config": {"url": url}}) if r.status == 201 else r
+            if r.status in (200, 201):
+                server.request("POST", f"/event-hooks/{r.json()['id']}/test", {"a": 1}, timeout=10)
+            time.sleep(0.2)
+            if sum(len(c.connections) for c in counters) > before:
+                reached += 1
+            else:
+                part.notes.append(f"control: {url} did not reach a listener with the guard off")
+    finally:
+        server.stop()
+        for c in counters:
+            c.close()
+    part.add("control, guard off: URLs reaching a listener", f"{reached} of {len(CONTROL)}",
+             f"{len(CONTROL)}", reached == len(CONTROL))
+
+
 def run(args, workdir, binary):
     part = PartResult("ssrf")
     started = time.monotonic()
@@ -187,6 +224,7 @@ def run(args, workdir, binary):
     problems = setup_namespace(workdir)
     if problems:
         part.notes += problems
+    control(workdir, binary, part)
     guarded(workdir, binary, part)
     redirects(workdir, binary, part)
     part.seconds = time.monotonic() - started
