@@ -5,6 +5,7 @@ rows every part returns.
 Everything here talks to 127.0.0.x / ::1 only.
 """
 
+import ctypes
 import http.client
 import json
 import os
@@ -111,6 +112,15 @@ def request(base, method, path, body=None, headers=None, timeout=10.0):
         conn.close()
 
 
+def die_with_parent():
+    """In the child before exec: SIGKILL it when the harness dies, so no server outlives a run
+    that was interrupted (PR_SET_PDEATHSIG)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 class Server:
     """The release binary as a child process on a loopback port and its own data directory."""
 
@@ -141,7 +151,7 @@ class Server:
                 *self.extra_args]
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"), **self.extra_env)
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

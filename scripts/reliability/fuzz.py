@@ -24,7 +24,7 @@ def server_errors(method, path, status):
     return status >= 500 and not (status == 502 and DOCUMENTED_502.match(path))
 
 
-def schemathesis(server, workdir, target, max_seconds, part):
+def schemathesis(server, workdir, target, max_seconds, round_seconds, part):
     exe = os.path.join(VENV_BIN, "schemathesis")
     if not os.path.exists(exe):
         part.notes.append("schemathesis not installed (.venv): run scripts/reliability-venv.sh")
@@ -35,7 +35,9 @@ def schemathesis(server, workdir, target, max_seconds, part):
     base = f"http://127.0.0.1:{server.port}"
     while sent < target and time.monotonic() < deadline - 5:
         har = os.path.join(workdir, f"fuzz-{seed}.har")
-        remaining = max(10, int(deadline - time.monotonic()))
+        # --max-time makes the fuzzing and stateful phases repeat until it is spent: the time
+        # bound sets the count; more seeds run only when a round fell short of the target.
+        remaining = max(10, int(min(round_seconds, deadline - time.monotonic())))
         per_op = max(20, min(1000, (target - sent) // 15))
         cmd = [exe, "run", f"{base}/openapi.json", "--checks", "not_a_server_error",
                "--max-examples", str(per_op), "--seed", str(seed), "--no-shrink",
@@ -229,7 +231,7 @@ def send_corpus(server, part):
             if len(examples) < 8:
                 examples.append(f"{method} {path[:60]} [{ctype}] {len(body or b'')} B -> "
                                 f"no answer ({type(err).__name__})")
-            if server.ensure_up(fresh=False):
+            if server.ensure_up(fresh=False) and len(examples) < 8:
                 examples.append("  ... the server died on it and was restarted")
     print(f"  fuzz: corpus: {sent} requests, 5xx or no answer {bad}", flush=True)
     return sent, bad, examples
@@ -274,9 +276,11 @@ def run(args, workdir, binary):
                                                         "--request-timeout", "2"])
     server.start()
     target = args.fuzz_requests if args.fuzz_requests else (600 if args.quick else 5000)
-    max_seconds = 60 if args.quick else 600
+    max_seconds = 90 if args.quick else 600
+    round_seconds = 20 if args.quick else 90
     try:
-        st_sent, st_bad, st_examples = schemathesis(server, workdir, target, max_seconds, part)
+        st_sent, st_bad, st_examples = schemathesis(server, workdir, target, max_seconds,
+                                                    round_seconds, part)
         corpus_sent, corpus_bad, corpus_examples = send_corpus(server, part)
         up = server.up(timeout=10)
         restarts = server.crashes
