@@ -21,8 +21,11 @@ from common import PartResult, Receiver, Server, wait_until
 CLIENTS = 32
 SEND_DEADLINE_S = 120.0
 # Messages received but not deleted at the kill come back after the 60 s visibility timeout, and a
-# failed attempt waits for the first retry (5 s +20%): wait past both.
+# failed attempt waits for the first retry (5 s +20%): wait past both, for lost events and for the
+# duplicates that come back late.
 DRAIN_S = 100.0
+VISIBILITY_S = 60.0
+LATE_DUPLICATES_S = VISIBILITY_S + 8.0
 
 
 class Clients:
@@ -105,6 +108,7 @@ def one_run(run_no, total, workdir, binary):
             break
         except RuntimeError:
             time.sleep(0.2)
+    restarted = time.monotonic()
     for t in threads:
         t.join(SEND_DEADLINE_S + 15)
     sent_done = time.monotonic()
@@ -121,8 +125,9 @@ def one_run(run_no, total, workdir, binary):
         return got
 
     wait_until(lambda: clients.accepted <= seqs_received(), DRAIN_S, interval=0.5)
-    # A little longer, so late duplicates (messages whose visibility ran out) are counted too.
-    time.sleep(2.0)
+    # Until messages in flight at the kill had their visibility run out, so late duplicates are
+    # counted too.
+    time.sleep(max(2.0, restarted + LATE_DUPLICATES_S - time.monotonic()))
     drained_after = time.monotonic() - sent_done
     server.stop()
     receiver.close()
