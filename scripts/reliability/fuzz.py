@@ -309,7 +309,7 @@ def run(args, workdir, binary):
     server.start()
     target = args.fuzz_requests if args.fuzz_requests else (600 if args.quick else 5000)
     max_seconds = 90 if args.quick else 600
-    round_seconds = 20 if args.quick else 90
+    round_seconds = 15 if args.quick else 90
     try:
         st_sent, st_bad, st_examples = schemathesis(server, workdir, target, max_seconds,
                                                     round_seconds, part)

@@ -40,7 +40,8 @@ def parse_args(argv):
                         "600 fuzz requests, 200 memory cycles, no bench")
     p.add_argument("--binary", default=common.DEFAULT_BINARY, help="the event-hooks-local binary")
     p.add_argument("--crash-filter", default="",
-                   help="crash: run only attacks whose name contains one of these (comma list)")
+                   help="crash: run only attacks whose name contains one of these "
+                        "(comma-separated, case-insensitive), e.g. 'close,pcall'")
     p.add_argument("--killnine-runs", type=int, default=0, help="killnine: runs (3; quick 1)")
     p.add_argument("--killnine-events", type=int, default=0,
                    help="killnine: events per run (3000; quick 1000)")
