@@ -14,7 +14,6 @@ import json
 import os
 import threading
 import time
-import urllib.parse
 
 from common import PartResult, Receiver, Server, percentile
 

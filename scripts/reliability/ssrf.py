@@ -11,7 +11,6 @@ to listener B; B must see 0 connections (A must see some, or the check proves no
 
 import os
 import subprocess
-import tempfile
 import time
 
 from common import ConnectionCounter, PartResult, Receiver, Server, free_port
