@@ -16,7 +16,7 @@ import time
 
 from common import PartResult, Server
 
-VENV_BIN = os.path.join(os.path.dirname(__file__), "..", "..", ".venv", "bin")
+VENV_BIN = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".venv", "bin"))
 DOCUMENTED_502 = re.compile(r"^/event-hooks/[^/]+/(test|ping)$")
 
 
@@ -43,10 +43,12 @@ def schemathesis(server, workdir, target, max_seconds, round_seconds, part):
                "--max-examples", str(per_op), "--seed", str(seed), "--no-shrink",
                "--workers", "4", "--request-timeout", "20", "--max-time", str(remaining),
                "--suppress-health-check", "all", "--warnings", "off",
+               "--generation-database", "none",
                "--report", "har", "--report-har-path", har]
         with open(os.path.join(workdir, f"fuzz-{seed}.out"), "wb") as out:
             try:
                 subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=remaining + 60,
+                               cwd=workdir,
                                env=dict(os.environ, SCHEMATHESIS_HOOKS="", NO_COLOR="1"))
             except subprocess.TimeoutExpired:
                 part.notes.append(f"schemathesis seed {seed} overran its time")
