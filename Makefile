@@ -5,7 +5,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8001
 DATA_DIR ?= ./data
 
-.PHONY: help run test unit-and-integration lint fmt validate-template build bench venv clean
+.PHONY: help run test unit-and-integration lint fmt validate-template build bench reliability venv clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -39,6 +39,11 @@ bench: ## Benchmarks: per-delivery overhead, end-to-end throughput, start-up tim
 	$(CARGO) bench -p event-hooks --bench overhead
 	$(CARGO) bench -p event-hooks-local --bench throughput
 	scripts/startup-bench.sh
+
+reliability: ## Proof suite against the release build: attacks, kill -9, fuzz, SSRF, memory, bench (ARGS=--quick)
+	scripts/reliability-venv.sh
+	$(CARGO) build --release -p event-hooks-local
+	.venv/bin/python scripts/reliability/run.py $(ARGS)
 
 clean: ## Remove build output, local data and the venv
 	$(CARGO) clean
