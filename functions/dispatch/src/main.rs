@@ -35,7 +35,7 @@ async fn main() -> Result<(), Error> {
     let http = env::http_settings()?;
     let cache_age = optional("HOOKS_CACHE_SECONDS", seconds)?.unwrap_or(Duration::from_secs(5));
 
-    let config = event_hooks::aws::load_config(None).await;
+    let config = event_hooks::aws::load_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
     let sqs = aws_sdk_sqs::Client::new(&config);
     let store: Arc<dyn HookStore> = Arc::new(DynamoHookStore::new(

@@ -232,10 +232,6 @@ impl std::ops::Sub for Counts {
 }
 
 impl Stats {
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-
     fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -318,10 +314,6 @@ impl Dispatcher {
             settings,
             stats: Stats::default(),
         }
-    }
-
-    pub fn snapshot(&self) -> &Arc<SnapshotCache> {
-        &self.snapshot
     }
 
     /// Handles one message of the events queue, received for the `receive_count`-th time. An
