@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection};
@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::{
     check_delay, DeadLetterReason, Outgoing, Queue, QueueError, Received, REASON_ATTRIBUTE,
 };
+use crate::events::now_millis;
 use crate::sqlite::Database;
 
 /// How often a waiting receiver looks again without being woken: covers messages sent by another
@@ -372,13 +373,6 @@ fn decode_attributes(json: &str) -> rusqlite::Result<BTreeMap<String, String>> {
 fn encode_attributes(attributes: &BTreeMap<String, String>) -> rusqlite::Result<String> {
     serde_json::to_string(attributes)
         .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))
-}
-
-/// Wall-clock milliseconds: timestamps are stored, so they must survive a restart.
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, millis)
 }
 
 fn millis(duration: Duration) -> i64 {
