@@ -9,6 +9,7 @@ mod events;
 mod hooks;
 mod openapi;
 mod probe;
+mod query;
 mod sources;
 
 use std::sync::Arc;
