@@ -11,12 +11,11 @@ use std::fmt;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::dispatch::handlers::payload_encoding;
 use crate::limits;
 use crate::lua::{self, LuaPolicy};
 use crate::model::{
-    Handler, HandlerKind, Hook, HttpMethod, LambdaConfig, LogConfig, WebhookConfig,
-    WebhookCustomConfig,
+    payload_encoding, Handler, HandlerKind, Hook, HttpMethod, LambdaConfig, LogConfig,
+    WebhookConfig, WebhookCustomConfig,
 };
 use crate::template::Template;
 
