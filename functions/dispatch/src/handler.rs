@@ -8,9 +8,10 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use event_hooks::dispatch::worker::{self, Feed};
 use std::sync::Mutex;
 
-use event_hooks::dispatch::{Counts, Dispatcher, MessageOutcome};
+use event_hooks::dispatch::{Dispatcher, MessageOutcome};
 use event_hooks::events::now_millis;
 use event_hooks::metrics::emf_line;
+use event_hooks::metrics::Counts;
 use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::queue::Received;
 use tracing::Instrument;
