@@ -90,8 +90,17 @@ pub struct Settings {
     pub workers: usize,
 
     /// Log format: `text` for people, `json` for machines.
-    #[arg(long, env = "EVENT_HOOKS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    pub log_format: String,
+    #[arg(long, env = "EVENT_HOOKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How the local server writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object a line, for machines.
+    Json,
 }
 
 /// The service wired on embedded adapters, ready to serve.
