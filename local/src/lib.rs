@@ -32,8 +32,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Receives after which an event that keeps failing moves to the dead-letter queue.
-pub const EVENTS_MAX_RECEIVES: u32 = 5;
+/// Receives after which a message that keeps failing, on the events queue or the deliveries
+/// queue, moves to its dead-letter queue (the dispatch function's `MAX_RECEIVES`).
+pub const MAX_RECEIVES: u32 = 5;
 
 /// Longest time a hook change made by another process takes to reach this one.
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(2);
@@ -134,10 +135,10 @@ impl Service {
         let snapshot = Arc::new(SnapshotCache::new(store.clone(), SNAPSHOT_MAX_AGE));
         let events = SqliteQueue::open(queue_db.clone(), "events")
             .await?
-            .with_redrive("events-dead-letter", EVENTS_MAX_RECEIVES);
+            .with_redrive("events-dead-letter", MAX_RECEIVES);
         let deliveries = SqliteQueue::open(queue_db.clone(), "deliveries")
             .await?
-            .with_redrive("deliveries-dead-letter", EVENTS_MAX_RECEIVES);
+            .with_redrive("deliveries-dead-letter", MAX_RECEIVES);
         let delivery_dead_letters = SqliteQueue::open(queue_db, "deliveries-dead-letter").await?;
         let log_path = settings.data_dir.join("deliveries.db");
         let log_db = Database::open(&log_path)
