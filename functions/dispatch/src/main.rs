@@ -20,7 +20,7 @@ use event_hooks::windows::dynamodb::DynamoWindowStore;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 use config::Config;
-use handler::{handle_batch, Queues};
+use handler::{handle_batch, MetricsReporter, Queues};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -57,9 +57,10 @@ async fn main() -> Result<(), Error> {
         config.dispatch,
     );
     let queues = Queues::new(events, deliveries);
-    let (dispatcher, queues) = (&dispatcher, &queues);
+    let metrics = MetricsReporter::default();
+    let (dispatcher, queues, metrics) = (&dispatcher, &queues, &metrics);
     run(service_fn(move |event: LambdaEvent<_>| async move {
-        handle_batch(dispatcher, queues, event.payload).await
+        handle_batch(dispatcher, queues, metrics, event.payload).await
     }))
     .await
 }
