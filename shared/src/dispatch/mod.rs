@@ -506,11 +506,25 @@ impl Dispatcher {
             error: error.clone(),
             response_body: body,
         };
+        self.record(hook.id, &delivery, attempt, status).await;
+        self.follow_up(hook.id, delivery, verdict, next_delay, error)
+            .await
+    }
+
+    /// Writes an attempt to the delivery log. The log is for people: a failure to write it must
+    /// not change what is delivered, so it is only logged.
+    async fn record(
+        &self,
+        hook_id: Uuid,
+        delivery: &Delivery,
+        attempt: Attempt,
+        status: DeliveryStatus,
+    ) {
         if let Err(err) = self
             .log
             .record_attempt(
                 DeliveryKey {
-                    hook_id: hook.id,
+                    hook_id,
                     delivery_id: delivery.id,
                     created_at: delivery.created_at,
                 },
@@ -521,20 +535,30 @@ impl Dispatcher {
             )
             .await
         {
-            // The log is for people; a failure to write it must not change what is delivered.
             tracing::warn!(error = %err, delivery_id = %delivery.id, "could not record a delivery attempt");
         }
+    }
 
+    /// What follows an attempt with this verdict: done, a retry after `next_delay` (`None` when
+    /// the schedule is over), or a dead letter. `error` is the attempt's, for the dead letter.
+    async fn follow_up(
+        &self,
+        hook_id: Uuid,
+        delivery: Delivery,
+        verdict: Verdict,
+        next_delay: Option<Duration>,
+        error: Option<String>,
+    ) -> Result<(), Stuck> {
         match (verdict, next_delay) {
             (Verdict::Delivered, _) => {
                 Stats::bump(&self.stats.delivered);
-                tracing::debug!(hook_id = %hook.id, delivery_id = %delivery.id, attempt = delivery.attempt, "delivered");
+                tracing::debug!(%hook_id, delivery_id = %delivery.id, attempt = delivery.attempt, "delivered");
                 Ok(())
             }
             (Verdict::Retry { .. }, Some(delay)) => {
                 Stats::bump(&self.stats.retried);
                 tracing::info!(
-                    hook_id = %hook.id, delivery_id = %delivery.id, attempt = delivery.attempt,
+                    %hook_id, delivery_id = %delivery.id, attempt = delivery.attempt,
                     retry_in_s = delay.as_secs(), error = error.as_deref().unwrap_or_default(),
                     "delivery failed, will retry"
                 );
