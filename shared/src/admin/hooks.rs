@@ -125,7 +125,7 @@ pub async fn create(State(state): State<AdminState>, input: Input) -> Result<Res
         Err(StoreError::Conflict) => return Err(ApiError::PrimaryKeyViolation(id)),
         Err(err) => return Err(err.into()),
     }
-    state.emit_change(Operation::Create, &hook, None).await;
+    state.emit_change(Operation::Create, &hook, None).await?;
     Ok(created(&hook))
 }
 
@@ -161,7 +161,7 @@ pub async fn update(
             Ok(_) => {
                 state
                     .emit_change(Operation::Update, &hook, Some(&old))
-                    .await;
+                    .await?;
                 return Ok(Json(hook));
             }
             // Someone else changed the hook meanwhile: merge into their version.
@@ -199,11 +199,11 @@ pub async fn upsert(
                     Some(old) => {
                         state
                             .emit_change(Operation::Update, &hook, Some(&old.value))
-                            .await;
+                            .await?;
                         Json(hook).into_response()
                     }
                     None => {
-                        state.emit_change(Operation::Create, &hook, None).await;
+                        state.emit_change(Operation::Create, &hook, None).await?;
                         created(&hook)
                     }
                 });
@@ -222,7 +222,9 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     if let Some(old) = state.store.delete(id).await? {
-        state.emit_change(Operation::Delete, &old, Some(&old)).await;
+        state
+            .emit_change(Operation::Delete, &old, Some(&old))
+            .await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
