@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use event_hooks::deliver::retry::RetrySchedule;
 use event_hooks::lua::LuaPolicy;
-use event_hooks_local::{Service, Settings};
+use event_hooks_local::{LogFormat, Service, Settings};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -160,7 +160,7 @@ async fn run(total: usize) {
             .ok()
             .and_then(|n| n.parse().ok())
             .unwrap_or(16),
-        log_format: "text".into(),
+        log_format: LogFormat::Text,
     };
     let service = Service::open(&settings).await.unwrap();
     let (stop, stopped) = watch::channel(false);

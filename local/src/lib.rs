@@ -7,7 +7,7 @@
 pub mod guard;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -32,8 +32,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Receives after which an event that keeps failing moves to the dead-letter queue.
-pub const EVENTS_MAX_RECEIVES: u32 = 5;
+/// Receives after which a message that keeps failing, on the events queue or the deliveries
+/// queue, moves to its dead-letter queue (the dispatch function's `MAX_RECEIVES`).
+pub const MAX_RECEIVES: u32 = 5;
 
 /// Longest time a hook change made by another process takes to reach this one.
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(2);
@@ -90,8 +91,17 @@ pub struct Settings {
     pub workers: usize,
 
     /// Log format: `text` for people, `json` for machines.
-    #[arg(long, env = "EVENT_HOOKS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    pub log_format: String,
+    #[arg(long, env = "EVENT_HOOKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How the local server writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object a line, for machines.
+    Json,
 }
 
 /// The service wired on embedded adapters, ready to serve.
@@ -106,49 +116,28 @@ pub struct Service {
 impl Service {
     /// Opens (creating if needed) the databases under `settings.data_dir`.
     pub async fn open(settings: &Settings) -> anyhow::Result<Service> {
-        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-            format!(
-                "cannot create data directory {}",
-                settings.data_dir.display()
-            )
-        })?;
-        let hooks_path = settings.data_dir.join("hooks.db");
-        let hooks_db = Database::open(&hooks_path)
-            .with_context(|| format!("cannot open {}", hooks_path.display()))?;
-        let queue_path = settings.data_dir.join("queue.db");
-        let queue_db = Database::open(&queue_path)
-            .with_context(|| format!("cannot open {}", queue_path.display()))?;
-
-        let store: Arc<dyn HookStore> = Arc::new(SqliteHookStore::new(hooks_db.clone()).await?);
+        let databases = Databases::open(&settings.data_dir)?;
+        let store: Arc<dyn HookStore> =
+            Arc::new(SqliteHookStore::new(databases.hooks.clone()).await?);
         // Changes made through this process invalidate the snapshot at once; the age bound
         // covers changes made by other processes sharing the data directory.
         let snapshot = Arc::new(SnapshotCache::new(store.clone(), SNAPSHOT_MAX_AGE));
-        let events = SqliteQueue::open(queue_db.clone(), "events")
+        let events = SqliteQueue::open(databases.queue.clone(), "events")
             .await?
-            .with_redrive("events-dead-letter", EVENTS_MAX_RECEIVES);
-        let deliveries = SqliteQueue::open(queue_db.clone(), "deliveries")
+            .with_redrive("events-dead-letter", MAX_RECEIVES);
+        let deliveries = SqliteQueue::open(databases.queue.clone(), "deliveries")
             .await?
-            .with_redrive("deliveries-dead-letter", EVENTS_MAX_RECEIVES);
-        let delivery_dead_letters = SqliteQueue::open(queue_db, "deliveries-dead-letter").await?;
-        let log_path = settings.data_dir.join("deliveries.db");
-        let log_db = Database::open(&log_path)
-            .with_context(|| format!("cannot open {}", log_path.display()))?;
-
-        let executor = Arc::new(Executor::new(
-            HttpSender::new(HttpSettings {
-                connect_timeout: seconds(settings.connect_timeout, "--connect-timeout")?,
-                total_timeout: seconds(settings.request_timeout, "--request-timeout")?,
-                allow_private_targets: !settings.ssrf_guard,
-                ..HttpSettings::default()
-            })?,
-            Limits::default(),
-        ));
-        let delivery_log: Arc<dyn DeliveryLog> = Arc::new(SqliteDeliveryLog::new(log_db).await?);
+            .with_redrive("deliveries-dead-letter", MAX_RECEIVES);
+        let delivery_dead_letters =
+            SqliteQueue::open(databases.queue, "deliveries-dead-letter").await?;
+        let executor = executor(settings)?;
+        let delivery_log: Arc<dyn DeliveryLog> =
+            Arc::new(SqliteDeliveryLog::new(databases.log).await?);
         let deliveries: Arc<dyn Queue> = Arc::new(deliveries);
         let dispatcher = Arc::new(Dispatcher::new(
             DispatchPorts {
                 snapshot: snapshot.clone(),
-                windows: Arc::new(SqliteWindowStore::new(hooks_db).await?),
+                windows: Arc::new(SqliteWindowStore::new(databases.hooks).await?),
                 log: delivery_log.clone(),
                 deliveries: deliveries.clone(),
                 dead_letters: Arc::new(delivery_dead_letters),
@@ -160,30 +149,15 @@ impl Service {
             },
         ));
         let events: Arc<dyn Queue> = Arc::new(events);
-        let snapshot_for_status = snapshot.clone();
-        let admin_settings = AdminSettings {
-            admin_token: settings.admin_token.clone().filter(|t| !t.is_empty()),
-            lua: settings.untrusted_lua.clone(),
-        };
-        let probe = ProbeState::new(store.clone(), executor.clone(), admin_settings.clone());
-        let state = AdminState::new(
-            AdminPorts {
-                store,
-                events: events.clone(),
-                snapshot,
-                delivery_log,
-                retries: deliveries.clone(),
-            },
-            admin_settings,
-        )
-        .with_executor(executor);
-        // Unauthenticated, for health checks: it shows counts, never hooks or events.
-        let status = {
-            let (dispatcher, snapshot) = (dispatcher.clone(), snapshot_for_status);
-            axum::routing::get(move || status(dispatcher.clone(), snapshot.clone()))
+        let ports = AdminPorts {
+            store,
+            events: events.clone(),
+            snapshot,
+            delivery_log,
+            retries: deliveries.clone(),
         };
         Ok(Service {
-            router: admin::full_router(state, probe).route("/status", status),
+            router: router(settings, ports, executor, dispatcher.clone()),
             dispatcher,
             events,
             deliveries,
@@ -236,6 +210,65 @@ async fn status(
             )
         }
     }
+}
+
+/// The SQLite databases under the data directory: hooks (and the windows), the queues, and the
+/// delivery log.
+struct Databases {
+    hooks: Database,
+    queue: Database,
+    log: Database,
+}
+
+impl Databases {
+    /// Opens them, creating the directory and the files if needed.
+    fn open(data_dir: &Path) -> anyhow::Result<Databases> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let open = |file: &str| {
+            let path = data_dir.join(file);
+            Database::open(&path).with_context(|| format!("cannot open {}", path.display()))
+        };
+        Ok(Databases {
+            hooks: open("hooks.db")?,
+            queue: open("queue.db")?,
+            log: open("deliveries.db")?,
+        })
+    }
+}
+
+/// The handler executor with the settings' timeouts and SSRF guard.
+fn executor(settings: &Settings) -> anyhow::Result<Arc<Executor>> {
+    let sender = HttpSender::new(HttpSettings {
+        connect_timeout: seconds(settings.connect_timeout, "--connect-timeout")?,
+        total_timeout: seconds(settings.request_timeout, "--request-timeout")?,
+        allow_private_targets: !settings.ssrf_guard,
+        ..HttpSettings::default()
+    })?;
+    Ok(Arc::new(Executor::new(sender, Limits::default())))
+}
+
+/// The admin API, test and ping, and `/status`.
+fn router(
+    settings: &Settings,
+    ports: AdminPorts,
+    executor: Arc<Executor>,
+    dispatcher: Arc<Dispatcher>,
+) -> axum::Router {
+    let admin_settings = AdminSettings {
+        admin_token: settings.admin_token.clone().filter(|t| !t.is_empty()),
+        lua: settings.untrusted_lua.clone(),
+    };
+    let probe = ProbeState::new(
+        ports.store.clone(),
+        executor.clone(),
+        admin_settings.clone(),
+    );
+    let snapshot = ports.snapshot.clone();
+    let state = AdminState::new(ports, admin_settings).with_executor(executor);
+    // Unauthenticated, for health checks: it shows counts, never hooks or events.
+    let status = axum::routing::get(move || status(dispatcher.clone(), snapshot.clone()));
+    admin::full_router(state, probe).route("/status", status)
 }
 
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {

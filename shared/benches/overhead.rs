@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use event_hooks::dispatch::handlers::{webhook_data, webhook_request, CustomPlan};
 use event_hooks::dispatch::matching::EventName;
 use event_hooks::events::Event;
-use event_hooks::lambda::LambdaChain;
 use event_hooks::lua::{Budget, Limits};
+use event_hooks::lua_chain::LuaChain;
 use event_hooks::model::{
     Handler, Hook, HttpMethod, LogConfig, WebhookConfig, WebhookCustomConfig,
 };
@@ -197,7 +197,7 @@ fn main() {
         match_ns + key_ns + decide_ns + webhook_ns,
     );
 
-    let chain = LambdaChain::compile(
+    let chain = LuaChain::compile(
         &[
             "return function(data, event, source, pid) data.seen = true return data end".into(),
             "return function(data) return { user = data.entity.username, op = data.operation } end"

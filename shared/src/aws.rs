@@ -3,14 +3,10 @@
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
-/// Loads the SDK configuration from the environment (credentials, region), pointing every client
-/// at `endpoint_url` when it is given.
-pub async fn load_config(endpoint_url: Option<&str>) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(url) = endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    loader.load().await
+/// Loads the SDK configuration from the environment (credentials, region, and the endpoint when
+/// `AWS_ENDPOINT_URL` names one).
+pub async fn load_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
 }
 
 /// Configuration for a local AWS-compatible server (moto): fixed test credentials and region.

@@ -27,12 +27,15 @@ fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 
-/// The current time in Unix milliseconds.
+/// The current wall-clock time in Unix milliseconds, the one clock of the crate: event
+/// timestamps, window expiries and queue visibility are all stored, so they must survive a
+/// restart, and whole seconds would make a one-second window anywhere between zero and two
+/// seconds long. Saturates instead of wrapping.
 pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
+    let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The current time in Unix seconds.

@@ -1,7 +1,7 @@
 //! event-hooks: Kong Gateway's Event Hooks as a library.
 //!
 //! Domain modules know nothing of AWS: [`model`], [`validate`], [`form`], [`sources`],
-//! [`events`], [`lua`], [`template`], [`lambda`], [`snapshot`], [`dispatch`], [`deliver`],
+//! [`events`], [`lua`], [`template`], [`lua_chain`], [`snapshot`], [`dispatch`], [`deliver`],
 //! [`metrics`], [`env`], [`limits`]. The four ports ([`store::HookStore`], [`queue::Queue`],
 //! [`windows::WindowStore`], [`deliveries::DeliveryLog`]) each have an embedded SQLite adapter
 //! (on [`sqlite::Database`]) and an AWS adapter, which pass the same contract suites; [`aws`]
@@ -16,9 +16,9 @@ pub mod dispatch;
 pub mod env;
 pub mod events;
 pub mod form;
-pub mod lambda;
 pub mod limits;
 pub mod lua;
+pub mod lua_chain;
 pub mod metrics;
 pub mod model;
 pub mod queue;

@@ -1,10 +1,93 @@
 //! Dispatch metrics as CloudWatch Embedded Metric Format: one JSON log line that CloudWatch turns
 //! into metrics (events in, deliveries ok/failed/retried/dead-lettered, snoozed, unchanged,
-//! latency) without any API call from the function.
+//! latency) without any API call from the function. The counters themselves ([`Stats`], read as
+//! [`Counts`]) are kept here too: the dispatcher bumps them, hosts read and report them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::dispatch::Counts;
+/// Counters of what the dispatcher did, for operators and benchmarks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub events: AtomicU64,
+    pub rejected: AtomicU64,
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub snoozed: AtomicU64,
+    pub unchanged: AtomicU64,
+    /// Milliseconds of each attempt since the last [`Stats::take_latencies`].
+    latencies: std::sync::Mutex<Vec<u64>>,
+}
+
+/// The counters of [`Stats`] at one moment; subtract two to get what happened in between.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub events: u64,
+    pub rejected: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub dead_lettered: u64,
+    pub snoozed: u64,
+    pub unchanged: u64,
+}
+
+impl std::ops::Sub for Counts {
+    type Output = Counts;
+
+    fn sub(self, earlier: Counts) -> Counts {
+        Counts {
+            events: self.events - earlier.events,
+            rejected: self.rejected - earlier.rejected,
+            delivered: self.delivered - earlier.delivered,
+            failed: self.failed - earlier.failed,
+            retried: self.retried - earlier.retried,
+            dead_lettered: self.dead_lettered - earlier.dead_lettered,
+            snoozed: self.snoozed - earlier.snoozed,
+            unchanged: self.unchanged - earlier.unchanged,
+        }
+    }
+}
+
+impl Stats {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn counts(&self) -> Counts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counts {
+            events: get(&self.events),
+            rejected: get(&self.rejected),
+            delivered: get(&self.delivered),
+            failed: get(&self.failed),
+            retried: get(&self.retried),
+            dead_lettered: get(&self.dead_lettered),
+            snoozed: get(&self.snoozed),
+            unchanged: get(&self.unchanged),
+        }
+    }
+
+    pub(crate) fn record_latency(&self, latency: Duration) {
+        let mut latencies = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: a host that never takes them keeps only the latest.
+        if latencies.len() >= 10_000 {
+            latencies.clear();
+        }
+        latencies.push(latency.as_millis() as u64);
+    }
+
+    /// The attempt latencies recorded since the last call, in milliseconds.
+    pub fn take_latencies(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.latencies.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
 
 /// The CloudWatch namespace of the metrics.
 pub const NAMESPACE: &str = "EventHooks";

@@ -183,6 +183,38 @@ impl std::fmt::Display for HttpMethod {
     }
 }
 
+/// How a payload travels, by method and content type (spec §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadEncoding {
+    Query,
+    Json,
+    Form,
+    Multipart,
+}
+
+/// The encoding of a payload for `method` with `content_type`, or `None` when that content type
+/// cannot carry one (refused at create time).
+pub fn payload_encoding(method: &str, content_type: Option<&str>) -> Option<PayloadEncoding> {
+    if !matches!(method, "POST" | "PUT" | "PATCH") {
+        return Some(PayloadEncoding::Query);
+    }
+    let essence = content_type
+        .map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    match essence.as_str() {
+        "application/json" => Some(PayloadEncoding::Json),
+        "application/x-www-form-urlencoded" => Some(PayloadEncoding::Form),
+        "multipart/form-data" | "" => Some(PayloadEncoding::Multipart),
+        _ => None,
+    }
+}
+
 /// `log`: one structured log line per event; no settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LogConfig {}
@@ -264,5 +296,18 @@ mod tests {
         let method: HttpMethod = serde_json::from_value(json!("PATCH")).unwrap();
         assert_eq!(serde_json::to_value(&method).unwrap(), json!("PATCH"));
         assert!(serde_json::from_value::<HttpMethod>(json!("patch")).is_err());
+    }
+
+    #[test]
+    fn encodings_by_method() {
+        assert_eq!(
+            payload_encoding("DELETE", Some("application/json")),
+            Some(PayloadEncoding::Query)
+        );
+        assert_eq!(
+            payload_encoding("PATCH", None),
+            Some(PayloadEncoding::Multipart)
+        );
+        assert_eq!(payload_encoding("POST", Some("text/plain")), None);
     }
 }

@@ -276,6 +276,42 @@ struct Parser<'a> {
     src: &'a str,
     newlines: Vec<usize>,
     parts: Vec<Part>,
+    /// Start of the text not yet emitted.
+    text_from: usize,
+    /// Where to look for the next `{`.
+    from: usize,
+}
+
+/// Where a tag is in the source: its `{` at `start`, the backslash before it to drop
+/// (`backslash`, 0 or 1, see [`Parser::escaped`]), its code from `code_at` to its closer at `end`.
+#[derive(Clone, Copy)]
+struct Span {
+    start: usize,
+    backslash: usize,
+    code_at: usize,
+    end: usize,
+}
+
+/// What a `{` followed by a tag character turned out to be.
+enum Opening {
+    /// Text after all (an incomplete include or block).
+    Text,
+    /// A tag; for a `{-raw-}` / `{-verbatim-}` block, where its closing tag is and how long.
+    Tag { raw_close: Option<(usize, usize)> },
+}
+
+/// The closer of the tag opened by `{` and `kind`, if `kind` opens one.
+fn closer(kind: u8) -> Option<&'static str> {
+    Some(match kind {
+        b'{' => "}}",
+        b'*' => "*}",
+        b'%' => "%}",
+        b'#' => "#}",
+        b'-' => "-}",
+        b'(' => ")}",
+        b'[' => "]}",
+        _ => return None,
+    })
 }
 
 impl<'a> Parser<'a> {
@@ -285,6 +321,8 @@ impl<'a> Parser<'a> {
             src,
             newlines,
             parts: Vec::new(),
+            text_from: 0,
+            from: 0,
         }
     }
 
@@ -362,106 +400,140 @@ impl<'a> Parser<'a> {
 
     fn parts(mut self) -> Result<Vec<Part>, TemplateError> {
         let src = self.src;
-        // `text_from`: start of text not yet emitted; `from`: where to look for the next `{`.
-        let (mut text_from, mut from) = (0, 0);
-        while let Some(s) = self.find("{", from) {
-            from = s + 1;
-            let kind = src.as_bytes().get(s + 1).copied();
-            let closer = match kind {
-                Some(b'{') => "}}",
-                Some(b'*') => "*}",
-                Some(b'%') => "%}",
-                Some(b'#') => "#}",
-                Some(b'-') => "-}",
-                Some(b'(') => ")}",
-                Some(b'[') => "]}",
-                _ => continue,
+        while let Some(start) = self.find("{", self.from) {
+            self.from = start + 1;
+            let Some(kind) = src.as_bytes().get(start + 1).copied() else {
+                continue;
             };
-            let code_at = s + 2;
+            let Some(closer) = closer(kind) else {
+                continue;
+            };
+            let code_at = start + 2;
             let end = self.find(closer, code_at);
-            // Includes and blocks are tags only when complete, as in lua-resty-template (so
-            // `{-1}` in a JSON body is text); the other tags must close.
-            let raw_close = match (kind, end) {
-                (Some(b'(' | b'['), None) => continue,
-                (Some(b'-'), None) => continue,
-                (Some(b'-'), Some(e)) => {
-                    let tag = &src[s..e + 2];
-                    let name = src[code_at..e].trim();
-                    let close = self.find(tag, e + 2);
-                    let raw = name == "raw" || name == "verbatim";
-                    match close {
-                        None if raw => return Err(self.unclosed(s, tag)),
-                        None => continue,
-                        Some(_) if !raw && !self.escaped(s).0 => {
-                            return Err(self.unsupported(
-                                s,
-                                tag,
-                                "blocks other than {-raw-} and {-verbatim-} are not supported",
-                            ))
-                        }
-                        Some(x) => Some((x, tag.len())),
-                    }
-                }
-                (_, None) if !self.escaped(s).0 => {
-                    return Err(self.unclosed(s, &src[s..s + 2]));
-                }
-                _ => None,
+            let raw_close = match self.opening(kind, start, code_at, end)? {
+                Opening::Text => continue,
+                Opening::Tag { raw_close } => raw_close,
             };
-            let (escaped, backslash) = self.escaped(s);
+            let (escaped, backslash) = self.escaped(start);
             if escaped {
                 // The tag becomes the start of the next text, minus the backslash.
-                self.text(text_from, s - backslash);
-                text_from = s;
+                self.text(self.text_from, start - backslash);
+                self.text_from = start;
                 continue;
             }
-            let Some(e) = end else { continue };
-            match kind {
-                Some(b'{' | b'*') => {
-                    self.text(text_from, s - backslash);
-                    let code = &src[code_at..e];
-                    self.parts.push(Part::Output {
-                        escape: kind == Some(b'{'),
-                        code: code.to_string(),
-                        line: self.line(code_at),
-                        path: dotted_path(code),
-                    });
-                    (text_from, from) = (e + 2, e + 2);
-                }
-                Some(b'%') => {
-                    // Indentation before a code block goes with it, as in lua-resty-template.
-                    let before = src[text_from..s - backslash]
-                        .trim_end_matches([' ', '\t', '\x0b', '\0'])
-                        .len();
-                    self.text(text_from, text_from + before);
-                    self.parts.push(Part::Code {
-                        code: src[code_at..e].to_string(),
-                        line: self.line(code_at),
-                    });
-                    text_from = self.after_newline(e + 2);
-                    from = text_from;
-                }
-                Some(b'#') => {
-                    self.text(text_from, s - backslash);
-                    text_from = self.after_newline(e + 2);
-                    from = text_from;
-                }
-                Some(b'-') => {
-                    let Some((close, tag_len)) = raw_close else {
-                        continue;
-                    };
-                    self.text(text_from, s - backslash);
-                    // lua-resty-template emits the content as a Lua long string, which drops a
-                    // newline right after the opening tag.
-                    let content_at = self.after_newline(e + 2).min(close);
-                    self.text(content_at, close);
-                    text_from = self.after_newline(close + tag_len);
-                    from = text_from;
-                }
-                _ => return Err(self.unsupported(s, &src[s..e + 2], "includes are not supported")),
-            }
+            let Some(end) = end else { continue };
+            let span = Span {
+                start,
+                backslash,
+                code_at,
+                end,
+            };
+            self.tag(kind, span, raw_close)?;
         }
-        self.text(text_from, src.len());
+        self.text(self.text_from, src.len());
         Ok(self.parts)
+    }
+
+    /// Decides whether the `{` at `s` opens a tag. Includes and blocks are tags only when
+    /// complete, as in lua-resty-template (so `{-1}` in a JSON body is text); the other tags must
+    /// close, unless escaped.
+    fn opening(
+        &self,
+        kind: u8,
+        s: usize,
+        code_at: usize,
+        end: Option<usize>,
+    ) -> Result<Opening, TemplateError> {
+        let src = self.src;
+        let raw_close = match (kind, end) {
+            (b'(' | b'[', None) => return Ok(Opening::Text),
+            (b'-', None) => return Ok(Opening::Text),
+            (b'-', Some(e)) => {
+                let tag = &src[s..e + 2];
+                let name = src[code_at..e].trim();
+                let close = self.find(tag, e + 2);
+                let raw = name == "raw" || name == "verbatim";
+                match close {
+                    None if raw => return Err(self.unclosed(s, tag)),
+                    None => return Ok(Opening::Text),
+                    Some(_) if !raw && !self.escaped(s).0 => {
+                        return Err(self.unsupported(
+                            s,
+                            tag,
+                            "blocks other than {-raw-} and {-verbatim-} are not supported",
+                        ))
+                    }
+                    Some(x) => Some((x, tag.len())),
+                }
+            }
+            (_, None) if !self.escaped(s).0 => {
+                return Err(self.unclosed(s, &src[s..s + 2]));
+            }
+            _ => None,
+        };
+        Ok(Opening::Tag { raw_close })
+    }
+
+    /// Emits the unescaped, closed tag of `kind` at `span` with the text before it, and moves the
+    /// cursors past it.
+    fn tag(
+        &mut self,
+        kind: u8,
+        span: Span,
+        raw_close: Option<(usize, usize)>,
+    ) -> Result<(), TemplateError> {
+        let src = self.src;
+        let Span {
+            start: s,
+            backslash,
+            code_at,
+            end: e,
+        } = span;
+        match kind {
+            b'{' | b'*' => {
+                self.text(self.text_from, s - backslash);
+                let code = &src[code_at..e];
+                self.parts.push(Part::Output {
+                    escape: kind == b'{',
+                    code: code.to_string(),
+                    line: self.line(code_at),
+                    path: dotted_path(code),
+                });
+                (self.text_from, self.from) = (e + 2, e + 2);
+            }
+            b'%' => {
+                // Indentation before a code block goes with it, as in lua-resty-template.
+                let before = src[self.text_from..s - backslash]
+                    .trim_end_matches([' ', '\t', '\x0b', '\0'])
+                    .len();
+                self.text(self.text_from, self.text_from + before);
+                self.parts.push(Part::Code {
+                    code: src[code_at..e].to_string(),
+                    line: self.line(code_at),
+                });
+                self.text_from = self.after_newline(e + 2);
+                self.from = self.text_from;
+            }
+            b'#' => {
+                self.text(self.text_from, s - backslash);
+                self.text_from = self.after_newline(e + 2);
+                self.from = self.text_from;
+            }
+            b'-' => {
+                let Some((close, tag_len)) = raw_close else {
+                    return Ok(());
+                };
+                self.text(self.text_from, s - backslash);
+                // lua-resty-template emits the content as a Lua long string, which drops a
+                // newline right after the opening tag.
+                let content_at = self.after_newline(e + 2).min(close);
+                self.text(content_at, close);
+                self.text_from = self.after_newline(close + tag_len);
+                self.from = self.text_from;
+            }
+            _ => return Err(self.unsupported(s, &src[s..e + 2], "includes are not supported")),
+        }
+        Ok(())
     }
 }
 

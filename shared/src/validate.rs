@@ -11,12 +11,11 @@ use std::fmt;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::dispatch::handlers::payload_encoding;
 use crate::limits;
 use crate::lua::{self, LuaPolicy};
 use crate::model::{
-    Handler, HandlerKind, Hook, HttpMethod, LambdaConfig, LogConfig, WebhookConfig,
-    WebhookCustomConfig,
+    payload_encoding, Handler, HandlerKind, Hook, HttpMethod, LambdaConfig, LogConfig,
+    WebhookConfig, WebhookCustomConfig,
 };
 use crate::template::Template;
 
@@ -431,7 +430,35 @@ fn config(
             return None;
         }
     };
-    let allowed: &[&str] = match kind {
+    let allowed = allowed_fields(kind);
+    for key in map.keys() {
+        if !allowed.contains(&key.as_str()) {
+            errors.add(&["config", key], "unknown field");
+        }
+    }
+    let before = errors.0.len();
+    // Every field is read (so every problem is reported) before the handler is built; a field
+    // that is `None` here has recorded its error, and the handler is dropped below.
+    let handler = match kind {
+        HandlerKind::Webhook => webhook(map, errors),
+        HandlerKind::WebhookCustom => webhook_custom(map, errors),
+        HandlerKind::Log => Some(Handler::Log(LogConfig {})),
+        HandlerKind::Lambda => Some(Handler::Lambda(LambdaConfig {
+            functions: functions(map, ctx, errors),
+        })),
+    };
+    // Templates are parsed only once every limit has held, so an oversized hook costs no parsing.
+    if errors.0.len() == before {
+        if let Some(Handler::WebhookCustom(config)) = &handler {
+            check_custom(config, &ctx.lua, errors);
+        }
+    }
+    handler.filter(|_| errors.0.len() == before)
+}
+
+/// The fields `config` may have for a handler of `kind`.
+fn allowed_fields(kind: HandlerKind) -> &'static [&'static str] {
+    match kind {
         HandlerKind::Webhook => &["url", "headers", "secret", "ssl_verify"],
         HandlerKind::WebhookCustom => &[
             "url",
@@ -447,70 +474,52 @@ fn config(
         ],
         HandlerKind::Log => &[],
         HandlerKind::Lambda => &["functions"],
-    };
-    for key in map.keys() {
-        if !allowed.contains(&key.as_str()) {
-            errors.add(&["config", key], "unknown field");
-        }
     }
-    let before = errors.0.len();
-    // Every field is read (so every problem is reported) before the handler is built; a field
-    // that is `None` here has recorded its error, and the handler is dropped below.
-    let handler = match kind {
-        HandlerKind::Webhook => {
-            let url = url(map, errors);
-            let headers = string_map(map, "headers", HEADERS, errors);
-            let secret = string_at(map, &["config", "secret"], errors);
-            let ssl_verify = bool_at(map, &["config", "ssl_verify"], errors).unwrap_or(false);
-            url.map(|url| {
-                Handler::Webhook(WebhookConfig {
-                    url,
-                    headers: headers.unwrap_or_default(),
-                    secret,
-                    ssl_verify,
-                })
-            })
-        }
-        HandlerKind::WebhookCustom => {
-            let url = url(map, errors);
-            let method = method(map, errors);
-            let payload = string_map(map, "payload", PAYLOAD, errors);
-            let payload_format =
-                bool_at(map, &["config", "payload_format"], errors).unwrap_or(true);
-            let body = custom_body(map, errors);
-            let body_format = bool_at(map, &["config", "body_format"], errors).unwrap_or(true);
-            let headers = string_map(map, "headers", HEADERS, errors);
-            let headers_format =
-                bool_at(map, &["config", "headers_format"], errors).unwrap_or(false);
-            let secret = string_at(map, &["config", "secret"], errors);
-            let ssl_verify = bool_at(map, &["config", "ssl_verify"], errors).unwrap_or(false);
-            url.zip(method).map(|(url, method)| {
-                Handler::WebhookCustom(WebhookCustomConfig {
-                    url,
-                    method,
-                    payload,
-                    payload_format,
-                    body,
-                    body_format,
-                    headers: headers.unwrap_or_default(),
-                    headers_format,
-                    secret,
-                    ssl_verify,
-                })
-            })
-        }
-        HandlerKind::Log => Some(Handler::Log(LogConfig {})),
-        HandlerKind::Lambda => Some(Handler::Lambda(LambdaConfig {
-            functions: functions(map, ctx, errors),
-        })),
-    };
-    // Templates are parsed only once every limit has held, so an oversized hook costs no parsing.
-    if errors.0.len() == before {
-        if let Some(Handler::WebhookCustom(config)) = &handler {
-            check_custom(config, &ctx.lua, errors);
-        }
-    }
-    handler.filter(|_| errors.0.len() == before)
+}
+
+/// A `webhook` config; `None` when a field is wrong (its error is recorded).
+fn webhook(map: &Map<String, Value>, errors: &mut Errors) -> Option<Handler> {
+    let url = url(map, errors);
+    let headers = string_map(map, "headers", HEADERS, errors);
+    let secret = string_at(map, &["config", "secret"], errors);
+    let ssl_verify = bool_at(map, &["config", "ssl_verify"], errors).unwrap_or(false);
+    url.map(|url| {
+        Handler::Webhook(WebhookConfig {
+            url,
+            headers: headers.unwrap_or_default(),
+            secret,
+            ssl_verify,
+        })
+    })
+}
+
+/// A `webhook-custom` config; `None` when a field is wrong (its error is recorded). Every field
+/// is read, so every problem is reported.
+fn webhook_custom(map: &Map<String, Value>, errors: &mut Errors) -> Option<Handler> {
+    let url = url(map, errors);
+    let method = method(map, errors);
+    let payload = string_map(map, "payload", PAYLOAD, errors);
+    let payload_format = bool_at(map, &["config", "payload_format"], errors).unwrap_or(true);
+    let body = custom_body(map, errors);
+    let body_format = bool_at(map, &["config", "body_format"], errors).unwrap_or(true);
+    let headers = string_map(map, "headers", HEADERS, errors);
+    let headers_format = bool_at(map, &["config", "headers_format"], errors).unwrap_or(false);
+    let secret = string_at(map, &["config", "secret"], errors);
+    let ssl_verify = bool_at(map, &["config", "ssl_verify"], errors).unwrap_or(false);
+    url.zip(method).map(|(url, method)| {
+        Handler::WebhookCustom(WebhookCustomConfig {
+            url,
+            method,
+            payload,
+            payload_format,
+            body,
+            body_format,
+            headers: headers.unwrap_or_default(),
+            headers_format,
+            secret,
+            ssl_verify,
+        })
+    })
 }
 
 /// `config.body`: a string, at most [`limits::MAX_TEMPLATE_BYTES`] long.

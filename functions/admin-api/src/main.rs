@@ -24,7 +24,7 @@ async fn main() -> Result<(), Error> {
     let settings = env::admin_settings()?;
 
     // The SDK reads AWS_ENDPOINT_URL itself, which points the function at a local server in tests.
-    let config = event_hooks::aws::load_config(None).await;
+    let config = event_hooks::aws::load_config().await;
     let store: Arc<dyn HookStore> = Arc::new(DynamoHookStore::new(
         aws_sdk_dynamodb::Client::new(&config),
         table,

@@ -8,28 +8,23 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use event_hooks::dispatch::worker::{self, Feed};
 use std::sync::Mutex;
 
-use event_hooks::dispatch::{Counts, Dispatcher, MessageOutcome};
+use event_hooks::dispatch::{Dispatcher, MessageOutcome};
 use event_hooks::events::now_millis;
 use event_hooks::metrics::emf_line;
+use event_hooks::metrics::Counts;
 use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::queue::Received;
 use tracing::Instrument;
 
-/// The two queues that trigger the function, recognised by their names in the record's ARN, and
-/// the dispatcher's counters as last reported.
+/// The two queues that trigger the function, recognised by their names in the record's ARN.
 pub struct Queues {
     events: SqsQueue,
     deliveries: SqsQueue,
-    reported: Mutex<Counts>,
 }
 
 impl Queues {
     pub fn new(events: SqsQueue, deliveries: SqsQueue) -> Queues {
-        Queues {
-            events,
-            deliveries,
-            reported: Mutex::new(Counts::default()),
-        }
+        Queues { events, deliveries }
     }
 
     fn for_arn(&self, arn: &str) -> Option<(&SqsQueue, Feed)> {
@@ -43,15 +38,25 @@ impl Queues {
     }
 }
 
-/// Writes what this batch did as one CloudWatch Embedded Metric Format line on stdout.
-fn emit_metrics(dispatcher: &Dispatcher, queues: &Queues) {
-    let now = dispatcher.stats.counts();
-    let mut reported = queues.reported.lock().unwrap_or_else(|p| p.into_inner());
-    let latencies = dispatcher.stats.take_latencies();
-    if let Some(line) = emf_line(now - *reported, &latencies, now_millis()) {
-        println!("{line}");
+/// Reports the dispatcher's counters batch by batch: remembers what it last reported, so each
+/// line carries only what happened since.
+#[derive(Default)]
+pub struct MetricsReporter {
+    reported: Mutex<Counts>,
+}
+
+impl MetricsReporter {
+    /// Writes what happened since the last call as one CloudWatch Embedded Metric Format line on
+    /// stdout.
+    fn emit(&self, dispatcher: &Dispatcher) {
+        let now = dispatcher.stats.counts();
+        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        let latencies = dispatcher.stats.take_latencies();
+        if let Some(line) = emf_line(now - *reported, &latencies, now_millis()) {
+            println!("{line}");
+        }
+        *reported = now;
     }
-    *reported = now;
 }
 
 /// The last path segment of a queue URL is the queue's name.
@@ -83,6 +88,7 @@ fn received(record: &SqsMessage) -> Received {
 pub async fn handle_batch(
     dispatcher: &Dispatcher,
     queues: &Queues,
+    metrics: &MetricsReporter,
     event: SqsEvent,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
     let mut response = SqsBatchResponse::default();
@@ -123,7 +129,7 @@ pub async fn handle_batch(
         (message.id, handled)
     }))
     .await;
-    emit_metrics(dispatcher, queues);
+    metrics.emit(dispatcher);
     for (id, handled) in results {
         if !handled {
             // The struct is non-exhaustive: build it from its default.

@@ -19,7 +19,7 @@ async fn main() -> Result<(), Error> {
     let settings = env::admin_settings()?;
     let http = env::http_settings()?;
 
-    let config = event_hooks::aws::load_config(None).await;
+    let config = event_hooks::aws::load_config().await;
     let store = Arc::new(DynamoHookStore::new(
         aws_sdk_dynamodb::Client::new(&config),
         table,

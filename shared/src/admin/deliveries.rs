@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::hooks::{parse_id, parse_size, query_params};
+use super::hooks::parse_id;
+use super::query::Query;
 use super::AdminState;
 use crate::deliveries::DeliveryPageToken;
 use crate::dispatch::Delivery;
@@ -25,25 +26,9 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let hook_id = parse_id(&id)?;
-    let params = query_params(query);
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let size = param("size").map_or(Ok(DEFAULT_PAGE_SIZE), parse_size)?;
-    let after = match param("offset") {
-        None => None,
-        Some(raw) => {
-            Some(
-                DeliveryPageToken::decode(raw).map_err(|reason| ApiError::InvalidOffset {
-                    offset: raw.to_string(),
-                    reason,
-                })?,
-            )
-        }
-    };
+    let query = Query::parse(query);
+    let size = query.size(DEFAULT_PAGE_SIZE)?;
+    let after = query.offset(DeliveryPageToken::decode)?;
     state.store.get(hook_id).await?.ok_or(ApiError::NotFound)?;
     let page = state.delivery_log.list(hook_id, size, after).await?;
     let mut body = json!({ "data": page.items, "next": Value::Null });

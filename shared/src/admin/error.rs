@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::body::BodyError;
 use crate::limits::MAX_BODY_BYTES;
+use crate::queue::QueueError;
 use crate::store::StoreError;
 use crate::validate::SchemaViolation;
 
@@ -66,6 +67,15 @@ pub enum ApiError {
     MissingCredentials,
     #[error("wrong credentials")]
     WrongCredentials,
+    /// A hook change is stored but its `crud` events or its ping could not be queued, even after
+    /// retries: 503, so the caller learns that the change happened and its events did not,
+    /// instead of a success that silently dropped them.
+    #[error("hook {hook_id} changed, but its events were not queued: {source}")]
+    ChangeNotEmitted {
+        hook_id: uuid::Uuid,
+        #[source]
+        source: QueueError,
+    },
     /// Anything unexpected: logged, answered with a bare 500.
     #[error("internal error: {0}")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -156,6 +166,13 @@ impl ApiError {
             ApiError::WrongCredentials => {
                 message(StatusCode::UNAUTHORIZED, "Invalid RBAC credentials")
             }
+            ApiError::ChangeNotEmitted { hook_id, .. } => message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "The change to event hook {hook_id} is stored, but its events could not be \
+                     queued and will not be delivered"
+                ),
+            ),
             ApiError::Internal(_) => message(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "An unexpected error occurred",
@@ -175,8 +192,14 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(cause) = &self {
-            tracing::error!(error = %cause, source = ?cause.source(), "admin API request failed");
+        match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %cause, source = ?cause.source(), "admin API request failed");
+            }
+            ApiError::ChangeNotEmitted { hook_id, source } => {
+                tracing::error!(error = %source, %hook_id, "could not queue the events of a stored hook change");
+            }
+            _ => {}
         }
         let (status, body) = self.status_and_body();
         (status, Json(body)).into_response()

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::body::Input;
 use super::error::ApiError;
+use super::query::Query;
 use super::AdminState;
 use crate::events::{now_seconds, Operation};
 use crate::form;
@@ -17,9 +18,8 @@ use crate::model::{Hook, Versioned};
 use crate::store::{HookFilter, PageToken, Precondition, StoreError, TagFilter};
 use crate::validate::{self, Context};
 
-/// Default and bounds of `?size=`, as Kong's.
+/// Default of `?size=`, as Kong's.
 const DEFAULT_PAGE_SIZE: usize = 100;
-const MAX_PAGE_SIZE: usize = 1000;
 
 /// How often a write that lost a race with another writer is redone on fresh data.
 const WRITE_ATTEMPTS: usize = 5;
@@ -29,36 +29,19 @@ pub async fn list(
     State(state): State<AdminState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let params: Vec<(String, String)> =
-        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-
-    let size = match param("size") {
-        None => DEFAULT_PAGE_SIZE,
-        Some(raw) => parse_size(raw)?,
-    };
-    let after = match param("offset") {
-        None => None,
-        Some(raw) => Some(
-            PageToken::decode(raw).map_err(|reason| ApiError::InvalidOffset {
-                offset: raw.to_string(),
-                reason,
-            })?,
-        ),
-    };
+    let query = Query::parse(query);
+    let size = query.size(DEFAULT_PAGE_SIZE)?;
+    let after = query.offset(PageToken::decode)?;
     let filter = HookFilter {
-        source: param("source")
+        source: query
+            .get("source")
             .filter(|s| !s.is_empty())
             .map(str::to_string),
-        event: param("event").filter(|s| !s.is_empty()).map(str::to_string),
-        tags: param("tags").filter(|s| !s.is_empty()).map(parse_tags),
+        event: query
+            .get("event")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        tags: query.get("tags").filter(|s| !s.is_empty()).map(parse_tags),
     };
 
     let page = state.store.list(&filter, size, after).await?;
@@ -68,7 +51,7 @@ pub async fn list(
         // Keep the caller's size and filters so following `next` walks the same listing.
         let mut next = form_urlencoded::Serializer::new(String::new());
         next.append_pair("offset", &offset);
-        for (name, value) in &params {
+        for (name, value) in query.pairs() {
             if matches!(name.as_str(), "size" | "source" | "event" | "tags") {
                 next.append_pair(name, value);
             }
@@ -77,29 +60,6 @@ pub async fn list(
         body["next"] = Value::String(format!("/event-hooks?{}", next.finish()));
     }
     Ok(Json(body))
-}
-
-/// The decoded pairs of a query string.
-pub(super) fn query_params(query: Option<String>) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-pub(super) fn parse_size(raw: &str) -> Result<usize, ApiError> {
-    let number: f64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| ApiError::InvalidSize("size must be a number"))?;
-    if !number.is_finite()
-        || number.fract() != 0.0
-        || !(1.0..=MAX_PAGE_SIZE as f64).contains(&number)
-    {
-        return Err(ApiError::InvalidSize(
-            "size must be an integer between 1 and 1000",
-        ));
-    }
-    Ok(number as usize)
 }
 
 /// Kong's tag filter syntax: `a,b` (all of them) or `a/b` (any of them).
@@ -165,7 +125,7 @@ pub async fn create(State(state): State<AdminState>, input: Input) -> Result<Res
         Err(StoreError::Conflict) => return Err(ApiError::PrimaryKeyViolation(id)),
         Err(err) => return Err(err.into()),
     }
-    state.emit_change(Operation::Create, &hook, None).await;
+    state.emit_change(Operation::Create, &hook, None).await?;
     Ok(created(&hook))
 }
 
@@ -201,7 +161,7 @@ pub async fn update(
             Ok(_) => {
                 state
                     .emit_change(Operation::Update, &hook, Some(&old))
-                    .await;
+                    .await?;
                 return Ok(Json(hook));
             }
             // Someone else changed the hook meanwhile: merge into their version.
@@ -239,11 +199,11 @@ pub async fn upsert(
                     Some(old) => {
                         state
                             .emit_change(Operation::Update, &hook, Some(&old.value))
-                            .await;
+                            .await?;
                         Json(hook).into_response()
                     }
                     None => {
-                        state.emit_change(Operation::Create, &hook, None).await;
+                        state.emit_change(Operation::Create, &hook, None).await?;
                         created(&hook)
                     }
                 });
@@ -262,7 +222,9 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     if let Some(old) = state.store.delete(id).await? {
-        state.emit_change(Operation::Delete, &old, Some(&old)).await;
+        state
+            .emit_change(Operation::Delete, &old, Some(&old))
+            .await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -337,23 +299,6 @@ mod tests {
         let patch = json!({"handler":"log"});
         let merged = merge_patch(&webhook(), patch.as_object().unwrap());
         assert!(merged.get("config").is_none());
-    }
-
-    #[test]
-    fn size_rules() {
-        assert_eq!(parse_size("10").unwrap(), 10);
-        assert!(matches!(
-            parse_size("abc"),
-            Err(ApiError::InvalidSize("size must be a number"))
-        ));
-        for bad in ["0", "1001", "1.5", "-3"] {
-            assert!(matches!(
-                parse_size(bad),
-                Err(ApiError::InvalidSize(
-                    "size must be an integer between 1 and 1000"
-                ))
-            ));
-        }
     }
 
     #[test]

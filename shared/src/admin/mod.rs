@@ -9,9 +9,11 @@ mod events;
 mod hooks;
 mod openapi;
 mod probe;
+mod query;
 mod sources;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
@@ -27,7 +29,7 @@ use crate::dispatch::{Delivery, Executor};
 use crate::events::{hook_change_events, Operation};
 use crate::lua::LuaPolicy;
 use crate::model::Hook;
-use crate::queue::{Outgoing, Queue};
+use crate::queue::{Outgoing, Queue, QueueError};
 use crate::snapshot::SnapshotCache;
 use crate::store::HookStore;
 
@@ -89,32 +91,71 @@ impl AdminState {
         self
     }
 
-    /// Puts the `crud` and `dao:crud` events of a hook change on the events queue.
+    /// Puts the `crud` and `dao:crud` events of a hook change on the events queue, and the
+    /// change's ping on the deliveries queue.
     ///
-    /// The change itself is already stored, so a queue failure is logged loudly rather than
-    /// reported as a failed request.
-    async fn emit_change(&self, operation: Operation, entity: &Hook, old: Option<&Hook>) {
+    /// The change itself is already stored. A send that fails is tried again briefly; if it
+    /// still fails the request fails with [`ApiError::ChangeNotEmitted`] (503), which says the
+    /// change is stored: dropping the events behind a success would hide the loss.
+    async fn emit_change(
+        &self,
+        operation: Operation,
+        entity: &Hook,
+        old: Option<&Hook>,
+    ) -> Result<(), ApiError> {
         self.snapshot.invalidate();
         if let Some(executor) = &self.executor {
             executor.forget(entity.id);
         }
-        let messages = hook_change_events(operation, entity, old)
+        let messages: Vec<Outgoing> = hook_change_events(operation, entity, old)
             .iter()
             .filter_map(|event| serde_json::to_string(event).ok())
             .map(Outgoing::now)
             .collect();
-        if let Err(err) = self.events.send_batch(messages).await {
-            tracing::error!(
-                error = %err,
-                hook_id = %entity.id,
-                operation = operation.as_str(),
-                "could not emit the crud events of a hook change"
-            );
-        }
-        if let Some(ping) = change_ping(operation, entity) {
-            let body = serde_json::to_string(&ping).unwrap_or_default();
-            if let Err(err) = self.retries.send(Outgoing::now(body)).await {
-                tracing::error!(error = %err, hook_id = %entity.id, "could not queue the ping of a hook change");
+        // Resending whole is safe: the events keep their ids, so a batch that was half sent
+        // gives the same delivery ids again, which receivers can de-duplicate.
+        let events = with_retries(|| self.events.send_batch(messages.clone())).await;
+        // The ping goes out even when the events did not: they are independent.
+        let ping = match change_ping(operation, entity) {
+            Some(ping) => {
+                let body = serde_json::to_string(&ping).unwrap_or_default();
+                with_retries(|| self.retries.send(Outgoing::now(body.clone()))).await
+            }
+            None => Ok(String::new()),
+        };
+        events
+            .and(ping)
+            .map(|_| ())
+            .map_err(|source| ApiError::ChangeNotEmitted {
+                hook_id: entity.id,
+                source,
+            })
+    }
+}
+
+/// Sends of a hook change's messages before the request gives up.
+const EMIT_ATTEMPTS: u32 = 3;
+/// Pause before the second send of a hook change's messages; doubled before each next one.
+const EMIT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Runs `send` until it succeeds, at most [`EMIT_ATTEMPTS`] times: a queue that hiccups for a
+/// moment should not fail the request.
+async fn with_retries<T, F, Fut>(mut send: F) -> Result<T, QueueError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, QueueError>>,
+{
+    let mut pause = EMIT_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match send().await {
+            Ok(sent) => return Ok(sent),
+            Err(err) if attempt >= EMIT_ATTEMPTS => return Err(err),
+            Err(err) => {
+                tracing::warn!(error = %err, attempt, "could not queue the messages of a hook change; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
             }
         }
     }
@@ -244,4 +285,158 @@ fn with_options<S: Clone + Send + Sync + 'static>(
         )
             .into_response()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+    use axum::response::IntoResponse;
+
+    use super::*;
+    use crate::deliveries::sqlite::SqliteDeliveryLog;
+    use crate::model::{Handler, WebhookConfig};
+    use crate::queue::sqlite::SqliteQueue;
+    use crate::queue::{DeadLetterReason, Received};
+    use crate::sqlite::Database;
+    use crate::store::sqlite::SqliteHookStore;
+
+    /// A queue whose sends fail the first `failures` times, then go to `inner`.
+    struct Flaky {
+        failures: u32,
+        sends: AtomicU32,
+        inner: SqliteQueue,
+    }
+
+    impl Flaky {
+        fn fail(&self) -> Result<(), QueueError> {
+            if self.sends.fetch_add(1, Ordering::SeqCst) < self.failures {
+                return Err(QueueError::backend("queue down"));
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl Queue for Flaky {
+        async fn send(&self, message: Outgoing) -> Result<String, QueueError> {
+            self.fail()?;
+            self.inner.send(message).await
+        }
+        async fn send_batch(&self, messages: Vec<Outgoing>) -> Result<Vec<String>, QueueError> {
+            self.fail()?;
+            self.inner.send_batch(messages).await
+        }
+        async fn receive(
+            &self,
+            max: u32,
+            visibility: Duration,
+            wait: Duration,
+        ) -> Result<Vec<Received>, QueueError> {
+            self.inner.receive(max, visibility, wait).await
+        }
+        async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+            self.inner.delete(receipt).await
+        }
+        async fn dead_letter(
+            &self,
+            message: &Received,
+            reason: &DeadLetterReason,
+        ) -> Result<(), QueueError> {
+            self.inner.dead_letter(message, reason).await
+        }
+    }
+
+    async fn flaky(failures: u32) -> Arc<Flaky> {
+        let db = Database::in_memory().unwrap();
+        Arc::new(Flaky {
+            failures,
+            sends: AtomicU32::new(0),
+            inner: SqliteQueue::open(db, "q").await.unwrap(),
+        })
+    }
+
+    async fn state(events: Arc<Flaky>, retries: Arc<Flaky>) -> AdminState {
+        let store: Arc<dyn HookStore> = Arc::new(
+            SqliteHookStore::new(Database::in_memory().unwrap())
+                .await
+                .unwrap(),
+        );
+        let ports = AdminPorts {
+            snapshot: Arc::new(SnapshotCache::new(store.clone(), Duration::from_secs(5))),
+            store,
+            events,
+            delivery_log: Arc::new(
+                SqliteDeliveryLog::new(Database::in_memory().unwrap())
+                    .await
+                    .unwrap(),
+            ),
+            retries,
+        };
+        AdminState::new(ports, AdminSettings::default())
+    }
+
+    fn webhook() -> Hook {
+        Hook {
+            id: uuid::Uuid::from_u128(7),
+            created_at: 1,
+            updated_at: 1,
+            source: "crud".into(),
+            event: None,
+            handler: Handler::Webhook(WebhookConfig {
+                url: "https://a.test".into(),
+                headers: BTreeMap::new(),
+                secret: None,
+                ssl_verify: false,
+            }),
+            snooze: None,
+            on_change: None,
+            enabled: true,
+            name: None,
+            tags: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_queue_that_hiccups_is_retried() {
+        let (events, retries) = (flaky(EMIT_ATTEMPTS - 1).await, flaky(1).await);
+        let state = state(events.clone(), retries.clone()).await;
+        state
+            .emit_change(Operation::Create, &webhook(), None)
+            .await
+            .unwrap();
+        assert_eq!(events.sends.load(Ordering::SeqCst), EMIT_ATTEMPTS);
+        assert_eq!(retries.sends.load(Ordering::SeqCst), 2);
+        let queued = events
+            .inner
+            .receive(10, Duration::from_secs(30), Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(!queued.is_empty(), "the crud events are queued");
+    }
+
+    #[tokio::test]
+    async fn a_change_whose_events_cannot_be_queued_is_a_503_that_says_it_is_stored() {
+        let (events, retries) = (flaky(u32::MAX).await, flaky(0).await);
+        let state = state(events.clone(), retries.clone()).await;
+        let err = state
+            .emit_change(Operation::Create, &webhook(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(events.sends.load(Ordering::SeqCst), EMIT_ATTEMPTS);
+        // The ping is independent of the events: it still went out.
+        assert_eq!(retries.sends.load(Ordering::SeqCst), 1);
+        assert!(matches!(err, ApiError::ChangeNotEmitted { .. }));
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("is stored"), "{message}");
+        assert!(message.contains(&webhook().id.to_string()), "{message}");
+    }
 }

@@ -129,11 +129,6 @@ impl HttpSender {
         })
     }
 
-    /// The settings this sender was built with.
-    pub fn settings(&self) -> &HttpSettings {
-        &self.settings
-    }
-
     /// Sends one request and reads the response, its body up to the cap.
     ///
     /// Any status is a [`Response`], redirects included: deciding what a status means is

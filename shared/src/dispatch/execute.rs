@@ -21,9 +21,9 @@ use super::{ATTEMPT_HEADER, DELIVERY_HEADER};
 use crate::deliver::http::{HttpSender, OutboundRequest, Response, SendError};
 use crate::deliver::retry::{classify, Verdict};
 use crate::events::Event;
-use crate::lambda::{LambdaChain, LambdaError};
 use crate::lua::pool::{LuaPool, PoolError};
 use crate::lua::{Budget, Limits};
+use crate::lua_chain::{LuaChain, LuaChainError};
 use crate::model::{Handler, Hook, WebhookCustomConfig};
 use crate::template::TemplateError;
 
@@ -49,7 +49,7 @@ pub enum Executed {
     /// A log hook wrote this line's fields.
     Logged(Value),
     /// A lambda chain returned this value, or failed.
-    Lambda(Result<Value, LambdaError>),
+    Lambda(Result<Value, LuaChainError>),
     /// The request could not be prepared.
     Unprepared(Unprepared),
 }
@@ -85,7 +85,7 @@ pub struct Executor {
 /// A hook's compiled user code, valid while the hook's configuration is the one it was built from.
 #[derive(Clone)]
 enum Compiled {
-    Lambda(Arc<LambdaChain>),
+    Lambda(Arc<LuaChain>),
     Custom(Arc<(WebhookCustomConfig, CustomPlan)>),
 }
 
@@ -272,8 +272,8 @@ impl Executor {
         event: &Event,
         event_name: &str,
         pid: i64,
-    ) -> Result<Value, LambdaError> {
-        let runner_failed = |err: PoolError| LambdaError::Runtime {
+    ) -> Result<Value, LuaChainError> {
+        let runner_failed = |err: PoolError| LuaChainError::Runtime {
             function: 0,
             message: err.to_string(),
         };
@@ -296,11 +296,11 @@ impl Executor {
                 let chain = match cached {
                     Some(chain) => chain,
                     None => Arc::new(
-                        LambdaChain::compile_until(&sources, &limits, deadline)?.owned_by(hook_id),
+                        LuaChain::compile_until(&sources, &limits, deadline)?.owned_by(hook_id),
                     ),
                 };
                 let result = chain.run_until(&data, &name, &source, pid, deadline);
-                Ok::<_, LambdaError>((chain, result))
+                Ok::<_, LuaChainError>((chain, result))
             })
             .await
             .map_err(runner_failed)??;
@@ -461,7 +461,7 @@ mod tests {
         for attack in attacks {
             let executed = attack.await.unwrap();
             assert!(
-                matches!(&executed, Executed::Lambda(Err(LambdaError::Limit(_)))),
+                matches!(&executed, Executed::Lambda(Err(LuaChainError::Limit(_)))),
                 "{executed:?}"
             );
         }

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::deliver::http::OutboundRequest;
 use crate::deliver::signing::{signature, SIGNATURE_HEADER};
 use crate::lua::Budget;
-use crate::model::{WebhookConfig, WebhookCustomConfig};
+use crate::model::{payload_encoding, PayloadEncoding, WebhookConfig, WebhookCustomConfig};
 use crate::template::{Renderer, Template, TemplateError};
 
 /// The event's data with `event` and `source` added, as both webhook handlers send it.
@@ -78,38 +78,6 @@ impl Text {
             Text::Template(template) => renderer.render(template),
             Text::Verbatim(text) => Ok(text.clone()),
         }
-    }
-}
-
-/// How a payload travels, by method and content type (spec §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PayloadEncoding {
-    Query,
-    Json,
-    Form,
-    Multipart,
-}
-
-/// The encoding of a payload for `method` with `content_type`, or `None` when that content type
-/// cannot carry one (refused at create time).
-pub fn payload_encoding(method: &str, content_type: Option<&str>) -> Option<PayloadEncoding> {
-    if !matches!(method, "POST" | "PUT" | "PATCH") {
-        return Some(PayloadEncoding::Query);
-    }
-    let essence = content_type
-        .map(|ct| {
-            ct.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
-    match essence.as_str() {
-        "application/json" => Some(PayloadEncoding::Json),
-        "application/x-www-form-urlencoded" => Some(PayloadEncoding::Form),
-        "multipart/form-data" | "" => Some(PayloadEncoding::Multipart),
-        _ => None,
     }
 }
 
@@ -412,18 +380,5 @@ mod tests {
             .unwrap();
         assert_eq!(request.body.unwrap(), b"user=bob &amp; co");
         assert!(request.headers.contains(&("x-op".into(), "create".into())));
-    }
-
-    #[test]
-    fn encodings_by_method() {
-        assert_eq!(
-            payload_encoding("DELETE", Some("application/json")),
-            Some(PayloadEncoding::Query)
-        );
-        assert_eq!(
-            payload_encoding("PATCH", None),
-            Some(PayloadEncoding::Multipart)
-        );
-        assert_eq!(payload_encoding("POST", Some("text/plain")), None);
     }
 }

@@ -32,7 +32,6 @@ pub mod worker;
 
 pub use execute::{Executed, Executor};
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +41,7 @@ use uuid::Uuid;
 use crate::deliver::retry::{RetrySchedule, Verdict};
 use crate::deliveries::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
 use crate::events::{check_registered, now_millis, parse_event_with_default_id, Event};
+use crate::metrics::Stats;
 use crate::model::Hook;
 pub use crate::queue::DeadLetterReason;
 use crate::queue::{Outgoing, Queue, QueueError, MAX_DELAY};
@@ -186,90 +186,6 @@ pub enum MessageOutcome {
     Reject(DeadLetterReason),
 }
 
-/// Counters of what the dispatcher did, for operators and benchmarks.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub events: AtomicU64,
-    pub rejected: AtomicU64,
-    pub delivered: AtomicU64,
-    pub failed: AtomicU64,
-    pub retried: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub snoozed: AtomicU64,
-    pub unchanged: AtomicU64,
-    /// Milliseconds of each attempt since the last [`Stats::take_latencies`].
-    latencies: std::sync::Mutex<Vec<u64>>,
-}
-
-/// The counters of [`Stats`] at one moment; subtract two to get what happened in between.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    pub events: u64,
-    pub rejected: u64,
-    pub delivered: u64,
-    pub failed: u64,
-    pub retried: u64,
-    pub dead_lettered: u64,
-    pub snoozed: u64,
-    pub unchanged: u64,
-}
-
-impl std::ops::Sub for Counts {
-    type Output = Counts;
-
-    fn sub(self, earlier: Counts) -> Counts {
-        Counts {
-            events: self.events - earlier.events,
-            rejected: self.rejected - earlier.rejected,
-            delivered: self.delivered - earlier.delivered,
-            failed: self.failed - earlier.failed,
-            retried: self.retried - earlier.retried,
-            dead_lettered: self.dead_lettered - earlier.dead_lettered,
-            snoozed: self.snoozed - earlier.snoozed,
-            unchanged: self.unchanged - earlier.unchanged,
-        }
-    }
-}
-
-impl Stats {
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-
-    fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The counters now.
-    pub fn counts(&self) -> Counts {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        Counts {
-            events: get(&self.events),
-            rejected: get(&self.rejected),
-            delivered: get(&self.delivered),
-            failed: get(&self.failed),
-            retried: get(&self.retried),
-            dead_lettered: get(&self.dead_lettered),
-            snoozed: get(&self.snoozed),
-            unchanged: get(&self.unchanged),
-        }
-    }
-
-    fn record_latency(&self, latency: Duration) {
-        let mut latencies = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
-        // Bounded: a host that never takes them keeps only the latest.
-        if latencies.len() >= 10_000 {
-            latencies.clear();
-        }
-        latencies.push(latency.as_millis() as u64);
-    }
-
-    /// The attempt latencies recorded since the last call, in milliseconds.
-    pub fn take_latencies(&self) -> Vec<u64> {
-        std::mem::take(&mut *self.latencies.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
 /// The ports the dispatcher works with.
 pub struct DispatchPorts {
     /// Hooks and the catalogue.
@@ -318,10 +234,6 @@ impl Dispatcher {
             settings,
             stats: Stats::default(),
         }
-    }
-
-    pub fn snapshot(&self) -> &Arc<SnapshotCache> {
-        &self.snapshot
     }
 
     /// Handles one message of the events queue, received for the `receive_count`-th time. An
@@ -594,11 +506,25 @@ impl Dispatcher {
             error: error.clone(),
             response_body: body,
         };
+        self.record(hook.id, &delivery, attempt, status).await;
+        self.follow_up(hook.id, delivery, verdict, next_delay, error)
+            .await
+    }
+
+    /// Writes an attempt to the delivery log. The log is for people: a failure to write it must
+    /// not change what is delivered, so it is only logged.
+    async fn record(
+        &self,
+        hook_id: Uuid,
+        delivery: &Delivery,
+        attempt: Attempt,
+        status: DeliveryStatus,
+    ) {
         if let Err(err) = self
             .log
             .record_attempt(
                 DeliveryKey {
-                    hook_id: hook.id,
+                    hook_id,
                     delivery_id: delivery.id,
                     created_at: delivery.created_at,
                 },
@@ -609,20 +535,30 @@ impl Dispatcher {
             )
             .await
         {
-            // The log is for people; a failure to write it must not change what is delivered.
             tracing::warn!(error = %err, delivery_id = %delivery.id, "could not record a delivery attempt");
         }
+    }
 
+    /// What follows an attempt with this verdict: done, a retry after `next_delay` (`None` when
+    /// the schedule is over), or a dead letter. `error` is the attempt's, for the dead letter.
+    async fn follow_up(
+        &self,
+        hook_id: Uuid,
+        delivery: Delivery,
+        verdict: Verdict,
+        next_delay: Option<Duration>,
+        error: Option<String>,
+    ) -> Result<(), Stuck> {
         match (verdict, next_delay) {
             (Verdict::Delivered, _) => {
                 Stats::bump(&self.stats.delivered);
-                tracing::debug!(hook_id = %hook.id, delivery_id = %delivery.id, attempt = delivery.attempt, "delivered");
+                tracing::debug!(%hook_id, delivery_id = %delivery.id, attempt = delivery.attempt, "delivered");
                 Ok(())
             }
             (Verdict::Retry { .. }, Some(delay)) => {
                 Stats::bump(&self.stats.retried);
                 tracing::info!(
-                    hook_id = %hook.id, delivery_id = %delivery.id, attempt = delivery.attempt,
+                    %hook_id, delivery_id = %delivery.id, attempt = delivery.attempt,
                     retry_in_s = delay.as_secs(), error = error.as_deref().unwrap_or_default(),
                     "delivery failed, will retry"
                 );

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection};
@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::{
     check_delay, DeadLetterReason, Outgoing, Queue, QueueError, Received, REASON_ATTRIBUTE,
 };
+use crate::events::now_millis;
 use crate::sqlite::Database;
 
 /// How often a waiting receiver looks again without being woken: covers messages sent by another
@@ -130,89 +131,9 @@ impl SqliteQueue {
         self.db
             .write_relaxed(move |tx| {
                 let now = now_millis();
-                // Visible messages in the order they became visible, read through the index so
-                // that a long queue costs no more than a short one.
-                let mut select = tx.prepare_cached(
-                    "SELECT seq, id, body, attributes, receive_count FROM queue_messages
-                     WHERE queue = ?1 AND visible_at <= ?2
-                     ORDER BY visible_at, seq LIMIT ?3",
-                )?;
-                let mut received = Vec::with_capacity(max as usize);
-                loop {
-                    let candidates = select
-                        .query_map(params![&*name, now, max], |row| {
-                            Ok((
-                                row.get::<_, i64>(0)?,
-                                row.get::<_, String>(1)?,
-                                row.get::<_, String>(2)?,
-                                row.get::<_, String>(3)?,
-                                row.get::<_, u32>(4)?,
-                            ))
-                        })?
-                        .collect::<rusqlite::Result<Vec<_>>>()?;
-                    let exhausted = candidates.len() < max as usize;
-                    let mut moved = false;
-                    for (seq, id, body, attributes, receive_count) in candidates {
-                        if received.len() == max as usize {
-                            break;
-                        }
-                        if let Some(redrive) = redrive
-                            .as_deref()
-                            .filter(|r| receive_count >= r.max_receives)
-                        {
-                            // As SQS does when a receive reaches it: the message moves to the
-                            // dead-letter queue, keeping its id and receive count; unlike SQS it
-                            // says why, in the one dead-letter format.
-                            let mut attributes = decode_attributes(&attributes)?;
-                            let reason = DeadLetterReason::TooManyReceives {
-                                limit: redrive.max_receives,
-                            };
-                            attributes.insert(REASON_ATTRIBUTE.to_owned(), reason.to_string());
-                            tx.prepare_cached(
-                                "UPDATE queue_messages
-                                 SET queue = ?1, receipt = NULL, visible_at = ?2, attributes = ?3
-                                 WHERE seq = ?4",
-                            )?
-                            .execute(params![
-                                redrive.dead_letter,
-                                now,
-                                encode_attributes(&attributes)?,
-                                seq
-                            ])?;
-                            moved = true;
-                            continue;
-                        }
-                        let receipt = uuid::Uuid::new_v4().to_string();
-                        tx.prepare_cached(
-                            "UPDATE queue_messages
-                             SET receive_count = receive_count + 1, receipt = ?1, visible_at = ?2
-                             WHERE seq = ?3",
-                        )?
-                        .execute(params![
-                            receipt,
-                            now + visibility,
-                            seq
-                        ])?;
-                        received.push(Received {
-                            id,
-                            receipt,
-                            body,
-                            receive_count: receive_count + 1,
-                            attributes: decode_attributes(&attributes)?,
-                        });
-                    }
-                    // Only a batch thinned by dead-lettering needs another look.
-                    if received.len() == max as usize || exhausted || !moved {
-                        break;
-                    }
-                }
-                drop(select);
+                let received = take_visible(tx, &name, redrive.as_deref(), max, now, visibility)?;
                 let next_visible_at = if received.is_empty() {
-                    tx.query_row(
-                        "SELECT MIN(visible_at) FROM queue_messages WHERE queue = ?1",
-                        params![&*name],
-                        |row| row.get::<_, Option<i64>>(0),
-                    )?
+                    next_visible_at(tx, &name)?
                 } else {
                     None
                 };
@@ -221,6 +142,121 @@ impl SqliteQueue {
             .await
             .map_err(QueueError::backend)
     }
+}
+
+/// A visible message as read for a receive.
+struct Candidate {
+    seq: i64,
+    id: String,
+    body: String,
+    attributes: String,
+    receive_count: u32,
+}
+
+/// Receives up to `max` visible messages of queue `name`, hiding them for `visibility` ms. A
+/// message that reached the redrive's receive limit moves to the dead-letter queue instead, and
+/// the batch it thinned is filled up from the messages behind it.
+fn take_visible(
+    tx: &Connection,
+    name: &str,
+    redrive: Option<&Redrive>,
+    max: u32,
+    now: i64,
+    visibility: i64,
+) -> rusqlite::Result<Vec<Received>> {
+    // Visible messages in the order they became visible, read through the index so that a long
+    // queue costs no more than a short one.
+    let mut select = tx.prepare_cached(
+        "SELECT seq, id, body, attributes, receive_count FROM queue_messages
+         WHERE queue = ?1 AND visible_at <= ?2
+         ORDER BY visible_at, seq LIMIT ?3",
+    )?;
+    let mut received = Vec::with_capacity(max as usize);
+    loop {
+        let candidates = select
+            .query_map(params![name, now, max], |row| {
+                Ok(Candidate {
+                    seq: row.get(0)?,
+                    id: row.get(1)?,
+                    body: row.get(2)?,
+                    attributes: row.get(3)?,
+                    receive_count: row.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let exhausted = candidates.len() < max as usize;
+        let mut moved = false;
+        for candidate in candidates {
+            if received.len() == max as usize {
+                break;
+            }
+            match redrive.filter(|r| candidate.receive_count >= r.max_receives) {
+                Some(redrive) => {
+                    dead_letter(tx, redrive, &candidate, now)?;
+                    moved = true;
+                }
+                None => received.push(hide(tx, candidate, now + visibility)?),
+            }
+        }
+        // Only a batch thinned by dead-lettering needs another look.
+        if received.len() == max as usize || exhausted || !moved {
+            return Ok(received);
+        }
+    }
+}
+
+/// As SQS does when a receive reaches the limit: the message moves to the dead-letter queue,
+/// keeping its id and receive count; unlike SQS it says why, in the one dead-letter format.
+fn dead_letter(
+    tx: &Connection,
+    redrive: &Redrive,
+    candidate: &Candidate,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let mut attributes = decode_attributes(&candidate.attributes)?;
+    let reason = DeadLetterReason::TooManyReceives {
+        limit: redrive.max_receives,
+    };
+    attributes.insert(REASON_ATTRIBUTE.to_owned(), reason.to_string());
+    tx.prepare_cached(
+        "UPDATE queue_messages
+         SET queue = ?1, receipt = NULL, visible_at = ?2, attributes = ?3
+         WHERE seq = ?4",
+    )?
+    .execute(params![
+        redrive.dead_letter,
+        now,
+        encode_attributes(&attributes)?,
+        candidate.seq
+    ])?;
+    Ok(())
+}
+
+/// Receives one message: a new receipt, one more receive, hidden until `visible_at`.
+fn hide(tx: &Connection, candidate: Candidate, visible_at: i64) -> rusqlite::Result<Received> {
+    let receipt = uuid::Uuid::new_v4().to_string();
+    tx.prepare_cached(
+        "UPDATE queue_messages
+         SET receive_count = receive_count + 1, receipt = ?1, visible_at = ?2
+         WHERE seq = ?3",
+    )?
+    .execute(params![receipt, visible_at, candidate.seq])?;
+    Ok(Received {
+        id: candidate.id,
+        receipt,
+        body: candidate.body,
+        receive_count: candidate.receive_count + 1,
+        attributes: decode_attributes(&candidate.attributes)?,
+    })
+}
+
+/// When the next message of queue `name` becomes visible, if it has any.
+fn next_visible_at(tx: &Connection, name: &str) -> rusqlite::Result<Option<i64>> {
+    tx.query_row(
+        "SELECT MIN(visible_at) FROM queue_messages WHERE queue = ?1",
+        params![name],
+        |row| row.get::<_, Option<i64>>(0),
+    )
 }
 
 #[async_trait]
@@ -372,13 +408,6 @@ fn decode_attributes(json: &str) -> rusqlite::Result<BTreeMap<String, String>> {
 fn encode_attributes(attributes: &BTreeMap<String, String>) -> rusqlite::Result<String> {
     serde_json::to_string(attributes)
         .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))
-}
-
-/// Wall-clock milliseconds: timestamps are stored, so they must survive a restart.
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, millis)
 }
 
 fn millis(duration: Duration) -> i64 {

@@ -76,8 +76,29 @@ impl DynamoHookStore {
                 _ => return Err(StoreError::Conflict),
             },
         };
-        let id = hook.id.hyphenated().to_string();
+        let (items, guard_index) = self.put_items(hook, precondition, version, old_name)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Attempt::Done(version)),
+            Err(err) => self.cancelled(err, hook, precondition, guard_index).await,
+        }
+    }
 
+    /// The items of one `put` transaction: the hook at `version` under its precondition first,
+    /// then the guard of its name (whose index is returned) and the release of its old name.
+    fn put_items(
+        &self,
+        hook: &Hook,
+        precondition: Precondition,
+        version: u64,
+        old_name: Option<String>,
+    ) -> Result<(Vec<TransactWriteItem>, Option<usize>), StoreError> {
+        let id = hook.id.hyphenated().to_string();
         let mut hook_put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(hook_item(hook, version)?));
@@ -110,24 +131,25 @@ impl DynamoHookStore {
             // Conditional so that a guard never frees a name some other hook holds.
             let release = Delete::builder()
                 .table_name(&self.table)
-                .set_key(Some(key(NAME_PK, old)))
+                .set_key(Some(key(NAME_PK, &old)))
                 .condition_expression(GUARD_IS_OURS)
                 .expression_attribute_values(":id", string(&id))
                 .build()
                 .map_err(StoreError::backend)?;
             items.push(TransactWriteItem::builder().delete(release).build());
         }
+        Ok((items, guard_index))
+    }
 
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
-        let err = match result {
-            Ok(_) => return Ok(Attempt::Done(version)),
-            Err(err) => err,
-        };
+    /// What a failed `put` transaction means, from its cancellation reasons: a stale precondition,
+    /// a taken name, a race to retry, or (reasons unknown) whatever the stored state says.
+    async fn cancelled(
+        &self,
+        err: SdkError<TransactWriteItemsError>,
+        hook: &Hook,
+        precondition: Precondition,
+        guard_index: Option<usize>,
+    ) -> Result<Attempt<u64>, StoreError> {
         let Some(codes) = cancellation_codes(&err) else {
             return Err(StoreError::backend(err));
         };

@@ -12,12 +12,15 @@ pub mod sqlite;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
+
+// The adapters take the crate's one clock from here.
+use crate::events::now_millis;
 
 pub use crate::store::StoreError;
 
@@ -236,15 +239,6 @@ fn write_leaf(out: &mut String, leaf: &Value) {
     }
     // Writing to a String cannot fail.
     let _ = write!(out, "{leaf}");
-}
-
-/// Milliseconds since the Unix epoch, the unit windows expire in: whole seconds would make a
-/// one-second window anywhere between zero and two seconds long.
-pub(crate) fn now_millis() -> i64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// `now + ttl` in milliseconds, saturating rather than wrapping for absurd TTLs.

@@ -1,5 +1,6 @@
 //! The `lambda` handler's engine (spec §6): a hook's chain of user Lua functions, compiled once
-//! into its own sandbox and run for every event of that hook version.
+//! into its own sandbox and run for every event of that hook version. (Named for what it holds,
+//! Lua chains, not for the handler: in this codebase "Lambda" is AWS Lambda.)
 //!
 //! Each function runs as `function(data, event, source, pid)` and its return value becomes the
 //! next one's `data`; the first error (a Lua `error(...)`, or `return nil, err`) stops the chain.
@@ -30,7 +31,7 @@ use crate::lua::{sandbox, scrub_addresses, set_owner, syntax, type_name, with_de
 
 /// Why a chain failed to compile or to run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum LambdaError {
+pub enum LuaChainError {
     /// A function's source does not compile, or its chunk does not return a function. The
     /// message names the function and uses Kong's wording.
     #[error("{0}")]
@@ -55,7 +56,7 @@ pub enum LambdaError {
 /// A hook's functions compiled once in their own sandbox; reused for every event of that hook
 /// version. `Send + Sync`; runs are serialized by an internal lock and are blocking, so async
 /// callers run them in `spawn_blocking`.
-pub struct LambdaChain {
+pub struct LuaChain {
     sources: Vec<String>,
     limits: Limits,
     /// The hook whose chain this is, named on the log lines of its `print`/`warn`.
@@ -63,31 +64,31 @@ pub struct LambdaChain {
     state: Mutex<Chain>,
 }
 
-impl std::fmt::Debug for LambdaChain {
+impl std::fmt::Debug for LuaChain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LambdaChain")
+        f.debug_struct("LuaChain")
             .field("functions", &self.sources.len())
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
 
-impl LambdaChain {
+impl LuaChain {
     /// Compiles each source (a chunk returning a function, as Kong's `functions` entries) as text,
     /// never bytecode, and runs the chunks once under the CPU budget.
-    pub fn compile(functions: &[String], limits: &Limits) -> Result<LambdaChain, LambdaError> {
-        LambdaChain::compile_until(functions, limits, Instant::now() + limits.cpu_time)
+    pub fn compile(functions: &[String], limits: &Limits) -> Result<LuaChain, LuaChainError> {
+        LuaChain::compile_until(functions, limits, Instant::now() + limits.cpu_time)
     }
 
-    /// [`LambdaChain::compile`] within a delivery's deadline: loading the chunks is part of the
+    /// [`LuaChain::compile`] within a delivery's deadline: loading the chunks is part of the
     /// budget of the delivery that needed them.
     pub fn compile_until(
         functions: &[String],
         limits: &Limits,
         deadline: Instant,
-    ) -> Result<LambdaChain, LambdaError> {
+    ) -> Result<LuaChain, LuaChainError> {
         let chain = Chain::build_until(functions, limits, None, deadline)?;
-        Ok(LambdaChain {
+        Ok(LuaChain {
             sources: functions.to_vec(),
             limits: limits.clone(),
             owner: None,
@@ -96,7 +97,7 @@ impl LambdaChain {
     }
 
     /// The chain of hook `hook_id`: its `print`/`warn` lines name the hook.
-    pub fn owned_by(mut self, hook_id: Uuid) -> LambdaChain {
+    pub fn owned_by(mut self, hook_id: Uuid) -> LuaChain {
         self.owner = Some(hook_id);
         let chain = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
         set_owner(&chain.lua, hook_id);
@@ -121,7 +122,7 @@ impl LambdaChain {
 
     /// Runs the functions in order, each `function(data, event, source, pid)`; each return value
     /// is the next one's data; returns the last one's as JSON (a value with no JSON form, such as
-    /// a function, is a [`LambdaError::Runtime`] of the last function). A chain of no functions
+    /// a function, is a [`LuaChainError::Runtime`] of the last function). A chain of no functions
     /// returns `data` unchanged. All the functions share one CPU-time budget, starting now.
     pub fn run(
         &self,
@@ -129,12 +130,12 @@ impl LambdaChain {
         event: &str,
         source: &str,
         pid: i64,
-    ) -> Result<Json, LambdaError> {
+    ) -> Result<Json, LuaChainError> {
         let deadline = Instant::now() + self.limits.cpu_time;
         self.run_until(data, event, source, pid, deadline)
     }
 
-    /// [`LambdaChain::run`] with the delivery's deadline: every function stops there.
+    /// [`LuaChain::run`] with the delivery's deadline: every function stops there.
     pub fn run_until(
         &self,
         data: &Json,
@@ -142,7 +143,7 @@ impl LambdaChain {
         source: &str,
         pid: i64,
         deadline: Instant,
-    ) -> Result<Json, LambdaError> {
+    ) -> Result<Json, LuaChainError> {
         // A panic elsewhere while the lock was held cannot leave the Lua state half-updated in a
         // way that matters: every run starts by resetting what it relies on.
         let mut chain = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -153,7 +154,7 @@ impl LambdaChain {
             // Should the rebuild fail, the old state is still valid Lua and is used.
             match Chain::build_until(&self.sources, &self.limits, self.owner, deadline) {
                 Ok(fresh) => *chain = fresh,
-                Err(LambdaError::Limit(message)) => return Err(LambdaError::Limit(message)),
+                Err(LuaChainError::Limit(message)) => return Err(LuaChainError::Limit(message)),
                 Err(_) => {
                     let _ = chain.lua.gc_collect();
                     chain.stale = false;
@@ -161,7 +162,7 @@ impl LambdaChain {
             }
         }
         let result = chain.run(data, event, source, pid, &self.limits, deadline);
-        if matches!(result, Err(LambdaError::Limit(_))) {
+        if matches!(result, Err(LuaChainError::Limit(_))) {
             chain.stale = true;
         }
         result
@@ -218,11 +219,11 @@ impl Chain {
         limits: &Limits,
         owner: Option<Uuid>,
         deadline: Instant,
-    ) -> Result<Chain, LambdaError> {
-        let setup = |e: mlua::Error| LambdaError::Compile(format!("Error creating sandbox: {e}"));
+    ) -> Result<Chain, LuaChainError> {
+        let setup = |e: mlua::Error| LuaChainError::Compile(format!("Error creating sandbox: {e}"));
         for (index, source) in sources.iter().enumerate() {
             syntax::refuse_to_be_closed(source).map_err(|e| {
-                LambdaError::Compile(format!(
+                LuaChainError::Compile(format!(
                     "function {}: Error parsing function: {e}",
                     index + 1
                 ))
@@ -249,7 +250,7 @@ impl Chain {
                 .set_environment(env.clone())
                 .into_function()
                 .map_err(|e| {
-                    LambdaError::Compile(format!(
+                    LuaChainError::Compile(format!(
                         "function {number}: Error parsing function: {}",
                         error_message(&e)
                     ))
@@ -258,13 +259,13 @@ impl Chain {
             match returned {
                 Ok(Value::Function(function)) => functions.push(function),
                 Ok(other) => {
-                    return Err(LambdaError::Compile(format!(
+                    return Err(LuaChainError::Compile(format!(
                         "function {number}: Bad return value from function, expected function type, got {}",
                         type_name(&other)
                     )))
                 }
                 Err(e) => {
-                    return Err(LambdaError::Compile(format!(
+                    return Err(LuaChainError::Compile(format!(
                         "function {number}: Error running function: {}",
                         error_message(&e)
                     )))
@@ -300,13 +301,13 @@ impl Chain {
         pid: i64,
         limits: &Limits,
         deadline: Instant,
-    ) -> Result<Json, LambdaError> {
+    ) -> Result<Json, LuaChainError> {
         if self.functions.is_empty() {
             return Ok(data.clone());
         }
         let lua = &self.lua;
         let setup = |e: mlua::Error| {
-            limit_or(&e, "data", || LambdaError::Runtime {
+            limit_or(&e, "data", || LuaChainError::Runtime {
                 function: 1,
                 message: format!("data could not be passed to Lua: {}", error_message(&e)),
             })
@@ -332,13 +333,13 @@ impl Chain {
                 // Checked first: whatever the error says, user code may have caught and rewrapped
                 // the hook's own error.
                 Err(_) if Instant::now() > deadline => {
-                    return Err(LambdaError::Limit(format!(
+                    return Err(LuaChainError::Limit(format!(
                         "function {number}: CPU time limit exceeded"
                     )))
                 }
                 Err(e) => {
                     return Err(limit_or(&e, &format!("function {number}"), || {
-                        LambdaError::Runtime {
+                        LuaChainError::Runtime {
                             function: number,
                             message: runtime_message(&e, number),
                         }
@@ -348,18 +349,18 @@ impl Chain {
             value = returned.next().unwrap_or(Value::Nil);
             let err = returned.next().unwrap_or(Value::Nil);
             if value.is_nil() && !matches!(err, Value::Nil | Value::Boolean(false)) {
-                return Err(LambdaError::Runtime {
+                return Err(LuaChainError::Runtime {
                     function: number,
                     message: returned_error(&err),
                 });
             }
         }
         to_json(&value, limits.memory).map_err(|e| match e {
-            ToJsonError::TooLarge => LambdaError::Limit(format!(
+            ToJsonError::TooLarge => LuaChainError::Limit(format!(
                 "function {}: result too large for JSON",
                 self.functions.len()
             )),
-            ToJsonError::Unsupported(message) => LambdaError::Runtime {
+            ToJsonError::Unsupported(message) => LuaChainError::Runtime {
                 function: self.functions.len(),
                 message,
             },
@@ -367,10 +368,14 @@ impl Chain {
     }
 }
 
-/// A [`LambdaError::Limit`] if `e` is Lua running out of memory, else `otherwise()`.
-fn limit_or(e: &mlua::Error, place: &str, otherwise: impl FnOnce() -> LambdaError) -> LambdaError {
+/// A [`LuaChainError::Limit`] if `e` is Lua running out of memory, else `otherwise()`.
+fn limit_or(
+    e: &mlua::Error,
+    place: &str,
+    otherwise: impl FnOnce() -> LuaChainError,
+) -> LuaChainError {
     if is_memory_error(e) {
-        LambdaError::Limit(format!("{place}: memory limit exceeded"))
+        LuaChainError::Limit(format!("{place}: memory limit exceeded"))
     } else {
         otherwise()
     }
@@ -449,19 +454,19 @@ mod tests {
         }
     }
 
-    fn chain(functions: &[&str]) -> LambdaChain {
+    fn chain(functions: &[&str]) -> LuaChain {
         let functions: Vec<String> = functions.iter().map(|f| f.to_string()).collect();
-        LambdaChain::compile(&functions, &limits()).expect("compiles")
+        LuaChain::compile(&functions, &limits()).expect("compiles")
     }
 
-    fn run_one(body: &str, data: Json) -> Result<Json, LambdaError> {
+    fn run_one(body: &str, data: Json) -> Result<Json, LuaChainError> {
         chain(&[body]).run(&data, "crud", "consumers", 42)
     }
 
     #[test]
     fn a_chain_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<LambdaChain>();
+        assert_send_sync::<LuaChain>();
     }
 
     #[test]
@@ -500,7 +505,7 @@ mod tests {
         // When the first fails, then its error is reported with its line
         assert_eq!(
             chain.run(&json!({"fail": true}), "e", "s", 1),
-            Err(LambdaError::Runtime {
+            Err(LuaChainError::Runtime {
                 function: 1,
                 message: "line 3: boom".into()
             })
@@ -521,7 +526,7 @@ mod tests {
         );
         let err = run_one("return function() error({code = 7}) end", json!(null)).unwrap_err();
         assert!(
-            matches!(err, LambdaError::Runtime { function: 1, .. }),
+            matches!(err, LuaChainError::Runtime { function: 1, .. }),
             "{err}"
         );
         assert!(!err.to_string().contains("0x"), "no address: {err}");
@@ -535,14 +540,14 @@ mod tests {
         ]);
         assert_eq!(
             chain.run(&json!({}), "e", "s", 1),
-            Err(LambdaError::Runtime {
+            Err(LuaChainError::Runtime {
                 function: 1,
                 message: "bad".into()
             })
         );
         assert_eq!(
             run_one("return function() return nil, {code = 7} end", json!(null)),
-            Err(LambdaError::Runtime {
+            Err(LuaChainError::Runtime {
                 function: 1,
                 message: r#"{"code":7}"#.into()
             })
@@ -633,7 +638,7 @@ mod tests {
             let err =
                 run_one(&format!("return function() return {lua} end"), json!(null)).unwrap_err();
             match &err {
-                LambdaError::Runtime {
+                LuaChainError::Runtime {
                     function: 1,
                     message: m,
                 } => {
@@ -663,7 +668,7 @@ mod tests {
             json!(null),
         )
         .unwrap_err();
-        assert!(matches!(err, LambdaError::Limit(_)), "{err:?}");
+        assert!(matches!(err, LuaChainError::Limit(_)), "{err:?}");
     }
 
     #[test]
@@ -675,7 +680,7 @@ mod tests {
         let started = Instant::now();
         let err = chain.run(&json!({}), "e", "s", 1).unwrap_err();
         assert!(
-            matches!(&err, LambdaError::Limit(m) if m.ends_with("CPU time limit exceeded")),
+            matches!(&err, LuaChainError::Limit(m) if m.ends_with("CPU time limit exceeded")),
             "{err}"
         );
         assert!(
@@ -686,7 +691,7 @@ mod tests {
 
     #[test]
     fn to_be_closed_variables_are_refused_at_compile_time() {
-        let err = LambdaChain::compile(
+        let err = LuaChain::compile(
             &[
                 "return function() return 1 end".into(),
                 "return function() local x <close> = nil end".into(),
@@ -729,7 +734,7 @@ mod tests {
         let err = chain.run(&json!({"spin": true}), "e", "s", 1).unwrap_err();
         assert_eq!(
             err,
-            LambdaError::Limit("function 1: CPU time limit exceeded".into())
+            LuaChainError::Limit("function 1: CPU time limit exceeded".into())
         );
         assert!(started.elapsed() < Duration::from_secs(2));
         // And the next event runs normally
@@ -747,12 +752,12 @@ mod tests {
         ]);
         let started = Instant::now();
         let err = chain.run(&json!({}), "e", "s", 1).unwrap_err();
-        assert!(matches!(err, LambdaError::Limit(_)), "{err:?}");
-        let err = LambdaChain::compile(&[chain.sources[1].clone()], &limits())
+        assert!(matches!(err, LuaChainError::Limit(_)), "{err:?}");
+        let err = LuaChain::compile(&[chain.sources[1].clone()], &limits())
             .unwrap()
             .run(&json!({}), "e", "s", 1)
             .unwrap_err();
-        assert!(matches!(err, LambdaError::Limit(_)), "{err:?}");
+        assert!(matches!(err, LuaChainError::Limit(_)), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
     }
 
@@ -766,7 +771,7 @@ mod tests {
         .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(1));
         assert!(
-            matches!(&err, LambdaError::Runtime { function: 1, message } if message.contains("pattern too complex")),
+            matches!(&err, LuaChainError::Runtime { function: 1, message } if message.contains("pattern too complex")),
             "{err:?}"
         );
     }
@@ -779,7 +784,7 @@ mod tests {
         let err = chain.run(&json!({"bomb": true}), "e", "s", 1).unwrap_err();
         assert_eq!(
             err,
-            LambdaError::Limit("function 1: memory limit exceeded".into())
+            LuaChainError::Limit("function 1: memory limit exceeded".into())
         );
         // The state was rebuilt, so what the bomb kept is gone.
         assert_eq!(chain.run(&json!({}), "e", "s", 1), Ok(json!(0)));
@@ -801,7 +806,7 @@ mod tests {
         ] {
             let err = run_one(&format!("return function() {code} end"), json!(null)).unwrap_err();
             assert!(
-                matches!(err, LambdaError::Runtime { function: 1, .. }),
+                matches!(err, LuaChainError::Runtime { function: 1, .. }),
                 "{code}: {err:?}"
             );
         }
@@ -832,33 +837,33 @@ mod tests {
 
     #[test]
     fn compile_errors_are_reported_with_kongs_wording() {
-        let compile = |source: &str| LambdaChain::compile(&[source.to_string()], &limits());
+        let compile = |source: &str| LuaChain::compile(&[source.to_string()], &limits());
         let err = compile("return function(").unwrap_err();
         assert!(
-            matches!(&err, LambdaError::Compile(m) if m.starts_with("function 1: Error parsing function: ")),
+            matches!(&err, LuaChainError::Compile(m) if m.starts_with("function 1: Error parsing function: ")),
             "{err:?}"
         );
         assert_eq!(
             compile("return {}").unwrap_err(),
-            LambdaError::Compile(
+            LuaChainError::Compile(
                 "function 1: Bad return value from function, expected function type, got table"
                     .into()
             )
         );
         let err = compile("error('at load')").unwrap_err();
         assert!(
-            matches!(&err, LambdaError::Compile(m) if m.starts_with("function 1: Error running function: ")),
+            matches!(&err, LuaChainError::Compile(m) if m.starts_with("function 1: Error running function: ")),
             "{err:?}"
         );
         let err = compile("while true do end").unwrap_err();
         assert!(err.to_string().contains("CPU time limit exceeded"), "{err}");
         let err = compile("\x1bLuaT\0").unwrap_err();
-        assert!(matches!(err, LambdaError::Compile(_)), "{err:?}");
+        assert!(matches!(err, LuaChainError::Compile(_)), "{err:?}");
     }
 
     #[test]
     fn an_empty_chain_returns_the_data() {
-        let chain = LambdaChain::compile(&[], &limits()).unwrap();
+        let chain = LuaChain::compile(&[], &limits()).unwrap();
         assert_eq!(
             chain.run(&json!({"a": null}), "e", "s", 1),
             Ok(json!({"a": null}))

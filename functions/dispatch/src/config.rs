@@ -1,0 +1,67 @@
+//! The dispatch function's settings, read from the environment once at a cold start: a missing or
+//! malformed variable fails the cold start, named, instead of the first batch.
+
+use std::time::Duration;
+
+use event_hooks::deliver::http::HttpSettings;
+use event_hooks::dispatch::DispatchSettings;
+use event_hooks::env::{self, optional, required, seconds, SettingError};
+
+/// Receives of one message before it is dead-lettered, unless `MAX_RECEIVES` says otherwise.
+const DEFAULT_MAX_RECEIVES: u32 = 5;
+
+/// How long the hooks snapshot is trusted, unless `HOOKS_CACHE_SECONDS` says otherwise.
+const DEFAULT_CACHE_AGE: Duration = Duration::from_secs(5);
+
+/// Everything the dispatch function reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HOOKS_TABLE`.
+    pub hooks_table: String,
+    /// `WINDOWS_TABLE`: snooze and on_change windows.
+    pub windows_table: String,
+    /// `DELIVERIES_TABLE`: the delivery log.
+    pub deliveries_table: String,
+    /// `EVENTS_QUEUE_URL` and `EVENTS_DEAD_LETTER_QUEUE_URL`.
+    pub events_queue_url: String,
+    pub events_dead_letter_queue_url: String,
+    /// `DELIVERIES_QUEUE_URL` and `DELIVERIES_DEAD_LETTER_QUEUE_URL`.
+    pub deliveries_queue_url: String,
+    pub deliveries_dead_letter_queue_url: String,
+    /// `MAX_RECEIVES`: receives after which a message of either queue is dead-lettered with its
+    /// reason; the queues' redrive policies allow one more (template.yaml), as a backstop.
+    pub max_receives: u32,
+    /// `HOOKS_CACHE_SECONDS`: how stale the hooks snapshot may be.
+    pub cache_age: Duration,
+    /// `RETRY_SCHEDULE` over the defaults of [`DispatchSettings`].
+    pub dispatch: DispatchSettings,
+    /// See [`env::http_settings`].
+    pub http: HttpSettings,
+}
+
+impl Config {
+    /// Reads every variable once.
+    pub fn from_env() -> Result<Config, SettingError> {
+        let mut dispatch = DispatchSettings::default();
+        if let Some(retry) = optional("RETRY_SCHEDULE", |v| v.parse().map_err(|e| format!("{e}")))?
+        {
+            dispatch.retry = retry;
+        }
+        Ok(Config {
+            hooks_table: required("HOOKS_TABLE")?,
+            windows_table: required("WINDOWS_TABLE")?,
+            deliveries_table: required("DELIVERIES_TABLE")?,
+            events_queue_url: required("EVENTS_QUEUE_URL")?,
+            events_dead_letter_queue_url: required("EVENTS_DEAD_LETTER_QUEUE_URL")?,
+            deliveries_queue_url: required("DELIVERIES_QUEUE_URL")?,
+            deliveries_dead_letter_queue_url: required("DELIVERIES_DEAD_LETTER_QUEUE_URL")?,
+            max_receives: optional("MAX_RECEIVES", |v| {
+                v.parse::<u32>().map_err(|e| e.to_string())
+            })?
+            .unwrap_or(DEFAULT_MAX_RECEIVES),
+            cache_age: optional("HOOKS_CACHE_SECONDS", seconds)?.unwrap_or(DEFAULT_CACHE_AGE),
+            dispatch,
+            http: env::http_settings()?,
+        })
+    }
+}
