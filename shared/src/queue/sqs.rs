@@ -14,9 +14,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
-    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
-    SendMessageBatchRequestEntry,
+    MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
+#[cfg(feature = "test-util")]
+use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::Client;
 
 use super::{check_delay, DeadLetterReason, Outgoing, Queue, QueueError, Received};
@@ -297,6 +298,7 @@ fn message_attributes(
 /// `(queue_url, dead_letter_url)`. The redrive policy allows `max_receives + 1` receives: an
 /// [`SqsQueue::with_redrive`] with `max_receives` dead-letters a message with its reason on that
 /// last receive, and the policy only catches what the adapter could not move.
+#[cfg(feature = "test-util")]
 pub async fn create_queue_with_dlq(
     client: &Client,
     name: &str,
