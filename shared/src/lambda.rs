@@ -671,16 +671,12 @@ mod tests {
         // Given sixteen functions that each stay well within the budget alone
         let busy = "return function(d) for i = 1, 2e6 do end return d end";
         let chain = chain(&[busy; 16]);
-        // When the chain runs, then the budget of the whole chain stops it early
-        let started = Instant::now();
+        // When the chain runs, then the budget of the whole chain stops it (with a budget per
+        // function, every function would finish and the chain would succeed)
         let err = chain.run(&json!({}), "e", "s", 1).unwrap_err();
         assert!(
             matches!(&err, LambdaError::Limit(m) if m.ends_with("CPU time limit exceeded")),
             "{err}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the budget is one, not sixteen"
         );
     }
 
@@ -731,7 +727,8 @@ mod tests {
             err,
             LambdaError::Limit("function 1: CPU time limit exceeded".into())
         );
-        assert!(started.elapsed() < Duration::from_secs(2));
+        // Generous: only proves it stopped at all (the alternative spins forever)
+        assert!(started.elapsed() < Duration::from_secs(10));
         // And the next event runs normally
         assert_eq!(
             chain.run(&json!({"ok": 1}), "e", "s", 1),
@@ -753,18 +750,18 @@ mod tests {
             .run(&json!({}), "e", "s", 1)
             .unwrap_err();
         assert!(matches!(err, LambdaError::Limit(_)), "{err:?}");
-        assert!(started.elapsed() < Duration::from_secs(2));
+        // Generous: only proves it stopped at all (the alternative spins forever)
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]
     fn a_pattern_bomb_is_refused_at_once() {
-        let started = Instant::now();
+        // Refused before it runs: the message says so (the CPU budget would say something else)
         let err = run_one(
             "return function() return ('a'):rep(40):find(('a*'):rep(40) .. 'b') end",
             json!(null),
         )
         .unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(1));
         assert!(
             matches!(&err, LambdaError::Runtime { function: 1, message } if message.contains("pattern too complex")),
             "{err:?}"
