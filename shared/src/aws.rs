@@ -1,9 +1,9 @@
 //! Building AWS SDK configuration once per process, with an optional endpoint override so the
 //! same adapters talk to moto or any other local AWS-compatible server.
 
-use aws_config::{BehaviorVersion, SdkConfig};
 #[cfg(feature = "test-util")]
 use aws_config::Region;
+use aws_config::{BehaviorVersion, SdkConfig};
 
 /// Loads the SDK configuration from the environment (credentials, region), pointing every client
 /// at `endpoint_url` when it is given.

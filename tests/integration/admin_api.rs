@@ -850,7 +850,11 @@ async fn admin_token_guards_every_route_and_method() {
 
         // The right token: past the guard, whatever the handler then says
         let response = request(Some("s3cret")).send().await.unwrap();
-        assert_ne!(response.status(), 401, "{method} {path} with the right token");
+        assert_ne!(
+            response.status(),
+            401,
+            "{method} {path} with the right token"
+        );
     }
 
     // The local server's own health check stays open: it serves load balancers, not admins

@@ -45,7 +45,11 @@ pub fn path(name: &str) -> PathBuf {
         panic!("building the workspace binaries for the tests failed:\n{output}");
     }
     let path = profile_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} is missing after the build", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing after the build",
+        path.display()
+    );
     path
 }
 

@@ -28,9 +28,9 @@ use async_trait::async_trait;
 #[cfg(feature = "test-util")]
 use aws_sdk_dynamodb::error::ProvideErrorMetadata as _;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 #[cfg(feature = "test-util")]
 use aws_sdk_dynamodb::types::TimeToLiveSpecification;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_dynamodb::Client;
 use serde::Deserialize;
 use uuid::Uuid;

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::error::DisplayErrorContext;
+#[cfg(feature = "test-util")]
+use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::types::{
     MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
-#[cfg(feature = "test-util")]
-use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::Client;
 
 use super::{check_delay, DeadLetterReason, Outgoing, Queue, QueueError, Received};
