@@ -770,9 +770,16 @@ mod tests {
 
     #[test]
     fn a_memory_bomb_is_stopped_and_the_chain_still_works() {
-        let chain = chain(&[
-            "local keep = {}\nreturn function(d)\n  if d.bomb then for i = 1, 1e9 do keep[i] = string.rep('x', 1024) .. i end end\n  return #keep\nend",
-        ]);
+        // A budget no busy machine runs out of first: the memory limit must be what stops it
+        let limits = Limits {
+            cpu_time: Duration::from_secs(60),
+            ..limits()
+        };
+        let chain = LambdaChain::compile(
+            &["local keep = {}\nreturn function(d)\n  if d.bomb then for i = 1, 1e9 do keep[i] = string.rep('x', 1024) .. i end end\n  return #keep\nend".to_owned()],
+            &limits,
+        )
+        .expect("compiles");
         let err = chain.run(&json!({"bomb": true}), "e", "s", 1).unwrap_err();
         assert_eq!(
             err,
