@@ -97,7 +97,7 @@ pub struct DynamoDeliveryLog {
 }
 
 impl DynamoDeliveryLog {
-    /// Uses `table`, which must exist with the layout made by [`create_table`].
+    /// Uses `table`, which must exist with the layout of the template (or of `create_table`).
     pub fn new(client: Client, table: String) -> DynamoDeliveryLog {
         DynamoDeliveryLog { client, table }
     }

@@ -3,7 +3,7 @@
 //! The limit on receives is enforced twice: by this adapter, which dead-letters a message received
 //! more than `max_receives` times with [`DeadLetterReason::TooManyReceives`] (in the one
 //! dead-letter format, see [`super`]), and by the queue's own redrive policy one receive later
-//! (see [`create_queue_with_dlq`]), a backstop that moves messages without a reason. An
+//! (see `create_queue_with_dlq`), a backstop that moves messages without a reason. An
 //! SQS-triggered Lambda function never calls [`Queue::receive`], so it asks
 //! [`SqsQueue::received_too_often`] itself. SDK types stay in this module; SDK errors become
 //! [`QueueError::Backend`] with the full error chain in the message.
@@ -59,7 +59,7 @@ impl SqsQueue {
     /// Sends dead letters to the queue at `dead_letter_url` (normally the target of the queue's
     /// redrive policy): those of [`Queue::dead_letter`], and every message received more than
     /// `max_receives` times, with the reason. The queue's own redrive policy should allow one
-    /// receive more (as [`create_queue_with_dlq`] sets it), so that this adapter sees it first.
+    /// receive more (as `create_queue_with_dlq` sets it), so that this adapter sees it first.
     pub fn with_redrive(
         mut self,
         dead_letter_url: impl Into<String>,

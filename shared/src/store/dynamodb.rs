@@ -57,7 +57,7 @@ pub struct DynamoHookStore {
 }
 
 impl DynamoHookStore {
-    /// Uses `table`, which must exist with the layout made by [`create_table`].
+    /// Uses `table`, which must exist with the layout of the template (or of `create_table`).
     pub fn new(client: Client, table: String) -> DynamoHookStore {
         DynamoHookStore { client, table }
     }

@@ -56,7 +56,7 @@ pub struct DynamoWindowStore {
 }
 
 impl DynamoWindowStore {
-    /// Uses `table`, which must exist with the layout made by [`create_table`].
+    /// Uses `table`, which must exist with the layout of the template (or of `create_table`).
     pub fn new(client: Client, table: String) -> DynamoWindowStore {
         DynamoWindowStore { client, table }
     }
