@@ -1,7 +1,9 @@
 //! Building AWS SDK configuration once per process, with an optional endpoint override so the
 //! same adapters talk to moto or any other local AWS-compatible server.
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+#[cfg(feature = "test-util")]
+use aws_config::Region;
+use aws_config::{BehaviorVersion, SdkConfig};
 
 /// Loads the SDK configuration from the environment (credentials, region, and the endpoint when
 /// `AWS_ENDPOINT_URL` names one).
@@ -10,6 +12,7 @@ pub async fn load_config() -> SdkConfig {
 }
 
 /// Configuration for a local AWS-compatible server (moto): fixed test credentials and region.
+#[cfg(feature = "test-util")]
 pub fn local_config(endpoint_url: &str) -> SdkConfig {
     SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -22,10 +25,12 @@ pub fn local_config(endpoint_url: &str) -> SdkConfig {
 }
 
 /// How long [`create_table`] waits for a new table to become active.
+#[cfg(feature = "test-util")]
 const TABLE_ACTIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Creates an on-demand DynamoDB table with string keys — `hash`, and `range` when given — and
 /// waits until it is active. For tests and tooling; deployments create tables from the template.
+#[cfg(feature = "test-util")]
 pub async fn create_table(
     client: &aws_sdk_dynamodb::Client,
     name: &str,

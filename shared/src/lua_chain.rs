@@ -676,16 +676,12 @@ mod tests {
         // Given sixteen functions that each stay well within the budget alone
         let busy = "return function(d) for i = 1, 2e6 do end return d end";
         let chain = chain(&[busy; 16]);
-        // When the chain runs, then the budget of the whole chain stops it early
-        let started = Instant::now();
+        // When the chain runs, then the budget of the whole chain stops it (with a budget per
+        // function, every function would finish and the chain would succeed)
         let err = chain.run(&json!({}), "e", "s", 1).unwrap_err();
         assert!(
             matches!(&err, LuaChainError::Limit(m) if m.ends_with("CPU time limit exceeded")),
             "{err}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the budget is one, not sixteen"
         );
     }
 
@@ -736,7 +732,8 @@ mod tests {
             err,
             LuaChainError::Limit("function 1: CPU time limit exceeded".into())
         );
-        assert!(started.elapsed() < Duration::from_secs(2));
+        // Generous: only proves it stopped at all (the alternative spins forever)
+        assert!(started.elapsed() < Duration::from_secs(10));
         // And the next event runs normally
         assert_eq!(
             chain.run(&json!({"ok": 1}), "e", "s", 1),
@@ -758,18 +755,18 @@ mod tests {
             .run(&json!({}), "e", "s", 1)
             .unwrap_err();
         assert!(matches!(err, LuaChainError::Limit(_)), "{err:?}");
-        assert!(started.elapsed() < Duration::from_secs(2));
+        // Generous: only proves it stopped at all (the alternative spins forever)
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]
     fn a_pattern_bomb_is_refused_at_once() {
-        let started = Instant::now();
+        // Refused before it runs: the message says so (the CPU budget would say something else)
         let err = run_one(
             "return function() return ('a'):rep(40):find(('a*'):rep(40) .. 'b') end",
             json!(null),
         )
         .unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(1));
         assert!(
             matches!(&err, LuaChainError::Runtime { function: 1, message } if message.contains("pattern too complex")),
             "{err:?}"
@@ -778,9 +775,16 @@ mod tests {
 
     #[test]
     fn a_memory_bomb_is_stopped_and_the_chain_still_works() {
-        let chain = chain(&[
-            "local keep = {}\nreturn function(d)\n  if d.bomb then for i = 1, 1e9 do keep[i] = string.rep('x', 1024) .. i end end\n  return #keep\nend",
-        ]);
+        // A budget no busy machine runs out of first: the memory limit must be what stops it
+        let limits = Limits {
+            cpu_time: Duration::from_secs(60),
+            ..limits()
+        };
+        let chain = LuaChain::compile(
+            &["local keep = {}\nreturn function(d)\n  if d.bomb then for i = 1, 1e9 do keep[i] = string.rep('x', 1024) .. i end end\n  return #keep\nend".to_owned()],
+            &limits,
+        )
+        .expect("compiles");
         let err = chain.run(&json!({"bomb": true}), "e", "s", 1).unwrap_err();
         assert_eq!(
             err,

@@ -773,35 +773,92 @@ async fn options_head_and_method_not_allowed() {
     assert_eq!(response.status(), 404);
 }
 
+/// Every (method, path) of the OpenAPI document, path parameters filled in, plus the `HEAD` and
+/// `OPTIONS` the router answers on every path. The document is checked against the router in
+/// both directions (`openapi.rs`), so a new route shows up here without editing this test.
+fn documented_requests() -> Vec<(reqwest::Method, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/openapi.json");
+    let text = std::fs::read_to_string(path).expect("read shared/openapi.json");
+    let doc: Value = serde_json::from_str(&text).expect("shared/openapi.json is JSON");
+    let paths = doc["paths"].as_object().expect("the document has paths");
+    let mut requests = Vec::new();
+    for (template, item) in paths {
+        let url = template
+            .replace("{id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{delivery}", &uuid::Uuid::new_v4().to_string())
+            .replace("{source}", "crud")
+            .replace("{event}", "consumers");
+        let methods = item.as_object().expect("a path item is an object").keys();
+        for method in methods
+            .filter(|key| !matches!(key.as_str(), "parameters" | "summary" | "description"))
+            .map(String::as_str)
+            .chain(["head", "options"])
+        {
+            let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+                .unwrap_or_else(|_| panic!("{method} is not an HTTP method"));
+            requests.push((method, url.clone()));
+        }
+    }
+    requests
+}
+
 #[tokio::test]
-async fn admin_token_guards_every_route() {
+async fn admin_token_guards_every_route_and_method() {
     let server = LocalServer::start(&["--admin-token", "s3cret"]);
     let http = reqwest::Client::new();
-    for path in ["/event-hooks", "/event-hooks/sources", "/nowhere"] {
-        let response = http.get(server.url(path)).send().await.unwrap();
-        assert_eq!(response.status(), 401);
-        assert_eq!(
-            response.json::<Value>().await.unwrap(),
-            json!({"message":"Invalid credentials. Token or User credentials required"})
-        );
-        let response = http
-            .get(server.url(path))
-            .header("Kong-Admin-Token", "guess")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 401);
-        assert_eq!(
-            response.json::<Value>().await.unwrap(),
-            json!({"message":"Invalid RBAC credentials"})
+    let mut requests = documented_requests();
+    // Fewer would mean the document was not read as intended (17 operations when written).
+    assert!(requests.len() >= 17 + 2 * 11, "{requests:?}");
+    // Kong answers 401 before 404 and 405 too: unknown paths and methods are guarded as well.
+    requests.push((reqwest::Method::GET, "/nowhere".to_owned()));
+    requests.push((reqwest::Method::PUT, "/event-hooks".to_owned()));
+    requests.push((reqwest::Method::TRACE, "/event-hooks".to_owned()));
+
+    for (method, path) in requests {
+        let request = |token: Option<&str>| {
+            let mut request = http.request(method.clone(), server.url(&path));
+            if matches!(method.as_str(), "POST" | "PUT" | "PATCH") {
+                request = request.json(&json!({}));
+            }
+            match token {
+                Some(token) => request.header("Kong-Admin-Token", token),
+                None => request,
+            }
+        };
+
+        // No token: Kong's message for missing credentials
+        let response = request(None).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{method} {path} without a token");
+        if method != reqwest::Method::HEAD {
+            assert_eq!(
+                response.json::<Value>().await.unwrap(),
+                json!({"message":"Invalid credentials. Token or User credentials required"}),
+                "{method} {path} without a token"
+            );
+        }
+
+        // A wrong token: Kong's RBAC message
+        let response = request(Some("guess")).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{method} {path} with a wrong token");
+        if method != reqwest::Method::HEAD {
+            assert_eq!(
+                response.json::<Value>().await.unwrap(),
+                json!({"message":"Invalid RBAC credentials"}),
+                "{method} {path} with a wrong token"
+            );
+        }
+
+        // The right token: past the guard, whatever the handler then says
+        let response = request(Some("s3cret")).send().await.unwrap();
+        assert_ne!(
+            response.status(),
+            401,
+            "{method} {path} with the right token"
         );
     }
-    let response = http
-        .get(server.url("/event-hooks"))
-        .header("Kong-Admin-Token", "s3cret")
-        .send()
-        .await
-        .unwrap();
+
+    // The local server's own health check stays open: it serves load balancers, not admins
+    let response = http.get(server.url("/status")).send().await.unwrap();
     assert_eq!(response.status(), 200);
 }
 

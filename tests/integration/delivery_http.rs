@@ -294,7 +294,8 @@ async fn a_redirect_is_not_followed() {
 #[tokio::test]
 async fn a_slow_target_times_out_and_is_retried() {
     let mut slow = answer(200);
-    slow.delay = Duration::from_secs(3);
+    // Far longer than the timeout: a sender that does not time out gets the answer and fails below
+    slow.delay = Duration::from_secs(60);
     let receiver = Receiver::start(vec![slow]).await;
     let sender = HttpSender::new(HttpSettings {
         total_timeout: Duration::from_millis(300),
@@ -308,10 +309,8 @@ async fn a_slow_target_times_out_and_is_retried() {
 
     let elapsed = started.elapsed();
     assert_eq!(result, Err(SendError::Timeout));
-    assert!(
-        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2),
-        "{elapsed:?}"
-    );
+    // Not before the timeout (timers never fire early); no upper bound: see the delay above
+    assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
     assert!(result.as_ref().unwrap_err().is_retryable());
     assert_eq!(classify(&result), Verdict::Retry { after: None });
 }
@@ -415,25 +414,18 @@ async fn an_endless_body_is_read_up_to_the_cap_without_waiting_for_its_end() {
     })
     .unwrap();
 
-    let started = Instant::now();
     let result = sender
         .send(post(format!("http://{addr}/"), b"{}"), false)
         .await;
 
+    // An answer, not a timeout: the reader stopped at the cap instead of waiting for the rest
     let response = result.unwrap();
     assert_eq!(response.body, "z".repeat(4096));
-    // Well under the 10 s total timeout: the reader stopped at the cap.
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
-/// Asserts that the guarded sender refuses `url` with a message containing `expected`, quickly
-/// (no connect attempt, no timeout waited out).
+/// Asserts that the guarded sender refuses `url` with a message containing `expected` (a refusal,
+/// not a connect error or a timeout, so nothing was attempted).
 async fn assert_refused(url: &str, expected: &str) {
-    let started = Instant::now();
     let result = guarded_sender()
         .send(post(url.to_owned(), b"{}"), false)
         .await;
@@ -443,11 +435,6 @@ async fn assert_refused(url: &str, expected: &str) {
         }
         other => panic!("{url}: expected a refusal, got {other:?}"),
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{url}: {:?}",
-        started.elapsed()
-    );
     assert!(!result.as_ref().unwrap_err().is_retryable());
     assert!(matches!(classify(&result), Verdict::Failed(_)));
 }

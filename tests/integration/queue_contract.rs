@@ -284,20 +284,22 @@ async fn a_dead_lettered_message_carries_its_reason(backend: Backend) {
 }
 
 async fn a_long_poll_wakes_up_for_a_message_sent_while_waiting(backend: Backend) {
-    // Given a receiver waiting up to ten seconds on an empty queue
+    // Given a receiver waiting as long as SQS allows (20 s) on an empty queue
     let f = backend.fixture(5).await;
     let started = Instant::now();
 
     // When a message is sent while it waits
-    let (got, ()) = tokio::join!(f.queue.receive(1, LONG, Duration::from_secs(10)), async {
+    let (got, ()) = tokio::join!(f.queue.receive(1, LONG, Duration::from_secs(20)), async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         f.queue.send(Outgoing::now("wake up")).await.unwrap();
     });
 
-    // Then the receiver gets it promptly rather than at the end of its wait
+    // Then the receiver gets it rather than an empty answer at the end of its wait. The bound is
+    // generous on purpose (half the wait, not "promptly"): it only tells "woken" from "waited it
+    // out" and must not flake on a busy machine.
     assert_eq!(got.unwrap()[0].body, "wake up");
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(10),
         "took {:?}",
         started.elapsed()
     );

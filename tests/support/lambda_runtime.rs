@@ -226,21 +226,10 @@ fn record(shared: &Shared, report: Report) -> StatusCode {
     StatusCode::ACCEPTED
 }
 
-/// The binary `name` built by `cargo build --workspace` next to this test binary
-/// (`target/<profile>/`).
+/// The function binary `name`, built from the current sources by this test run (see
+/// [`binaries`](crate::binaries)).
 pub fn function_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binaries live in target/<profile>/deps");
-    let path = profile_dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (`cargo build --workspace`, done by `make test`)",
-        path.display()
-    );
-    path
+    crate::binaries::path(name)
 }
 
 /// Why an invocation produced no response.

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: the moto endpoint, the local server binary.
 
+pub mod binaries;
 pub mod lambda_runtime;
 pub mod moto;
 pub mod receiver;

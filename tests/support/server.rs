@@ -12,24 +12,13 @@ pub struct LocalServer {
     pub data_dir: PathBuf,
 }
 
-/// The binary built by `cargo build` next to this test binary (`target/<profile>/`), or the one
-/// named by `EVENT_HOOKS_LOCAL_BIN`.
+/// The `event-hooks-local` binary, built from the current sources by this test run (see
+/// [`binaries`](crate::binaries)), or the one named by `EVENT_HOOKS_LOCAL_BIN`.
 pub fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("EVENT_HOOKS_LOCAL_BIN") {
         return PathBuf::from(path);
     }
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binaries live in target/<profile>/deps");
-    let path = profile_dir.join("event-hooks-local");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (`cargo build -p event-hooks-local`, done by `make test`)",
-        path.display()
-    );
-    path
+    crate::binaries::path("event-hooks-local")
 }
 
 /// A fresh, empty data directory under the system temp dir.

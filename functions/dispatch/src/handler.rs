@@ -145,14 +145,48 @@ pub async fn handle_batch(
 mod tests {
     use super::*;
 
+    /// Queues at real-looking URLs; the client is never called, so it needs no endpoint.
+    fn queues() -> Queues {
+        let config = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .build();
+        let client = aws_sdk_sqs::Client::from_conf(config);
+        let url = |name: &str| format!("https://sqs.us-east-1.amazonaws.com/123456789012/{name}");
+        Queues::new(
+            SqsQueue::new(client.clone(), url("stack-Events-1A2B")),
+            SqsQueue::new(client, url("stack-Deliveries-3C4D")),
+        )
+    }
+
     #[test]
     fn queue_names_come_from_urls_and_arns() {
-        assert_eq!(
-            queue_name("https://sqs.us-east-1.amazonaws.com/123456789012/events"),
-            "events"
-        );
-        let arn = "arn:aws:sqs:us-east-1:123456789012:events";
-        assert_eq!(arn.rsplit(':').next(), Some("events"));
+        let queues = queues();
+        let arn = |name: &str| format!("arn:aws:sqs:us-east-1:123456789012:{name}");
+
+        let events = queues.for_arn(&arn("stack-Events-1A2B"));
+        let deliveries = queues.for_arn(&arn("stack-Deliveries-3C4D"));
+
+        let (queue, feed) = events.expect("the events queue is recognised");
+        assert_eq!(feed, Feed::Events);
+        assert!(queue.url().ends_with("/stack-Events-1A2B"));
+        let (queue, feed) = deliveries.expect("the deliveries queue is recognised");
+        assert_eq!(feed, Feed::Deliveries);
+        assert!(queue.url().ends_with("/stack-Deliveries-3C4D"));
+    }
+
+    #[test]
+    fn records_from_other_queues_are_not_recognised() {
+        let queues = queues();
+
+        for arn in [
+            "arn:aws:sqs:us-east-1:123456789012:stack-Events-1A2B-dlq",
+            "arn:aws:sqs:us-east-1:123456789012:Events-1A2B",
+            "arn:aws:sqs:us-east-1:123456789012:",
+            "",
+        ] {
+            assert!(queues.for_arn(arn).is_none(), "{arn}");
+        }
     }
 
     #[test]

@@ -25,9 +25,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+#[cfg(feature = "test-util")]
 use aws_sdk_dynamodb::error::ProvideErrorMetadata as _;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TimeToLiveSpecification};
+#[cfg(feature = "test-util")]
+use aws_sdk_dynamodb::types::TimeToLiveSpecification;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_dynamodb::Client;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -50,6 +53,7 @@ const TTL_ATTRIBUTE: &str = "expires_at";
 ///
 /// An emulator that does not implement `UpdateTimeToLive` is tolerated: the table then never
 /// purges, which the adapter does not rely on, since reads skip expired items themselves.
+#[cfg(feature = "test-util")]
 pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError> {
     crate::aws::create_table(client, name, "pk", Some("sk")).await?;
     let ttl = TimeToLiveSpecification::builder()
@@ -77,6 +81,7 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError>
 }
 
 /// Whether an error code says the operation is not implemented (as emulators answer).
+#[cfg(feature = "test-util")]
 fn unsupported(code: Option<&str>) -> bool {
     matches!(
         code,
@@ -92,7 +97,7 @@ pub struct DynamoDeliveryLog {
 }
 
 impl DynamoDeliveryLog {
-    /// Uses `table`, which must exist with the layout made by [`create_table`].
+    /// Uses `table`, which must exist with the layout of the template (or of `create_table`).
     pub fn new(client: Client, table: String) -> DynamoDeliveryLog {
         DynamoDeliveryLog { client, table }
     }

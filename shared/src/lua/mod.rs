@@ -689,10 +689,9 @@ mod tests {
             "return (s):find(bomb, 1, false)",
         ] {
             // Given a pattern that would backtrack for minutes, when it is called
-            let started = Instant::now();
             let err = eval::<Value>(&format!("{BOMB}{call}")).unwrap_err();
-            // Then it is refused with a clear error, long before any budget ends
-            assert!(started.elapsed() < Duration::from_secs(1), "{call}");
+            // Then it is refused with a clear error before it runs (not stopped by the budget,
+            // whose error says something else)
             assert!(
                 err.to_string().contains(
                     "pattern too complex for the sandbox: 40 quantifiers over a subject of 40 bytes"
@@ -742,7 +741,8 @@ mod tests {
         let err = eval::<Value>("local s = string.rep(' ', 4400) while true do s:find('%s*x') end")
             .unwrap_err();
         assert!(err.to_string().contains(CPU_LIMIT), "{err}");
-        assert!(started.elapsed() < Duration::from_secs(1));
+        // Generous: only proves it stopped at all (the alternative loops forever)
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]
@@ -850,7 +850,8 @@ mod tests {
         let empty: String =
             eval("return string.rep('', math.maxinteger) .. ('').rep('', 1e15, '')").unwrap();
         assert_eq!(empty, "");
-        assert!(started.elapsed() < Duration::from_secs(1));
+        // Generous: only proves it returned at all (the alternative loops 2^63 times)
+        assert!(started.elapsed() < Duration::from_secs(10));
         let joined: String = eval("return ('ab'):rep(3, ',')").unwrap();
         assert_eq!(joined, "ab,ab,ab");
         assert!(eval::<Value>("return string.rep('', 1.5)").is_err());
@@ -864,9 +865,8 @@ mod tests {
             "local t = setmetatable({}, {__len = function() return 1e15 end}) table.insert(t, 1, 'x')",
             "local t = setmetatable({}, {__len = function() return 1e15 end}) table.remove(t, 1)",
         ] {
-            let started = Instant::now();
+            // Refused before it starts: the message says so (the budget would say something else)
             let err = eval::<Value>(code).unwrap_err();
-            assert!(started.elapsed() < Duration::from_secs(1), "{code}");
             assert!(err.to_string().contains("range too large"), "{code}: {err}");
         }
         let moved: Vec<i64> = eval(

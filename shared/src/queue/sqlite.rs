@@ -24,7 +24,12 @@ use crate::sqlite::Database;
 
 /// How often a waiting receiver looks again without being woken: covers messages sent by another
 /// process or by a queue value that is not a clone of this one.
+#[cfg(not(test))]
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// In unit tests a receiver never finds a message by polling: one that arrives before a test's
+/// generous bound was woken up, which the tests can then assert without timing anything.
+#[cfg(test)]
+const POLL_INTERVAL: Duration = Duration::from_secs(3600);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS queue_messages (
@@ -422,6 +427,11 @@ mod tests {
 
     const NO_WAIT: Duration = Duration::ZERO;
     const SHORT: Duration = Duration::from_millis(100);
+    /// Longer than any test may take: a receiver that waits this long was never woken.
+    const FOREVER: Duration = Duration::from_secs(3600);
+    /// How long a test waits for a receiver that should be woken before calling it stuck: only
+    /// proves it stopped at all (without the wake-up it would wait an hour), so it may be generous.
+    const STUCK: Duration = Duration::from_secs(10);
 
     /// Whether `receipt` is the current receipt of a message.
     async fn is_current(queue: &SqliteQueue, receipt: &str) -> bool {
@@ -525,17 +535,17 @@ mod tests {
         // Given a receiver waiting on one clone of the queue
         let queue = queue().await;
         let sender = queue.clone();
-        let started = Instant::now();
 
         // When another clone sends a message while it waits
-        let (got, _) = tokio::join!(queue.receive(1, SHORT, Duration::from_secs(5)), async {
+        let receive = tokio::time::timeout(STUCK, queue.receive(1, SHORT, FOREVER));
+        let (got, _) = tokio::join!(receive, async {
             tokio::time::sleep(Duration::from_millis(50)).await;
             sender.send(Outgoing::now("ping")).await.unwrap();
         });
 
-        // Then the receiver gets it before the poll interval would have found it
+        // Then the receiver gets it: woken, since polling would take an hour (POLL_INTERVAL)
+        let got = got.expect("the receiver was not woken by the send");
         assert_eq!(got.unwrap()[0].body, "ping");
-        assert!(started.elapsed() < POLL_INTERVAL - Duration::from_millis(50));
     }
 
     #[tokio::test]
@@ -548,15 +558,14 @@ mod tests {
         assert!(queue.receive(1, SHORT, NO_WAIT).await.unwrap().is_empty());
 
         // When a receiver waits for it
-        let got = queue
-            .receive(1, SHORT, Duration::from_secs(5))
+        let got = tokio::time::timeout(STUCK, queue.receive(1, SHORT, FOREVER))
             .await
+            .expect("the receiver did not wake up when the delay ended")
             .unwrap();
 
-        // Then it arrives once the delay has passed, not a poll interval later
+        // Then it arrives once the delay has passed, not a poll interval (an hour) later
         assert_eq!(got[0].body, "later");
         assert!(started.elapsed() >= delay);
-        assert!(started.elapsed() < POLL_INTERVAL - Duration::from_millis(50));
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 //! The limit on receives is enforced twice: by this adapter, which dead-letters a message received
 //! more than `max_receives` times with [`DeadLetterReason::TooManyReceives`] (in the one
 //! dead-letter format, see [`super`]), and by the queue's own redrive policy one receive later
-//! (see [`create_queue_with_dlq`]), a backstop that moves messages without a reason. An
+//! (see `create_queue_with_dlq`), a backstop that moves messages without a reason. An
 //! SQS-triggered Lambda function never calls [`Queue::receive`], so it asks
 //! [`SqsQueue::received_too_often`] itself. SDK types stay in this module; SDK errors become
 //! [`QueueError::Backend`] with the full error chain in the message.
@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::error::DisplayErrorContext;
+#[cfg(feature = "test-util")]
+use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::types::{
-    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
-    SendMessageBatchRequestEntry,
+    MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
 
@@ -58,7 +59,7 @@ impl SqsQueue {
     /// Sends dead letters to the queue at `dead_letter_url` (normally the target of the queue's
     /// redrive policy): those of [`Queue::dead_letter`], and every message received more than
     /// `max_receives` times, with the reason. The queue's own redrive policy should allow one
-    /// receive more (as [`create_queue_with_dlq`] sets it), so that this adapter sees it first.
+    /// receive more (as `create_queue_with_dlq` sets it), so that this adapter sees it first.
     pub fn with_redrive(
         mut self,
         dead_letter_url: impl Into<String>,
@@ -297,6 +298,7 @@ fn message_attributes(
 /// `(queue_url, dead_letter_url)`. The redrive policy allows `max_receives + 1` receives: an
 /// [`SqsQueue::with_redrive`] with `max_receives` dead-letters a message with its reason on that
 /// last receive, and the policy only catches what the adapter could not move.
+#[cfg(feature = "test-util")]
 pub async fn create_queue_with_dlq(
     client: &Client,
     name: &str,

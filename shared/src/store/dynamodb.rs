@@ -44,6 +44,7 @@ const TRANSACTION_CONFLICT: &str = "TransactionConflict";
 
 /// Creates the table this adapter expects (`pk`/`sk` string keys, on-demand billing) and waits
 /// until it is active. For tests and tooling; deployments create it from the template.
+#[cfg(feature = "test-util")]
 pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError> {
     crate::aws::create_table(client, name, "pk", Some("sk")).await
 }
@@ -56,7 +57,7 @@ pub struct DynamoHookStore {
 }
 
 impl DynamoHookStore {
-    /// Uses `table`, which must exist with the layout made by [`create_table`].
+    /// Uses `table`, which must exist with the layout of the template (or of `create_table`).
     pub fn new(client: Client, table: String) -> DynamoHookStore {
         DynamoHookStore { client, table }
     }

@@ -13,7 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, TimeToLiveSpecification};
+use aws_sdk_dynamodb::types::AttributeValue;
+#[cfg(feature = "test-util")]
+use aws_sdk_dynamodb::types::TimeToLiveSpecification;
 use aws_sdk_dynamodb::Client;
 
 use super::{expiry_millis, now_millis, StoreError, WindowStore};
@@ -27,6 +29,7 @@ const SWAP_CONDITION: &str =
 /// Creates the table this adapter expects (hash key `key`, on-demand billing), waits until it is
 /// active, and turns on TTL on `expires_at`. For tests and tooling; deployments create it from the
 /// template.
+#[cfg(feature = "test-util")]
 pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError> {
     crate::aws::create_table(client, name, "key", None).await?;
     client
@@ -53,7 +56,7 @@ pub struct DynamoWindowStore {
 }
 
 impl DynamoWindowStore {
-    /// Uses `table`, which must exist with the layout made by [`create_table`].
+    /// Uses `table`, which must exist with the layout of the template (or of `create_table`).
     pub fn new(client: Client, table: String) -> DynamoWindowStore {
         DynamoWindowStore { client, table }
     }
