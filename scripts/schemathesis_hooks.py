@@ -1,7 +1,7 @@
 """Schemathesis hooks of scripts/schemathesis.sh (loaded through SCHEMATHESIS_HOOKS).
 
-They teach the generator what the OpenAPI document can only say in prose: the shape of the
-opaque delivery page token (`format: delivery-offset`).
+Teaches the generator what the OpenAPI document can only say in prose: the shape of the opaque
+delivery page token (`format: delivery-offset`), so that generated offsets are real ones.
 """
 
 import base64
@@ -21,17 +21,3 @@ schemathesis.openapi.format(
     st.builds(_delivery_offset, st.integers(0, 9_999_999_999_999), st.uuids()),
 )
 
-
-@schemathesis.hook
-def filter_body(context, body):
-    """A custom event's `unique` must name some of its `fields` (documented in prose)."""
-    operation = context.operation
-    if operation is None or operation.method.upper() != "PUT" or not operation.path.startswith("/event-hooks/sources/"):
-        return True
-    if not isinstance(body, dict):
-        return True
-    fields, unique = body.get("fields"), body.get("unique")
-    as_list = lambda v: [] if v in (None, "") else ([v] if isinstance(v, str) else v)
-    if not isinstance(as_list(fields), list) or not isinstance(as_list(unique), list):
-        return True
-    return all(name in as_list(fields) for name in as_list(unique))
