@@ -17,11 +17,11 @@ if [ -z "${CONFORMANCE_IN_NETNS:-}" ] && [ "${CONFORMANCE_NETWORK:-}" != host ];
   scripts/venv.sh
   ${CARGO:-cargo} build --quiet -p event-hooks-local
   for flags in -rn -n; do
-    if unshare "$flags" true 2>/dev/null; then
+    if unshare "$flags" ip link set lo up 2>/dev/null; then
       exec env CONFORMANCE_IN_NETNS=1 unshare "$flags" "$0" "$@"
     fi
   done
-  echo "conformance: cannot create a network namespace (unshare -rn); set CONFORMANCE_NETWORK=host to run without one" >&2
+  echo "conformance: cannot create a network namespace with loopback up (unshare -rn, ip); set CONFORMANCE_NETWORK=host to run without one" >&2
   exit 1
 fi
 if [ -n "${CONFORMANCE_IN_NETNS:-}" ]; then
@@ -45,7 +45,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 # Short timeouts: generated targets are unreachable (no network) or the server itself.
-target/debug/event-hooks-local --listen "127.0.0.1:$port" --data-dir "$work/data" \
+"${CARGO_TARGET_DIR:-target}/debug/event-hooks-local" --listen "127.0.0.1:$port" --data-dir "$work/data" \
   --workers 2 --connect-timeout 1 --request-timeout 3 --retry-schedule 1h \
   >"$work/server.log" 2>&1 &
 server_pid=$!
@@ -61,7 +61,7 @@ for _ in $(seq 1 200); do
 done
 
 set +e
-SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$PWD/scripts" \
+SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$PWD/scripts" CONFORMANCE_BASE_URL="$base" \
   .venv/bin/schemathesis --no-color --config-file scripts/schemathesis.toml run "$base/openapi.json" \
   --url "$base" \
   --checks all \
@@ -75,6 +75,10 @@ set -e
 # Schemathesis's own counts: operations tested, and unique failures (none when all passed).
 operations=$(grep -Eo '^ +Tested: [0-9]+' "$work/schemathesis.log" | grep -Eo '[0-9]+' || echo 0)
 failures=$(grep -Eo '[0-9]+ unique failures?' "$work/schemathesis.log" | grep -Eo '^[0-9]+' || echo 0)
+if [ "$status" -ne 0 ]; then
+  echo "--- last lines of the server's log:"
+  tail -n 40 "$work/server.log"
+fi
 if [ "$status" -ne 0 ] && [ "$failures" -eq 0 ]; then
   failures=1 # schemathesis failed without a report entry (an error of its own): still a failure
 fi
