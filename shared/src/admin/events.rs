@@ -37,10 +37,12 @@ fn integral_timestamp(fields: &mut Map<String, Value>) {
     if number.is_i64() {
         return;
     }
-    // `i64::MAX as f64` rounds up to 2^63, itself out of range: hence the strict bound.
+    // Strict bounds: `i64::MAX as f64` rounds up to 2^63, out of range, and a number just below
+    // `i64::MIN` (which serde reads as a float) rounds to `i64::MIN as f64`; `i64::MIN` itself is
+    // an `i64` above.
     let integral = number
         .as_f64()
-        .filter(|f| f.fract() == 0.0 && *f >= i64::MIN as f64 && *f < i64::MAX as f64);
+        .filter(|f| f.fract() == 0.0 && *f > i64::MIN as f64 && *f < i64::MAX as f64);
     if let Some(value) = integral {
         fields.insert("timestamp".into(), Value::from(value as i64));
     }
@@ -67,6 +69,9 @@ mod tests {
         assert_eq!(timestamp_of(json!({"timestamp": 1.5})), json!(1.5));
         assert_eq!(timestamp_of(json!({"timestamp": 1e300})), json!(1e300));
         assert_eq!(timestamp_of(json!({"timestamp": "5"})), json!("5"));
+        let below_min: Value =
+            serde_json::from_str(r#"{"timestamp": -9223372036854775809}"#).unwrap();
+        assert!(timestamp_of(below_min).is_f64(), "not rounded to i64::MIN");
         let event = event_from_value(json!({"source":"crud","event":"consumers","timestamp": 5}));
         assert_eq!(event.map(|e| e.timestamp), Ok(5));
     }
