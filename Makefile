@@ -5,7 +5,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8001
 DATA_DIR ?= ./data
 
-.PHONY: help run test unit-and-integration lint fmt validate-template build bench reliability venv clean
+.PHONY: help run test unit-and-integration conformance lint fmt validate-template build bench reliability venv clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -13,10 +13,13 @@ help: ## List the targets
 run: ## Start the service locally on 127.0.0.1:8001 with data in ./data (no AWS needed)
 	$(CARGO) run --release -p event-hooks-local -- --listen $(LISTEN) --data-dir $(DATA_DIR)
 
-test: lint validate-template unit-and-integration ## Run every check and test (installs moto and the SAM CLI into .venv)
+test: lint validate-template unit-and-integration conformance ## Run every check and test (installs moto, the SAM CLI and schemathesis into .venv)
 
 unit-and-integration: venv ## Unit, contract (SQLite and moto) and HTTP tests, with a summary line
 	scripts/test.sh
+
+conformance: venv ## schemathesis (all checks, stateful links) against the local server and /openapi.json
+	scripts/schemathesis.sh
 
 lint: ## Formatting and clippy, warnings as errors
 	$(CARGO) fmt --all -- --check
@@ -28,7 +31,7 @@ fmt: ## Format the code
 validate-template: venv ## sam validate --lint on template.yaml
 	scripts/validate-template.sh
 
-venv: ## Create .venv with moto and the SAM CLI (once), and install curl if missing
+venv: ## Create .venv with moto, the SAM CLI and schemathesis (once), and install curl if missing
 	scripts/system-deps.sh
 	scripts/venv.sh
 
@@ -40,8 +43,7 @@ bench: ## Benchmarks: per-delivery overhead, end-to-end throughput, start-up tim
 	$(CARGO) bench -p event-hooks-local --bench throughput
 	scripts/startup-bench.sh
 
-reliability: ## Proof suite against the release build: attacks, kill -9, fuzz, SSRF, memory, bench (ARGS=--quick)
-	scripts/reliability-venv.sh
+reliability: venv ## Proof suite against the release build: attacks, kill -9, fuzz, SSRF, memory, bench (ARGS=--quick)
 	$(CARGO) build --release -p event-hooks-local
 	.venv/bin/python scripts/reliability/run.py $(ARGS)
 

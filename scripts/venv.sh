@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv with the Python tools the tests need (moto's server, the SAM CLI), once.
+# Creates .venv with the Python tools the tests need (moto's server, the SAM CLI, schemathesis), once.
 # Re-runs only when requirements-dev.txt changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -208,3 +208,211 @@ fn collect_refs(value: &Value, refs: &mut Vec<String>) {
         _ => {}
     }
 }
+
+/// The document as checked in, without a server: the checks below are about its content.
+fn document() -> Value {
+    serde_json::from_str(include_str!("../../shared/openapi.json")).expect("the document parses")
+}
+
+/// The schema at `pointer` (under `#/components/schemas`).
+fn schema<'a>(doc: &'a Value, pointer: &str) -> &'a Value {
+    doc.pointer(&format!("/components/schemas{pointer}"))
+        .unwrap_or_else(|| panic!("no schema at {pointer}"))
+}
+
+#[test]
+fn the_document_states_the_limits_of_spec_1() {
+    use event_hooks::limits::*;
+    let doc = document();
+    let custom = "/WebhookCustomConfigInput/properties";
+    let hook = "/HookInput/oneOf/0/properties";
+    let expected: &[(&str, &str, usize)] = &[
+        (&format!("{custom}/headers"), "maxProperties", MAX_HEADERS),
+        (
+            &format!("{custom}/headers/propertyNames"),
+            "maxLength",
+            MAX_HEADER_NAME_BYTES,
+        ),
+        (
+            &format!("{custom}/headers/additionalProperties"),
+            "maxLength",
+            MAX_HEADER_VALUE_BYTES,
+        ),
+        (
+            &format!("{custom}/payload"),
+            "maxProperties",
+            MAX_PAYLOAD_ENTRIES,
+        ),
+        (
+            &format!("{custom}/payload/additionalProperties"),
+            "maxLength",
+            MAX_TEMPLATE_BYTES,
+        ),
+        (&format!("{custom}/body"), "maxLength", MAX_TEMPLATE_BYTES),
+        (&format!("{custom}/url"), "maxLength", MAX_URL_BYTES),
+        (
+            "/LambdaConfigInput/properties/functions",
+            "maxItems",
+            MAX_FUNCTIONS,
+        ),
+        (&format!("{hook}/tags"), "maxItems", MAX_TAGS),
+        (&format!("{hook}/tags/items"), "maxLength", MAX_TAG_BYTES),
+        (&format!("{hook}/name"), "maxLength", MAX_NAME_BYTES),
+    ];
+    for (pointer, keyword, limit) in expected {
+        assert_eq!(
+            schema(&doc, pointer)[keyword],
+            json!(limit),
+            "{keyword} of {pointer}"
+        );
+    }
+    // Every handler's variant of every hook body carries the same limits.
+    for body in ["HookInput", "HookReplace"] {
+        for variant in schema(&doc, &format!("/{body}/oneOf")).as_array().unwrap() {
+            assert_eq!(variant["properties"]["tags"]["maxItems"], json!(MAX_TAGS));
+            assert_eq!(
+                variant["properties"]["name"]["maxLength"],
+                json!(MAX_NAME_BYTES)
+            );
+        }
+    }
+}
+
+#[test]
+fn error_bodies_that_overlap_are_any_of_never_one_of() {
+    // Kong's `{"code","name","message","fields"}` also has the plain `{"message"}` shape, so a
+    // `oneOf` of the two rejects every Kong error.
+    let doc = document();
+    for (name, response) in doc["components"]["responses"].as_object().unwrap() {
+        let schema = &response["content"]["application/json"]["schema"];
+        assert!(schema.get("oneOf").is_none(), "{name} uses oneOf");
+    }
+    let bad_request = &doc["components"]["responses"]["BadRequest"]["content"]["application/json"]
+        ["schema"]["anyOf"];
+    assert_eq!(bad_request.as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn links_reach_every_operation_on_a_hook_and_name_real_parameters() {
+    let doc = document();
+    let mut by_id = std::collections::BTreeMap::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for method in METHODS {
+            if let Some(operation) = item.get(*method) {
+                let mut names: BTreeSet<String> = BTreeSet::new();
+                for parameter in item["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .chain(operation["parameters"].as_array())
+                    .flatten()
+                {
+                    names.insert(resolve(&doc, parameter)["name"].as_str().unwrap().into());
+                }
+                by_id.insert(
+                    operation["operationId"].as_str().unwrap().to_string(),
+                    names,
+                );
+            }
+        }
+    }
+    let mut targets: BTreeSet<String> = BTreeSet::new();
+    let mut links = Vec::new();
+    collect_links(&doc["paths"], &mut links);
+    for link in &links {
+        let target = link["operationId"]
+            .as_str()
+            .expect("links name an operationId");
+        let parameters = by_id
+            .get(target)
+            .unwrap_or_else(|| panic!("link to unknown operation {target}"));
+        for name in link["parameters"].as_object().unwrap().keys() {
+            assert!(
+                parameters.contains(name),
+                "{target} has no parameter {name}"
+            );
+        }
+        targets.insert(target.to_string());
+    }
+    let create_links = doc["paths"]["/event-hooks"]["post"]["responses"]["201"]["links"]
+        .as_object()
+        .expect("createHook links");
+    let from_create: BTreeSet<&str> = create_links
+        .values()
+        .map(|l| l["operationId"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "getHook",
+        "updateHook",
+        "upsertHook",
+        "deleteHook",
+        "testHook",
+        "pingHook",
+        "listDeliveries",
+    ] {
+        assert!(
+            from_create.contains(wanted),
+            "no link from createHook to {wanted}"
+        );
+    }
+    assert!(
+        targets.contains("retryDelivery"),
+        "nothing links to retryDelivery"
+    );
+}
+
+fn collect_links<'a>(value: &'a Value, links: &mut Vec<&'a Value>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Object(found)) = map.get("links") {
+                links.extend(found.values());
+            }
+            map.values().for_each(|v| collect_links(v, links));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_links(v, links)),
+        _ => {}
+    }
+}
+
+#[test]
+fn registered_events_are_the_builtin_catalogue() {
+    let doc = document();
+    let catalogue = serde_json::to_value(event_hooks::sources::Catalogue::builtin()).unwrap();
+    let catalogue = catalogue.as_object().unwrap();
+    let variants = schema(&doc, "/RegisteredEvent/oneOf").as_array().unwrap();
+    let documented: BTreeSet<&str> = variants
+        .iter()
+        .map(|v| v["properties"]["source"]["const"].as_str().unwrap())
+        .collect();
+    let builtin: BTreeSet<&str> = catalogue.keys().map(String::as_str).collect();
+    assert_eq!(documented, builtin, "sources");
+    for variant in variants {
+        let source = variant["properties"]["source"]["const"].as_str().unwrap();
+        let events: BTreeSet<&str> = catalogue[source]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let event = &variant["properties"]["event"];
+        if let Some(listed) = event["enum"].as_array() {
+            let listed: BTreeSet<&str> = listed.iter().map(|e| e.as_str().unwrap()).collect();
+            assert_eq!(listed, events, "events of {source}");
+            continue;
+        }
+        // `crud`: `^(?:entity|…)(?::(?:create|update|delete))?$`, checked by its parts.
+        let pattern = event["pattern"].as_str().expect("an enum or a pattern");
+        let entities = pattern
+            .strip_prefix("^(?:")
+            .and_then(|p| p.strip_suffix(")(?::(?:create|update|delete))?$"))
+            .unwrap_or_else(|| panic!("unexpected pattern of {source}: {pattern}"));
+        let mut expected = BTreeSet::new();
+        for entity in entities.split('|') {
+            expected.insert(entity.to_string());
+            for op in ["create", "update", "delete"] {
+                expected.insert(format!("{entity}:{op}"));
+            }
+        }
+        let events: BTreeSet<String> = events.into_iter().map(str::to_string).collect();
+        assert_eq!(expected, events, "events of {source}");
+    }
+}
