@@ -27,7 +27,7 @@ def server_errors(method, path, status):
 def schemathesis(server, workdir, target, max_seconds, round_seconds, part):
     exe = os.path.join(VENV_BIN, "schemathesis")
     if not os.path.exists(exe):
-        part.notes.append("schemathesis not installed (.venv): run scripts/reliability-venv.sh")
+        part.notes.append("schemathesis not installed (.venv): run make venv")
         return 0, 0, []
     sent, bad, examples = 0, 0, []
     seed = 1
