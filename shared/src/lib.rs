@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod env;
 pub mod events;
 pub mod form;
+pub mod idempotency;
 pub mod limits;
 pub mod lua;
 pub mod lua_chain;

@@ -1,8 +1,21 @@
 //! `POST /events` (beyond Kong, spec §4): emit an event over HTTP. The event is checked against
 //! the catalogue and answered 202 only once it is on the events queue.
+//!
+//! With an `Idempotency-Key` header (spec §8), the same key within [`KEY_TTL`] answers the first
+//! event's id and queues nothing new. The key is claimed before the event is queued and completed
+//! after, so the id answered for a key always names a queued event:
+//! - same key, same body, event queued: 202 with the first id;
+//! - same key, different body: 422 (the body's digest is stored with the key);
+//! - same key while its first request is still queuing the event: 409, retry later;
+//! - the enqueue fails: the claim is released, so a retry with the key queues the event.
+//!
+//! What remains: if the process dies between the claim and the enqueue, or cannot release a
+//! failed claim, the key answers 409 until its [`CLAIM_LEASE`] lapses, then can be claimed again;
+//! if it dies after the enqueue but before completing the key, a retry after the lease queues a
+//! second event (at-least-once, as everywhere else).
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -10,18 +23,99 @@ use serde_json::{json, Value};
 use super::body::Input;
 use super::error::ApiError;
 use super::AdminState;
-use crate::events::{check_registered, event_from_value};
+use crate::events::{check_registered, event_from_value, Event};
+use crate::idempotency::{check_key, Claimed, IdempotencyStore, CLAIM_LEASE, KEY_TTL};
 use crate::queue::Outgoing;
+use crate::windows::event_key;
 
-pub async fn emit(State(state): State<AdminState>, input: Input) -> Result<Response, ApiError> {
-    let event = event_from_value(Value::Object(input.fields)).map_err(ApiError::BadRequest)?;
+/// The request header that makes `POST /events` idempotent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+pub async fn emit(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    input: Input,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    // The digest of the body as sent (before an id and a timestamp are filled in), independent
+    // of key order, so a retry of the same request matches whatever its JSON looks like.
+    let fields = Value::Object(input.fields);
+    let body_digest = key.map(|_| event_key(&fields, None));
+    let event = event_from_value(fields).map_err(ApiError::BadRequest)?;
     let snapshot = state.snapshot.get().await?;
     check_registered(&snapshot.catalogue, &event).map_err(ApiError::BadRequest)?;
-    let body = serde_json::to_string(&event).map_err(ApiError::internal)?;
+    let (Some(key), Some(body_digest)) = (key, body_digest) else {
+        enqueue(&state, &event).await?;
+        return Ok(accepted(event.id));
+    };
+    let Some(store) = state.idempotency.as_deref() else {
+        return Err(ApiError::IdempotencyUnsupported);
+    };
+    emit_once(&state, store, key, &body_digest, &event).await
+}
+
+/// The checked `Idempotency-Key` of the request, if it has one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(bad_key(crate::idempotency::KeyError::Repeated));
+    }
+    check_key(value.as_bytes()).map(Some).map_err(bad_key)
+}
+
+fn bad_key(err: crate::idempotency::KeyError) -> ApiError {
+    ApiError::BadRequest(err.to_string())
+}
+
+/// Claims `key` for `event`, queues it, completes the key; or answers what the key holds.
+async fn emit_once(
+    state: &AdminState,
+    store: &dyn IdempotencyStore,
+    key: &str,
+    body_digest: &str,
+    event: &Event,
+) -> Result<Response, ApiError> {
+    match store
+        .claim(key, event.id, body_digest, CLAIM_LEASE)
+        .await?
+    {
+        Claimed::Existing(claim) if claim.body_digest != body_digest => {
+            Err(ApiError::IdempotencyKeyReused)
+        }
+        Claimed::Existing(claim) if !claim.completed => Err(ApiError::IdempotencyKeyInProgress),
+        Claimed::Existing(claim) => Ok(accepted(claim.event_id)),
+        Claimed::New => {
+            if let Err(err) = enqueue(state, event).await {
+                // Freed so that a retry queues the event instead of being answered with an id
+                // that was never queued; if even that fails, the lease frees it later.
+                if let Err(release) = store.release(key, event.id).await {
+                    tracing::error!(error = %release, "could not release an idempotency key after a failed enqueue");
+                }
+                return Err(err);
+            }
+            if let Err(err) = store.complete(key, event.id, KEY_TTL).await {
+                // The event is queued: the request succeeded. The key stays pending until its
+                // lease lapses (retries get 409 meanwhile, and may queue a duplicate after).
+                tracing::warn!(error = %err, event_id = %event.id, "could not complete an idempotency key");
+            }
+            Ok(accepted(event.id))
+        }
+    }
+}
+
+async fn enqueue(state: &AdminState, event: &Event) -> Result<(), ApiError> {
+    let body = serde_json::to_string(event).map_err(ApiError::internal)?;
     state
         .events
         .send(Outgoing::now(body))
         .await
         .map_err(ApiError::internal)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": event.id }))).into_response())
+    Ok(())
+}
+
+fn accepted(id: uuid::Uuid) -> Response {
+    (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()
 }

@@ -27,6 +27,7 @@ pub use probe::ProbeState;
 use crate::deliveries::DeliveryLog;
 use crate::dispatch::{Delivery, Executor};
 use crate::events::{hook_change_events, Operation};
+use crate::idempotency::IdempotencyStore;
 use crate::lua::LuaPolicy;
 use crate::model::Hook;
 use crate::queue::{Outgoing, Queue, QueueError};
@@ -55,6 +56,8 @@ pub struct AdminState {
     /// The executor of the same process, if any: its cached code of a hook is dropped when the
     /// hook changes or goes.
     executor: Option<Arc<Executor>>,
+    /// Where `POST /events` claims `Idempotency-Key`s; without it such requests get 501.
+    idempotency: Option<Arc<dyn IdempotencyStore>>,
 }
 
 /// The ports of the admin API.
@@ -81,7 +84,14 @@ impl AdminState {
             retries: ports.retries,
             settings: Arc::new(settings),
             executor: None,
+            idempotency: None,
         }
+    }
+
+    /// Makes `POST /events` honour `Idempotency-Key` with `store` (spec §8).
+    pub fn with_idempotency(mut self, store: Arc<dyn IdempotencyStore>) -> AdminState {
+        self.idempotency = Some(store);
+        self
     }
 
     /// Tells `executor` (which runs hooks in this same process) of every hook change, so that it
