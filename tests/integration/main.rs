@@ -8,6 +8,7 @@ mod dispatch_lambda;
 mod dispatch_local;
 mod dispatcher;
 mod hostile_lua;
+mod idempotency_contract;
 mod limits;
 mod openapi;
 mod probe_lambda;
