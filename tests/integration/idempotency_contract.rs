@@ -284,10 +284,7 @@ async fn keys_are_independent_and_may_be_255_visible_bytes(backend: &Backend) {
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     assert_eq!(claim(&*store, &long, a, "d").await, Claimed::New);
     assert_eq!(claim(&*store, &short, b, "d").await, Claimed::New);
-    assert_eq!(
-        claim(&*store, &long, b, "d").await,
-        existing(a, "d", false)
-    );
+    assert_eq!(claim(&*store, &long, b, "d").await, existing(a, "d", false));
     assert_eq!(
         claim(&*store, &short, a, "d").await,
         existing(b, "d", false)

@@ -78,10 +78,7 @@ async fn emit_once(
     body_digest: &str,
     event: &Event,
 ) -> Result<Response, ApiError> {
-    match store
-        .claim(key, event.id, body_digest, CLAIM_LEASE)
-        .await?
-    {
+    match store.claim(key, event.id, body_digest, CLAIM_LEASE).await? {
         Claimed::Existing(claim) if claim.body_digest != body_digest => {
             Err(ApiError::IdempotencyKeyReused)
         }
@@ -118,4 +115,129 @@ async fn enqueue(state: &AdminState, event: &Event) -> Result<(), ApiError> {
 
 fn accepted(id: uuid::Uuid) -> Response {
     (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::http::HeaderValue;
+    use serde_json::Map;
+
+    use super::*;
+    use crate::admin::tests::{flaky, state};
+    use crate::idempotency::sqlite::SqliteIdempotencyStore;
+    use crate::queue::Queue as _;
+    use crate::sqlite::Database;
+
+    fn event() -> Map<String, Value> {
+        let value = json!({"source":"crud","event":"consumers","data":{"operation":"create"}});
+        value.as_object().cloned().unwrap_or_default()
+    }
+
+    fn keyed(key: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_str(key).unwrap());
+        headers
+    }
+
+    async fn post(state: &AdminState, headers: HeaderMap) -> Result<Response, ApiError> {
+        let input = Input {
+            fields: event(),
+            from_form: false,
+        };
+        emit(State(state.clone()), headers, input).await
+    }
+
+    async fn store() -> Arc<SqliteIdempotencyStore> {
+        let db = Database::in_memory().unwrap();
+        Arc::new(SqliteIdempotencyStore::new(db).await.unwrap())
+    }
+
+    async fn id_of(response: Response) -> Value {
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        serde_json::from_slice::<Value>(&body).unwrap()["id"].clone()
+    }
+
+    #[tokio::test]
+    async fn a_failed_enqueue_frees_the_key_so_the_retry_queues_the_event() {
+        // given: an events queue whose first send fails
+        let events = flaky(1).await;
+        let state = state(events.clone(), flaky(0).await)
+            .await
+            .with_idempotency(store().await);
+
+        // when: the request fails, and the client retries with the same key
+        let failed = post(&state, keyed("k")).await;
+        let retried = post(&state, keyed("k")).await.unwrap();
+
+        // then: the retry is accepted with the id of the one event that is queued
+        assert!(matches!(failed, Err(ApiError::Internal(_))));
+        assert_eq!(retried.status(), StatusCode::ACCEPTED);
+        let id = id_of(retried).await;
+        let queued = events
+            .inner
+            .receive(10, Duration::from_secs(30), Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(queued.len(), 1);
+        let body: Value = serde_json::from_str(&queued[0].body).unwrap();
+        assert_eq!(body["id"], id);
+    }
+
+    #[tokio::test]
+    async fn a_key_whose_event_is_still_being_queued_is_a_409() {
+        // given: the key claimed by a request that has not queued its event yet
+        let store = store().await;
+        let digest = event_key(&Value::Object(event()), None);
+        let claimed = store
+            .claim("k", uuid::Uuid::new_v4(), &digest, CLAIM_LEASE)
+            .await
+            .unwrap();
+        assert_eq!(claimed, Claimed::New);
+        let events = flaky(0).await;
+        let state = state(events.clone(), flaky(0).await)
+            .await
+            .with_idempotency(store);
+
+        // when / then: the same request is told to retry, and nothing is queued
+        let answer = post(&state, keyed("k")).await;
+        assert!(
+            matches!(answer, Err(ApiError::IdempotencyKeyInProgress)),
+            "{answer:?}"
+        );
+        let queued = events
+            .inner
+            .receive(10, Duration::from_secs(30), Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(queued.is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_a_store_a_key_is_refused_rather_than_ignored() {
+        let state = state(flaky(0).await, flaky(0).await).await;
+        let answer = post(&state, keyed("k")).await;
+        assert!(
+            matches!(answer, Err(ApiError::IdempotencyUnsupported)),
+            "{answer:?}"
+        );
+        // No key: as before.
+        let answer = post(&state, HeaderMap::new()).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_header_is_a_400() {
+        let mut headers = keyed("a");
+        headers.append(IDEMPOTENCY_KEY, HeaderValue::from_static("b"));
+        let state = state(flaky(0).await, flaky(0).await)
+            .await
+            .with_idempotency(store().await);
+        let answer = post(&state, headers).await;
+        assert!(matches!(answer, Err(ApiError::BadRequest(_))), "{answer:?}");
+    }
 }

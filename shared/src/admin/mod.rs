@@ -314,10 +314,10 @@ mod tests {
     use crate::store::sqlite::SqliteHookStore;
 
     /// A queue whose sends fail the first `failures` times, then go to `inner`.
-    struct Flaky {
+    pub(super) struct Flaky {
         failures: u32,
         sends: AtomicU32,
-        inner: SqliteQueue,
+        pub(super) inner: SqliteQueue,
     }
 
     impl Flaky {
@@ -359,7 +359,7 @@ mod tests {
         }
     }
 
-    async fn flaky(failures: u32) -> Arc<Flaky> {
+    pub(super) async fn flaky(failures: u32) -> Arc<Flaky> {
         let db = Database::in_memory().unwrap();
         Arc::new(Flaky {
             failures,
@@ -368,7 +368,7 @@ mod tests {
         })
     }
 
-    async fn state(events: Arc<Flaky>, retries: Arc<Flaky>) -> AdminState {
+    pub(super) async fn state(events: Arc<Flaky>, retries: Arc<Flaky>) -> AdminState {
         let store: Arc<dyn HookStore> = Arc::new(
             SqliteHookStore::new(Database::in_memory().unwrap())
                 .await

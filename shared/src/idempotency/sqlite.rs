@@ -38,8 +38,7 @@ const CLAIM: &str = "
         WHERE idempotency_keys.expires_at < ?5
 ";
 
-const HOLDER: &str =
-    "SELECT event_id, body_digest, completed FROM idempotency_keys WHERE key = ?1";
+const HOLDER: &str = "SELECT event_id, body_digest, completed FROM idempotency_keys WHERE key = ?1";
 
 const COMPLETE: &str = "
     UPDATE idempotency_keys SET completed = 1, expires_at = ?3 WHERE key = ?1 AND event_id = ?2
