@@ -9,6 +9,7 @@ mod dispatch_local;
 mod dispatcher;
 mod hostile_lua;
 mod idempotency_contract;
+mod idempotency_lambda;
 mod idempotency_local;
 mod limits;
 mod openapi;
