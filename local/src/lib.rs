@@ -132,7 +132,7 @@ impl Service {
             .with_redrive("deliveries-dead-letter", MAX_RECEIVES);
         let delivery_dead_letters =
             SqliteQueue::open(databases.queue.clone(), "deliveries-dead-letter").await?;
-        // Beside the events queue, so one fsync covers a claim and the enqueue after it.
+        // In queue.db, beside the events whose enqueue its keys guard.
         let idempotency: Arc<dyn IdempotencyStore> =
             Arc::new(SqliteIdempotencyStore::new(databases.queue).await?);
         let executor = executor(settings)?;

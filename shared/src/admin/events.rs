@@ -40,11 +40,11 @@ pub async fn emit(
     // The digest of the body as sent (before an id and a timestamp are filled in), independent
     // of key order, so a retry of the same request matches whatever its JSON looks like.
     let fields = Value::Object(input.fields);
-    let body_digest = key.map(|_| event_key(&fields, None));
+    let keyed = key.map(|key| (key, event_key(&fields, None)));
     let event = event_from_value(fields).map_err(ApiError::BadRequest)?;
     let snapshot = state.snapshot.get().await?;
     check_registered(&snapshot.catalogue, &event).map_err(ApiError::BadRequest)?;
-    let (Some(key), Some(body_digest)) = (key, body_digest) else {
+    let Some((key, body_digest)) = keyed else {
         enqueue(&state, &event).await?;
         return Ok(accepted(event.id));
     };
