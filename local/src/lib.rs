@@ -18,6 +18,8 @@ use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
 use event_hooks::deliveries::DeliveryLog;
 use event_hooks::dispatch::worker::{self, Feed, WorkerSettings};
 use event_hooks::dispatch::{DispatchPorts, DispatchSettings, Dispatcher, Executor};
+use event_hooks::idempotency::sqlite::SqliteIdempotencyStore;
+use event_hooks::idempotency::IdempotencyStore;
 use event_hooks::lua::Limits;
 use event_hooks::lua::LuaPolicy;
 use event_hooks::queue::sqlite::SqliteQueue;
@@ -129,7 +131,10 @@ impl Service {
             .await?
             .with_redrive("deliveries-dead-letter", MAX_RECEIVES);
         let delivery_dead_letters =
-            SqliteQueue::open(databases.queue, "deliveries-dead-letter").await?;
+            SqliteQueue::open(databases.queue.clone(), "deliveries-dead-letter").await?;
+        // In queue.db, beside the events whose enqueue its keys guard.
+        let idempotency: Arc<dyn IdempotencyStore> =
+            Arc::new(SqliteIdempotencyStore::new(databases.queue).await?);
         let executor = executor(settings)?;
         let delivery_log: Arc<dyn DeliveryLog> =
             Arc::new(SqliteDeliveryLog::new(databases.log).await?);
@@ -157,7 +162,7 @@ impl Service {
             retries: deliveries.clone(),
         };
         Ok(Service {
-            router: router(settings, ports, executor, dispatcher.clone()),
+            router: router(settings, ports, idempotency, executor, dispatcher.clone()),
             dispatcher,
             events,
             deliveries,
@@ -252,6 +257,7 @@ fn executor(settings: &Settings) -> anyhow::Result<Arc<Executor>> {
 fn router(
     settings: &Settings,
     ports: AdminPorts,
+    idempotency: Arc<dyn IdempotencyStore>,
     executor: Arc<Executor>,
     dispatcher: Arc<Dispatcher>,
 ) -> axum::Router {
@@ -265,7 +271,9 @@ fn router(
         admin_settings.clone(),
     );
     let snapshot = ports.snapshot.clone();
-    let state = AdminState::new(ports, admin_settings).with_executor(executor);
+    let state = AdminState::new(ports, admin_settings)
+        .with_executor(executor)
+        .with_idempotency(idempotency);
     // Unauthenticated, for health checks: it shows counts, never hooks or events.
     let status = axum::routing::get(move || status(dispatcher.clone(), snapshot.clone()));
     admin::full_router(state, probe).route("/status", status)

@@ -7,6 +7,8 @@
 //! (on [`sqlite::Database`]) and an AWS adapter, which pass the same contract suites; [`aws`]
 //! builds the SDK configuration. [`admin`] is the Kong-compatible HTTP API as axum routers, served
 //! by the Lambda functions and by the local server alike.
+//! [`idempotency::IdempotencyStore`] (the `Idempotency-Key` of `POST /events`) is one more port
+//! of the same kind, with the same two adapters and contract suite.
 
 pub mod admin;
 pub mod aws;
@@ -16,6 +18,7 @@ pub mod dispatch;
 pub mod env;
 pub mod events;
 pub mod form;
+pub mod idempotency;
 pub mod limits;
 pub mod lua;
 pub mod lua_chain;

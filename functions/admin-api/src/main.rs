@@ -7,6 +7,7 @@ use std::time::Duration;
 use event_hooks::admin::{self, AdminPorts, AdminState};
 use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
 use event_hooks::env::{self, required};
+use event_hooks::idempotency::dynamodb::DynamoIdempotencyStore;
 use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::snapshot::SnapshotCache;
 use event_hooks::store::dynamodb::DynamoHookStore;
@@ -22,6 +23,8 @@ async fn main() -> Result<(), Error> {
     let deliveries_table = required("DELIVERIES_TABLE")?;
     let deliveries_queue_url = required("DELIVERIES_QUEUE_URL")?;
     let settings = env::admin_settings()?;
+    // Optional so that a stack without the table still serves; `Idempotency-Key` then gets 501.
+    let idempotency_table = env::optional("IDEMPOTENCY_TABLE", |name| Ok(name.to_owned()))?;
 
     // The SDK reads AWS_ENDPOINT_URL itself, which points the function at a local server in tests.
     let config = event_hooks::aws::load_config().await;
@@ -42,6 +45,11 @@ async fn main() -> Result<(), Error> {
         retries: Arc::new(SqsQueue::new(sqs, deliveries_queue_url)),
         store,
     };
-    let router = admin::router(AdminState::new(ports, settings));
+    let mut state = AdminState::new(ports, settings);
+    if let Some(table) = idempotency_table {
+        let client = aws_sdk_dynamodb::Client::new(&config);
+        state = state.with_idempotency(Arc::new(DynamoIdempotencyStore::new(client, table)));
+    }
+    let router = admin::router(state);
     run(router).await
 }

@@ -76,6 +76,17 @@ pub enum ApiError {
         #[source]
         source: QueueError,
     },
+    /// `POST /events`: the `Idempotency-Key` was first used with a different body (422).
+    #[error("idempotency key reused with a different body")]
+    IdempotencyKeyReused,
+    /// `POST /events`: the first request with this `Idempotency-Key` is still queuing its event
+    /// (409, retry later).
+    #[error("idempotency key in use by a request in progress")]
+    IdempotencyKeyInProgress,
+    /// `POST /events` with an `Idempotency-Key` on a deployment without an idempotency store
+    /// (501): refused rather than ignored, since ignoring it could queue the event twice.
+    #[error("idempotency keys are not supported by this deployment")]
+    IdempotencyUnsupported,
     /// Anything unexpected: logged, answered with a bare 500.
     #[error("internal error: {0}")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -172,6 +183,18 @@ impl ApiError {
                     "The change to event hook {hook_id} is stored, but its events could not be \
                      queued and will not be delivered"
                 ),
+            ),
+            ApiError::IdempotencyKeyReused => message(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Idempotency-Key reused with a different body",
+            ),
+            ApiError::IdempotencyKeyInProgress => message(
+                StatusCode::CONFLICT,
+                "A request with this Idempotency-Key is still being processed: retry later",
+            ),
+            ApiError::IdempotencyUnsupported => message(
+                StatusCode::NOT_IMPLEMENTED,
+                "Idempotency-Key is not supported by this deployment",
             ),
             ApiError::Internal(_) => message(
                 StatusCode::INTERNAL_SERVER_ERROR,

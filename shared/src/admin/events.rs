@@ -1,8 +1,21 @@
 //! `POST /events` (beyond Kong, spec §4): emit an event over HTTP. The event is checked against
 //! the catalogue and answered 202 only once it is on the events queue.
+//!
+//! With an `Idempotency-Key` header (spec §8), the same key within [`KEY_TTL`] answers the first
+//! event's id and queues nothing new. The key is claimed before the event is queued and completed
+//! after, so the id answered for a key always names a queued event:
+//! - same key, same body, event queued: 202 with the first id;
+//! - same key, different body: 422 (the body's digest is stored with the key);
+//! - same key while its first request is still queuing the event: 409, retry later;
+//! - the enqueue fails: the claim is released, so a retry with the key queues the event.
+//!
+//! What remains: if the process dies between the claim and the enqueue, or cannot release a
+//! failed claim, the key answers 409 until its [`CLAIM_LEASE`] lapses, then can be claimed again;
+//! if it dies after the enqueue but before completing the key, a retry after the lease queues a
+//! second event (at-least-once, as everywhere else).
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
@@ -10,22 +23,100 @@ use serde_json::{json, Map, Value};
 use super::body::Input;
 use super::error::ApiError;
 use super::AdminState;
-use crate::events::{check_registered, event_from_value};
+use crate::events::{check_registered, event_from_value, Event};
+use crate::idempotency::{check_key, Claimed, IdempotencyStore, CLAIM_LEASE, KEY_TTL};
 use crate::queue::Outgoing;
+use crate::windows::event_key;
 
-pub async fn emit(State(state): State<AdminState>, input: Input) -> Result<Response, ApiError> {
+/// The request header that makes `POST /events` idempotent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+pub async fn emit(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    input: Input,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
     let mut fields = input.fields;
     integral_timestamp(&mut fields);
-    let event = event_from_value(Value::Object(fields)).map_err(ApiError::BadRequest)?;
+    // The digest of the body as sent (before an id and a timestamp are filled in), independent
+    // of key order, so a retry of the same request matches whatever its JSON looks like.
+    let fields = Value::Object(fields);
+    let keyed = key.map(|key| (key, event_key(&fields, None)));
+    let event = event_from_value(fields).map_err(ApiError::BadRequest)?;
     let snapshot = state.snapshot.get().await?;
     check_registered(&snapshot.catalogue, &event).map_err(ApiError::BadRequest)?;
-    let body = serde_json::to_string(&event).map_err(ApiError::internal)?;
+    let Some((key, body_digest)) = keyed else {
+        enqueue(&state, &event).await?;
+        return Ok(accepted(event.id));
+    };
+    let Some(store) = state.idempotency.as_deref() else {
+        return Err(ApiError::IdempotencyUnsupported);
+    };
+    emit_once(&state, store, key, &body_digest, &event).await
+}
+
+/// The checked `Idempotency-Key` of the request, if it has one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(bad_key(crate::idempotency::KeyError::Repeated));
+    }
+    check_key(value.as_bytes()).map(Some).map_err(bad_key)
+}
+
+fn bad_key(err: crate::idempotency::KeyError) -> ApiError {
+    ApiError::BadRequest(err.to_string())
+}
+
+/// Claims `key` for `event`, queues it, completes the key; or answers what the key holds.
+async fn emit_once(
+    state: &AdminState,
+    store: &dyn IdempotencyStore,
+    key: &str,
+    body_digest: &str,
+    event: &Event,
+) -> Result<Response, ApiError> {
+    match store.claim(key, event.id, body_digest, CLAIM_LEASE).await? {
+        Claimed::Existing(claim) if claim.body_digest != body_digest => {
+            Err(ApiError::IdempotencyKeyReused)
+        }
+        Claimed::Existing(claim) if !claim.completed => Err(ApiError::IdempotencyKeyInProgress),
+        Claimed::Existing(claim) => Ok(accepted(claim.event_id)),
+        Claimed::New => {
+            if let Err(err) = enqueue(state, event).await {
+                // Freed so that a retry queues the event instead of being answered with an id
+                // that was never queued; if even that fails, the lease frees it later.
+                if let Err(release) = store.release(key, event.id).await {
+                    tracing::error!(error = %release, "could not release an idempotency key after a failed enqueue");
+                }
+                return Err(err);
+            }
+            if let Err(err) = store.complete(key, event.id, KEY_TTL).await {
+                // The event is queued: the request succeeded. The key stays pending until its
+                // lease lapses (retries get 409 meanwhile, and may queue a duplicate after).
+                tracing::warn!(error = %err, event_id = %event.id, "could not complete an idempotency key");
+            }
+            Ok(accepted(event.id))
+        }
+    }
+}
+
+async fn enqueue(state: &AdminState, event: &Event) -> Result<(), ApiError> {
+    let body = serde_json::to_string(event).map_err(ApiError::internal)?;
     state
         .events
         .send(Outgoing::now(body))
         .await
         .map_err(ApiError::internal)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": event.id }))).into_response())
+    Ok(())
+}
+
+fn accepted(id: uuid::Uuid) -> Response {
+    (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()
 }
 
 /// Takes a `timestamp` such as `5.0` as the integer it is: JSON (and JSON Schema, which the
@@ -74,5 +165,130 @@ mod tests {
         assert!(timestamp_of(below_min).is_f64(), "not rounded to i64::MIN");
         let event = event_from_value(json!({"source":"crud","event":"consumers","timestamp": 5}));
         assert_eq!(event.map(|e| e.timestamp), Ok(5));
+    }
+}
+
+#[cfg(test)]
+mod idempotent_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::http::HeaderValue;
+    use serde_json::Map;
+
+    use super::*;
+    use crate::admin::tests::{flaky, state};
+    use crate::idempotency::sqlite::SqliteIdempotencyStore;
+    use crate::queue::Queue as _;
+    use crate::sqlite::Database;
+
+    fn event() -> Map<String, Value> {
+        let value = json!({"source":"crud","event":"consumers","data":{"operation":"create"}});
+        value.as_object().cloned().unwrap_or_default()
+    }
+
+    fn keyed(key: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_str(key).unwrap());
+        headers
+    }
+
+    async fn post(state: &AdminState, headers: HeaderMap) -> Result<Response, ApiError> {
+        let input = Input {
+            fields: event(),
+            from_form: false,
+        };
+        emit(State(state.clone()), headers, input).await
+    }
+
+    async fn store() -> Arc<SqliteIdempotencyStore> {
+        let db = Database::in_memory().unwrap();
+        Arc::new(SqliteIdempotencyStore::new(db).await.unwrap())
+    }
+
+    async fn id_of(response: Response) -> Value {
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        serde_json::from_slice::<Value>(&body).unwrap()["id"].clone()
+    }
+
+    #[tokio::test]
+    async fn a_failed_enqueue_frees_the_key_so_the_retry_queues_the_event() {
+        // given: an events queue whose first send fails
+        let events = flaky(1).await;
+        let state = state(events.clone(), flaky(0).await)
+            .await
+            .with_idempotency(store().await);
+
+        // when: the request fails, and the client retries with the same key
+        let failed = post(&state, keyed("k")).await;
+        let retried = post(&state, keyed("k")).await.unwrap();
+
+        // then: the retry is accepted with the id of the one event that is queued
+        assert!(matches!(failed, Err(ApiError::Internal(_))));
+        assert_eq!(retried.status(), StatusCode::ACCEPTED);
+        let id = id_of(retried).await;
+        let queued = events
+            .inner
+            .receive(10, Duration::from_secs(30), Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(queued.len(), 1);
+        let body: Value = serde_json::from_str(&queued[0].body).unwrap();
+        assert_eq!(body["id"], id);
+    }
+
+    #[tokio::test]
+    async fn a_key_whose_event_is_still_being_queued_is_a_409() {
+        // given: the key claimed by a request that has not queued its event yet
+        let store = store().await;
+        let digest = event_key(&Value::Object(event()), None);
+        let claimed = store
+            .claim("k", uuid::Uuid::new_v4(), &digest, CLAIM_LEASE)
+            .await
+            .unwrap();
+        assert_eq!(claimed, Claimed::New);
+        let events = flaky(0).await;
+        let state = state(events.clone(), flaky(0).await)
+            .await
+            .with_idempotency(store);
+
+        // when / then: the same request is told to retry, and nothing is queued
+        let answer = post(&state, keyed("k")).await;
+        assert!(
+            matches!(answer, Err(ApiError::IdempotencyKeyInProgress)),
+            "{answer:?}"
+        );
+        let queued = events
+            .inner
+            .receive(10, Duration::from_secs(30), Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(queued.is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_a_store_a_key_is_refused_rather_than_ignored() {
+        let state = state(flaky(0).await, flaky(0).await).await;
+        let answer = post(&state, keyed("k")).await;
+        assert!(
+            matches!(answer, Err(ApiError::IdempotencyUnsupported)),
+            "{answer:?}"
+        );
+        // No key: as before.
+        let answer = post(&state, HeaderMap::new()).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_header_is_a_400() {
+        let mut headers = keyed("a");
+        headers.append(IDEMPOTENCY_KEY, HeaderValue::from_static("b"));
+        let state = state(flaky(0).await, flaky(0).await)
+            .await
+            .with_idempotency(store().await);
+        let answer = post(&state, headers).await;
+        assert!(matches!(answer, Err(ApiError::BadRequest(_))), "{answer:?}");
     }
 }

@@ -27,6 +27,7 @@ pub use probe::ProbeState;
 use crate::deliveries::DeliveryLog;
 use crate::dispatch::{Delivery, Executor};
 use crate::events::{hook_change_events, Operation};
+use crate::idempotency::IdempotencyStore;
 use crate::lua::LuaPolicy;
 use crate::model::Hook;
 use crate::queue::{Outgoing, Queue, QueueError};
@@ -55,6 +56,8 @@ pub struct AdminState {
     /// The executor of the same process, if any: its cached code of a hook is dropped when the
     /// hook changes or goes.
     executor: Option<Arc<Executor>>,
+    /// Where `POST /events` claims `Idempotency-Key`s; without it such requests get 501.
+    idempotency: Option<Arc<dyn IdempotencyStore>>,
 }
 
 /// The ports of the admin API.
@@ -81,7 +84,14 @@ impl AdminState {
             retries: ports.retries,
             settings: Arc::new(settings),
             executor: None,
+            idempotency: None,
         }
+    }
+
+    /// Makes `POST /events` honour `Idempotency-Key` with `store` (spec §8).
+    pub fn with_idempotency(mut self, store: Arc<dyn IdempotencyStore>) -> AdminState {
+        self.idempotency = Some(store);
+        self
     }
 
     /// Tells `executor` (which runs hooks in this same process) of every hook change, so that it
@@ -304,10 +314,10 @@ mod tests {
     use crate::store::sqlite::SqliteHookStore;
 
     /// A queue whose sends fail the first `failures` times, then go to `inner`.
-    struct Flaky {
+    pub(super) struct Flaky {
         failures: u32,
         sends: AtomicU32,
-        inner: SqliteQueue,
+        pub(super) inner: SqliteQueue,
     }
 
     impl Flaky {
@@ -349,7 +359,7 @@ mod tests {
         }
     }
 
-    async fn flaky(failures: u32) -> Arc<Flaky> {
+    pub(super) async fn flaky(failures: u32) -> Arc<Flaky> {
         let db = Database::in_memory().unwrap();
         Arc::new(Flaky {
             failures,
@@ -358,7 +368,7 @@ mod tests {
         })
     }
 
-    async fn state(events: Arc<Flaky>, retries: Arc<Flaky>) -> AdminState {
+    pub(super) async fn state(events: Arc<Flaky>, retries: Arc<Flaky>) -> AdminState {
         let store: Arc<dyn HookStore> = Arc::new(
             SqliteHookStore::new(Database::in_memory().unwrap())
                 .await

@@ -1,0 +1,139 @@
+//! The embedded [`IdempotencyStore`] adapter: keys in one SQLite table.
+//!
+//! One row per key: the event it was claimed for, the body's digest, whether the event is queued
+//! (`completed`) and when the row lapses (`expires_at`, Unix milliseconds: the end of the lease
+//! while pending, of the TTL once completed). A claim is one `INSERT … ON CONFLICT(key) DO UPDATE
+//! … WHERE expires_at < now` followed, when it wrote nothing, by a read of the holder, both in
+//! the same write transaction, so concurrent claimants (other connections, other processes on
+//! the file) see exactly one winner. Expired rows are purged a few at a time by the claims.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension as _};
+use uuid::Uuid;
+
+use super::{expiry_millis, Claim, Claimed, IdempotencyStore, StoreError};
+use crate::events::now_millis;
+use crate::sqlite::Database;
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS idempotency_keys (
+        key         TEXT PRIMARY KEY,
+        event_id    TEXT NOT NULL,
+        body_digest TEXT NOT NULL,
+        completed   INTEGER NOT NULL,  -- 0 while the event is being queued, 1 once it is
+        expires_at  INTEGER NOT NULL   -- milliseconds since the Unix epoch
+    );
+    CREATE INDEX IF NOT EXISTS idempotency_keys_expires_at ON idempotency_keys (expires_at);
+";
+
+/// Takes a key that is free or expired.
+const CLAIM: &str = "
+    INSERT INTO idempotency_keys (key, event_id, body_digest, completed, expires_at)
+    VALUES (?1, ?2, ?3, 0, ?4)
+    ON CONFLICT (key) DO UPDATE
+        SET event_id = excluded.event_id, body_digest = excluded.body_digest, completed = 0,
+            expires_at = excluded.expires_at
+        WHERE idempotency_keys.expires_at < ?5
+";
+
+const HOLDER: &str = "SELECT event_id, body_digest, completed FROM idempotency_keys WHERE key = ?1";
+
+const COMPLETE: &str = "
+    UPDATE idempotency_keys SET completed = 1, expires_at = ?3 WHERE key = ?1 AND event_id = ?2
+";
+
+const RELEASE: &str =
+    "DELETE FROM idempotency_keys WHERE key = ?1 AND event_id = ?2 AND completed = 0";
+
+/// Removes a bounded batch of expired rows, so purging never makes one claim slow.
+const PURGE: &str = "
+    DELETE FROM idempotency_keys WHERE rowid IN (
+        SELECT rowid FROM idempotency_keys WHERE expires_at < ?1 LIMIT 32
+    )
+";
+
+/// [`IdempotencyStore`] on a SQLite [`Database`].
+#[derive(Clone)]
+pub struct SqliteIdempotencyStore {
+    db: Database,
+}
+
+impl SqliteIdempotencyStore {
+    /// Wraps `db`, creating the table if it does not exist yet.
+    pub async fn new(db: Database) -> Result<SqliteIdempotencyStore, StoreError> {
+        db.call(|conn| conn.execute_batch(SCHEMA))
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(SqliteIdempotencyStore { db })
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for SqliteIdempotencyStore {
+    async fn claim(
+        &self,
+        key: &str,
+        event_id: Uuid,
+        body_digest: &str,
+        lease: Duration,
+    ) -> Result<Claimed, StoreError> {
+        let (key, body_digest) = (key.to_owned(), body_digest.to_owned());
+        let now = now_millis();
+        let expires_at = expiry_millis(now, lease);
+        let holder = self
+            .db
+            // Durable: the claim must be on disk before its event is queued, or a crash could
+            // forget a key whose event was delivered.
+            .write(move |tx| {
+                let id = event_id.to_string();
+                let written = tx.execute(CLAIM, params![key, id, body_digest, expires_at, now])?;
+                tx.execute(PURGE, params![now])?;
+                if written == 1 {
+                    return Ok(None);
+                }
+                tx.query_row(HOLDER, params![key], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, bool>(2)?,
+                    ))
+                })
+                .optional()
+            })
+            .await
+            .map_err(StoreError::backend)?;
+        let Some((event_id, body_digest, completed)) = holder else {
+            return Ok(Claimed::New);
+        };
+        Ok(Claimed::Existing(Claim {
+            event_id: event_id.parse().map_err(StoreError::backend)?,
+            body_digest,
+            completed,
+        }))
+    }
+
+    async fn complete(&self, key: &str, event_id: Uuid, ttl: Duration) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        let expires_at = expiry_millis(now_millis(), ttl);
+        self.db
+            // Relaxed: losing it only leaves the key pending until its lease lapses.
+            .write_relaxed(move |tx| {
+                tx.execute(COMPLETE, params![key, event_id.to_string(), expires_at])
+            })
+            .await
+            .map(|_| ())
+            .map_err(StoreError::backend)
+    }
+
+    async fn release(&self, key: &str, event_id: Uuid) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.db
+            // Relaxed: losing it only keeps the key pending until its lease lapses.
+            .write_relaxed(move |tx| tx.execute(RELEASE, params![key, event_id.to_string()]))
+            .await
+            .map(|_| ())
+            .map_err(StoreError::backend)
+    }
+}
