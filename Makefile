@@ -5,7 +5,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8001
 DATA_DIR ?= ./data
 
-.PHONY: help run test unit-and-integration conformance lint fmt validate-template build bench reliability venv clean
+.PHONY: help run test unit-and-integration conformance lint fmt validate-template build bench reliability reliability-quick venv clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -13,7 +13,7 @@ help: ## List the targets
 run: ## Start the service locally on 127.0.0.1:8001 with data in ./data (no AWS needed)
 	$(CARGO) run --release -p event-hooks-local -- --listen $(LISTEN) --data-dir $(DATA_DIR)
 
-test: lint validate-template unit-and-integration conformance ## Run every check and test (installs moto, the SAM CLI and schemathesis into .venv)
+test: lint validate-template unit-and-integration conformance reliability-quick ## Run every check and test (installs moto, the SAM CLI and schemathesis into .venv)
 
 unit-and-integration: venv ## Unit, contract (SQLite and moto) and HTTP tests, with a summary line
 	scripts/test.sh
@@ -46,6 +46,9 @@ bench: ## Benchmarks: per-delivery overhead, end-to-end throughput, start-up tim
 reliability: venv ## Proof suite against the release build: attacks, kill -9, fuzz, SSRF, memory, bench (ARGS=--quick)
 	$(CARGO) build --release -p event-hooks-local
 	.venv/bin/python scripts/reliability/run.py $(ARGS)
+
+reliability-quick: ## The proof suite's quick mode (every part small, no bench; part of make test)
+	$(MAKE) reliability ARGS=--quick
 
 clean: ## Remove build output, local data and the venv
 	$(CARGO) clean
