@@ -118,6 +118,40 @@ async fn received(receiver: &Receiver, skip: usize, total: usize) -> Vec<(String
         .collect()
 }
 
+fn ids_of(received: &[(String, String)]) -> BTreeSet<String> {
+    received.iter().map(|(id, _)| id.clone()).collect()
+}
+
+/// Waits until each of `ids` is logged with two attempts (the second one settled), so that the
+/// log shows what a replay made of them.
+async fn attempted_twice(server: &LocalServer, hook: &str, ids: &BTreeSet<String>) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let listed: Value =
+            reqwest::get(server.url(&format!("/event-hooks/{hook}/deliveries?size=100")))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        let done = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| ids.contains(d["id"].as_str().unwrap()))
+            .filter(|d| d["attempts"].as_array().unwrap().len() == 2 && d["status"] == "failed")
+            .count();
+        if done == ids.len() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected {ids:?} attempted twice, got {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn now_seconds() -> i64 {
     now_millis() / 1000
 }
@@ -167,39 +201,45 @@ async fn failed_or_all_deliveries_of_a_window_are_sent_again() {
         .collect();
     assert_eq!(events.len(), 5);
 
-    // when: the failed deliveries up to the second before `mid` are replayed
-    let (status, answer) = replay(&server, &hook, json!({"until": mid - 1})).await;
+    // when: the failed deliveries from `mid` on are replayed (and refused again)
+    receiver.script([Reply::Status(400)]);
+    let (status, answer) = replay(&server, &hook, json!({"since": mid})).await;
 
-    // then: exactly the two early failures are queued, and sent with their ids, as attempt 2
+    // then: only the late failure is queued, and sent with its id, as attempt 2
     assert_eq!(status, 202, "{answer}");
-    assert_eq!(queued(&answer), early_failed);
+    assert_eq!(queued(&answer), late_failed);
     assert_eq!(answer["status"], "failed");
-    assert_eq!(answer["until"], mid - 1);
-    assert_eq!(answer["since"], mid - 1 - 86_400);
+    assert_eq!(answer["since"], mid);
     assert_eq!(answer["offset"], Value::Null);
     assert_eq!(answer["next"], Value::Null);
-    let resent = received(&receiver, 5, 7).await;
-    assert_eq!(
-        resent
-            .iter()
-            .map(|(id, _)| id.clone())
-            .collect::<BTreeSet<_>>(),
-        early_failed
-    );
+    let resent = received(&receiver, 5, 6).await;
+    assert_eq!(ids_of(&resent), late_failed);
     assert!(
         resent.iter().all(|(_, attempt)| attempt == "2"),
         "{resent:?}"
     );
+    attempted_twice(&server, &hook, &late_failed).await;
 
-    // when: the failed ones from `mid` on are replayed
-    let (status, answer) = replay(&server, &hook, json!({"since": mid})).await;
+    // when: the failed deliveries up to the second before `mid` are replayed (and refused again)
+    receiver.script([Reply::Status(400), Reply::Status(400)]);
+    let (status, answer) = replay(&server, &hook, json!({"until": mid - 1})).await;
 
-    // then: only the late failure
+    // then: exactly the two early failures, though the late one is failed too
     assert_eq!(status, 202, "{answer}");
-    assert_eq!(queued(&answer), late_failed);
-    received(&receiver, 7, 8).await;
+    assert_eq!(queued(&answer), early_failed);
+    assert_eq!(answer["until"], mid - 1);
+    assert_eq!(answer["since"], mid - 1 - 86_400);
+    assert_eq!(ids_of(&received(&receiver, 6, 8).await), early_failed);
+    attempted_twice(&server, &hook, &early_failed).await;
 
-    // and once every replay has been delivered, no failure is left to replay
+    // when: the failed deliveries of the last day are replayed, and accepted this time
+    let (status, answer) = replay(&server, &hook, json!({})).await;
+
+    // then: all three failures are queued, and once delivered no failure is left to replay
+    assert_eq!(status, 202, "{answer}");
+    let failed: BTreeSet<String> = early_failed.union(&late_failed).cloned().collect();
+    assert_eq!(queued(&answer), failed);
+    assert_eq!(ids_of(&received(&receiver, 8, 11).await), failed);
     settled_as(&server, &hook, 6, &["delivered"]).await;
     let (_, answer) = replay(&server, &hook, json!({"status": "failed"})).await;
     assert_eq!(answer["queued"], 0, "{answer}");
@@ -217,14 +257,7 @@ async fn failed_or_all_deliveries_of_a_window_are_sent_again() {
     // then: all six (the ping too) are queued and sent once more
     assert_eq!(queued(&answer), every);
     assert_eq!(answer["status"], "all");
-    let resent = received(&receiver, 8, 13).await;
-    assert_eq!(
-        resent
-            .iter()
-            .map(|(id, _)| id.clone())
-            .collect::<BTreeSet<_>>(),
-        events
-    );
+    assert_eq!(ids_of(&received(&receiver, 11, 16).await), events);
 
     // when: they are replayed two per call, each call going on from the last one's `next`
     let mut body = json!({"status": "all", "size": 2});
