@@ -1,14 +1,20 @@
 //! `POST /event-hooks/{id}/deliveries/replay` through the real local server: failed deliveries (a
 //! receiver answering 400) are sent again, or all settled ones, inside a time window, a bounded
-//! number per call with an offset to go on from.
+//! number per call with an offset to go on from. Then the same through the `admin-api` Lambda
+//! binary on moto: replayed from the DynamoDB log onto the SQS deliveries queue.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
 use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
 use event_hooks::deliveries::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
 use event_hooks::events::{now_millis, Event};
+use event_hooks::queue::sqs::{create_queue_with_dlq, SqsQueue};
+use event_hooks::queue::Queue;
 use event_hooks::sqlite::Database;
+use event_hooks_tests::lambda_runtime::{function_binary, FunctionProcess};
+use event_hooks_tests::moto::{self, unique_name};
 use event_hooks_tests::receiver::{Receiver, Reply};
 use event_hooks_tests::server::LocalServer;
 use serde_json::{json, Value};
@@ -396,4 +402,210 @@ async fn bad_replays_are_kong_errors() {
             format!("schema violation ({field}: {message})")
         );
     }
+}
+
+/// An API Gateway HTTP API (payload 2.0) request with a JSON body.
+fn api_request(method: &str, path: &str, body: &Value) -> Value {
+    let body = body.to_string();
+    json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json", "content-length": body.len().to_string()},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "a1b2c3d4e5",
+            "domainName": "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "a1b2c3d4e5",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
+                     "sourceIp": "203.0.113.10", "userAgent": "test"},
+            "requestId": Uuid::new_v4().to_string(),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "23/Nov/2025:18:03:03 +0000",
+            "timeEpoch": 1_763_920_983_750_i64
+        },
+        "body": body,
+        "isBase64Encoded": false
+    })
+}
+
+/// Invokes the admin function; returns the status and the JSON body.
+async fn call(
+    function: &mut FunctionProcess,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let raw = function
+        .invoke(api_request(method, path, &body))
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    let status = u16::try_from(raw["statusCode"].as_u64().expect("a status")).unwrap();
+    let text = raw["body"].as_str().unwrap_or_default();
+    assert_ne!(raw["isBase64Encoded"], true, "a JSON answer: {raw}");
+    (status, serde_json::from_str(text).unwrap_or(Value::Null))
+}
+
+/// The delivery messages on `queue` once `expected` have arrived (or 20 s passed), and any more.
+async fn drain(queue: &SqsQueue, expected: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut messages = Vec::new();
+    let visibility = Duration::from_secs(60);
+    while messages.len() < expected && std::time::Instant::now() < deadline {
+        messages.extend(
+            queue
+                .receive(10, visibility, Duration::from_secs(1))
+                .await
+                .unwrap(),
+        );
+    }
+    messages.extend(
+        queue
+            .receive(10, visibility, Duration::from_secs(1))
+            .await
+            .unwrap(),
+    );
+    messages
+        .iter()
+        .map(|m| serde_json::from_str(&m.body).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_lambda_replays_from_dynamodb_onto_the_deliveries_queue() {
+    let Some(config) = moto::config() else {
+        return;
+    };
+    let endpoint = std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT");
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let hooks_table = unique_name("replay-hooks");
+    event_hooks::store::dynamodb::create_table(&dynamodb, &hooks_table)
+        .await
+        .unwrap();
+    let deliveries_table = unique_name("replay-deliveries");
+    event_hooks::deliveries::dynamodb::create_table(&dynamodb, &deliveries_table)
+        .await
+        .unwrap();
+    let (events_url, _) = create_queue_with_dlq(&sqs, &unique_name("replay-events"), 5)
+        .await
+        .unwrap();
+    let (deliveries_url, _) = create_queue_with_dlq(&sqs, &unique_name("replay-deliveries"), 5)
+        .await
+        .unwrap();
+    let mut function = FunctionProcess::start(
+        &function_binary("admin-api"),
+        &[
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_ENDPOINT_URL", &endpoint),
+            ("HOOKS_TABLE", &hooks_table),
+            ("EVENTS_QUEUE_URL", &events_url),
+            ("DELIVERIES_TABLE", &deliveries_table),
+            ("DELIVERIES_QUEUE_URL", &deliveries_url),
+        ],
+    )
+    .await;
+
+    // given: a log hook (no ping on the deliveries queue) whose log holds, oldest first, a
+    // failed, a delivered, a failed and a pending delivery in the last hour
+    let (status, hook) = call(
+        &mut function,
+        "POST",
+        "/event-hooks",
+        json!({"source": "crud", "handler": "log"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{hook}");
+    let hook = hook["id"].as_str().unwrap().to_owned();
+    let hook_id = Uuid::parse_str(&hook).unwrap();
+    let log = DynamoDeliveryLog::new(dynamodb.clone(), deliveries_table.clone());
+    let start = now_millis() - 3_600_000;
+    let statuses = [
+        DeliveryStatus::Failed,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Pending,
+    ];
+    let mut ids = Vec::new();
+    for (i, status) in statuses.into_iter().enumerate() {
+        let at = start + i64::try_from(i).unwrap() * 1_000;
+        let key = DeliveryKey {
+            hook_id,
+            delivery_id: Uuid::new_v4(),
+            created_at: at,
+        };
+        let event = Event {
+            id: Uuid::new_v4(),
+            source: "crud".into(),
+            event: "consumers".into(),
+            data: json!({"operation": "create", "entity": {"username": format!("u{i}")}}),
+            timestamp: at,
+        };
+        let attempt = Attempt {
+            number: 1,
+            at,
+            status: Some(400),
+            latency_ms: 1,
+            error: None,
+            response_body: None,
+        };
+        log.record_attempt(key, &event, attempt, status, Duration::from_secs(86_400))
+            .await
+            .unwrap();
+        ids.push(key.delivery_id.to_string());
+    }
+    let path = format!("/event-hooks/{hook}/deliveries/replay");
+    let queue = SqsQueue::new(sqs, deliveries_url);
+
+    // when: the failed deliveries are replayed
+    let (status, answer) = call(&mut function, "POST", &path, json!({})).await;
+
+    // then: the two failed ones are on the deliveries queue, same ids, attempt 2
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(
+        queued(&answer),
+        BTreeSet::from([ids[0].clone(), ids[2].clone()])
+    );
+    let messages = drain(&queue, 2).await;
+    let sent: BTreeSet<String> = messages
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sent, queued(&answer), "{messages:?}");
+    assert!(messages
+        .iter()
+        .all(|m| m["attempt"] == 2 && m["hook_id"] == hook.as_str()));
+
+    // when: all settled ones are replayed two per call
+    let (status, first) = call(
+        &mut function,
+        "POST",
+        &path,
+        json!({"status": "all", "size": 2}),
+    )
+    .await;
+    assert_eq!(status, 202, "{first}");
+    let (status, second) = call(&mut function, "POST", &path, first["next"].clone()).await;
+    assert_eq!(status, 202, "{second}");
+
+    // then: the oldest two, then the third; never the pending one
+    assert_eq!(first["deliveries"], json!([ids[0], ids[1]]));
+    assert_eq!(second["deliveries"], json!([ids[2]]));
+    assert_eq!(second["next"], Value::Null);
+    assert_eq!(drain(&queue, 3).await.len(), 3);
+
+    // and an unknown hook is 404, a bad status 400 in Kong's shape
+    let unknown = format!("/event-hooks/{}/deliveries/replay", Uuid::new_v4());
+    let (status, _) = call(&mut function, "POST", &unknown, json!({})).await;
+    assert_eq!(status, 404);
+    let (status, answer) = call(&mut function, "POST", &path, json!({"status": "some"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        answer["fields"],
+        json!({"status": "expected one of: failed, all"})
+    );
 }
