@@ -283,9 +283,9 @@ pub async fn replay(
     let window = params.window();
     let mut queued: Vec<Uuid> = Vec::new();
     let mut after = params.offset;
-    // Chunk by chunk, so that memory stays bounded and what was queued before a failure is
-    // named by nothing but the log: a failed call may be made again, and the deliveries it sends
-    // twice keep their ids, which receivers de-duplicate on.
+    // Chunk by chunk, so that a replay holds at most REPLAY_CHUNK events in memory. Should the
+    // queue fail half-way, the call fails with part of it queued; making it again resends that
+    // part too, under the same delivery ids, which receivers de-duplicate on.
     let more = loop {
         let wanted = (params.size - queued.len()).min(REPLAY_CHUNK);
         let page = state
