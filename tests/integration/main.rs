@@ -16,5 +16,6 @@ mod openapi;
 mod probe_lambda;
 mod probe_local;
 mod queue_contract;
+mod replay;
 mod store_contract;
 mod windows_contract;

@@ -25,6 +25,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/event-hooks/{id}", "delete"),
     ("/event-hooks/{id}/deliveries", "get"),
     ("/event-hooks/{id}/deliveries/{delivery}/retry", "post"),
+    ("/event-hooks/{id}/deliveries/replay", "post"),
     ("/event-hooks/{id}/test", "post"),
     ("/event-hooks/{id}/ping", "get"),
     ("/openapi.json", "get"),

@@ -270,6 +270,10 @@ fn admin_routes(state: AdminState) -> Router {
             with_options(get(deliveries::list), "GET, HEAD, OPTIONS"),
         )
         .route(
+            "/event-hooks/{id}/deliveries/replay",
+            with_options(axum::routing::post(deliveries::replay), "POST, OPTIONS"),
+        )
+        .route(
             "/event-hooks/{id}/deliveries/{delivery}/retry",
             with_options(axum::routing::post(deliveries::retry), "POST, OPTIONS"),
         )
