@@ -12,6 +12,7 @@ mod limits;
 mod openapi;
 mod probe_lambda;
 mod probe_local;
+mod protection;
 mod queue_contract;
 mod store_contract;
 mod windows_contract;
