@@ -372,6 +372,16 @@ mod tests {
     }
 
     #[test]
+    fn max_rate_takes_fractions_from_forms() {
+        let mut value = decode(&[("max_rate", "0.5"), ("failing_since", "12")]);
+        coerce_hook(&mut value);
+        assert_eq!(value, json!({"max_rate":0.5,"failing_since":12}));
+        let mut value = decode(&[("max_rate", "fast")]);
+        coerce_hook(&mut value);
+        assert_eq!(value, json!({"max_rate":"fast"}));
+    }
+
+    #[test]
     fn leaves_unfit_values_for_validation_to_report() {
         let mut value = decode(&[("snooze", "abc"), ("on_change", "maybe"), ("snooze2", "1")]);
         coerce_hook(&mut value);

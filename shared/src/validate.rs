@@ -1285,4 +1285,60 @@ mod tests {
             json!({"config":{"url":"length must be at most 2048"}}),
         );
     }
+
+    #[test]
+    fn protection_fields_default_to_null_and_max_rate_is_checked() {
+        let log = json!({"source":"crud","handler":"log"});
+        let value = serde_json::to_value(hook(&log, &ctx()).unwrap()).unwrap();
+        for field in ["disabled_reason", "failing_since", "max_rate"] {
+            assert_eq!(value[field], Value::Null, "{field} in {value}");
+        }
+        let with_rate = |rate: Value| {
+            let mut input = log.clone();
+            input["max_rate"] = rate;
+            hook(&input, &ctx())
+        };
+        assert_eq!(with_rate(json!(0.5)).unwrap().max_rate, Some(0.5));
+        assert_eq!(with_rate(json!(20)).unwrap().max_rate, Some(20.0));
+        assert_eq!(with_rate(Value::Null).unwrap().max_rate, None);
+        for (rate, message) in [
+            (json!(0), "value must be greater than 0"),
+            (json!(-3), "value must be greater than 0"),
+            (json!("fast"), "expected a number"),
+        ] {
+            let v = with_rate(rate.clone()).expect_err("rejected");
+            assert_eq!(v.fields(), json!({"max_rate": message}), "{rate}");
+            assert_eq!(
+                v.message(),
+                format!("schema violation (max_rate: {message})")
+            );
+        }
+    }
+
+    #[test]
+    fn re_enabling_a_disabled_hook_clears_its_reason_and_failure_time() {
+        // A hook as GET shows it after the dispatcher paused it
+        let mut paused = json!({"source":"crud","handler":"log","enabled":false,
+            "disabled_reason":{"at":5,"reason":"target answered 410 Gone"},"failing_since":3});
+        let kept = hook(&paused, &ctx()).unwrap();
+        assert_eq!(kept.disabled_reason.unwrap().at, 5);
+        assert_eq!(kept.failing_since, Some(3));
+        // PATCH {"enabled": true} merges into it
+        paused["enabled"] = json!(true);
+        let enabled = hook(&paused, &ctx()).unwrap();
+        assert_eq!(
+            (enabled.disabled_reason, enabled.failing_since),
+            (None, None)
+        );
+        // A mistyped reason is reported like any field
+        let v = violation(
+            json!({"source":"crud","handler":"log","disabled_reason":"gone",
+            "failing_since":"x"}),
+        );
+        assert_eq!(
+            v.fields(),
+            json!({"disabled_reason":"expected a record with an integer 'at' and a string 'reason'",
+                "failing_since":"expected an integer"})
+        );
+    }
 }
