@@ -362,3 +362,95 @@ async fn protection_leaves_deleted_and_disabled_hooks_alone(store: &dyn HookStor
     assert_eq!(change.unwrap(), Change::None);
     assert_eq!(store.get(hook.id).await.unwrap().unwrap().value, hook);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Over HTTP, on the local server
+// ---------------------------------------------------------------------------------------------
+
+async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_local_server_disables_a_gone_hook_and_shows_why() {
+    use event_hooks_tests::server::LocalServer;
+    use reqwest::Method;
+    let server = LocalServer::start(&[]);
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::Status(410)]);
+
+    // A bad max_rate is a Kong-shaped schema violation, nothing stored
+    let (status, body) = call(
+        Method::POST,
+        server.url("/event-hooks"),
+        Some(serde_json::json!({"source":"balancer","handler":"log","max_rate":0})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({"code":2,"name":"schema violation",
+            "message":"schema violation (max_rate: value must be greater than 0)",
+            "fields":{"max_rate":"value must be greater than 0"}})
+    );
+
+    // Given a webhook hook (the new fields are served, null by default, max_rate as given)
+    let (status, hook) = call(
+        Method::POST,
+        server.url("/event-hooks"),
+        Some(
+            serde_json::json!({"source":"balancer","handler":"webhook","max_rate":50,
+            "config":{"url": receiver.url("/gone")}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{hook}");
+    assert_eq!(hook["disabled_reason"], Value::Null);
+    assert_eq!(hook["failing_since"], Value::Null);
+    assert_eq!(hook["max_rate"], 50.0);
+    let url = server.url(&format!("/event-hooks/{}", hook["id"].as_str().unwrap()));
+
+    // When its target answers 410 to an event
+    let (status, _) = call(
+        Method::POST,
+        server.url("/events"),
+        Some(serde_json::json!({"source":"balancer","event":"health","data":{"ip":"10.0.0.1"}})),
+    )
+    .await;
+    assert_eq!(status, 202);
+    receiver.wait_for("/gone", 1, Duration::from_secs(10)).await;
+
+    // Then GET shows it disabled, with when and why (within the time the dispatcher takes)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let disabled = loop {
+        let (_, hook) = call(Method::GET, url.clone(), None).await;
+        if hook["enabled"] == false || Instant::now() > deadline {
+            break hook;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(disabled["enabled"], false, "{disabled}");
+    assert_eq!(
+        disabled["disabled_reason"]["reason"],
+        "target answered 410 Gone"
+    );
+    assert!(disabled["disabled_reason"]["at"].is_i64());
+
+    // And re-enabling it clears the reason
+    let (status, enabled) = call(
+        Method::PATCH,
+        url.clone(),
+        Some(serde_json::json!({"enabled": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{enabled}");
+    assert_eq!(enabled["disabled_reason"], Value::Null);
+    assert_eq!(enabled["max_rate"], 50.0);
+}
