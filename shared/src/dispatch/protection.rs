@@ -170,7 +170,7 @@ impl RateLimiter {
     /// Reserves the next slot of `hook_id` at `rate` per second, as seen at `now`, if it starts
     /// within `max_wait`. The clock is a parameter so the spacing is tested without sleeping.
     pub fn reserve(&self, hook_id: Uuid, rate: f64, now: Instant, max_wait: Duration) -> Slot {
-        let interval = Duration::from_secs_f64(1.0 / rate.max(f64::MIN_POSITIVE).min(1e9));
+        let interval = interval(rate);
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         if slots.len() >= SLOTS_SWEPT_AT {
             slots.retain(|_, next| next.at > now);
@@ -185,9 +185,23 @@ impl RateLimiter {
         if wait > max_wait {
             return Slot::Later(wait);
         }
-        next.at = start + interval;
+        next.at = start.checked_add(interval).unwrap_or(start);
         Slot::After(wait)
     }
+}
+
+/// The longest spacing kept: a rate below one a year is spaced as one a year (any positive rate
+/// is valid input, and no rate may make the clock arithmetic overflow).
+const MAX_INTERVAL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The spacing of slots at `rate` per second; anything but a positive number spaces nothing.
+fn interval(rate: f64) -> Duration {
+    if rate.is_nan() || rate <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(1.0 / rate)
+        .unwrap_or(MAX_INTERVAL)
+        .min(MAX_INTERVAL)
 }
 
 #[cfg(test)]
@@ -259,6 +273,25 @@ mod tests {
         let mut off = hook(Some(1_000));
         off.enabled = false;
         assert!(apply(&off, Outcome::Gone, at, DAY).is_none());
+    }
+
+    #[test]
+    fn no_rate_overflows_the_clock() {
+        assert_eq!(interval(f64::MIN_POSITIVE), MAX_INTERVAL);
+        assert_eq!(interval(1e-300), MAX_INTERVAL);
+        assert_eq!(interval(f64::NAN), Duration::ZERO);
+        assert_eq!(interval(f64::INFINITY), Duration::ZERO);
+        assert_eq!(interval(1e300), Duration::ZERO);
+        let limiter = RateLimiter::default();
+        let (id, now) = (Uuid::new_v4(), Instant::now());
+        assert_eq!(
+            limiter.reserve(id, 1e-300, now, Duration::from_secs(1)),
+            Slot::After(Duration::ZERO)
+        );
+        assert_eq!(
+            limiter.reserve(id, 1e-300, now, Duration::from_secs(1)),
+            Slot::Later(MAX_INTERVAL)
+        );
     }
 
     #[test]
