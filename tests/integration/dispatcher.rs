@@ -398,12 +398,12 @@ async fn a_window_store_failing_for_one_hook_parks_its_delivery_and_spares_the_o
 
 #[tokio::test]
 async fn a_dead_letter_send_failing_parks_the_dead_letter_not_another_attempt() {
-    // Given two hooks on one event, B's target answering 410, and the dead-letter queue down
+    // Given two hooks on one event, B's target answering 404 (a failure not retried), and the dead-letter queue down
     let fixture = fixture().await;
     let (a, b) = (Receiver::start().await, Receiver::start().await);
     webhook_hook(&fixture, a.url("/a"), None).await;
     let hook_b = webhook_hook(&fixture, b.url("/b"), None).await;
-    b.script([Reply::Status(410)]);
+    b.script([Reply::Status(404)]);
     fixture.dead_letters.down.store(true, Ordering::SeqCst);
     let (_, body) = balancer_event();
 
@@ -422,7 +422,7 @@ async fn a_dead_letter_send_failing_parks_the_dead_letter_not_another_attempt() 
     let delivery: Delivery = serde_json::from_str(&parked[0].body).unwrap();
     assert_eq!(delivery.hook_id, hook_b.id);
     assert!(
-        matches!(&delivery.step, Step::DeadLetter { reason: DeadLetterReason::Failed(why) } if why.contains("410")),
+        matches!(&delivery.step, Step::DeadLetter { reason: DeadLetterReason::Failed(why) } if why.contains("404")),
         "{delivery:?}"
     );
 
@@ -444,7 +444,7 @@ async fn a_dead_letter_send_failing_parks_the_dead_letter_not_another_attempt() 
     );
     assert_eq!(
         dead[0].attributes.get(REASON_ATTRIBUTE).map(String::as_str),
-        Some("target answered 410 Gone")
+        Some("target answered 404 Not Found")
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(b.requests().len(), 1);

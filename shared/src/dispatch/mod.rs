@@ -541,7 +541,7 @@ impl Dispatcher {
             (Verdict::Delivered, _) => Outcome::Delivered,
             _ => Outcome::Failed,
         };
-        let disabled = self.protect(hook, outcome, at / 1000).await;
+        let disabled = self.protect(hook, &delivery, outcome, at / 1000).await;
         if let Some(reason) = &disabled {
             // The delivery log says why this delivery ends here.
             error = Some(match error {
@@ -583,7 +583,18 @@ impl Dispatcher {
     /// [`DispatchSettings::pause_after`]. Returns the reason when this attempt disabled the hook.
     /// A store failure here changes nothing about the delivery (it is logged; the next attempt
     /// decides again), so protection never costs a delivery.
-    async fn protect(&self, hook: &Hook, outcome: Outcome, now: i64) -> Option<String> {
+    async fn protect(
+        &self,
+        hook: &Hook,
+        delivery: &Delivery,
+        outcome: Outcome,
+        now: i64,
+    ) -> Option<String> {
+        if delivery.hook.is_some() {
+            // The ping of a hook change (the hook travels with it, as it may be deleted) is no
+            // event delivery: its outcome neither disables the hook nor counts as a failure.
+            return None;
+        }
         let pause_after = self.settings.pause_after;
         if !protection::needs_write(hook, outcome, now, pause_after) {
             return None;
