@@ -160,6 +160,7 @@ async fn run(total: usize) {
             .ok()
             .and_then(|n| n.parse().ok())
             .unwrap_or(16),
+        pause_after: 86400.0,
         log_format: LogFormat::Text,
     };
     let service = Service::open(&settings).await.unwrap();

@@ -30,6 +30,27 @@ pub struct Hook {
     /// Optional unique name.
     pub name: Option<String>,
     pub tags: Vec<String>,
+    /// Why the dispatcher disabled the hook (a `410 Gone`, or failing every attempt for too
+    /// long); `None` while enabled or when a person disabled it. Cleared when it is re-enabled.
+    #[serde(default)]
+    pub disabled_reason: Option<DisabledReason>,
+    /// Unix seconds of the first failed attempt since the last successful one; `None` while
+    /// deliveries succeed. Kept by the dispatcher, so a hook that fails every attempt for the
+    /// deployment's pause time can be paused (see [`crate::dispatch::protection`]).
+    #[serde(default)]
+    pub failing_since: Option<i64>,
+    /// Deliveries per second at most; `None` is unlimited. Deliveries above it wait.
+    #[serde(default)]
+    pub max_rate: Option<f64>,
+}
+
+/// Why the dispatcher disabled a hook: when, and what happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisabledReason {
+    /// Unix seconds.
+    pub at: i64,
+    /// What happened, e.g. `target answered 410 Gone`.
+    pub reason: String,
 }
 
 /// The handler of a hook with its configuration; serialized as `"handler": …, "config": {…}`.
@@ -263,6 +284,9 @@ mod tests {
             enabled: true,
             name: None,
             tags: vec![],
+            disabled_reason: None,
+            failing_since: None,
+            max_rate: None,
         };
         let value = serde_json::to_value(&hook).unwrap();
         assert_eq!(value["handler"], "log");

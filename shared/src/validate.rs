@@ -14,8 +14,8 @@ use uuid::Uuid;
 use crate::limits;
 use crate::lua::{self, LuaPolicy};
 use crate::model::{
-    payload_encoding, Handler, HandlerKind, Hook, HttpMethod, LambdaConfig, LogConfig,
-    WebhookConfig, WebhookCustomConfig,
+    payload_encoding, DisabledReason, Handler, HandlerKind, Hook, HttpMethod, LambdaConfig,
+    LogConfig, WebhookConfig, WebhookCustomConfig,
 };
 use crate::template::Template;
 
@@ -182,6 +182,9 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "enabled",
     "name",
     "tags",
+    "disabled_reason",
+    "failing_since",
+    "max_rate",
 ];
 
 /// The largest `snooze` accepted, as Kong's integer fields allow.
@@ -216,6 +219,8 @@ pub fn hook(input: &Value, ctx: &Context) -> Result<Hook, SchemaViolation> {
     let enabled = optional_bool(map, "enabled", &mut errors).unwrap_or(true);
     let name = optional_name(map, &mut errors);
     let tags = tags(map, &mut errors);
+    let max_rate = optional_rate(map, &mut errors);
+    let (disabled_reason, failing_since) = protection_state(map, enabled, &mut errors);
 
     let handler = match present(map, "handler") {
         None => {
@@ -253,7 +258,72 @@ pub fn hook(input: &Value, ctx: &Context) -> Result<Hook, SchemaViolation> {
         enabled,
         name,
         tags,
+        disabled_reason,
+        failing_since,
+        max_rate,
     })
+}
+
+/// `max_rate`: deliveries per second, a number above 0 (fractions allowed: 0.5 is one every 2 s).
+fn optional_rate(map: &Map<String, Value>, errors: &mut Errors) -> Option<f64> {
+    match present(map, "max_rate")? {
+        Value::Number(n) => match n.as_f64() {
+            Some(rate) if rate > 0.0 && rate.is_finite() => Some(rate),
+            _ => {
+                errors.add(&["max_rate"], "value must be greater than 0");
+                None
+            }
+        },
+        _ => {
+            errors.add(&["max_rate"], "expected a number");
+            None
+        }
+    }
+}
+
+/// `disabled_reason` and `failing_since` are kept by the dispatcher (spec §8 "Beyond"): a request
+/// may carry them back as it read them (a PATCH merges the stored hook, a PUT may send a hook as
+/// `GET` returned it), and they are type-checked, but an enabled hook has no `disabled_reason`,
+/// and re-enabling a hook the dispatcher disabled starts its failure count afresh.
+fn protection_state(
+    map: &Map<String, Value>,
+    enabled: bool,
+    errors: &mut Errors,
+) -> (Option<DisabledReason>, Option<i64>) {
+    let reason = match present(map, "disabled_reason") {
+        None => None,
+        Some(value) => match serde_json::from_value::<DisabledReason>(value.clone()) {
+            Ok(reason) => Some(reason),
+            Err(_) => {
+                errors.add(
+                    &["disabled_reason"],
+                    "expected a record with an integer 'at' and a string 'reason'",
+                );
+                None
+            }
+        },
+    };
+    let failing_since = match present(map, "failing_since") {
+        None => None,
+        Some(value) => match value.as_i64() {
+            Some(at) => Some(at),
+            None => {
+                errors.add(&["failing_since"], "expected an integer");
+                None
+            }
+        },
+    };
+    if enabled {
+        // Re-enabled after the dispatcher disabled it: the target is given a fresh start.
+        let failing_since = if reason.is_some() {
+            None
+        } else {
+            failing_since
+        };
+        (None, failing_since)
+    } else {
+        (reason, failing_since)
+    }
 }
 
 #[derive(Default)]
@@ -1213,6 +1283,62 @@ mod tests {
                     "url":format!("{base}{}", "p".repeat(n - base.len()))}})
             },
             json!({"config":{"url":"length must be at most 2048"}}),
+        );
+    }
+
+    #[test]
+    fn protection_fields_default_to_null_and_max_rate_is_checked() {
+        let log = json!({"source":"crud","handler":"log"});
+        let value = serde_json::to_value(hook(&log, &ctx()).unwrap()).unwrap();
+        for field in ["disabled_reason", "failing_since", "max_rate"] {
+            assert_eq!(value[field], Value::Null, "{field} in {value}");
+        }
+        let with_rate = |rate: Value| {
+            let mut input = log.clone();
+            input["max_rate"] = rate;
+            hook(&input, &ctx())
+        };
+        assert_eq!(with_rate(json!(0.5)).unwrap().max_rate, Some(0.5));
+        assert_eq!(with_rate(json!(20)).unwrap().max_rate, Some(20.0));
+        assert_eq!(with_rate(Value::Null).unwrap().max_rate, None);
+        for (rate, message) in [
+            (json!(0), "value must be greater than 0"),
+            (json!(-3), "value must be greater than 0"),
+            (json!("fast"), "expected a number"),
+        ] {
+            let v = with_rate(rate.clone()).expect_err("rejected");
+            assert_eq!(v.fields(), json!({"max_rate": message}), "{rate}");
+            assert_eq!(
+                v.message(),
+                format!("schema violation (max_rate: {message})")
+            );
+        }
+    }
+
+    #[test]
+    fn re_enabling_a_disabled_hook_clears_its_reason_and_failure_time() {
+        // A hook as GET shows it after the dispatcher paused it
+        let mut paused = json!({"source":"crud","handler":"log","enabled":false,
+            "disabled_reason":{"at":5,"reason":"target answered 410 Gone"},"failing_since":3});
+        let kept = hook(&paused, &ctx()).unwrap();
+        assert_eq!(kept.disabled_reason.unwrap().at, 5);
+        assert_eq!(kept.failing_since, Some(3));
+        // PATCH {"enabled": true} merges into it
+        paused["enabled"] = json!(true);
+        let enabled = hook(&paused, &ctx()).unwrap();
+        assert_eq!(
+            (enabled.disabled_reason, enabled.failing_since),
+            (None, None)
+        );
+        // A mistyped reason is reported like any field
+        let v = violation(
+            json!({"source":"crud","handler":"log","disabled_reason":"gone",
+            "failing_since":"x"}),
+        );
+        assert_eq!(
+            v.fields(),
+            json!({"disabled_reason":"expected a record with an integer 'at' and a string 'reason'",
+                "failing_since":"expected an integer"})
         );
     }
 }

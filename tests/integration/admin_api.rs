@@ -654,7 +654,13 @@ async fn patch_merges_records_replaces_maps_and_revalidates() {
         error["fields"],
         json!({"config":{"url":"missing scheme in url"}})
     );
-    let (_, unchanged) = api.get(&path).await;
+    let (_, mut unchanged) = api.get(&path).await;
+    // (the hook, on `crud`, gets the events of its own changes, which fail against a.test: the
+    // dispatcher may have noted when its failures began meanwhile)
+    let mut patched = patched;
+    for hook in [&mut unchanged, &mut patched] {
+        hook.as_object_mut().unwrap().remove("failing_since");
+    }
     assert_eq!(unchanged, patched);
 
     // When the handler changes, the old config does not leak into the new one

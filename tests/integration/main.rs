@@ -15,6 +15,7 @@ mod limits;
 mod openapi;
 mod probe_lambda;
 mod probe_local;
+mod protection;
 mod queue_contract;
 mod replay;
 mod store_contract;

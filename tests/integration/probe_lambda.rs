@@ -84,6 +84,9 @@ fn hook(id: Uuid, handler: Handler) -> Hook {
         enabled: true,
         name: None,
         tags: vec![],
+        disabled_reason: None,
+        failing_since: None,
+        max_rate: None,
     }
 }
 

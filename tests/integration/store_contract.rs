@@ -114,6 +114,9 @@ fn hook(source: &str, event: Option<&str>) -> Hook {
         enabled: true,
         name: None,
         tags: vec![],
+        disabled_reason: None,
+        failing_since: None,
+        max_rate: None,
     }
 }
 

@@ -405,6 +405,9 @@ mod tests {
             enabled: true,
             name: None,
             tags: vec![],
+            disabled_reason: None,
+            failing_since: None,
+            max_rate: None,
         }
     }
 
