@@ -84,3 +84,33 @@ def events_registered_during_the_run(context, body):
     if event in _BUILTIN.get(source, ()):
         return True
     return event not in _catalogue().get(source, set())
+
+
+def _seconds(value):
+    """A replay bound as sent: an integer, or digits in a form; `None` when absent or `""`."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+@schemathesis.hook("filter_body")
+def replay_windows_in_order(context, body):
+    """Drops replay bodies whose `since` is after `until` (or after now when `until` is absent).
+
+    The server refuses them (400, documented); JSON Schema cannot relate two fields.
+    """
+    import time
+
+    operation = context.operation
+    if operation is None or not operation.path.endswith("/deliveries/replay"):
+        return True
+    if not isinstance(body, dict):
+        return True
+    since, until = _seconds(body.get("since")), _seconds(body.get("until"))
+    if since is None:
+        return True
+    return since <= (until if until is not None else int(time.time()))
