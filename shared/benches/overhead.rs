@@ -83,6 +83,8 @@ fn main() {
         headers: BTreeMap::from([("x-team".into(), "platform".into())]),
         secret: Some("hunter2".into()),
         ssl_verify: false,
+        signature: Default::default(),
+        previous_secret: None,
     };
     // A realistic snapshot: 200 hooks over several sources, 3 of them on this event.
     let mut hooks = Vec::new();
@@ -139,6 +141,8 @@ fn main() {
         headers_format: false,
         secret: Some("hunter2".into()),
         ssl_verify: false,
+        signature: Default::default(),
+        previous_secret: None,
     };
     let plan = CustomPlan::new(&custom).unwrap();
     let limits = Limits::default();

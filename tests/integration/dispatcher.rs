@@ -202,6 +202,8 @@ async fn webhook_hook(fixture: &Fixture, url: String, snooze: Option<u32>) -> Ho
             headers: Default::default(),
             secret: None,
             ssl_verify: false,
+            signature: Default::default(),
+            previous_secret: None,
         }),
         snooze,
         on_change: None,
