@@ -11,13 +11,13 @@ use std::fmt;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::deliver::signing::standard_key;
 use crate::limits;
 use crate::lua::{self, LuaPolicy};
 use crate::model::{
     payload_encoding, Handler, HandlerKind, Hook, HttpMethod, LambdaConfig, LogConfig,
     SignatureScheme, WebhookConfig, WebhookCustomConfig,
 };
-use crate::deliver::signing::standard_key;
 use crate::template::Template;
 
 /// One step of the path to a field: an object key or a 0-based array index.
@@ -538,10 +538,7 @@ fn signing(map: &Map<String, Value>, errors: &mut Errors) -> (SignatureScheme, O
         Some(Value::String(s)) if s == "kong" => SignatureScheme::Kong,
         Some(Value::String(s)) if s == "standard" => SignatureScheme::Standard,
         Some(_) => {
-            errors.add(
-                &["config", "signature"],
-                "expected one of: kong, standard",
-            );
+            errors.add(&["config", "signature"], "expected one of: kong, standard");
             return (SignatureScheme::Kong, secret);
         }
     };
@@ -914,7 +911,10 @@ mod tests {
             "schema violation (config.secret: a standard signature secret must start with 'whsec_')"
         );
         let err = super::hook(&input(json!({"signature":"hmac"})), &ctx()).unwrap_err();
-        assert_eq!(err.fields(), json!({"config":{"signature":"expected one of: kong, standard"}}));
+        assert_eq!(
+            err.fields(),
+            json!({"config":{"signature":"expected one of: kong, standard"}})
+        );
         // Kong's scheme takes any secret, as before.
         let kong = json!({"signature":"kong","secret":"hunter2"});
         assert!(super::hook(&input(kong), &ctx()).is_ok());

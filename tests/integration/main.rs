@@ -13,5 +13,6 @@ mod openapi;
 mod probe_lambda;
 mod probe_local;
 mod queue_contract;
+mod standard_webhooks;
 mod store_contract;
 mod windows_contract;

@@ -215,8 +215,14 @@ mod tests {
             standard_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
             Err(InvalidSecret::MissingPrefix)
         );
-        assert_eq!(standard_key("whsec_not base64!"), Err(InvalidSecret::NotBase64));
-        assert_eq!(standard_key("whsec_c2hvcnQ="), Err(InvalidSecret::Length(5)));
+        assert_eq!(
+            standard_key("whsec_not base64!"),
+            Err(InvalidSecret::NotBase64)
+        );
+        assert_eq!(
+            standard_key("whsec_c2hvcnQ="),
+            Err(InvalidSecret::Length(5))
+        );
         assert_eq!(standard_key("whsec_"), Err(InvalidSecret::Length(0)));
     }
 }

@@ -217,7 +217,12 @@ impl Executor {
                 // Standard Webhooks' `webhook-id` is the delivery id, the same on every retry so
                 // receivers can de-duplicate; a test run has no delivery, so it gets a fresh id.
                 let message_id = delivery.map_or_else(Uuid::new_v4, |(id, _)| id);
-                sign(&mut request, signing, &message_id.to_string(), now_seconds());
+                sign(
+                    &mut request,
+                    signing,
+                    &message_id.to_string(),
+                    now_seconds(),
+                );
             }
             if let Some((id, attempt)) = delivery {
                 request

@@ -10,8 +10,7 @@ use crate::deliver::http::OutboundRequest;
 use crate::deliver::signing::{signature, standard_headers, SIGNATURE_HEADER};
 use crate::lua::Budget;
 use crate::model::{
-    payload_encoding, PayloadEncoding, SignatureScheme, Signing, WebhookConfig,
-    WebhookCustomConfig,
+    payload_encoding, PayloadEncoding, SignatureScheme, Signing, WebhookConfig, WebhookCustomConfig,
 };
 use crate::template::{Renderer, Template, TemplateError};
 
@@ -247,7 +246,7 @@ fn multipart(fields: &[(String, String)]) -> (String, Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deliver::signing::{standard_signature, standard_key};
+    use crate::deliver::signing::{standard_key, standard_signature};
     use crate::lua::Limits;
     use crate::model::{Handler, PreviousSecret};
     use serde_json::json;
@@ -312,7 +311,12 @@ mod tests {
             previous_secret: None,
         };
         let mut request = webhook_request(&config, &data());
-        sign(&mut request, Handler::Webhook(config).signing().unwrap(), "d", 1);
+        sign(
+            &mut request,
+            Handler::Webhook(config).signing().unwrap(),
+            "d",
+            1,
+        );
         let body = request.body.clone().unwrap();
         let sent: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(sent["event"], "consumers");
@@ -457,7 +461,10 @@ mod tests {
         // Once the grace period is over, only the new secret signs.
         let mut request = unsigned;
         sign(&mut request, handler.signing().unwrap(), "msg_1", 100);
-        assert_eq!(header(&request, "webhook-signature").unwrap(), sig(new, 100));
+        assert_eq!(
+            header(&request, "webhook-signature").unwrap(),
+            sig(new, 100)
+        );
     }
 
     #[test]
