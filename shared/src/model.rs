@@ -32,6 +32,18 @@ pub struct Hook {
     pub tags: Vec<String>,
 }
 
+impl Hook {
+    /// The hook as the admin API, pings and crud events show it: everything but a rotated-out
+    /// secret, which only signs (spec §8).
+    pub fn shown(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(config) = value.get_mut("config").and_then(|c| c.as_object_mut()) {
+            config.remove("previous_secret");
+        }
+        value
+    }
+}
+
 /// The handler of a hook with its configuration; serialized as `"handler": …, "config": {…}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "handler", content = "config", rename_all = "kebab-case")]
@@ -379,6 +391,71 @@ mod tests {
         assert_eq!(value["config"], json!({}));
         let back: Hook = serde_json::from_value(value).unwrap();
         assert_eq!(back, hook);
+    }
+
+    fn rotating_webhook(secret: &str) -> Handler {
+        Handler::Webhook(WebhookConfig {
+            url: "https://a.test".into(),
+            headers: BTreeMap::new(),
+            secret: Some(secret.into()),
+            ssl_verify: false,
+            signature: SignatureScheme::Standard,
+            previous_secret: Some(PreviousSecret {
+                secret: "whsec_old".into(),
+                expires_at: 100,
+            }),
+        })
+    }
+
+    #[test]
+    fn a_rotated_out_secret_is_never_shown_and_signs_until_it_expires() {
+        let hook = Hook {
+            id: Uuid::nil(),
+            created_at: 1,
+            updated_at: 2,
+            source: "crud".into(),
+            event: None,
+            handler: rotating_webhook("whsec_new"),
+            snooze: None,
+            on_change: None,
+            enabled: true,
+            name: None,
+            tags: vec![],
+        };
+        let shown = hook.shown();
+        assert_eq!(shown["config"]["secret"], "whsec_new");
+        assert_eq!(shown["config"]["signature"], "standard");
+        assert!(!shown.to_string().contains("whsec_old"), "{shown}");
+        // Stored (serialized) whole, so that it keeps signing.
+        let stored = serde_json::to_value(&hook).unwrap();
+        assert_eq!(stored["config"]["previous_secret"]["secret"], "whsec_old");
+        let signing = hook.handler.signing().unwrap();
+        assert_eq!(signing.secrets_at(99), ["whsec_new", "whsec_old"]);
+        assert_eq!(signing.secrets_at(100), ["whsec_new"]);
+    }
+
+    #[test]
+    fn a_rotation_survives_edits_that_keep_the_secret_and_scheme() {
+        let old = rotating_webhook("whsec_new");
+        let fresh = |secret: &str, signature| {
+            Handler::Webhook(WebhookConfig {
+                url: "https://b.test".into(),
+                headers: BTreeMap::new(),
+                secret: Some(secret.into()),
+                ssl_verify: false,
+                signature,
+                previous_secret: None,
+            })
+        };
+        let mut edited = fresh("whsec_new", SignatureScheme::Standard);
+        edited.keep_rotation(&old);
+        assert!(edited.signing().unwrap().previous.is_some());
+        let mut new_secret = fresh("whsec_other", SignatureScheme::Standard);
+        new_secret.keep_rotation(&old);
+        assert!(new_secret.signing().unwrap().previous.is_none());
+        let mut to_kong = fresh("whsec_new", SignatureScheme::Kong);
+        to_kong.keep_rotation(&old);
+        assert!(to_kong.signing().unwrap().previous.is_none());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::body::Input;
 use super::error::ApiError;
 use super::query::Query;
-use super::secret::{fill_in_secret, hide_previous_secret, shown};
+use super::secret::fill_in_secret;
 use super::AdminState;
 use crate::events::{now_seconds, Operation};
 use crate::form;
@@ -46,7 +46,7 @@ pub async fn list(
     };
 
     let page = state.store.list(&filter, size, after).await?;
-    let items: Vec<Value> = page.items.iter().map(shown).collect();
+    let items: Vec<Value> = page.items.iter().map(Hook::shown).collect();
     let mut body = json!({ "data": items, "next": Value::Null });
     if let Some(token) = page.next {
         let offset = token.encode();
@@ -111,7 +111,7 @@ async fn validate_hook(
 }
 
 fn created(hook: &Hook) -> Response {
-    (StatusCode::CREATED, Json(shown(hook))).into_response()
+    (StatusCode::CREATED, Json(hook.shown())).into_response()
 }
 
 /// `POST /event-hooks`
@@ -139,7 +139,7 @@ pub async fn read(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let stored = state.store.get(id).await?.ok_or(ApiError::NotFound)?;
-    Ok(Json(shown(&stored.value)))
+    Ok(Json(stored.value.shown()))
 }
 
 /// `PATCH /event-hooks/{id}`: records (`config`) deep-merged, maps replaced whole, then the
@@ -166,7 +166,7 @@ pub async fn update(
                 state
                     .emit_change(Operation::Update, &hook, Some(&old))
                     .await?;
-                return Ok(Json(shown(&hook)));
+                return Ok(Json(hook.shown()));
             }
             // Someone else changed the hook meanwhile: merge into their version.
             Err(StoreError::Conflict) => continue,
@@ -207,7 +207,7 @@ pub async fn upsert(
                         state
                             .emit_change(Operation::Update, &hook, Some(&old.value))
                             .await?;
-                        Json(shown(&hook)).into_response()
+                        Json(hook.shown()).into_response()
                     }
                     None => {
                         state.emit_change(Operation::Create, &hook, None).await?;
@@ -240,12 +240,9 @@ pub async fn remove(
 /// one; values inside `config` (such as the `headers` map) are replaced whole. A new handler
 /// starts from an empty config, since the old one belongs to another schema.
 fn merge_patch(old: &Hook, patch: &Map<String, Value>) -> Value {
-    let Ok(mut value) = serde_json::to_value(old) else {
-        unreachable!("a hook serializes to an object")
-    };
-    // Not a field users may set: a rotation in progress is carried over after validation.
-    hide_previous_secret(&mut value);
-    let Value::Object(mut merged) = value else {
+    // Without the rotated-out secret, which users may not set: a rotation in progress is
+    // carried over after validation.
+    let Value::Object(mut merged) = old.shown() else {
         unreachable!("a hook serializes to an object")
     };
     let handler_changes = patch

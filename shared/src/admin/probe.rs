@@ -125,12 +125,11 @@ async fn test(
 
 /// The hook as a ping shows it: everything but the secret.
 pub fn redacted(hook: &Hook) -> Value {
-    let mut value = serde_json::to_value(hook).unwrap_or(Value::Null);
+    let mut value = hook.shown();
     if let Some(config) = value.get_mut("config").and_then(Value::as_object_mut) {
         if config.get("secret").is_some_and(|s| !s.is_null()) {
             config.insert("secret".into(), Value::String("[redacted]".into()));
         }
-        config.remove("previous_secret");
     }
     value
 }

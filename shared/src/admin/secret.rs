@@ -38,20 +38,6 @@ pub(super) fn fill_in_secret(hook: &mut Hook) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Removes the rotated-out secret from a serialized hook.
-pub(super) fn hide_previous_secret(value: &mut Value) {
-    if let Some(config) = value.get_mut("config").and_then(Value::as_object_mut) {
-        config.remove("previous_secret");
-    }
-}
-
-/// A hook as the admin API shows it: everything but the rotated-out secret.
-pub(super) fn shown(hook: &Hook) -> Value {
-    let mut value = serde_json::to_value(hook).unwrap_or(Value::Null);
-    hide_previous_secret(&mut value);
-    value
-}
-
 /// The new secret of a rotation: the body's `secret` (checked for the hook's scheme), or a
 /// fresh `whsec_` secret.
 fn new_secret(body: &Map<String, Value>, scheme: SignatureScheme) -> Result<String, ApiError> {
