@@ -2,14 +2,22 @@
 //! Standard Webhooks reference library (`standardwebhooks` from PyPI, run by the workspace's
 //! `.venv/bin/python`) rather than by our own code: deliveries verify, a tampered body or an old
 //! timestamp does not, and after `POST /event-hooks/{id}/secret/rotate` a delivery verifies with
-//! the new secret and with the old one.
+//! the new secret and with the old one. The last test does the same through the real Lambda
+//! binaries (admin-api rotates, probe delivers) on DynamoDB and SQS on moto.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use base64::Engine as _;
 use event_hooks::deliver::signing::{standard_key, standard_signature};
+use event_hooks::model::{Handler, Hook, SignatureScheme, WebhookConfig};
+use event_hooks::queue::sqs::create_queue_with_dlq;
+use event_hooks::store::dynamodb::{create_table, DynamoHookStore};
+use event_hooks::store::{HookStore, Precondition};
+use event_hooks_tests::lambda_runtime::{function_binary, FunctionProcess};
+use event_hooks_tests::moto::{self, unique_name};
 use event_hooks_tests::receiver::{Receiver, Recorded};
 use event_hooks_tests::server::LocalServer;
 use serde_json::{json, Value};
@@ -300,4 +308,129 @@ async fn a_kong_hook_rotation_replaces_its_secret_at_once() {
         event_hooks::deliver::signing::signature(b"swordfish", &request.body)
     );
     assert!(!request.headers.contains_key("webhook-signature"));
+}
+
+/// The sample API Gateway event `events/<name>`, addressed to hook `id` (and, when `rotate` is
+/// set, turned into `POST /event-hooks/{id}/secret/rotate`).
+fn api_event(name: &str, id: uuid::Uuid, rotate: bool) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace("4a0c4f41-6b8b-4a42-9d37-0c6b8d1f8f0e", &id.to_string());
+    let mut event: Value = serde_json::from_str(&text).unwrap();
+    if rotate {
+        let path = format!("/event-hooks/{id}/secret/rotate");
+        event["rawPath"] = json!(path);
+        event["routeKey"] = json!("POST /event-hooks/{id}/secret/rotate");
+        event["requestContext"]["http"]["method"] = json!("POST");
+        event["requestContext"]["http"]["path"] = json!(path);
+    }
+    event
+}
+
+/// Invokes a function with an API Gateway event; its status and JSON body.
+async fn call(function: &mut FunctionProcess, event: Value) -> (u64, Value) {
+    let raw = function
+        .invoke(event)
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    let body = raw["body"].as_str().unwrap_or_default();
+    let body = if raw["isBase64Encoded"].as_bool() == Some(true) {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap();
+        String::from_utf8(bytes).unwrap()
+    } else {
+        body.to_string()
+    };
+    let status = raw["statusCode"].as_u64().unwrap();
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_lambda_and_dynamodb_a_rotated_standard_hook_signs_with_both_secrets() {
+    let Some(config) = moto::config() else {
+        return;
+    };
+    let endpoint = std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT");
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let receiver = Receiver::start().await;
+
+    // Given a standard hook in a hooks table on moto…
+    let table = unique_name("std-webhooks");
+    create_table(&dynamodb, &table).await.unwrap();
+    let store = DynamoHookStore::new(dynamodb.clone(), table.clone());
+    let id = uuid::Uuid::new_v4();
+    let hook = Hook {
+        id,
+        created_at: 1_763_920_800,
+        updated_at: 1_763_920_800,
+        source: "crud".into(),
+        event: Some("consumers".into()),
+        handler: Handler::Webhook(WebhookConfig {
+            url: receiver.url("/lambda"),
+            headers: Default::default(),
+            secret: Some(SECRET.into()),
+            ssl_verify: true,
+            signature: SignatureScheme::Standard,
+            previous_secret: None,
+        }),
+        snooze: None,
+        on_change: None,
+        enabled: true,
+        name: None,
+        tags: vec![],
+    };
+    store.put(&hook, Precondition::Absent).await.unwrap();
+
+    // …when the admin function rotates its secret…
+    let (events_url, _) = create_queue_with_dlq(&sqs, &unique_name("std-events"), 5)
+        .await
+        .unwrap();
+    let deliveries_table = unique_name("std-deliveries");
+    event_hooks::deliveries::dynamodb::create_table(&dynamodb, &deliveries_table)
+        .await
+        .unwrap();
+    let (deliveries_url, _) = create_queue_with_dlq(&sqs, &unique_name("std-deliveries"), 5)
+        .await
+        .unwrap();
+    let aws_env = [
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("HOOKS_TABLE", table.as_str()),
+    ];
+    let mut admin_env = aws_env.to_vec();
+    admin_env.extend([
+        ("EVENTS_QUEUE_URL", events_url.as_str()),
+        ("DELIVERIES_TABLE", deliveries_table.as_str()),
+        ("DELIVERIES_QUEUE_URL", deliveries_url.as_str()),
+    ]);
+    let mut admin = FunctionProcess::start(&function_binary("admin-api"), &admin_env).await;
+    let (status, rotated) = call(&mut admin, api_event("admin-get-hook.json", id, true)).await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_secret = rotated["secret"].as_str().unwrap().to_string();
+
+    // …then DynamoDB holds both secrets…
+    let stored = store.get(id).await.unwrap().unwrap().value;
+    let signing = stored.handler.signing().unwrap();
+    assert_eq!(signing.secret, Some(new_secret.as_str()));
+    assert_eq!(signing.previous.unwrap().secret, SECRET);
+
+    // …and a request the probe function sends verifies with either, by the reference library.
+    let mut probe_env = aws_env.to_vec();
+    probe_env.push(("ALLOW_PRIVATE_TARGETS", "true"));
+    let mut probe = FunctionProcess::start(&function_binary("probe"), &probe_env).await;
+    let (status, tested) = call(&mut probe, api_event("probe-test-hook.json", id, false)).await;
+    assert_eq!(status, 200, "{tested}");
+    let request = &receiver.wait_for("/lambda", 1, WAIT).await[0];
+    let headers = standard_headers(request);
+    assert_eq!(
+        reference_verify(&new_secret, &request.body, &headers),
+        Ok(())
+    );
+    assert_eq!(reference_verify(SECRET, &request.body, &headers), Ok(()));
 }
