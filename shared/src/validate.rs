@@ -11,11 +11,12 @@ use std::fmt;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::deliver::signing::standard_key;
 use crate::limits;
 use crate::lua::{self, LuaPolicy};
 use crate::model::{
     payload_encoding, DisabledReason, Handler, HandlerKind, Hook, HttpMethod, LambdaConfig,
-    LogConfig, WebhookConfig, WebhookCustomConfig,
+    LogConfig, SignatureScheme, WebhookConfig, WebhookCustomConfig,
 };
 use crate::template::Template;
 
@@ -529,7 +530,7 @@ fn config(
 /// The fields `config` may have for a handler of `kind`.
 fn allowed_fields(kind: HandlerKind) -> &'static [&'static str] {
     match kind {
-        HandlerKind::Webhook => &["url", "headers", "secret", "ssl_verify"],
+        HandlerKind::Webhook => &["url", "headers", "secret", "ssl_verify", "signature"],
         HandlerKind::WebhookCustom => &[
             "url",
             "method",
@@ -541,6 +542,7 @@ fn allowed_fields(kind: HandlerKind) -> &'static [&'static str] {
             "headers_format",
             "secret",
             "ssl_verify",
+            "signature",
         ],
         HandlerKind::Log => &[],
         HandlerKind::Lambda => &["functions"],
@@ -551,7 +553,7 @@ fn allowed_fields(kind: HandlerKind) -> &'static [&'static str] {
 fn webhook(map: &Map<String, Value>, errors: &mut Errors) -> Option<Handler> {
     let url = url(map, errors);
     let headers = string_map(map, "headers", HEADERS, errors);
-    let secret = string_at(map, &["config", "secret"], errors);
+    let (signature, secret) = signing(map, errors);
     let ssl_verify = bool_at(map, &["config", "ssl_verify"], errors).unwrap_or(false);
     url.map(|url| {
         Handler::Webhook(WebhookConfig {
@@ -559,6 +561,8 @@ fn webhook(map: &Map<String, Value>, errors: &mut Errors) -> Option<Handler> {
             headers: headers.unwrap_or_default(),
             secret,
             ssl_verify,
+            signature,
+            previous_secret: None,
         })
     })
 }
@@ -574,7 +578,7 @@ fn webhook_custom(map: &Map<String, Value>, errors: &mut Errors) -> Option<Handl
     let body_format = bool_at(map, &["config", "body_format"], errors).unwrap_or(true);
     let headers = string_map(map, "headers", HEADERS, errors);
     let headers_format = bool_at(map, &["config", "headers_format"], errors).unwrap_or(false);
-    let secret = string_at(map, &["config", "secret"], errors);
+    let (signature, secret) = signing(map, errors);
     let ssl_verify = bool_at(map, &["config", "ssl_verify"], errors).unwrap_or(false);
     url.zip(method).map(|(url, method)| {
         Handler::WebhookCustom(WebhookCustomConfig {
@@ -588,8 +592,32 @@ fn webhook_custom(map: &Map<String, Value>, errors: &mut Errors) -> Option<Handl
             headers_format,
             secret,
             ssl_verify,
+            signature,
+            previous_secret: None,
         })
     })
+}
+
+/// `config.signature` (`kong` by default, or `standard`) and `config.secret`, which a `standard`
+/// hook needs as a `whsec_` secret. A `standard` hook without one is valid: the admin API
+/// generates its secret (see [`crate::admin`]), since validation has no business with randomness.
+fn signing(map: &Map<String, Value>, errors: &mut Errors) -> (SignatureScheme, Option<String>) {
+    let secret = string_at(map, &["config", "secret"], errors);
+    let scheme = match present(map, "signature") {
+        None => SignatureScheme::Kong,
+        Some(Value::String(s)) if s == "kong" => SignatureScheme::Kong,
+        Some(Value::String(s)) if s == "standard" => SignatureScheme::Standard,
+        Some(_) => {
+            errors.add(&["config", "signature"], "expected one of: kong, standard");
+            return (SignatureScheme::Kong, secret);
+        }
+    };
+    if let (SignatureScheme::Standard, Some(given)) = (scheme, &secret) {
+        if let Err(invalid) = standard_key(given) {
+            errors.add(&["config", "secret"], invalid.to_string());
+        }
+    }
+    (scheme, secret)
 }
 
 /// `config.body`: a string, at most [`limits::MAX_TEMPLATE_BYTES`] long.
@@ -907,7 +935,8 @@ mod tests {
         let value = serde_json::to_value(&hook).unwrap();
         assert_eq!(
             value["config"],
-            json!({"url":"https://example.com/h","headers":{},"secret":null,"ssl_verify":false})
+            json!({"url":"https://example.com/h","headers":{},"secret":null,"ssl_verify":false,
+                   "signature":"kong"})
         );
         assert_eq!(value["enabled"], true);
         assert_eq!(value["tags"], json!([]));
@@ -926,8 +955,39 @@ mod tests {
             serde_json::to_value(&hook).unwrap()["config"],
             json!({"url":"http://x.test","method":"POST","payload":null,"payload_format":true,
                    "body":null,"body_format":true,"headers":{},"headers_format":false,
-                   "secret":null,"ssl_verify":false})
+                   "secret":null,"ssl_verify":false,"signature":"kong"})
         );
+    }
+
+    #[test]
+    fn a_standard_signature_needs_a_whsec_secret() {
+        let input = |extra: Value| {
+            let mut config = json!({"url":"https://example.com/h","signature":"standard"});
+            let fields = config.as_object_mut().unwrap();
+            fields.extend(extra.as_object().unwrap().clone());
+            json!({"source":"crud","handler":"webhook","config":config})
+        };
+        // No secret: valid, the admin API generates one.
+        let hook = hook(&input(json!({})), &ctx()).unwrap();
+        assert_eq!(
+            hook.handler.signing().unwrap().scheme,
+            SignatureScheme::Standard
+        );
+        let ok = json!({"secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"});
+        assert!(super::hook(&input(ok), &ctx()).is_ok());
+        let err = super::hook(&input(json!({"secret":"hunter2"})), &ctx()).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "schema violation (config.secret: a standard signature secret must start with 'whsec_')"
+        );
+        let err = super::hook(&input(json!({"signature":"hmac"})), &ctx()).unwrap_err();
+        assert_eq!(
+            err.fields(),
+            json!({"config":{"signature":"expected one of: kong, standard"}})
+        );
+        // Kong's scheme takes any secret, as before.
+        let kong = json!({"signature":"kong","secret":"hunter2"});
+        assert!(super::hook(&input(kong), &ctx()).is_ok());
     }
 
     #[test]

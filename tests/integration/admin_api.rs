@@ -128,7 +128,8 @@ async fn kongs_documented_curl_commands_work_unchanged() {
     assert_eq!(status, 201, "{hook}");
     assert_eq!(
         hook["config"],
-        json!({"url":"https://webhook.site/a1b2c3","headers":{},"secret":null,"ssl_verify":false})
+        json!({"url":"https://webhook.site/a1b2c3","headers":{},"secret":null,"ssl_verify":false,
+               "signature":"kong"})
     );
     assert_eq!(hook["on_change"], Value::Null);
     assert_eq!(hook["snooze"], Value::Null);

@@ -421,6 +421,8 @@ fn webhook(url: String, secret: Option<&str>) -> Handler {
         headers: BTreeMap::new(),
         secret: secret.map(str::to_owned),
         ssl_verify: true,
+        signature: Default::default(),
+        previous_secret: None,
     })
 }
 

@@ -212,6 +212,8 @@ pub(crate) async fn webhook_hook(fixture: &Fixture, url: String, snooze: Option<
             headers: Default::default(),
             secret: None,
             ssl_verify: false,
+            signature: Default::default(),
+            previous_secret: None,
         }),
         snooze,
         on_change: None,

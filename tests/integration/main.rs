@@ -18,5 +18,6 @@ mod probe_local;
 mod protection;
 mod queue_contract;
 mod replay;
+mod standard_webhooks;
 mod store_contract;
 mod windows_contract;

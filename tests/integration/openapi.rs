@@ -28,6 +28,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/event-hooks/{id}/deliveries/replay", "post"),
     ("/event-hooks/{id}/test", "post"),
     ("/event-hooks/{id}/ping", "get"),
+    ("/event-hooks/{id}/secret/rotate", "post"),
     ("/openapi.json", "get"),
 ];
 

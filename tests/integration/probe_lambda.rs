@@ -96,6 +96,8 @@ fn webhook(url: String) -> Handler {
         headers: Default::default(),
         secret: Some(SECRET.into()),
         ssl_verify: true,
+        signature: Default::default(),
+        previous_secret: None,
     })
 }
 

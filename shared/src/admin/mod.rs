@@ -10,6 +10,7 @@ mod hooks;
 mod openapi;
 mod probe;
 mod query;
+mod secret;
 mod sources;
 
 use std::sync::Arc;
@@ -277,6 +278,10 @@ fn admin_routes(state: AdminState) -> Router {
             "/event-hooks/{id}/deliveries/{delivery}/retry",
             with_options(axum::routing::post(deliveries::retry), "POST, OPTIONS"),
         )
+        .route(
+            "/event-hooks/{id}/secret/rotate",
+            with_options(axum::routing::post(secret::rotate), "POST, OPTIONS"),
+        )
         .route("/openapi.json", get(openapi::document))
         .with_state(state)
 }
@@ -404,6 +409,8 @@ mod tests {
                 headers: BTreeMap::new(),
                 secret: None,
                 ssl_verify: false,
+                signature: Default::default(),
+                previous_secret: None,
             }),
             snooze: None,
             on_change: None,
