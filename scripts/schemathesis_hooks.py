@@ -111,6 +111,9 @@ def replay_windows_in_order(context, body):
     if not isinstance(body, dict):
         return True
     since, until = _seconds(body.get("since")), _seconds(body.get("until"))
+    if until is not None and until <= 86_400:
+        # The default `since` (a day before `until`) would be before the epoch.
+        return False
     if since is None:
         return True
     return since <= (until if until is not None else int(time.time()))
@@ -126,8 +129,8 @@ def standard_signatures_with_their_own_secret(context, body):
     if not isinstance(body, dict):
         return True
     config = body.get("config") if isinstance(body.get("config"), dict) else None
-    signature = config.get("signature") if config else body.get("config.signature")
-    secret = config.get("secret") if config else body.get("config.secret")
-    if signature != "standard" or secret in (None, ""):
-        return True
-    return False
+    if config is not None:
+        # JSON: only null or absent means "generate one".
+        return config.get("signature") != "standard" or config.get("secret") is None
+    # Forms: `""` is null.
+    return body.get("config.signature") != "standard" or body.get("config.secret") in (None, "")

@@ -293,9 +293,9 @@ fn protection_state(
 ) -> (Option<DisabledReason>, Option<i64>) {
     let reason = match present(map, "disabled_reason") {
         None => None,
-        Some(value) => match serde_json::from_value::<DisabledReason>(value.clone()) {
-            Ok(reason) => Some(reason),
-            Err(_) => {
+        Some(value) => match disabled_reason(value) {
+            Some(reason) => Some(reason),
+            None => {
                 errors.add(
                     &["disabled_reason"],
                     "expected a record with an integer 'at' and a string 'reason'",
@@ -306,7 +306,7 @@ fn protection_state(
     };
     let failing_since = match present(map, "failing_since") {
         None => None,
-        Some(value) => match value.as_i64() {
+        Some(value) => match integral(value) {
             Some(at) => Some(at),
             None => {
                 errors.add(&["failing_since"], "expected an integer");
@@ -349,6 +349,28 @@ impl Errors {
 }
 
 /// The value of `key` unless it is absent or null (Kong treats both as "not given").
+/// A `disabled_reason` as read back: exactly `at` (an integer) and `reason` (a string).
+fn disabled_reason(value: &Value) -> Option<DisabledReason> {
+    let fields = value.as_object()?;
+    if fields.len() != 2 {
+        return None;
+    }
+    Some(DisabledReason {
+        at: integral(fields.get("at")?)?,
+        reason: fields.get("reason")?.as_str()?.to_owned(),
+    })
+}
+
+/// An integer, also when written as an integral float (`5.0`): JSON does not tell them apart.
+fn integral(value: &Value) -> Option<i64> {
+    value.as_i64().or_else(|| {
+        let x = value.as_f64()?;
+        // i64::MAX as f64 rounds up to 2^63, which does not fit: the bound is exclusive.
+        // Both bounds exclusive: a float at ±2^63 may be a rounded integer beyond the range.
+        (x.fract() == 0.0 && x > i64::MIN as f64 && x < i64::MAX as f64).then_some(x as i64)
+    })
+}
+
 fn present<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     map.get(key).filter(|v| !v.is_null())
 }
@@ -908,6 +930,27 @@ fn functions(map: &Map<String, Value>, ctx: &Context, errors: &mut Errors) -> Ve
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn read_back_protection_state_is_checked_exactly() {
+        assert_eq!(integral(&json!(5.0)), Some(5));
+        assert_eq!(integral(&json!(-3)), Some(-3));
+        assert_eq!(integral(&json!(0.5)), None);
+        assert_eq!(integral(&json!(1e300)), None);
+        assert_eq!(
+            disabled_reason(&json!({"at": 7.0, "reason": "gone"})),
+            Some(DisabledReason {
+                at: 7,
+                reason: "gone".into()
+            })
+        );
+        assert_eq!(
+            disabled_reason(&json!({"at": 7, "reason": "gone", "x": 1})),
+            None
+        );
+        assert_eq!(disabled_reason(&json!({"at": "7", "reason": "gone"})), None);
+    }
+
     use super::*;
     use crate::lua::Limits;
     use serde_json::json;
