@@ -92,6 +92,11 @@ pub struct Settings {
     #[arg(long, env = "EVENT_HOOKS_WORKERS", default_value_t = 16)]
     pub workers: usize,
 
+    /// Seconds a hook may fail every attempt before it is paused (`enabled: false`, with its
+    /// `disabled_reason`); default one day.
+    #[arg(long, env = "EVENT_HOOKS_PAUSE_AFTER", default_value_t = 86400.0)]
+    pub pause_after: f64,
+
     /// Log format: `text` for people, `json` for machines.
     #[arg(long, env = "EVENT_HOOKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -139,6 +144,7 @@ impl Service {
         let delivery_log: Arc<dyn DeliveryLog> =
             Arc::new(SqliteDeliveryLog::new(databases.log).await?);
         let deliveries: Arc<dyn Queue> = Arc::new(deliveries);
+        let events: Arc<dyn Queue> = Arc::new(events);
         let dispatcher = Arc::new(Dispatcher::new(
             DispatchPorts {
                 snapshot: snapshot.clone(),
@@ -147,13 +153,16 @@ impl Service {
                 deliveries: deliveries.clone(),
                 dead_letters: Arc::new(delivery_dead_letters),
                 executor: executor.clone(),
+                hooks: store.clone(),
+                events: events.clone(),
             },
             DispatchSettings {
                 retry: settings.retry_schedule.clone(),
+                pause_after: Duration::try_from_secs_f64(settings.pause_after)
+                    .context("--pause-after must be a number of seconds")?,
                 ..DispatchSettings::default()
             },
         ));
-        let events: Arc<dyn Queue> = Arc::new(events);
         let ports = AdminPorts {
             store,
             events: events.clone(),

@@ -9,13 +9,14 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use event_hooks::dispatch::handlers::{webhook_data, webhook_request, CustomPlan};
+use event_hooks::dispatch::handlers::{sign, webhook_data, webhook_request, CustomPlan};
 use event_hooks::dispatch::matching::EventName;
 use event_hooks::events::Event;
 use event_hooks::lua::{Budget, Limits};
 use event_hooks::lua_chain::LuaChain;
 use event_hooks::model::{
-    Handler, Hook, HttpMethod, LogConfig, WebhookConfig, WebhookCustomConfig,
+    Handler, Hook, HttpMethod, LogConfig, PreviousSecret, SignatureScheme, WebhookConfig,
+    WebhookCustomConfig,
 };
 use event_hooks::snapshot::Snapshot;
 use event_hooks::sources::Catalogue;
@@ -64,6 +65,9 @@ fn hook(source: &str, event: Option<&str>, handler: Handler) -> Hook {
         enabled: true,
         name: None,
         tags: vec![],
+        disabled_reason: None,
+        failing_since: None,
+        max_rate: None,
     }
 }
 
@@ -83,6 +87,8 @@ fn main() {
         headers: BTreeMap::from([("x-team".into(), "platform".into())]),
         secret: Some("hunter2".into()),
         ssl_verify: false,
+        signature: Default::default(),
+        previous_secret: None,
     };
     // A realistic snapshot: 200 hooks over several sources, 3 of them on this event.
     let mut hooks = Vec::new();
@@ -116,11 +122,66 @@ fn main() {
     });
     report("match (200 hooks, 3 matching)", match_ns);
 
+    let kong = Handler::Webhook(webhook.clone());
+    let delivery_id = Uuid::new_v4().to_string();
     let webhook_ns = measure(|| {
         let data = webhook_data(black_box(&event.data), "consumers", "crud");
-        black_box(webhook_request(&webhook, &data));
+        let mut request = webhook_request(&webhook, &data);
+        sign(
+            &mut request,
+            kong.signing().unwrap(),
+            &delivery_id,
+            1_795_400_000,
+        );
+        black_box(request);
     });
-    report("webhook: body + HMAC-SHA1 signature", webhook_ns);
+    report("webhook: body + HMAC-SHA1 signature (kong)", webhook_ns);
+
+    let standard_config = WebhookConfig {
+        secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+        signature: SignatureScheme::Standard,
+        ..webhook.clone()
+    };
+    let standard = Handler::Webhook(standard_config.clone());
+    let standard_ns = measure(|| {
+        let data = webhook_data(black_box(&event.data), "consumers", "crud");
+        let mut request = webhook_request(&standard_config, &data);
+        sign(
+            &mut request,
+            standard.signing().unwrap(),
+            &delivery_id,
+            1_795_400_000,
+        );
+        black_box(request);
+    });
+    report(
+        "webhook: body + HMAC-SHA256 signature (standard)",
+        standard_ns,
+    );
+
+    // While a rotation is in its grace period, two secrets sign.
+    let rotating = Handler::Webhook(WebhookConfig {
+        previous_secret: Some(PreviousSecret {
+            secret: "whsec_c2Vjb25kIGtleSBvZiB0d2VudHktZm91ciBi".into(),
+            expires_at: i64::MAX,
+        }),
+        ..standard_config.clone()
+    });
+    let rotating_ns = measure(|| {
+        let data = webhook_data(black_box(&event.data), "consumers", "crud");
+        let mut request = webhook_request(&standard_config, &data);
+        sign(
+            &mut request,
+            rotating.signing().unwrap(),
+            &delivery_id,
+            1_795_400_000,
+        );
+        black_box(request);
+    });
+    report(
+        "webhook: body + 2 signatures (standard, rotating)",
+        rotating_ns,
+    );
 
     let custom = WebhookCustomConfig {
         url: "https://example.com/custom".into(),
@@ -139,15 +200,24 @@ fn main() {
         headers_format: false,
         secret: Some("hunter2".into()),
         ssl_verify: false,
+        signature: Default::default(),
+        previous_secret: None,
     };
     let plan = CustomPlan::new(&custom).unwrap();
     let limits = Limits::default();
+    let custom_handler = Handler::WebhookCustom(custom.clone());
     let custom_ns = measure(|| {
         let data = webhook_data(black_box(&event.data), "consumers", "crud");
-        black_box(
-            plan.request(&custom, &data, Budget::starting_now(&limits, None))
-                .unwrap(),
+        let mut request = plan
+            .request(&custom, &data, Budget::starting_now(&limits, None))
+            .unwrap();
+        sign(
+            &mut request,
+            custom_handler.signing().unwrap(),
+            &delivery_id,
+            1_795_400_000,
         );
+        black_box(request);
     });
     report(
         "webhook-custom: render 2 templates + JSON + sign",
@@ -192,6 +262,7 @@ fn main() {
         "=> webhook delivery overhead (match + render + sign)",
         match_ns + webhook_ns,
     );
+    report("=> same, standard signature", match_ns + standard_ns);
     report(
         "=> with snooze (match + decision + render + sign)",
         match_ns + key_ns + decide_ns + webhook_ns,

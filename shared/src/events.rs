@@ -69,8 +69,8 @@ pub const HOOK_ENTITY: &str = "event_hooks";
 pub fn hook_change_events(operation: Operation, entity: &Hook, old: Option<&Hook>) -> [Event; 2] {
     let data = json!({
         "operation": operation.as_str(),
-        "entity": entity,
-        "old_entity": old,
+        "entity": entity.shown(),
+        "old_entity": old.map(Hook::shown),
         "schema": HOOK_ENTITY,
     });
     let timestamp = now_millis();

@@ -166,6 +166,8 @@ fn insert(
 enum Kind {
     Boolean,
     Integer,
+    /// A number, fractions allowed (`max_rate`).
+    Number,
     Array,
     /// Map of strings: entries stay as given.
     Map,
@@ -175,7 +177,8 @@ enum Kind {
 fn top_level_kind(key: &str) -> Kind {
     match key {
         "on_change" | "enabled" => Kind::Boolean,
-        "snooze" | "created_at" | "updated_at" => Kind::Integer,
+        "snooze" | "created_at" | "updated_at" | "failing_since" => Kind::Integer,
+        "max_rate" => Kind::Number,
         "tags" => Kind::Array,
         _ => Kind::Scalar,
     }
@@ -226,6 +229,12 @@ fn coerce(value: &mut Value, kind: Kind) {
         Kind::Integer => {
             if let Some(n) = value.as_str().and_then(|s| s.parse::<i64>().ok()) {
                 *value = Value::from(n);
+            }
+        }
+        Kind::Number => {
+            let number = value.as_str().and_then(|s| s.parse::<f64>().ok());
+            if let Some(n) = number.and_then(serde_json::Number::from_f64) {
+                *value = Value::Number(n);
             }
         }
         Kind::Array => {
@@ -360,6 +369,16 @@ mod tests {
                    "config":{"ssl_verify":true,"secret":null,"functions":["return function() end"],
                              "headers":{"x-empty":""},"url":"https://x.test"}})
         );
+    }
+
+    #[test]
+    fn max_rate_takes_fractions_from_forms() {
+        let mut value = decode(&[("max_rate", "0.5"), ("failing_since", "12")]);
+        coerce_hook(&mut value);
+        assert_eq!(value, json!({"max_rate":0.5,"failing_since":12}));
+        let mut value = decode(&[("max_rate", "fast")]);
+        coerce_hook(&mut value);
+        assert_eq!(value, json!({"max_rate":"fast"}));
     }
 
     #[test]

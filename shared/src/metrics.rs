@@ -20,6 +20,10 @@ pub struct Stats {
     pub dead_lettered: AtomicU64,
     pub snoozed: AtomicU64,
     pub unchanged: AtomicU64,
+    /// Attempts put back on the deliveries queue to keep their hook's `max_rate`.
+    pub rate_limited: AtomicU64,
+    /// Hooks disabled by endpoint protection (a `410 Gone`, or failing for too long).
+    pub hooks_disabled: AtomicU64,
     /// Milliseconds of each attempt since the last [`Stats::take_latencies`].
     latencies: std::sync::Mutex<Vec<u64>>,
 }

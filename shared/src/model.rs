@@ -30,6 +30,39 @@ pub struct Hook {
     /// Optional unique name.
     pub name: Option<String>,
     pub tags: Vec<String>,
+    /// Why the dispatcher disabled the hook (a `410 Gone`, or failing every attempt for too
+    /// long); `None` while enabled or when a person disabled it. Cleared when it is re-enabled.
+    #[serde(default)]
+    pub disabled_reason: Option<DisabledReason>,
+    /// Unix seconds of the first failed attempt since the last successful one; `None` while
+    /// deliveries succeed. Kept by the dispatcher, so a hook that fails every attempt for the
+    /// deployment's pause time can be paused (see [`crate::dispatch::protection`]).
+    #[serde(default)]
+    pub failing_since: Option<i64>,
+    /// Deliveries per second at most; `None` is unlimited. Deliveries above it wait.
+    #[serde(default)]
+    pub max_rate: Option<f64>,
+}
+
+/// Why the dispatcher disabled a hook: when, and what happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisabledReason {
+    /// Unix seconds.
+    pub at: i64,
+    /// What happened, e.g. `target answered 410 Gone`.
+    pub reason: String,
+}
+
+impl Hook {
+    /// The hook as the admin API, pings and crud events show it: everything but a rotated-out
+    /// secret, which only signs (spec §8).
+    pub fn shown(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(config) = value.get_mut("config").and_then(|c| c.as_object_mut()) {
+            config.remove("previous_secret");
+        }
+        value
+    }
 }
 
 /// The handler of a hook with its configuration; serialized as `"handler": …, "config": {…}`.
@@ -92,6 +125,12 @@ pub struct WebhookConfig {
     pub headers: BTreeMap<String, String>,
     pub secret: Option<String>,
     pub ssl_verify: bool,
+    /// How deliveries are signed; `kong` for hooks stored before the field existed.
+    #[serde(default)]
+    pub signature: SignatureScheme,
+    /// The secret a rotation replaced, still signing until it expires; never shown by the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<PreviousSecret>,
 }
 
 /// `webhook-custom`: method, templated payload, body and headers.
@@ -107,6 +146,110 @@ pub struct WebhookCustomConfig {
     pub headers_format: bool,
     pub secret: Option<String>,
     pub ssl_verify: bool,
+    /// How deliveries are signed; `kong` for hooks stored before the field existed.
+    #[serde(default)]
+    pub signature: SignatureScheme,
+    /// The secret a rotation replaced, still signing until it expires; never shown by the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<PreviousSecret>,
+}
+
+/// How a webhook hook signs its deliveries (spec §6 and §8).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureScheme {
+    /// `X-Kong-Signature: sha1=…` when a secret is set, as Kong does.
+    #[default]
+    Kong,
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    Standard,
+}
+
+impl SignatureScheme {
+    /// The name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureScheme::Kong => "kong",
+            SignatureScheme::Standard => "standard",
+        }
+    }
+}
+
+/// A secret replaced by `POST /event-hooks/{id}/secret/rotate`, still signing beside the new one
+/// until `expires_at` (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    pub secret: String,
+    pub expires_at: i64,
+}
+
+/// What a signing handler signs with, borrowed from its config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signing<'a> {
+    pub scheme: SignatureScheme,
+    pub secret: Option<&'a str>,
+    pub previous: Option<&'a PreviousSecret>,
+}
+
+impl Signing<'_> {
+    /// The secrets that sign a delivery made at `now` (Unix s): the current one, then the
+    /// previous one while it has not expired. Kong's header has room for one signature, so only
+    /// the current secret signs `kong` hooks.
+    pub fn secrets_at(&self, now: i64) -> Vec<&str> {
+        let previous = match self.scheme {
+            SignatureScheme::Standard => self
+                .previous
+                .filter(|p| p.expires_at > now)
+                .map(|p| p.secret.as_str()),
+            SignatureScheme::Kong => None,
+        };
+        self.secret.into_iter().chain(previous).collect()
+    }
+}
+
+impl Handler {
+    /// The signing settings of `webhook` and `webhook-custom` hooks; `None` for the others.
+    pub fn signing(&self) -> Option<Signing<'_>> {
+        let (scheme, secret, previous) = match self {
+            Handler::Webhook(c) => (c.signature, &c.secret, &c.previous_secret),
+            Handler::WebhookCustom(c) => (c.signature, &c.secret, &c.previous_secret),
+            Handler::Log(_) | Handler::Lambda(_) => return None,
+        };
+        Some(Signing {
+            scheme,
+            secret: secret.as_deref(),
+            previous: previous.as_ref(),
+        })
+    }
+
+    /// Sets the secret and the rotated-out one of a signing handler; `false` for the others.
+    pub fn set_secrets(&mut self, secret: String, previous: Option<PreviousSecret>) -> bool {
+        let (slot, previous_slot) = match self {
+            Handler::Webhook(c) => (&mut c.secret, &mut c.previous_secret),
+            Handler::WebhookCustom(c) => (&mut c.secret, &mut c.previous_secret),
+            Handler::Log(_) | Handler::Lambda(_) => return false,
+        };
+        *slot = Some(secret);
+        *previous_slot = previous;
+        true
+    }
+
+    /// Carries a rotation in progress over from the stored `old` handler into this freshly
+    /// validated one, when the change keeps the secret and the scheme: editing a hook's other
+    /// fields must not cut the grace period short, while setting a new secret by hand ends it.
+    pub fn keep_rotation(&mut self, old: &Handler) {
+        let (Some(new), Some(old_signing)) = (self.signing(), old.signing()) else {
+            return;
+        };
+        let Some(previous) = old_signing.previous.cloned() else {
+            return;
+        };
+        if new.scheme == old_signing.scheme && new.secret == old_signing.secret {
+            if let Some(secret) = new.secret.map(str::to_string) {
+                self.set_secrets(secret, Some(previous));
+            }
+        }
+    }
 }
 
 /// The HTTP method of a `webhook-custom` hook: an upper-case token (Kong's `^%u+$`), checked once
@@ -263,12 +406,83 @@ mod tests {
             enabled: true,
             name: None,
             tags: vec![],
+            disabled_reason: None,
+            failing_since: None,
+            max_rate: None,
         };
         let value = serde_json::to_value(&hook).unwrap();
         assert_eq!(value["handler"], "log");
         assert_eq!(value["config"], json!({}));
         let back: Hook = serde_json::from_value(value).unwrap();
         assert_eq!(back, hook);
+    }
+
+    fn rotating_webhook(secret: &str) -> Handler {
+        Handler::Webhook(WebhookConfig {
+            url: "https://a.test".into(),
+            headers: BTreeMap::new(),
+            secret: Some(secret.into()),
+            ssl_verify: false,
+            signature: SignatureScheme::Standard,
+            previous_secret: Some(PreviousSecret {
+                secret: "whsec_old".into(),
+                expires_at: 100,
+            }),
+        })
+    }
+
+    #[test]
+    fn a_rotated_out_secret_is_never_shown_and_signs_until_it_expires() {
+        let hook = Hook {
+            id: Uuid::nil(),
+            created_at: 1,
+            updated_at: 2,
+            source: "crud".into(),
+            event: None,
+            handler: rotating_webhook("whsec_new"),
+            snooze: None,
+            on_change: None,
+            enabled: true,
+            name: None,
+            tags: vec![],
+            disabled_reason: None,
+            failing_since: None,
+            max_rate: None,
+        };
+        let shown = hook.shown();
+        assert_eq!(shown["config"]["secret"], "whsec_new");
+        assert_eq!(shown["config"]["signature"], "standard");
+        assert!(!shown.to_string().contains("whsec_old"), "{shown}");
+        // Stored (serialized) whole, so that it keeps signing.
+        let stored = serde_json::to_value(&hook).unwrap();
+        assert_eq!(stored["config"]["previous_secret"]["secret"], "whsec_old");
+        let signing = hook.handler.signing().unwrap();
+        assert_eq!(signing.secrets_at(99), ["whsec_new", "whsec_old"]);
+        assert_eq!(signing.secrets_at(100), ["whsec_new"]);
+    }
+
+    #[test]
+    fn a_rotation_survives_edits_that_keep_the_secret_and_scheme() {
+        let old = rotating_webhook("whsec_new");
+        let fresh = |secret: &str, signature| {
+            Handler::Webhook(WebhookConfig {
+                url: "https://b.test".into(),
+                headers: BTreeMap::new(),
+                secret: Some(secret.into()),
+                ssl_verify: false,
+                signature,
+                previous_secret: None,
+            })
+        };
+        let mut edited = fresh("whsec_new", SignatureScheme::Standard);
+        edited.keep_rotation(&old);
+        assert!(edited.signing().unwrap().previous.is_some());
+        let mut new_secret = fresh("whsec_other", SignatureScheme::Standard);
+        new_secret.keep_rotation(&old);
+        assert!(new_secret.signing().unwrap().previous.is_none());
+        let mut to_kong = fresh("whsec_new", SignatureScheme::Kong);
+        to_kong.keep_rotation(&old);
+        assert!(to_kong.signing().unwrap().previous.is_none());
     }
 
     #[test]

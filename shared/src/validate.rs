@@ -11,11 +11,12 @@ use std::fmt;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::deliver::signing::standard_key;
 use crate::limits;
 use crate::lua::{self, LuaPolicy};
 use crate::model::{
-    payload_encoding, Handler, HandlerKind, Hook, HttpMethod, LambdaConfig, LogConfig,
-    WebhookConfig, WebhookCustomConfig,
+    payload_encoding, DisabledReason, Handler, HandlerKind, Hook, HttpMethod, LambdaConfig,
+    LogConfig, SignatureScheme, WebhookConfig, WebhookCustomConfig,
 };
 use crate::template::Template;
 
@@ -182,6 +183,9 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "enabled",
     "name",
     "tags",
+    "disabled_reason",
+    "failing_since",
+    "max_rate",
 ];
 
 /// The largest `snooze` accepted, as Kong's integer fields allow.
@@ -216,6 +220,8 @@ pub fn hook(input: &Value, ctx: &Context) -> Result<Hook, SchemaViolation> {
     let enabled = optional_bool(map, "enabled", &mut errors).unwrap_or(true);
     let name = optional_name(map, &mut errors);
     let tags = tags(map, &mut errors);
+    let max_rate = optional_rate(map, &mut errors);
+    let (disabled_reason, failing_since) = protection_state(map, enabled, &mut errors);
 
     let handler = match present(map, "handler") {
         None => {
@@ -253,7 +259,72 @@ pub fn hook(input: &Value, ctx: &Context) -> Result<Hook, SchemaViolation> {
         enabled,
         name,
         tags,
+        disabled_reason,
+        failing_since,
+        max_rate,
     })
+}
+
+/// `max_rate`: deliveries per second, a number above 0 (fractions allowed: 0.5 is one every 2 s).
+fn optional_rate(map: &Map<String, Value>, errors: &mut Errors) -> Option<f64> {
+    match present(map, "max_rate")? {
+        Value::Number(n) => match n.as_f64() {
+            Some(rate) if rate > 0.0 && rate.is_finite() => Some(rate),
+            _ => {
+                errors.add(&["max_rate"], "value must be greater than 0");
+                None
+            }
+        },
+        _ => {
+            errors.add(&["max_rate"], "expected a number");
+            None
+        }
+    }
+}
+
+/// `disabled_reason` and `failing_since` are kept by the dispatcher (spec §8 "Beyond"): a request
+/// may carry them back as it read them (a PATCH merges the stored hook, a PUT may send a hook as
+/// `GET` returned it), and they are type-checked, but an enabled hook has no `disabled_reason`,
+/// and re-enabling a hook the dispatcher disabled starts its failure count afresh.
+fn protection_state(
+    map: &Map<String, Value>,
+    enabled: bool,
+    errors: &mut Errors,
+) -> (Option<DisabledReason>, Option<i64>) {
+    let reason = match present(map, "disabled_reason") {
+        None => None,
+        Some(value) => match disabled_reason(value) {
+            Some(reason) => Some(reason),
+            None => {
+                errors.add(
+                    &["disabled_reason"],
+                    "expected a record with an integer 'at' and a string 'reason'",
+                );
+                None
+            }
+        },
+    };
+    let failing_since = match present(map, "failing_since") {
+        None => None,
+        Some(value) => match integral(value) {
+            Some(at) => Some(at),
+            None => {
+                errors.add(&["failing_since"], "expected an integer");
+                None
+            }
+        },
+    };
+    if enabled {
+        // Re-enabled after the dispatcher disabled it: the target is given a fresh start.
+        let failing_since = if reason.is_some() {
+            None
+        } else {
+            failing_since
+        };
+        (None, failing_since)
+    } else {
+        (reason, failing_since)
+    }
 }
 
 #[derive(Default)]
@@ -278,6 +349,28 @@ impl Errors {
 }
 
 /// The value of `key` unless it is absent or null (Kong treats both as "not given").
+/// A `disabled_reason` as read back: exactly `at` (an integer) and `reason` (a string).
+fn disabled_reason(value: &Value) -> Option<DisabledReason> {
+    let fields = value.as_object()?;
+    if fields.len() != 2 {
+        return None;
+    }
+    Some(DisabledReason {
+        at: integral(fields.get("at")?)?,
+        reason: fields.get("reason")?.as_str()?.to_owned(),
+    })
+}
+
+/// An integer, also when written as an integral float (`5.0`): JSON does not tell them apart.
+fn integral(value: &Value) -> Option<i64> {
+    value.as_i64().or_else(|| {
+        let x = value.as_f64()?;
+        // i64::MAX as f64 rounds up to 2^63, which does not fit: the bound is exclusive.
+        // Both bounds exclusive: a float at ±2^63 may be a rounded integer beyond the range.
+        (x.fract() == 0.0 && x > i64::MIN as f64 && x < i64::MAX as f64).then_some(x as i64)
+    })
+}
+
 fn present<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     map.get(key).filter(|v| !v.is_null())
 }
@@ -459,7 +552,7 @@ fn config(
 /// The fields `config` may have for a handler of `kind`.
 fn allowed_fields(kind: HandlerKind) -> &'static [&'static str] {
     match kind {
-        HandlerKind::Webhook => &["url", "headers", "secret", "ssl_verify"],
+        HandlerKind::Webhook => &["url", "headers", "secret", "ssl_verify", "signature"],
         HandlerKind::WebhookCustom => &[
             "url",
             "method",
@@ -471,6 +564,7 @@ fn allowed_fields(kind: HandlerKind) -> &'static [&'static str] {
             "headers_format",
             "secret",
             "ssl_verify",
+            "signature",
         ],
         HandlerKind::Log => &[],
         HandlerKind::Lambda => &["functions"],
@@ -481,7 +575,7 @@ fn allowed_fields(kind: HandlerKind) -> &'static [&'static str] {
 fn webhook(map: &Map<String, Value>, errors: &mut Errors) -> Option<Handler> {
     let url = url(map, errors);
     let headers = string_map(map, "headers", HEADERS, errors);
-    let secret = string_at(map, &["config", "secret"], errors);
+    let (signature, secret) = signing(map, errors);
     let ssl_verify = bool_at(map, &["config", "ssl_verify"], errors).unwrap_or(false);
     url.map(|url| {
         Handler::Webhook(WebhookConfig {
@@ -489,6 +583,8 @@ fn webhook(map: &Map<String, Value>, errors: &mut Errors) -> Option<Handler> {
             headers: headers.unwrap_or_default(),
             secret,
             ssl_verify,
+            signature,
+            previous_secret: None,
         })
     })
 }
@@ -504,7 +600,7 @@ fn webhook_custom(map: &Map<String, Value>, errors: &mut Errors) -> Option<Handl
     let body_format = bool_at(map, &["config", "body_format"], errors).unwrap_or(true);
     let headers = string_map(map, "headers", HEADERS, errors);
     let headers_format = bool_at(map, &["config", "headers_format"], errors).unwrap_or(false);
-    let secret = string_at(map, &["config", "secret"], errors);
+    let (signature, secret) = signing(map, errors);
     let ssl_verify = bool_at(map, &["config", "ssl_verify"], errors).unwrap_or(false);
     url.zip(method).map(|(url, method)| {
         Handler::WebhookCustom(WebhookCustomConfig {
@@ -518,8 +614,32 @@ fn webhook_custom(map: &Map<String, Value>, errors: &mut Errors) -> Option<Handl
             headers_format,
             secret,
             ssl_verify,
+            signature,
+            previous_secret: None,
         })
     })
+}
+
+/// `config.signature` (`kong` by default, or `standard`) and `config.secret`, which a `standard`
+/// hook needs as a `whsec_` secret. A `standard` hook without one is valid: the admin API
+/// generates its secret (see [`crate::admin`]), since validation has no business with randomness.
+fn signing(map: &Map<String, Value>, errors: &mut Errors) -> (SignatureScheme, Option<String>) {
+    let secret = string_at(map, &["config", "secret"], errors);
+    let scheme = match present(map, "signature") {
+        None => SignatureScheme::Kong,
+        Some(Value::String(s)) if s == "kong" => SignatureScheme::Kong,
+        Some(Value::String(s)) if s == "standard" => SignatureScheme::Standard,
+        Some(_) => {
+            errors.add(&["config", "signature"], "expected one of: kong, standard");
+            return (SignatureScheme::Kong, secret);
+        }
+    };
+    if let (SignatureScheme::Standard, Some(given)) = (scheme, &secret) {
+        if let Err(invalid) = standard_key(given) {
+            errors.add(&["config", "secret"], invalid.to_string());
+        }
+    }
+    (scheme, secret)
 }
 
 /// `config.body`: a string, at most [`limits::MAX_TEMPLATE_BYTES`] long.
@@ -810,6 +930,27 @@ fn functions(map: &Map<String, Value>, ctx: &Context, errors: &mut Errors) -> Ve
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn read_back_protection_state_is_checked_exactly() {
+        assert_eq!(integral(&json!(5.0)), Some(5));
+        assert_eq!(integral(&json!(-3)), Some(-3));
+        assert_eq!(integral(&json!(0.5)), None);
+        assert_eq!(integral(&json!(1e300)), None);
+        assert_eq!(
+            disabled_reason(&json!({"at": 7.0, "reason": "gone"})),
+            Some(DisabledReason {
+                at: 7,
+                reason: "gone".into()
+            })
+        );
+        assert_eq!(
+            disabled_reason(&json!({"at": 7, "reason": "gone", "x": 1})),
+            None
+        );
+        assert_eq!(disabled_reason(&json!({"at": "7", "reason": "gone"})), None);
+    }
+
     use super::*;
     use crate::lua::Limits;
     use serde_json::json;
@@ -837,7 +978,8 @@ mod tests {
         let value = serde_json::to_value(&hook).unwrap();
         assert_eq!(
             value["config"],
-            json!({"url":"https://example.com/h","headers":{},"secret":null,"ssl_verify":false})
+            json!({"url":"https://example.com/h","headers":{},"secret":null,"ssl_verify":false,
+                   "signature":"kong"})
         );
         assert_eq!(value["enabled"], true);
         assert_eq!(value["tags"], json!([]));
@@ -856,8 +998,39 @@ mod tests {
             serde_json::to_value(&hook).unwrap()["config"],
             json!({"url":"http://x.test","method":"POST","payload":null,"payload_format":true,
                    "body":null,"body_format":true,"headers":{},"headers_format":false,
-                   "secret":null,"ssl_verify":false})
+                   "secret":null,"ssl_verify":false,"signature":"kong"})
         );
+    }
+
+    #[test]
+    fn a_standard_signature_needs_a_whsec_secret() {
+        let input = |extra: Value| {
+            let mut config = json!({"url":"https://example.com/h","signature":"standard"});
+            let fields = config.as_object_mut().unwrap();
+            fields.extend(extra.as_object().unwrap().clone());
+            json!({"source":"crud","handler":"webhook","config":config})
+        };
+        // No secret: valid, the admin API generates one.
+        let hook = hook(&input(json!({})), &ctx()).unwrap();
+        assert_eq!(
+            hook.handler.signing().unwrap().scheme,
+            SignatureScheme::Standard
+        );
+        let ok = json!({"secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"});
+        assert!(super::hook(&input(ok), &ctx()).is_ok());
+        let err = super::hook(&input(json!({"secret":"hunter2"})), &ctx()).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "schema violation (config.secret: a standard signature secret must start with 'whsec_')"
+        );
+        let err = super::hook(&input(json!({"signature":"hmac"})), &ctx()).unwrap_err();
+        assert_eq!(
+            err.fields(),
+            json!({"config":{"signature":"expected one of: kong, standard"}})
+        );
+        // Kong's scheme takes any secret, as before.
+        let kong = json!({"signature":"kong","secret":"hunter2"});
+        assert!(super::hook(&input(kong), &ctx()).is_ok());
     }
 
     #[test]
@@ -1213,6 +1386,62 @@ mod tests {
                     "url":format!("{base}{}", "p".repeat(n - base.len()))}})
             },
             json!({"config":{"url":"length must be at most 2048"}}),
+        );
+    }
+
+    #[test]
+    fn protection_fields_default_to_null_and_max_rate_is_checked() {
+        let log = json!({"source":"crud","handler":"log"});
+        let value = serde_json::to_value(hook(&log, &ctx()).unwrap()).unwrap();
+        for field in ["disabled_reason", "failing_since", "max_rate"] {
+            assert_eq!(value[field], Value::Null, "{field} in {value}");
+        }
+        let with_rate = |rate: Value| {
+            let mut input = log.clone();
+            input["max_rate"] = rate;
+            hook(&input, &ctx())
+        };
+        assert_eq!(with_rate(json!(0.5)).unwrap().max_rate, Some(0.5));
+        assert_eq!(with_rate(json!(20)).unwrap().max_rate, Some(20.0));
+        assert_eq!(with_rate(Value::Null).unwrap().max_rate, None);
+        for (rate, message) in [
+            (json!(0), "value must be greater than 0"),
+            (json!(-3), "value must be greater than 0"),
+            (json!("fast"), "expected a number"),
+        ] {
+            let v = with_rate(rate.clone()).expect_err("rejected");
+            assert_eq!(v.fields(), json!({"max_rate": message}), "{rate}");
+            assert_eq!(
+                v.message(),
+                format!("schema violation (max_rate: {message})")
+            );
+        }
+    }
+
+    #[test]
+    fn re_enabling_a_disabled_hook_clears_its_reason_and_failure_time() {
+        // A hook as GET shows it after the dispatcher paused it
+        let mut paused = json!({"source":"crud","handler":"log","enabled":false,
+            "disabled_reason":{"at":5,"reason":"target answered 410 Gone"},"failing_since":3});
+        let kept = hook(&paused, &ctx()).unwrap();
+        assert_eq!(kept.disabled_reason.unwrap().at, 5);
+        assert_eq!(kept.failing_since, Some(3));
+        // PATCH {"enabled": true} merges into it
+        paused["enabled"] = json!(true);
+        let enabled = hook(&paused, &ctx()).unwrap();
+        assert_eq!(
+            (enabled.disabled_reason, enabled.failing_since),
+            (None, None)
+        );
+        // A mistyped reason is reported like any field
+        let v = violation(
+            json!({"source":"crud","handler":"log","disabled_reason":"gone",
+            "failing_since":"x"}),
+        );
+        assert_eq!(
+            v.fields(),
+            json!({"disabled_reason":"expected a record with an integer 'at' and a string 'reason'",
+                "failing_since":"expected an integer"})
         );
     }
 }

@@ -128,7 +128,8 @@ async fn kongs_documented_curl_commands_work_unchanged() {
     assert_eq!(status, 201, "{hook}");
     assert_eq!(
         hook["config"],
-        json!({"url":"https://webhook.site/a1b2c3","headers":{},"secret":null,"ssl_verify":false})
+        json!({"url":"https://webhook.site/a1b2c3","headers":{},"secret":null,"ssl_verify":false,
+               "signature":"kong"})
     );
     assert_eq!(hook["on_change"], Value::Null);
     assert_eq!(hook["snooze"], Value::Null);
@@ -654,7 +655,13 @@ async fn patch_merges_records_replaces_maps_and_revalidates() {
         error["fields"],
         json!({"config":{"url":"missing scheme in url"}})
     );
-    let (_, unchanged) = api.get(&path).await;
+    let (_, mut unchanged) = api.get(&path).await;
+    // (the hook, on `crud`, gets the events of its own changes, which fail against a.test: the
+    // dispatcher may have noted when its failures began meanwhile)
+    let mut patched = patched;
+    for hook in [&mut unchanged, &mut patched] {
+        hook.as_object_mut().unwrap().remove("failing_since");
+    }
     assert_eq!(unchanged, patched);
 
     // When the handler changes, the old config does not leak into the new one

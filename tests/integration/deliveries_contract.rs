@@ -14,7 +14,7 @@ use event_hooks::deliveries::dynamodb::{create_table, DynamoDeliveryLog};
 use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
 use event_hooks::deliveries::{
     Attempt, DeliveryKey, DeliveryLog, DeliveryPageToken, DeliveryRecord, DeliveryStatus,
-    MAX_ATTEMPTS_KEPT, MAX_RESPONSE_BODY,
+    DeliveryWindow, MAX_ATTEMPTS_KEPT, MAX_RESPONSE_BODY,
 };
 use event_hooks::events::{now_millis, Event};
 use event_hooks::sqlite::Database;
@@ -121,6 +121,9 @@ contract! {
         deliveries_of_other_hooks_are_not_listed,
         expired_records_are_not_returned,
         attempts_and_bodies_are_capped,
+        a_window_is_oldest_first_within_inclusive_bounds,
+        a_window_keeps_only_the_statuses_asked_for,
+        a_window_pages_past_filtered_deliveries_without_duplicates,
     ],
     // DynamoDB applies one UpdateItem atomically per item, which is what the adapter relies on.
     // moto does not: its update_item reads the item, evaluates the expression and writes the result
@@ -421,6 +424,13 @@ async fn expired_records_are_not_returned(log: Arc<dyn DeliveryLog>) {
     let page = log.list(hook_id, 1, None).await.unwrap();
     assert_eq!(ids(&page.items), vec![long.delivery_id]);
     assert_eq!(page.next, None);
+    let window = DeliveryWindow {
+        from: T0,
+        to: T0 + 1,
+        statuses: vec![DeliveryStatus::Pending, DeliveryStatus::Delivered],
+    };
+    let page = log.list_window(hook_id, &window, 10, None).await.unwrap();
+    assert_eq!(ids(&page.items), vec![long.delivery_id]);
 }
 
 async fn concurrent_attempts_on_one_delivery_all_land(log: Arc<dyn DeliveryLog>) {
@@ -484,4 +494,176 @@ async fn attempts_and_bodies_are_capped(log: Arc<dyn DeliveryLog>) {
             Some(MAX_RESPONSE_BODY)
         );
     }
+}
+
+/// Records one attempt of `key` that leaves the delivery in `status`.
+async fn record_as(log: &dyn DeliveryLog, key: DeliveryKey, status: DeliveryStatus) {
+    log.record_attempt(key, &event(), attempt(1, Some(400)), status, DAY)
+        .await
+        .expect("record the attempt");
+}
+
+/// Every page of a window, checking the page sizes and tokens along the way.
+async fn window_all(
+    log: &dyn DeliveryLog,
+    hook_id: Uuid,
+    window: &DeliveryWindow,
+    size: usize,
+    mut after: Option<DeliveryPageToken>,
+) -> Vec<Vec<DeliveryRecord>> {
+    let mut pages = Vec::new();
+    loop {
+        let page = log
+            .list_window(hook_id, window, size, after)
+            .await
+            .expect("list a window");
+        assert!(page.items.len() <= size, "a page never exceeds its size");
+        after = page.next.map(|token| {
+            assert_eq!(page.items.len(), size, "only a full page has a next page");
+            assert_eq!(token, DeliveryPageToken::after(page.items.last().unwrap()));
+            DeliveryPageToken::decode(&token.encode()).expect("decode our token")
+        });
+        pages.push(page.items);
+        if after.is_none() {
+            return pages;
+        }
+    }
+}
+
+async fn a_window_is_oldest_first_within_inclusive_bounds(log: Arc<dyn DeliveryLog>) {
+    // given: five failed deliveries of a hook a minute apart, recorded out of order, and failed
+    // deliveries of another hook at the same times
+    let (hook_id, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let keys: Vec<DeliveryKey> = (0..5).map(|i| key(hook_id, T0 + i * 60_000)).collect();
+    for i in [3, 0, 4, 2, 1] {
+        record_as(&*log, keys[i], DeliveryStatus::Failed).await;
+        record_as(
+            &*log,
+            key(other, T0 + i as i64 * 60_000),
+            DeliveryStatus::Failed,
+        )
+        .await;
+    }
+
+    // when: the window from the second's time to the fourth's is read
+    let window = DeliveryWindow {
+        from: T0 + 60_000,
+        to: T0 + 180_000,
+        statuses: vec![DeliveryStatus::Failed],
+    };
+    let page = log.list_window(hook_id, &window, 10, None).await.unwrap();
+
+    // then: exactly those three of this hook, oldest first, both bounds included
+    let expected: Vec<Uuid> = keys[1..4].iter().map(|k| k.delivery_id).collect();
+    assert_eq!(ids(&page.items), expected);
+    assert_eq!(page.next, None);
+
+    // and an empty or inverted window, or an unknown hook, holds nothing
+    for (hook, from, to) in [
+        (hook_id, T0 + 1, T0 + 59_999),
+        (hook_id, T0 + 60_000, T0),
+        (Uuid::new_v4(), T0, T0 + 240_000),
+    ] {
+        let window = DeliveryWindow {
+            from,
+            to,
+            ..window.clone()
+        };
+        let page = log.list_window(hook, &window, 10, None).await.unwrap();
+        assert!(
+            page.items.is_empty(),
+            "{from}..={to}: {:?}",
+            ids(&page.items)
+        );
+    }
+}
+
+async fn a_window_keeps_only_the_statuses_asked_for(log: Arc<dyn DeliveryLog>) {
+    // given: deliveries that ended failed, delivered, pending, and failed then delivered on retry
+    let hook_id = Uuid::new_v4();
+    let [failed, delivered, pending, recovered] =
+        [0, 1, 2, 3].map(|i| key(hook_id, T0 + i * 1_000));
+    record_as(&*log, failed, DeliveryStatus::Failed).await;
+    record_as(&*log, delivered, DeliveryStatus::Delivered).await;
+    record_as(&*log, pending, DeliveryStatus::Pending).await;
+    record_as(&*log, recovered, DeliveryStatus::Failed).await;
+    record_as(&*log, recovered, DeliveryStatus::Delivered).await;
+
+    let read = |statuses: Vec<DeliveryStatus>| {
+        let log = log.clone();
+        async move {
+            let window = DeliveryWindow {
+                from: T0,
+                to: T0 + 10_000,
+                statuses,
+            };
+            ids(&log
+                .list_window(hook_id, &window, 10, None)
+                .await
+                .unwrap()
+                .items)
+        }
+    };
+
+    // then: the status that counts is the latest one
+    assert_eq!(
+        read(vec![DeliveryStatus::Failed]).await,
+        vec![failed.delivery_id]
+    );
+    assert_eq!(
+        read(vec![DeliveryStatus::Delivered, DeliveryStatus::Failed]).await,
+        vec![
+            failed.delivery_id,
+            delivered.delivery_id,
+            recovered.delivery_id
+        ]
+    );
+    assert_eq!(
+        read(vec![DeliveryStatus::Pending]).await,
+        vec![pending.delivery_id]
+    );
+    assert!(read(Vec::new()).await.is_empty());
+}
+
+async fn a_window_pages_past_filtered_deliveries_without_duplicates(log: Arc<dyn DeliveryLog>) {
+    // given: a failed delivery, then more pending ones than a back end reads in one request,
+    // then two more failed ones
+    let hook_id = Uuid::new_v4();
+    let first = key(hook_id, T0);
+    record_as(&*log, first, DeliveryStatus::Failed).await;
+    for i in 1..=105 {
+        record_as(&*log, key(hook_id, T0 + i), DeliveryStatus::Pending).await;
+    }
+    let last: Vec<DeliveryKey> = (106..108).map(|i| key(hook_id, T0 + i)).collect();
+    for key in &last {
+        record_as(&*log, *key, DeliveryStatus::Failed).await;
+    }
+    let window = DeliveryWindow {
+        from: T0,
+        to: T0 + 1_000,
+        statuses: vec![DeliveryStatus::Failed],
+    };
+
+    // when: the failed ones are read two at a time
+    let pages = window_all(&*log, hook_id, &window, 2, None).await;
+
+    // then: pages of 2 and 1, oldest first, each exactly once
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![2, 1]);
+    let read: Vec<Uuid> = pages.iter().flat_map(|page| ids(page)).collect();
+    assert_eq!(
+        read,
+        vec![first.delivery_id, last[0].delivery_id, last[1].delivery_id]
+    );
+
+    // and a token naming no stored delivery pages on from its position
+    let between = DeliveryPageToken {
+        created_at: T0 + 50,
+        delivery_id: Uuid::new_v4(),
+    };
+    let pages = window_all(&*log, hook_id, &window, 10, Some(between)).await;
+    assert_eq!(
+        ids(&pages[0]),
+        vec![last[0].delivery_id, last[1].delivery_id]
+    );
 }

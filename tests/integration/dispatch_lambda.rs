@@ -409,6 +409,9 @@ fn hook(id: Uuid, source: &str, event: Option<&str>, handler: Handler) -> Hook {
         enabled: true,
         name: None,
         tags: Vec::new(),
+        disabled_reason: None,
+        failing_since: None,
+        max_rate: None,
     }
 }
 
@@ -418,6 +421,8 @@ fn webhook(url: String, secret: Option<&str>) -> Handler {
         headers: BTreeMap::new(),
         secret: secret.map(str::to_owned),
         ssl_verify: true,
+        signature: Default::default(),
+        previous_secret: None,
     })
 }
 
@@ -737,4 +742,118 @@ async fn a_missing_windows_table_fails_the_cold_start_naming_the_variable() {
         message.contains("WINDOWS_TABLE"),
         "the init failure does not name WINDOWS_TABLE: {message}"
     );
+}
+
+/// Endpoint protection in the deployed mode: the dispatch binary disables the hook in DynamoDB
+/// and emits the change on the events queue (spec §8 "Beyond").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_disables_the_hook_in_dynamodb_and_a_failing_hook_is_paused() {
+    let Some(config) = moto::config() else {
+        return;
+    };
+    // Given the function with a pause time of 0 s (the second failed attempt pauses), a hook
+    // whose target is gone and one whose target fails
+    let resources = Resources::create(&config).await;
+    let mut env = resources.env();
+    env.push(("PAUSE_FAILING_HOOKS_AFTER", "0".into()));
+    let mut function = start(&env).await;
+    let receiver = Receiver::start().await;
+    let gone = hook(
+        Uuid::new_v4(),
+        "balancer",
+        None,
+        webhook(receiver.url("/gone"), None),
+    );
+    let failing = hook(
+        Uuid::new_v4(),
+        "crud",
+        None,
+        webhook(receiver.url("/failing"), None),
+    );
+    resources.put(&gone).await;
+    resources.put(&failing).await;
+    receiver.answer_next("/gone", 410);
+    receiver.answer_next("/failing", 400);
+    receiver.answer_next("/failing", 400);
+
+    // When an event reaches each, and then a second one the failing hook
+    let body = |source: &str, event: &str| {
+        format!(r#"{{"source":"{source}","event":"{event}","data":{{"n":1}}}}"#)
+    };
+    let batch = resources
+        .events
+        .through(vec![
+            record(&body("balancer", "health")),
+            record(&body("crud", "consumers")),
+        ])
+        .await;
+    let response = invoke(&mut function, batch).await;
+    assert!(failed_ids(&response).is_empty(), "{response}");
+    let stored = resources
+        .store
+        .get(failing.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert!(
+        stored.failing_since.is_some() && stored.enabled,
+        "{stored:?}"
+    );
+    // (the change events the first batch emitted, taken off the queue before the next batch)
+    let mut changes = receive_all(&resources.events.queue, 2, Duration::from_secs(5)).await;
+    let batch = resources
+        .events
+        .through(vec![record(&body("crud", "consumers"))])
+        .await;
+    let response = invoke(&mut function, batch).await;
+    assert!(failed_ids(&response).is_empty(), "{response}");
+
+    // Then both are disabled in the table, each with its reason
+    let reason = |hook: Hook| hook.disabled_reason.expect("a disabled_reason").reason;
+    let stored = resources.store.get(gone.id).await.unwrap().unwrap().value;
+    assert!(!stored.enabled);
+    assert_eq!(reason(stored), "target answered 410 Gone");
+    let stored = resources
+        .store
+        .get(failing.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert!(!stored.enabled);
+    assert!(reason(stored).starts_with("paused: "));
+    // And each change is on the events queue as crud and dao:crud update events
+    changes.extend(receive_all(&resources.events.queue, 2, Duration::from_secs(5)).await);
+    let updates: Vec<Value> = changes
+        .iter()
+        .map(|message| serde_json::from_str::<Value>(&message.body).unwrap())
+        .filter(|event| event["source"] == "crud" && event["data"]["operation"] == "update")
+        .collect();
+    assert_eq!(updates.len(), 2, "{changes:#?}");
+    // And the delivery that disabled each is dead-lettered with the reason, the log saying so
+    let dead = receive_all(
+        &resources.deliveries.dead_letters,
+        3,
+        Duration::from_secs(5),
+    )
+    .await;
+    let reasons: Vec<&str> = dead
+        .iter()
+        .map(|message| message.attributes["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.contains(&"the hook was disabled: target answered 410 Gone"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|reason| reason.starts_with("the hook was disabled: paused: ")),
+        "{reasons:?}"
+    );
+    let record = resources.only_delivery(gone.id).await;
+    assert_eq!(record.status, DeliveryStatus::Failed);
+    let error = record.attempts[0].error.clone().unwrap_or_default();
+    assert!(error.contains("the hook was disabled"), "{error}");
 }

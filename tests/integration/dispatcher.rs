@@ -72,7 +72,7 @@ impl WindowStore for FailingFor {
 
 /// A queue whose sends fail while it is down; everything else passes through. It keeps a copy
 /// of every message it accepted, so a test can see a delayed message before it is visible.
-struct Switched {
+pub(crate) struct Switched {
     inner: SqliteQueue,
     down: AtomicBool,
     sent: Mutex<Vec<Outgoing>>,
@@ -95,7 +95,7 @@ impl Switched {
     }
 
     /// Every message sent so far, oldest first.
-    fn sent(&self) -> Vec<Outgoing> {
+    pub(crate) fn sent(&self) -> Vec<Outgoing> {
         self.sent.lock().unwrap().clone()
     }
 }
@@ -138,15 +138,19 @@ impl Queue for Switched {
     }
 }
 
-struct Fixture {
-    dispatcher: Dispatcher,
+/// The dispatcher on in-memory SQLite, with handles on everything it writes to (also used by
+/// the endpoint-protection tests).
+pub(crate) struct Fixture {
+    pub(crate) dispatcher: Dispatcher,
     windows: Arc<FailingFor>,
-    deliveries: Arc<Switched>,
-    dead_letters: Arc<Switched>,
-    store: Arc<dyn HookStore>,
+    pub(crate) deliveries: Arc<Switched>,
+    pub(crate) dead_letters: Arc<Switched>,
+    pub(crate) store: Arc<dyn HookStore>,
+    pub(crate) events: Arc<SqliteQueue>,
+    pub(crate) log: Arc<SqliteDeliveryLog>,
 }
 
-async fn fixture() -> Fixture {
+pub(crate) async fn fixture() -> Fixture {
     let db = Database::in_memory().unwrap();
     let store: Arc<dyn HookStore> = Arc::new(SqliteHookStore::new(db.clone()).await.unwrap());
     let deliveries = Arc::new(Switched::new(
@@ -155,6 +159,8 @@ async fn fixture() -> Fixture {
     let dead_letters = Arc::new(Switched::new(
         SqliteQueue::open(db.clone(), "dead").await.unwrap(),
     ));
+    let events = Arc::new(SqliteQueue::open(db.clone(), "events").await.unwrap());
+    let log = Arc::new(SqliteDeliveryLog::new(db.clone()).await.unwrap());
     let windows = Arc::new(FailingFor {
         inner: SqliteWindowStore::new(db.clone()).await.unwrap(),
         hook: Mutex::new(None),
@@ -163,7 +169,7 @@ async fn fixture() -> Fixture {
         DispatchPorts {
             snapshot: Arc::new(SnapshotCache::new(store.clone(), Duration::ZERO)),
             windows: windows.clone(),
-            log: Arc::new(SqliteDeliveryLog::new(db).await.unwrap()),
+            log: log.clone(),
             deliveries: deliveries.clone(),
             dead_letters: dead_letters.clone(),
             executor: Arc::new(Executor::new(
@@ -174,6 +180,8 @@ async fn fixture() -> Fixture {
                 .unwrap(),
                 Limits::default(),
             )),
+            hooks: store.clone(),
+            events: events.clone(),
         },
         DispatchSettings {
             park_delay: Duration::from_millis(100),
@@ -186,11 +194,13 @@ async fn fixture() -> Fixture {
         deliveries,
         dead_letters,
         store,
+        events,
+        log,
     }
 }
 
 /// A webhook hook on `balancer` events posting to `url`, stored.
-async fn webhook_hook(fixture: &Fixture, url: String, snooze: Option<u32>) -> Hook {
+pub(crate) async fn webhook_hook(fixture: &Fixture, url: String, snooze: Option<u32>) -> Hook {
     let hook = Hook {
         id: Uuid::new_v4(),
         created_at: 0,
@@ -202,12 +212,17 @@ async fn webhook_hook(fixture: &Fixture, url: String, snooze: Option<u32>) -> Ho
             headers: Default::default(),
             secret: None,
             ssl_verify: false,
+            signature: Default::default(),
+            previous_secret: None,
         }),
         snooze,
         on_change: None,
         enabled: true,
         name: None,
         tags: vec![],
+        disabled_reason: None,
+        failing_since: None,
+        max_rate: None,
     };
     fixture
         .store
@@ -218,7 +233,7 @@ async fn webhook_hook(fixture: &Fixture, url: String, snooze: Option<u32>) -> Ho
 }
 
 /// A balancer event with its own id, so that its delivery ids are known in advance.
-fn balancer_event() -> (Event, String) {
+pub(crate) fn balancer_event() -> (Event, String) {
     let body = format!(
         r#"{{"id":"{}","source":"balancer","event":"health","data":{{"ip":"10.0.0.1"}}}}"#,
         Uuid::new_v4()
@@ -227,7 +242,7 @@ fn balancer_event() -> (Event, String) {
 }
 
 /// Every message on `queue`, waiting up to [`WAIT`] for `count` of them.
-async fn drain(queue: &dyn Queue, count: usize) -> Vec<Received> {
+pub(crate) async fn drain(queue: &dyn Queue, count: usize) -> Vec<Received> {
     let deadline = std::time::Instant::now() + WAIT;
     let mut got = Vec::new();
     while got.len() < count && std::time::Instant::now() < deadline {
@@ -385,12 +400,12 @@ async fn a_window_store_failing_for_one_hook_parks_its_delivery_and_spares_the_o
 
 #[tokio::test]
 async fn a_dead_letter_send_failing_parks_the_dead_letter_not_another_attempt() {
-    // Given two hooks on one event, B's target answering 410, and the dead-letter queue down
+    // Given two hooks on one event, B's target answering 404 (a failure not retried), and the dead-letter queue down
     let fixture = fixture().await;
     let (a, b) = (Receiver::start().await, Receiver::start().await);
     webhook_hook(&fixture, a.url("/a"), None).await;
     let hook_b = webhook_hook(&fixture, b.url("/b"), None).await;
-    b.script([Reply::Status(410)]);
+    b.script([Reply::Status(404)]);
     fixture.dead_letters.down.store(true, Ordering::SeqCst);
     let (_, body) = balancer_event();
 
@@ -409,7 +424,7 @@ async fn a_dead_letter_send_failing_parks_the_dead_letter_not_another_attempt() 
     let delivery: Delivery = serde_json::from_str(&parked[0].body).unwrap();
     assert_eq!(delivery.hook_id, hook_b.id);
     assert!(
-        matches!(&delivery.step, Step::DeadLetter { reason: DeadLetterReason::Failed(why) } if why.contains("410")),
+        matches!(&delivery.step, Step::DeadLetter { reason: DeadLetterReason::Failed(why) } if why.contains("404")),
         "{delivery:?}"
     );
 
@@ -431,7 +446,7 @@ async fn a_dead_letter_send_failing_parks_the_dead_letter_not_another_attempt() 
     );
     assert_eq!(
         dead[0].attributes.get(REASON_ATTRIBUTE).map(String::as_str),
-        Some("target answered 410 Gone")
+        Some("target answered 404 Not Found")
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(b.requests().len(), 1);

@@ -25,8 +25,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("/event-hooks/{id}", "delete"),
     ("/event-hooks/{id}/deliveries", "get"),
     ("/event-hooks/{id}/deliveries/{delivery}/retry", "post"),
+    ("/event-hooks/{id}/deliveries/replay", "post"),
     ("/event-hooks/{id}/test", "post"),
     ("/event-hooks/{id}/ping", "get"),
+    ("/event-hooks/{id}/secret/rotate", "post"),
     ("/openapi.json", "get"),
 ];
 

@@ -84,6 +84,9 @@ fn hook(id: Uuid, handler: Handler) -> Hook {
         enabled: true,
         name: None,
         tags: vec![],
+        disabled_reason: None,
+        failing_since: None,
+        max_rate: None,
     }
 }
 
@@ -93,6 +96,8 @@ fn webhook(url: String) -> Handler {
         headers: Default::default(),
         secret: Some(SECRET.into()),
         ssl_verify: true,
+        signature: Default::default(),
+        previous_secret: None,
     })
 }
 

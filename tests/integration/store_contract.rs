@@ -114,6 +114,9 @@ fn hook(source: &str, event: Option<&str>) -> Hook {
         enabled: true,
         name: None,
         tags: vec![],
+        disabled_reason: None,
+        failing_since: None,
+        max_rate: None,
     }
 }
 
@@ -189,6 +192,8 @@ async fn every_field_and_handler_survives_a_round_trip(store: &dyn HookStore) {
             headers: BTreeMap::new(),
             secret: None,
             ssl_verify: false,
+            signature: Default::default(),
+            previous_secret: None,
         }),
         ..hook("crud", None)
     };
@@ -208,8 +213,13 @@ async fn every_field_and_handler_survives_a_round_trip(store: &dyn HookStore) {
             body_format: true,
             headers: BTreeMap::from([("content-type".to_owned(), "application/json".to_owned())]),
             headers_format: true,
-            secret: Some("hunter2".to_owned()),
+            secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned()),
             ssl_verify: true,
+            signature: event_hooks::model::SignatureScheme::Standard,
+            previous_secret: Some(event_hooks::model::PreviousSecret {
+                secret: "whsec_c2Vjb25kIGtleSBvZiB0d2VudHktZm91ciBi".to_owned(),
+                expires_at: 1_900_000_000,
+            }),
         }),
         snooze: Some(0),
         on_change: Some(false),
@@ -230,6 +240,8 @@ async fn every_field_and_handler_survives_a_round_trip(store: &dyn HookStore) {
             headers_format: false,
             secret: None,
             ssl_verify: false,
+            signature: Default::default(),
+            previous_secret: None,
         }),
         ..hook("balancer", Some("health"))
     };

@@ -33,7 +33,8 @@ pub struct Config {
     pub max_receives: u32,
     /// `HOOKS_CACHE_SECONDS`: how stale the hooks snapshot may be.
     pub cache_age: Duration,
-    /// `RETRY_SCHEDULE` over the defaults of [`DispatchSettings`].
+    /// `RETRY_SCHEDULE` and `PAUSE_FAILING_HOOKS_AFTER` (seconds) over the defaults of
+    /// [`DispatchSettings`].
     pub dispatch: DispatchSettings,
     /// See [`env::http_settings`].
     pub http: HttpSettings,
@@ -46,6 +47,9 @@ impl Config {
         if let Some(retry) = optional("RETRY_SCHEDULE", |v| v.parse().map_err(|e| format!("{e}")))?
         {
             dispatch.retry = retry;
+        }
+        if let Some(pause_after) = optional("PAUSE_FAILING_HOOKS_AFTER", seconds)? {
+            dispatch.pause_after = pause_after;
         }
         Ok(Config {
             hooks_table: required("HOOKS_TABLE")?,

@@ -41,7 +41,7 @@ async fn main() -> Result<(), Error> {
     let delivery_dead_letters = SqsQueue::new(sqs, config.deliveries_dead_letter_queue_url);
     let dispatcher = Dispatcher::new(
         DispatchPorts {
-            snapshot: Arc::new(SnapshotCache::new(store, config.cache_age)),
+            snapshot: Arc::new(SnapshotCache::new(store.clone(), config.cache_age)),
             windows: Arc::new(DynamoWindowStore::new(
                 dynamodb.clone(),
                 config.windows_table,
@@ -53,6 +53,8 @@ async fn main() -> Result<(), Error> {
                 HttpSender::new(config.http)?,
                 Limits::default(),
             )),
+            hooks: store.clone(),
+            events: Arc::new(events.clone()),
         },
         config.dispatch,
     );

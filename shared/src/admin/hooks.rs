@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::body::Input;
 use super::error::ApiError;
 use super::query::Query;
+use super::secret::fill_in_secret;
 use super::AdminState;
 use crate::events::{now_seconds, Operation};
 use crate::form;
@@ -45,7 +46,8 @@ pub async fn list(
     };
 
     let page = state.store.list(&filter, size, after).await?;
-    let mut body = json!({ "data": page.items, "next": Value::Null });
+    let items: Vec<Value> = page.items.iter().map(Hook::shown).collect();
+    let mut body = json!({ "data": items, "next": Value::Null });
     if let Some(token) = page.next {
         let offset = token.encode();
         // Keep the caller's size and filters so following `next` walks the same listing.
@@ -100,15 +102,16 @@ async fn validate_hook(
         now: now_seconds(),
         lua: state.settings.lua.clone(),
     };
-    LuaPool::shared()
+    let mut hook = LuaPool::shared()
         .run(move || validate::hook(&value, &ctx))
         .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::from)
+        .map_err(ApiError::internal)??;
+    fill_in_secret(&mut hook)?;
+    Ok(hook)
 }
 
 fn created(hook: &Hook) -> Response {
-    (StatusCode::CREATED, Json(hook)).into_response()
+    (StatusCode::CREATED, Json(hook.shown())).into_response()
 }
 
 /// `POST /event-hooks`
@@ -133,10 +136,10 @@ pub async fn create(State(state): State<AdminState>, input: Input) -> Result<Res
 pub async fn read(
     State(state): State<AdminState>,
     Path(id): Path<String>,
-) -> Result<Json<Hook>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let stored = state.store.get(id).await?.ok_or(ApiError::NotFound)?;
-    Ok(Json(stored.value))
+    Ok(Json(stored.value.shown()))
 }
 
 /// `PATCH /event-hooks/{id}`: records (`config`) deep-merged, maps replaced whole, then the
@@ -145,7 +148,7 @@ pub async fn update(
     State(state): State<AdminState>,
     Path(id): Path<String>,
     input: Input,
-) -> Result<Json<Hook>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let Value::Object(patch) = into_value(input) else {
         unreachable!("bodies are objects")
@@ -156,13 +159,14 @@ pub async fn update(
             version,
         } = state.store.get(id).await?.ok_or(ApiError::NotFound)?;
         let merged = merge_patch(&old, &patch);
-        let hook = validate_hook(&state, merged, id, old.created_at).await?;
+        let mut hook = validate_hook(&state, merged, id, old.created_at).await?;
+        hook.handler.keep_rotation(&old.handler);
         match state.store.put(&hook, Precondition::Version(version)).await {
             Ok(_) => {
                 state
                     .emit_change(Operation::Update, &hook, Some(&old))
                     .await?;
-                return Ok(Json(hook));
+                return Ok(Json(hook.shown()));
             }
             // Someone else changed the hook meanwhile: merge into their version.
             Err(StoreError::Conflict) => continue,
@@ -189,7 +193,10 @@ pub async fn upsert(
         let created_at = existing
             .as_ref()
             .map_or_else(now_seconds, |e| e.value.created_at);
-        let hook = validate_hook(&state, value.clone(), id, created_at).await?;
+        let mut hook = validate_hook(&state, value.clone(), id, created_at).await?;
+        if let Some(old) = &existing {
+            hook.handler.keep_rotation(&old.value.handler);
+        }
         let precondition = existing
             .as_ref()
             .map_or(Precondition::Absent, |e| Precondition::Version(e.version));
@@ -200,7 +207,7 @@ pub async fn upsert(
                         state
                             .emit_change(Operation::Update, &hook, Some(&old.value))
                             .await?;
-                        Json(hook).into_response()
+                        Json(hook.shown()).into_response()
                     }
                     None => {
                         state.emit_change(Operation::Create, &hook, None).await?;
@@ -233,7 +240,9 @@ pub async fn remove(
 /// one; values inside `config` (such as the `headers` map) are replaced whole. A new handler
 /// starts from an empty config, since the old one belongs to another schema.
 fn merge_patch(old: &Hook, patch: &Map<String, Value>) -> Value {
-    let Ok(Value::Object(mut merged)) = serde_json::to_value(old) else {
+    // Without the rotated-out secret, which users may not set: a rotation in progress is
+    // carried over after validation.
+    let Value::Object(mut merged) = old.shown() else {
         unreachable!("a hook serializes to an object")
     };
     let handler_changes = patch
@@ -275,12 +284,17 @@ mod tests {
                 headers: BTreeMap::from([("x-a".into(), "1".into())]),
                 secret: Some("s".into()),
                 ssl_verify: false,
+                signature: Default::default(),
+                previous_secret: None,
             }),
             snooze: None,
             on_change: None,
             enabled: true,
             name: None,
             tags: vec![],
+            disabled_reason: None,
+            failing_since: None,
+            max_rate: None,
         }
     }
 

@@ -10,6 +10,7 @@ mod hooks;
 mod openapi;
 mod probe;
 mod query;
+mod secret;
 mod sources;
 
 use std::sync::Arc;
@@ -270,8 +271,16 @@ fn admin_routes(state: AdminState) -> Router {
             with_options(get(deliveries::list), "GET, HEAD, OPTIONS"),
         )
         .route(
+            "/event-hooks/{id}/deliveries/replay",
+            with_options(axum::routing::post(deliveries::replay), "POST, OPTIONS"),
+        )
+        .route(
             "/event-hooks/{id}/deliveries/{delivery}/retry",
             with_options(axum::routing::post(deliveries::retry), "POST, OPTIONS"),
+        )
+        .route(
+            "/event-hooks/{id}/secret/rotate",
+            with_options(axum::routing::post(secret::rotate), "POST, OPTIONS"),
         )
         .route("/openapi.json", get(openapi::document))
         .with_state(state)
@@ -400,12 +409,17 @@ mod tests {
                 headers: BTreeMap::new(),
                 secret: None,
                 ssl_verify: false,
+                signature: Default::default(),
+                previous_secret: None,
             }),
             snooze: None,
             on_change: None,
             enabled: true,
             name: None,
             tags: vec![],
+            disabled_reason: None,
+            failing_since: None,
+            max_rate: None,
         }
     }
 

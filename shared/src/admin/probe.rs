@@ -15,9 +15,9 @@ use super::error::ApiError;
 use super::hooks::parse_id;
 use super::{with_options, AdminSettings};
 use crate::deliver::http::{OutboundRequest, Response, SendError};
-use crate::deliver::signing::{signature, SIGNATURE_HEADER};
+use crate::dispatch::handlers::sign;
 use crate::dispatch::{Executed, Executor};
-use crate::events::{now_millis, Event};
+use crate::events::{now_millis, now_seconds, Event};
 use crate::form;
 use crate::model::{Handler, Hook};
 use crate::store::HookStore;
@@ -125,7 +125,7 @@ async fn test(
 
 /// The hook as a ping shows it: everything but the secret.
 pub fn redacted(hook: &Hook) -> Value {
-    let mut value = serde_json::to_value(hook).unwrap_or(Value::Null);
+    let mut value = hook.shown();
     if let Some(config) = value.get_mut("config").and_then(Value::as_object_mut) {
         if config.get("secret").is_some_and(|s| !s.is_null()) {
             config.insert("secret".into(), Value::String("[redacted]".into()));
@@ -148,9 +148,9 @@ pub fn ping_body(hook: &Hook, operation: Option<&str>) -> Value {
 
 /// The signed ping request for a webhook or webhook-custom hook, or `None` for other handlers.
 pub fn ping_request(hook: &Hook, body: &Value) -> Option<(OutboundRequest, bool)> {
-    let (url, headers, secret, ssl_verify) = match &hook.handler {
-        Handler::Webhook(c) => (&c.url, &c.headers, &c.secret, c.ssl_verify),
-        Handler::WebhookCustom(c) => (&c.url, &c.headers, &c.secret, c.ssl_verify),
+    let (url, headers, ssl_verify) = match &hook.handler {
+        Handler::Webhook(c) => (&c.url, &c.headers, c.ssl_verify),
+        Handler::WebhookCustom(c) => (&c.url, &c.headers, c.ssl_verify),
         Handler::Log(_) | Handler::Lambda(_) => return None,
     };
     let bytes = serde_json::to_vec(body).unwrap_or_default();
@@ -160,21 +160,18 @@ pub fn ping_request(hook: &Hook, body: &Value) -> Option<(OutboundRequest, bool)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     headers.push(("content-type".into(), "application/json".into()));
-    if let Some(secret) = secret {
-        headers.push((
-            SIGNATURE_HEADER.into(),
-            signature(secret.as_bytes(), &bytes),
-        ));
+    let mut request = OutboundRequest {
+        method: reqwest::Method::POST,
+        url: url.clone(),
+        headers,
+        body: Some(bytes),
+    };
+    if let Some(signing) = hook.handler.signing() {
+        // A ping is no delivery: it gets a fresh message id.
+        let message_id = uuid::Uuid::new_v4().to_string();
+        sign(&mut request, signing, &message_id, now_seconds());
     }
-    Some((
-        OutboundRequest {
-            method: reqwest::Method::POST,
-            url: url.clone(),
-            headers,
-            body: Some(bytes),
-        },
-        ssl_verify,
-    ))
+    Some((request, ssl_verify))
 }
 
 /// `GET /event-hooks/{id}/ping`

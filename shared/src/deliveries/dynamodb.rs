@@ -36,8 +36,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{
-    check_created_at, expiry, sort_key, Attempt, DeliveryKey, DeliveryLog, DeliveryPage,
-    DeliveryPageToken, DeliveryRecord, DeliveryStatus, MAX_ATTEMPTS_KEPT,
+    check_created_at, expiry, page_of, sort_key, Attempt, DeliveryKey, DeliveryLog, DeliveryPage,
+    DeliveryPageToken, DeliveryRecord, DeliveryStatus, DeliveryWindow, MAX_ATTEMPTS_KEPT,
 };
 use crate::events::{now_millis, Event};
 use crate::store::StoreError;
@@ -414,7 +414,82 @@ impl DeliveryLog for DynamoDeliveryLog {
             next,
         })
     }
+
+    async fn list_window(
+        &self,
+        hook_id: Uuid,
+        window: &DeliveryWindow,
+        size: usize,
+        after: Option<DeliveryPageToken>,
+    ) -> Result<DeliveryPage, StoreError> {
+        let Some((from, to)) = window.sort_key_range() else {
+            return Ok(page_of(Vec::new(), size));
+        };
+        if window.statuses.is_empty() {
+            return Ok(page_of(Vec::new(), size));
+        }
+        // A key condition takes one range on the sort key: the lower bound moves up to the token,
+        // inclusive, and the token's own position is skipped below.
+        let after = after.map(|token| token.sort_key());
+        let from = match &after {
+            Some(after) if *after > from => after.clone(),
+            _ => from,
+        };
+        let placeholders: Vec<String> = (0..window.statuses.len())
+            .map(|i| format!(":s{i}"))
+            .collect();
+        let filter = format!(
+            "expires_at_ms > :now AND #status IN ({})",
+            placeholders.join(", ")
+        );
+        let now = now_millis();
+        let wanted = size.saturating_add(1);
+        let mut matched: Vec<DeliveryRecord> = Vec::new();
+        let mut start_key: Option<Item> = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .scan_index_forward(true)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .filter_expression(&filter)
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":pk", string(hook_pk(hook_id)))
+                .expression_attribute_values(":from", string(from.clone()))
+                .expression_attribute_values(":to", string(to.clone()))
+                .expression_attribute_values(":now", number(now))
+                .limit(
+                    i32::try_from(wanted - matched.len())
+                        .unwrap_or(i32::MAX)
+                        .max(WINDOW_READ),
+                )
+                .set_exclusive_start_key(start_key.take());
+            for (placeholder, status) in placeholders.iter().zip(&window.statuses) {
+                query = query.expression_attribute_values(placeholder, to_value(status)?);
+            }
+            let output = query.send().await.map_err(StoreError::backend)?;
+            for item in output.items.unwrap_or_default() {
+                let record = StoredRecord::from_item(item)?.into_record()?;
+                if after.as_deref() != Some(sort_key(record.created_at, record.id).as_str()) {
+                    matched.push(record);
+                }
+            }
+            start_key = output.last_evaluated_key;
+            if matched.len() >= wanted || start_key.is_none() {
+                break;
+            }
+        }
+        // Reads past the page are dropped: the next page starts after its last item anyway.
+        matched.truncate(wanted);
+        Ok(page_of(matched, size))
+    }
 }
+
+/// Items a window Query evaluates per request at least: a filter may drop most of them, and asking
+/// for just the few still wanted would then take many round trips.
+const WINDOW_READ: i32 = 100;
 
 #[cfg(test)]
 mod tests {

@@ -125,7 +125,31 @@ pub struct DeliveryPage {
     pub next: Option<DeliveryPageToken>,
 }
 
-/// An opaque position in a newest-first listing: the last delivery of the previous page.
+/// Which deliveries [`DeliveryLog::list_window`] returns: those of one hook first attempted in a
+/// time range, whose status is one of a set (what a replay resends, spec §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryWindow {
+    /// The earliest first-attempt time (`created_at`) included, in Unix ms.
+    pub from: i64,
+    /// The latest first-attempt time included, in Unix ms.
+    pub to: i64,
+    /// Only deliveries whose current status is one of these; none when empty.
+    pub statuses: Vec<DeliveryStatus>,
+}
+
+impl DeliveryWindow {
+    /// The window's bounds as sort keys, both inclusive, or `None` when it holds no sort key at
+    /// all (`from > to`, or entirely outside what a sort key can hold).
+    pub(crate) fn sort_key_range(&self) -> Option<(String, String)> {
+        let from = self.from.max(0);
+        let to = self.to.min(MAX_CREATED_AT);
+        // The nil and max ids are the extremes of the id part: every id sorts between them.
+        (from <= to).then(|| (sort_key(from, Uuid::nil()), sort_key(to, Uuid::max())))
+    }
+}
+
+/// An opaque position in a listing (newest first) or a window (oldest first): the last delivery
+/// of the previous page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryPageToken {
     pub created_at: i64,
@@ -197,6 +221,18 @@ pub(crate) fn expiry(now: i64, ttl: Duration) -> i64 {
     now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The page of the first `size` of `items`, which were fetched one past the page (`size + 1`) to
+/// tell whether another page follows.
+pub(crate) fn page_of(mut items: Vec<DeliveryRecord>, size: usize) -> DeliveryPage {
+    let more = items.len() > size;
+    items.truncate(size);
+    let next = match items.last() {
+        Some(last) if more => Some(DeliveryPageToken::after(last)),
+        _ => None,
+    };
+    DeliveryPage { items, next }
+}
+
 /// Drops the oldest attempts beyond [`MAX_ATTEMPTS_KEPT`].
 pub(crate) fn keep_latest(attempts: &mut Vec<Attempt>) {
     let excess = attempts.len().saturating_sub(MAX_ATTEMPTS_KEPT);
@@ -233,6 +269,17 @@ pub trait DeliveryLog: Send + Sync + 'static {
         size: usize,
         after: Option<DeliveryPageToken>,
     ) -> Result<DeliveryPage, StoreError>;
+
+    /// Up to `size` unexpired deliveries of the hook inside `window`, oldest first (the order in
+    /// which they were first sent), after `after` when given. A token names a position, so one
+    /// from a listing, or naming no stored delivery, pages on from there all the same.
+    async fn list_window(
+        &self,
+        hook_id: Uuid,
+        window: &DeliveryWindow,
+        size: usize,
+        after: Option<DeliveryPageToken>,
+    ) -> Result<DeliveryPage, StoreError>;
 }
 
 #[cfg(test)]
@@ -247,6 +294,37 @@ mod tests {
         };
         assert_eq!(DeliveryPageToken::decode(&token.encode()), Ok(token));
         assert!(sort_key(999, Uuid::nil()) < sort_key(1_000, Uuid::nil()));
+    }
+
+    #[test]
+    fn window_bounds_hold_every_id_of_their_times() {
+        let window = DeliveryWindow {
+            from: 1_000,
+            to: 2_000,
+            statuses: vec![DeliveryStatus::Failed],
+        };
+        let (lo, hi) = window.sort_key_range().unwrap();
+        let id = Uuid::new_v4();
+        assert!(lo <= sort_key(1_000, id) && sort_key(1_000, id) <= hi);
+        assert!(lo <= sort_key(2_000, id) && sort_key(2_000, id) <= hi);
+        assert!(sort_key(999, Uuid::max()) < lo && hi < sort_key(2_001, Uuid::nil()));
+        let empty = DeliveryWindow {
+            from: 2_001,
+            ..window.clone()
+        };
+        assert_eq!(empty.sort_key_range(), None);
+        let clamped = DeliveryWindow {
+            from: -5,
+            to: i64::MAX,
+            ..window
+        };
+        assert_eq!(
+            clamped.sort_key_range(),
+            Some((
+                sort_key(0, Uuid::nil()),
+                sort_key(MAX_CREATED_AT, Uuid::max())
+            ))
+        );
     }
 
     #[test]

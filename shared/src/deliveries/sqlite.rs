@@ -5,6 +5,8 @@
 //! page on, and `expires_at` (Unix ms). An attempt is appended in one `IMMEDIATE` transaction that
 //! reads, extends and writes the row, so concurrent appends (even from several processes) queue up
 //! rather than overwrite each other. Reads skip expired rows; writes purge them now and then.
+//! A window query ([`DeliveryLog::list_window`]) is a range on the `(hook_id, sk)` index; the
+//! status, kept only in the JSON, is filtered on within that range.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -15,8 +17,8 @@ use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
 
 use super::{
-    check_created_at, expiry, keep_latest, sort_key, Attempt, DeliveryKey, DeliveryLog,
-    DeliveryPage, DeliveryPageToken, DeliveryRecord, DeliveryStatus,
+    check_created_at, expiry, keep_latest, page_of, sort_key, Attempt, DeliveryKey, DeliveryLog,
+    DeliveryPage, DeliveryPageToken, DeliveryRecord, DeliveryStatus, DeliveryWindow,
 };
 use crate::events::{now_millis, Event};
 use crate::sqlite::Database;
@@ -208,5 +210,50 @@ impl DeliveryLog for SqliteDeliveryLog {
             _ => None,
         };
         Ok(DeliveryPage { items, next })
+    }
+
+    async fn list_window(
+        &self,
+        hook_id: Uuid,
+        window: &DeliveryWindow,
+        size: usize,
+        after: Option<DeliveryPageToken>,
+    ) -> Result<DeliveryPage, StoreError> {
+        let Some((from, to)) = window.sort_key_range() else {
+            return Ok(DeliveryPage {
+                items: Vec::new(),
+                next: None,
+            });
+        };
+        let now = now_millis();
+        let after = after.map(|token| token.sort_key());
+        // The statuses as a JSON array of their serialised names, which `json_each` spreads.
+        let statuses = serde_json::to_string(&window.statuses).map_err(StoreError::backend)?;
+        // One row more than the page tells whether another page exists.
+        let limit = i64::try_from(size.saturating_add(1)).unwrap_or(i64::MAX);
+        let bodies = self
+            .db
+            .call(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT body FROM deliveries
+                     WHERE hook_id = ?1 AND sk >= ?2 AND sk <= ?3
+                       AND (?4 IS NULL OR sk > ?4) AND expires_at > ?5
+                       AND json_extract(body, '$.status') IN (SELECT value FROM json_each(?6))
+                     ORDER BY sk ASC
+                     LIMIT ?7",
+                )?;
+                let rows = stmt.query_map(
+                    params![id_text(hook_id), from, to, after, now, statuses, limit],
+                    |row| row.get::<_, String>(0),
+                )?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .await
+            .map_err(StoreError::backend)?;
+        let items = bodies
+            .iter()
+            .map(|body| parse(body))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page_of(items, size))
     }
 }

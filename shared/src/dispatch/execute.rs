@@ -16,11 +16,11 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use super::handlers::{webhook_data, webhook_request, CustomPlan};
+use super::handlers::{sign, webhook_data, webhook_request, CustomPlan};
 use super::{ATTEMPT_HEADER, DELIVERY_HEADER};
 use crate::deliver::http::{HttpSender, OutboundRequest, Response, SendError};
 use crate::deliver::retry::{classify, Verdict};
-use crate::events::Event;
+use crate::events::{now_seconds, Event};
 use crate::lua::pool::{LuaPool, PoolError};
 use crate::lua::{Budget, Limits};
 use crate::lua_chain::{LuaChain, LuaChainError};
@@ -213,6 +213,17 @@ impl Executor {
         pid: i64,
     ) -> Executed {
         let with_delivery_headers = |mut request: OutboundRequest| {
+            if let Some(signing) = hook.handler.signing() {
+                // Standard Webhooks' `webhook-id` is the delivery id, the same on every retry so
+                // receivers can de-duplicate; a test run has no delivery, so it gets a fresh id.
+                let message_id = delivery.map_or_else(Uuid::new_v4, |(id, _)| id);
+                sign(
+                    &mut request,
+                    signing,
+                    &message_id.to_string(),
+                    now_seconds(),
+                );
+            }
             if let Some((id, attempt)) = delivery {
                 request
                     .headers
@@ -405,6 +416,9 @@ mod tests {
             enabled: true,
             name: None,
             tags: vec![],
+            disabled_reason: None,
+            failing_since: None,
+            max_rate: None,
         }
     }
 

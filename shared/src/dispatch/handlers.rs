@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::deliver::http::OutboundRequest;
-use crate::deliver::signing::{signature, SIGNATURE_HEADER};
+use crate::deliver::signing::{signature, standard_headers, SIGNATURE_HEADER};
 use crate::lua::Budget;
-use crate::model::{payload_encoding, PayloadEncoding, WebhookConfig, WebhookCustomConfig};
+use crate::model::{
+    payload_encoding, PayloadEncoding, SignatureScheme, Signing, WebhookConfig, WebhookCustomConfig,
+};
 use crate::template::{Renderer, Template, TemplateError};
 
 /// The event's data with `event` and `source` added, as both webhook handlers send it.
@@ -28,7 +30,34 @@ pub fn webhook_data(data: &Value, event: &str, source: &str) -> Value {
     Value::Object(map)
 }
 
-/// `webhook`: POST the data as JSON, signed when a secret is set.
+/// Signs a prepared request of a `webhook` or `webhook-custom` hook, last, over the exact body
+/// bytes. `message_id` is the delivery id (fresh for test and ping) and `now` the time in Unix
+/// seconds; Standard Webhooks signs both, so a receiver can refuse replays.
+///
+/// - `kong`: `X-Kong-Signature` when a secret is set and a body is sent (Kong signs bodies only).
+/// - `standard`: `webhook-id`, `webhook-timestamp` and `webhook-signature`, one signature for
+///   the current secret and one for a rotated-out secret still in its grace period; an absent
+///   body signs as empty, which is what receivers see.
+pub fn sign(request: &mut OutboundRequest, signing: Signing<'_>, message_id: &str, now: i64) {
+    match signing.scheme {
+        SignatureScheme::Kong => {
+            if let (Some(secret), Some(body)) = (signing.secret, &request.body) {
+                let value = signature(secret.as_bytes(), body);
+                request.headers.push((SIGNATURE_HEADER.into(), value));
+            }
+        }
+        SignatureScheme::Standard => {
+            let secrets = signing.secrets_at(now);
+            if !secrets.is_empty() {
+                let body = request.body.as_deref().unwrap_or_default();
+                let headers = standard_headers(&secrets, message_id, now, body);
+                request.headers.extend(headers);
+            }
+        }
+    }
+}
+
+/// `webhook`: POST the data as JSON (unsigned: see [`sign`]).
 pub fn webhook_request(config: &WebhookConfig, data: &Value) -> OutboundRequest {
     let body = serde_json::to_vec(data).unwrap_or_default();
     let mut headers: Vec<(String, String)> = config
@@ -38,9 +67,6 @@ pub fn webhook_request(config: &WebhookConfig, data: &Value) -> OutboundRequest 
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     headers.push(("content-type".into(), "application/json".into()));
-    if let Some(secret) = &config.secret {
-        headers.push((SIGNATURE_HEADER.into(), signature(secret.as_bytes(), &body)));
-    }
     OutboundRequest {
         method: reqwest::Method::POST,
         url: config.url.clone(),
@@ -127,8 +153,8 @@ impl CustomPlan {
     }
 
     /// The request for one event: rendered headers, then a non-empty body or the payload,
-    /// encoded by method and content type; signed when a secret is set and a body is sent. All
-    /// the templates share `budget`.
+    /// encoded by method and content type (unsigned: see [`sign`]). All the templates share
+    /// `budget`.
     pub fn request(
         &self,
         config: &WebhookCustomConfig,
@@ -185,14 +211,10 @@ impl CustomPlan {
                 }
             }
         }
-        let mut headers: Vec<(String, String)> = headers.into_iter().collect();
-        if let (Some(secret), Some(bytes)) = (&config.secret, &body) {
-            headers.push((SIGNATURE_HEADER.into(), signature(secret.as_bytes(), bytes)));
-        }
         Ok(OutboundRequest {
             method: config.method.to_http(),
             url,
-            headers,
+            headers: headers.into_iter().collect(),
             body,
         })
     }
@@ -224,7 +246,9 @@ fn multipart(fields: &[(String, String)]) -> (String, Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deliver::signing::{standard_key, standard_signature};
     use crate::lua::Limits;
+    use crate::model::{Handler, PreviousSecret};
     use serde_json::json;
 
     fn custom(method: &str) -> WebhookCustomConfig {
@@ -239,6 +263,8 @@ mod tests {
             headers_format: false,
             secret: None,
             ssl_verify: false,
+            signature: SignatureScheme::Kong,
+            previous_secret: None,
         }
     }
 
@@ -281,8 +307,16 @@ mod tests {
             headers: BTreeMap::from([("x-team".into(), "core".into())]),
             secret: Some("hunter2".into()),
             ssl_verify: false,
+            signature: SignatureScheme::Kong,
+            previous_secret: None,
         };
-        let request = webhook_request(&config, &data());
+        let mut request = webhook_request(&config, &data());
+        sign(
+            &mut request,
+            Handler::Webhook(config).signing().unwrap(),
+            "d",
+            1,
+        );
         let body = request.body.clone().unwrap();
         let sent: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(sent["event"], "consumers");
@@ -330,13 +364,15 @@ mod tests {
         ] {
             config.headers = BTreeMap::from([("Content-Type".into(), content_type.into())]);
             let plan = CustomPlan::new(&config).unwrap();
-            let request = plan
+            let mut request = plan
                 .request(
                     &config,
                     &data(),
                     Budget::starting_now(&Limits::default(), None),
                 )
                 .unwrap();
+            let signing = Handler::WebhookCustom(config.clone());
+            sign(&mut request, signing.signing().unwrap(), "d", 1);
             let body = request.body.unwrap();
             assert_eq!(String::from_utf8(body.clone()).unwrap(), expected);
             assert!(request
@@ -380,5 +416,84 @@ mod tests {
             .unwrap();
         assert_eq!(request.body.unwrap(), b"user=bob &amp; co");
         assert!(request.headers.contains(&("x-op".into(), "create".into())));
+    }
+
+    #[test]
+    fn standard_signing_signs_id_time_and_body_with_both_secrets_while_rotating() {
+        let (new, old) = (
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "whsec_c2Vjb25kIGtleSBvZiB0d2VudHktZm91ciBi",
+        );
+        let mut config = custom("GET");
+        config.signature = SignatureScheme::Standard;
+        config.secret = Some(new.into());
+        config.previous_secret = Some(PreviousSecret {
+            secret: old.into(),
+            expires_at: 100,
+        });
+        let handler = Handler::WebhookCustom(config.clone());
+        let plan = CustomPlan::new(&config).unwrap();
+        let unsigned = plan
+            .request(
+                &config,
+                &data(),
+                Budget::starting_now(&Limits::default(), None),
+            )
+            .unwrap();
+        let header = |request: &OutboundRequest, name: &str| {
+            let found = request.headers.iter().find(|(k, _)| k == name);
+            found.map(|(_, v)| v.clone())
+        };
+        let sig = |secret: &str, at: i64| {
+            standard_signature(&standard_key(secret).unwrap(), "msg_1", at, b"")
+        };
+
+        let mut request = unsigned.clone();
+        sign(&mut request, handler.signing().unwrap(), "msg_1", 99);
+        assert_eq!(header(&request, "webhook-id").unwrap(), "msg_1");
+        assert_eq!(header(&request, "webhook-timestamp").unwrap(), "99");
+        assert_eq!(
+            header(&request, "webhook-signature").unwrap(),
+            format!("{} {}", sig(new, 99), sig(old, 99))
+        );
+        assert_eq!(header(&request, SIGNATURE_HEADER), None);
+
+        // Once the grace period is over, only the new secret signs.
+        let mut request = unsigned;
+        sign(&mut request, handler.signing().unwrap(), "msg_1", 100);
+        assert_eq!(
+            header(&request, "webhook-signature").unwrap(),
+            sig(new, 100)
+        );
+    }
+
+    #[test]
+    fn kong_signing_uses_the_current_secret_only() {
+        let mut config = custom("POST");
+        config.body = Some("x".into());
+        config.secret = Some("new".into());
+        config.previous_secret = Some(PreviousSecret {
+            secret: "old".into(),
+            expires_at: i64::MAX,
+        });
+        let plan = CustomPlan::new(&config).unwrap();
+        let mut request = plan
+            .request(
+                &config,
+                &data(),
+                Budget::starting_now(&Limits::default(), None),
+            )
+            .unwrap();
+        let handler = Handler::WebhookCustom(config);
+        sign(&mut request, handler.signing().unwrap(), "d", 1);
+        let signatures: Vec<_> = request
+            .headers
+            .iter()
+            .filter(|(k, _)| k.starts_with("x-kong") || k.starts_with("webhook"))
+            .collect();
+        assert_eq!(
+            signatures,
+            [&(SIGNATURE_HEADER.to_string(), signature(b"new", b"x"))]
+        );
     }
 }

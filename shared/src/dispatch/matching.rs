@@ -84,6 +84,9 @@ mod tests {
             enabled: true,
             name: None,
             tags: vec![],
+            disabled_reason: None,
+            failing_since: None,
+            max_rate: None,
         }
     }
 

@@ -28,6 +28,7 @@
 pub mod execute;
 pub mod handlers;
 pub mod matching;
+pub mod protection;
 pub mod worker;
 
 pub use execute::{Executed, Executor};
@@ -40,15 +41,18 @@ use uuid::Uuid;
 
 use crate::deliver::retry::{RetrySchedule, Verdict};
 use crate::deliveries::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
-use crate::events::{check_registered, now_millis, parse_event_with_default_id, Event};
+use crate::events::{
+    check_registered, hook_change_events, now_millis, parse_event_with_default_id, Event, Operation,
+};
 use crate::metrics::Stats;
 use crate::model::Hook;
 pub use crate::queue::DeadLetterReason;
 use crate::queue::{Outgoing, Queue, QueueError, MAX_DELAY};
 use crate::snapshot::SnapshotCache;
-use crate::store::StoreError;
+use crate::store::{HookStore, StoreError};
 use crate::windows::{decide, event_key, Decision, Dropped, WindowStore};
 use matching::EventName;
+use protection::{Change, Outcome, RateLimiter, Slot};
 
 /// Header carrying the stable delivery id, for receivers to de-duplicate.
 pub const DELIVERY_HEADER: &str = "x-event-hook-delivery";
@@ -69,6 +73,12 @@ pub struct DispatchSettings {
     /// How long a parked delivery waits before it is tried again: long enough for a passing
     /// infrastructure failure to pass, short next to the retry schedule.
     pub park_delay: Duration,
+    /// A hook whose every attempt fails for this long is paused (spec §8 "Beyond").
+    pub pause_after: Duration,
+    /// The longest an attempt over its hook's `max_rate` waits in process for its slot; a later
+    /// slot puts the delivery back on the deliveries queue until about then. Short, as it holds
+    /// a worker (or a Lambda invocation).
+    pub rate_wait: Duration,
 }
 
 impl Default for DispatchSettings {
@@ -78,6 +88,8 @@ impl Default for DispatchSettings {
             delivery_log_ttl: Duration::from_secs(7 * 24 * 3600),
             logged_body_limit: 4096,
             park_delay: Duration::from_secs(5),
+            pause_after: Duration::from_secs(24 * 3600),
+            rate_wait: Duration::from_secs(2),
         }
     }
 }
@@ -200,6 +212,10 @@ pub struct DispatchPorts {
     pub dead_letters: Arc<dyn Queue>,
     /// Runs the handlers.
     pub executor: Arc<Executor>,
+    /// Where the dispatcher records `failing_since` and disables hooks (endpoint protection).
+    pub hooks: Arc<dyn HookStore>,
+    /// The events queue, for the crud `update` events of hooks the dispatcher disables.
+    pub events: Arc<dyn Queue>,
 }
 
 /// The ports and settings the dispatcher works with.
@@ -210,6 +226,9 @@ pub struct Dispatcher {
     deliveries: Arc<dyn Queue>,
     dead_letters: Arc<dyn Queue>,
     executor: Arc<Executor>,
+    hooks: Arc<dyn HookStore>,
+    events: Arc<dyn Queue>,
+    limiter: RateLimiter,
     settings: DispatchSettings,
     pub stats: Stats,
 }
@@ -223,6 +242,8 @@ impl Dispatcher {
             deliveries,
             dead_letters,
             executor,
+            hooks,
+            events,
         } = ports;
         Dispatcher {
             snapshot,
@@ -231,6 +252,9 @@ impl Dispatcher {
             deliveries,
             dead_letters,
             executor,
+            hooks,
+            events,
+            limiter: RateLimiter::default(),
             settings,
             stats: Stats::default(),
         }
@@ -358,8 +382,12 @@ impl Dispatcher {
             .or_else(|| snapshot.hook(delivery.hook_id).cloned())
         {
             Some(hook) if hook.enabled => hook,
-            Some(_) => {
-                let given_up = self.give_up(delivery, DeadLetterReason::HookDisabled).await;
+            Some(hook) => {
+                let reason = match &hook.disabled_reason {
+                    Some(why) => DeadLetterReason::Disabled(why.reason.clone()),
+                    None => DeadLetterReason::HookDisabled,
+                };
+                let given_up = self.give_up(delivery, reason).await;
                 self.settle(given_up).await?;
                 return Ok(MessageOutcome::Done);
             }
@@ -470,8 +498,28 @@ impl Dispatcher {
         &self,
         hook: &Hook,
         event_name: &str,
-        delivery: Delivery,
+        mut delivery: Delivery,
     ) -> Result<(), Stuck> {
+        if let Some(rate) = hook.max_rate {
+            match self
+                .limiter
+                .reserve(hook.id, rate, Instant::now(), self.settings.rate_wait)
+            {
+                Slot::After(wait) if wait.is_zero() => {}
+                Slot::After(wait) => tokio::time::sleep(wait).await,
+                Slot::Later(wait) => {
+                    // Over the rate for longer than is worth holding a worker: back on the
+                    // queue until about the slot's time, the attempt not made (so not counted).
+                    Stats::bump(&self.stats.rate_limited);
+                    delivery.step = Step::Attempt;
+                    delivery.not_before = now_millis() + wait.as_millis() as i64;
+                    return match self.enqueue(&delivery, wait).await {
+                        Ok(()) => Ok(()),
+                        Err(err) => Err(Stuck::new(delivery, err)),
+                    };
+                }
+            }
+        }
         let started = Instant::now();
         let at = now_millis();
         let executed = self
@@ -487,13 +535,27 @@ impl Dispatcher {
         let latency = started.elapsed();
         self.stats.record_latency(latency);
         let verdict = executed.verdict();
-        let (status_code, error, body) = self.summarize(&executed);
+        let (status_code, mut error, body) = self.summarize(&executed);
+        let outcome = match (&verdict, status_code) {
+            (_, Some(protection::GONE)) => Outcome::Gone,
+            (Verdict::Delivered, _) => Outcome::Delivered,
+            _ => Outcome::Failed,
+        };
+        let disabled = self.protect(hook, &delivery, outcome, at / 1000).await;
+        if let Some(reason) = &disabled {
+            // The delivery log says why this delivery ends here.
+            error = Some(match error {
+                Some(error) => format!("{error}; the hook was disabled: {reason}"),
+                None => format!("the hook was disabled: {reason}"),
+            });
+        }
 
         let next_delay = match &verdict {
             Verdict::Retry { after } => self.settings.retry.next_delay(delivery.attempt, *after),
             _ => None,
         };
         let status = match (&verdict, next_delay) {
+            _ if disabled.is_some() => DeliveryStatus::Failed,
             (Verdict::Delivered, _) => DeliveryStatus::Delivered,
             (Verdict::Retry { .. }, Some(_)) => DeliveryStatus::Pending,
             _ => DeliveryStatus::Failed,
@@ -507,8 +569,81 @@ impl Dispatcher {
             response_body: body,
         };
         self.record(hook.id, &delivery, attempt, status).await;
+        if let Some(reason) = disabled {
+            return self
+                .give_up(after(delivery), DeadLetterReason::Disabled(reason))
+                .await;
+        }
         self.follow_up(hook.id, delivery, verdict, next_delay, error)
             .await
+    }
+
+    /// Endpoint protection after an attempt (see [`protection`]): records `failing_since` when it
+    /// changes, and disables the hook on a `410 Gone` or after failing for
+    /// [`DispatchSettings::pause_after`]. Returns the reason when this attempt disabled the hook.
+    /// A store failure here changes nothing about the delivery (it is logged; the next attempt
+    /// decides again), so protection never costs a delivery.
+    async fn protect(
+        &self,
+        hook: &Hook,
+        delivery: &Delivery,
+        outcome: Outcome,
+        now: i64,
+    ) -> Option<String> {
+        if delivery.hook.is_some() {
+            // The ping of a hook change (the hook travels with it, as it may be deleted) is no
+            // event delivery: its outcome neither disables the hook nor counts as a failure.
+            return None;
+        }
+        let pause_after = self.settings.pause_after;
+        if !protection::needs_write(hook, outcome, now, pause_after) {
+            return None;
+        }
+        let change =
+            protection::record(self.hooks.as_ref(), hook.id, outcome, now, pause_after).await;
+        match change {
+            Ok(Change::None) => None,
+            Ok(Change::Tracked) => {
+                self.snapshot.invalidate();
+                None
+            }
+            Ok(Change::Disabled { old, new }) => {
+                self.snapshot.invalidate();
+                self.executor.forget(hook.id);
+                let reason = new
+                    .disabled_reason
+                    .as_ref()
+                    .map(|why| why.reason.clone())
+                    .unwrap_or_default();
+                Stats::bump(&self.stats.hooks_disabled);
+                tracing::warn!(hook_id = %hook.id, %reason, "hook disabled by endpoint protection");
+                self.emit_disabled(&old, &new).await;
+                Some(reason)
+            }
+            Err(err) => {
+                tracing::warn!(hook_id = %hook.id, error = %err, ?outcome, "could not record the hook's failure state");
+                None
+            }
+        }
+    }
+
+    /// The crud `update` and dao:crud events of a hook the dispatcher disabled, as the admin API
+    /// emits for its changes. The hook is disabled already; a failed send is logged, not retried
+    /// forever (the hook's `GET` still shows the change).
+    async fn emit_disabled(&self, old: &Hook, new: &Hook) {
+        let messages: Vec<Outgoing> = hook_change_events(Operation::Update, new, Some(old))
+            .iter()
+            .filter_map(|event| serde_json::to_string(event).ok())
+            .map(Outgoing::now)
+            .collect();
+        for _ in 0..3 {
+            match self.events.send_batch(messages.clone()).await {
+                Ok(_) => return,
+                Err(err) => {
+                    tracing::warn!(hook_id = %new.id, error = %err, "could not emit the change events of a disabled hook");
+                }
+            }
+        }
     }
 
     /// Writes an attempt to the delivery log. The log is for people: a failure to write it must

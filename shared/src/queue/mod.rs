@@ -41,6 +41,9 @@ pub enum DeadLetterReason {
     HookDeleted,
     /// The hook was disabled while the delivery was waiting for a retry.
     HookDisabled,
+    /// The dispatcher disabled the hook (endpoint protection: a `410 Gone`, or failing every
+    /// attempt for too long); says why, as the hook's `disabled_reason` does.
+    Disabled(String),
     /// The message body is not an event, or not a delivery; says what is wrong with it.
     Unparseable(String),
     /// The event's source or event name is not in the catalogue (Kong's message).
@@ -67,6 +70,9 @@ impl std::fmt::Display for DeadLetterReason {
             }
             DeadLetterReason::HookDisabled => {
                 f.write_str("the hook was disabled before the delivery succeeded")
+            }
+            DeadLetterReason::Disabled(reason) => {
+                write!(f, "the hook was disabled: {reason}")
             }
             DeadLetterReason::TooManyReceives { limit } => write!(
                 f,
