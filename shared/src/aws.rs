@@ -75,6 +75,29 @@ pub async fn create_table(
     Ok(())
 }
 
+/// Turns on TTL for `table` on `attribute`. For tests and tooling, after [`create_table`].
+#[cfg(feature = "test-util")]
+pub async fn enable_ttl(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    attribute: &str,
+) -> Result<(), crate::store::StoreError> {
+    use crate::store::StoreError;
+    let ttl = aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+        .enabled(true)
+        .attribute_name(attribute)
+        .build()
+        .map_err(StoreError::backend)?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(ttl)
+        .send()
+        .await
+        .map_err(StoreError::backend)?;
+    Ok(())
+}
+
 /// The item at `key` in `table`, read consistently (so a write just made is seen).
 pub async fn read_item(
     client: &aws_sdk_dynamodb::Client,

@@ -14,8 +14,6 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
-#[cfg(feature = "test-util")]
-use aws_sdk_dynamodb::types::TimeToLiveSpecification;
 use aws_sdk_dynamodb::Client;
 
 use super::{expiry_millis, now_millis, StoreError, WindowStore};
@@ -32,20 +30,7 @@ const SWAP_CONDITION: &str =
 #[cfg(feature = "test-util")]
 pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError> {
     crate::aws::create_table(client, name, "key", None).await?;
-    client
-        .update_time_to_live()
-        .table_name(name)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .enabled(true)
-                .attribute_name("expires_at")
-                .build()
-                .map_err(StoreError::backend)?,
-        )
-        .send()
-        .await
-        .map_err(StoreError::backend)?;
-    Ok(())
+    crate::aws::enable_ttl(client, name, "expires_at").await
 }
 
 /// [`WindowStore`] on one DynamoDB table laid out as described in the module documentation.
