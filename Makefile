@@ -5,7 +5,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8001
 DATA_DIR ?= ./data
 
-.PHONY: help run test unit-and-integration conformance lint fmt validate-template build bench reliability reliability-quick venv clean
+.PHONY: help run test unit-and-integration conformance lint fmt validate-template build bench reliability reliability-quick venv clean simulated-stack invoke
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -13,7 +13,7 @@ help: ## List the targets
 run: ## Start the service locally on 127.0.0.1:8001 with data in ./data (no AWS needed)
 	$(CARGO) run --release -p event-hooks-local -- --listen $(LISTEN) --data-dir $(DATA_DIR)
 
-test: lint validate-template unit-and-integration conformance reliability-quick ## Run every check and test (installs moto, the SAM CLI and schemathesis into .venv)
+test: lint validate-template unit-and-integration conformance reliability-quick simulated-stack ## Run every check and test (installs moto, the SAM CLI and schemathesis into .venv)
 
 unit-and-integration: venv ## Unit, contract (SQLite and moto) and HTTP tests, with a summary line
 	scripts/test.sh
@@ -37,6 +37,14 @@ venv: ## Create .venv with moto, the SAM CLI and schemathesis (once), and instal
 
 build: venv ## Build the Lambda zips with cargo-lambda (zig from PyPI) and print their sizes
 	scripts/build-lambdas.sh
+
+simulated-stack: venv build ## template.yaml's stack in moto, the functions under the SAM CLI's emulator: Kong's flows end to end
+	scripts/simulated-stack.sh
+
+FN ?= AdminFunction
+EVENT ?= events/admin-list-hooks.json
+invoke: venv build ## `sam local invoke` without Docker, on a local moto: make invoke FN=DispatchFunction EVENT=events/dispatch-events-batch.json
+	cd tests/simstack && ../../.venv/bin/python invoke.py $(FN) $(abspath $(EVENT))
 
 bench: ## Benchmarks: per-delivery overhead, end-to-end throughput, start-up time and idle memory
 	$(CARGO) bench -p event-hooks --bench overhead

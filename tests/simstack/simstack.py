@@ -1,0 +1,984 @@
+"""The stack `template.yaml` declares, created in moto and run the way AWS runs it.
+
+* The template is translated with the SAM translator the SAM CLI uses (`sam validate`'s way), with
+  each function's `CodeUri` resolved as `sam package` does: its build output is zipped, put in
+  (moto's) S3 and the `CodeUri` becomes that S3 location.
+* The CloudFormation template is created as a stack in moto's CloudFormation. Resource types moto's
+  CloudFormation cannot create are either provisioned here through the service's own API, as their
+  CloudFormation handler would (`PROVISIONED`), or left out and checked statically
+  (`LEFT_OUT`: the HTTP API, whose routes the gateway below serves from the API's OpenAPI body).
+* Each function's bootstrap runs under the Lambda Runtime Interface Emulator shipped in the SAM CLI
+  package, with exactly the environment moto's Lambda reports for the created function, plus what
+  Lambda itself provides (region, credentials, the endpoint of the simulated AWS, name, memory,
+  timeout).
+* `Gateway` serves the routes of the template's HTTP API (API Gateway's route selection, payload
+  format 2.0); `Poller` is an SQS event source mapping per `AWS::Lambda::EventSourceMapping`.
+* `Counter` is a proxy in front of moto counting the AWS requests the functions make, by operation.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import http.client
+import http.server
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+import zipfile
+from collections import Counter as _Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import boto3
+from botocore.config import Config
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+RIE = (
+    Path(sys.prefix)
+    / "lib"
+    / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    / "site-packages/samcli/local/rapid/aws-lambda-rie-x86_64"
+)
+
+# Resource types moto's CloudFormation cannot create that nothing reads at run time: left out of
+# the created stack and checked statically (the HTTP API's routes are what `Gateway` serves).
+LEFT_OUT = {"AWS::CloudWatch::Alarm", "AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Stage", "AWS::ApiGatewayV2::Authorizer"}
+
+# Lines for the test run's terminal summary (requests per delivery, cold starts).
+SUMMARY: list[str] = []
+
+# The id the simulated HTTP API goes by.
+API_ID = "simapi0001"
+
+# A build's binary name per function, for `target/lambda/<binary>/bootstrap` (`make build`).
+BINARY_OF = {}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0, every: float = 0.05):
+    """Polls `check` until it returns something truthy; fails naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+class Moto:
+    """A moto server on a free loopback port, stopped by `stop()`."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.log = tempfile.NamedTemporaryFile(prefix="moto.", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+        def up():
+            if self.process.poll() is not None:
+                raise AssertionError(f"moto_server exited: {Path(self.log.name).read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+
+        wait_for(up, "moto_server to listen")
+
+    def client(self, service: str, endpoint: str | None = None):
+        return boto3.client(
+            service,
+            region_name=REGION,
+            endpoint_url=endpoint or self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"max_attempts": 2}),
+        )
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.unlink(self.log.name)
+
+
+class Counter:
+    """A reverse proxy in front of moto that counts requests by `service.Operation`.
+
+    Operations are read from the `X-Amz-Target` header (the JSON protocols DynamoDB and SQS use)
+    or the `Action` form field (the query protocol)."""
+
+    def __init__(self, upstream_port: int):
+        self.counts: _Counter[str] = _Counter()
+        self.lock = threading.Lock()
+        counter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _any(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                counter.count(self.headers, body)
+                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                reply = conn.getresponse()
+                data = reply.read()
+                self.send_response(reply.status)
+                for k, v in reply.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def count(self, headers, body: bytes):
+        target = headers.get("X-Amz-Target")
+        if target:
+            prefix, _, op = target.partition(".")
+            service = {"AmazonSQS": "SQS"}.get(prefix, prefix.split("_")[0])
+        else:
+            form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+            op = (form.get("Action") or ["?"])[0]
+            service = "query"
+        with self.lock:
+            self.counts[f"{service}.{op}"] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.counts)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- the template -------------------------------------------------------------------------------
+
+
+def load_template() -> dict:
+    from samcli.yamlhelper import yaml_parse
+
+    return yaml_parse(TEMPLATE.read_text())
+
+
+def functions_of(sam: dict) -> dict[str, dict]:
+    return {
+        name: res
+        for name, res in sam["Resources"].items()
+        if res.get("Type") == "AWS::Serverless::Function"
+    }
+
+
+def bootstrap_of(logical_id: str, resource: dict) -> Path:
+    """`.aws-sam/build/<LogicalId>/bootstrap` (sam build) or `target/lambda/<binary>/bootstrap`
+    (make build), the binary being the function's `BuildProperties.Binary`."""
+    sam_built = ROOT / ".aws-sam/build" / logical_id / "bootstrap"
+    if sam_built.is_file():
+        return sam_built
+    binary = resource.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
+    if not binary:
+        raise AssertionError(f"{logical_id}: no Metadata.BuildProperties.Binary in template.yaml")
+    built = ROOT / "target/lambda" / binary / "bootstrap"
+    if not built.is_file():
+        raise AssertionError(f"{logical_id}: {built} is missing: run `make build` first")
+    return built
+
+
+def translate(sam: dict, parameters: dict[str, str], code: dict[str, str]) -> dict:
+    """The SAM translator as `sam validate` runs it, with `code[logical_id]` as each CodeUri."""
+    from samtranslator.parser import parser
+    from samtranslator.translator.translator import Translator
+
+    sam = copy.deepcopy(sam)
+    for name, res in functions_of(sam).items():
+        res.setdefault("Properties", {})["CodeUri"] = code[name]
+    translator = Translator(
+        managed_policy_map=None,
+        sam_parser=parser.Parser(),
+        plugins=[],
+        boto_session=boto3.Session(region_name=REGION, **_boto_keys()),
+    )
+    return translator.translate(
+        sam_template=sam,
+        parameter_values={
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": "aws",
+            **parameters,
+        },
+        get_managed_policy_map=lambda: {},
+    )
+
+
+def _boto_keys():
+    return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def _substitute(node: Any, logical_id: str, ref: str, attrs: dict[str, str]) -> Any:
+    """Replaces `Ref: logical_id` / `GetAtt logical_id.X` (and `${logical_id}` in `Fn::Sub`)."""
+    if isinstance(node, dict):
+        if node.get("Ref") == logical_id and len(node) == 1:
+            return ref
+        getatt = node.get("Fn::GetAtt")
+        if len(node) == 1 and getatt is not None:
+            parts = getatt if isinstance(getatt, list) else getatt.split(".", 1)
+            if parts[0] == logical_id:
+                return attrs[parts[1]]
+        if len(node) == 1 and "Fn::Sub" in node:
+            sub = node["Fn::Sub"]
+            text = sub if isinstance(sub, str) else sub[0]
+            text = text.replace("${" + logical_id + "}", ref)
+            for name, value in attrs.items():
+                text = text.replace("${" + logical_id + "." + name + "}", value)
+            return {"Fn::Sub": text if isinstance(sub, str) else [text, _substitute(sub[1], logical_id, ref, attrs)]}
+        return {k: _substitute(v, logical_id, ref, attrs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, logical_id, ref, attrs) for v in node]
+    return node
+
+
+def _provision_secret(moto: Moto, stack: str, logical_id: str, props: dict) -> tuple[str, dict]:
+    """`AWS::SecretsManager::Secret` as CloudFormation's handler creates it: `SecretString`, or
+    a password from `GenerateSecretString` (moto's `get_random_password`)."""
+    sm = moto.client("secretsmanager")
+    name = props.get("Name") or f"{stack}-{logical_id}-{secrets.token_hex(4)}"
+    if "SecretString" in props:
+        value = props["SecretString"]
+    else:
+        gen = dict(props.get("GenerateSecretString", {}))
+        template, key = gen.pop("SecretStringTemplate", None), gen.pop("GenerateStringKey", None)
+        allowed = {
+            "PasswordLength", "ExcludeCharacters", "ExcludeNumbers", "ExcludePunctuation",
+            "ExcludeUppercase", "ExcludeLowercase", "IncludeSpace", "RequireEachIncludedType",
+        }
+        unknown = set(gen) - allowed
+        if unknown:
+            raise AssertionError(f"{logical_id}: GenerateSecretString {sorted(unknown)} not simulated")
+        password = sm.get_random_password(**{k: v for k, v in gen.items()})["RandomPassword"]
+        if template:
+            doc = json.loads(template)
+            doc[key] = password
+            value = json.dumps(doc)
+        else:
+            value = password
+    kwargs = {"Name": name, "SecretString": value}
+    if props.get("KmsKeyId") and isinstance(props["KmsKeyId"], str):
+        kwargs["KmsKeyId"] = props["KmsKeyId"]
+    arn = sm.create_secret(**kwargs)["ARN"]
+    return arn, {"Id": arn}
+
+
+# Types moto's CloudFormation cannot create, provisioned through the service's API instead when
+# their properties are plain values (no reference to another resource of the stack).
+PROVISIONED = {"AWS::SecretsManager::Secret": _provision_secret}
+
+
+@dataclass
+class Function:
+    logical_id: str
+    name: str
+    arn: str
+    bootstrap: Path
+    environment: dict[str, str]
+    memory: int
+    timeout: int
+
+
+@dataclass
+class Route:
+    method: str  # upper case, or ANY
+    path: str  # /event-hooks/{id}, or $default
+    function: str  # logical id
+
+    @property
+    def key(self) -> str:
+        return "$default" if self.path == "$default" else f"{self.method} {self.path}"
+
+
+@dataclass
+class Mapping:
+    uuid: str
+    function: str  # logical id
+    queue_arn: str
+    batch_size: int
+    window: int
+    report_failures: bool
+    enabled: bool
+
+
+@dataclass
+class Stack:
+    name: str
+    parameters: dict[str, str]
+    template: dict  # the translated CloudFormation template
+    outputs: dict[str, str]
+    functions: dict[str, Function]
+    routes: list[Route]
+    mappings: list[Mapping]
+    left_out: list[str]  # "LogicalId (Type)"
+    provisioned: list[str]
+
+
+def create_stack(moto: Moto, aws_endpoint: str, parameters: dict[str, str], name: str = "event-hooks") -> Stack:
+    """Creates the template's stack in moto and reads back what the functions get."""
+    sam = load_template()
+    declared = sam.get("Parameters", {})
+    parameters = {k: v for k, v in parameters.items() if k in declared}
+
+    s3 = moto.client("s3")
+    bucket = "sim-code"
+    s3.create_bucket(Bucket=bucket)
+    code, bootstraps = {}, {}
+    for logical_id, res in functions_of(sam).items():
+        bootstrap = bootstrap_of(logical_id, res)
+        bootstraps[logical_id] = bootstrap
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            info = zipfile.ZipInfo("bootstrap")
+            info.external_attr = 0o755 << 16
+            z.writestr(info, bootstrap.read_bytes(), compress_type=zipfile.ZIP_DEFLATED)
+        s3.put_object(Bucket=bucket, Key=f"{logical_id}.zip", Body=buf.getvalue())
+        code[logical_id] = f"s3://{bucket}/{logical_id}.zip"
+
+    cfn = translate(sam, parameters, code)
+    created = copy.deepcopy(cfn)
+    left_out, provisioned = [], []
+    for logical_id, res in list(created["Resources"].items()):
+        rtype = res["Type"]
+        if rtype in LEFT_OUT:
+            # References to it get a stand-in id (the gateway's API id for an HTTP API).
+            stand_in = API_ID if rtype == "AWS::ApiGatewayV2::Api" else f"{name}-{logical_id}"
+            attrs = {"ApiEndpoint": f"https://{stand_in}.execute-api.{REGION}.amazonaws.com",
+                     "ApiId": stand_in, "Arn": f"arn:aws:sim:{REGION}:{ACCOUNT}:{stand_in}"}
+            del created["Resources"][logical_id]
+            created = _substitute(created, logical_id, stand_in, attrs)
+            left_out.append(f"{logical_id} ({rtype})")
+        elif rtype in PROVISIONED:
+            props = _resolve_parameters(res.get("Properties", {}), created, parameters)
+            ref, attrs = PROVISIONED[rtype](moto, name, logical_id, props)
+            del created["Resources"][logical_id]
+            created = _substitute(created, logical_id, ref, attrs)
+            provisioned.append(f"{logical_id} ({rtype})")
+
+    cf = moto.client("cloudformation")
+    cf.create_stack(
+        StackName=name,
+        TemplateBody=json.dumps(created),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
+    )
+    desc = cf.describe_stacks(StackName=name)["Stacks"][0]
+    if desc["StackStatus"] != "CREATE_COMPLETE":
+        raise AssertionError(f"stack {name}: {desc['StackStatus']} {desc.get('StackStatusReason')}")
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in desc.get("Outputs", [])}
+    physical = {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in cf.list_stack_resources(StackName=name)["StackResourceSummaries"]
+    }
+    missing = [
+        k for k, r in created["Resources"].items() if k not in physical and "Condition" not in r
+    ]
+    if missing:
+        raise AssertionError(f"moto did not create {missing}")
+
+    lam = moto.client("lambda")
+    functions = {}
+    for logical_id in functions_of(sam):
+        if logical_id not in physical:
+            continue
+        conf = lam.get_function_configuration(FunctionName=physical[logical_id])
+        functions[logical_id] = Function(
+            logical_id=logical_id,
+            name=conf["FunctionName"],
+            arn=conf["FunctionArn"],
+            bootstrap=bootstraps[logical_id],
+            environment={k: str(v) for k, v in conf.get("Environment", {}).get("Variables", {}).items()},
+            memory=conf["MemorySize"],
+            timeout=conf["Timeout"],
+        )
+        if conf.get("Handler") != "bootstrap" or not str(conf.get("Runtime", "")).startswith("provided"):
+            raise AssertionError(f"{logical_id}: {conf.get('Runtime')}/{conf.get('Handler')} is not a custom runtime bootstrap")
+
+    by_arn = {f.arn: k for k, f in functions.items()}
+    by_name = {f.name: k for k, f in functions.items()}
+    mappings = []
+    for logical_id, res in created["Resources"].items():
+        if res["Type"] != "AWS::Lambda::EventSourceMapping":
+            continue
+        esm = lam.get_event_source_mapping(UUID=physical[logical_id])
+        fn = by_arn.get(esm["FunctionArn"]) or by_name.get(esm["FunctionArn"].split(":")[-1])
+        mappings.append(
+            Mapping(
+                uuid=esm["UUID"],
+                function=fn,
+                queue_arn=esm["EventSourceArn"],
+                batch_size=esm.get("BatchSize") or 10,
+                window=esm.get("MaximumBatchingWindowInSeconds") or 0,
+                report_failures="ReportBatchItemFailures" in (esm.get("FunctionResponseTypes") or []),
+                enabled=esm.get("State", "Enabled") in ("Enabled", "Enabling") if "State" in esm else True,
+            )
+        )
+        # moto would otherwise invoke the function itself (through Docker) on every send.
+        lam.update_event_source_mapping(UUID=esm["UUID"], Enabled=False)
+
+    routes = routes_of(cfn, {k: f for k, f in functions.items()})
+    return Stack(
+        name=name,
+        parameters=parameters,
+        template=cfn,
+        outputs=outputs,
+        functions=functions,
+        routes=routes,
+        mappings=mappings,
+        left_out=left_out,
+        provisioned=provisioned,
+    )
+
+
+def _mentions(node: Any, ids: set[str]) -> bool:
+    text = json.dumps(node)
+    return any(re.search(r'"' + re.escape(i) + r'"|\$\{' + re.escape(i) + r"[.}]", text) for i in ids)
+
+
+def _resolve_parameters(node: Any, template: dict, parameters: dict[str, str]) -> Any:
+    """`Ref` to parameters (with their defaults) and pseudo parameters in `node`; other intrinsic
+    functions are not supported in a provisioned resource's properties."""
+    declared = template.get("Parameters", {})
+    if isinstance(node, dict):
+        if len(node) == 1 and "Ref" in node:
+            name = node["Ref"]
+            if name in parameters:
+                return parameters[name]
+            if name in declared and "Default" in declared[name]:
+                return declared[name]["Default"]
+            pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws", "AWS::NoValue": None}
+            if name in pseudo:
+                return pseudo[name]
+            raise AssertionError(f"cannot provision a property referring to {name}")
+        if len(node) == 1 and next(iter(node)).startswith("Fn::"):
+            if "Fn::Sub" in node and isinstance(node["Fn::Sub"], str):
+                text = node["Fn::Sub"]
+                for k in re.findall(r"\$\{([^}]+)\}", text):
+                    text = text.replace("${" + k + "}", str(_resolve_parameters({"Ref": k}, template, parameters)))
+                return text
+            raise AssertionError(f"cannot provision a property using {next(iter(node))}")
+        out = {k: _resolve_parameters(v, template, parameters) for k, v in node.items()}
+        return {k: v for k, v in out.items() if v is not None}
+    if isinstance(node, list):
+        return [_resolve_parameters(v, template, parameters) for v in node]
+    return node
+
+
+def routes_of(cfn: dict, functions: dict[str, Function]) -> list[Route]:
+    """The HTTP API's routes, from the OpenAPI body SAM generates for `AWS::ApiGatewayV2::Api`."""
+    routes = []
+    for logical_id, res in cfn["Resources"].items():
+        if res["Type"] != "AWS::ApiGatewayV2::Api":
+            continue
+        body = res["Properties"].get("Body")
+        if body is None:
+            raise AssertionError(f"{logical_id}: an HTTP API without an OpenAPI Body is not simulated")
+        for path, methods in body.get("paths", {}).items():
+            for method, op in methods.items():
+                integration = op.get("x-amazon-apigateway-integration")
+                if not integration:
+                    continue
+                if integration.get("type") != "aws_proxy" or integration.get("payloadFormatVersion") != "2.0":
+                    raise AssertionError(f"{method} {path}: only Lambda proxy integrations (payload 2.0) are simulated")
+                uri = json.dumps(integration["uri"])
+                target = [k for k in functions if "${" + k + ".Arn}" in uri or f'"{k}"' in uri]
+                if len(target) != 1:
+                    raise AssertionError(f"{method} {path}: integration {uri} names no function of the stack")
+                m = "ANY" if method == "x-amazon-apigateway-any-method" else method.upper()
+                routes.append(Route(m, "$default" if path == "$default" else path, target[0]))
+    return routes
+
+
+# --- Lambda: the RIE ------------------------------------------------------------------------------
+
+
+class Runtime:
+    """One function's bootstrap under the SAM CLI's Runtime Interface Emulator (one instance, so
+    invocations are serialised as on one Lambda execution environment)."""
+
+    INIT = re.compile(r"Init Duration: ([0-9.]+) ms")
+
+    def __init__(self, fn: Function, aws_endpoint: str, extra_env: dict[str, str] | None = None):
+        self.fn = fn
+        self.port = free_port()
+        self.api_port = free_port()
+        self.task = Path(tempfile.mkdtemp(prefix=f"task-{fn.logical_id}."))
+        shutil.copy2(fn.bootstrap, self.task / "bootstrap")
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "en_US.UTF-8",
+            "TZ": ":UTC",
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ENDPOINT_URL": aws_endpoint,
+            "AWS_LAMBDA_FUNCTION_NAME": fn.name,
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory),
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(fn.timeout),
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": "simstack",
+            "LAMBDA_TASK_ROOT": str(self.task),
+            "_HANDLER": "bootstrap",
+            **CREDENTIALS,
+            **(extra_env or {}),
+            **fn.environment,
+        }
+        self.log_path = self.task / "rie.log"
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [
+                str(RIE),
+                "--log-level", "info",
+                "--runtime-interface-emulator-address", f"127.0.0.1:{self.port}",
+                "--runtime-api-address", f"127.0.0.1:{self.api_port}",
+                str(self.task / "bootstrap"),
+            ],
+            cwd=self.task,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.lock = threading.Lock()
+        self.url = f"http://127.0.0.1:{self.port}/2015-03-31/functions/function/invocations"
+
+        def up():
+            if self.process.poll() is not None:
+                raise AssertionError(f"RIE for {fn.logical_id} exited: {self.output()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+
+        wait_for(up, f"the RIE of {fn.logical_id}")
+
+    def invoke(self, event: Any) -> tuple[int, bytes, str]:
+        """POSTs `event`; returns the RIE's status, the raw reply and its function-error header."""
+        data = json.dumps(event).encode()
+        with self.lock:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.fn.timeout + 30)
+            conn.request("POST", "/2015-03-31/functions/function/invocations", body=data,
+                         headers={"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            body = reply.read()
+            conn.close()
+        return reply.status, body, reply.getheader("X-Amz-Function-Error") or ""
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def init_durations(self) -> list[float]:
+        return [float(m) for m in self.INIT.findall(self.output())]
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+        shutil.rmtree(self.task, ignore_errors=True)
+
+
+# --- API Gateway (HTTP API) -----------------------------------------------------------------------
+
+
+def _segments(path: str) -> list[str]:
+    return [s for s in path.split("/") if s != ""] if path != "/" else []
+
+
+def match_route(routes: list[Route], method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+    """API Gateway HTTP API route selection: the most specific path wins (a literal segment over a
+    `{param}`, which matches one segment, over a greedy `{param+}`), then a method over `ANY`;
+    `$default` catches the rest. No match is API Gateway's 404."""
+    segs = _segments(path)
+    best, best_rank, best_params = None, None, None
+    for route in routes:
+        if route.path == "$default":
+            continue
+        if route.method not in ("ANY", method):
+            continue
+        pattern = _segments(route.path)
+        params, rank, ok = {}, [], True
+        for i, p in enumerate(pattern):
+            greedy = re.fullmatch(r"\{(\w+)\+\}", p)
+            if greedy:
+                if i >= len(segs):
+                    ok = False
+                    break
+                params[greedy.group(1)] = "/".join(segs[i:])
+                rank.append(0)
+                segs_used = len(segs)
+                break
+            if i >= len(segs):
+                ok = False
+                break
+            param = re.fullmatch(r"\{(\w+)\}", p)
+            if param:
+                params[param.group(1)] = urllib.parse.unquote(segs[i])
+                rank.append(1)
+            elif p == segs[i]:
+                rank.append(2)
+            else:
+                ok = False
+                break
+        else:
+            segs_used = len(pattern)
+        if not ok or segs_used != len(segs):
+            continue
+        key = (rank, route.method != "ANY")
+        if best_rank is None or key > best_rank:
+            best, best_rank, best_params = route, key, params
+    if best is not None:
+        return best, best_params
+    default = [r for r in routes if r.path == "$default"]
+    return (default[0], {}) if default else None
+
+
+class Gateway:
+    """An HTTP API on a loopback port: each request becomes a payload 2.0 event for the function of
+    the matching route; the function's reply becomes the HTTP response."""
+
+    def __init__(self, routes: list[Route], runtimes: dict[str, Runtime]):
+        gateway = self
+        self.routes, self.runtimes = routes, runtimes
+        self.api_id = API_ID
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _any(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                status, headers, data = gateway.handle(self.command, self.path, self.headers, body,
+                                                       self.client_address[0])
+                self.send_response(status)
+                for k, v in headers:
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def handle(self, method: str, target: str, headers, body: bytes, source_ip: str):
+        parsed = urllib.parse.urlsplit(target)
+        found = match_route(self.routes, method, parsed.path)
+        json_type = [("Content-Type", "application/json")]
+        if found is None:
+            return 404, json_type, b'{"message":"Not Found"}'
+        route, params = found
+        event = self.event(route, method, parsed, headers, body, params, source_ip)
+        status, reply, error = self.runtimes[route.function].invoke(event)
+        if status != 200 or error:
+            return 500, json_type, b'{"message":"Internal Server Error"}'
+        return self.response(reply)
+
+    def event(self, route: Route, method, parsed, headers, body: bytes, params, source_ip):
+        now = time.time()
+        hdrs: dict[str, str] = {}
+        cookies = []
+        for k, v in headers.items():
+            k = k.lower()
+            if k == "cookie":
+                cookies.extend(c.strip() for c in v.split(";") if c.strip())
+                continue
+            hdrs[k] = f"{hdrs[k]},{v}" if k in hdrs else v
+        query: dict[str, str] = {}
+        for k, v in urllib.parse.parse_qsl(parsed.query, keep_blank_values=True):
+            query[k] = f"{query[k]},{v}" if k in query else v
+        text_types = ("application/json", "text/", "application/x-www-form-urlencoded", "application/xml")
+        is_text = not body or any(t in hdrs.get("content-type", "") for t in text_types)
+        event = {
+            "version": "2.0",
+            "routeKey": route.key,
+            "rawPath": parsed.path,
+            "rawQueryString": parsed.query,
+            "headers": hdrs,
+            "requestContext": {
+                "accountId": ACCOUNT,
+                "apiId": self.api_id,
+                "domainName": f"{self.api_id}.execute-api.{REGION}.amazonaws.com",
+                "domainPrefix": self.api_id,
+                "http": {
+                    "method": method,
+                    "path": parsed.path,
+                    "protocol": "HTTP/1.1",
+                    "sourceIp": source_ip,
+                    "userAgent": hdrs.get("user-agent", ""),
+                },
+                "requestId": uuid.uuid4().hex[:16],
+                "routeKey": route.key,
+                "stage": "$default",
+                "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+                "timeEpoch": int(now * 1000),
+            },
+            "isBase64Encoded": not is_text,
+        }
+        if cookies:
+            event["cookies"] = cookies
+        if query:
+            event["queryStringParameters"] = query
+        if params:
+            event["pathParameters"] = params
+        if body:
+            event["body"] = body.decode() if is_text else base64.b64encode(body).decode()
+        return event
+
+    @staticmethod
+    def response(reply: bytes):
+        """Payload 2.0 response: a `statusCode` object, or any other JSON as a 200 JSON body."""
+        try:
+            doc = json.loads(reply)
+        except ValueError:
+            return 500, [("Content-Type", "application/json")], b'{"message":"Internal Server Error"}'
+        if not isinstance(doc, dict) or "statusCode" not in doc:
+            return 200, [("Content-Type", "application/json")], reply
+        headers = [(k, str(v)) for k, v in (doc.get("headers") or {}).items()]
+        for k, vs in (doc.get("multiValueHeaders") or {}).items():
+            headers.extend((k, str(v)) for v in vs)
+        for c in doc.get("cookies") or []:
+            headers.append(("Set-Cookie", c))
+        body = doc.get("body") or ""
+        data = base64.b64decode(body) if doc.get("isBase64Encoded") else body.encode()
+        return int(doc["statusCode"]), headers, data
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- SQS event source mappings --------------------------------------------------------------------
+
+
+def queue_url_of(sqs, arn: str) -> str:
+    name = arn.split(":")[-1]
+    return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+
+
+class Poller:
+    """One SQS event source mapping: receives up to `batch_size` messages (waiting up to the
+    batching window), invokes the function with them, and deletes the ones it did not report as
+    batch item failures (all of them if it does not report, none if the invocation failed).
+    What is left comes back after the queue's visibility timeout and, past `maxReceiveCount`, is
+    moved to the dead-letter queue by the queue's redrive policy (moto does that)."""
+
+    def __init__(self, mapping: Mapping, runtime: Runtime, sqs):
+        self.mapping, self.runtime, self.sqs = mapping, runtime, sqs
+        self.url = queue_url_of(sqs, mapping.queue_arn)
+        self.stopping = threading.Event()
+        self.counts: _Counter[str] = _Counter()
+        self.invocations = 0
+        self.errors: list[str] = []
+        self.busy = threading.Lock()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stopping.is_set():
+            try:
+                self.poll_once()
+            except Exception as err:  # noqa: BLE001 - keep polling, as Lambda does; tests read errors
+                self.errors.append(repr(err))
+                time.sleep(0.2)
+
+    def poll_once(self):
+        m = self.mapping
+        reply = self.sqs.receive_message(
+            QueueUrl=self.url,
+            MaxNumberOfMessages=min(m.batch_size, 10),
+            WaitTimeSeconds=1,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+        )
+        messages = reply.get("Messages", [])
+        if not messages:
+            return
+        with self.busy:
+            self.counts["SQS.ReceiveMessage"] += 1
+            if m.window and len(messages) < m.batch_size:
+                deadline = time.monotonic() + m.window
+                while len(messages) < m.batch_size and time.monotonic() < deadline:
+                    more = self.sqs.receive_message(
+                        QueueUrl=self.url, MaxNumberOfMessages=min(m.batch_size - len(messages), 10),
+                        WaitTimeSeconds=1, AttributeNames=["All"], MessageAttributeNames=["All"],
+                    ).get("Messages", [])
+                    if more:
+                        self.counts["SQS.ReceiveMessage"] += 1
+                    messages += more
+            event = {"Records": [self.record(msg) for msg in messages]}
+            status, body, error = self.runtime.invoke(event)
+            self.invocations += 1
+            if status != 200 or error:
+                return  # nothing deleted: the batch comes back after the visibility timeout
+            failed = set()
+            if m.report_failures:
+                try:
+                    doc = json.loads(body) if body.strip() else None
+                except ValueError:
+                    doc = None
+                if isinstance(doc, dict) and doc.get("batchItemFailures") is not None:
+                    failed = {f.get("itemIdentifier") for f in doc["batchItemFailures"]}
+                    ids = {msg["MessageId"] for msg in messages}
+                    if not failed <= ids:
+                        return  # an unknown id fails the whole batch, as on Lambda
+            done = [msg for msg in messages if msg["MessageId"] not in failed]
+            for i in range(0, len(done), 10):
+                chunk = done[i : i + 10]
+                self.sqs.delete_message_batch(
+                    QueueUrl=self.url,
+                    Entries=[{"Id": str(j), "ReceiptHandle": msg["ReceiptHandle"]} for j, msg in enumerate(chunk)],
+                )
+                self.counts["SQS.DeleteMessageBatch"] += 1
+
+    def record(self, msg: dict) -> dict:
+        attrs = {}
+        for name, a in (msg.get("MessageAttributes") or {}).items():
+            attrs[name] = {
+                "stringValue": a.get("StringValue"),
+                "binaryValue": base64.b64encode(a["BinaryValue"]).decode() if "BinaryValue" in a else None,
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": a["DataType"],
+            }
+            attrs[name] = {k: v for k, v in attrs[name].items() if v is not None}
+        return {
+            "messageId": msg["MessageId"],
+            "receiptHandle": msg["ReceiptHandle"],
+            "body": msg["Body"],
+            "attributes": msg.get("Attributes", {}),
+            "messageAttributes": attrs,
+            "md5OfBody": msg.get("MD5OfBody", ""),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self.mapping.queue_arn,
+            "awsRegion": REGION,
+        }
+
+    def idle(self) -> bool:
+        return not self.busy.locked()
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(5)
+
+
+def admin_token(moto: Moto, stack: Stack) -> str | None:
+    """From the stack's `AdminTokenSecretArn` output (Secrets Manager: the string, or the `token`
+    key of a JSON secret), else the `AdminToken` parameter the stack was created with."""
+    arn = stack.outputs.get("AdminTokenSecretArn")
+    if arn:
+        secret = moto.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+        try:
+            doc = json.loads(secret)
+        except ValueError:
+            return secret
+        if isinstance(doc, dict):
+            return doc["token"] if "token" in doc else next(iter(doc.values()))
+        return secret
+    return stack.parameters.get("AdminToken") or None
+
+
+# --- the whole thing ------------------------------------------------------------------------------
+
+
+class SimulatedStack:
+    """moto + the counting proxy + the created stack + one RIE per function + gateway + pollers."""
+
+    def __init__(self, parameters: dict[str, str], extra_env: dict[str, str] | None = None,
+                 http: bool = True, pollers: bool = True):
+        self.moto = Moto()
+        self.parts: list[Any] = []
+        try:
+            self.counter = Counter(self.moto.port)
+            self.parts.append(self.counter)
+            self.stack = create_stack(self.moto, self.counter.endpoint, parameters)
+            self.runtimes = {
+                k: Runtime(f, self.counter.endpoint, extra_env) for k, f in self.stack.functions.items()
+            }
+            self.parts.extend(self.runtimes.values())
+            self.sqs = self.moto.client("sqs")
+            self.gateway = Gateway(self.stack.routes, self.runtimes) if http else None
+            if self.gateway:
+                self.parts.append(self.gateway)
+            self.pollers = []
+            if pollers:
+                for mapping in self.stack.mappings:
+                    if mapping.enabled:
+                        self.pollers.append(Poller(mapping, self.runtimes[mapping.function], self.sqs))
+                self.parts.extend(self.pollers)
+        except BaseException:
+            self.stop()
+            raise
+
+    def admin_token(self) -> str | None:
+        return admin_token(self.moto, self.stack)
+
+    def stop(self):
+        for part in reversed(self.parts):
+            try:
+                part.stop()
+            except Exception:  # noqa: BLE001 - stop the rest whatever happens
+                pass
+        self.moto.stop()
