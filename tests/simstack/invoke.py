@@ -160,7 +160,7 @@ def main(argv: list[str]) -> int:
                 durations = runtime.init_durations()
                 if not durations:
                     raise AssertionError(f"{key}: no Init Duration in the emulator log:\n{runtime.output()[-2000:]}")
-                print(f"cold start {key:18} Init Duration {durations[0]:.2f} ms")
+                print(f"cold start {key:18} INIT {durations[0]:.1f} ms")
         else:
             key = local.function(args.args[0])
             for p in args.args[1:]:
@@ -174,7 +174,7 @@ def main(argv: list[str]) -> int:
                     print(f"function error ({status} {error}); emulator log:\n{runtime.output()}", file=sys.stderr)
                     return 1
             durations = local.runtime(key).init_durations()
-            print(f"{key}: Init Duration {durations[0]:.2f} ms" if durations else f"{key}: warm", file=sys.stderr)
+            print(f"{key}: cold start (INIT) {durations[0]:.1f} ms" if durations else f"{key}: warm", file=sys.stderr)
     finally:
         local.stop()
     return 0

@@ -214,18 +214,28 @@ def functions_of(sam: dict) -> dict[str, dict]:
 
 
 def bootstrap_of(logical_id: str, resource: dict) -> Path:
-    """`.aws-sam/build/<LogicalId>/bootstrap` (sam build) or `target/lambda/<binary>/bootstrap`
-    (make build), the binary being the function's `BuildProperties.Binary`."""
+    """The function's built bootstrap: `.aws-sam/build/<LogicalId>/bootstrap` (sam build), else
+    `target/lambda/<binary>/bootstrap.zip`'s (make build's zip, unpacked into target/simstack/)
+    or `target/lambda/<binary>/bootstrap`, the binary being its `BuildProperties.Binary`."""
     sam_built = ROOT / ".aws-sam/build" / logical_id / "bootstrap"
     if sam_built.is_file():
         return sam_built
     binary = resource.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
     if not binary:
         raise AssertionError(f"{logical_id}: no Metadata.BuildProperties.Binary in template.yaml")
-    built = ROOT / "target/lambda" / binary / "bootstrap"
-    if not built.is_file():
-        raise AssertionError(f"{logical_id}: {built} is missing: run `make build` first")
-    return built
+    built = ROOT / "target/lambda" / binary
+    if (built / "bootstrap.zip").is_file():
+        unpacked = ROOT / "target/simstack" / binary
+        with zipfile.ZipFile(built / "bootstrap.zip") as z:
+            if "bootstrap" not in z.namelist():
+                raise AssertionError(f"{built / 'bootstrap.zip'} has no bootstrap: {z.namelist()}")
+            z.extract("bootstrap", unpacked)
+        (unpacked / "bootstrap").chmod(0o755)
+        if not (built / "bootstrap").is_file() or (built / "bootstrap.zip").stat().st_mtime >= (built / "bootstrap").stat().st_mtime:
+            return unpacked / "bootstrap"
+    if (built / "bootstrap").is_file():
+        return built / "bootstrap"
+    raise AssertionError(f"{logical_id}: no {built}/bootstrap(.zip) nor .aws-sam/build/{logical_id}/bootstrap: run `make build`")
 
 
 def translate(sam: dict, parameters: dict[str, str], code: dict[str, str]) -> dict:
@@ -398,6 +408,8 @@ def create_stack(moto: Moto, aws_endpoint: str, parameters: dict[str, str], name
             created = _substitute(created, logical_id, stand_in, attrs)
             left_out.append(f"{logical_id} ({rtype})")
         elif rtype in PROVISIONED:
+            if "Condition" in res and not condition(res["Condition"], created, parameters):
+                continue  # moto leaves it out too, and Fn::If never takes its branch
             props = _resolve_parameters(res.get("Properties", {}), created, parameters)
             ref, attrs = PROVISIONED[rtype](moto, name, logical_id, props)
             del created["Resources"][logical_id]
@@ -485,8 +497,8 @@ def _mentions(node: Any, ids: set[str]) -> bool:
 
 
 def _resolve_parameters(node: Any, template: dict, parameters: dict[str, str]) -> Any:
-    """`Ref` to parameters (with their defaults) and pseudo parameters in `node`; other intrinsic
-    functions are not supported in a provisioned resource's properties."""
+    """`Ref` to parameters (with their defaults) and pseudo parameters, `Fn::If` / `Fn::Sub` over
+    them, in `node`; a reference to a resource is not supported in a provisioned resource."""
     declared = template.get("Parameters", {})
     if isinstance(node, dict):
         if len(node) == 1 and "Ref" in node:
@@ -494,23 +506,47 @@ def _resolve_parameters(node: Any, template: dict, parameters: dict[str, str]) -
             if name in parameters:
                 return parameters[name]
             if name in declared and "Default" in declared[name]:
-                return declared[name]["Default"]
-            pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws", "AWS::NoValue": None}
+                return str(declared[name]["Default"])
+            pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
+                      "AWS::NoValue": None, "AWS::URLSuffix": "amazonaws.com"}
             if name in pseudo:
                 return pseudo[name]
             raise AssertionError(f"cannot provision a property referring to {name}")
+        if len(node) == 1 and "Fn::If" in node:
+            cond, yes, no = node["Fn::If"]
+            chosen = yes if condition(cond, template, parameters) else no
+            return _resolve_parameters(chosen, template, parameters)
+        if len(node) == 1 and "Fn::Sub" in node and isinstance(node["Fn::Sub"], str):
+            text = node["Fn::Sub"]
+            for k in re.findall(r"\$\{([^}!]+)\}", text):
+                text = text.replace("${" + k + "}", str(_resolve_parameters({"Ref": k}, template, parameters)))
+            return text
         if len(node) == 1 and next(iter(node)).startswith("Fn::"):
-            if "Fn::Sub" in node and isinstance(node["Fn::Sub"], str):
-                text = node["Fn::Sub"]
-                for k in re.findall(r"\$\{([^}]+)\}", text):
-                    text = text.replace("${" + k + "}", str(_resolve_parameters({"Ref": k}, template, parameters)))
-                return text
             raise AssertionError(f"cannot provision a property using {next(iter(node))}")
         out = {k: _resolve_parameters(v, template, parameters) for k, v in node.items()}
         return {k: v for k, v in out.items() if v is not None}
     if isinstance(node, list):
-        return [_resolve_parameters(v, template, parameters) for v in node]
+        return [v for v in (_resolve_parameters(v, template, parameters) for v in node) if v is not None]
     return node
+
+
+def condition(name_or_expr: Any, template: dict, parameters: dict[str, str]) -> bool:
+    """A template condition (by name, or an `Fn::Equals/Not/And/Or` / `Condition` expression)."""
+    if isinstance(name_or_expr, str):
+        return condition(template["Conditions"][name_or_expr], template, parameters)
+    (fn, args), = name_or_expr.items()
+    if fn == "Condition":
+        return condition(args, template, parameters)
+    if fn == "Fn::Equals":
+        a, b = (_resolve_parameters(x, template, parameters) for x in args)
+        return str(a) == str(b)
+    if fn == "Fn::Not":
+        return not condition(args[0], template, parameters)
+    if fn == "Fn::And":
+        return all(condition(x, template, parameters) for x in args)
+    if fn == "Fn::Or":
+        return any(condition(x, template, parameters) for x in args)
+    raise AssertionError(f"condition function {fn} not simulated")
 
 
 def routes_of(cfn: dict, functions: dict[str, Function]) -> list[Route]:
@@ -545,7 +581,9 @@ class Runtime:
     """One function's bootstrap under the SAM CLI's Runtime Interface Emulator (one instance, so
     invocations are serialised as on one Lambda execution environment)."""
 
-    INIT = re.compile(r"Init Duration: ([0-9.]+) ms")
+    # The INIT phase, from the bootstrap's exec (on the first invocation) to its first request for
+    # an event. (The emulator's REPORT line also says "Init Duration", but a near-zero one.)
+    INIT = re.compile(r"INIT REPORT\(durationMs: ([0-9.]+)\)")
 
     def __init__(self, fn: Function, aws_endpoint: str, extra_env: dict[str, str] | None = None):
         self.fn = fn
