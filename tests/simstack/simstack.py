@@ -61,6 +61,9 @@ RIE = (
 # the created stack and checked statically (the HTTP API's routes are what `Gateway` serves).
 LEFT_OUT = {"AWS::CloudWatch::Alarm", "AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Stage", "AWS::ApiGatewayV2::Authorizer"}
 
+# The emulators running: a wait fails at once when a function cannot start.
+RUNNING: list["Runtime"] = []
+
 # Lines for the test run's terminal summary (requests per delivery, cold starts).
 SUMMARY: list[str] = []
 
@@ -84,6 +87,8 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0, every: 
         value = check()
         if value:
             return value
+        for runtime in RUNNING:
+            runtime.check_alive()
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
@@ -638,6 +643,14 @@ class Runtime:
                 return False
 
         wait_for(up, f"the RIE of {fn.logical_id}")
+        RUNNING.append(self)
+
+    def check_alive(self):
+        """Fails naming the function when its bootstrap could not start (the emulator's "Init
+        failed", e.g. a missing environment variable) or the emulator exited."""
+        output = self.output()
+        if "Init failed" in output or self.process.poll() is not None:
+            raise AssertionError(f"{self.fn.logical_id} cannot start under the emulator:\n{output[-3000:]}")
 
     def invoke(self, event: Any) -> tuple[int, bytes, str]:
         """POSTs `event`; returns the RIE's status, the raw reply and its function-error header."""
@@ -659,6 +672,8 @@ class Runtime:
         return [float(m) for m in self.INIT.findall(self.output())]
 
     def stop(self):
+        if self in RUNNING:
+            RUNNING.remove(self)
         self.process.terminate()
         try:
             self.process.wait(5)

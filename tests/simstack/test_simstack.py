@@ -168,6 +168,10 @@ def create(api: Api, hook: dict) -> dict:
     return body
 
 
+def delete(api: Api, hook: dict):
+    assert api.call("DELETE", f"/event-hooks/{hook['id']}") == (204, None)
+
+
 def emit(api: Api, data: dict, source="crud", event="consumers") -> str:
     status, body = api.call("POST", "/events", {"source": source, "event": event, "data": data})
     assert status == 202, body
@@ -283,7 +287,7 @@ def test_a_webhook_gets_its_create_ping_then_signed_events(sim, api, receiver):
         return [d for d in page["data"] if d["id"] == delivery]
     record = wait_for(logged, "the delivery in the log", WAIT)[0]
     assert record["status"] == "delivered", record
-    api.call("DELETE", f"/event-hooks/{hook['id']}")
+    delete(api, hook)
 
 
 def test_a_failing_target_is_retried_with_the_same_delivery_id(sim, api, receiver):
@@ -294,7 +298,7 @@ def test_a_failing_target_is_retried_with_the_same_delivery_id(sim, api, receive
     first, second = receiver.wait("/flaky", 3)[1:3]
     assert first["headers"]["x-event-hook-delivery"] == second["headers"]["x-event-hook-delivery"]
     assert (first["headers"]["x-event-hook-attempt"], second["headers"]["x-event-hook-attempt"]) == ("1", "2")
-    api.call("DELETE", f"/event-hooks/{hook['id']}")
+    delete(api, hook)
 
 
 def test_a_delivery_out_of_retries_is_dead_lettered_with_its_reason(sim, api, receiver):
@@ -307,7 +311,7 @@ def test_a_delivery_out_of_retries_is_dead_lettered_with_its_reason(sim, api, re
     letter = dead_letters(sim, "DeliveriesDeadLetterQueueUrl", 1)[0]
     assert "reason" in letter.get("MessageAttributes", {}), letter
     assert hook["id"] in letter["Body"], letter["Body"]
-    api.call("DELETE", f"/event-hooks/{hook['id']}")
+    delete(api, hook)
 
 
 def test_an_unregistered_event_is_refused_over_http_and_dead_lettered_over_sqs(sim, api):
@@ -332,7 +336,7 @@ def test_on_change_and_snooze(sim, api, receiver):
     assert changes == ["a", "b", "a"], changes
     assert len(receiver.at("/snooze")) == 2, receiver.at("/snooze")  # the ping, then one event
     for h in (on_change, snooze):
-        api.call("DELETE", f"/event-hooks/{h['id']}")
+        delete(api, h)
 
 
 def test_a_hook_on_hooks_gets_the_crud_events_of_other_hooks(sim, api, receiver):
@@ -346,8 +350,8 @@ def test_a_hook_on_hooks_gets_the_crud_events_of_other_hooks(sim, api, receiver)
     event = wait_for(about_other, "the crud event of the other hook", WAIT)[0]
     assert (event["source"], event["event"], event["operation"]) == ("crud", "event_hooks", "create"), event
     assert event["old_entity"] is None, event
-    api.call("DELETE", f"/event-hooks/{other['id']}")
-    api.call("DELETE", f"/event-hooks/{watcher['id']}")
+    delete(api, other)
+    delete(api, watcher)
 
 
 def test_test_and_ping_through_the_probe_function(sim, api, receiver):
@@ -362,7 +366,7 @@ def test_test_and_ping_through_the_probe_function(sim, api, receiver):
     assert len(receiver.at("/probe")) == 3
     status, body = api.call("GET", f"/event-hooks/{uuid.uuid4()}/ping")
     assert (status, body) == (404, {"message": "Not found"})
-    api.call("DELETE", f"/event-hooks/{hook['id']}")
+    delete(api, hook)
 
 
 def test_cold_starts_are_reported_by_the_emulator(sim):
@@ -434,7 +438,7 @@ def test_aws_requests_per_delivery(defaults, receiver):
         durations = [float(d) for d in simstack.re.findall(r"\tDuration: ([0-9.]+) ms", runtime.output())]
         simstack.SUMMARY.append(f"  {key} duration: mean {sum(durations) / max(len(durations), 1):.1f} ms"
                                 f" over {len(durations)} invocations")
-    api.call("DELETE", f"/event-hooks/{hook['id']}")
+    delete(api, hook)
 
 
 def test_every_sample_event_through_make_invoke():
