@@ -19,6 +19,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/event-hooks/sources/{source}/{event}", "get"),
     ("/event-hooks/sources/{source}/{event}", "put"),
     ("/event-hooks/sources/{source}/{event}", "delete"),
+    ("/event-hooks/stats", "get"),
     ("/event-hooks/{id}", "get"),
     ("/event-hooks/{id}", "patch"),
     ("/event-hooks/{id}", "put"),

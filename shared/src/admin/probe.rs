@@ -54,6 +54,10 @@ pub(super) fn routes(state: ProbeState) -> Router {
             with_options(post(test), "POST, OPTIONS"),
         )
         .route(
+            "/event-hooks/preview",
+            with_options(post(preview), "POST, OPTIONS"),
+        )
+        .route(
             "/event-hooks/{id}/ping",
             with_options(get(ping), "GET, HEAD, OPTIONS"),
         )
@@ -121,6 +125,54 @@ async fn test(
         Executed::Unprepared(reason) => return Err(bad_gateway(reason.to_string())),
     };
     Ok(Json(json!({ "data": shown_data, "result": result })))
+}
+
+/// `POST /event-hooks/preview` (beyond Kong, for the console's editors): the body of a hook
+/// create plus an optional `data` object; the hook is checked as a create would check it (same
+/// errors, same fields) but not stored, then run on `data` with nothing sent
+/// ([`Executor::preview`]). 200 `{"data":…,"result":…}`; user code that fails → 502.
+async fn preview(
+    State(state): State<ProbeState>,
+    input: Input,
+) -> Result<Json<Value>, ApiError> {
+    let mut fields = input.fields;
+    let data = match fields.remove("data") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(Value::Object(data)) => Value::Object(data),
+        Some(_) => {
+            return Err(
+                crate::validate::SchemaViolation::single(&["data"], "expected a record").into(),
+            )
+        }
+    };
+    let mut value = Value::Object(fields);
+    if input.from_form {
+        form::coerce_hook(&mut value);
+    }
+    let ctx = crate::validate::Context {
+        id: uuid::Uuid::new_v4(),
+        created_at: now_seconds(),
+        now: now_seconds(),
+        lua: state.settings.lua.clone(),
+    };
+    let hook = crate::lua::pool::LuaPool::shared()
+        .run(move || crate::validate::hook(&value, &ctx))
+        .await
+        .map_err(ApiError::internal)??;
+    let event_name = hook.event.clone().unwrap_or_default();
+    let event = Event {
+        id: uuid::Uuid::new_v4(),
+        source: hook.source.clone(),
+        event: event_name.clone(),
+        data,
+        timestamp: now_millis(),
+    };
+    let result = state
+        .executor
+        .preview(&hook, &event_name, &event, TEST_PID)
+        .await
+        .map_err(bad_gateway)?;
+    Ok(Json(json!({ "data": event.data, "result": result })))
 }
 
 /// The hook as a ping shows it: everything but the secret.
