@@ -284,13 +284,14 @@ export async function hookPage(id) {
     } catch (err) { probeOut.replaceChildren(h('p', { class: 'form-error' }, `Test failed: ${err.message}`)); }
   });
 
-  const [form] = await hookForm(hook, (saved) => { say(`Saved ${saved.name || saved.id}.`); hookPage(id); });
+  const [form, preview] = await hookForm(hook, (saved) => { say(`Saved ${saved.name || saved.id}.`); hookPage(id); });
   page(title,
     h('section', { class: 'panel', 'aria-labelledby': 'sum-title' }, h('h2', { id: 'sum-title' }, 'Summary'), summary,
       h('div', { class: 'actions' }, toggle, ping, remove)),
     h('section', { class: 'panel', 'aria-labelledby': 'test-title' }, h('h2', { id: 'test-title' }, 'Test and ping'), testForm, probeOut),
     await deliveriesSection(id),
-    h('section', { class: 'panel', 'aria-labelledby': 'edit-title' }, h('h2', { id: 'edit-title' }, 'Settings'), form));
+    h('section', { class: 'panel', 'aria-labelledby': 'edit-title' }, h('h2', { id: 'edit-title' }, 'Settings'), form),
+    preview);
 }
 
 const STATUSES = ['pending', 'delivered', 'failed'];
