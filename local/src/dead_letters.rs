@@ -68,7 +68,11 @@ async fn list(
         None => DEFAULT_SIZE,
         Some(text) => match text.parse::<usize>() {
             Ok(n) if (1..=MAX_SIZE).contains(&n) => n,
-            Ok(_) => return Err(ApiError::InvalidSize("size must be an integer between 1 and 1000")),
+            Ok(_) => {
+                return Err(ApiError::InvalidSize(
+                    "size must be an integer between 1 and 1000",
+                ))
+            }
             Err(_) => return Err(ApiError::InvalidSize("size must be a number")),
         },
     };

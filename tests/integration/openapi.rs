@@ -27,6 +27,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/event-hooks/{id}/deliveries", "get"),
     ("/event-hooks/{id}/deliveries/{delivery}/retry", "post"),
     ("/event-hooks/{id}/deliveries/replay", "post"),
+    ("/event-hooks/preview", "post"),
     ("/event-hooks/{id}/test", "post"),
     ("/event-hooks/{id}/ping", "get"),
     ("/event-hooks/{id}/secret/rotate", "post"),

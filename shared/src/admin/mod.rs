@@ -23,9 +23,9 @@ use axum::response::IntoResponse;
 use axum::routing::{get, MethodRouter};
 use axum::Router;
 
+pub use auth::require_admin_token;
 pub use body::{Input, MAX_BODY_BYTES};
 pub use error::ApiError;
-pub use auth::require_admin_token;
 pub use probe::ProbeState;
 pub use stats::DeadLetterCount;
 

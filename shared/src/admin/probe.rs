@@ -131,10 +131,7 @@ async fn test(
 /// create plus an optional `data` object; the hook is checked as a create would check it (same
 /// errors, same fields) but not stored, then run on `data` with nothing sent
 /// ([`Executor::preview`]). 200 `{"data":…,"result":…}`; user code that fails → 502.
-async fn preview(
-    State(state): State<ProbeState>,
-    input: Input,
-) -> Result<Json<Value>, ApiError> {
+async fn preview(State(state): State<ProbeState>, input: Input) -> Result<Json<Value>, ApiError> {
     let mut fields = input.fields;
     let data = match fields.remove("data") {
         None | Some(Value::Null) => Value::Object(Map::new()),

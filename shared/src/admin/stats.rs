@@ -157,7 +157,9 @@ impl Series {
         }
         self.attempts[index] += 1;
         let ok = attempt.error.is_none()
-            && attempt.status.is_none_or(|status| (200..300).contains(&status));
+            && attempt
+                .status
+                .is_none_or(|status| (200..300).contains(&status));
         if !ok {
             self.failures[index] += 1;
         }

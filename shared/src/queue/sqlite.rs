@@ -606,6 +606,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn dead_letters_can_be_peeked_and_moved_back_one_or_all() {
+        // Given two messages dead-lettered with their reason
+        let queue = queue().await;
+        let dlq = queue.dead_letter_queue().unwrap();
+        let reason = DeadLetterReason::Failed("target answered 410 Gone".into());
+        for body in ["a", "b"] {
+            queue.send(Outgoing::now(body)).await.unwrap();
+            let got = queue.receive(1, SHORT, NO_WAIT).await.unwrap();
+            queue.dead_letter(&got[0], &reason).await.unwrap();
+        }
+
+        // When the dead-letter queue is peeked, then both show, oldest first, with the reason,
+        // and peeking received nothing
+        let (peeked, total) = dlq.peek(1).await.unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(peeked.len(), 1);
+        assert_eq!(peeked[0].body, "a");
+        assert_eq!(
+            peeked[0]
+                .attributes
+                .get(REASON_ATTRIBUTE)
+                .map(String::as_str),
+            Some(reason.to_string().as_str())
+        );
+        assert_eq!(dlq.peek(10).await.unwrap().0.len(), 2);
+
+        // When one is moved back by id, then it is on the queue again, fresh, without a reason
+        assert_eq!(
+            dlq.move_to(Some(peeked[0].id.clone()), queue.name())
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            dlq.move_to(Some("unknown".into()), queue.name())
+                .await
+                .unwrap(),
+            0
+        );
+        let back = queue.receive(10, SHORT, NO_WAIT).await.unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!((back[0].body.as_str(), back[0].receive_count), ("a", 1));
+        assert!(!back[0].attributes.contains_key(REASON_ATTRIBUTE));
+
+        // When the rest are moved back, then the dead-letter queue is empty
+        assert_eq!(dlq.move_to(None, queue.name()).await.unwrap(), 1);
+        assert_eq!(dlq.peek(10).await.unwrap(), (vec![], 0));
+        assert_eq!(
+            queue.receive(10, SHORT, NO_WAIT).await.unwrap()[0].body,
+            "b"
+        );
+    }
+
+    #[tokio::test]
     async fn messages_are_handed_out_oldest_first() {
         // Given messages sent one by one and in a batch
         let queue = queue().await;
