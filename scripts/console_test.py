@@ -147,8 +147,10 @@ class Watch:
 
 
 class Flow:
-    def __init__(self, page: Page, base: str, shots: Path, receiver: Receiver, full: bool) -> None:
+    def __init__(self, page: Page, base: str, shots: Path, receiver: Receiver, full: bool,
+                 docs: Path | None = None) -> None:
         self.page, self.base, self.shots, self.receiver, self.full = page, base, shots, receiver, full
+        self.docs = docs
         self.watch = Watch(page)
         self.steps: list[str] = []
 
@@ -244,6 +246,8 @@ class Flow:
         expect(page.get_by_role("link", name="orders-webhook")).to_be_visible(timeout=WAIT_MS)
         self.all_controls_labelled()
         self.shot("hooks")
+        if self.docs:
+            page.locator("main").screenshot(path=str(self.docs / "console-hooks.png"))
         self.step("listed, and found through the filters")
 
         page.get_by_role("link", name="orders-webhook").click()
@@ -366,6 +370,8 @@ class Flow:
         log.get_by_label("Status").select_option("delivered")
         expect(attempts).to_have_count(2)
         self.shot("delivery-log-resent", log)
+        if self.docs:
+            log.screenshot(path=str(self.docs / "console-delivery-log.png"))
         self.step("resent: the second attempt in the log; status filter")
 
         # The overview counts them (while the hook exists: the series is read per hook).
@@ -439,6 +445,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=["local", "remote"], default="local")
     parser.add_argument("--base", help="the console's server (remote mode)")
+    parser.add_argument("--docs", type=Path, help="also save the README's screenshots there (docs/)")
     args = parser.parse_args()
     chromium = shutil.which("chromium")
     if not chromium:
@@ -459,7 +466,7 @@ def main() -> int:
                 context = browser.new_context(viewport={"width": 1280, "height": 900})
                 page = context.new_page()
                 page.set_default_timeout(WAIT_MS)
-                flow = Flow(page, base, shots, receiver, full=args.mode == "local")
+                flow = Flow(page, base, shots, receiver, full=args.mode == "local", docs=args.docs)
                 try:
                     flow.run()
                 finally:
