@@ -607,15 +607,24 @@ mod tests {
 
     #[tokio::test]
     async fn dead_letters_can_be_peeked_and_moved_back_one_or_all() {
-        // Given two messages dead-lettered with their reason
+        // Given two messages dead-lettered with their reason: one moved by the redrive policy
+        // (its receive count kept), one by the consumer
         let queue = queue().await;
         let dlq = queue.dead_letter_queue().unwrap();
-        let reason = DeadLetterReason::Failed("target answered 410 Gone".into());
-        for body in ["a", "b"] {
-            queue.send(Outgoing::now(body)).await.unwrap();
-            let got = queue.receive(1, SHORT, NO_WAIT).await.unwrap();
-            queue.dead_letter(&got[0], &reason).await.unwrap();
+        queue.send(Outgoing::now("a")).await.unwrap();
+        for _ in 0..3 {
+            queue.receive(1, Duration::ZERO, NO_WAIT).await.unwrap();
         }
+        let reason = DeadLetterReason::TooManyReceives { limit: 2 };
+        queue.send(Outgoing::now("b")).await.unwrap();
+        let got = queue.receive(1, SHORT, NO_WAIT).await.unwrap();
+        queue
+            .dead_letter(
+                &got[0],
+                &DeadLetterReason::Failed("target answered 410 Gone".into()),
+            )
+            .await
+            .unwrap();
 
         // When the dead-letter queue is peeked, then both show, oldest first, with the reason,
         // and peeking received nothing
