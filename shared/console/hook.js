@@ -160,12 +160,13 @@ async function hookForm(hook, onSaved) {
     try { data = JSON.parse(sample.value || '{}'); } catch (err) { output.textContent = `Sample data is not JSON: ${err.message}`; return; }
     if (Object.keys(problems).length) { showErrors(form, new ApiError(400, { fields: problems })); return; }
     try {
-      const result = await post('/event-hooks/preview', { ...body, data });
+      const result = await post('/event-hooks/preview', { hook: body, data });
       clearErrors(form);
       output.textContent = json(result.result);
     } catch (err) {
-      if (err instanceof ApiError && err.status === 400 && err.body.fields) {
-        showErrors(form, err);
+      if (err instanceof ApiError && err.status === 400 && err.body.fields && err.body.fields.hook) {
+        // The hook's fields are under `hook`, as sent.
+        showErrors(form, new ApiError(400, { ...err.body, fields: err.body.fields.hook }));
         output.textContent = `Not valid yet: ${err.message}`;
       } else output.textContent = `Failed: ${err.message}`;
     }

@@ -37,11 +37,13 @@ async fn preview_renders_an_unsaved_hook_and_sends_nothing() {
         "POST",
         "/event-hooks/preview",
         Some(json!({
-            "source": "crud", "event": "consumers", "handler": "webhook-custom",
-            "config": {
-                "url": receiver.url("/custom"), "method": "PUT",
-                "headers": {"content-type": "application/json"},
-                "body": "{\"who\": \"{{ entity.name }}\", \"op\": \"{* operation *}\"}",
+            "hook": {
+                "source": "crud", "event": "consumers", "handler": "webhook-custom",
+                "config": {
+                    "url": receiver.url("/custom"), "method": "PUT",
+                    "headers": {"content-type": "application/json"},
+                    "body": "{\"who\": \"{{ entity.name }}\", \"op\": \"{* operation *}\"}",
+                },
             },
             "data": {"operation": "create", "entity": {"name": "bob"}},
         })),
@@ -61,8 +63,10 @@ async fn preview_renders_an_unsaved_hook_and_sends_nothing() {
         "POST",
         "/event-hooks/preview",
         Some(json!({
-            "source": "crud", "handler": "lambda",
-            "config": {"functions": ["return function(data, event, source) return {n = data.n + 1, source = source} end"]},
+            "hook": {
+                "source": "crud", "handler": "lambda",
+                "config": {"functions": ["return function(data, event, source) return {n = data.n + 1, source = source} end"]},
+            },
             "data": {"n": 41},
         })),
     )
@@ -79,31 +83,51 @@ async fn preview_errors_are_those_of_a_create_or_the_code_s_own() {
         &server,
         "POST",
         "/event-hooks/preview",
-        Some(json!({"source": "crud", "handler": "lambda", "config": {"functions": ["return function(", "return function() end"]}})),
+        Some(json!({"hook": {"source": "crud", "handler": "lambda", "config": {"functions": ["return function(", "return function() end"]}}})),
     )
     .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["name"], "schema violation");
-    let message = body["fields"]["config"]["functions"][0].as_str().unwrap();
+    let message = body["fields"]["hook"]["config"]["functions"][0]
+        .as_str()
+        .unwrap();
     assert!(message.starts_with("Error parsing function"), "{body}");
-    assert_eq!(body["fields"]["config"]["functions"][1], Value::Null);
+    assert_eq!(
+        body["fields"]["hook"]["config"]["functions"][1],
+        Value::Null
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("schema violation (hook.config.functions.1: Error parsing"),
+        "{body}"
+    );
 
     let (status, body) = call(
         &server,
         "POST",
         "/event-hooks/preview",
-        Some(json!({"source": "crud", "handler": "webhook", "config": {"url": "http://x.test"}, "data": [1]})),
+        Some(json!({"hook": {"source": "crud", "handler": "webhook", "config": {"url": "http://x.test"}}, "data": [1], "extra": 1})),
     )
     .await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["fields"], json!({"data": "expected a record"}));
+    assert_eq!(
+        body["fields"],
+        json!({"data": "expected a record", "extra": "unknown field"})
+    );
+    let (status, body) = call(&server, "POST", "/event-hooks/preview", Some(json!({}))).await;
+    assert_eq!(
+        (status, &body["fields"]),
+        (400, &json!({"hook": "required field missing"}))
+    );
 
     // A runtime error of the code is a 502 naming it.
     let (status, body) = call(
         &server,
         "POST",
         "/event-hooks/preview",
-        Some(json!({"source": "crud", "handler": "lambda", "config": {"functions": ["return function() error('boom') end"]}})),
+        Some(json!({"hook": {"source": "crud", "handler": "lambda", "config": {"functions": ["return function() error('boom') end"]}}})),
     )
     .await;
     assert_eq!(status, 502, "{body}");
@@ -112,7 +136,7 @@ async fn preview_errors_are_those_of_a_create_or_the_code_s_own() {
     // Without the token, nothing runs.
     let response = reqwest::Client::new()
         .post(server.url("/event-hooks/preview"))
-        .json(&json!({"source": "crud", "handler": "log"}))
+        .json(&json!({"hook": {"source": "crud", "handler": "log"}}))
         .send()
         .await
         .unwrap();
