@@ -309,6 +309,8 @@ class Flow:
         self.watch.clear_expected()
         self.step("lambda hook: syntax error at the editor, then a live preview of its result")
 
+        self.sources()
+
         if self.full:
             self.dead_letters()
 
@@ -390,6 +392,42 @@ class Flow:
         self.step("overview: attempts and latency of the last hour as charts")
         page.go_back()
         self.heading("orders-webhook")
+
+    def sources(self) -> None:
+        page = self.page
+        self.nav("Sources")
+        self.heading("Sources")
+        self.all_controls_labelled()
+        # A unique field that is not a field: the server's error at the Unique field.
+        self.watch.expect_error(400, "PUT", "/event-hooks/sources/shop/order-paid")
+        self.watch.expect_error(405, "PUT", "/event-hooks/sources/crud/")
+        page.get_by_label("Source", exact=True).fill("shop")
+        page.get_by_label("Event", exact=True).fill("order-paid")
+        page.get_by_label("Fields", exact=True).fill("order_id, amount")
+        page.get_by_label("Unique", exact=True).fill("nope")
+        page.get_by_role("button", name="Register event").click()
+        unique = page.get_by_label("Unique", exact=True)
+        expect(unique).to_have_attribute("aria-invalid", "true", timeout=WAIT_MS)
+        unique.fill("order_id")
+        page.get_by_label("Description", exact=True).fill("An order was paid")
+        page.get_by_role("button", name="Register event").click()
+        row = page.locator("main tbody tr", has_text="order-paid")
+        expect(row).to_contain_text("An order was paid", timeout=WAIT_MS)
+        expect(page.locator("details.source summary").filter(has_text="shop")).to_contain_text("custom")
+        status, spec = api(self.base, "GET", "/event-hooks/sources/shop/order-paid")
+        assert status == 200 and spec["data"]["unique"] == ["order_id"], spec
+        # Built-in sources are read-only.
+        page.get_by_label("Source", exact=True).fill("crud")
+        page.get_by_label("Event", exact=True).fill("mine")
+        page.get_by_role("button", name="Register event").click()
+        expect(page.locator(".field-error")).to_have_text("built-in sources are read-only", timeout=WAIT_MS)
+        self.shot("sources")
+        row.get_by_role("button", name="Remove shop order-paid").click()
+        page.get_by_role("dialog").get_by_role("button", name="Remove event").click()
+        expect(row).to_have_count(0, timeout=WAIT_MS)
+        assert api(self.base, "GET", "/event-hooks/sources/shop/order-paid")[0] == 404
+        self.watch.clear_expected()
+        self.step("sources: a custom event registered (its error at the field first), then removed")
 
     def dead_letters(self) -> None:
         page = self.page

@@ -53,8 +53,10 @@ export function query(params) {
 }
 
 let catalogue = null;
-// The sources catalogue, fetched once per page load (custom events included).
+// The sources catalogue, fetched once per page load (custom events included); `sources.reset()`
+// after a change.
 export async function sources() {
   if (!catalogue) catalogue = get('/event-hooks/sources').then((r) => r.data).catch((e) => { catalogue = null; throw e; });
   return catalogue;
 }
+sources.reset = () => { catalogue = null; };

@@ -4,6 +4,7 @@ import { h, field, page, say, clearStatus, showErrors } from './ui.js';
 import { hooksPage } from './hooks.js';
 import { hookPage, newHookPage } from './hook.js';
 import { overviewPage, deadLettersPage } from './overview.js';
+import { sourcesPage } from './sources.js';
 
 let signedIn = false;
 
@@ -46,6 +47,7 @@ const routes = [
   [/^#\/hooks\/([0-9a-f-]{36})$/, (m) => hookPage(m[1]), 'hooks'],
   [/^#\/hooks(\?.*)?$/, (m) => hooksPage(new URLSearchParams((m[1] || '').slice(1))), 'hooks'],
   [/^#\/dead-letters$/, () => deadLettersPage(), 'dead-letters'],
+  [/^#\/sources$/, () => sourcesPage(), 'sources'],
   [/^(#\/overview)?$/, () => overviewPage(), 'overview'],
 ];
 

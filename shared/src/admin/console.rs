@@ -53,6 +53,7 @@ const ASSETS: &[Asset] = &[
     asset!("hooks.js", JS),
     asset!("hook.js", JS),
     asset!("overview.js", JS),
+    asset!("sources.js", JS),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 
