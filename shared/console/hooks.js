@@ -28,7 +28,7 @@ export async function hooksPage(params) {
   const filters = h('form', { class: 'panel', role: 'search', 'aria-label': 'Filter hooks' },
     h('div', { class: 'grid' },
       field('Source', source), field('Event', event),
-      field('Handler', handler, 'Filters the page shown.'), field('State', enabled, 'Filters the page shown.'),
+      field('Handler', handler), field('State', enabled),
       field('Tags', tags, 'a,b: all of them; a/b: any of them.')),
     sourceList, eventList,
     h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Apply filters'),
@@ -41,13 +41,10 @@ export async function hooksPage(params) {
   });
 
   const result = await get(`/event-hooks${query({
-    size: PAGE_SIZE, source: params.get('source'), event: params.get('event'),
-    tags: params.get('tags'), offset: params.get('offset'),
+    size: PAGE_SIZE, source: params.get('source'), event: params.get('event'), tags: params.get('tags'),
+    handler: params.get('handler'), enabled: params.get('enabled'), offset: params.get('offset'),
   })}`);
-  const wantHandler = params.get('handler');
-  const wantEnabled = params.get('enabled');
-  const hooks = result.data.filter((hook) => (!wantHandler || hook.handler === wantHandler)
-    && (!wantEnabled || String(hook.enabled) === wantEnabled));
+  const hooks = result.data;
 
   const body = h('tbody', {}, hooks.map((hook) => {
     const toggle = h('button', { type: 'button', class: 'secondary', 'aria-label': `${hook.enabled ? 'Disable' : 'Enable'} ${label(hook)}` },
@@ -77,7 +74,8 @@ export async function hooksPage(params) {
     ? h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Hooks' },
       h('thead', {}, h('tr', {}, ['Hook', 'Handler', 'Source', 'Event', 'State', 'Tags', 'Updated', 'Action'].map((c) => h('th', { scope: 'col' }, c)))),
       body))
-    : h('p', {}, 'No hooks match. ', h('a', { href: '#/hooks/new' }, 'Create one'));
+    : h('p', {}, result.offset ? 'No hooks match on this page; see the next one. ' : 'No hooks match. ',
+      h('a', { href: '#/hooks/new' }, 'Create one'));
 
   const prev = (params.get('prev') || '').split(',').filter(Boolean);
   const nav = h('nav', { class: 'actions', 'aria-label': 'Pages' });
