@@ -244,8 +244,13 @@ class Flow:
         expect(page.get_by_text("No hooks match.")).to_be_visible(timeout=WAIT_MS)
         page.get_by_role("link", name="Clear").click()
         page.get_by_label("Handler").select_option("webhook")
+        page.get_by_label("State").select_option("false")
+        page.get_by_role("button", name="Apply filters").click()
+        expect(page.get_by_text("No hooks match.")).to_be_visible(timeout=WAIT_MS)
+        page.get_by_label("State").select_option("true")
         page.get_by_role("button", name="Apply filters").click()
         expect(page.get_by_role("link", name="orders-webhook")).to_be_visible(timeout=WAIT_MS)
+        assert "handler=webhook" in page.url and "enabled=true" in page.url, page.url
         self.all_controls_labelled()
         self.shot("hooks")
         if self.docs:
