@@ -2,6 +2,8 @@
 
 mod admin_api;
 mod admin_lambda;
+mod console_api;
+mod console_lambda;
 mod deliveries_contract;
 mod delivery_http;
 mod dispatch_lambda;
