@@ -38,7 +38,7 @@ import urllib.parse
 import uuid
 import zipfile
 from collections import Counter as _Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -69,10 +69,6 @@ SUMMARY: list[str] = []
 
 # The id the simulated HTTP API goes by.
 API_ID = "simapi0001"
-
-# A build's binary name per function, for `target/lambda/<binary>/bootstrap` (`make build`).
-BINARY_OF = {}
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -494,11 +490,6 @@ def create_stack(moto: Moto, aws_endpoint: str, parameters: dict[str, str], name
         left_out=left_out,
         provisioned=provisioned,
     )
-
-
-def _mentions(node: Any, ids: set[str]) -> bool:
-    text = json.dumps(node)
-    return any(re.search(r'"' + re.escape(i) + r'"|\$\{' + re.escape(i) + r"[.}]", text) for i in ids)
 
 
 def _resolve_parameters(node: Any, template: dict, parameters: dict[str, str]) -> Any:
