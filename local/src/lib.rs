@@ -271,7 +271,10 @@ fn router(
     dispatcher: Arc<Dispatcher>,
 ) -> axum::Router {
     let admin_settings = AdminSettings {
-        admin_token: settings.admin_token.clone().filter(|t| !t.is_empty()),
+        auth: match settings.admin_token.as_deref() {
+            Some(token) if !token.is_empty() => admin::AdminAuth::fixed(token),
+            _ => admin::AdminAuth::Open,
+        },
         lua: settings.untrusted_lua.clone(),
     };
     let probe = ProbeState::new(

@@ -22,12 +22,14 @@ async fn main() -> Result<(), Error> {
     let events_queue_url = required("EVENTS_QUEUE_URL")?;
     let deliveries_table = required("DELIVERIES_TABLE")?;
     let deliveries_queue_url = required("DELIVERIES_QUEUE_URL")?;
-    let settings = env::admin_settings()?;
+    // Fails the cold start, naming the settings, when no admin authentication is configured.
+    let auth = env::admin_auth_setting()?;
     // Optional so that a stack without the table still serves; `Idempotency-Key` then gets 501.
     let idempotency_table = env::optional("IDEMPOTENCY_TABLE", |name| Ok(name.to_owned()))?;
 
     // The SDK reads AWS_ENDPOINT_URL itself, which points the function at a local server in tests.
     let config = event_hooks::aws::load_config().await;
+    let settings = env::admin_settings(event_hooks::aws::admin_auth(&config, auth))?;
     let store: Arc<dyn HookStore> = Arc::new(DynamoHookStore::new(
         aws_sdk_dynamodb::Client::new(&config),
         table,

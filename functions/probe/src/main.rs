@@ -16,10 +16,12 @@ async fn main() -> Result<(), Error> {
     env::init_lambda_logs();
 
     let table = required("HOOKS_TABLE")?;
-    let settings = env::admin_settings()?;
+    // Fails the cold start, naming the settings, when no admin authentication is configured.
+    let auth = env::admin_auth_setting()?;
     let http = env::http_settings()?;
 
     let config = event_hooks::aws::load_config().await;
+    let settings = env::admin_settings(event_hooks::aws::admin_auth(&config, auth))?;
     let store = Arc::new(DynamoHookStore::new(
         aws_sdk_dynamodb::Client::new(&config),
         table,

@@ -67,6 +67,10 @@ pub enum ApiError {
     MissingCredentials,
     #[error("wrong credentials")]
     WrongCredentials,
+    /// The admin token could not be read from its store (Secrets Manager, SSM) and none is
+    /// cached: 503, never an open door.
+    #[error("the admin token cannot be read: {0}")]
+    CredentialsUnavailable(String),
     /// A hook change is stored but its `crud` events or its ping could not be queued, even after
     /// retries: 503, so the caller learns that the change happened and its events did not,
     /// instead of a success that silently dropped them.
@@ -177,6 +181,10 @@ impl ApiError {
             ApiError::WrongCredentials => {
                 message(StatusCode::UNAUTHORIZED, "Invalid RBAC credentials")
             }
+            ApiError::CredentialsUnavailable(_) => message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Credentials cannot be checked right now: retry later",
+            ),
             ApiError::ChangeNotEmitted { hook_id, .. } => message(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!(

@@ -2,6 +2,7 @@
 //! Lambda function (through `lambda_http`) and by the local server.
 
 mod auth;
+pub use auth::{AdminAuth, StaticToken, TokenCheck, TokenError, TokenSource};
 mod body;
 mod deliveries;
 mod error;
@@ -38,8 +39,8 @@ use crate::store::HookStore;
 /// Deployment settings of the admin API.
 #[derive(Debug, Clone, Default)]
 pub struct AdminSettings {
-    /// When set, every request needs it in the `Kong-Admin-Token` header.
-    pub admin_token: Option<String>,
+    /// Who may call: [`AdminAuth::Token`] needs the token in the `Kong-Admin-Token` header.
+    pub auth: AdminAuth,
     /// Whether lambda hooks are accepted, and the sandbox limits used to check them.
     pub lua: LuaPolicy,
 }
