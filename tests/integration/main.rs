@@ -2,6 +2,7 @@
 
 mod admin_api;
 mod admin_lambda;
+mod batch_order;
 mod deliveries_contract;
 mod delivery_http;
 mod dispatch_lambda;

@@ -20,12 +20,20 @@ use event_hooks::windows::dynamodb::DynamoWindowStore;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 use config::Config;
+use event_hooks::dispatch::Deadline;
+
+/// The invocation's deadline (Unix ms, from the runtime API) as an `Instant`.
+fn deadline_instant(deadline_ms: u64) -> std::time::Instant {
+    let now_ms = event_hooks::events::now_millis().max(0) as u64;
+    std::time::Instant::now() + std::time::Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}
 use handler::{handle_batch, MetricsReporter, Queues};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     env::init_lambda_logs();
     let config = Config::from_env()?;
+    let reserve = config.attempt_reserve();
 
     let aws = event_hooks::aws::load_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
@@ -62,7 +70,11 @@ async fn main() -> Result<(), Error> {
     let metrics = MetricsReporter::default();
     let (dispatcher, queues, metrics) = (&dispatcher, &queues, &metrics);
     run(service_fn(move |event: LambdaEvent<_>| async move {
-        handle_batch(dispatcher, queues, metrics, event.payload).await
+        let deadline = Deadline {
+            at: deadline_instant(event.context.deadline),
+            reserve,
+        };
+        handle_batch(dispatcher, queues, metrics, event.payload, Some(deadline)).await
     }))
     .await
 }
