@@ -64,6 +64,8 @@ pub struct TokenCheck {
     max_age: Duration,
     refetch_interval: Duration,
     cached: Mutex<Option<Cached>>,
+    /// When a wrong token last caused a re-read.
+    last_recheck: Mutex<Option<Instant>>,
     /// One fetch at a time; concurrent checks wait for it and use its result.
     fetching: tokio::sync::Mutex<()>,
 }
@@ -97,6 +99,7 @@ impl TokenCheck {
             max_age,
             refetch_interval,
             cached: Mutex::new(None),
+            last_recheck: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
         }
     }
@@ -160,7 +163,14 @@ impl TokenCheck {
         }
         // Perhaps the token was rotated since it was read: read it again, but not more often
         // than `refetch_interval`, so wrong guesses cannot flood the secret store.
-        let again = self.refresh(self.refetch_interval).await?;
+        {
+            let mut last = self.last_recheck.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at.elapsed() < self.refetch_interval) {
+                return Ok(Verdict::Refused);
+            }
+            *last = Some(Instant::now());
+        }
+        let again = self.refresh(Duration::ZERO).await?;
         if bool::from(given.ct_eq(again.as_bytes())) {
             Ok(Verdict::Accepted)
         } else {
@@ -260,7 +270,8 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(check.check(b"guess").await.unwrap(), Verdict::Refused);
         }
-        assert_eq!(store.reads.load(Ordering::SeqCst), 1);
+        // The first read, and one re-read for the first wrong token.
+        assert_eq!(store.reads.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
