@@ -4,8 +4,9 @@
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8001
 DATA_DIR ?= ./data
+ARCH ?= x86_64
 
-.PHONY: help run test unit-and-integration conformance lint fmt validate-template build bench reliability reliability-quick venv clean
+.PHONY: help run test unit-and-integration conformance lint fmt validate-template build zips deploy build-check bench reliability reliability-quick venv clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -35,8 +36,14 @@ venv: ## Create .venv with moto, the SAM CLI and schemathesis (once), and instal
 	scripts/system-deps.sh
 	scripts/venv.sh
 
-build: venv ## Build the Lambda zips with cargo-lambda (zig from PyPI) and print their sizes
+build: venv ## sam build (rust-cargolambda, tools from .venv) of the three functions; ARCH=x86_64|arm64
+	ARCH=$(ARCH) scripts/sam-build.sh
+
+zips: venv ## The release zips with cargo-lambda (zig from PyPI), their sizes and the 10 MB check
 	scripts/build-lambdas.sh
+
+deploy: venv ## make build, then sam deploy --guided with the same ARCH (needs AWS credentials)
+	ARCH=$(ARCH) scripts/deploy.sh
 
 bench: ## Benchmarks: per-delivery overhead, end-to-end throughput, start-up time and idle memory
 	$(CARGO) bench -p event-hooks --bench overhead

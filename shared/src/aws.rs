@@ -9,7 +9,7 @@ use aws_config::Region;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
-use crate::admin::{AdminAuth, TokenCheck, TokenError, TokenSource};
+use crate::admin::{AdminAuth, SignedCheck, TokenCheck, TokenError, TokenSource};
 use crate::env::{AdminAuthSetting, TOKEN_REFETCH_INTERVAL};
 
 /// Connect timeout of every AWS call.
@@ -106,10 +106,10 @@ impl TokenSource for SsmParameterToken {
 }
 
 /// The admin authentication of a deployed function: the token read at run time from its store
-/// through a cache, or nothing in the function with IAM auth (API Gateway checks signatures).
-pub fn admin_auth(config: &SdkConfig, setting: AdminAuthSetting) -> AdminAuth {
+/// through a cache, or with IAM auth, `signed` (API Gateway's identity in the request context).
+pub fn admin_auth(config: &SdkConfig, setting: AdminAuthSetting, signed: SignedCheck) -> AdminAuth {
     let (source, cache): (Arc<dyn TokenSource>, Duration) = match setting {
-        AdminAuthSetting::Iam => return AdminAuth::Open,
+        AdminAuthSetting::Iam => return AdminAuth::Iam(signed),
         AdminAuthSetting::SecretsManager { secret_id, cache } => (
             Arc::new(SecretsManagerToken {
                 client: aws_sdk_secretsmanager::Client::new(config),

@@ -337,6 +337,49 @@ async fn a_rotated_admin_token_is_accepted_without_a_restart() {
     assert_eq!(call(&mut function, &old, list).await.status, 401);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_iam_auth_only_requests_api_gateway_signed_are_served() {
+    let Some(config) = moto::config() else {
+        return;
+    };
+    let endpoint = std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT");
+    let table = unique_name("admin-iam");
+    create_table(&aws_sdk_dynamodb::Client::new(&config), &table)
+        .await
+        .expect("create the hooks table");
+    // Given the function in IAM mode (API Gateway checks SigV4 signatures).
+    let mut function = FunctionProcess::start(
+        &function_binary("admin-api"),
+        &[
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_ENDPOINT_URL", &endpoint),
+            ("HOOKS_TABLE", &table),
+            ("EVENTS_QUEUE_URL", "http://127.0.0.1:9/123456789012/events"),
+            ("DELIVERIES_TABLE", "unused"),
+            ("DELIVERIES_QUEUE_URL", "http://127.0.0.1:9/123456789012/d"),
+            ("ADMIN_AUTH", "iam"),
+        ],
+    )
+    .await;
+    let list = Samples::new().load("admin-list-hooks.json");
+
+    // When a request comes without the IAM authorizer's identity (an API deployed without the
+    // authorizer), then it is refused, token or not.
+    assert_eq!(call_as(&mut function, list.clone()).await.status, 401);
+    assert_eq!(call(&mut function, "any", list.clone()).await.status, 401);
+
+    // When API Gateway signed it off, then it is served.
+    let mut signed = list;
+    signed["requestContext"]["authorizer"] = json!({"iam": {
+        "accessKey": "AKIAEXAMPLE", "accountId": "123456789012", "callerId": "AIDAEXAMPLE",
+        "principalOrgId": null, "userArn": "arn:aws:iam::123456789012:user/ops",
+        "userId": "AIDAEXAMPLE"
+    }});
+    assert_eq!(call_as(&mut function, signed).await.status, 200);
+}
+
 #[tokio::test]
 async fn without_admin_auth_the_function_refuses_to_start_naming_the_setting() {
     // Given every setting but the admin token's (no moto needed: it fails before any call).

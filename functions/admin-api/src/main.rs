@@ -12,7 +12,18 @@ use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::snapshot::SnapshotCache;
 use event_hooks::store::dynamodb::DynamoHookStore;
 use event_hooks::store::HookStore;
+use lambda_http::request::RequestContext;
 use lambda_http::{run, Error};
+
+/// With `ADMIN_AUTH=iam`: API Gateway's IAM authorizer put the caller's identity in the request
+/// context (an API deployed without the authorizer has none, and every request is refused).
+fn signed_by_iam(extensions: &lambda_http::http::Extensions) -> bool {
+    matches!(
+        extensions.get::<RequestContext>(),
+        Some(RequestContext::ApiGatewayV2(context))
+            if context.authorizer.as_ref().is_some_and(|a| a.iam.is_some())
+    )
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -29,7 +40,7 @@ async fn main() -> Result<(), Error> {
 
     // The SDK reads AWS_ENDPOINT_URL itself, which points the function at a local server in tests.
     let config = event_hooks::aws::load_config().await;
-    let settings = env::admin_settings(event_hooks::aws::admin_auth(&config, auth))?;
+    let settings = env::admin_settings(event_hooks::aws::admin_auth(&config, auth, Arc::new(signed_by_iam)))?;
     let store: Arc<dyn HookStore> = Arc::new(DynamoHookStore::new(
         aws_sdk_dynamodb::Client::new(&config),
         table,

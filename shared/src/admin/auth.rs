@@ -179,15 +179,31 @@ impl TokenCheck {
     }
 }
 
+/// Whether the host vouches that the request was authenticated before it got here (the Lambda
+/// functions: API Gateway's IAM authorizer left its identity in the request context).
+pub type SignedCheck = Arc<dyn Fn(&axum::http::Extensions) -> bool + Send + Sync>;
+
 /// Who may call the admin API.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub enum AdminAuth {
-    /// No check in this process: the local server on loopback, or the deployed API behind API
-    /// Gateway's IAM (SigV4) authorization, which refuses unsigned requests before they get here.
+    /// No check: the local server on loopback.
     #[default]
     Open,
     /// The admin token in `Kong-Admin-Token`.
     Token(Arc<TokenCheck>),
+    /// API Gateway's IAM (SigV4) authorization; requests without its identity are refused, so
+    /// an API deployed without the authorizer stays closed.
+    Iam(SignedCheck),
+}
+
+impl fmt::Debug for AdminAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminAuth::Open => f.write_str("Open"),
+            AdminAuth::Token(check) => f.debug_tuple("Token").field(check).finish(),
+            AdminAuth::Iam(_) => f.write_str("Iam"),
+        }
+    }
 }
 
 impl AdminAuth {
@@ -202,14 +218,22 @@ pub async fn require_admin_token(
     request: Request,
     next: Next,
 ) -> Response {
-    if let AdminAuth::Token(check) = &settings.auth {
-        let Some(given) = request.headers().get(TOKEN_HEADER) else {
-            return ApiError::MissingCredentials.into_response();
-        };
-        match check.check(given.as_bytes()).await {
-            Ok(Verdict::Accepted) => {}
-            Ok(Verdict::Refused) => return ApiError::WrongCredentials.into_response(),
-            Err(err) => return ApiError::CredentialsUnavailable(err.0).into_response(),
+    match &settings.auth {
+        AdminAuth::Open => {}
+        AdminAuth::Token(check) => {
+            let Some(given) = request.headers().get(TOKEN_HEADER) else {
+                return ApiError::MissingCredentials.into_response();
+            };
+            match check.check(given.as_bytes()).await {
+                Ok(Verdict::Accepted) => {}
+                Ok(Verdict::Refused) => return ApiError::WrongCredentials.into_response(),
+                Err(err) => return ApiError::CredentialsUnavailable(err.0).into_response(),
+            }
+        }
+        AdminAuth::Iam(signed) => {
+            if !signed(request.extensions()) {
+                return ApiError::MissingCredentials.into_response();
+            }
         }
     }
     next.run(request).await

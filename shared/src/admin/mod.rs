@@ -2,7 +2,7 @@
 //! Lambda function (through `lambda_http`) and by the local server.
 
 mod auth;
-pub use auth::{AdminAuth, StaticToken, TokenCheck, TokenError, TokenSource};
+pub use auth::{AdminAuth, SignedCheck, StaticToken, TokenCheck, TokenError, TokenSource};
 mod body;
 mod deliveries;
 mod error;
