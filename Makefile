@@ -14,7 +14,7 @@ help: ## List the targets
 run: ## Start the service locally on 127.0.0.1:8001 with data in ./data (no AWS needed)
 	$(CARGO) run --release -p event-hooks-local -- --listen $(LISTEN) --data-dir $(DATA_DIR)
 
-test: lint validate-template unit-and-integration conformance reliability-quick ## Run every check and test (installs moto, the SAM CLI and schemathesis into .venv)
+test: lint validate-template build-check unit-and-integration conformance reliability-quick ## Run every check and test (installs moto, the SAM CLI and schemathesis into .venv)
 
 unit-and-integration: venv ## Unit, contract (SQLite and moto) and HTTP tests, with a summary line
 	scripts/test.sh
@@ -41,6 +41,10 @@ build: venv ## sam build (rust-cargolambda, tools from .venv) of the three funct
 
 zips: venv ## The release zips with cargo-lambda (zig from PyPI), their sizes and the 10 MB check
 	scripts/build-lambdas.sh
+
+build-check: venv ## The inputs of sam build agree with the workspace and the code (SAM_BUILD=1: a full make build too)
+	.venv/bin/python scripts/check-build-inputs.py
+	if [ "$(SAM_BUILD)" = 1 ]; then $(MAKE) build; fi
 
 deploy: venv ## make build, then sam deploy --guided with the same ARCH (needs AWS credentials)
 	ARCH=$(ARCH) scripts/deploy.sh

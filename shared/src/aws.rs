@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_config::timeout::TimeoutConfig;
 #[cfg(feature = "test-util")]
 use aws_config::Region;
-use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
 use crate::admin::{AdminAuth, SignedCheck, TokenCheck, TokenError, TokenSource};

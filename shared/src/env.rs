@@ -202,7 +202,10 @@ mod tests {
         assert!(plain.unwrap_err().to_string().contains("ADMIN_TOKEN"));
         assert!(auth(&[("ADMIN_AUTH", "none")]).is_err());
         assert!(auth(&[("ADMIN_AUTH", "iam"), ("ADMIN_TOKEN_PARAMETER", "/p")]).is_err());
-        let both = [("ADMIN_TOKEN_SECRET_ARN", "a"), ("ADMIN_TOKEN_PARAMETER", "/p")];
+        let both = [
+            ("ADMIN_TOKEN_SECRET_ARN", "a"),
+            ("ADMIN_TOKEN_PARAMETER", "/p"),
+        ];
         assert!(auth(&both).is_err());
         assert_eq!(
             auth(&[("ADMIN_AUTH", "iam")]).unwrap(),

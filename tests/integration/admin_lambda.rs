@@ -184,7 +184,12 @@ async fn every_admin_sample_event_runs_through_the_lambda_binary_on_moto() {
     assert_eq!(guessed.body["message"], "Invalid RBAC credentials");
 
     // When a hook is created from a JSON body, then it comes back as a 201 with defaults filled in.
-    let created = call(&mut function, &token, samples.load("admin-create-hook.json")).await;
+    let created = call(
+        &mut function,
+        &token,
+        samples.load("admin-create-hook.json"),
+    )
+    .await;
     assert_eq!(created.status, 201, "{created:?}");
     assert_eq!(created.content_type(), Some("application/json"));
     assert_eq!(created.body["source"], "crud");
@@ -194,7 +199,12 @@ async fn every_admin_sample_event_runs_through_the_lambda_binary_on_moto() {
     assert!(created.body["id"].as_str().is_some(), "{created:?}");
 
     // When one is created from a base64 form body, then it is a 201 as well.
-    let from_form = call(&mut function, &token, samples.load("admin-create-hook-form.json")).await;
+    let from_form = call(
+        &mut function,
+        &token,
+        samples.load("admin-create-hook-form.json"),
+    )
+    .await;
     assert_eq!(from_form.status, 201, "{from_form:?}");
     assert_eq!(from_form.body["source"], "crud");
     assert_eq!(from_form.body["event"], "consumers");
@@ -245,7 +255,12 @@ async fn every_admin_sample_event_runs_through_the_lambda_binary_on_moto() {
     assert_eq!(patched.body["source"], "crud");
 
     // When it is deleted, then the answer is an empty 204 and it is gone.
-    let deleted = call(&mut function, &token, samples.load("admin-delete-hook.json")).await;
+    let deleted = call(
+        &mut function,
+        &token,
+        samples.load("admin-delete-hook.json"),
+    )
+    .await;
     assert_eq!(deleted.status, 204, "{deleted:?}");
     assert_eq!(deleted.body, Value::Null);
     let gone = call(&mut function, &token, get_sample).await;
@@ -253,7 +268,12 @@ async fn every_admin_sample_event_runs_through_the_lambda_binary_on_moto() {
     assert_eq!(gone.body, json!({"message": "Not found"}));
 
     // When the sources are listed, then the built-in `crud` source is among them.
-    let sources = call(&mut function, &token, samples.load("admin-list-sources.json")).await;
+    let sources = call(
+        &mut function,
+        &token,
+        samples.load("admin-list-sources.json"),
+    )
+    .await;
     assert_eq!(sources.status, 200, "{sources:?}");
     let data = &sources.body["data"];
     let has_crud = match data {

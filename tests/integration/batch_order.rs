@@ -84,10 +84,7 @@ async fn fixture(max_in_flight: usize) -> Fixture {
     let dispatcher = Dispatcher::new(
         DispatchPorts {
             // Cached for an hour: only the version check can make a change visible.
-            snapshot: Arc::new(SnapshotCache::new(
-                store.clone(),
-                Duration::from_secs(3600),
-            )),
+            snapshot: Arc::new(SnapshotCache::new(store.clone(), Duration::from_secs(3600))),
             windows: windows.clone(),
             log: Arc::new(SqliteDeliveryLog::new(db.clone()).await.unwrap()),
             deliveries: deliveries.clone(),
@@ -185,9 +182,8 @@ async fn on_change_decisions_in_one_batch_follow_queue_order() {
     let receiver = Receiver::start().await;
     let hook = webhook(&fixture, receiver.url("/change"), Some(true)).await;
     let (x, x_again, y) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    let event = |id: Uuid, ip: &str| {
-        event_hooks::events::parse_event(&message(id, ip).body).unwrap()
-    };
+    let event =
+        |id: Uuid, ip: &str| event_hooks::events::parse_event(&message(id, ip).body).unwrap();
     let held = Delivery::new(&event(x_again, "10.0.0.1"), hook.id).id;
     *fixture.windows.claimant.lock().unwrap() = Some(held.to_string());
     let batch = [
@@ -202,7 +198,9 @@ async fn on_change_decisions_in_one_batch_follow_queue_order() {
     // Then X and Y are delivered, in that order, and X' is dropped as unchanged: 2, not 3
     // (decided out of order, Y before X' makes X' a change again)
     assert_eq!(handled, vec![true; 3]);
-    let got = receiver.wait_for("/change", 2, Duration::from_secs(5)).await;
+    let got = receiver
+        .wait_for("/change", 2, Duration::from_secs(5))
+        .await;
     let ips: Vec<String> = receiver
         .requests()
         .iter()

@@ -282,7 +282,12 @@ async fn the_probe_and_admin_samples_run_through_the_lambda_binaries_on_moto() {
     );
 
     // When the sample hook's deliveries are listed (the probe logs none), then the page is empty.
-    let listed = call(&mut admin, &token, samples.load("admin-list-deliveries.json")).await;
+    let listed = call(
+        &mut admin,
+        &token,
+        samples.load("admin-list-deliveries.json"),
+    )
+    .await;
     assert_eq!(listed.status, 200, "{listed:?}");
     assert_eq!(listed.body, json!({"data": [], "next": null}));
 

@@ -676,7 +676,10 @@ async fn every_write_changes_the_version_and_reads_do_not(store: &dyn HookStore)
 
     let mut seen = vec![start];
     let mut changed = |now: u64, what: &str| {
-        assert!(!seen.contains(&now), "{what} did not change the version: {seen:?} then {now}");
+        assert!(
+            !seen.contains(&now),
+            "{what} did not change the version: {seen:?} then {now}"
+        );
         seen.push(now);
     };
 
@@ -689,7 +692,10 @@ async fn every_write_changes_the_version_and_reads_do_not(store: &dyn HookStore)
     };
     store.put(&renamed, Precondition::Version(1)).await.unwrap();
     changed(store.version().await.unwrap(), "an update");
-    store.put_custom_event(&custom_event("s", "e")).await.unwrap();
+    store
+        .put_custom_event(&custom_event("s", "e"))
+        .await
+        .unwrap();
     changed(store.version().await.unwrap(), "a custom event");
     store.delete_custom_event("s", "e").await.unwrap();
     changed(store.version().await.unwrap(), "a custom event's removal");

@@ -40,7 +40,11 @@ async fn main() -> Result<(), Error> {
 
     // The SDK reads AWS_ENDPOINT_URL itself, which points the function at a local server in tests.
     let config = event_hooks::aws::load_config().await;
-    let settings = env::admin_settings(event_hooks::aws::admin_auth(&config, auth, Arc::new(signed_by_iam)))?;
+    let settings = env::admin_settings(event_hooks::aws::admin_auth(
+        &config,
+        auth,
+        Arc::new(signed_by_iam),
+    ))?;
     let store: Arc<dyn HookStore> = Arc::new(DynamoHookStore::new(
         aws_sdk_dynamodb::Client::new(&config),
         table,

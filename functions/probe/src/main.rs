@@ -32,7 +32,11 @@ async fn main() -> Result<(), Error> {
     let http = env::http_settings()?;
 
     let config = event_hooks::aws::load_config().await;
-    let settings = env::admin_settings(event_hooks::aws::admin_auth(&config, auth, Arc::new(signed_by_iam)))?;
+    let settings = env::admin_settings(event_hooks::aws::admin_auth(
+        &config,
+        auth,
+        Arc::new(signed_by_iam),
+    ))?;
     let store = Arc::new(DynamoHookStore::new(
         aws_sdk_dynamodb::Client::new(&config),
         table,

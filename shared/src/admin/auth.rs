@@ -130,13 +130,13 @@ impl TokenCheck {
             return Ok(token);
         }
         match self.source.fetch().await {
-            Ok(token) if token.is_empty() || token.len() > MAX_TOKEN_BYTES => Err(TokenError(
-                format!(
+            Ok(token) if token.is_empty() || token.len() > MAX_TOKEN_BYTES => {
+                Err(TokenError(format!(
                     "{} holds {} bytes; an admin token must have 1 to {MAX_TOKEN_BYTES}",
                     self.source.describe(),
                     token.len()
-                ),
-            )),
+                )))
+            }
             Ok(token) => {
                 *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some(Cached {
                     token: token.clone(),
@@ -302,7 +302,10 @@ mod tests {
     async fn an_unreadable_store_fails_closed_or_keeps_the_cached_token() {
         let store = rotating(None);
         let check = TokenCheck::new(store.clone(), Duration::ZERO, Duration::ZERO);
-        assert!(check.check(b"anything").await.is_err(), "no token, no entry");
+        assert!(
+            check.check(b"anything").await.is_err(),
+            "no token, no entry"
+        );
 
         *store.value.lock().unwrap() = Some("t".into());
         assert_eq!(check.check(b"t").await.unwrap(), Verdict::Accepted);

@@ -200,7 +200,11 @@ mod tests {
             let turn = ctx.turn.unwrap();
             // Earlier records take longer to get to their decision.
             tokio::time::sleep(Duration::from_millis(40 * (4 - position as u64))).await;
-            let hooks = if position == 2 { vec![other] } else { vec![hook] };
+            let hooks = if position == 2 {
+                vec![other]
+            } else {
+                vec![hook]
+            };
             turn.declare(hooks.clone());
             for h in hooks {
                 turn.wait(h).await;

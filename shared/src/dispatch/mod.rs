@@ -288,7 +288,9 @@ impl Dispatcher {
         match self.snapshot.refresh_if_changed().await {
             Ok(true) => tracing::debug!("hooks changed; reloading them for this batch"),
             Ok(false) => {}
-            Err(err) => tracing::warn!(error = %err, "could not read the hooks' change counter; reloading"),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the hooks' change counter; reloading")
+            }
         }
     }
 
@@ -486,7 +488,13 @@ impl Dispatcher {
             .event(&delivery.event.source, &delivery.event.event)
             .and_then(|spec| spec.unique.clone());
         let advanced = self
-            .advance(&hook, &delivered_as, delivery, key_fields.as_deref(), context)
+            .advance(
+                &hook,
+                &delivered_as,
+                delivery,
+                key_fields.as_deref(),
+                context,
+            )
             .await;
         self.settle(advanced).await?;
         Ok(MessageOutcome::Done)

@@ -119,12 +119,7 @@ pub async fn outcome_in(
     let outcome = match feed {
         Feed::Events => {
             dispatcher
-                .handle_event_message_in(
-                    &message.body,
-                    &message.id,
-                    message.receive_count,
-                    context,
-                )
+                .handle_event_message_in(&message.body, &message.id, message.receive_count, context)
                 .await
         }
         Feed::Deliveries => {
