@@ -315,3 +315,44 @@ async fn attempts_too_close_to_the_deadline_are_parked_not_started() {
     assert_eq!(handled, vec![false]);
     assert!(receiver.requests().is_empty());
 }
+
+#[tokio::test]
+async fn post_events_accepts_a_custom_event_registered_by_another_instance_at_once() {
+    // Given an admin API instance whose catalogue is cached for an hour, and already loaded
+    let db = Database::in_memory().unwrap();
+    let store: Arc<dyn HookStore> = Arc::new(SqliteHookStore::new(db.clone()).await.unwrap());
+    let ports = event_hooks::admin::AdminPorts {
+        snapshot: Arc::new(SnapshotCache::new(store.clone(), Duration::from_secs(3600))),
+        store: store.clone(),
+        events: Arc::new(SqliteQueue::open(db.clone(), "events").await.unwrap()),
+        delivery_log: Arc::new(SqliteDeliveryLog::new(db.clone()).await.unwrap()),
+        retries: Arc::new(SqliteQueue::open(db, "deliveries").await.unwrap()),
+    };
+    let state = event_hooks::admin::AdminState::new(ports, Default::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = event_hooks::admin::router(state);
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let http = reqwest::Client::new();
+    let emit = || {
+        http.post(format!("{base}/events"))
+            .json(&serde_json::json!({"source": "shop", "event": "order", "data": {"id": 1}}))
+            .send()
+    };
+    assert_eq!(emit().await.unwrap().status(), 400, "not registered yet");
+
+    // When another instance registers the event (it writes the shared store)
+    store
+        .put_custom_event(&event_hooks::model::CustomEvent {
+            source: "shop".into(),
+            event: "order".into(),
+            fields: vec!["id".into()],
+            unique: None,
+            description: None,
+        })
+        .await
+        .unwrap();
+
+    // Then this instance accepts it at once
+    assert_eq!(emit().await.unwrap().status(), 202);
+}
