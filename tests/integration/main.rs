@@ -3,6 +3,8 @@
 mod admin_api;
 mod admin_lambda;
 mod batch_order;
+mod console_api;
+mod console_lambda;
 mod deliveries_contract;
 mod delivery_http;
 mod dispatch_lambda;
