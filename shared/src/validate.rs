@@ -15,7 +15,7 @@ use crate::deliver::signing::standard_key;
 use crate::limits;
 use crate::lua::{self, LuaPolicy};
 use crate::model::{
-    payload_encoding, DisabledReason, Handler, HandlerKind, Hook, HttpMethod, LambdaConfig,
+    payload_encoding, DeliveryPolicy, DisabledReason, RetryOn, RetryPolicy, Timeouts, Handler, HandlerKind, Hook, HttpMethod, LambdaConfig,
     LogConfig, SignatureScheme, WebhookConfig, WebhookCustomConfig,
 };
 use crate::template::Template;
@@ -186,6 +186,8 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "disabled_reason",
     "failing_since",
     "max_rate",
+    "retry",
+    "timeouts",
 ];
 
 /// The largest `snooze` accepted, as Kong's integer fields allow.
@@ -221,6 +223,10 @@ pub fn hook(input: &Value, ctx: &Context) -> Result<Hook, SchemaViolation> {
     let name = optional_name(map, &mut errors);
     let tags = tags(map, &mut errors);
     let max_rate = optional_rate(map, &mut errors);
+    let delivery = DeliveryPolicy {
+        retry: optional_retry(map, &mut errors),
+        timeouts: optional_timeouts(map, &mut errors),
+    };
     let (disabled_reason, failing_since) = protection_state(map, enabled, &mut errors);
 
     let handler = match present(map, "handler") {
@@ -262,7 +268,131 @@ pub fn hook(input: &Value, ctx: &Context) -> Result<Hook, SchemaViolation> {
         disabled_reason,
         failing_since,
         max_rate,
+        delivery,
     })
+}
+
+/// `retry`: `{"delays": [seconds…], "on": "default"|"5xx"}`, at most
+/// [`limits::MAX_RETRY_DELAYS`] delays of at most [`limits::MAX_RETRY_DELAY_SECONDS`] each.
+fn optional_retry(map: &Map<String, Value>, errors: &mut Errors) -> Option<RetryPolicy> {
+    let fields = record_at(map, "retry", &["delays", "on"], errors)?;
+    let before = errors.0.len();
+    let delays = match present(fields, "delays") {
+        None => {
+            errors.add(&["retry", "delays"], "required field missing");
+            Vec::new()
+        }
+        Some(Value::Array(items)) => {
+            if items.len() > limits::MAX_RETRY_DELAYS {
+                errors.add(&["retry", "delays"], at_most(limits::MAX_RETRY_DELAYS));
+            }
+            let mut delays = Vec::new();
+            for (i, item) in items.iter().take(limits::MAX_RETRY_DELAYS).enumerate() {
+                let path = vec![
+                    PathSegment::Key("retry".into()),
+                    PathSegment::Key("delays".into()),
+                    PathSegment::Index(i),
+                ];
+                match integer(item) {
+                    Some(n) if (0..=i64::from(limits::MAX_RETRY_DELAY_SECONDS)).contains(&n) => {
+                        delays.push(n as u32)
+                    }
+                    Some(_) => errors.add_at(
+                        path,
+                        format!(
+                            "value should be between 0 and {}",
+                            limits::MAX_RETRY_DELAY_SECONDS
+                        ),
+                    ),
+                    None => errors.add_at(path, "expected an integer"),
+                }
+            }
+            delays
+        }
+        Some(_) => {
+            errors.add(&["retry", "delays"], "expected an array");
+            Vec::new()
+        }
+    };
+    let on = match present(fields, "on") {
+        None => RetryOn::Default,
+        Some(Value::String(s)) if s == "default" => RetryOn::Default,
+        Some(Value::String(s)) if s == "5xx" => RetryOn::ServerErrors,
+        Some(_) => {
+            errors.add(&["retry", "on"], "expected one of: default, 5xx");
+            RetryOn::Default
+        }
+    };
+    (errors.0.len() == before).then_some(RetryPolicy { delays, on })
+}
+
+/// `timeouts`: `{"connect_ms": n, "read_ms": n}`, both required, each between 1 and
+/// [`limits::MAX_TIMEOUT_MS`].
+fn optional_timeouts(map: &Map<String, Value>, errors: &mut Errors) -> Option<Timeouts> {
+    let fields = record_at(map, "timeouts", &["connect_ms", "read_ms"], errors)?;
+    let before = errors.0.len();
+    let mut millis = |key: &str| match present(fields, key) {
+        None => {
+            errors.add(&["timeouts", key], "required field missing");
+            0
+        }
+        Some(value) => match integer(value) {
+            Some(n) if (1..=i64::from(limits::MAX_TIMEOUT_MS)).contains(&n) => n as u32,
+            Some(_) => {
+                errors.add(
+                    &["timeouts", key],
+                    format!("value should be between 1 and {}", limits::MAX_TIMEOUT_MS),
+                );
+                0
+            }
+            None => {
+                errors.add(&["timeouts", key], "expected an integer");
+                0
+            }
+        },
+    };
+    let connect_ms = millis("connect_ms");
+    let read_ms = millis("read_ms");
+    (errors.0.len() == before).then_some(Timeouts {
+        connect_ms,
+        read_ms,
+    })
+}
+
+/// An object at top-level `key` whose keys are all in `known` (others are reported), or `None`
+/// when absent, null or not an object (reported).
+fn record_at<'a>(
+    map: &'a Map<String, Value>,
+    key: &str,
+    known: &[&str],
+    errors: &mut Errors,
+) -> Option<&'a Map<String, Value>> {
+    match present(map, key)? {
+        Value::Object(fields) => {
+            let mut ok = true;
+            for name in fields.keys() {
+                if !known.contains(&name.as_str()) {
+                    errors.add(&[key, name], "unknown field");
+                    ok = false;
+                }
+            }
+            ok.then_some(fields)
+        }
+        _ => {
+            errors.add(&[key], "expected a record");
+            None
+        }
+    }
+}
+
+/// An integral JSON number (`3` or `3.0`), or `None`.
+fn integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15).map(|f| f as i64)),
+        _ => None,
+    }
 }
 
 /// `max_rate`: deliveries per second, a number above 0 (fractions allowed: 0.5 is one every 2 s).

@@ -409,6 +409,7 @@ fn hook(id: Uuid, source: &str, event: Option<&str>, handler: Handler) -> Hook {
         enabled: true,
         name: None,
         tags: Vec::new(),
+        delivery: Default::default(),
         disabled_reason: None,
         failing_since: None,
         max_rate: None,

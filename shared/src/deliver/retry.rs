@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use super::http::{Response, SendError};
+use crate::model::{RetryOn, RetryPolicy};
 
 /// What to do after one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +149,33 @@ impl RetrySchedule {
             Some(asked) => jittered.max(asked.min(self.max_retry_after)),
             None => jittered,
         })
+    }
+}
+
+/// The schedule of a hook with its own `retry` (spec §12): its delays exactly, no jitter, the
+/// `Retry-After` cap of `defaults`.
+pub fn hook_schedule(policy: &RetryPolicy, defaults: &RetrySchedule) -> RetrySchedule {
+    RetrySchedule {
+        delays: policy
+            .delays
+            .iter()
+            .map(|s| Duration::from_secs(u64::from(*s)))
+            .collect(),
+        jitter: 0.0,
+        max_retry_after: defaults.max_retry_after,
+    }
+}
+
+/// Narrows a verdict by a hook's `retry.on`: with `5xx` (Apigee Edge's rule) only a 5xx answer
+/// is retried; every other failure fails at once.
+pub fn restrict(verdict: Verdict, on: RetryOn, status: Option<u16>) -> Verdict {
+    match (on, verdict) {
+        (RetryOn::ServerErrors, Verdict::Retry { after }) => match status {
+            Some(500..=599) => Verdict::Retry { after },
+            Some(status) => Verdict::Failed(format!("target answered {}", status_text(status))),
+            None => Verdict::Failed("no answer; this hook retries 5xx answers only".into()),
+        },
+        (_, verdict) => verdict,
     }
 }
 

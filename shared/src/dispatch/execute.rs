@@ -238,14 +238,22 @@ impl Executor {
             Handler::Webhook(config) => {
                 let data = webhook_data(&event.data, event_name, &event.source);
                 let request = with_delivery_headers(webhook_request(config, &data));
-                Executed::Http(self.sender.send(request, config.ssl_verify).await)
+                Executed::Http(
+                    self.sender
+                        .send_with(request, config.ssl_verify, hook.delivery.timeouts)
+                        .await,
+                )
             }
             Handler::WebhookCustom(config) => {
                 let data = webhook_data(&event.data, event_name, &event.source);
                 match self.render(hook.id, config, data).await {
                     Ok(request) => Executed::Http(
                         self.sender
-                            .send(with_delivery_headers(request), config.ssl_verify)
+                            .send_with(
+                                with_delivery_headers(request),
+                                config.ssl_verify,
+                                hook.delivery.timeouts,
+                            )
                             .await,
                     ),
                     Err(unprepared) => Executed::Unprepared(unprepared),
@@ -416,6 +424,7 @@ mod tests {
             enabled: true,
             name: None,
             tags: vec![],
+            delivery: Default::default(),
             disabled_reason: None,
             failing_since: None,
             max_rate: None,

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::deliver::retry::{RetrySchedule, Verdict};
+use crate::deliver::retry::{self, RetrySchedule, Verdict};
 use crate::deliveries::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
 use crate::events::{
     check_registered, hook_change_events, now_millis, parse_event_with_default_id, Event, Operation,
@@ -534,8 +534,12 @@ impl Dispatcher {
             .await;
         let latency = started.elapsed();
         self.stats.record_latency(latency);
-        let verdict = executed.verdict();
         let (status_code, mut error, body) = self.summarize(&executed);
+        let policy = hook.delivery.retry.as_ref();
+        let verdict = match policy {
+            Some(policy) => retry::restrict(executed.verdict(), policy.on, status_code),
+            None => executed.verdict(),
+        };
         let outcome = match (&verdict, status_code) {
             (_, Some(protection::GONE)) => Outcome::Gone,
             (Verdict::Delivered, _) => Outcome::Delivered,
@@ -551,7 +555,11 @@ impl Dispatcher {
         }
 
         let next_delay = match &verdict {
-            Verdict::Retry { after } => self.settings.retry.next_delay(delivery.attempt, *after),
+            Verdict::Retry { after } => match policy {
+                Some(policy) => retry::hook_schedule(policy, &self.settings.retry)
+                    .next_delay(delivery.attempt, *after),
+                None => self.settings.retry.next_delay(delivery.attempt, *after),
+            },
             _ => None,
         };
         let status = match (&verdict, next_delay) {
