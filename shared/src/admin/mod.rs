@@ -1,6 +1,7 @@
 //! Kong's `/event-hooks` admin API as an axum [`Router`] (spec §2), served unchanged by the admin
 //! Lambda function (through `lambda_http`) and by the local server.
 
+mod apigee;
 mod auth;
 mod body;
 mod deliveries;
@@ -31,6 +32,7 @@ use crate::events::{hook_change_events, Operation};
 use crate::idempotency::IdempotencyStore;
 use crate::lua::LuaPolicy;
 use crate::model::Hook;
+use crate::monetization::MonetizationStore;
 use crate::queue::{Outgoing, Queue, QueueError};
 use crate::snapshot::SnapshotCache;
 use crate::store::HookStore;
@@ -59,6 +61,8 @@ pub struct AdminState {
     executor: Option<Arc<Executor>>,
     /// Where `POST /events` claims `Idempotency-Key`s; without it such requests get 501.
     idempotency: Option<Arc<dyn IdempotencyStore>>,
+    /// Notification conditions of the Apigee routes; without it they answer 501.
+    monetization: Option<Arc<dyn MonetizationStore>>,
 }
 
 /// The ports of the admin API.
@@ -86,7 +90,14 @@ impl AdminState {
             settings: Arc::new(settings),
             executor: None,
             idempotency: None,
+            monetization: None,
         }
+    }
+
+    /// Serves Apigee Edge's notification conditions from `store` (spec §12).
+    pub fn with_monetization(mut self, store: Arc<dyn MonetizationStore>) -> AdminState {
+        self.monetization = Some(store);
+        self
     }
 
     /// Makes `POST /events` honour `Idempotency-Key` with `store` (spec §8).
@@ -218,8 +229,20 @@ pub fn full_router(admin: AdminState, probe: ProbeState) -> Router {
 /// Kong's answers for unknown paths and methods, and token auth in front of everything.
 fn finish(routes: Router, settings: Arc<AdminSettings>) -> Router {
     routes
-        .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .fallback(|uri: axum::http::Uri| async move {
+            if apigee::is_edge_path(uri.path()) {
+                ApiError::NotFound.into_edge()
+            } else {
+                ApiError::NotFound
+            }
+        })
+        .method_not_allowed_fallback(|uri: axum::http::Uri| async move {
+            if apigee::is_edge_path(uri.path()) {
+                ApiError::MethodNotAllowed.into_edge()
+            } else {
+                ApiError::MethodNotAllowed
+            }
+        })
         .layer(axum::middleware::from_fn_with_state(
             settings,
             auth::require_admin_token,
@@ -283,7 +306,49 @@ fn admin_routes(state: AdminState) -> Router {
             with_options(axum::routing::post(secret::rotate), "POST, OPTIONS"),
         )
         .route("/openapi.json", get(openapi::document))
+        .merge(edge_routes(""))
+        .merge(edge_routes("/v1"))
         .with_state(state)
+}
+
+/// Apigee Edge's monetization routes under `prefix` (spec §12).
+fn edge_routes(prefix: &str) -> Router<AdminState> {
+    use axum::routing::post;
+    let org = format!("{prefix}/mint/organizations/{{org}}");
+    Router::new()
+        .route(
+            &format!("{org}/webhooks"),
+            with_options(
+                get(apigee::list_webhooks).post(apigee::create_webhook),
+                "GET, HEAD, POST, OPTIONS",
+            ),
+        )
+        .route(
+            &format!("{org}/webhooks/{{id}}"),
+            with_options(
+                get(apigee::get_webhook)
+                    .put(apigee::edit_webhook)
+                    .post(apigee::enable_webhook)
+                    .delete(apigee::delete_webhook),
+                "GET, HEAD, PUT, POST, DELETE, OPTIONS",
+            ),
+        )
+        .route(
+            &format!("{org}/notification-conditions"),
+            with_options(
+                get(apigee::list_conditions).merge(post(apigee::create_condition)),
+                "GET, HEAD, POST, OPTIONS",
+            ),
+        )
+        .route(
+            &format!("{org}/notification-conditions/{{id}}"),
+            with_options(
+                get(apigee::get_condition)
+                    .put(apigee::put_condition)
+                    .delete(apigee::delete_condition),
+                "GET, HEAD, PUT, DELETE, OPTIONS",
+            ),
+        )
 }
 
 /// Adds an `OPTIONS` answer listing the route's methods.

@@ -236,7 +236,12 @@ impl Executor {
         };
         match &hook.handler {
             Handler::Webhook(config) => {
-                let data = webhook_data(&event.data, event_name, &event.source);
+                // An Apigee webhook's callback body is the notification exactly (spec §12).
+                let data = if crate::monetization::edge::is_edge_webhook(hook).is_some() {
+                    event.data.clone()
+                } else {
+                    webhook_data(&event.data, event_name, &event.source)
+                };
                 let request = with_delivery_headers(webhook_request(config, &data));
                 Executed::Http(
                     self.sender
