@@ -20,6 +20,8 @@ use event_hooks::dispatch::worker::{self, Feed, WorkerSettings};
 use event_hooks::dispatch::{DispatchPorts, DispatchSettings, Dispatcher, Executor};
 use event_hooks::idempotency::sqlite::SqliteIdempotencyStore;
 use event_hooks::idempotency::IdempotencyStore;
+use event_hooks::monetization::sqlite::SqliteMonetizationStore;
+use event_hooks::monetization::MonetizationStore;
 use event_hooks::lua::Limits;
 use event_hooks::lua::LuaPolicy;
 use event_hooks::queue::sqlite::SqliteQueue;
@@ -145,7 +147,10 @@ impl Service {
             Arc::new(SqliteDeliveryLog::new(databases.log).await?);
         let deliveries: Arc<dyn Queue> = Arc::new(deliveries);
         let events: Arc<dyn Queue> = Arc::new(events);
-        let dispatcher = Arc::new(Dispatcher::new(
+        // Apigee notification conditions and reached thresholds, beside the hooks.
+        let monetization: Arc<dyn MonetizationStore> =
+            Arc::new(SqliteMonetizationStore::new(databases.hooks.clone()).await?);
+        let dispatcher = Dispatcher::new(
             DispatchPorts {
                 snapshot: snapshot.clone(),
                 windows: Arc::new(SqliteWindowStore::new(databases.hooks).await?),
@@ -162,7 +167,9 @@ impl Service {
                     .context("--pause-after must be a number of seconds")?,
                 ..DispatchSettings::default()
             },
-        ));
+        )
+        .with_monetization(monetization.clone());
+        let dispatcher = Arc::new(dispatcher);
         let ports = AdminPorts {
             store,
             events: events.clone(),
@@ -171,7 +178,13 @@ impl Service {
             retries: deliveries.clone(),
         };
         Ok(Service {
-            router: router(settings, ports, idempotency, executor, dispatcher.clone()),
+            router: router(
+                settings,
+                ports,
+                (idempotency, monetization),
+                executor,
+                dispatcher.clone(),
+            ),
             dispatcher,
             events,
             deliveries,
@@ -266,7 +279,7 @@ fn executor(settings: &Settings) -> anyhow::Result<Arc<Executor>> {
 fn router(
     settings: &Settings,
     ports: AdminPorts,
-    idempotency: Arc<dyn IdempotencyStore>,
+    (idempotency, monetization): (Arc<dyn IdempotencyStore>, Arc<dyn MonetizationStore>),
     executor: Arc<Executor>,
     dispatcher: Arc<Dispatcher>,
 ) -> axum::Router {
@@ -282,7 +295,8 @@ fn router(
     let snapshot = ports.snapshot.clone();
     let state = AdminState::new(ports, admin_settings)
         .with_executor(executor)
-        .with_idempotency(idempotency);
+        .with_idempotency(idempotency)
+        .with_monetization(monetization);
     // Unauthenticated, for health checks: it shows counts, never hooks or events.
     let status = axum::routing::get(move || status(dispatcher.clone(), snapshot.clone()));
     admin::full_router(state, probe).route("/status", status)
