@@ -12,6 +12,7 @@ mod idempotency_contract;
 mod idempotency_lambda;
 mod idempotency_local;
 mod limits;
+mod monetization_contract;
 mod openapi;
 mod probe_lambda;
 mod probe_local;
