@@ -15,8 +15,9 @@ use crate::deliver::signing::standard_key;
 use crate::limits;
 use crate::lua::{self, LuaPolicy};
 use crate::model::{
-    payload_encoding, DeliveryPolicy, DisabledReason, RetryOn, RetryPolicy, Timeouts, Handler, HandlerKind, Hook, HttpMethod, LambdaConfig,
-    LogConfig, SignatureScheme, WebhookConfig, WebhookCustomConfig,
+    payload_encoding, DeliveryPolicy, DisabledReason, Handler, HandlerKind, Hook, HttpMethod,
+    LambdaConfig, LogConfig, RetryOn, RetryPolicy, SignatureScheme, Timeouts, WebhookConfig,
+    WebhookCustomConfig,
 };
 use crate::template::Template;
 
@@ -388,9 +389,11 @@ fn record_at<'a>(
 /// An integral JSON number (`3` or `3.0`), or `None`.
 fn integer(value: &Value) -> Option<i64> {
     match value {
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15).map(|f| f as i64)),
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                .map(|f| f as i64)
+        }),
         _ => None,
     }
 }

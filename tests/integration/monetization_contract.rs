@@ -40,10 +40,9 @@ enum Backend {
 
 impl Backend {
     fn sqlite() -> Backend {
-        Backend::Sqlite(TempFile(std::env::temp_dir().join(format!(
-            "monetization-{}.sqlite",
-            Uuid::new_v4()
-        ))))
+        Backend::Sqlite(TempFile(
+            std::env::temp_dir().join(format!("monetization-{}.sqlite", Uuid::new_v4())),
+        ))
     }
 
     async fn moto() -> Option<Backend> {
@@ -144,7 +143,10 @@ async fn conditions_are_stored_listed_replaced_and_deleted_per_organisation(back
         store.put_condition(c).await.unwrap();
     }
     // Read through another instance: stored, not cached.
-    assert_eq!(other.get_condition("myorg", a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(
+        other.get_condition("myorg", a.id).await.unwrap(),
+        Some(a.clone())
+    );
     assert_eq!(other.get_condition("otherorg", a.id).await.unwrap(), None);
     let mut listed = other.list_conditions("myorg").await.unwrap();
     listed.sort_by_key(|c| c.id);
@@ -156,7 +158,10 @@ async fn conditions_are_stored_listed_replaced_and_deleted_per_organisation(back
     replaced.targets = vec![95];
     replaced.usage_target = "%= 95".into();
     store.put_condition(&replaced).await.unwrap();
-    assert_eq!(other.get_condition("myorg", a.id).await.unwrap(), Some(replaced));
+    assert_eq!(
+        other.get_condition("myorg", a.id).await.unwrap(),
+        Some(replaced)
+    );
     assert_eq!(other.list_conditions("myorg").await.unwrap().len(), 2);
 
     assert!(store.delete_condition("myorg", a.id).await.unwrap());
@@ -164,7 +169,10 @@ async fn conditions_are_stored_listed_replaced_and_deleted_per_organisation(back
     assert!(!store.delete_condition("myorg", elsewhere.id).await.unwrap());
     assert_eq!(other.get_condition("myorg", a.id).await.unwrap(), None);
     assert_eq!(other.list_conditions("myorg").await.unwrap(), vec![b]);
-    assert_eq!(other.list_conditions("otherorg").await.unwrap(), vec![elsewhere]);
+    assert_eq!(
+        other.list_conditions("otherorg").await.unwrap(),
+        vec![elsewhere]
+    );
     assert_eq!(other.list_conditions("nobody").await.unwrap(), vec![]);
 }
 
@@ -186,19 +194,42 @@ async fn thresholds_differ_by_every_part_of_their_key(backend: &Backend) {
     assert!(store.claim(&threshold(80), claimant).await.unwrap());
     let later = Uuid::new_v4();
     let variants = [
-        Threshold { percent: 90, ..threshold(80) },
-        Threshold { webhook: Uuid::from_u128(8), ..threshold(80) },
-        Threshold { developer: "other@example.com".into(), ..threshold(80) },
-        Threshold { rate_plan: "654321".into(), ..threshold(80) },
+        Threshold {
+            percent: 90,
+            ..threshold(80)
+        },
+        Threshold {
+            webhook: Uuid::from_u128(8),
+            ..threshold(80)
+        },
+        Threshold {
+            developer: "other@example.com".into(),
+            ..threshold(80)
+        },
+        Threshold {
+            rate_plan: "654321".into(),
+            ..threshold(80)
+        },
         // A new billing cycle: the same percentage is reached afresh.
-        Threshold { cycle: "1469923200000".into(), ..threshold(80) },
+        Threshold {
+            cycle: "1469923200000".into(),
+            ..threshold(80)
+        },
     ];
     for variant in &variants {
         assert!(store.claim(variant, later).await.unwrap(), "{variant:?}");
     }
     // Parts are not simply concatenated: moving text between fields is another key.
-    let a = Threshold { developer: "a|b".into(), rate_plan: "c".into(), ..threshold(80) };
-    let b = Threshold { developer: "a".into(), rate_plan: "b|c".into(), ..threshold(80) };
+    let a = Threshold {
+        developer: "a|b".into(),
+        rate_plan: "c".into(),
+        ..threshold(80)
+    };
+    let b = Threshold {
+        developer: "a".into(),
+        rate_plan: "b|c".into(),
+        ..threshold(80)
+    };
     assert!(store.claim(&a, later).await.unwrap());
     assert!(store.claim(&b, later).await.unwrap());
     assert_ne!(a.key(), b.key());
@@ -218,7 +249,10 @@ async fn eight_concurrent_claimers_get_each_threshold_exactly_once(backend: &Bac
             let barrier = barrier.clone();
             racers.push(tokio::spawn(async move {
                 barrier.wait().await;
-                (claimant, store.claim(&threshold(percent), claimant).await.unwrap())
+                (
+                    claimant,
+                    store.claim(&threshold(percent), claimant).await.unwrap(),
+                )
             }));
         }
         let mut winners = Vec::new();
@@ -236,7 +270,11 @@ async fn eight_concurrent_claimers_get_each_threshold_exactly_once(backend: &Bac
         // Afterwards exactly one claimant holds it, and it is one of the winners.
         let mut holders = Vec::new();
         for claimant in &claimants {
-            if stores[0].claim(&threshold(percent), *claimant).await.unwrap() {
+            if stores[0]
+                .claim(&threshold(percent), *claimant)
+                .await
+                .unwrap()
+            {
                 holders.push(*claimant);
             }
         }

@@ -35,7 +35,10 @@ pub fn is_edge_path(path: &str) -> bool {
 
 /// The user and password of an `Authorization: Basic …` header.
 pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, encoded) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
@@ -69,12 +72,24 @@ fn user_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     if user.is_empty() {
         return Ok(None);
     }
-    if user.len() > MAX_USER_BYTES || user.chars().any(char::is_control) {
+    if user.len() > MAX_USER_BYTES
+        || user
+            .chars()
+            .any(|c| c.is_control() || matches!(c, ',' | '/' | ' '))
+    {
         return Err(bad(format!(
-            "the user name must be at most {MAX_USER_BYTES} bytes without control characters"
+            "the user name must be at most {MAX_USER_BYTES} bytes without spaces, ',' or '/'"
         )));
     }
     Ok(Some(user))
+}
+
+fn name_too_long(name: &str) -> ApiError {
+    bad(format!(
+        "name {name:?} is too long for this organization: letters, digits, '.', '-' and '_' \
+         count once, other bytes three times, {} in all with the organization name",
+        crate::limits::MAX_NAME_BYTES - 8
+    ))
 }
 
 fn check_org(org: &str) -> Result<(), ApiError> {
@@ -91,7 +106,9 @@ fn check_org(org: &str) -> Result<(), ApiError> {
 fn check_name(name: &Value) -> Result<String, ApiError> {
     match name {
         Value::String(s)
-            if !s.trim().is_empty() && s.len() <= MAX_WEBHOOK_NAME_BYTES && !s.chars().any(char::is_control) =>
+            if !s.trim().is_empty()
+                && s.len() <= MAX_WEBHOOK_NAME_BYTES
+                && !s.chars().any(char::is_control) =>
         {
             Ok(s.clone())
         }
@@ -174,7 +191,9 @@ pub async fn list_webhooks(
     check_org(&org)?;
     let webhooks = org_webhooks(&state, &org).await?;
     let shown: Vec<Value> = webhooks.iter().map(|h| edge::shown(h, &org)).collect();
-    Ok(Json(json!({"totalRecords": shown.len(), "webhooks": shown})))
+    Ok(Json(
+        json!({"totalRecords": shown.len(), "webhooks": shown}),
+    ))
 }
 
 async fn org_webhooks(state: &AdminState, org: &str) -> Result<Vec<Hook>, ApiError> {
@@ -228,9 +247,14 @@ pub async fn create_webhook(
         }
     }
     let name = check_name(fields.get("name").ok_or_else(|| bad("name is required"))?)?;
-    let url = check_url(fields.get("postURL").ok_or_else(|| bad("postURL is required"))?)?;
+    let url = check_url(
+        fields
+            .get("postURL")
+            .ok_or_else(|| bad("postURL is required"))?,
+    )?;
     let user = user_of(&headers)?;
-    let input = edge::hook_input(&org, &name, &url, false, user.as_deref(), user.as_deref());
+    let input = edge::hook_input(&org, &name, &url, false, user.as_deref(), user.as_deref())
+        .ok_or_else(|| name_too_long(&name))?;
     let hook = validate_hook(&state, input, Uuid::new_v4(), now_seconds())
         .await
         .map_err(|e| hook_error(e, &org, &name))?;
@@ -283,7 +307,8 @@ async fn change_webhook(
             change.enabled.unwrap_or(old.enabled),
             created_by,
             updated_by,
-        );
+        )
+        .ok_or_else(|| name_too_long(&name))?;
         // Whatever else was set on the hook through `/event-hooks` is kept.
         let kept = old.shown();
         for field in ["snooze", "on_change", "max_rate", "retry", "timeouts"] {
@@ -375,7 +400,11 @@ pub async fn enable_webhook(
     if let Some(other) = fields.keys().find(|k| k.as_str() != "enabled") {
         return Err(bad(format!("unknown field {other:?}: send enabled")));
     }
-    let enabled = check_enabled(fields.get("enabled").ok_or_else(|| bad("enabled is required"))?)?;
+    let enabled = check_enabled(
+        fields
+            .get("enabled")
+            .ok_or_else(|| bad("enabled is required"))?,
+    )?;
     let user = user_of(&headers)?;
     let change = Change {
         enabled: Some(enabled),
@@ -486,7 +515,11 @@ pub async fn create_condition(
     check_org(&org)?;
     let store = conditions_store(&state)?;
     let fields = body(input)?;
-    if store.list_conditions(&org).await.map_err(store_error)?.len()
+    if store
+        .list_conditions(&org)
+        .await
+        .map_err(store_error)?
+        .len()
         >= crate::monetization::MAX_CONDITIONS_PER_ORG
     {
         return Err(bad(format!(

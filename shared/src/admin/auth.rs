@@ -24,7 +24,9 @@ pub async fn require_admin_token(
             let basic = super::apigee::basic_credentials(request.headers());
             let given = token.or(basic.as_ref().map(|(_, password)| password.as_bytes()));
             let denied = match given {
-                None => Some("Authentication required: use HTTP Basic with the admin token as password"),
+                None => {
+                    Some("Authentication required: use HTTP Basic with the admin token as password")
+                }
                 Some(given) if !bool::from(given.ct_eq(expected.as_bytes())) => {
                     Some("Invalid credentials")
                 }

@@ -130,7 +130,10 @@ impl ApiError {
             StatusCode::SERVICE_UNAVAILABLE => "mint.serviceUnavailable",
             _ => "mint.invalidRequest",
         };
-        let message = body["message"].as_str().unwrap_or("request failed").to_string();
+        let message = body["message"]
+            .as_str()
+            .unwrap_or("request failed")
+            .to_string();
         ApiError::edge(status, code, message)
     }
 

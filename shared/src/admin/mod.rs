@@ -186,7 +186,10 @@ where
 /// The ping a `webhook` hook gets when it is created, updated or deleted (spec §7), as a delivery
 /// that carries the hook itself, so that a deleted hook is still told.
 fn change_ping(operation: Operation, hook: &Hook) -> Option<Delivery> {
-    if !matches!(hook.handler, crate::model::Handler::Webhook(_)) {
+    // An Apigee webhook's callback handler expects Edge's notifications only (spec §12).
+    if !matches!(hook.handler, crate::model::Handler::Webhook(_))
+        || crate::monetization::edge::is_edge_webhook(hook).is_some()
+    {
         return None;
     }
     let body = probe::ping_body(hook, Some(operation.as_str()));

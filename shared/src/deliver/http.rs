@@ -8,9 +8,9 @@
 //! address when checked and to `127.0.0.1` when connecting (DNS rebinding) cannot slip through.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 

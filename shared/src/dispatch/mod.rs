@@ -47,7 +47,6 @@ use crate::events::{
 use crate::metrics::Stats;
 use crate::model::Hook;
 use crate::monetization::{edge, MonetizationStore, Threshold};
-use serde_json::Value;
 pub use crate::queue::DeadLetterReason;
 use crate::queue::{Outgoing, Queue, QueueError, MAX_DELAY};
 use crate::snapshot::SnapshotCache;
@@ -55,6 +54,7 @@ use crate::store::{HookStore, StoreError};
 use crate::windows::{decide, event_key, Decision, Dropped, WindowStore};
 use matching::EventName;
 use protection::{Change, Outcome, RateLimiter, Slot};
+use serde_json::Value;
 
 /// Header carrying the stable delivery id, for receivers to de-duplicate.
 pub const DELIVERY_HEADER: &str = "x-event-hook-delivery";
@@ -330,7 +330,9 @@ impl Dispatcher {
                         self.notify_usage(hook, org, &delivered_as, event, receive_count)
                             .await
                     })
-                        as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>);
+                        as std::pin::Pin<
+                            Box<dyn std::future::Future<Output = _> + Send + '_>,
+                        >);
                     continue;
                 }
             }

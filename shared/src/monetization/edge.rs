@@ -1,8 +1,9 @@
 //! How an Apigee Edge webhook is a hook of this system (spec §12).
 //!
 //! A webhook of organisation `org` named `n` is a `webhook` hook on `monetization`/`usage` with
-//! - `name` `apigee:<org>:<n>`, so the store's unique names make webhook names unique per
-//!   organisation, atomically, and names in `/event-hooks` stay unique;
+//! - `name` `apigee~<org>~<n>` (in `n`, bytes other than letters, digits, `.`, `-` and `_` are
+//!   written `~XX` in hex, as hook names allow no more), so the store's unique names make webhook
+//!   names unique per organisation, atomically, and names in `/event-hooks` stay unique;
 //! - tags `apigee-org:<org>` (what the Edge routes list by), `apigee-created-by:<user>` and
 //!   `apigee-updated-by:<user>` (the Basic auth user of the last change, when known);
 //! - Edge's delivery rules as its own `retry` (5xx only, 3 retries 5 minutes apart) and
@@ -21,7 +22,7 @@ pub const EVENT: &str = "usage";
 pub const ORG_TAG: &str = "apigee-org:";
 pub const CREATED_BY_TAG: &str = "apigee-created-by:";
 pub const UPDATED_BY_TAG: &str = "apigee-updated-by:";
-const NAME_PREFIX: &str = "apigee:";
+const NAME_PREFIX: &str = "apigee~";
 
 /// Longest organisation name, in bytes (letters, digits, `.`, `_`, `-`).
 pub const MAX_ORG_BYTES: usize = 48;
@@ -64,9 +65,39 @@ pub fn valid_org(org: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// The `/event-hooks` name of webhook `name` of `org`.
-pub fn hook_name(org: &str, name: &str) -> String {
-    format!("{NAME_PREFIX}{org}:{name}")
+/// The `/event-hooks` name of webhook `name` of `org`, or `None` when it would be longer than
+/// hook names may be.
+pub fn hook_name(org: &str, name: &str) -> Option<String> {
+    let mut out = format!("{NAME_PREFIX}{org}~");
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("~{byte:02X}"));
+        }
+    }
+    (out.len() <= crate::limits::MAX_NAME_BYTES).then_some(out)
+}
+
+/// The webhook name in a hook name made by [`hook_name`] for `org`.
+fn webhook_name(hook_name: &str, org: &str) -> Option<String> {
+    let escaped = hook_name
+        .strip_prefix(NAME_PREFIX)?
+        .strip_prefix(org)?
+        .strip_prefix('~')?;
+    let mut bytes = Vec::with_capacity(escaped.len());
+    let mut rest = escaped.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        if first == b'~' && tail.len() >= 2 {
+            let hex = std::str::from_utf8(&tail[..2]).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(first);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
 }
 
 /// The organisation of an Apigee webhook, or `None` for any other hook.
@@ -87,11 +118,10 @@ pub fn shown(hook: &Hook, org: &str) -> Value {
         Handler::Webhook(config) => config.url.as_str(),
         _ => "",
     };
-    let prefix = hook_name(org, "");
     let name = hook
         .name
         .as_deref()
-        .map(|n| n.strip_prefix(&prefix).unwrap_or(n))
+        .map(|n| webhook_name(n, org).unwrap_or_else(|| n.to_string()))
         .unwrap_or_default();
     let mut out = json!({
         "id": hook.id,
@@ -111,7 +141,8 @@ pub fn shown(hook: &Hook, org: &str) -> Value {
     out
 }
 
-/// The `/event-hooks` input of a webhook: Edge's delivery rules, source and event, its tags.
+/// The `/event-hooks` input of a webhook: Edge's delivery rules, source and event, its tags;
+/// `None` when the name is too long once escaped.
 pub fn hook_input(
     org: &str,
     name: &str,
@@ -119,7 +150,7 @@ pub fn hook_input(
     enabled: bool,
     created_by: Option<&str>,
     updated_by: Option<&str>,
-) -> Value {
+) -> Option<Value> {
     let mut tags = vec![format!("{ORG_TAG}{org}")];
     if let Some(user) = created_by {
         tags.push(format!("{CREATED_BY_TAG}{user}"));
@@ -127,25 +158,33 @@ pub fn hook_input(
     if let Some(user) = updated_by {
         tags.push(format!("{UPDATED_BY_TAG}{user}"));
     }
-    json!({
+    Some(json!({
         "source": SOURCE,
         "event": EVENT,
         "handler": "webhook",
-        "name": hook_name(org, name),
+        "name": hook_name(org, name)?,
         "enabled": enabled,
         "tags": tags,
         "config": {"url": post_url, "ssl_verify": true},
         "retry": {"delays": [300, 300, 300], "on": "5xx"},
         "timeouts": {"connect_ms": 3000, "read_ms": 3000},
-    })
+    }))
 }
 
 /// The notification for one reached threshold: Edge's callback fields from the usage data, with
 /// `triggerTime` (Unix ms) and `triggerReason` naming the threshold.
-pub fn notification(usage: &Map<String, Value>, percent: u32, usage_target: &str, now_ms: i64) -> Value {
+pub fn notification(
+    usage: &Map<String, Value>,
+    percent: u32,
+    usage_target: &str,
+    now_ms: i64,
+) -> Value {
     let mut out = Map::new();
     for field in CALLBACK_FIELDS {
-        out.insert(field.into(), usage.get(field).cloned().unwrap_or(Value::Null));
+        out.insert(
+            field.into(),
+            usage.get(field).cloned().unwrap_or(Value::Null),
+        );
     }
     out.insert("triggerTime".into(), json!(now_ms));
     out.insert(
@@ -153,4 +192,25 @@ pub fn notification(usage: &Map<String, Value>, percent: u32, usage_target: &str
         json!(format!("UsageTarget {percent}% reached ({usage_target})")),
     );
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_names_round_trip_through_hook_names_and_stay_apart_per_org() {
+        for name in ["webhook3", "My hook: ~50%/x", "día", "a~41"] {
+            let hook = hook_name("myorg", name).unwrap();
+            assert!(hook
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-~".contains(&b)));
+            assert_eq!(webhook_name(&hook, "myorg").as_deref(), Some(name));
+            assert_eq!(webhook_name(&hook, "myor"), None);
+        }
+        assert_ne!(hook_name("a", "b~c"), hook_name("a~b", "c"));
+        assert_ne!(hook_name("a", "~41"), hook_name("a", "A"));
+        assert_eq!(hook_name("o", &"x".repeat(200)), None);
+        assert!(!valid_org("a~b") && !valid_org("") && valid_org("my-org.1_x"));
+    }
 }

@@ -136,7 +136,9 @@ pub fn parse_usage_target(value: &str) -> Result<Vec<u32>, String> {
             }
             let count = (to - from) / step + 1;
             if count as usize > MAX_TARGETS {
-                return Err(bad(&format!("lists {count} percentages, at most {MAX_TARGETS} allowed")));
+                return Err(bad(&format!(
+                    "lists {count} percentages, at most {MAX_TARGETS} allowed"
+                )));
             }
             Ok((0..count).map(|i| from + i * step).collect())
         }
@@ -148,7 +150,10 @@ pub fn parse_usage_target(value: &str) -> Result<Vec<u32>, String> {
 /// repeated attributes, missing ones and malformed values are errors naming the problem).
 pub fn parse_condition(body: &Map<String, Value>) -> Result<ConditionInput, String> {
     for key in body.keys() {
-        if !matches!(key.as_str(), "notificationCondition" | "actions" | "id" | "orgId") {
+        if !matches!(
+            key.as_str(),
+            "notificationCondition" | "actions" | "id" | "orgId"
+        ) {
             return Err(format!("unknown field {key:?}"));
         }
     }
@@ -222,7 +227,9 @@ pub fn parse_condition(body: &Map<String, Value>) -> Result<ConditionInput, Stri
                 Err(_) => return Err(format!("action value {id:?} is not a webhook id")),
             },
             (Some(other), _) if other != "WEBHOOK" => {
-                return Err(format!("unknown actionAttribute {other:?}: expected WEBHOOK"))
+                return Err(format!(
+                    "unknown actionAttribute {other:?}: expected WEBHOOK"
+                ))
             }
             _ => return Err("each action needs string `actionAttribute` and `value`".into()),
         }
