@@ -688,7 +688,7 @@ async fn edge_retry_rules_with_a_short_schedule_set_on_the_hook() {
     let server = ordered_server().await;
     let receiver = Receiver::start().await;
     let mut hooks = Vec::new();
-    for name in ["recovers", "refused", "gives-up"] {
+    for name in ["recovers", "refused", "gives-up", "throttled"] {
         let id = webhook(&server, name, &receiver.url(&format!("/{name}")), true).await;
         // Edge's rule (5xx only, at most 3 retries) on a schedule short enough for a test.
         let response = reqwest::Client::new()
@@ -739,7 +739,7 @@ async fn edge_retry_rules_with_a_short_schedule_set_on_the_hook() {
 
     // 5xx every time: four attempts (three retries), then failed.
     condition(&server, "%= 30", &[&hooks[2]]).await;
-    receiver.script(vec![Reply::Status(500); 5]);
+    receiver.script(vec![Reply::Status(500); 4]);
     emit(&server, usage(30.0, 1)).await;
     let exhausted = settled(&server, &hooks[2]).await;
     assert_eq!(exhausted["status"], "failed", "{exhausted}");
@@ -749,4 +749,13 @@ async fn edge_retry_rules_with_a_short_schedule_set_on_the_hook() {
         "{exhausted}"
     );
     assert_eq!(receiver.wait_for("/gives-up", 4, WAIT).await.len(), 4);
+
+    // A 429 (which the default rules retry) is "any other status" for Edge: one attempt.
+    condition(&server, "%= 40", &[&hooks[3]]).await;
+    receiver.script([Reply::Status(429)]);
+    emit(&server, usage(40.0, 1)).await;
+    let throttled = settled(&server, &hooks[3]).await;
+    assert_eq!(throttled["status"], "failed", "{throttled}");
+    assert_eq!(throttled["attempts"].as_array().unwrap().len(), 1, "{throttled}");
+    assert_eq!(receiver.wait_for("/throttled", 1, WAIT).await.len(), 1);
 }
