@@ -400,6 +400,26 @@ mod tests {
     }
 
     #[test]
+    fn retry_and_timeouts_are_coerced_from_forms() {
+        let mut value = decode(&[
+            ("retry.delays[1]", "300"),
+            ("retry.delays[2]", "5"),
+            ("retry.on", "5xx"),
+            ("timeouts.connect_ms", "3000"),
+            ("timeouts.read_ms", "x"),
+        ]);
+        coerce_hook(&mut value);
+        assert_eq!(
+            value,
+            json!({"retry": {"delays": [300, 5], "on": "5xx"},
+                   "timeouts": {"connect_ms": 3000, "read_ms": "x"}})
+        );
+        let mut value = decode(&[("retry.delays", "60")]);
+        coerce_hook(&mut value);
+        assert_eq!(value, json!({"retry": {"delays": [60]}}));
+    }
+
+    #[test]
     fn max_rate_takes_fractions_from_forms() {
         let mut value = decode(&[("max_rate", "0.5"), ("failing_since", "12")]);
         coerce_hook(&mut value);

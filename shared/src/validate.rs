@@ -1102,6 +1102,97 @@ mod tests {
     }
 
     #[test]
+    fn a_hook_may_carry_its_own_retry_schedule_and_timeouts() {
+        let base = json!({"source":"s","handler":"log"});
+        let plain = hook(&base, &ctx()).unwrap();
+        assert_eq!(plain.delivery, DeliveryPolicy::default());
+        let shown = plain.shown();
+        assert_eq!(
+            (&shown["retry"], &shown["timeouts"]),
+            (&Value::Null, &Value::Null)
+        );
+
+        let mut input = base.clone();
+        input["retry"] = json!({"delays": [300, 300, 300.0], "on": "5xx"});
+        input["timeouts"] = json!({"connect_ms": 3000, "read_ms": 3000});
+        let own = hook(&input, &ctx()).unwrap();
+        assert_eq!(
+            own.delivery,
+            DeliveryPolicy {
+                retry: Some(RetryPolicy {
+                    delays: vec![300; 3],
+                    on: RetryOn::ServerErrors
+                }),
+                timeouts: Some(Timeouts {
+                    connect_ms: 3000,
+                    read_ms: 3000
+                }),
+            }
+        );
+        // Read back as written, and `on` defaults to the spec's rules.
+        let shown = own.shown();
+        assert_eq!(
+            shown["retry"],
+            json!({"delays": [300, 300, 300], "on": "5xx"})
+        );
+        assert_eq!(serde_json::from_value::<Hook>(shown).unwrap(), own);
+        input["retry"] = json!({"delays": []});
+        assert_eq!(
+            hook(&input, &ctx()).unwrap().delivery.retry.unwrap().on,
+            RetryOn::Default
+        );
+
+        let cases = [
+            (json!({"retry": 5}), json!({"retry": "expected a record"})),
+            (
+                json!({"retry": {}}),
+                json!({"retry": {"delays": "required field missing"}}),
+            ),
+            (
+                json!({"retry": {"delays": [1], "x": 1}}),
+                json!({"retry": {"x": "unknown field"}}),
+            ),
+            (
+                json!({"retry": {"delays": "5"}}),
+                json!({"retry": {"delays": "expected an array"}}),
+            ),
+            (
+                json!({"retry": {"delays": [1, -1, 1.5, 86401]}}),
+                json!({"retry": {"delays": [null, "value should be between 0 and 86400",
+                    "expected an integer", "value should be between 0 and 86400"]}}),
+            ),
+            (
+                json!({"retry": {"delays": vec![1; 17]}}),
+                json!({"retry": {"delays": "length must be at most 16"}}),
+            ),
+            (
+                json!({"retry": {"delays": [], "on": "4xx"}}),
+                json!({"retry": {"on": "expected one of: default, 5xx"}}),
+            ),
+            (
+                json!({"timeouts": {"connect_ms": 1}}),
+                json!({"timeouts": {"read_ms": "required field missing"}}),
+            ),
+            (
+                json!({"timeouts": {"connect_ms": 0, "read_ms": 60001}}),
+                json!({"timeouts": {"connect_ms": "value should be between 1 and 60000",
+                    "read_ms": "value should be between 1 and 60000"}}),
+            ),
+            (
+                json!({"timeouts": {"connect_ms": "3", "read_ms": 3}}),
+                json!({"timeouts": {"connect_ms": "expected an integer"}}),
+            ),
+        ];
+        for (extra, fields) in cases {
+            let mut input = base.clone();
+            for (k, v) in extra.as_object().unwrap() {
+                input[k] = v.clone();
+            }
+            assert_eq!(violation(input).fields(), fields, "{extra}");
+        }
+    }
+
+    #[test]
     fn fills_in_webhook_defaults() {
         let hook = hook(
             &json!({"source":"crud","event":"consumers","handler":"webhook","config":{"url":"https://example.com/h"}}),

@@ -756,6 +756,10 @@ async fn edge_retry_rules_with_a_short_schedule_set_on_the_hook() {
     emit(&server, usage(40.0, 1)).await;
     let throttled = settled(&server, &hooks[3]).await;
     assert_eq!(throttled["status"], "failed", "{throttled}");
-    assert_eq!(throttled["attempts"].as_array().unwrap().len(), 1, "{throttled}");
+    assert_eq!(
+        throttled["attempts"].as_array().unwrap().len(),
+        1,
+        "{throttled}"
+    );
     assert_eq!(receiver.wait_for("/throttled", 1, WAIT).await.len(), 1);
 }

@@ -267,6 +267,48 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn a_hooks_own_schedule_is_exact_and_5xx_only_narrows_the_verdict() {
+        let policy = RetryPolicy {
+            delays: vec![300, 0],
+            on: RetryOn::ServerErrors,
+        };
+        let schedule = hook_schedule(&policy, &RetrySchedule::default());
+        assert_eq!(schedule.max_attempts(), 3);
+        assert_eq!(schedule.next_delay(1, None), Some(Duration::from_secs(300)));
+        assert_eq!(schedule.next_delay(2, None), Some(Duration::ZERO));
+        assert_eq!(schedule.next_delay(3, None), None);
+        let narrowed = |result: &Result<Response, SendError>, status| {
+            restrict(classify(result), RetryOn::ServerErrors, status)
+        };
+        assert_eq!(
+            narrowed(&answered(503, &[]), Some(503)),
+            Verdict::Retry { after: None }
+        );
+        assert_eq!(
+            narrowed(&answered(500, &[]), Some(500)),
+            Verdict::Retry { after: None }
+        );
+        for status in [408, 429, 400] {
+            assert!(
+                matches!(
+                    narrowed(&answered(status, &[]), Some(status)),
+                    Verdict::Failed(_)
+                ),
+                "{status}"
+            );
+        }
+        assert!(matches!(
+            narrowed(&Err(SendError::Timeout), None),
+            Verdict::Failed(_)
+        ));
+        assert_eq!(narrowed(&answered(200, &[]), Some(200)), Verdict::Delivered);
+        // The default rules are left alone.
+        assert_eq!(
+            restrict(classify(&answered(429, &[])), RetryOn::Default, Some(429)),
+            Verdict::Retry { after: None }
+        );
+    }
     fn answered(status: u16, headers: &[(&str, &str)]) -> Result<Response, SendError> {
         Ok(Response {
             status,

@@ -282,3 +282,60 @@ pub trait MonetizationStore: Send + Sync + 'static {
     /// id). Concurrent claimants: exactly one gets true.
     async fn claim(&self, threshold: &Threshold, claimant: Uuid) -> Result<bool, StoreError>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_targets_parse_strictly() {
+        assert_eq!(parse_usage_target("%= 90"), Ok(vec![90]));
+        assert_eq!(parse_usage_target("%=90"), Ok(vec![90]));
+        assert_eq!(
+            parse_usage_target("%= 80 to 120 by 10"),
+            Ok(vec![80, 90, 100, 110, 120])
+        );
+        assert_eq!(parse_usage_target(" %=  80 to 100 "), Ok(vec![80, 90, 100]));
+        assert_eq!(parse_usage_target("%= 80 to 95 by 10"), Ok(vec![80, 90]));
+        for bad in [
+            "",
+            "90",
+            "%=",
+            "% = 90",
+            "%= -5",
+            "%= 1.5",
+            "%= 1001",
+            "%= 80 to",
+            "%= 80 by 10",
+            "%= 120 to 80",
+            "%= 80 to 120 by 0",
+            "%= 0 to 1000 by 1",
+            "%= 80 to 120 step 10",
+        ] {
+            assert!(parse_usage_target(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_usage_target("%= 0 to 990 by 10").map(|t| t.len()),
+            Ok(100)
+        );
+    }
+
+    #[test]
+    fn a_usage_reaches_the_targets_at_or_below_it_in_order() {
+        let condition = Condition {
+            id: Uuid::nil(),
+            org: "o".into(),
+            rate_plan: "p".into(),
+            published: true,
+            usage_target: "%= 80 to 120 by 10".into(),
+            targets: parse_usage_target("%= 80 to 120 by 10").unwrap(),
+            webhooks: vec![],
+            created: 0,
+            updated: 0,
+        };
+        let reached = |p: f64| condition.reached(p).collect::<Vec<_>>();
+        assert_eq!(reached(79.9), Vec::<u32>::new());
+        assert_eq!(reached(80.0), [80]);
+        assert_eq!(reached(130.0), [80, 90, 100, 110, 120]);
+    }
+}
