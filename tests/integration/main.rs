@@ -2,6 +2,7 @@
 
 mod admin_api;
 mod admin_lambda;
+mod apigee_dispatch;
 mod apigee_lambda;
 mod apigee_local;
 mod deliveries_contract;
