@@ -61,8 +61,9 @@ pub struct DeliveryPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Seconds to wait after each failed attempt: its length is the number of retries. Used as
-    /// given, without jitter.
-    pub delays: Vec<u32>,
+    /// given, without jitter; `None` keeps the deployment's schedule.
+    #[serde(default)]
+    pub delays: Option<Vec<u32>>,
     /// Which failures are retried.
     #[serde(default)]
     pub on: RetryOn,
@@ -90,11 +91,14 @@ impl RetryOn {
 }
 
 /// `timeouts`: milliseconds allowed to connect (DNS, TCP, TLS) and to wait for each read of
-/// the answer.
+/// the answer; `None` keeps the deployment's (its connect timeout; no read timeout but its
+/// total one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Timeouts {
-    pub connect_ms: u32,
-    pub read_ms: u32,
+    #[serde(default)]
+    pub connect_ms: Option<u32>,
+    #[serde(default)]
+    pub read_ms: Option<u32>,
 }
 
 /// Why the dispatcher disabled a hook: when, and what happened.

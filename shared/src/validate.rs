@@ -273,16 +273,14 @@ pub fn hook(input: &Value, ctx: &Context) -> Result<Hook, SchemaViolation> {
     })
 }
 
-/// `retry`: `{"delays": [seconds…], "on": "default"|"5xx"}`, at most
-/// [`limits::MAX_RETRY_DELAYS`] delays of at most [`limits::MAX_RETRY_DELAY_SECONDS`] each.
+/// `retry`: `{"delays": [seconds…], "on": "default"|"5xx"}`, both optional (absent or null
+/// `delays`: the deployment's schedule), at most [`limits::MAX_RETRY_DELAYS`] delays of at most
+/// [`limits::MAX_RETRY_DELAY_SECONDS`] each.
 fn optional_retry(map: &Map<String, Value>, errors: &mut Errors) -> Option<RetryPolicy> {
     let fields = record_at(map, "retry", &["delays", "on"], errors)?;
     let before = errors.0.len();
     let delays = match present(fields, "delays") {
-        None => {
-            errors.add(&["retry", "delays"], "required field missing");
-            Vec::new()
-        }
+        None => None,
         Some(Value::Array(items)) => {
             if items.len() > limits::MAX_RETRY_DELAYS {
                 errors.add(&["retry", "delays"], at_most(limits::MAX_RETRY_DELAYS));
@@ -308,11 +306,11 @@ fn optional_retry(map: &Map<String, Value>, errors: &mut Errors) -> Option<Retry
                     None => errors.add_at(path, "expected an integer"),
                 }
             }
-            delays
+            Some(delays)
         }
         Some(_) => {
             errors.add(&["retry", "delays"], "expected an array");
-            Vec::new()
+            None
         }
     };
     let on = match present(fields, "on") {
@@ -327,28 +325,25 @@ fn optional_retry(map: &Map<String, Value>, errors: &mut Errors) -> Option<Retry
     (errors.0.len() == before).then_some(RetryPolicy { delays, on })
 }
 
-/// `timeouts`: `{"connect_ms": n, "read_ms": n}`, both required, each between 1 and
-/// [`limits::MAX_TIMEOUT_MS`].
+/// `timeouts`: `{"connect_ms": n, "read_ms": n}`, each optional (absent or null: the
+/// deployment's), each between 1 and [`limits::MAX_TIMEOUT_MS`].
 fn optional_timeouts(map: &Map<String, Value>, errors: &mut Errors) -> Option<Timeouts> {
     let fields = record_at(map, "timeouts", &["connect_ms", "read_ms"], errors)?;
     let before = errors.0.len();
     let mut millis = |key: &str| match present(fields, key) {
-        None => {
-            errors.add(&["timeouts", key], "required field missing");
-            0
-        }
+        None => None,
         Some(value) => match integer(value) {
-            Some(n) if (1..=i64::from(limits::MAX_TIMEOUT_MS)).contains(&n) => n as u32,
+            Some(n) if (1..=i64::from(limits::MAX_TIMEOUT_MS)).contains(&n) => Some(n as u32),
             Some(_) => {
                 errors.add(
                     &["timeouts", key],
                     format!("value should be between 1 and {}", limits::MAX_TIMEOUT_MS),
                 );
-                0
+                None
             }
             None => {
                 errors.add(&["timeouts", key], "expected an integer");
-                0
+                None
             }
         },
     };
@@ -1120,12 +1115,12 @@ mod tests {
             own.delivery,
             DeliveryPolicy {
                 retry: Some(RetryPolicy {
-                    delays: vec![300; 3],
+                    delays: Some(vec![300; 3]),
                     on: RetryOn::ServerErrors
                 }),
                 timeouts: Some(Timeouts {
-                    connect_ms: 3000,
-                    read_ms: 3000
+                    connect_ms: Some(3000),
+                    read_ms: Some(3000)
                 }),
             }
         );
@@ -1141,13 +1136,18 @@ mod tests {
             hook(&input, &ctx()).unwrap().delivery.retry.unwrap().on,
             RetryOn::Default
         );
+        // Each part is optional: the deployment's schedule with Edge's rule, Edge's read timeout.
+        input["retry"] = json!({"on": "5xx"});
+        input["timeouts"] = json!({"read_ms": 3000, "connect_ms": null});
+        let partial = hook(&input, &ctx()).unwrap();
+        assert_eq!(partial.delivery.retry.as_ref().unwrap().delays, None);
+        assert_eq!(
+            partial.shown()["timeouts"],
+            json!({"connect_ms": null, "read_ms": 3000})
+        );
 
         let cases = [
             (json!({"retry": 5}), json!({"retry": "expected a record"})),
-            (
-                json!({"retry": {}}),
-                json!({"retry": {"delays": "required field missing"}}),
-            ),
             (
                 json!({"retry": {"delays": [1], "x": 1}}),
                 json!({"retry": {"x": "unknown field"}}),
@@ -1168,10 +1168,6 @@ mod tests {
             (
                 json!({"retry": {"delays": [], "on": "4xx"}}),
                 json!({"retry": {"on": "expected one of: default, 5xx"}}),
-            ),
-            (
-                json!({"timeouts": {"connect_ms": 1}}),
-                json!({"timeouts": {"read_ms": "required field missing"}}),
             ),
             (
                 json!({"timeouts": {"connect_ms": 0, "read_ms": 60001}}),

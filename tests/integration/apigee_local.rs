@@ -763,3 +763,92 @@ async fn edge_retry_rules_with_a_short_schedule_set_on_the_hook() {
     );
     assert_eq!(receiver.wait_for("/throttled", 1, WAIT).await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_api_accepts_and_returns_a_hooks_own_retry_and_timeouts() {
+    let server = LocalServer::start(&[]);
+    wait_until_server_answers(&server).await;
+    let http = reqwest::Client::new();
+
+    // JSON.
+    let response = http
+        .post(server.url("/event-hooks"))
+        .json(&json!({
+            "source": "crud", "event": "consumers", "handler": "log",
+            "retry": {"delays": [5, 60], "on": "5xx"},
+            "timeouts": {"connect_ms": 3000, "read_ms": 3000},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let made: Value = response.json().await.unwrap();
+    assert_eq!(made["retry"], json!({"delays": [5, 60], "on": "5xx"}));
+    assert_eq!(
+        made["timeouts"],
+        json!({"connect_ms": 3000, "read_ms": 3000})
+    );
+    let id = made["id"].as_str().unwrap();
+    let read: Value = http
+        .get(server.url(&format!("/event-hooks/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read, made);
+
+    // Form, as Kong's curl commands send it.
+    let (status, form) = run(&format!(
+        "curl -X POST {} --data source=crud --data handler=log --data 'retry.delays[1]=300' \
+         --data 'retry.delays[2]=300' --data retry.on=5xx --data timeouts.read_ms=3000",
+        server.url("/event-hooks")
+    ));
+    assert_eq!(status, 201, "{form}");
+    assert_eq!(form["retry"], json!({"delays": [300, 300], "on": "5xx"}));
+    assert_eq!(
+        form["timeouts"],
+        json!({"connect_ms": null, "read_ms": 3000})
+    );
+
+    // PATCH back to the deployment's defaults.
+    let response = http
+        .patch(server.url(&format!("/event-hooks/{id}")))
+        .json(&json!({"retry": null, "timeouts": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let patched: Value = response.json().await.unwrap();
+    assert_eq!(
+        (&patched["retry"], &patched["timeouts"]),
+        (&Value::Null, &Value::Null)
+    );
+
+    // Out of limits: Kong's schema violation, nothing stored.
+    let response = http
+        .post(server.url("/event-hooks"))
+        .json(&json!({
+            "source": "crud", "handler": "log",
+            "retry": {"delays": [86401]}, "timeouts": {"read_ms": 0},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["code"], 2);
+    assert_eq!(
+        error["fields"],
+        json!({"retry": {"delays": ["value should be between 0 and 86400"]},
+               "timeouts": {"read_ms": "value should be between 1 and 60000"}})
+    );
+    let listed: Value = reqwest::get(server.url("/event-hooks"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 2);
+}

@@ -140,8 +140,9 @@ impl HttpSender {
     }
 
     /// Like [`send`](Self::send), with a hook's own `timeouts` when it has them: `connect_ms`
-    /// bounds connecting, `read_ms` each wait for the answer's bytes, and the whole exchange gets
-    /// the longer of the deployment's total and their sum.
+    /// bounds connecting (the deployment's connect timeout when unset), `read_ms` each wait for
+    /// the answer's bytes, and the whole exchange gets the longer of the deployment's total and
+    /// their sum.
     pub async fn send_with(
         &self,
         request: OutboundRequest,
@@ -156,14 +157,20 @@ impl HttpSender {
             match tuned.get(&(timeouts, verify_tls)) {
                 Some(client) => client.clone(),
                 None => {
-                    let connect = Duration::from_millis(u64::from(timeouts.connect_ms));
-                    let read = Duration::from_millis(u64::from(timeouts.read_ms));
+                    let millis = |ms: u32| Duration::from_millis(u64::from(ms));
+                    let connect = timeouts
+                        .connect_ms
+                        .map_or(self.settings.connect_timeout, millis);
+                    let read = timeouts.read_ms.map(millis);
                     let settings = HttpSettings {
                         connect_timeout: connect,
-                        total_timeout: self.settings.total_timeout.max(connect + read),
+                        total_timeout: self
+                            .settings
+                            .total_timeout
+                            .max(connect + read.unwrap_or_default()),
                         ..self.settings.clone()
                     };
-                    let client = build_client_with(&settings, verify_tls, Some(read))
+                    let client = build_client_with(&settings, verify_tls, read)
                         .map_err(|e| SendError::InvalidRequest(format!("client: {e}")))?;
                     if tuned.len() >= MAX_TUNED_CLIENTS {
                         tuned.clear();

@@ -153,16 +153,18 @@ impl RetrySchedule {
 }
 
 /// The schedule of a hook with its own `retry` (spec §12): its delays exactly, no jitter, the
-/// `Retry-After` cap of `defaults`.
+/// `Retry-After` cap of `defaults`; `defaults` itself when it sets no delays.
 pub fn hook_schedule(policy: &RetryPolicy, defaults: &RetrySchedule) -> RetrySchedule {
-    RetrySchedule {
-        delays: policy
-            .delays
-            .iter()
-            .map(|s| Duration::from_secs(u64::from(*s)))
-            .collect(),
-        jitter: 0.0,
-        max_retry_after: defaults.max_retry_after,
+    match &policy.delays {
+        None => defaults.clone(),
+        Some(delays) => RetrySchedule {
+            delays: delays
+                .iter()
+                .map(|s| Duration::from_secs(u64::from(*s)))
+                .collect(),
+            jitter: 0.0,
+            max_retry_after: defaults.max_retry_after,
+        },
     }
 }
 
@@ -269,10 +271,13 @@ mod tests {
 
     #[test]
     fn a_hooks_own_schedule_is_exact_and_5xx_only_narrows_the_verdict() {
-        let policy = RetryPolicy {
-            delays: vec![300, 0],
+        let defaults = RetrySchedule::default();
+        let own = |delays| RetryPolicy {
+            delays,
             on: RetryOn::ServerErrors,
         };
+        assert_eq!(hook_schedule(&own(None), &defaults), defaults);
+        let policy = own(Some(vec![300, 0]));
         let schedule = hook_schedule(&policy, &RetrySchedule::default());
         assert_eq!(schedule.max_attempts(), 3);
         assert_eq!(schedule.next_delay(1, None), Some(Duration::from_secs(300)));
