@@ -325,12 +325,13 @@ async fn change_webhook(
         if let Some(tags) = input["tags"].as_array_mut() {
             tags.extend(extra_tags.map(|t| Value::String(t.clone())));
         }
-        if !(change.enabled == Some(false) && !old.enabled) {
-            // A person enabling it, or editing it, clears what protection recorded.
-            input["disabled_reason"] = Value::Null;
+        // Enabling clears what endpoint protection recorded; a hook that stays disabled keeps
+        // its reason.
+        input["disabled_reason"] = if change.enabled.unwrap_or(old.enabled) {
+            Value::Null
         } else {
-            input["disabled_reason"] = kept["disabled_reason"].clone();
-        }
+            kept["disabled_reason"].clone()
+        };
         let mut hook = validate_hook(state, input, old.id, old.created_at)
             .await
             .map_err(|e| hook_error(e, org, &name))?;
