@@ -5,7 +5,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8001
 DATA_DIR ?= ./data
 
-.PHONY: help run test unit-and-integration conformance lint fmt validate-template build bench reliability reliability-quick venv clean
+.PHONY: help run test unit-and-integration console-test conformance lint fmt validate-template build bench reliability reliability-quick venv clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -13,10 +13,15 @@ help: ## List the targets
 run: ## Start the service locally on 127.0.0.1:8001 with data in ./data (no AWS needed)
 	$(CARGO) run --release -p event-hooks-local -- --listen $(LISTEN) --data-dir $(DATA_DIR)
 
-test: lint validate-template unit-and-integration conformance reliability-quick ## Run every check and test (installs moto, the SAM CLI and schemathesis into .venv)
+test: lint validate-template unit-and-integration console-test conformance reliability-quick ## Run every check and test (installs moto, the SAM CLI and schemathesis into .venv)
 
 unit-and-integration: venv ## Unit, contract (SQLite and moto) and HTTP tests, with a summary line
 	scripts/test.sh
+
+console-test: venv ## The web console in headless Chromium (Playwright): the local server, then the admin function on moto
+	$(CARGO) build -p event-hooks-local -p admin-api -p probe
+	.venv/bin/python scripts/console_test.py --mode local
+	scripts/with-moto.sh $(CARGO) test -p event-hooks-tests console_lambda -- --ignored
 
 conformance: venv ## schemathesis (all checks, stateful links) against the local server and /openapi.json
 	scripts/schemathesis.sh

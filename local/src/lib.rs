@@ -4,6 +4,7 @@
 //! It answers only requests for its own host names and refuses cross-site changes ([`guard`]),
 //! and it will not listen on an address other machines can reach without an admin token.
 
+pub mod dead_letters;
 pub mod guard;
 
 use std::net::SocketAddr;
@@ -139,6 +140,13 @@ impl Service {
             .with_redrive("deliveries-dead-letter", MAX_RECEIVES);
         let delivery_dead_letters =
             SqliteQueue::open(databases.queue.clone(), "deliveries-dead-letter").await?;
+        let dead_letters = dead_letters::DeadLetters::new(vec![
+            (
+                SqliteQueue::open(databases.queue.clone(), "events-dead-letter").await?,
+                "events".to_owned(),
+            ),
+            (delivery_dead_letters.clone(), "deliveries".to_owned()),
+        ]);
         // In queue.db, beside the events whose enqueue its keys guard.
         let idempotency: Arc<dyn IdempotencyStore> =
             Arc::new(SqliteIdempotencyStore::new(databases.queue).await?);
@@ -184,6 +192,7 @@ impl Service {
                 (idempotency, monetization),
                 executor,
                 dispatcher.clone(),
+                dead_letters,
             ),
             dispatcher,
             events,
@@ -275,13 +284,14 @@ fn executor(settings: &Settings) -> anyhow::Result<Arc<Executor>> {
     Ok(Arc::new(Executor::new(sender, Limits::default())))
 }
 
-/// The admin API, test and ping, and `/status`.
+/// The admin API, test and ping, the dead letters, the console, and `/status`.
 fn router(
     settings: &Settings,
     ports: AdminPorts,
     (idempotency, monetization): (Arc<dyn IdempotencyStore>, Arc<dyn MonetizationStore>),
     executor: Arc<Executor>,
     dispatcher: Arc<Dispatcher>,
+    dead_letters: dead_letters::DeadLetters,
 ) -> axum::Router {
     let admin_settings = AdminSettings {
         admin_token: settings.admin_token.clone().filter(|t| !t.is_empty()),
@@ -292,14 +302,24 @@ fn router(
         executor.clone(),
         admin_settings.clone(),
     );
+    let admin_settings_for_auth = admin_settings.clone();
     let snapshot = ports.snapshot.clone();
     let state = AdminState::new(ports, admin_settings)
         .with_executor(executor)
         .with_idempotency(idempotency)
-        .with_monetization(monetization);
+        .with_monetization(monetization)
+        .with_dead_letter_count(Arc::new(dead_letters.clone()));
+    let dead_letters = dead_letters
+        .routes()
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(admin_settings_for_auth),
+            admin::require_admin_token,
+        ));
     // Unauthenticated, for health checks: it shows counts, never hooks or events.
     let status = axum::routing::get(move || status(dispatcher.clone(), snapshot.clone()));
-    admin::full_router(state, probe).route("/status", status)
+    admin::full_router(state, probe)
+        .merge(dead_letters)
+        .route("/status", status)
 }
 
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {

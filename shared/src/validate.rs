@@ -90,6 +90,15 @@ impl SchemaViolation {
         &self.errors
     }
 
+    /// The same problems for an input found under `key` of a larger one (`config.url` →
+    /// `hook.config.url`).
+    pub fn under(mut self, key: &str) -> SchemaViolation {
+        for error in &mut self.errors {
+            error.path.insert(0, PathSegment::Key(key.to_owned()));
+        }
+        self
+    }
+
     /// `schema violation (a: x)` or `N schema violations (a: x; b.c: y)`, sorted by path.
     pub fn message(&self) -> String {
         let mut parts: Vec<String> = self

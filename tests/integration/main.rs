@@ -5,6 +5,8 @@ mod admin_lambda;
 mod apigee_dispatch;
 mod apigee_lambda;
 mod apigee_local;
+mod console_api;
+mod console_lambda;
 mod deliveries_contract;
 mod delivery_http;
 mod dispatch_lambda;

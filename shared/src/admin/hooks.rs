@@ -25,7 +25,7 @@ const DEFAULT_PAGE_SIZE: usize = 100;
 /// How often a write that lost a race with another writer is redone on fresh data.
 pub(super) const WRITE_ATTEMPTS: usize = 5;
 
-/// `GET /event-hooks?size=&offset=&source=&event=&tags=`
+/// `GET /event-hooks?size=&offset=&source=&event=&tags=&handler=&enabled=`
 pub async fn list(
     State(state): State<AdminState>,
     RawQuery(query): RawQuery,
@@ -45,8 +45,33 @@ pub async fn list(
         tags: query.get("tags").filter(|s| !s.is_empty()).map(parse_tags),
     };
 
+    // Beyond Kong: `handler` and `enabled` narrow each page the store returns, so a filtered page
+    // may hold fewer than `size` hooks (or none) and still have a `next`.
+    let handler = match query.get("handler").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(name) => Some(
+            crate::model::HandlerKind::parse(name)
+                .ok_or_else(|| ApiError::BadRequest(format!("unknown handler filter: {name}")))?,
+        ),
+    };
+    let enabled = match query.get("enabled").filter(|s| !s.is_empty()) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "enabled filter must be true or false, not {other}"
+            )))
+        }
+    };
     let page = state.store.list(&filter, size, after).await?;
-    let items: Vec<Value> = page.items.iter().map(Hook::shown).collect();
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .filter(|hook| handler.is_none_or(|kind| hook.handler.kind() == kind))
+        .filter(|hook| enabled.is_none_or(|on| hook.enabled == on))
+        .map(Hook::shown)
+        .collect();
     let mut body = json!({ "data": items, "next": Value::Null });
     if let Some(token) = page.next {
         let offset = token.encode();
@@ -54,7 +79,10 @@ pub async fn list(
         let mut next = form_urlencoded::Serializer::new(String::new());
         next.append_pair("offset", &offset);
         for (name, value) in query.pairs() {
-            if matches!(name.as_str(), "size" | "source" | "event" | "tags") {
+            if matches!(
+                name.as_str(),
+                "size" | "source" | "event" | "tags" | "handler" | "enabled"
+            ) {
                 next.append_pair(name, value);
             }
         }

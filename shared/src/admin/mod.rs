@@ -4,6 +4,7 @@
 mod apigee;
 mod auth;
 mod body;
+mod console;
 mod deliveries;
 mod error;
 mod events;
@@ -13,6 +14,7 @@ mod probe;
 mod query;
 mod secret;
 mod sources;
+mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +24,11 @@ use axum::response::IntoResponse;
 use axum::routing::{get, MethodRouter};
 use axum::Router;
 
+pub use auth::require_admin_token;
 pub use body::{Input, MAX_BODY_BYTES};
 pub use error::ApiError;
 pub use probe::ProbeState;
+pub use stats::DeadLetterCount;
 
 use crate::deliveries::DeliveryLog;
 use crate::dispatch::{Delivery, Executor};
@@ -63,6 +67,8 @@ pub struct AdminState {
     idempotency: Option<Arc<dyn IdempotencyStore>>,
     /// Notification conditions of the Apigee routes; without it they answer 501.
     monetization: Option<Arc<dyn MonetizationStore>>,
+    /// Counted by `GET /event-hooks/stats` when the process can see its dead-letter queues.
+    dead_letters: Option<Arc<dyn DeadLetterCount>>,
 }
 
 /// The ports of the admin API.
@@ -91,6 +97,7 @@ impl AdminState {
             executor: None,
             idempotency: None,
             monetization: None,
+            dead_letters: None,
         }
     }
 
@@ -103,6 +110,12 @@ impl AdminState {
     /// Makes `POST /events` honour `Idempotency-Key` with `store` (spec §8).
     pub fn with_idempotency(mut self, store: Arc<dyn IdempotencyStore>) -> AdminState {
         self.idempotency = Some(store);
+        self
+    }
+
+    /// Makes `GET /event-hooks/stats` report how many dead letters wait, counted by `count`.
+    pub fn with_dead_letter_count(mut self, count: Arc<dyn DeadLetterCount>) -> AdminState {
+        self.dead_letters = Some(count);
         self
     }
 
@@ -211,10 +224,10 @@ fn change_ping(operation: Operation, hook: &Hook) -> Option<Delivery> {
     Some(delivery)
 }
 
-/// The admin API router (everything but test and ping).
+/// The admin API router (everything but test and ping), and the web console.
 pub fn router(state: AdminState) -> Router {
     let settings = state.settings.clone();
-    finish(admin_routes(state), settings)
+    finish(admin_routes(state), settings).merge(console::routes())
 }
 
 /// The router of the test/ping function: `POST /event-hooks/{id}/test`, `GET …/ping`.
@@ -223,10 +236,10 @@ pub fn probe_router(state: ProbeState) -> Router {
     finish(probe::routes(state), settings)
 }
 
-/// Every route on one router, as the local server serves them.
+/// Every route on one router, as the local server serves them, and the web console.
 pub fn full_router(admin: AdminState, probe: ProbeState) -> Router {
     let settings = admin.settings.clone();
-    finish(admin_routes(admin).merge(probe::routes(probe)), settings)
+    finish(admin_routes(admin).merge(probe::routes(probe)), settings).merge(console::routes())
 }
 
 /// Kong's answers for unknown paths and methods, and token auth in front of everything.
@@ -281,6 +294,10 @@ fn admin_routes(state: AdminState) -> Router {
                     .delete(sources::delete_event),
                 "GET, HEAD, PUT, DELETE, OPTIONS",
             ),
+        )
+        .route(
+            "/event-hooks/stats",
+            with_options(get(stats::get), "GET, HEAD, OPTIONS"),
         )
         .route(
             "/event-hooks/{id}",

@@ -54,6 +54,10 @@ pub(super) fn routes(state: ProbeState) -> Router {
             with_options(post(test), "POST, OPTIONS"),
         )
         .route(
+            "/event-hooks/preview",
+            with_options(post(preview), "POST, OPTIONS"),
+        )
+        .route(
             "/event-hooks/{id}/ping",
             with_options(get(ping), "GET, HEAD, OPTIONS"),
         )
@@ -121,6 +125,72 @@ async fn test(
         Executed::Unprepared(reason) => return Err(bad_gateway(reason.to_string())),
     };
     Ok(Json(json!({ "data": shown_data, "result": result })))
+}
+
+/// `POST /event-hooks/preview` (beyond Kong, for the console's editors): `{"hook": <the body of a
+/// hook create>, "data": <the event's data, optional>}`. The hook is checked as a create would
+/// check it (same messages, its fields under `hook.`) but not stored, then run on `data` with
+/// nothing sent ([`Executor::preview`]). 200 `{"data":…,"result":…}`; user code that fails → 502.
+async fn preview(State(state): State<ProbeState>, input: Input) -> Result<Json<Value>, ApiError> {
+    let mut fields = input.fields;
+    let mut problems = Vec::new();
+    let data = match fields.remove("data") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(data)) => data,
+        Some(_) => {
+            problems.push(("data".to_owned(), "expected a record".to_owned()));
+            Map::new()
+        }
+    };
+    let hook = match fields.remove("hook") {
+        Some(hook @ Value::Object(_)) => Some(hook),
+        None | Some(Value::Null) => {
+            problems.push(("hook".to_owned(), "required field missing".to_owned()));
+            None
+        }
+        Some(_) => {
+            problems.push(("hook".to_owned(), "expected a record".to_owned()));
+            None
+        }
+    };
+    for key in fields.keys() {
+        problems.push((key.clone(), "unknown field".to_owned()));
+    }
+    if let Some(violation) = crate::validate::SchemaViolation::from_fields(problems) {
+        return Err(violation.into());
+    }
+    let mut value = hook.unwrap_or_default();
+    let mut data = Value::Object(data);
+    if input.from_form {
+        // Forms carry strings (`hook.config.url=…`, `data.n=1`): coerced as for hooks and test.
+        form::coerce_hook(&mut value);
+        form::coerce_hook(&mut data);
+    }
+    let ctx = crate::validate::Context {
+        id: uuid::Uuid::new_v4(),
+        created_at: now_seconds(),
+        now: now_seconds(),
+        lua: state.settings.lua.clone(),
+    };
+    let hook = crate::lua::pool::LuaPool::shared()
+        .run(move || crate::validate::hook(&value, &ctx))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|violation| violation.under("hook"))?;
+    let event_name = hook.event.clone().unwrap_or_default();
+    let event = Event {
+        id: uuid::Uuid::new_v4(),
+        source: hook.source.clone(),
+        event: event_name.clone(),
+        data,
+        timestamp: now_millis(),
+    };
+    let result = state
+        .executor
+        .preview(&hook, &event_name, &event, TEST_PID)
+        .await
+        .map_err(bad_gateway)?;
+    Ok(Json(json!({ "data": event.data, "result": result })))
 }
 
 /// The hook as a ping shows it: everything but the secret.

@@ -288,6 +288,69 @@ impl Executor {
         }
     }
 
+    /// What running `hook`'s handler on `event` would do, with nothing sent and nothing cached
+    /// (`POST /event-hooks/preview`, the console's live preview): webhook hooks give the request
+    /// they would send (unsigned), lambda hooks the chain's return value, log hooks their line.
+    /// User code runs on the pool with one delivery's budget; its failure is the error.
+    pub async fn preview(
+        &self,
+        hook: &Hook,
+        event_name: &str,
+        event: &Event,
+        pid: i64,
+    ) -> Result<Value, String> {
+        let limits = self.limits.clone();
+        let shown = |request: OutboundRequest| {
+            json!({
+                "method": request.method.as_str(),
+                "url": request.url,
+                "headers": request.headers,
+                "body": request.body.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            })
+        };
+        match &hook.handler {
+            Handler::Webhook(config) => {
+                let data = webhook_data(&event.data, event_name, &event.source);
+                Ok(shown(webhook_request(config, &data)))
+            }
+            Handler::WebhookCustom(config) => {
+                let data = webhook_data(&event.data, event_name, &event.source);
+                let config = config.clone();
+                let request = self
+                    .pool
+                    .run(move || {
+                        let plan = CustomPlan::new(&config).map_err(Unprepared::Template)?;
+                        plan.request(&config, &data, Budget::starting_now(&limits, None))
+                            .map_err(Unprepared::Render)
+                    })
+                    .await
+                    .map_err(|err| err.to_string())?
+                    .map_err(|err| err.to_string())?;
+                Ok(shown(request))
+            }
+            Handler::Log(_) => Ok(json!({
+                "hook_id": hook.id,
+                "source": event.source,
+                "event": event_name,
+                "data": event.data,
+            })),
+            Handler::Lambda(config) => {
+                let functions = config.functions.clone();
+                let data = event.data.clone();
+                let (name, source) = (event_name.to_string(), event.source.clone());
+                self.pool
+                    .run(move || {
+                        let deadline = std::time::Instant::now() + limits.cpu_time;
+                        LuaChain::compile_until(&functions, &limits, deadline)?
+                            .run_until(&data, &name, &source, pid, deadline)
+                    })
+                    .await
+                    .map_err(|err| err.to_string())?
+                    .map_err(|err| err.to_string())
+            }
+        }
+    }
+
     /// Runs a lambda hook's chain on the pool, in the hook's lane, compiling it first if needed.
     async fn run_chain(
         &self,

@@ -122,6 +122,86 @@ impl SqliteQueue {
         })
     }
 
+    /// Up to `max` messages of the queue, oldest first, without receiving them (to inspect a
+    /// dead-letter queue), and how many it holds in all.
+    pub async fn peek(&self, max: usize) -> Result<(Vec<StoredMessage>, u64), QueueError> {
+        let name = self.name.clone();
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.db
+            .call(move |conn| {
+                let total: i64 = conn.query_row(
+                    "SELECT COUNT(*) FROM queue_messages WHERE queue = ?1",
+                    params![name],
+                    |row| row.get(0),
+                )?;
+                let mut select = conn.prepare_cached(
+                    "SELECT id, body, attributes, sent_at, visible_at, receive_count
+                     FROM queue_messages WHERE queue = ?1 ORDER BY seq LIMIT ?2",
+                )?;
+                let messages = select
+                    .query_map(params![name, max], |row| {
+                        let attributes: String = row.get(2)?;
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            attributes,
+                            row.get::<_, i64>(3)?,
+                            row.get::<_, i64>(4)?,
+                            row.get::<_, u32>(5)?,
+                        ))
+                    })?
+                    .map(|row| {
+                        let (id, body, attributes, sent_at, moved_at, receive_count) = row?;
+                        Ok(StoredMessage {
+                            id,
+                            body,
+                            attributes: decode_attributes(&attributes)?,
+                            sent_at,
+                            moved_at,
+                            receive_count,
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok((messages, u64::try_from(total).unwrap_or(0)))
+            })
+            .await
+            .map_err(QueueError::backend)
+    }
+
+    /// Moves the message `id` (or, with `None`, every message) of this queue to the queue
+    /// `target` in the same database, visible at once, with its receive count reset and its
+    /// dead-letter reason dropped: a redrive. Returns how many moved.
+    pub async fn move_to(&self, id: Option<String>, target: &str) -> Result<u64, QueueError> {
+        let (name, target) = (self.name.clone(), target.to_owned());
+        let moved = self
+            .db
+            .write(move |tx| {
+                let now = now_millis();
+                let mut select = tx.prepare_cached(
+                    "SELECT seq, attributes FROM queue_messages
+                     WHERE queue = ?1 AND (?2 IS NULL OR id = ?2)",
+                )?;
+                let rows = select
+                    .query_map(params![name, id], |row| {
+                        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut update = tx.prepare_cached(
+                    "UPDATE queue_messages SET queue = ?1, receipt = NULL, visible_at = ?2,
+                     receive_count = 0, attributes = ?3 WHERE seq = ?4",
+                )?;
+                for (seq, attributes) in &rows {
+                    let mut attributes = decode_attributes(attributes)?;
+                    attributes.remove(REASON_ATTRIBUTE);
+                    update.execute(params![target, now, encode_attributes(&attributes)?, seq])?;
+                }
+                Ok(rows.len() as u64)
+            })
+            .await
+            .map_err(QueueError::backend)?;
+        Ok(moved)
+    }
+
     /// One attempt at receiving, without waiting. Also returns when the next message becomes
     /// visible, so a waiting receiver can sleep exactly that long.
     async fn receive_now(
@@ -147,6 +227,19 @@ impl SqliteQueue {
             .await
             .map_err(QueueError::backend)
     }
+}
+
+/// A message as [`SqliteQueue::peek`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub id: String,
+    pub body: String,
+    pub attributes: BTreeMap<String, String>,
+    /// When it was first sent, Unix ms.
+    pub sent_at: i64,
+    /// When it becomes (or became) visible, Unix ms: for a dead letter, when it was moved.
+    pub moved_at: i64,
+    pub receive_count: u32,
 }
 
 /// A visible message as read for a receive.
@@ -509,6 +602,69 @@ mod tests {
         assert_eq!(
             dead[0].attributes.get(REASON_ATTRIBUTE).map(String::as_str),
             Some("received more than 2 times without being handled (the queue's limit)")
+        );
+    }
+
+    #[tokio::test]
+    async fn dead_letters_can_be_peeked_and_moved_back_one_or_all() {
+        // Given two messages dead-lettered with their reason: one moved by the redrive policy
+        // (its receive count kept), one by the consumer
+        let queue = queue().await;
+        let dlq = queue.dead_letter_queue().unwrap();
+        queue.send(Outgoing::now("a")).await.unwrap();
+        for _ in 0..3 {
+            queue.receive(1, Duration::ZERO, NO_WAIT).await.unwrap();
+        }
+        let reason = DeadLetterReason::TooManyReceives { limit: 2 };
+        queue.send(Outgoing::now("b")).await.unwrap();
+        let got = queue.receive(1, SHORT, NO_WAIT).await.unwrap();
+        queue
+            .dead_letter(
+                &got[0],
+                &DeadLetterReason::Failed("target answered 410 Gone".into()),
+            )
+            .await
+            .unwrap();
+
+        // When the dead-letter queue is peeked, then both show, oldest first, with the reason,
+        // and peeking received nothing
+        let (peeked, total) = dlq.peek(1).await.unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(peeked.len(), 1);
+        assert_eq!(peeked[0].body, "a");
+        assert_eq!(
+            peeked[0]
+                .attributes
+                .get(REASON_ATTRIBUTE)
+                .map(String::as_str),
+            Some(reason.to_string().as_str())
+        );
+        assert_eq!(dlq.peek(10).await.unwrap().0.len(), 2);
+
+        // When one is moved back by id, then it is on the queue again, fresh, without a reason
+        assert_eq!(
+            dlq.move_to(Some(peeked[0].id.clone()), queue.name())
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            dlq.move_to(Some("unknown".into()), queue.name())
+                .await
+                .unwrap(),
+            0
+        );
+        let back = queue.receive(10, SHORT, NO_WAIT).await.unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!((back[0].body.as_str(), back[0].receive_count), ("a", 1));
+        assert!(!back[0].attributes.contains_key(REASON_ATTRIBUTE));
+
+        // When the rest are moved back, then the dead-letter queue is empty
+        assert_eq!(dlq.move_to(None, queue.name()).await.unwrap(), 1);
+        assert_eq!(dlq.peek(10).await.unwrap(), (vec![], 0));
+        assert_eq!(
+            queue.receive(10, SHORT, NO_WAIT).await.unwrap()[0].body,
+            "b"
         );
     }
 
