@@ -2,7 +2,7 @@
 //! `events/apigee-*.json` samples (Edge's documented list, get, create, edit, enable and delete
 //! commands as API Gateway events, with Basic auth) are fed to it through a fake Lambda Runtime
 //! API, against DynamoDB and SQS on moto, and compared field by field with Edge's documented
-//! responses.
+//! responses; and the `dispatch` binary notifying usage targets from DynamoDB.
 
 use base64::Engine as _;
 use event_hooks::queue::sqs::create_queue_with_dlq;
@@ -174,4 +174,125 @@ async fn edge_samples_run_through_the_admin_lambda_on_moto() {
         Vec::<String>::new(),
         "sample events no test invokes"
     );
+}
+
+/// A usage event as the dispatch function receives it.
+fn usage(percent: f64, cycle: i64) -> String {
+    json!({
+        "source": "monetization",
+        "event": "usage",
+        "data": {
+            "orgName": "myorg",
+            "developerEmail": "dev@example.com",
+            "ratePlanId": "123456",
+            "quotaPercentUsed": percent,
+            "nextBillingCycleStartDate": cycle,
+        }
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatch_lambda_notifies_usage_targets_once_per_cycle_on_moto() {
+    use super::dispatch_lambda::{failed_ids, invoke, record, start, Resources};
+    use event_hooks::monetization::dynamodb::DynamoMonetizationStore;
+    use event_hooks::monetization::{parse_usage_target, Condition, MonetizationStore};
+    use event_hooks::store::{HookStore, Precondition};
+    use event_hooks_tests::receiver::Receiver;
+
+    let Some(config) = moto::config() else {
+        return;
+    };
+    // Given the dispatch function with a monetization table, an enabled Apigee webhook and a
+    // condition `%= 80 to 120 by 10` on it.
+    let resources = Resources::create(&config).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let table = unique_name("apigee-dispatch-monetization");
+    event_hooks::monetization::dynamodb::create_table(&dynamodb, &table)
+        .await
+        .expect("monetization table");
+    let receiver = Receiver::start().await;
+    let input = event_hooks::monetization::edge::hook_input(
+        "myorg",
+        "w",
+        &receiver.url("/w"),
+        true,
+        None,
+        None,
+    )
+    .unwrap();
+    let ctx = event_hooks::validate::Context {
+        id: uuid::Uuid::new_v4(),
+        created_at: 0,
+        now: 0,
+        lua: Default::default(),
+    };
+    let hook = event_hooks::validate::hook(&input, &ctx).unwrap();
+    resources
+        .store
+        .put(&hook, Precondition::Absent)
+        .await
+        .unwrap();
+    DynamoMonetizationStore::new(dynamodb, table.clone())
+        .put_condition(&Condition {
+            id: uuid::Uuid::new_v4(),
+            org: "myorg".into(),
+            rate_plan: "123456".into(),
+            published: true,
+            usage_target: "%= 80 to 120 by 10".into(),
+            targets: parse_usage_target("%= 80 to 120 by 10").unwrap(),
+            webhooks: vec![hook.id],
+            created: 0,
+            updated: 0,
+        })
+        .await
+        .unwrap();
+    let mut env = resources.env();
+    env.push(("MONETIZATION_TABLE", table));
+    let mut function = start(&env).await;
+
+    // When usage events arrive, one batch each: 50, 81, 95, 130, 130 again (a new event), then
+    // 85 in a new billing cycle.
+    let mut seen = Vec::new();
+    for (percent, cycle) in [
+        (50.0, 1),
+        (81.0, 1),
+        (95.0, 1),
+        (130.0, 1),
+        (130.0, 1),
+        (85.0, 2),
+    ] {
+        let batch = resources
+            .events
+            .through(vec![record(&usage(percent, cycle))])
+            .await;
+        let response = invoke(&mut function, batch).await;
+        assert!(failed_ids(&response).is_empty(), "{response}");
+        // Each attempt is made inside the invocation: what it sent has arrived.
+        let got: Vec<String> = receiver.requests()[seen.len()..]
+            .iter()
+            .map(|r| r.json()["triggerReason"].as_str().unwrap().to_string())
+            .collect();
+        seen.extend(got);
+    }
+
+    // Then each target was notified once per cycle, in order, with Edge's body.
+    let percents: Vec<&str> = seen
+        .iter()
+        .map(|r| {
+            r.trim_start_matches("UsageTarget ")
+                .split('%')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        percents,
+        ["80", "90", "100", "110", "120", "80"],
+        "{seen:?}"
+    );
+    let first = &receiver.requests()[0];
+    assert_eq!(first.headers["content-type"], "application/json");
+    assert_eq!(first.json()["developerEmail"], "dev@example.com");
+    assert!(first.json().get("source").is_none());
 }
