@@ -137,6 +137,7 @@ async fn webhook(fixture: &Fixture, url: String, on_change: Option<bool>) -> Hoo
         disabled_reason: None,
         failing_since: None,
         max_rate: None,
+        delivery: Default::default(),
     };
     fixture
         .store

@@ -85,6 +85,7 @@ fn hook(id: Uuid, handler: Handler) -> Hook {
         enabled: true,
         name: None,
         tags: vec![],
+        delivery: Default::default(),
         disabled_reason: None,
         failing_since: None,
         max_rate: None,

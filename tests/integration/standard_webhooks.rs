@@ -382,6 +382,7 @@ async fn on_lambda_and_dynamodb_a_rotated_standard_hook_signs_with_both_secrets(
         enabled: true,
         name: None,
         tags: vec![],
+        delivery: Default::default(),
         disabled_reason: None,
         failing_since: None,
         max_rate: None,

@@ -8,6 +8,7 @@ use event_hooks::admin::{self, AdminPorts, AdminState};
 use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
 use event_hooks::env::{self, required};
 use event_hooks::idempotency::dynamodb::DynamoIdempotencyStore;
+use event_hooks::monetization::dynamodb::DynamoMonetizationStore;
 use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::snapshot::SnapshotCache;
 use event_hooks::store::dynamodb::DynamoHookStore;
@@ -37,6 +38,8 @@ async fn main() -> Result<(), Error> {
     let auth = env::admin_auth_setting()?;
     // Optional so that a stack without the table still serves; `Idempotency-Key` then gets 501.
     let idempotency_table = env::optional("IDEMPOTENCY_TABLE", |name| Ok(name.to_owned()))?;
+    // Optional too: without it the Apigee notification-condition routes answer 501.
+    let monetization_table = env::optional("MONETIZATION_TABLE", |name| Ok(name.to_owned()))?;
 
     // The SDK reads AWS_ENDPOINT_URL itself, which points the function at a local server in tests.
     let config = event_hooks::aws::load_config().await;
@@ -66,6 +69,10 @@ async fn main() -> Result<(), Error> {
     if let Some(table) = idempotency_table {
         let client = aws_sdk_dynamodb::Client::new(&config);
         state = state.with_idempotency(Arc::new(DynamoIdempotencyStore::new(client, table)));
+    }
+    if let Some(table) = monetization_table {
+        let client = aws_sdk_dynamodb::Client::new(&config);
+        state = state.with_monetization(Arc::new(DynamoMonetizationStore::new(client, table)));
     }
     let router = admin::router(state);
     run(router).await

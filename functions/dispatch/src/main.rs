@@ -12,6 +12,7 @@ use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
 use event_hooks::dispatch::{DispatchPorts, Dispatcher, Executor};
 use event_hooks::env;
 use event_hooks::lua::Limits;
+use event_hooks::monetization::dynamodb::DynamoMonetizationStore;
 use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::snapshot::SnapshotCache;
 use event_hooks::store::dynamodb::DynamoHookStore;
@@ -37,6 +38,7 @@ async fn main() -> Result<(), Error> {
 
     let aws = event_hooks::aws::load_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    let dynamodb_for_monetization = dynamodb.clone();
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let store: Arc<dyn HookStore> =
         Arc::new(DynamoHookStore::new(dynamodb.clone(), config.hooks_table));
@@ -47,7 +49,9 @@ async fn main() -> Result<(), Error> {
         config.max_receives,
     );
     let delivery_dead_letters = SqsQueue::new(sqs, config.deliveries_dead_letter_queue_url);
-    let dispatcher = Dispatcher::new(
+    // Optional: without it usage events notify no Apigee webhook.
+    let monetization_table = env::optional("MONETIZATION_TABLE", |name| Ok(name.to_owned()))?;
+    let mut dispatcher = Dispatcher::new(
         DispatchPorts {
             snapshot: Arc::new(SnapshotCache::new(store.clone(), config.cache_age)),
             windows: Arc::new(DynamoWindowStore::new(
@@ -66,6 +70,12 @@ async fn main() -> Result<(), Error> {
         },
         config.dispatch,
     );
+    if let Some(table) = monetization_table {
+        dispatcher = dispatcher.with_monetization(Arc::new(DynamoMonetizationStore::new(
+            dynamodb_for_monetization,
+            table,
+        )));
+    }
     let queues = Queues::new(events, deliveries);
     let metrics = MetricsReporter::default();
     let (dispatcher, queues, metrics) = (&dispatcher, &queues, &metrics);

@@ -218,25 +218,62 @@ pub async fn require_admin_token(
     request: Request,
     next: Next,
 ) -> Response {
+    let edge = super::apigee::is_edge_path(request.uri().path());
     match &settings.auth {
         AdminAuth::Open => {}
         AdminAuth::Token(check) => {
-            let Some(given) = request.headers().get(TOKEN_HEADER) else {
-                return ApiError::MissingCredentials.into_response();
+            // Kong's header; on the Apigee Edge paths also Edge's `-u email:password`, whose
+            // password is the admin token (spec §12).
+            let basic = edge
+                .then(|| super::apigee::basic_credentials(request.headers()))
+                .flatten();
+            let given = request
+                .headers()
+                .get(TOKEN_HEADER)
+                .map(|v| v.as_bytes())
+                .or(basic.as_ref().map(|(_, password)| password.as_bytes()));
+            let verdict = match given {
+                None => None,
+                Some(given) => match check.check(given).await {
+                    Ok(verdict) => Some(verdict),
+                    Err(err) => return ApiError::CredentialsUnavailable(err.0).into_response(),
+                },
             };
-            match check.check(given.as_bytes()).await {
-                Ok(Verdict::Accepted) => {}
-                Ok(Verdict::Refused) => return ApiError::WrongCredentials.into_response(),
-                Err(err) => return ApiError::CredentialsUnavailable(err.0).into_response(),
+            match (verdict, edge) {
+                (Some(Verdict::Accepted), _) => {}
+                (None, false) => return ApiError::MissingCredentials.into_response(),
+                (Some(Verdict::Refused), false) => {
+                    return ApiError::WrongCredentials.into_response()
+                }
+                (None, true) => {
+                    return edge_denied(
+                        "Authentication required: use HTTP Basic with the admin token as password",
+                    )
+                }
+                (Some(Verdict::Refused), true) => return edge_denied("Invalid credentials"),
             }
         }
         AdminAuth::Iam(signed) => {
             if !signed(request.extensions()) {
-                return ApiError::MissingCredentials.into_response();
+                return if edge {
+                    edge_denied("Authentication required: sign the request (AWS SigV4)")
+                } else {
+                    ApiError::MissingCredentials.into_response()
+                };
             }
         }
     }
     next.run(request).await
+}
+
+/// Edge's 401 on the Apigee paths.
+fn edge_denied(message: &str) -> Response {
+    ApiError::edge(
+        axum::http::StatusCode::UNAUTHORIZED,
+        "security.authentication.failed",
+        message,
+    )
+    .into_response()
 }
 
 #[cfg(test)]

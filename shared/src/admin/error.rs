@@ -91,6 +91,13 @@ pub enum ApiError {
     /// (501): refused rather than ignored, since ignoring it could queue the event twice.
     #[error("idempotency keys are not supported by this deployment")]
     IdempotencyUnsupported,
+    /// An Apigee Edge route's error, in Edge's shape `{"code","message"}` (spec §12).
+    #[error("{message}")]
+    Edge {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
     /// Anything unexpected: logged, answered with a bare 500.
     #[error("internal error: {0}")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -99,6 +106,39 @@ pub enum ApiError {
 impl ApiError {
     pub fn internal(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ApiError {
         ApiError::Internal(err.into())
+    }
+
+    /// An Edge-style error with this status, code and message.
+    pub fn edge(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Edge {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The same failure in Edge's shape, for the Apigee routes: the status is kept, the message
+    /// is Kong's (the cause of a 500 is logged, never shown).
+    pub fn into_edge(self) -> ApiError {
+        if let ApiError::Edge { .. } = self {
+            return self;
+        }
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = %cause, source = ?cause.source(), "Apigee route failed");
+        }
+        let (status, body) = self.status_and_body();
+        let code = match status {
+            StatusCode::UNAUTHORIZED => "security.authentication.failed",
+            StatusCode::NOT_FOUND => "mint.resourceDoesNotExist",
+            StatusCode::INTERNAL_SERVER_ERROR => "mint.internalError",
+            StatusCode::SERVICE_UNAVAILABLE => "mint.serviceUnavailable",
+            _ => "mint.invalidRequest",
+        };
+        let message = body["message"]
+            .as_str()
+            .unwrap_or("request failed")
+            .to_string();
+        ApiError::edge(status, code, message)
     }
 
     fn status_and_body(&self) -> (StatusCode, Value) {
@@ -204,6 +244,11 @@ impl ApiError {
                 StatusCode::NOT_IMPLEMENTED,
                 "Idempotency-Key is not supported by this deployment",
             ),
+            ApiError::Edge {
+                status,
+                code,
+                message,
+            } => (*status, json!({ "code": code, "message": message })),
             ApiError::Internal(_) => message(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "An unexpected error occurred",

@@ -41,13 +41,14 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::deliver::retry::{RetrySchedule, Verdict};
+use crate::deliver::retry::{self, RetrySchedule, Verdict};
 use crate::deliveries::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
 use crate::events::{
     check_registered, hook_change_events, now_millis, parse_event_with_default_id, Event, Operation,
 };
 use crate::metrics::Stats;
 use crate::model::Hook;
+use crate::monetization::{edge, MonetizationStore, Threshold};
 pub use crate::queue::DeadLetterReason;
 use crate::queue::{Outgoing, Queue, QueueError, MAX_DELAY};
 use crate::snapshot::SnapshotCache;
@@ -55,6 +56,7 @@ use crate::store::{HookStore, StoreError};
 use crate::windows::{decide, event_key, Decision, Dropped, WindowStore};
 use matching::EventName;
 use protection::{Change, Outcome, RateLimiter, Slot};
+use serde_json::Value;
 
 /// Whether the hook's deliveries go through a snooze/on_change decision.
 fn has_windows(hook: &Hook) -> bool {
@@ -250,6 +252,9 @@ pub struct Dispatcher {
     /// Slots of [`DispatchSettings::max_in_flight`].
     in_flight: tokio::sync::Semaphore,
     settings: DispatchSettings,
+    /// Notification conditions and reached thresholds of Apigee webhooks (spec §12); without it,
+    /// usage events notify no Apigee webhook.
+    monetization: Option<Arc<dyn MonetizationStore>>,
     pub stats: Stats,
 }
 
@@ -277,6 +282,7 @@ impl Dispatcher {
             limiter: RateLimiter::default(),
             in_flight: tokio::sync::Semaphore::new(settings.max_in_flight.max(1)),
             settings,
+            monetization: None,
             stats: Stats::default(),
         }
     }
@@ -292,6 +298,13 @@ impl Dispatcher {
                 tracing::warn!(error = %err, "could not read the hooks' change counter; reloading")
             }
         }
+    }
+
+    /// Notifies Apigee webhooks of the usage targets that `monetization`/`usage` events reach,
+    /// with the conditions and thresholds kept in `store` (spec §12).
+    pub fn with_monetization(mut self, store: Arc<dyn MonetizationStore>) -> Dispatcher {
+        self.monetization = Some(store);
+        self
     }
 
     /// Handles one message of the events queue, received for the `receive_count`-th time. An
@@ -378,10 +391,34 @@ impl Dispatcher {
         }
         let mut runs = Vec::new();
         for (hook, delivered_as) in matched {
+            if let Some(org) = edge::is_edge_webhook(hook) {
+                if event.source == edge::SOURCE && event.event == edge::EVENT {
+                    // No snooze/on_change decision here: nothing for later records to wait on.
+                    if let Some(turn) = &context.turn {
+                        turn.done(hook.id);
+                    }
+                    let (event, delivered_as) = (&event, delivered_as.clone());
+                    runs.push(Box::pin(async move {
+                        self.notify_usage(
+                            hook,
+                            org,
+                            &delivered_as,
+                            event,
+                            receive_count,
+                            context.deadline,
+                        )
+                        .await
+                    })
+                        as std::pin::Pin<
+                            Box<dyn std::future::Future<Output = _> + Send + '_>,
+                        >);
+                    continue;
+                }
+            }
             let mut delivery = Delivery::new(&event, hook.id);
             delivery.attempt = receive_count.max(1);
             delivery.step = Step::Decide;
-            runs.push(async move {
+            runs.push(Box::pin(async move {
                 if receive_count > 1 && self.served_before(hook.id, delivery.id).await {
                     tracing::debug!(hook_id = %hook.id, delivery_id = %delivery.id, "already delivered before this redelivery");
                     if let Some(turn) = &context.turn {
@@ -393,7 +430,7 @@ impl Dispatcher {
                     .advance(hook, &delivered_as, delivery, key_fields, context)
                     .await;
                 self.settle(advanced).await
-            });
+            }));
         }
         // Every run ends on its own (delivered, retry queued, dead-lettered or parked), so one
         // hook's failure neither stops nor repeats another hook's delivery.
@@ -404,6 +441,92 @@ impl Dispatcher {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// A usage event for an Apigee webhook of `org` (spec §12): one notification for each usage
+    /// target of the webhook's conditions on this rate plan that the usage reaches and that no
+    /// earlier event of the billing cycle claimed, in ascending order, each its own delivery.
+    /// A store failure fails the event, which comes back: thresholds it claimed stay its own, so
+    /// the redelivery sends them (receivers de-duplicate by delivery id).
+    async fn notify_usage(
+        &self,
+        hook: &Hook,
+        org: &str,
+        event_name: &str,
+        event: &Event,
+        receive_count: u32,
+        deadline: Option<Deadline>,
+    ) -> Result<(), DispatchError> {
+        let Some(store) = &self.monetization else {
+            tracing::warn!(hook_id = %hook.id, "usage event for an Apigee webhook, but this dispatcher has no monetization store");
+            return Ok(());
+        };
+        let Some(usage) = event.data.as_object() else {
+            tracing::info!(event_id = %event.id, "usage event without an object as data; ignored");
+            return Ok(());
+        };
+        let text = |field: &str| match usage.get(field) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let (Some(developer), Some(rate_plan), Some(percent_used)) = (
+            text("developerEmail"),
+            text("ratePlanId"),
+            usage.get("quotaPercentUsed").and_then(Value::as_f64),
+        ) else {
+            tracing::info!(event_id = %event.id, "usage event without developerEmail, ratePlanId or quotaPercentUsed; ignored");
+            return Ok(());
+        };
+        if text("orgName").is_some_and(|name| name != org) {
+            return Ok(());
+        }
+        let cycle = text("nextBillingCycleStartDate").unwrap_or_default();
+        let mut reached: Vec<(u32, String)> = Vec::new();
+        for condition in store.list_conditions(org).await? {
+            if condition.rate_plan != rate_plan || !condition.webhooks.contains(&hook.id) {
+                continue;
+            }
+            for percent in condition.reached(percent_used) {
+                if !reached.iter().any(|(p, _)| *p == percent) {
+                    reached.push((percent, condition.usage_target.clone()));
+                }
+            }
+        }
+        reached.sort();
+        for (percent, usage_target) in reached {
+            let threshold = Threshold {
+                webhook: hook.id,
+                developer: developer.clone(),
+                rate_plan: rate_plan.clone(),
+                cycle: cycle.clone(),
+                percent,
+            };
+            if !store.claim(&threshold, event.id).await? {
+                continue;
+            }
+            let notification = Event {
+                id: Uuid::new_v5(&event.id, format!("usage-target:{percent}").as_bytes()),
+                source: event.source.clone(),
+                event: event.event.clone(),
+                data: edge::notification(usage, percent, &usage_target, now_millis()),
+                timestamp: event.timestamp,
+            };
+            let mut delivery = Delivery::new(&notification, hook.id);
+            delivery.attempt = receive_count.max(1);
+            if receive_count > 1 && self.served_before(hook.id, delivery.id).await {
+                continue;
+            }
+            let context = RecordContext {
+                turn: None,
+                deadline,
+            };
+            let advanced = self
+                .advance(hook, event_name, delivery, None, &context)
+                .await;
+            self.settle(advanced).await?;
+        }
+        Ok(())
     }
 
     /// On a redelivered event: whether the log shows this delivery delivered already. Any doubt
@@ -643,8 +766,12 @@ impl Dispatcher {
             .await;
         let latency = started.elapsed();
         self.stats.record_latency(latency);
-        let verdict = executed.verdict();
         let (status_code, mut error, body) = self.summarize(&executed);
+        let policy = hook.delivery.retry.as_ref();
+        let verdict = match policy {
+            Some(policy) => retry::restrict(executed.verdict(), policy.on, status_code),
+            None => executed.verdict(),
+        };
         let outcome = match (&verdict, status_code) {
             (_, Some(protection::GONE)) => Outcome::Gone,
             (Verdict::Delivered, _) => Outcome::Delivered,
@@ -660,7 +787,11 @@ impl Dispatcher {
         }
 
         let next_delay = match &verdict {
-            Verdict::Retry { after } => self.settings.retry.next_delay(delivery.attempt, *after),
+            Verdict::Retry { after } => match policy {
+                Some(policy) => retry::hook_schedule(policy, &self.settings.retry)
+                    .next_delay(delivery.attempt, *after),
+                None => self.settings.retry.next_delay(delivery.attempt, *after),
+            },
             _ => None,
         };
         let status = match (&verdict, next_delay) {
