@@ -4,8 +4,9 @@
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8001
 DATA_DIR ?= ./data
+ARCH ?= x86_64
 
-.PHONY: help run test unit-and-integration console-test conformance lint fmt validate-template build bench reliability reliability-quick venv clean simulated-stack invoke
+.PHONY: help run test unit-and-integration console-test conformance lint fmt validate-template build zips deploy build-check bench reliability reliability-quick venv clean simulated-stack invoke
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -13,7 +14,7 @@ help: ## List the targets
 run: ## Start the service locally on 127.0.0.1:8001 with data in ./data (no AWS needed)
 	$(CARGO) run --release -p event-hooks-local -- --listen $(LISTEN) --data-dir $(DATA_DIR)
 
-test: lint validate-template unit-and-integration console-test conformance reliability-quick simulated-stack ## Run every check and test (installs moto, the SAM CLI and schemathesis into .venv)
+test: lint validate-template build-check unit-and-integration console-test conformance reliability-quick simulated-stack ## Run every check and test (installs moto, the SAM CLI and schemathesis into .venv)
 
 unit-and-integration: venv ## Unit, contract (SQLite and moto) and HTTP tests, with a summary line
 	scripts/test.sh
@@ -40,15 +41,25 @@ venv: ## Create .venv with moto, the SAM CLI and schemathesis (once), and instal
 	scripts/system-deps.sh
 	scripts/venv.sh
 
-build: venv ## Build the Lambda zips with cargo-lambda (zig from PyPI) and print their sizes
+build: venv ## sam build (rust-cargolambda, tools from .venv) of the three functions; ARCH=x86_64|arm64
+	ARCH=$(ARCH) scripts/sam-build.sh
+
+zips: venv ## The release zips with cargo-lambda (zig from PyPI), their sizes and the 10 MB check
 	scripts/build-lambdas.sh
 
-simulated-stack: venv build ## template.yaml's stack in moto, the functions under the SAM CLI's emulator: Kong's flows end to end
+build-check: venv ## The inputs of sam build agree with the workspace and the code (SAM_BUILD=1: a full make build too)
+	.venv/bin/python scripts/check-build-inputs.py
+	if [ "$(SAM_BUILD)" = 1 ]; then $(MAKE) build; fi
+
+deploy: venv ## make build, then sam deploy --guided with the same ARCH (needs AWS credentials)
+	ARCH=$(ARCH) scripts/deploy.sh
+
+simulated-stack: venv zips ## template.yaml's stack in moto, the functions under the SAM CLI's emulator: Kong's flows end to end
 	scripts/simulated-stack.sh
 
 FN ?= AdminFunction
 EVENT ?= events/admin-list-hooks.json
-invoke: venv build ## `sam local invoke` without Docker, on a local moto: make invoke FN=DispatchFunction EVENT=events/dispatch-events-batch.json
+invoke: venv zips ## `sam local invoke` without Docker, on a local moto: make invoke FN=DispatchFunction EVENT=events/dispatch-events-batch.json
 	cd tests/simstack && ../../.venv/bin/python invoke.py $(FN) $(abspath $(EVENT))
 
 bench: ## Benchmarks: per-delivery overhead, end-to-end throughput, start-up time and idle memory

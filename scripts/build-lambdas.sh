@@ -2,8 +2,8 @@
 # Builds the three Lambda functions (admin-api, dispatch, probe) as release zips with cargo-lambda,
 # linked through zig for Amazon Linux 2023 (provided.al2023, glibc 2.34) on x86_64, then prints each
 # zip's path and size and fails if any is over MAX_ZIP_BYTES (10 MB by default).
-# cargo-lambda and zig come from PyPI (requirements-build.txt) into .venv; `make test` does not
-# need them. Extra arguments go to `cargo lambda build` (e.g. --verbose).
+# cargo-lambda and zig come from PyPI (requirements-dev.txt) into .venv. Extra arguments go to
+# `cargo lambda build` (e.g. --verbose). `make zips` runs it; `make build` is `sam build`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,20 +12,9 @@ target=x86_64-unknown-linux-gnu.2.34
 max_bytes=${MAX_ZIP_BYTES:-10000000}
 binaries=(admin-api dispatch probe)
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
-stamp=.venv/.build-requirements-installed
-if ! { [ -f "$stamp" ] && cmp -s requirements-build.txt "$stamp"; }; then
-  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-build.txt
-  cp requirements-build.txt "$stamp"
-fi
-
-# cargo-lambda (through cargo-zigbuild) looks for `zig` on PATH; the ziglang wheel only provides
-# `python -m ziglang`, so a one-line wrapper stands in for it.
-tools=$(mktemp -d -t build-lambdas.XXXXXX)
-trap 'rm -rf "$tools"' EXIT
-printf '#!/bin/sh\nexec "%s" -m ziglang "$@"\n' "$PWD/.venv/bin/python" >"$tools/zig"
-chmod +x "$tools/zig"
-export PATH="$tools:$PWD/.venv/bin:$PATH"
+scripts/venv.sh
+scripts/zig-wrapper.sh
+export PATH="$PWD/.venv/bin:$PATH"
 
 bin_args=()
 for bin in "${binaries[@]}"; do bin_args+=(--bin "$bin"); done

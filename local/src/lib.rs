@@ -23,6 +23,8 @@ use event_hooks::idempotency::sqlite::SqliteIdempotencyStore;
 use event_hooks::idempotency::IdempotencyStore;
 use event_hooks::lua::Limits;
 use event_hooks::lua::LuaPolicy;
+use event_hooks::monetization::sqlite::SqliteMonetizationStore;
+use event_hooks::monetization::MonetizationStore;
 use event_hooks::queue::sqlite::SqliteQueue;
 use event_hooks::queue::Queue;
 use event_hooks::snapshot::SnapshotCache;
@@ -153,7 +155,10 @@ impl Service {
             Arc::new(SqliteDeliveryLog::new(databases.log).await?);
         let deliveries: Arc<dyn Queue> = Arc::new(deliveries);
         let events: Arc<dyn Queue> = Arc::new(events);
-        let dispatcher = Arc::new(Dispatcher::new(
+        // Apigee notification conditions and reached thresholds, beside the hooks.
+        let monetization: Arc<dyn MonetizationStore> =
+            Arc::new(SqliteMonetizationStore::new(databases.hooks.clone()).await?);
+        let dispatcher = Dispatcher::new(
             DispatchPorts {
                 snapshot: snapshot.clone(),
                 windows: Arc::new(SqliteWindowStore::new(databases.hooks).await?),
@@ -170,7 +175,9 @@ impl Service {
                     .context("--pause-after must be a number of seconds")?,
                 ..DispatchSettings::default()
             },
-        ));
+        )
+        .with_monetization(monetization.clone());
+        let dispatcher = Arc::new(dispatcher);
         let ports = AdminPorts {
             store,
             events: events.clone(),
@@ -182,7 +189,7 @@ impl Service {
             router: router(
                 settings,
                 ports,
-                idempotency,
+                (idempotency, monetization),
                 executor,
                 dispatcher.clone(),
                 dead_letters,
@@ -281,13 +288,16 @@ fn executor(settings: &Settings) -> anyhow::Result<Arc<Executor>> {
 fn router(
     settings: &Settings,
     ports: AdminPorts,
-    idempotency: Arc<dyn IdempotencyStore>,
+    (idempotency, monetization): (Arc<dyn IdempotencyStore>, Arc<dyn MonetizationStore>),
     executor: Arc<Executor>,
     dispatcher: Arc<Dispatcher>,
     dead_letters: dead_letters::DeadLetters,
 ) -> axum::Router {
     let admin_settings = AdminSettings {
-        admin_token: settings.admin_token.clone().filter(|t| !t.is_empty()),
+        auth: match settings.admin_token.as_deref() {
+            Some(token) if !token.is_empty() => admin::AdminAuth::fixed(token),
+            _ => admin::AdminAuth::Open,
+        },
         lua: settings.untrusted_lua.clone(),
     };
     let probe = ProbeState::new(
@@ -300,6 +310,7 @@ fn router(
     let state = AdminState::new(ports, admin_settings)
         .with_executor(executor)
         .with_idempotency(idempotency)
+        .with_monetization(monetization)
         .with_dead_letter_count(Arc::new(dead_letters.clone()));
     let dead_letters = dead_letters
         .routes()

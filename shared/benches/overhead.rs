@@ -65,6 +65,7 @@ fn hook(source: &str, event: Option<&str>, handler: Handler) -> Hook {
         enabled: true,
         name: None,
         tags: vec![],
+        delivery: Default::default(),
         disabled_reason: None,
         failing_since: None,
         max_rate: None,

@@ -1,14 +1,135 @@
 //! Building AWS SDK configuration once per process, with an optional endpoint override so the
 //! same adapters talk to moto or any other local AWS-compatible server.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 #[cfg(feature = "test-util")]
 use aws_config::Region;
 use aws_config::{BehaviorVersion, SdkConfig};
 
+use crate::admin::{AdminAuth, SignedCheck, TokenCheck, TokenError, TokenSource};
+use crate::env::{AdminAuthSetting, TOKEN_REFETCH_INTERVAL};
+
+/// Connect timeout of every AWS call.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// One attempt of an AWS call (DynamoDB, SQS, Secrets Manager and SSM answer in milliseconds;
+/// a stalled connection is cut here and retried by the SDK's standard retry policy).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A whole AWS call, retries included: well under the functions' timeouts, so one stalled call
+/// fails one record (which is retried) instead of timing out the whole invocation.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(12);
+
+/// The timeouts every AWS client of the functions gets.
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
+}
+
 /// Loads the SDK configuration from the environment (credentials, region, and the endpoint when
-/// `AWS_ENDPOINT_URL` names one).
+/// `AWS_ENDPOINT_URL` names one), with [`timeouts`] on every operation.
 pub async fn load_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts())
+        .load()
+        .await
+}
+
+/// The admin token in a Secrets Manager secret's `SecretString`.
+pub struct SecretsManagerToken {
+    client: aws_sdk_secretsmanager::Client,
+    secret_id: String,
+}
+
+#[async_trait::async_trait]
+impl TokenSource for SecretsManagerToken {
+    async fn fetch(&self) -> Result<String, TokenError> {
+        let output = self
+            .client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .send()
+            .await
+            .map_err(|err| {
+                TokenError(format!(
+                    "{}: {}",
+                    self.describe(),
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(err)
+                ))
+            })?;
+        output
+            .secret_string
+            .ok_or_else(|| TokenError(format!("{} has no SecretString", self.describe())))
+    }
+
+    fn describe(&self) -> String {
+        format!("secret {}", self.secret_id)
+    }
+}
+
+/// The admin token in an SSM parameter (a SecureString, read decrypted).
+pub struct SsmParameterToken {
+    client: aws_sdk_ssm::Client,
+    name: String,
+}
+
+#[async_trait::async_trait]
+impl TokenSource for SsmParameterToken {
+    async fn fetch(&self) -> Result<String, TokenError> {
+        let output = self
+            .client
+            .get_parameter()
+            .name(&self.name)
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|err| {
+                TokenError(format!(
+                    "{}: {}",
+                    self.describe(),
+                    aws_sdk_ssm::error::DisplayErrorContext(err)
+                ))
+            })?;
+        output
+            .parameter
+            .and_then(|parameter| parameter.value)
+            .ok_or_else(|| TokenError(format!("{} has no value", self.describe())))
+    }
+
+    fn describe(&self) -> String {
+        format!("SSM parameter {}", self.name)
+    }
+}
+
+/// The admin authentication of a deployed function: the token read at run time from its store
+/// through a cache, or with IAM auth, `signed` (API Gateway's identity in the request context).
+pub fn admin_auth(config: &SdkConfig, setting: AdminAuthSetting, signed: SignedCheck) -> AdminAuth {
+    let (source, cache): (Arc<dyn TokenSource>, Duration) = match setting {
+        AdminAuthSetting::Iam => return AdminAuth::Iam(signed),
+        AdminAuthSetting::SecretsManager { secret_id, cache } => (
+            Arc::new(SecretsManagerToken {
+                client: aws_sdk_secretsmanager::Client::new(config),
+                secret_id,
+            }),
+            cache,
+        ),
+        AdminAuthSetting::SsmParameter { name, cache } => (
+            Arc::new(SsmParameterToken {
+                client: aws_sdk_ssm::Client::new(config),
+                name,
+            }),
+            cache,
+        ),
+    };
+    AdminAuth::Token(Arc::new(TokenCheck::new(
+        source,
+        cache,
+        TOKEN_REFETCH_INTERVAL,
+    )))
 }
 
 /// Configuration for a local AWS-compatible server (moto): fixed test credentials and region.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::admin::AdminSettings;
+use crate::admin::{AdminAuth, AdminSettings};
 use crate::deliver::http::HttpSettings;
 use crate::lua::LuaPolicy;
 
@@ -70,10 +70,92 @@ pub fn init_lambda_logs() {
         .init();
 }
 
-/// `ADMIN_TOKEN` (empty means no token auth) and `UNTRUSTED_LUA` (`sandbox` or `off`).
-pub fn admin_settings() -> Result<AdminSettings, SettingError> {
+/// How long the admin token read from its store is trusted, unless `ADMIN_TOKEN_CACHE_SECONDS`
+/// says otherwise: a rotated-out token is refused within this time.
+pub const DEFAULT_TOKEN_CACHE: Duration = Duration::from_secs(300);
+
+/// The least time between two reads of the admin token caused by wrong tokens.
+pub const TOKEN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Where a deployed function gets its admin authentication from (spec §10). There is no "off":
+/// a function with none of these refuses to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminAuthSetting {
+    /// `ADMIN_AUTH=iam`: API Gateway checks SigV4 signatures (the route's `AWS_IAM` authorizer),
+    /// so the function checks nothing more.
+    Iam,
+    /// `ADMIN_TOKEN_SECRET_ARN`: a Secrets Manager secret (its `SecretString`).
+    SecretsManager { secret_id: String, cache: Duration },
+    /// `ADMIN_TOKEN_PARAMETER`: an SSM parameter (a `SecureString`, decrypted).
+    SsmParameter { name: String, cache: Duration },
+}
+
+/// The admin authentication named by `ADMIN_AUTH` (`token`, the default, or `iam`),
+/// `ADMIN_TOKEN_SECRET_ARN` / `ADMIN_TOKEN_PARAMETER` and `ADMIN_TOKEN_CACHE_SECONDS`. Fails
+/// closed: no token source and no IAM auth, both token sources, or a token in the plaintext
+/// `ADMIN_TOKEN` variable is an error naming the settings.
+pub fn admin_auth_setting() -> Result<AdminAuthSetting, SettingError> {
+    admin_auth_from(|name| std::env::var(name).ok())
+}
+
+/// [`admin_auth_setting`] over any variable lookup (tests).
+pub fn admin_auth_from(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<AdminAuthSetting, SettingError> {
+    let text = |name: &str| -> Result<Option<String>, SettingError> {
+        Ok(lookup(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty()))
+    };
+    if text("ADMIN_TOKEN")?.is_some() {
+        return Err(SettingError::Malformed {
+            name: "ADMIN_TOKEN".into(),
+            problem: "a plaintext token in the environment is not accepted; store it in \
+                      Secrets Manager (ADMIN_TOKEN_SECRET_ARN) or an SSM SecureString \
+                      (ADMIN_TOKEN_PARAMETER)"
+                .into(),
+        });
+    }
+    let mode = text("ADMIN_AUTH")?;
+    if let Some(mode) = mode.as_deref().filter(|m| !matches!(*m, "token" | "iam")) {
+        return Err(SettingError::Malformed {
+            name: "ADMIN_AUTH".into(),
+            problem: format!("'{mode}' is neither token nor iam"),
+        });
+    }
+    let secret = text("ADMIN_TOKEN_SECRET_ARN")?;
+    let parameter = text("ADMIN_TOKEN_PARAMETER")?;
+    let cache = match text("ADMIN_TOKEN_CACHE_SECONDS")? {
+        Some(value) => seconds(&value).map_err(|problem| SettingError::Malformed {
+            name: "ADMIN_TOKEN_CACHE_SECONDS".into(),
+            problem,
+        })?,
+        None => DEFAULT_TOKEN_CACHE,
+    };
+    match (mode.as_deref(), secret, parameter) {
+        (Some("iam"), None, None) => Ok(AdminAuthSetting::Iam),
+        (Some("iam"), _, _) => Err(SettingError::Malformed {
+            name: "ADMIN_AUTH".into(),
+            problem: "iam excludes ADMIN_TOKEN_SECRET_ARN and ADMIN_TOKEN_PARAMETER".into(),
+        }),
+        (_, Some(_), Some(_)) => Err(SettingError::Malformed {
+            name: "ADMIN_TOKEN_SECRET_ARN".into(),
+            problem: "set either it or ADMIN_TOKEN_PARAMETER, not both".into(),
+        }),
+        (_, Some(secret_id), None) => Ok(AdminAuthSetting::SecretsManager { secret_id, cache }),
+        (_, None, Some(name)) => Ok(AdminAuthSetting::SsmParameter { name, cache }),
+        (_, None, None) => Err(SettingError::Missing(
+            "ADMIN_TOKEN_SECRET_ARN (or ADMIN_TOKEN_PARAMETER, or ADMIN_AUTH=iam): the admin \
+             API refuses to run unauthenticated"
+                .into(),
+        )),
+    }
+}
+
+/// `UNTRUSTED_LUA` (`sandbox` or `off`) with `auth`.
+pub fn admin_settings(auth: AdminAuth) -> Result<AdminSettings, SettingError> {
     Ok(AdminSettings {
-        admin_token: std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
+        auth,
         lua: optional("UNTRUSTED_LUA", |v| v.parse::<LuaPolicy>())?.unwrap_or_default(),
     })
 }
@@ -103,6 +185,50 @@ mod tests {
         assert!(seconds("soon").unwrap_err().contains("soon"));
         assert!(boolean("true").unwrap());
         assert!(boolean("yes").is_err());
+        let auth = |vars: &[(&str, &str)]| {
+            let vars: std::collections::HashMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            admin_auth_from(|name| vars.get(name).cloned())
+        };
+        // Fail closed: nothing configured names the settings; a plaintext token is refused.
+        let none = auth(&[]).unwrap_err().to_string();
+        assert!(none.contains("ADMIN_TOKEN_SECRET_ARN"), "{none}");
+        assert!(none.contains("ADMIN_AUTH=iam"), "{none}");
+        assert!(auth(&[("ADMIN_AUTH", "token")]).is_err());
+        assert!(auth(&[("ADMIN_AUTH", "")]).is_err());
+        let plain = auth(&[("ADMIN_TOKEN", "t"), ("ADMIN_TOKEN_SECRET_ARN", "arn")]);
+        assert!(plain.unwrap_err().to_string().contains("ADMIN_TOKEN"));
+        assert!(auth(&[("ADMIN_AUTH", "none")]).is_err());
+        assert!(auth(&[("ADMIN_AUTH", "iam"), ("ADMIN_TOKEN_PARAMETER", "/p")]).is_err());
+        let both = [
+            ("ADMIN_TOKEN_SECRET_ARN", "a"),
+            ("ADMIN_TOKEN_PARAMETER", "/p"),
+        ];
+        assert!(auth(&both).is_err());
+        assert_eq!(
+            auth(&[("ADMIN_AUTH", "iam")]).unwrap(),
+            AdminAuthSetting::Iam
+        );
+        assert_eq!(
+            auth(&[("ADMIN_TOKEN_SECRET_ARN", "arn:x")]).unwrap(),
+            AdminAuthSetting::SecretsManager {
+                secret_id: "arn:x".into(),
+                cache: DEFAULT_TOKEN_CACHE
+            }
+        );
+        assert_eq!(
+            auth(&[
+                ("ADMIN_TOKEN_PARAMETER", "/p"),
+                ("ADMIN_TOKEN_CACHE_SECONDS", "60")
+            ])
+            .unwrap(),
+            AdminAuthSetting::SsmParameter {
+                name: "/p".into(),
+                cache: Duration::from_secs(60)
+            }
+        );
         let missing = required("EVENT_HOOKS_SURELY_UNSET_VARIABLE").unwrap_err();
         assert_eq!(
             missing.to_string(),

@@ -169,6 +169,8 @@ enum Kind {
     /// A number, fractions allowed (`max_rate`).
     Number,
     Array,
+    /// An array of integers (`retry.delays`).
+    IntegerArray,
     /// Map of strings: entries stay as given.
     Map,
     Scalar,
@@ -209,9 +211,27 @@ pub fn coerce_hook(value: &mut Value) {
             } else {
                 coerce(field, Kind::Scalar);
             }
+        } else if key == "retry" || key == "timeouts" {
+            // The hook's own delivery rules: `retry.delays[1]=300`, `timeouts.read_ms=3000`.
+            if let Some(fields) = field.as_object_mut() {
+                for (key, field) in fields.iter_mut() {
+                    coerce(field, delivery_kind(key));
+                }
+            } else {
+                coerce(field, Kind::Scalar);
+            }
         } else {
             coerce(field, top_level_kind(key));
         }
+    }
+}
+
+/// The kinds of the fields of `retry` and `timeouts`.
+fn delivery_kind(key: &str) -> Kind {
+    match key {
+        "delays" => Kind::IntegerArray,
+        "connect_ms" | "read_ms" => Kind::Integer,
+        _ => Kind::Scalar,
     }
 }
 
@@ -243,6 +263,14 @@ fn coerce(value: &mut Value, kind: Kind) {
             } else if let Some(items) = value.as_array_mut() {
                 // `a[2]=x` alone leaves a hole at 1; holes are dropped as Kong does.
                 items.retain(|item| !item.is_null());
+            }
+        }
+        Kind::IntegerArray => {
+            coerce(value, Kind::Array);
+            if let Some(items) = value.as_array_mut() {
+                for item in items {
+                    coerce(item, Kind::Integer);
+                }
             }
         }
         Kind::Map | Kind::Scalar => {}
@@ -369,6 +397,26 @@ mod tests {
                    "config":{"ssl_verify":true,"secret":null,"functions":["return function() end"],
                              "headers":{"x-empty":""},"url":"https://x.test"}})
         );
+    }
+
+    #[test]
+    fn retry_and_timeouts_are_coerced_from_forms() {
+        let mut value = decode(&[
+            ("retry.delays[1]", "300"),
+            ("retry.delays[2]", "5"),
+            ("retry.on", "5xx"),
+            ("timeouts.connect_ms", "3000"),
+            ("timeouts.read_ms", "x"),
+        ]);
+        coerce_hook(&mut value);
+        assert_eq!(
+            value,
+            json!({"retry": {"delays": [300, 5], "on": "5xx"},
+                   "timeouts": {"connect_ms": 3000, "read_ms": "x"}})
+        );
+        let mut value = decode(&[("retry.delays", "60")]);
+        coerce_hook(&mut value);
+        assert_eq!(value, json!({"retry": {"delays": [60]}}));
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod lua;
 pub mod lua_chain;
 pub mod metrics;
 pub mod model;
+pub mod monetization;
 pub mod queue;
 pub mod snapshot;
 pub mod sources;

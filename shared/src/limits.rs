@@ -50,3 +50,12 @@ pub const MAX_BODY_DEPTH: usize = 32;
 /// Most keys in a request body: object members at every level of a JSON body, or fields of a
 /// form or multipart body.
 pub const MAX_BODY_KEYS: usize = 1000;
+
+/// Most delays in a hook's own `retry.delays`.
+pub const MAX_RETRY_DELAYS: usize = 16;
+
+/// Longest delay in a hook's `retry.delays`, in seconds (one day).
+pub const MAX_RETRY_DELAY_SECONDS: u32 = 24 * 3600;
+
+/// Longest `timeouts.connect_ms` or `timeouts.read_ms` (one minute).
+pub const MAX_TIMEOUT_MS: u32 = 60_000;

@@ -24,6 +24,8 @@ pub struct Stats {
     pub rate_limited: AtomicU64,
     /// Hooks disabled by endpoint protection (a `410 Gone`, or failing for too long).
     pub hooks_disabled: AtomicU64,
+    /// Attempts parked because the invocation's deadline was too near to start them.
+    pub deadline_parked: AtomicU64,
     /// Milliseconds of each attempt since the last [`Stats::take_latencies`].
     latencies: std::sync::Mutex<Vec<u64>>,
 }

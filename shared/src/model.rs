@@ -42,6 +42,63 @@ pub struct Hook {
     /// Deliveries per second at most; `None` is unlimited. Deliveries above it wait.
     #[serde(default)]
     pub max_rate: Option<f64>,
+    /// The hook's own retry schedule and timeouts (`retry`, `timeouts` on the wire); the
+    /// deployment's defaults where `None`.
+    #[serde(flatten, default)]
+    pub delivery: DeliveryPolicy,
+}
+
+/// A hook's own delivery rules (spec §8, §12): each part `None` keeps the deployment's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryPolicy {
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default)]
+    pub timeouts: Option<Timeouts>,
+}
+
+/// `retry`: the delays between attempts and which failures are retried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Seconds to wait after each failed attempt: its length is the number of retries. Used as
+    /// given, without jitter; `None` keeps the deployment's schedule.
+    #[serde(default)]
+    pub delays: Option<Vec<u32>>,
+    /// Which failures are retried.
+    #[serde(default)]
+    pub on: RetryOn,
+}
+
+/// Which failed attempts a [`RetryPolicy`] retries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RetryOn {
+    /// Spec §8: transport errors, timeouts, 408, 429 and 5xx.
+    #[default]
+    #[serde(rename = "default")]
+    Default,
+    /// Apigee Edge's rule: 5xx answers only; anything else fails at once.
+    #[serde(rename = "5xx")]
+    ServerErrors,
+}
+
+impl RetryOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryOn::Default => "default",
+            RetryOn::ServerErrors => "5xx",
+        }
+    }
+}
+
+/// `timeouts`: milliseconds allowed to connect (DNS, TCP, TLS) and to wait for each read of
+/// the answer; `None` keeps the deployment's (its connect timeout; no read timeout but its
+/// total one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Timeouts {
+    #[serde(default)]
+    pub connect_ms: Option<u32>,
+    #[serde(default)]
+    pub read_ms: Option<u32>,
 }
 
 /// Why the dispatcher disabled a hook: when, and what happened.
@@ -406,6 +463,7 @@ mod tests {
             enabled: true,
             name: None,
             tags: vec![],
+            delivery: Default::default(),
             disabled_reason: None,
             failing_since: None,
             max_rate: None,
@@ -445,6 +503,7 @@ mod tests {
             enabled: true,
             name: None,
             tags: vec![],
+            delivery: Default::default(),
             disabled_reason: None,
             failing_since: None,
             max_rate: None,

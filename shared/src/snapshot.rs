@@ -1,7 +1,8 @@
 //! A cached, read-only view of every hook and the sources catalogue, so dispatch makes no store
-//! read per event (spec §9). It is reloaded when older than its maximum age (the bounded delay
-//! after which hook changes take effect, spec §4) or at once after [`SnapshotCache::invalidate`],
-//! which the local server calls on every change made through its admin API.
+//! read per event (spec §9). It is reloaded when older than its maximum age, at once after
+//! [`SnapshotCache::invalidate`] (which the local server calls on every change made through its
+//! admin API), or when [`SnapshotCache::refresh_if_changed`] finds the store's change counter
+//! moved (the dispatch function, once per batch: read-your-writes, spec §10).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,6 +65,8 @@ impl Snapshot {
 struct Loaded {
     snapshot: Arc<Snapshot>,
     at: Instant,
+    /// The store's change counter, read just before the load.
+    version: u64,
 }
 
 /// Keeps a [`Snapshot`] no older than `max_age`.
@@ -115,8 +118,13 @@ impl SnapshotCache {
         // Cleared before reading, so a change made during the load marks it stale again.
         self.stale.store(false, Ordering::Release);
         let at = Instant::now();
-        let snapshot = match self.load().await {
-            Ok(snapshot) => Arc::new(snapshot),
+        let loaded = async {
+            // The counter first: a change landing during the load makes the next check reload.
+            let version = self.store.version().await?;
+            Ok::<_, StoreError>((version, self.load().await?))
+        };
+        let (version, snapshot) = match loaded.await {
+            Ok((version, snapshot)) => (version, Arc::new(snapshot)),
             Err(err) => {
                 self.stale.store(true, Ordering::Release);
                 return Err(err);
@@ -125,8 +133,34 @@ impl SnapshotCache {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Loaded {
             snapshot: snapshot.clone(),
             at,
+            version,
         });
         Ok(snapshot)
+    }
+
+    /// Read-your-writes (spec §10): reads the store's change counter and, when it moved since the
+    /// snapshot was loaded, marks the snapshot stale, so the next [`SnapshotCache::get`] sees
+    /// every change whose write returned before this call. Returns whether it did. The dispatch
+    /// function calls it once per batch; a failure to read the counter marks it stale as well.
+    pub async fn refresh_if_changed(&self) -> Result<bool, StoreError> {
+        let loaded = {
+            let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+            current.as_ref().map(|loaded| loaded.version)
+        };
+        let Some(loaded) = loaded else {
+            return Ok(false);
+        };
+        match self.store.version().await {
+            Ok(now) if now == loaded => Ok(false),
+            Ok(_) => {
+                self.invalidate();
+                Ok(true)
+            }
+            Err(err) => {
+                self.invalidate();
+                Err(err)
+            }
+        }
     }
 
     async fn load(&self) -> Result<Snapshot, StoreError> {

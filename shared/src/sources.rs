@@ -109,6 +109,7 @@ pub const BUILTIN_SOURCES: &[&str] = &[
     "service-protection",
     "ai-rate-limiting-advanced",
     "oas-validation",
+    crate::monetization::edge::SOURCE,
 ];
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -178,6 +179,18 @@ impl Catalogue {
                 &["consumer", "ip", "service", "err"],
                 Some(&rate_unique),
                 Some("Run an event when oas validation fails"),
+            ),
+        );
+        catalogue.insert(
+            crate::monetization::edge::SOURCE,
+            crate::monetization::edge::EVENT,
+            spec(
+                &crate::monetization::edge::CALLBACK_FIELDS,
+                None,
+                Some(
+                    "A developer's usage of a rate plan (Apigee Edge monetization); Apigee \
+                     webhooks are notified of the usage targets it reaches",
+                ),
             ),
         );
         catalogue

@@ -15,8 +15,9 @@ use crate::deliver::signing::standard_key;
 use crate::limits;
 use crate::lua::{self, LuaPolicy};
 use crate::model::{
-    payload_encoding, DisabledReason, Handler, HandlerKind, Hook, HttpMethod, LambdaConfig,
-    LogConfig, SignatureScheme, WebhookConfig, WebhookCustomConfig,
+    payload_encoding, DeliveryPolicy, DisabledReason, Handler, HandlerKind, Hook, HttpMethod,
+    LambdaConfig, LogConfig, RetryOn, RetryPolicy, SignatureScheme, Timeouts, WebhookConfig,
+    WebhookCustomConfig,
 };
 use crate::template::Template;
 
@@ -195,6 +196,8 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "disabled_reason",
     "failing_since",
     "max_rate",
+    "retry",
+    "timeouts",
 ];
 
 /// The largest `snooze` accepted, as Kong's integer fields allow.
@@ -230,6 +233,10 @@ pub fn hook(input: &Value, ctx: &Context) -> Result<Hook, SchemaViolation> {
     let name = optional_name(map, &mut errors);
     let tags = tags(map, &mut errors);
     let max_rate = optional_rate(map, &mut errors);
+    let delivery = DeliveryPolicy {
+        retry: optional_retry(map, &mut errors),
+        timeouts: optional_timeouts(map, &mut errors),
+    };
     let (disabled_reason, failing_since) = protection_state(map, enabled, &mut errors);
 
     let handler = match present(map, "handler") {
@@ -271,7 +278,128 @@ pub fn hook(input: &Value, ctx: &Context) -> Result<Hook, SchemaViolation> {
         disabled_reason,
         failing_since,
         max_rate,
+        delivery,
     })
+}
+
+/// `retry`: `{"delays": [seconds…], "on": "default"|"5xx"}`, both optional (absent or null
+/// `delays`: the deployment's schedule), at most [`limits::MAX_RETRY_DELAYS`] delays of at most
+/// [`limits::MAX_RETRY_DELAY_SECONDS`] each.
+fn optional_retry(map: &Map<String, Value>, errors: &mut Errors) -> Option<RetryPolicy> {
+    let fields = record_at(map, "retry", &["delays", "on"], errors)?;
+    let before = errors.0.len();
+    let delays = match present(fields, "delays") {
+        None => None,
+        Some(Value::Array(items)) => {
+            if items.len() > limits::MAX_RETRY_DELAYS {
+                errors.add(&["retry", "delays"], at_most(limits::MAX_RETRY_DELAYS));
+            }
+            let mut delays = Vec::new();
+            for (i, item) in items.iter().take(limits::MAX_RETRY_DELAYS).enumerate() {
+                let path = vec![
+                    PathSegment::Key("retry".into()),
+                    PathSegment::Key("delays".into()),
+                    PathSegment::Index(i),
+                ];
+                match integer(item) {
+                    Some(n) if (0..=i64::from(limits::MAX_RETRY_DELAY_SECONDS)).contains(&n) => {
+                        delays.push(n as u32)
+                    }
+                    Some(_) => errors.add_at(
+                        path,
+                        format!(
+                            "value should be between 0 and {}",
+                            limits::MAX_RETRY_DELAY_SECONDS
+                        ),
+                    ),
+                    None => errors.add_at(path, "expected an integer"),
+                }
+            }
+            Some(delays)
+        }
+        Some(_) => {
+            errors.add(&["retry", "delays"], "expected an array");
+            None
+        }
+    };
+    let on = match present(fields, "on") {
+        None => RetryOn::Default,
+        Some(Value::String(s)) if s == "default" => RetryOn::Default,
+        Some(Value::String(s)) if s == "5xx" => RetryOn::ServerErrors,
+        Some(_) => {
+            errors.add(&["retry", "on"], "expected one of: default, 5xx");
+            RetryOn::Default
+        }
+    };
+    (errors.0.len() == before).then_some(RetryPolicy { delays, on })
+}
+
+/// `timeouts`: `{"connect_ms": n, "read_ms": n}`, each optional (absent or null: the
+/// deployment's), each between 1 and [`limits::MAX_TIMEOUT_MS`].
+fn optional_timeouts(map: &Map<String, Value>, errors: &mut Errors) -> Option<Timeouts> {
+    let fields = record_at(map, "timeouts", &["connect_ms", "read_ms"], errors)?;
+    let before = errors.0.len();
+    let mut millis = |key: &str| match present(fields, key) {
+        None => None,
+        Some(value) => match integer(value) {
+            Some(n) if (1..=i64::from(limits::MAX_TIMEOUT_MS)).contains(&n) => Some(n as u32),
+            Some(_) => {
+                errors.add(
+                    &["timeouts", key],
+                    format!("value should be between 1 and {}", limits::MAX_TIMEOUT_MS),
+                );
+                None
+            }
+            None => {
+                errors.add(&["timeouts", key], "expected an integer");
+                None
+            }
+        },
+    };
+    let connect_ms = millis("connect_ms");
+    let read_ms = millis("read_ms");
+    (errors.0.len() == before).then_some(Timeouts {
+        connect_ms,
+        read_ms,
+    })
+}
+
+/// An object at top-level `key` whose keys are all in `known` (others are reported), or `None`
+/// when absent, null or not an object (reported).
+fn record_at<'a>(
+    map: &'a Map<String, Value>,
+    key: &str,
+    known: &[&str],
+    errors: &mut Errors,
+) -> Option<&'a Map<String, Value>> {
+    match present(map, key)? {
+        Value::Object(fields) => {
+            let mut ok = true;
+            for name in fields.keys() {
+                if !known.contains(&name.as_str()) {
+                    errors.add(&[key, name], "unknown field");
+                    ok = false;
+                }
+            }
+            ok.then_some(fields)
+        }
+        _ => {
+            errors.add(&[key], "expected a record");
+            None
+        }
+    }
+}
+
+/// An integral JSON number (`3` or `3.0`), or `None`.
+fn integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                .map(|f| f as i64)
+        }),
+        _ => None,
+    }
 }
 
 /// `max_rate`: deliveries per second, a number above 0 (fractions allowed: 0.5 is one every 2 s).
@@ -975,6 +1103,98 @@ mod tests {
 
     fn violation(input: Value) -> SchemaViolation {
         hook(&input, &ctx()).expect_err("input should be rejected")
+    }
+
+    #[test]
+    fn a_hook_may_carry_its_own_retry_schedule_and_timeouts() {
+        let base = json!({"source":"s","handler":"log"});
+        let plain = hook(&base, &ctx()).unwrap();
+        assert_eq!(plain.delivery, DeliveryPolicy::default());
+        let shown = plain.shown();
+        assert_eq!(
+            (&shown["retry"], &shown["timeouts"]),
+            (&Value::Null, &Value::Null)
+        );
+
+        let mut input = base.clone();
+        input["retry"] = json!({"delays": [300, 300, 300.0], "on": "5xx"});
+        input["timeouts"] = json!({"connect_ms": 3000, "read_ms": 3000});
+        let own = hook(&input, &ctx()).unwrap();
+        assert_eq!(
+            own.delivery,
+            DeliveryPolicy {
+                retry: Some(RetryPolicy {
+                    delays: Some(vec![300; 3]),
+                    on: RetryOn::ServerErrors
+                }),
+                timeouts: Some(Timeouts {
+                    connect_ms: Some(3000),
+                    read_ms: Some(3000)
+                }),
+            }
+        );
+        // Read back as written, and `on` defaults to the spec's rules.
+        let shown = own.shown();
+        assert_eq!(
+            shown["retry"],
+            json!({"delays": [300, 300, 300], "on": "5xx"})
+        );
+        assert_eq!(serde_json::from_value::<Hook>(shown).unwrap(), own);
+        input["retry"] = json!({"delays": []});
+        assert_eq!(
+            hook(&input, &ctx()).unwrap().delivery.retry.unwrap().on,
+            RetryOn::Default
+        );
+        // Each part is optional: the deployment's schedule with Edge's rule, Edge's read timeout.
+        input["retry"] = json!({"on": "5xx"});
+        input["timeouts"] = json!({"read_ms": 3000, "connect_ms": null});
+        let partial = hook(&input, &ctx()).unwrap();
+        assert_eq!(partial.delivery.retry.as_ref().unwrap().delays, None);
+        assert_eq!(
+            partial.shown()["timeouts"],
+            json!({"connect_ms": null, "read_ms": 3000})
+        );
+
+        let cases = [
+            (json!({"retry": 5}), json!({"retry": "expected a record"})),
+            (
+                json!({"retry": {"delays": [1], "x": 1}}),
+                json!({"retry": {"x": "unknown field"}}),
+            ),
+            (
+                json!({"retry": {"delays": "5"}}),
+                json!({"retry": {"delays": "expected an array"}}),
+            ),
+            (
+                json!({"retry": {"delays": [1, -1, 1.5, 86401]}}),
+                json!({"retry": {"delays": [null, "value should be between 0 and 86400",
+                    "expected an integer", "value should be between 0 and 86400"]}}),
+            ),
+            (
+                json!({"retry": {"delays": vec![1; 17]}}),
+                json!({"retry": {"delays": "length must be at most 16"}}),
+            ),
+            (
+                json!({"retry": {"delays": [], "on": "4xx"}}),
+                json!({"retry": {"on": "expected one of: default, 5xx"}}),
+            ),
+            (
+                json!({"timeouts": {"connect_ms": 0, "read_ms": 60001}}),
+                json!({"timeouts": {"connect_ms": "value should be between 1 and 60000",
+                    "read_ms": "value should be between 1 and 60000"}}),
+            ),
+            (
+                json!({"timeouts": {"connect_ms": "3", "read_ms": 3}}),
+                json!({"timeouts": {"connect_ms": "expected an integer"}}),
+            ),
+        ];
+        for (extra, fields) in cases {
+            let mut input = base.clone();
+            for (k, v) in extra.as_object().unwrap() {
+                input[k] = v.clone();
+            }
+            assert_eq!(violation(input).fields(), fields, "{extra}");
+        }
     }
 
     #[test]

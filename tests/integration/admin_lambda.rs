@@ -69,8 +69,20 @@ impl ApiResponse {
     }
 }
 
-/// Invokes the function; any failure to answer ends the test with what the function reported.
-async fn call(function: &mut FunctionProcess, event: Value) -> ApiResponse {
+/// `event` carrying `token` in `Kong-Admin-Token` (API Gateway lower-cases header names).
+fn with_token(mut event: Value, token: &str) -> Value {
+    event["headers"]["kong-admin-token"] = json!(token);
+    event
+}
+
+/// Invokes the function with the admin token; any failure to answer ends the test with what the
+/// function reported.
+async fn call(function: &mut FunctionProcess, token: &str, event: Value) -> ApiResponse {
+    call_as(function, with_token(event, token)).await
+}
+
+/// Invokes the function with `event` as it is.
+async fn call_as(function: &mut FunctionProcess, event: Value) -> ApiResponse {
     let raw = function
         .invoke(event)
         .await
@@ -144,6 +156,8 @@ async fn every_admin_sample_event_runs_through_the_lambda_binary_on_moto() {
         create_queue_with_dlq(&sqs, &unique_name("admin-lambda-deliveries"), 5)
             .await
             .expect("create the deliveries queue");
+    // The admin token lives in Secrets Manager, as the template's AdminTokenSecret.
+    let (secret_arn, token) = moto::create_admin_token(&config).await;
     let mut function = FunctionProcess::start(
         &binary,
         &[
@@ -155,13 +169,27 @@ async fn every_admin_sample_event_runs_through_the_lambda_binary_on_moto() {
             ("EVENTS_QUEUE_URL", &queue_url),
             ("DELIVERIES_TABLE", &deliveries_table),
             ("DELIVERIES_QUEUE_URL", &deliveries_url),
+            ("ADMIN_TOKEN_SECRET_ARN", &secret_arn),
         ],
     )
     .await;
     let mut samples = Samples::new();
 
+    // Fail closed: without the token, or with a wrong one, Kong's 401s.
+    let list = samples.load("admin-list-hooks.json");
+    let anonymous = call_as(&mut function, list.clone()).await;
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    let guessed = call(&mut function, "guess", list.clone()).await;
+    assert_eq!(guessed.status, 401, "{guessed:?}");
+    assert_eq!(guessed.body["message"], "Invalid RBAC credentials");
+
     // When a hook is created from a JSON body, then it comes back as a 201 with defaults filled in.
-    let created = call(&mut function, samples.load("admin-create-hook.json")).await;
+    let created = call(
+        &mut function,
+        &token,
+        samples.load("admin-create-hook.json"),
+    )
+    .await;
     assert_eq!(created.status, 201, "{created:?}");
     assert_eq!(created.content_type(), Some("application/json"));
     assert_eq!(created.body["source"], "crud");
@@ -171,14 +199,19 @@ async fn every_admin_sample_event_runs_through_the_lambda_binary_on_moto() {
     assert!(created.body["id"].as_str().is_some(), "{created:?}");
 
     // When one is created from a base64 form body, then it is a 201 as well.
-    let from_form = call(&mut function, samples.load("admin-create-hook-form.json")).await;
+    let from_form = call(
+        &mut function,
+        &token,
+        samples.load("admin-create-hook-form.json"),
+    )
+    .await;
     assert_eq!(from_form.status, 201, "{from_form:?}");
     assert_eq!(from_form.body["source"], "crud");
     assert_eq!(from_form.body["event"], "consumers");
     assert_eq!(from_form.body["config"]["url"], "https://example.com/hooks");
 
     // When the hooks are listed, then both are there.
-    let listed = call(&mut function, samples.load("admin-list-hooks.json")).await;
+    let listed = call(&mut function, &token, samples.load("admin-list-hooks.json")).await;
     assert_eq!(listed.status, 200, "{listed:?}");
     let ids: BTreeSet<&str> = listed.body["data"]
         .as_array()
@@ -200,17 +233,17 @@ async fn every_admin_sample_event_runs_through_the_lambda_binary_on_moto() {
         "handler": "webhook",
         "config": {"url": "https://example.com/hooks"},
     });
-    let put = call(&mut function, put_event(&get_sample, &hook)).await;
+    let put = call(&mut function, &token, put_event(&get_sample, &hook)).await;
     assert_eq!(put.status, 201, "{put:?}");
     assert_eq!(put.body["id"], SAMPLE_HOOK_ID);
 
     // When it is read, then it is the hook that was put.
-    let read = call(&mut function, get_sample.clone()).await;
+    let read = call(&mut function, &token, get_sample.clone()).await;
     assert_eq!(read.status, 200, "{read:?}");
     assert_eq!(read.body, put.body);
 
     // When it is patched, then the patch is applied and the rest kept.
-    let patched = call(&mut function, samples.load("admin-patch-hook.json")).await;
+    let patched = call(&mut function, &token, samples.load("admin-patch-hook.json")).await;
     assert_eq!(patched.status, 200, "{patched:?}");
     assert_eq!(patched.body["id"], SAMPLE_HOOK_ID);
     assert_eq!(patched.body["event"], "consumers:create");
@@ -222,15 +255,25 @@ async fn every_admin_sample_event_runs_through_the_lambda_binary_on_moto() {
     assert_eq!(patched.body["source"], "crud");
 
     // When it is deleted, then the answer is an empty 204 and it is gone.
-    let deleted = call(&mut function, samples.load("admin-delete-hook.json")).await;
+    let deleted = call(
+        &mut function,
+        &token,
+        samples.load("admin-delete-hook.json"),
+    )
+    .await;
     assert_eq!(deleted.status, 204, "{deleted:?}");
     assert_eq!(deleted.body, Value::Null);
-    let gone = call(&mut function, get_sample).await;
+    let gone = call(&mut function, &token, get_sample).await;
     assert_eq!(gone.status, 404, "{gone:?}");
     assert_eq!(gone.body, json!({"message": "Not found"}));
 
     // When the sources are listed, then the built-in `crud` source is among them.
-    let sources = call(&mut function, samples.load("admin-list-sources.json")).await;
+    let sources = call(
+        &mut function,
+        &token,
+        samples.load("admin-list-sources.json"),
+    )
+    .await;
     assert_eq!(sources.status, 200, "{sources:?}");
     let data = &sources.body["data"];
     let has_crud = match data {
@@ -277,6 +320,117 @@ async fn every_admin_sample_event_runs_through_the_lambda_binary_on_moto() {
     assert_eq!(counts, expected, "{events:#?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_admin_token_is_accepted_without_a_restart() {
+    let Some(config) = moto::config() else {
+        return;
+    };
+    let endpoint = std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT");
+    // Given the function reading its token from a secret on moto.
+    let (secret_arn, old) = moto::create_admin_token(&config).await;
+    let table = unique_name("admin-rotation");
+    create_table(&aws_sdk_dynamodb::Client::new(&config), &table)
+        .await
+        .expect("create the hooks table");
+    let mut function = FunctionProcess::start(
+        &function_binary("admin-api"),
+        &[
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_ENDPOINT_URL", &endpoint),
+            ("HOOKS_TABLE", &table),
+            ("EVENTS_QUEUE_URL", "http://127.0.0.1:9/123456789012/events"),
+            ("DELIVERIES_TABLE", "unused"),
+            ("DELIVERIES_QUEUE_URL", "http://127.0.0.1:9/123456789012/d"),
+            ("ADMIN_TOKEN_SECRET_ARN", &secret_arn),
+        ],
+    )
+    .await;
+    let list = Samples::new().load("admin-list-hooks.json");
+    assert_eq!(call(&mut function, &old, list.clone()).await.status, 200);
+
+    // When the secret is rotated, then the new token works at once (a mismatch re-reads it),
+    // and the old one is refused.
+    let new = moto::rotate_admin_token(&config, &secret_arn).await;
+    assert_eq!(call(&mut function, &new, list.clone()).await.status, 200);
+    assert_eq!(call(&mut function, &old, list).await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_iam_auth_only_requests_api_gateway_signed_are_served() {
+    let Some(config) = moto::config() else {
+        return;
+    };
+    let endpoint = std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT");
+    let table = unique_name("admin-iam");
+    create_table(&aws_sdk_dynamodb::Client::new(&config), &table)
+        .await
+        .expect("create the hooks table");
+    // Given the function in IAM mode (API Gateway checks SigV4 signatures).
+    let mut function = FunctionProcess::start(
+        &function_binary("admin-api"),
+        &[
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_ENDPOINT_URL", &endpoint),
+            ("HOOKS_TABLE", &table),
+            ("EVENTS_QUEUE_URL", "http://127.0.0.1:9/123456789012/events"),
+            ("DELIVERIES_TABLE", "unused"),
+            ("DELIVERIES_QUEUE_URL", "http://127.0.0.1:9/123456789012/d"),
+            ("ADMIN_AUTH", "iam"),
+        ],
+    )
+    .await;
+    let list = Samples::new().load("admin-list-hooks.json");
+
+    // When a request comes without the IAM authorizer's identity (an API deployed without the
+    // authorizer), then it is refused, token or not.
+    assert_eq!(call_as(&mut function, list.clone()).await.status, 401);
+    assert_eq!(call(&mut function, "any", list.clone()).await.status, 401);
+
+    // When API Gateway signed it off, then it is served.
+    let mut signed = list;
+    signed["requestContext"]["authorizer"] = json!({"iam": {
+        "accessKey": "AKIAEXAMPLE", "accountId": "123456789012", "callerId": "AIDAEXAMPLE",
+        "principalOrgId": null, "userArn": "arn:aws:iam::123456789012:user/ops",
+        "userId": "AIDAEXAMPLE"
+    }});
+    assert_eq!(call_as(&mut function, signed).await.status, 200);
+}
+
+#[tokio::test]
+async fn without_admin_auth_the_function_refuses_to_start_naming_the_setting() {
+    // Given every setting but the admin token's (no moto needed: it fails before any call).
+    for extra in [vec![], vec![("ADMIN_TOKEN", "plaintext")]] {
+        let mut env = vec![
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ("HOOKS_TABLE", "hooks"),
+            ("EVENTS_QUEUE_URL", "http://127.0.0.1:9/123456789012/events"),
+            ("DELIVERIES_TABLE", "deliveries"),
+            ("DELIVERIES_QUEUE_URL", "http://127.0.0.1:9/123456789012/d"),
+        ];
+        env.extend(extra);
+        for binary in ["admin-api", "probe"] {
+            let mut function = FunctionProcess::start(&function_binary(binary), &env).await;
+            // When it starts, then it fails its init naming where the token must come from.
+            let message = match function.init_failure(Duration::from_secs(20)).await {
+                Failure::Init { body, .. } => body,
+                Failure::Exited { log, .. } => log,
+                other => panic!("unexpected failure: {other}"),
+            };
+            assert!(
+                message.contains("ADMIN_TOKEN_SECRET_ARN"),
+                "{binary}: the init failure does not name the setting: {message}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_missing_hooks_table_fails_the_cold_start_naming_the_variable() {
     // Given the function without HOOKS_TABLE (it fails before touching AWS, so no moto needed).
@@ -294,6 +448,7 @@ async fn a_missing_hooks_table_fails_the_cold_start_naming_the_variable() {
                 "DELIVERIES_QUEUE_URL",
                 "http://127.0.0.1:9/123456789012/deliveries",
             ),
+            ("ADMIN_AUTH", "iam"),
         ],
     )
     .await;

@@ -158,13 +158,15 @@ async fn the_console_works_against_the_admin_function_in_a_browser() {
     let (deliveries_url, _) = create_queue_with_dlq(&sqs, &unique_name("console-deliveries"), 5)
         .await
         .expect("create the deliveries queue");
+    // The token the browser flow types in, in Secrets Manager as the template keeps it.
+    let secret_arn = moto::create_secret(&config, TOKEN).await;
     let aws = [
         ("AWS_REGION", "us-east-1"),
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
         ("AWS_ENDPOINT_URL", endpoint.as_str()),
         ("HOOKS_TABLE", table.as_str()),
-        ("ADMIN_TOKEN", TOKEN),
+        ("ADMIN_TOKEN_SECRET_ARN", secret_arn.as_str()),
     ];
     let mut admin_env = aws.to_vec();
     admin_env.extend([

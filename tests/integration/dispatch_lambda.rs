@@ -60,7 +60,7 @@ fn records(event: &Value) -> Vec<Value> {
 
 /// An SQS record carrying `body`, shaped like the samples; the ids are filled in by
 /// [`Queues::through`].
-fn record(body: &str) -> Value {
+pub(crate) fn record(body: &str) -> Value {
     json!({
         "messageId": Uuid::new_v4().to_string(),
         "receiptHandle": "not-received-yet",
@@ -80,7 +80,7 @@ fn record(body: &str) -> Value {
 }
 
 /// The message ids a batch response reports as failed.
-fn failed_ids(response: &Value) -> Vec<String> {
+pub(crate) fn failed_ids(response: &Value) -> Vec<String> {
     response["batchItemFailures"]
         .as_array()
         .unwrap_or_else(|| panic!("no batchItemFailures array in {response}"))
@@ -214,7 +214,7 @@ async fn receive(
 }
 
 /// A queue on moto with its dead-letter queue, as the function is configured with them.
-struct QueuePair {
+pub(crate) struct QueuePair {
     url: String,
     dead_letter_url: String,
     arn: String,
@@ -249,7 +249,7 @@ impl QueuePair {
     /// What Lambda's event source mapping does: `records` go through this queue (sent, then
     /// received), and come back with the received messages' ids, receipt handles and this queue's
     /// ARN.
-    async fn through(&self, records: Vec<Value>) -> Value {
+    pub(crate) async fn through(&self, records: Vec<Value>) -> Value {
         for record in &records {
             let body = record["body"].as_str().expect("a record body").to_owned();
             self.queue
@@ -296,19 +296,19 @@ async fn receive_all(queue: &SqsQueue, count: usize, wait: Duration) -> Vec<Rece
 }
 
 /// Tables and queues on moto, fresh for one test.
-struct Resources {
+pub(crate) struct Resources {
     endpoint: String,
     hooks_table: String,
     windows_table: String,
     deliveries_table: String,
-    events: QueuePair,
+    pub(crate) events: QueuePair,
     deliveries: QueuePair,
-    store: DynamoHookStore,
+    pub(crate) store: DynamoHookStore,
     log: DynamoDeliveryLog,
 }
 
 impl Resources {
-    async fn create(config: &aws_config::SdkConfig) -> Resources {
+    pub(crate) async fn create(config: &aws_config::SdkConfig) -> Resources {
         let endpoint = std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT");
         let dynamodb = aws_sdk_dynamodb::Client::new(config);
         let sqs = aws_sdk_sqs::Client::new(config);
@@ -337,7 +337,7 @@ impl Resources {
     }
 
     /// The environment of the deployed function, pointed at these resources.
-    fn env(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_REGION", "us-east-1".into()),
             ("AWS_ACCESS_KEY_ID", "testing".into()),
@@ -383,13 +383,13 @@ impl Resources {
 }
 
 /// Starts the dispatch binary with `env`.
-async fn start(env: &[(&'static str, String)]) -> FunctionProcess {
+pub(crate) async fn start(env: &[(&'static str, String)]) -> FunctionProcess {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     FunctionProcess::start(&function_binary("dispatch"), &env).await
 }
 
 /// Invokes the function; any failure to answer ends the test with what the function reported.
-async fn invoke(function: &mut FunctionProcess, event: Value) -> Value {
+pub(crate) async fn invoke(function: &mut FunctionProcess, event: Value) -> Value {
     function
         .invoke(event)
         .await
@@ -409,6 +409,7 @@ fn hook(id: Uuid, source: &str, event: Option<&str>, handler: Handler) -> Hook {
         enabled: true,
         name: None,
         tags: Vec::new(),
+        delivery: Default::default(),
         disabled_reason: None,
         failing_since: None,
         max_rate: None,

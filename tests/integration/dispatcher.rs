@@ -220,6 +220,7 @@ pub(crate) async fn webhook_hook(fixture: &Fixture, url: String, snooze: Option<
         enabled: true,
         name: None,
         tags: vec![],
+        delivery: Default::default(),
         disabled_reason: None,
         failing_since: None,
         max_rate: None,

@@ -73,6 +73,8 @@ async fn the_lambda_queues_one_event_per_key() {
     let (deliveries_url, _) = create_queue_with_dlq(&sqs, &unique_name("idem-retries"), 5)
         .await
         .expect("create the deliveries queue");
+    // The admin token in Secrets Manager, as the template creates it.
+    let (secret_arn, token) = moto::create_admin_token(&config).await;
     let mut function = FunctionProcess::start(
         &function_binary("admin-api"),
         &[
@@ -85,9 +87,11 @@ async fn the_lambda_queues_one_event_per_key() {
             ("DELIVERIES_TABLE", &deliveries),
             ("DELIVERIES_QUEUE_URL", &deliveries_url),
             ("IDEMPOTENCY_TABLE", &keys),
+            ("ADMIN_TOKEN_SECRET_ARN", &secret_arn),
         ],
     )
-    .await;
+    .await
+    .with_admin_token(&token);
     let sample = Samples::new().load("admin-emit-event.json");
     let bob = json!({"source":"crud","event":"consumers","data":{"entity":{"username":"bob"}}});
     let eve = json!({"source":"crud","event":"consumers","data":{"entity":{"username":"eve"}}});

@@ -2,6 +2,10 @@
 
 mod admin_api;
 mod admin_lambda;
+mod apigee_dispatch;
+mod apigee_lambda;
+mod apigee_local;
+mod batch_order;
 mod console_api;
 mod console_lambda;
 mod deliveries_contract;
@@ -14,6 +18,7 @@ mod idempotency_contract;
 mod idempotency_lambda;
 mod idempotency_local;
 mod limits;
+mod monetization_contract;
 mod openapi;
 mod probe_lambda;
 mod probe_local;

@@ -32,6 +32,53 @@ const ROUTES: &[(&str, &str)] = &[
     ("/event-hooks/{id}/ping", "get"),
     ("/event-hooks/{id}/secret/rotate", "post"),
     ("/openapi.json", "get"),
+    // Apigee Edge's routes (spec §12), with and without `/v1`.
+    ("/mint/organizations/{org}/webhooks", "get"),
+    ("/mint/organizations/{org}/webhooks", "post"),
+    ("/mint/organizations/{org}/webhooks/{id}", "get"),
+    ("/mint/organizations/{org}/webhooks/{id}", "put"),
+    ("/mint/organizations/{org}/webhooks/{id}", "post"),
+    ("/mint/organizations/{org}/webhooks/{id}", "delete"),
+    ("/mint/organizations/{org}/notification-conditions", "get"),
+    ("/mint/organizations/{org}/notification-conditions", "post"),
+    (
+        "/mint/organizations/{org}/notification-conditions/{id}",
+        "get",
+    ),
+    (
+        "/mint/organizations/{org}/notification-conditions/{id}",
+        "put",
+    ),
+    (
+        "/mint/organizations/{org}/notification-conditions/{id}",
+        "delete",
+    ),
+    ("/v1/mint/organizations/{org}/webhooks", "get"),
+    ("/v1/mint/organizations/{org}/webhooks", "post"),
+    ("/v1/mint/organizations/{org}/webhooks/{id}", "get"),
+    ("/v1/mint/organizations/{org}/webhooks/{id}", "put"),
+    ("/v1/mint/organizations/{org}/webhooks/{id}", "post"),
+    ("/v1/mint/organizations/{org}/webhooks/{id}", "delete"),
+    (
+        "/v1/mint/organizations/{org}/notification-conditions",
+        "get",
+    ),
+    (
+        "/v1/mint/organizations/{org}/notification-conditions",
+        "post",
+    ),
+    (
+        "/v1/mint/organizations/{org}/notification-conditions/{id}",
+        "get",
+    ),
+    (
+        "/v1/mint/organizations/{org}/notification-conditions/{id}",
+        "put",
+    ),
+    (
+        "/v1/mint/organizations/{org}/notification-conditions/{id}",
+        "delete",
+    ),
 ];
 
 const METHODS: &[&str] = &[

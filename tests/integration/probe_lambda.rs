@@ -43,7 +43,8 @@ struct ApiResponse {
 }
 
 /// Invokes the function; any failure to answer ends the test with what the function reported.
-async fn call(function: &mut FunctionProcess, event: Value) -> ApiResponse {
+async fn call(function: &mut FunctionProcess, token: &str, mut event: Value) -> ApiResponse {
+    event["headers"]["kong-admin-token"] = json!(token);
     let raw = function
         .invoke(event)
         .await
@@ -84,6 +85,7 @@ fn hook(id: Uuid, handler: Handler) -> Hook {
         enabled: true,
         name: None,
         tags: vec![],
+        delivery: Default::default(),
         disabled_reason: None,
         failing_since: None,
         max_rate: None,
@@ -163,7 +165,9 @@ async fn the_probe_and_admin_samples_run_through_the_lambda_binaries_on_moto() {
     }
 
     // And the probe function started against it, loopback targets allowed.
+    let (secret_arn, token) = moto::create_admin_token(&config).await;
     let aws_env = [
+        ("ADMIN_TOKEN_SECRET_ARN", secret_arn.as_str()),
         ("AWS_REGION", "us-east-1"),
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
@@ -180,7 +184,7 @@ async fn the_probe_and_admin_samples_run_through_the_lambda_binaries_on_moto() {
 
     // When the sample hook is tested, then the target's answer is shown and it got the sample body
     // with the event's source and name, signed.
-    let tested = call(&mut probe, samples.load("probe-test-hook.json")).await;
+    let tested = call(&mut probe, &token, samples.load("probe-test-hook.json")).await;
     assert_eq!(tested.status, 200, "{tested:?}");
     assert_eq!(
         tested.body["data"],
@@ -200,7 +204,7 @@ async fn the_probe_and_admin_samples_run_through_the_lambda_binaries_on_moto() {
     // When it is pinged, then the target got a signed ping showing the hook with its secret
     // redacted and no `operation`, and the answer shows what was sent and what came back.
     let ping_sample = samples.load("probe-ping-hook.json");
-    let pinged = call(&mut probe, ping_sample.clone()).await;
+    let pinged = call(&mut probe, &token, ping_sample.clone()).await;
     assert_eq!(pinged.status, 200, "{pinged:?}");
     assert_eq!(pinged.body["result"]["status"], 200, "{pinged:?}");
     let requests = receiver.wait_for("/hook", 2, WAIT).await;
@@ -219,19 +223,19 @@ async fn the_probe_and_admin_samples_run_through_the_lambda_binaries_on_moto() {
     assert_eq!(pinged.body["data"], sent);
 
     // When a log hook is pinged, then it is a 400 saying why.
-    let not_pingable = call(&mut probe, for_hook(&ping_sample, log_id)).await;
+    let not_pingable = call(&mut probe, &token, for_hook(&ping_sample, log_id)).await;
     assert_eq!(not_pingable.status, 400, "{not_pingable:?}");
     let message = not_pingable.body["message"].as_str().unwrap_or_default();
     assert!(message.contains("log"), "{not_pingable:?}");
 
     // When an unknown hook is tested, then it is Kong's 404.
     let test_sample = samples.load("probe-test-hook.json");
-    let unknown = call(&mut probe, for_hook(&test_sample, Uuid::new_v4())).await;
+    let unknown = call(&mut probe, &token, for_hook(&test_sample, Uuid::new_v4())).await;
     assert_eq!(unknown.status, 404, "{unknown:?}");
     assert_eq!(unknown.body, json!({"message": "Not found"}));
 
     // When a hook whose target refuses is tested, then it is a 502 saying what failed.
-    let refused = call(&mut probe, for_hook(&test_sample, refused_id)).await;
+    let refused = call(&mut probe, &token, for_hook(&test_sample, refused_id)).await;
     assert_eq!(refused.status, 502, "{refused:?}");
     let message = refused.body["message"].as_str().unwrap_or_default();
     assert!(message.contains("refused"), "{refused:?}");
@@ -262,7 +266,7 @@ async fn the_probe_and_admin_samples_run_through_the_lambda_binaries_on_moto() {
     let mut admin = FunctionProcess::start(&function_binary("admin-api"), &admin_env).await;
 
     // When an event is emitted over HTTP, then it is a 202 with its id, and it is on the queue.
-    let emitted = call(&mut admin, samples.load("admin-emit-event.json")).await;
+    let emitted = call(&mut admin, &token, samples.load("admin-emit-event.json")).await;
     assert_eq!(emitted.status, 202, "{emitted:?}");
     let id = emitted.body["id"]
         .as_str()
@@ -279,7 +283,12 @@ async fn the_probe_and_admin_samples_run_through_the_lambda_binaries_on_moto() {
     );
 
     // When the sample hook's deliveries are listed (the probe logs none), then the page is empty.
-    let listed = call(&mut admin, samples.load("admin-list-deliveries.json")).await;
+    let listed = call(
+        &mut admin,
+        &token,
+        samples.load("admin-list-deliveries.json"),
+    )
+    .await;
     assert_eq!(listed.status, 200, "{listed:?}");
     assert_eq!(listed.body, json!({"data": [], "next": null}));
 

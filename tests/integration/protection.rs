@@ -307,6 +307,7 @@ fn log_hook() -> Hook {
         enabled: true,
         name: Some(format!("protected-{}", Uuid::new_v4())),
         tags: vec![],
+        delivery: Default::default(),
         disabled_reason: None,
         failing_since: None,
         max_rate: Some(2.5),

@@ -495,6 +495,8 @@ async fn the_admin_lambda_replays_from_dynamodb_onto_the_deliveries_queue() {
     let (deliveries_url, _) = create_queue_with_dlq(&sqs, &unique_name("replay-deliveries"), 5)
         .await
         .unwrap();
+    // The admin token in Secrets Manager, as the template creates it.
+    let (secret_arn, token) = moto::create_admin_token(&config).await;
     let mut function = FunctionProcess::start(
         &function_binary("admin-api"),
         &[
@@ -506,9 +508,11 @@ async fn the_admin_lambda_replays_from_dynamodb_onto_the_deliveries_queue() {
             ("EVENTS_QUEUE_URL", &events_url),
             ("DELIVERIES_TABLE", &deliveries_table),
             ("DELIVERIES_QUEUE_URL", &deliveries_url),
+            ("ADMIN_TOKEN_SECRET_ARN", &secret_arn),
         ],
     )
-    .await;
+    .await
+    .with_admin_token(&token);
 
     // given: a log hook (no ping on the deliveries queue) whose log holds, oldest first, a
     // failed, a delivered, a failed and a pending delivery in the last hour

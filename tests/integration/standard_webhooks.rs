@@ -382,6 +382,7 @@ async fn on_lambda_and_dynamodb_a_rotated_standard_hook_signs_with_both_secrets(
         enabled: true,
         name: None,
         tags: vec![],
+        delivery: Default::default(),
         disabled_reason: None,
         failing_since: None,
         max_rate: None,
@@ -399,12 +400,14 @@ async fn on_lambda_and_dynamodb_a_rotated_standard_hook_signs_with_both_secrets(
     let (deliveries_url, _) = create_queue_with_dlq(&sqs, &unique_name("std-deliveries"), 5)
         .await
         .unwrap();
+    let (secret_arn, token) = moto::create_admin_token(&config).await;
     let aws_env = [
         ("AWS_REGION", "us-east-1"),
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
         ("AWS_ENDPOINT_URL", endpoint.as_str()),
         ("HOOKS_TABLE", table.as_str()),
+        ("ADMIN_TOKEN_SECRET_ARN", secret_arn.as_str()),
     ];
     let mut admin_env = aws_env.to_vec();
     admin_env.extend([
@@ -412,7 +415,9 @@ async fn on_lambda_and_dynamodb_a_rotated_standard_hook_signs_with_both_secrets(
         ("DELIVERIES_TABLE", deliveries_table.as_str()),
         ("DELIVERIES_QUEUE_URL", deliveries_url.as_str()),
     ]);
-    let mut admin = FunctionProcess::start(&function_binary("admin-api"), &admin_env).await;
+    let mut admin = FunctionProcess::start(&function_binary("admin-api"), &admin_env)
+        .await
+        .with_admin_token(&token);
     let (status, rotated) = call(&mut admin, api_event("admin-get-hook.json", id, true)).await;
     assert_eq!(status, 200, "{rotated}");
     let new_secret = rotated["secret"].as_str().unwrap().to_string();
@@ -426,7 +431,9 @@ async fn on_lambda_and_dynamodb_a_rotated_standard_hook_signs_with_both_secrets(
     // …and a request the probe function sends verifies with either, by the reference library.
     let mut probe_env = aws_env.to_vec();
     probe_env.push(("ALLOW_PRIVATE_TARGETS", "true"));
-    let mut probe = FunctionProcess::start(&function_binary("probe"), &probe_env).await;
+    let mut probe = FunctionProcess::start(&function_binary("probe"), &probe_env)
+        .await
+        .with_admin_token(&token);
     let (status, tested) = call(&mut probe, api_event("probe-test-hook.json", id, false)).await;
     assert_eq!(status, 200, "{tested}");
     let request = &receiver.wait_for("/lambda", 1, WAIT).await[0];

@@ -98,6 +98,7 @@ contract!(
     list_pages_through_every_hook_in_id_order,
     list_filters_combine_with_pagination,
     custom_events_are_registered_listed_and_removed,
+    every_write_changes_the_version_and_reads_do_not,
 );
 
 /// A `log` hook on `source`, with a fresh id and every optional field empty.
@@ -114,6 +115,7 @@ fn hook(source: &str, event: Option<&str>) -> Hook {
         enabled: true,
         name: None,
         tags: vec![],
+        delivery: Default::default(),
         disabled_reason: None,
         failing_since: None,
         max_rate: None,
@@ -663,6 +665,73 @@ async fn custom_events_are_registered_listed_and_removed(store: &dyn HookStore) 
         store.list_custom_events().await.unwrap(),
         [alpha_a, alpha_b]
     );
+}
+
+async fn every_write_changes_the_version_and_reads_do_not(store: &dyn HookStore) {
+    let start = store.version().await.unwrap();
+    // Reads leave it alone.
+    let first = hook("crud", None);
+    store.list(&HookFilter::default(), 10, None).await.unwrap();
+    store.get(first.id).await.unwrap();
+    assert_eq!(store.version().await.unwrap(), start, "a read changed it");
+
+    let mut seen = vec![start];
+    let mut changed = |now: u64, what: &str| {
+        assert!(
+            !seen.contains(&now),
+            "{what} did not change the version: {seen:?} then {now}"
+        );
+        seen.push(now);
+    };
+
+    // Each kind of write changes it.
+    store.put(&first, Precondition::Absent).await.unwrap();
+    changed(store.version().await.unwrap(), "a create");
+    let renamed = Hook {
+        name: Some("renamed".into()),
+        ..first.clone()
+    };
+    store.put(&renamed, Precondition::Version(1)).await.unwrap();
+    changed(store.version().await.unwrap(), "an update");
+    store
+        .put_custom_event(&custom_event("s", "e"))
+        .await
+        .unwrap();
+    changed(store.version().await.unwrap(), "a custom event");
+    store.delete_custom_event("s", "e").await.unwrap();
+    changed(store.version().await.unwrap(), "a custom event's removal");
+    store.delete(first.id).await.unwrap();
+    changed(store.version().await.unwrap(), "a delete");
+
+    // A write that was refused changes nothing.
+    let before = store.version().await.unwrap();
+    let stale = store.put(&renamed, Precondition::Version(7)).await;
+    assert!(matches!(stale, Err(StoreError::Conflict)), "{stale:?}");
+    assert_eq!(store.version().await.unwrap(), before, "a refused write");
+}
+
+/// The dispatcher's read-your-writes (spec §10): a snapshot cached for an hour still sees a
+/// hook created after it was loaded, as soon as the version is checked (the adapters' half is
+/// `every_write_changes_the_version_and_reads_do_not`).
+#[tokio::test]
+async fn a_snapshot_cache_reloads_when_the_version_changed() {
+    let file = TempFile::new();
+    let store = std::sync::Arc::new(sqlite_store(&file).await);
+    let cache = event_hooks::snapshot::SnapshotCache::new(
+        store.clone(),
+        std::time::Duration::from_secs(3600),
+    );
+    let before = cache.get().await.unwrap().len();
+    // Unchanged: no reload.
+    assert!(!cache.refresh_if_changed().await.unwrap());
+
+    let created = hook("crud", None);
+    store.put(&created, Precondition::Absent).await.unwrap();
+    assert_eq!(cache.get().await.unwrap().len(), before, "cached, as asked");
+    assert!(cache.refresh_if_changed().await.unwrap());
+    let snapshot = cache.get().await.unwrap();
+    assert!(snapshot.hook(created.id).is_some(), "the new hook is seen");
+    assert!(!cache.refresh_if_changed().await.unwrap());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -278,6 +278,8 @@ pub struct FunctionProcess {
     child: Child,
     /// Where the process writes stdout and stderr (kept when a test panics, for the post-mortem).
     log: PathBuf,
+    /// Headers added to every API Gateway event invoked (the admin token).
+    headers: Vec<(String, String)>,
 }
 
 impl FunctionProcess {
@@ -311,11 +313,27 @@ impl FunctionProcess {
             runtime,
             child,
             log,
+            headers: Vec::new(),
         }
     }
 
+    /// Adds `Kong-Admin-Token: token` to every API Gateway event this function is invoked with,
+    /// as a client of the deployed admin API sends it.
+    pub fn with_admin_token(mut self, token: &str) -> FunctionProcess {
+        self.headers
+            .push(("kong-admin-token".to_owned(), token.to_owned()));
+        self
+    }
+
     /// Invokes the function with `event` and returns its JSON response.
-    pub async fn invoke(&mut self, event: Value) -> Result<Value, Failure> {
+    pub async fn invoke(&mut self, mut event: Value) -> Result<Value, Failure> {
+        if let Some(headers) = event.get_mut("headers").and_then(Value::as_object_mut) {
+            for (name, value) in &self.headers {
+                headers
+                    .entry(name.clone())
+                    .or_insert_with(|| Value::String(value.clone()));
+            }
+        }
         let request_id = uuid::Uuid::new_v4().to_string();
         self.runtime.queue(&request_id, event);
         let deadline = Instant::now() + INVOCATION_TIMEOUT;

@@ -26,3 +26,35 @@ pub fn config() -> Option<SdkConfig> {
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
+
+/// Creates a Secrets Manager secret holding a fresh admin token on moto, as the template's
+/// `AdminTokenSecret` does; returns its ARN and the token.
+pub async fn create_admin_token(config: &SdkConfig) -> (String, String) {
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    (create_secret(config, &token).await, token)
+}
+
+/// Creates a Secrets Manager secret holding `token` on moto; returns its ARN.
+pub async fn create_secret(config: &SdkConfig, token: &str) -> String {
+    let created = aws_sdk_secretsmanager::Client::new(config)
+        .create_secret()
+        .name(unique_name("admin-token"))
+        .secret_string(token)
+        .send()
+        .await
+        .expect("create the admin token secret");
+    created.arn.expect("the secret's ARN")
+}
+
+/// Replaces the admin token in the secret `arn` (a rotation); returns the new token.
+pub async fn rotate_admin_token(config: &SdkConfig, arn: &str) -> String {
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    aws_sdk_secretsmanager::Client::new(config)
+        .put_secret_value()
+        .secret_id(arn)
+        .secret_string(&token)
+        .send()
+        .await
+        .expect("rotate the admin token");
+    token
+}

@@ -8,11 +8,23 @@ use event_hooks::admin::{self, AdminPorts, AdminState};
 use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
 use event_hooks::env::{self, required};
 use event_hooks::idempotency::dynamodb::DynamoIdempotencyStore;
+use event_hooks::monetization::dynamodb::DynamoMonetizationStore;
 use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::snapshot::SnapshotCache;
 use event_hooks::store::dynamodb::DynamoHookStore;
 use event_hooks::store::HookStore;
+use lambda_http::request::RequestContext;
 use lambda_http::{run, Error};
+
+/// With `ADMIN_AUTH=iam`: API Gateway's IAM authorizer put the caller's identity in the request
+/// context (an API deployed without the authorizer has none, and every request is refused).
+fn signed_by_iam(extensions: &lambda_http::http::Extensions) -> bool {
+    matches!(
+        extensions.get::<RequestContext>(),
+        Some(RequestContext::ApiGatewayV2(context))
+            if context.authorizer.as_ref().is_some_and(|a| a.iam.is_some())
+    )
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -22,12 +34,20 @@ async fn main() -> Result<(), Error> {
     let events_queue_url = required("EVENTS_QUEUE_URL")?;
     let deliveries_table = required("DELIVERIES_TABLE")?;
     let deliveries_queue_url = required("DELIVERIES_QUEUE_URL")?;
-    let settings = env::admin_settings()?;
+    // Fails the cold start, naming the settings, when no admin authentication is configured.
+    let auth = env::admin_auth_setting()?;
     // Optional so that a stack without the table still serves; `Idempotency-Key` then gets 501.
     let idempotency_table = env::optional("IDEMPOTENCY_TABLE", |name| Ok(name.to_owned()))?;
+    // Optional too: without it the Apigee notification-condition routes answer 501.
+    let monetization_table = env::optional("MONETIZATION_TABLE", |name| Ok(name.to_owned()))?;
 
     // The SDK reads AWS_ENDPOINT_URL itself, which points the function at a local server in tests.
     let config = event_hooks::aws::load_config().await;
+    let settings = env::admin_settings(event_hooks::aws::admin_auth(
+        &config,
+        auth,
+        Arc::new(signed_by_iam),
+    ))?;
     let store: Arc<dyn HookStore> = Arc::new(DynamoHookStore::new(
         aws_sdk_dynamodb::Client::new(&config),
         table,
@@ -49,6 +69,10 @@ async fn main() -> Result<(), Error> {
     if let Some(table) = idempotency_table {
         let client = aws_sdk_dynamodb::Client::new(&config);
         state = state.with_idempotency(Arc::new(DynamoIdempotencyStore::new(client, table)));
+    }
+    if let Some(table) = monetization_table {
+        let client = aws_sdk_dynamodb::Client::new(&config);
+        state = state.with_monetization(Arc::new(DynamoMonetizationStore::new(client, table)));
     }
     let router = admin::router(state);
     run(router).await

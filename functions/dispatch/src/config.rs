@@ -13,6 +13,9 @@ const DEFAULT_MAX_RECEIVES: u32 = 5;
 /// How long the hooks snapshot is trusted, unless `HOOKS_CACHE_SECONDS` says otherwise.
 const DEFAULT_CACHE_AGE: Duration = Duration::from_secs(5);
 
+/// Time kept after the last attempt may end, for recording it (delivery log, retry or park).
+const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+
 /// Everything the dispatch function reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -33,14 +36,20 @@ pub struct Config {
     pub max_receives: u32,
     /// `HOOKS_CACHE_SECONDS`: how stale the hooks snapshot may be.
     pub cache_age: Duration,
-    /// `RETRY_SCHEDULE` and `PAUSE_FAILING_HOOKS_AFTER` (seconds) over the defaults of
-    /// [`DispatchSettings`].
+    /// `RETRY_SCHEDULE`, `PAUSE_FAILING_HOOKS_AFTER` (seconds) and `MAX_IN_FLIGHT_DELIVERIES`
+    /// over the defaults of [`DispatchSettings`].
     pub dispatch: DispatchSettings,
     /// See [`env::http_settings`].
     pub http: HttpSettings,
 }
 
 impl Config {
+    /// How much of the invocation must be left to start an attempt: the request timeout plus
+    /// [`DEADLINE_MARGIN`].
+    pub fn attempt_reserve(&self) -> Duration {
+        self.http.total_timeout + DEADLINE_MARGIN
+    }
+
     /// Reads every variable once.
     pub fn from_env() -> Result<Config, SettingError> {
         let mut dispatch = DispatchSettings::default();
@@ -50,6 +59,14 @@ impl Config {
         }
         if let Some(pause_after) = optional("PAUSE_FAILING_HOOKS_AFTER", seconds)? {
             dispatch.pause_after = pause_after;
+        }
+        if let Some(max) = optional("MAX_IN_FLIGHT_DELIVERIES", |v| {
+            v.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| format!("'{v}' is not a whole number from 1 to 1000"))
+        })? {
+            dispatch.max_in_flight = max;
         }
         Ok(Config {
             hooks_table: required("HOOKS_TABLE")?,

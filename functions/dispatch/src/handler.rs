@@ -8,7 +8,8 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use event_hooks::dispatch::worker::{self, Feed};
 use std::sync::Mutex;
 
-use event_hooks::dispatch::{Dispatcher, MessageOutcome};
+use event_hooks::dispatch::batch;
+use event_hooks::dispatch::{Deadline, Dispatcher, MessageOutcome};
 use event_hooks::events::now_millis;
 use event_hooks::metrics::emf_line;
 use event_hooks::metrics::Counts;
@@ -84,15 +85,22 @@ fn received(record: &SqsMessage) -> Received {
     }
 }
 
-/// Handles a batch; the response lists the records to retry.
+/// Handles a batch; the response lists the records to retry. Records start at once, their
+/// snooze/on_change decisions taken in queue order per hook; none starts (and no attempt starts)
+/// when less than `deadline.reserve` is left before `deadline.at`.
 pub async fn handle_batch(
     dispatcher: &Dispatcher,
     queues: &Queues,
     metrics: &MetricsReporter,
     event: SqsEvent,
+    deadline: Option<Deadline>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
     let mut response = SqsBatchResponse::default();
-    let results = futures_util::future::join_all(event.records.iter().map(|record| async move {
+    // Hook changes made before this batch apply to it (read-your-writes).
+    dispatcher.refresh_hooks().await;
+    let records = &event.records;
+    let handled = batch::run(records.len(), deadline, |position, context| async move {
+        let record = &records[position];
         let message = received(record);
         let span = tracing::info_span!("message", message_id = %message.id);
         let handled = async {
@@ -105,7 +113,7 @@ pub async fn handle_batch(
             // the trigger never goes through `Queue::receive`, where the adapter would catch it.
             let outcome = match queue.received_too_often(&message) {
                 Some(reason) => Ok(MessageOutcome::Reject(reason)),
-                None => worker::outcome(dispatcher, feed, &message).await,
+                None => worker::outcome_in(dispatcher, feed, &message, &context).await,
             };
             // The trigger deletes every record not reported as failed: only dead letters are
             // ours to send.
@@ -126,15 +134,15 @@ pub async fn handle_batch(
         }
         .instrument(span)
         .await;
-        (message.id, handled)
-    }))
+        handled
+    })
     .await;
     metrics.emit(dispatcher);
-    for (id, handled) in results {
+    for (record, handled) in records.iter().zip(handled) {
         if !handled {
             // The struct is non-exhaustive: build it from its default.
             let mut failure = BatchItemFailure::default();
-            failure.item_identifier = id;
+            failure.item_identifier = record.message_id.clone().unwrap_or_default();
             response.batch_item_failures.push(failure);
         }
     }

@@ -12,6 +12,7 @@ use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
 use event_hooks::dispatch::{DispatchPorts, Dispatcher, Executor};
 use event_hooks::env;
 use event_hooks::lua::Limits;
+use event_hooks::monetization::dynamodb::DynamoMonetizationStore;
 use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::snapshot::SnapshotCache;
 use event_hooks::store::dynamodb::DynamoHookStore;
@@ -20,15 +21,24 @@ use event_hooks::windows::dynamodb::DynamoWindowStore;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 use config::Config;
+use event_hooks::dispatch::Deadline;
+
+/// The invocation's deadline (Unix ms, from the runtime API) as an `Instant`.
+fn deadline_instant(deadline_ms: u64) -> std::time::Instant {
+    let now_ms = event_hooks::events::now_millis().max(0) as u64;
+    std::time::Instant::now() + std::time::Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}
 use handler::{handle_batch, MetricsReporter, Queues};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     env::init_lambda_logs();
     let config = Config::from_env()?;
+    let reserve = config.attempt_reserve();
 
     let aws = event_hooks::aws::load_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    let dynamodb_for_monetization = dynamodb.clone();
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let store: Arc<dyn HookStore> =
         Arc::new(DynamoHookStore::new(dynamodb.clone(), config.hooks_table));
@@ -39,7 +49,9 @@ async fn main() -> Result<(), Error> {
         config.max_receives,
     );
     let delivery_dead_letters = SqsQueue::new(sqs, config.deliveries_dead_letter_queue_url);
-    let dispatcher = Dispatcher::new(
+    // Optional: without it usage events notify no Apigee webhook.
+    let monetization_table = env::optional("MONETIZATION_TABLE", |name| Ok(name.to_owned()))?;
+    let mut dispatcher = Dispatcher::new(
         DispatchPorts {
             snapshot: Arc::new(SnapshotCache::new(store.clone(), config.cache_age)),
             windows: Arc::new(DynamoWindowStore::new(
@@ -58,11 +70,21 @@ async fn main() -> Result<(), Error> {
         },
         config.dispatch,
     );
+    if let Some(table) = monetization_table {
+        dispatcher = dispatcher.with_monetization(Arc::new(DynamoMonetizationStore::new(
+            dynamodb_for_monetization,
+            table,
+        )));
+    }
     let queues = Queues::new(events, deliveries);
     let metrics = MetricsReporter::default();
     let (dispatcher, queues, metrics) = (&dispatcher, &queues, &metrics);
     run(service_fn(move |event: LambdaEvent<_>| async move {
-        handle_batch(dispatcher, queues, metrics, event.payload).await
+        let deadline = Deadline {
+            at: deadline_instant(event.context.deadline),
+            reserve,
+        };
+        handle_batch(dispatcher, queues, metrics, event.payload, Some(deadline)).await
     }))
     .await
 }

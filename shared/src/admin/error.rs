@@ -67,6 +67,10 @@ pub enum ApiError {
     MissingCredentials,
     #[error("wrong credentials")]
     WrongCredentials,
+    /// The admin token could not be read from its store (Secrets Manager, SSM) and none is
+    /// cached: 503, never an open door.
+    #[error("the admin token cannot be read: {0}")]
+    CredentialsUnavailable(String),
     /// A hook change is stored but its `crud` events or its ping could not be queued, even after
     /// retries: 503, so the caller learns that the change happened and its events did not,
     /// instead of a success that silently dropped them.
@@ -87,6 +91,13 @@ pub enum ApiError {
     /// (501): refused rather than ignored, since ignoring it could queue the event twice.
     #[error("idempotency keys are not supported by this deployment")]
     IdempotencyUnsupported,
+    /// An Apigee Edge route's error, in Edge's shape `{"code","message"}` (spec §12).
+    #[error("{message}")]
+    Edge {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
     /// Anything unexpected: logged, answered with a bare 500.
     #[error("internal error: {0}")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -95,6 +106,39 @@ pub enum ApiError {
 impl ApiError {
     pub fn internal(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ApiError {
         ApiError::Internal(err.into())
+    }
+
+    /// An Edge-style error with this status, code and message.
+    pub fn edge(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Edge {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The same failure in Edge's shape, for the Apigee routes: the status is kept, the message
+    /// is Kong's (the cause of a 500 is logged, never shown).
+    pub fn into_edge(self) -> ApiError {
+        if let ApiError::Edge { .. } = self {
+            return self;
+        }
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = %cause, source = ?cause.source(), "Apigee route failed");
+        }
+        let (status, body) = self.status_and_body();
+        let code = match status {
+            StatusCode::UNAUTHORIZED => "security.authentication.failed",
+            StatusCode::NOT_FOUND => "mint.resourceDoesNotExist",
+            StatusCode::INTERNAL_SERVER_ERROR => "mint.internalError",
+            StatusCode::SERVICE_UNAVAILABLE => "mint.serviceUnavailable",
+            _ => "mint.invalidRequest",
+        };
+        let message = body["message"]
+            .as_str()
+            .unwrap_or("request failed")
+            .to_string();
+        ApiError::edge(status, code, message)
     }
 
     fn status_and_body(&self) -> (StatusCode, Value) {
@@ -177,6 +221,10 @@ impl ApiError {
             ApiError::WrongCredentials => {
                 message(StatusCode::UNAUTHORIZED, "Invalid RBAC credentials")
             }
+            ApiError::CredentialsUnavailable(_) => message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Credentials cannot be checked right now: retry later",
+            ),
             ApiError::ChangeNotEmitted { hook_id, .. } => message(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!(
@@ -196,6 +244,11 @@ impl ApiError {
                 StatusCode::NOT_IMPLEMENTED,
                 "Idempotency-Key is not supported by this deployment",
             ),
+            ApiError::Edge {
+                status,
+                code,
+                message,
+            } => (*status, json!({ "code": code, "message": message })),
             ApiError::Internal(_) => message(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "An unexpected error occurred",

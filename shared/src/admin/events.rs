@@ -44,7 +44,14 @@ pub async fn emit(
     let fields = Value::Object(fields);
     let keyed = key.map(|key| (key, event_key(&fields, None)));
     let event = event_from_value(fields).map_err(ApiError::BadRequest)?;
-    let snapshot = state.snapshot.get().await?;
+    let mut snapshot = state.snapshot.get().await?;
+    if check_registered(&snapshot.catalogue, &event).is_err()
+        && state.snapshot.refresh_if_changed().await.unwrap_or(true)
+    {
+        // Perhaps registered since the catalogue was cached (by another instance): a custom
+        // event applies to every request after its registration's 2xx (spec §10).
+        snapshot = state.snapshot.get().await?;
+    }
     check_registered(&snapshot.catalogue, &event).map_err(ApiError::BadRequest)?;
     let Some((key, body_digest)) = keyed else {
         enqueue(&state, &event).await?;

@@ -23,7 +23,7 @@ use crate::validate::{self, Context};
 const DEFAULT_PAGE_SIZE: usize = 100;
 
 /// How often a write that lost a race with another writer is redone on fresh data.
-const WRITE_ATTEMPTS: usize = 5;
+pub(super) const WRITE_ATTEMPTS: usize = 5;
 
 /// `GET /event-hooks?size=&offset=&source=&event=&tags=&handler=&enabled=`
 pub async fn list(
@@ -118,7 +118,7 @@ fn into_value(input: Input) -> Value {
 
 /// Validates on the Lua pool, off the async runtime's threads: lambda functions and templates
 /// compile (and chunks run) in the sandbox.
-async fn validate_hook(
+pub(super) async fn validate_hook(
     state: &AdminState,
     value: Value,
     id: Uuid,
@@ -320,6 +320,7 @@ mod tests {
             enabled: true,
             name: None,
             tags: vec![],
+            delivery: Default::default(),
             disabled_reason: None,
             failing_since: None,
             max_rate: None,

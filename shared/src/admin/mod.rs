@@ -1,7 +1,9 @@
 //! Kong's `/event-hooks` admin API as an axum [`Router`] (spec §2), served unchanged by the admin
 //! Lambda function (through `lambda_http`) and by the local server.
 
+mod apigee;
 mod auth;
+pub use auth::{AdminAuth, SignedCheck, StaticToken, TokenCheck, TokenError, TokenSource};
 mod body;
 mod console;
 mod deliveries;
@@ -35,6 +37,7 @@ use crate::events::{hook_change_events, Operation};
 use crate::idempotency::IdempotencyStore;
 use crate::lua::LuaPolicy;
 use crate::model::Hook;
+use crate::monetization::MonetizationStore;
 use crate::queue::{Outgoing, Queue, QueueError};
 use crate::snapshot::SnapshotCache;
 use crate::store::HookStore;
@@ -42,8 +45,8 @@ use crate::store::HookStore;
 /// Deployment settings of the admin API.
 #[derive(Debug, Clone, Default)]
 pub struct AdminSettings {
-    /// When set, every request needs it in the `Kong-Admin-Token` header.
-    pub admin_token: Option<String>,
+    /// Who may call: [`AdminAuth::Token`] needs the token in the `Kong-Admin-Token` header.
+    pub auth: AdminAuth,
     /// Whether lambda hooks are accepted, and the sandbox limits used to check them.
     pub lua: LuaPolicy,
 }
@@ -63,6 +66,8 @@ pub struct AdminState {
     executor: Option<Arc<Executor>>,
     /// Where `POST /events` claims `Idempotency-Key`s; without it such requests get 501.
     idempotency: Option<Arc<dyn IdempotencyStore>>,
+    /// Notification conditions of the Apigee routes; without it they answer 501.
+    monetization: Option<Arc<dyn MonetizationStore>>,
     /// Counted by `GET /event-hooks/stats` when the process can see its dead-letter queues.
     dead_letters: Option<Arc<dyn DeadLetterCount>>,
 }
@@ -92,8 +97,15 @@ impl AdminState {
             settings: Arc::new(settings),
             executor: None,
             idempotency: None,
+            monetization: None,
             dead_letters: None,
         }
+    }
+
+    /// Serves Apigee Edge's notification conditions from `store` (spec §12).
+    pub fn with_monetization(mut self, store: Arc<dyn MonetizationStore>) -> AdminState {
+        self.monetization = Some(store);
+        self
     }
 
     /// Makes `POST /events` honour `Idempotency-Key` with `store` (spec §8).
@@ -188,7 +200,10 @@ where
 /// The ping a `webhook` hook gets when it is created, updated or deleted (spec §7), as a delivery
 /// that carries the hook itself, so that a deleted hook is still told.
 fn change_ping(operation: Operation, hook: &Hook) -> Option<Delivery> {
-    if !matches!(hook.handler, crate::model::Handler::Webhook(_)) {
+    // An Apigee webhook's callback handler expects Edge's notifications only (spec §12).
+    if !matches!(hook.handler, crate::model::Handler::Webhook(_))
+        || crate::monetization::edge::is_edge_webhook(hook).is_some()
+    {
         return None;
     }
     let body = probe::ping_body(hook, Some(operation.as_str()));
@@ -231,8 +246,20 @@ pub fn full_router(admin: AdminState, probe: ProbeState) -> Router {
 /// Kong's answers for unknown paths and methods, and token auth in front of everything.
 fn finish(routes: Router, settings: Arc<AdminSettings>) -> Router {
     routes
-        .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .fallback(|uri: axum::http::Uri| async move {
+            if apigee::is_edge_path(uri.path()) {
+                ApiError::NotFound.into_edge()
+            } else {
+                ApiError::NotFound
+            }
+        })
+        .method_not_allowed_fallback(|uri: axum::http::Uri| async move {
+            if apigee::is_edge_path(uri.path()) {
+                ApiError::MethodNotAllowed.into_edge()
+            } else {
+                ApiError::MethodNotAllowed
+            }
+        })
         .layer(axum::middleware::from_fn_with_state(
             settings,
             auth::require_admin_token,
@@ -300,7 +327,49 @@ fn admin_routes(state: AdminState) -> Router {
             with_options(axum::routing::post(secret::rotate), "POST, OPTIONS"),
         )
         .route("/openapi.json", get(openapi::document))
+        .merge(edge_routes(""))
+        .merge(edge_routes("/v1"))
         .with_state(state)
+}
+
+/// Apigee Edge's monetization routes under `prefix` (spec §12).
+fn edge_routes(prefix: &str) -> Router<AdminState> {
+    use axum::routing::post;
+    let org = format!("{prefix}/mint/organizations/{{org}}");
+    Router::new()
+        .route(
+            &format!("{org}/webhooks"),
+            with_options(
+                get(apigee::list_webhooks).post(apigee::create_webhook),
+                "GET, HEAD, POST, OPTIONS",
+            ),
+        )
+        .route(
+            &format!("{org}/webhooks/{{id}}"),
+            with_options(
+                get(apigee::get_webhook)
+                    .put(apigee::edit_webhook)
+                    .post(apigee::enable_webhook)
+                    .delete(apigee::delete_webhook),
+                "GET, HEAD, PUT, POST, DELETE, OPTIONS",
+            ),
+        )
+        .route(
+            &format!("{org}/notification-conditions"),
+            with_options(
+                get(apigee::list_conditions).merge(post(apigee::create_condition)),
+                "GET, HEAD, POST, OPTIONS",
+            ),
+        )
+        .route(
+            &format!("{org}/notification-conditions/{{id}}"),
+            with_options(
+                get(apigee::get_condition)
+                    .put(apigee::put_condition)
+                    .delete(apigee::delete_condition),
+                "GET, HEAD, PUT, DELETE, OPTIONS",
+            ),
+        )
 }
 
 /// Adds an `OPTIONS` answer listing the route's methods.
@@ -434,6 +503,7 @@ mod tests {
             enabled: true,
             name: None,
             tags: vec![],
+            delivery: Default::default(),
             disabled_reason: None,
             failing_since: None,
             max_rate: None,

@@ -8,15 +8,18 @@
 //! address when checked and to `127.0.0.1` when connecting (DNS rebinding) cannot slip through.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::redirect::Policy;
 use reqwest::{Client, Method, Url};
+
+use crate::model::Timeouts;
 
 /// How outbound requests are bounded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +119,13 @@ pub struct HttpSender {
     /// Accepts any certificate (hooks with `ssl_verify: false`, Kong's default).
     lenient: Client,
     settings: HttpSettings,
+    /// Clients for hooks with their own `timeouts` (spec §12), by (timeouts, verify TLS); a
+    /// handful of distinct settings in practice, and cleared whole if it ever grows past a bound.
+    tuned: Arc<Mutex<HashMap<(Timeouts, bool), Client>>>,
 }
+
+/// Distinct per-hook timeout settings whose clients are kept at once.
+const MAX_TUNED_CLIENTS: usize = 32;
 
 impl HttpSender {
     /// Builds both clients with the settings' timeouts and, unless private targets are allowed,
@@ -126,7 +135,52 @@ impl HttpSender {
             verifying: build_client(&settings, true)?,
             lenient: build_client(&settings, false)?,
             settings,
+            tuned: Arc::default(),
         })
+    }
+
+    /// Like [`send`](Self::send), with a hook's own `timeouts` when it has them: `connect_ms`
+    /// bounds connecting (the deployment's connect timeout when unset), `read_ms` each wait for
+    /// the answer's bytes, and the whole exchange gets the longer of the deployment's total and
+    /// their sum.
+    pub async fn send_with(
+        &self,
+        request: OutboundRequest,
+        verify_tls: bool,
+        timeouts: Option<Timeouts>,
+    ) -> Result<Response, SendError> {
+        let Some(timeouts) = timeouts else {
+            return self.send(request, verify_tls).await;
+        };
+        let client = {
+            let mut tuned = self.tuned.lock().unwrap_or_else(PoisonError::into_inner);
+            match tuned.get(&(timeouts, verify_tls)) {
+                Some(client) => client.clone(),
+                None => {
+                    let millis = |ms: u32| Duration::from_millis(u64::from(ms));
+                    let connect = timeouts
+                        .connect_ms
+                        .map_or(self.settings.connect_timeout, millis);
+                    let read = timeouts.read_ms.map(millis);
+                    let settings = HttpSettings {
+                        connect_timeout: connect,
+                        total_timeout: self
+                            .settings
+                            .total_timeout
+                            .max(connect + read.unwrap_or_default()),
+                        ..self.settings.clone()
+                    };
+                    let client = build_client_with(&settings, verify_tls, read)
+                        .map_err(|e| SendError::InvalidRequest(format!("client: {e}")))?;
+                    if tuned.len() >= MAX_TUNED_CLIENTS {
+                        tuned.clear();
+                    }
+                    tuned.insert((timeouts, verify_tls), client.clone());
+                    client
+                }
+            }
+        };
+        self.send_on(&client, request).await
     }
 
     /// Sends one request and reads the response, its body up to the cap.
@@ -137,6 +191,19 @@ impl HttpSender {
         &self,
         request: OutboundRequest,
         verify_tls: bool,
+    ) -> Result<Response, SendError> {
+        let client = if verify_tls {
+            &self.verifying
+        } else {
+            &self.lenient
+        };
+        self.send_on(client, request).await
+    }
+
+    async fn send_on(
+        &self,
+        client: &Client,
+        request: OutboundRequest,
     ) -> Result<Response, SendError> {
         let url = Url::parse(&request.url)
             .map_err(|e| SendError::InvalidRequest(format!("url {:?}: {e}", request.url)))?;
@@ -151,12 +218,6 @@ impl HttpSender {
             check_literal_host(&url)?;
         }
         let headers = header_map(&request.headers)?;
-
-        let client = if verify_tls {
-            &self.verifying
-        } else {
-            &self.lenient
-        };
         let mut builder = client.request(request.method, url).headers(headers);
         if let Some(body) = request.body {
             builder = builder.body(body);
@@ -191,6 +252,14 @@ impl HttpSender {
 }
 
 fn build_client(settings: &HttpSettings, verify_tls: bool) -> Result<Client, reqwest::Error> {
+    build_client_with(settings, verify_tls, None)
+}
+
+fn build_client_with(
+    settings: &HttpSettings,
+    verify_tls: bool,
+    read_timeout: Option<Duration>,
+) -> Result<Client, reqwest::Error> {
     let mut builder = Client::builder()
         .use_rustls_tls()
         .danger_accept_invalid_certs(!verify_tls)
@@ -201,6 +270,9 @@ fn build_client(settings: &HttpSettings, verify_tls: bool) -> Result<Client, req
         // A proxy would be resolved instead of the target, leaving the target unchecked; and a
         // proxy from the environment is never what a webhook sender wants.
         .no_proxy();
+    if let Some(read) = read_timeout {
+        builder = builder.read_timeout(read);
+    }
     if !settings.allow_private_targets {
         builder = builder.dns_resolver(Arc::new(GuardedResolver));
     }

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use super::http::{Response, SendError};
+use crate::model::{RetryOn, RetryPolicy};
 
 /// What to do after one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +152,35 @@ impl RetrySchedule {
     }
 }
 
+/// The schedule of a hook with its own `retry` (spec §12): its delays exactly, no jitter, the
+/// `Retry-After` cap of `defaults`; `defaults` itself when it sets no delays.
+pub fn hook_schedule(policy: &RetryPolicy, defaults: &RetrySchedule) -> RetrySchedule {
+    match &policy.delays {
+        None => defaults.clone(),
+        Some(delays) => RetrySchedule {
+            delays: delays
+                .iter()
+                .map(|s| Duration::from_secs(u64::from(*s)))
+                .collect(),
+            jitter: 0.0,
+            max_retry_after: defaults.max_retry_after,
+        },
+    }
+}
+
+/// Narrows a verdict by a hook's `retry.on`: with `5xx` (Apigee Edge's rule) only a 5xx answer
+/// is retried; every other failure fails at once.
+pub fn restrict(verdict: Verdict, on: RetryOn, status: Option<u16>) -> Verdict {
+    match (on, verdict) {
+        (RetryOn::ServerErrors, Verdict::Retry { after }) => match status {
+            Some(500..=599) => Verdict::Retry { after },
+            Some(status) => Verdict::Failed(format!("target answered {}", status_text(status))),
+            None => Verdict::Failed("no answer; this hook retries 5xx answers only".into()),
+        },
+        (_, verdict) => verdict,
+    }
+}
+
 /// A retry schedule that could not be parsed from configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid retry schedule {input:?}: {reason}")]
@@ -239,6 +269,51 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn a_hooks_own_schedule_is_exact_and_5xx_only_narrows_the_verdict() {
+        let defaults = RetrySchedule::default();
+        let own = |delays| RetryPolicy {
+            delays,
+            on: RetryOn::ServerErrors,
+        };
+        assert_eq!(hook_schedule(&own(None), &defaults), defaults);
+        let policy = own(Some(vec![300, 0]));
+        let schedule = hook_schedule(&policy, &RetrySchedule::default());
+        assert_eq!(schedule.max_attempts(), 3);
+        assert_eq!(schedule.next_delay(1, None), Some(Duration::from_secs(300)));
+        assert_eq!(schedule.next_delay(2, None), Some(Duration::ZERO));
+        assert_eq!(schedule.next_delay(3, None), None);
+        let narrowed = |result: &Result<Response, SendError>, status| {
+            restrict(classify(result), RetryOn::ServerErrors, status)
+        };
+        assert_eq!(
+            narrowed(&answered(503, &[]), Some(503)),
+            Verdict::Retry { after: None }
+        );
+        assert_eq!(
+            narrowed(&answered(500, &[]), Some(500)),
+            Verdict::Retry { after: None }
+        );
+        for status in [408, 429, 400] {
+            assert!(
+                matches!(
+                    narrowed(&answered(status, &[]), Some(status)),
+                    Verdict::Failed(_)
+                ),
+                "{status}"
+            );
+        }
+        assert!(matches!(
+            narrowed(&Err(SendError::Timeout), None),
+            Verdict::Failed(_)
+        ));
+        assert_eq!(narrowed(&answered(200, &[]), Some(200)), Verdict::Delivered);
+        // The default rules are left alone.
+        assert_eq!(
+            restrict(classify(&answered(429, &[])), RetryOn::Default, Some(429)),
+            Verdict::Retry { after: None }
+        );
+    }
     fn answered(status: u16, headers: &[(&str, &str)]) -> Result<Response, SendError> {
         Ok(Response {
             status,

@@ -236,16 +236,29 @@ impl Executor {
         };
         match &hook.handler {
             Handler::Webhook(config) => {
-                let data = webhook_data(&event.data, event_name, &event.source);
+                // An Apigee webhook's callback body is the notification exactly (spec §12).
+                let data = if crate::monetization::edge::is_edge_webhook(hook).is_some() {
+                    event.data.clone()
+                } else {
+                    webhook_data(&event.data, event_name, &event.source)
+                };
                 let request = with_delivery_headers(webhook_request(config, &data));
-                Executed::Http(self.sender.send(request, config.ssl_verify).await)
+                Executed::Http(
+                    self.sender
+                        .send_with(request, config.ssl_verify, hook.delivery.timeouts)
+                        .await,
+                )
             }
             Handler::WebhookCustom(config) => {
                 let data = webhook_data(&event.data, event_name, &event.source);
                 match self.render(hook.id, config, data).await {
                     Ok(request) => Executed::Http(
                         self.sender
-                            .send(with_delivery_headers(request), config.ssl_verify)
+                            .send_with(
+                                with_delivery_headers(request),
+                                config.ssl_verify,
+                                hook.delivery.timeouts,
+                            )
                             .await,
                     ),
                     Err(unprepared) => Executed::Unprepared(unprepared),
@@ -479,6 +492,7 @@ mod tests {
             enabled: true,
             name: None,
             tags: vec![],
+            delivery: Default::default(),
             disabled_reason: None,
             failing_since: None,
             max_rate: None,

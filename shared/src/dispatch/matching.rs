@@ -84,6 +84,7 @@ mod tests {
             enabled: true,
             name: None,
             tags: vec![],
+            delivery: Default::default(),
             disabled_reason: None,
             failing_since: None,
             max_rate: None,

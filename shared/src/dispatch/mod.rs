@@ -25,12 +25,14 @@
 //! its receive count minus one. The retry schedule follows the same numbers: a delivery never gets
 //! more attempts than the schedule allows, redeliveries included.
 
+pub mod batch;
 pub mod execute;
 pub mod handlers;
 pub mod matching;
 pub mod protection;
 pub mod worker;
 
+pub use batch::{Deadline, RecordContext};
 pub use execute::{Executed, Executor};
 
 use std::sync::Arc;
@@ -39,13 +41,14 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::deliver::retry::{RetrySchedule, Verdict};
+use crate::deliver::retry::{self, RetrySchedule, Verdict};
 use crate::deliveries::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
 use crate::events::{
     check_registered, hook_change_events, now_millis, parse_event_with_default_id, Event, Operation,
 };
 use crate::metrics::Stats;
 use crate::model::Hook;
+use crate::monetization::{edge, MonetizationStore, Threshold};
 pub use crate::queue::DeadLetterReason;
 use crate::queue::{Outgoing, Queue, QueueError, MAX_DELAY};
 use crate::snapshot::SnapshotCache;
@@ -53,6 +56,12 @@ use crate::store::{HookStore, StoreError};
 use crate::windows::{decide, event_key, Decision, Dropped, WindowStore};
 use matching::EventName;
 use protection::{Change, Outcome, RateLimiter, Slot};
+use serde_json::Value;
+
+/// Whether the hook's deliveries go through a snooze/on_change decision.
+fn has_windows(hook: &Hook) -> bool {
+    hook.snooze.is_some() || hook.on_change.is_some()
+}
 
 /// Header carrying the stable delivery id, for receivers to de-duplicate.
 pub const DELIVERY_HEADER: &str = "x-event-hook-delivery";
@@ -61,6 +70,9 @@ pub const ATTEMPT_HEADER: &str = "x-event-hook-attempt";
 
 /// Namespace of delivery ids (UUID v5 of event id + hook id).
 const DELIVERY_NAMESPACE: Uuid = Uuid::from_u128(0x6e0c_7a4b_2f1d_4f7e_9b61_0d1c_5a2e_8f30);
+
+/// Attempts in flight at once, unless [`DispatchSettings::max_in_flight`] says otherwise.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
 
 /// Tunables of delivery.
 #[derive(Debug, Clone)]
@@ -79,6 +91,10 @@ pub struct DispatchSettings {
     /// slot puts the delivery back on the deliveries queue until about then. Short, as it holds
     /// a worker (or a Lambda invocation).
     pub rate_wait: Duration,
+    /// The most attempts in flight at once in this process (open sockets, Lua runs): the rest
+    /// wait for a slot. Bounds one invocation's fan-out (10 events x N hooks) against Lambda's
+    /// 1,024 file descriptors and its memory.
+    pub max_in_flight: usize,
 }
 
 impl Default for DispatchSettings {
@@ -90,6 +106,7 @@ impl Default for DispatchSettings {
             park_delay: Duration::from_secs(5),
             pause_after: Duration::from_secs(24 * 3600),
             rate_wait: Duration::from_secs(2),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -163,6 +180,9 @@ pub enum DispatchError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// Too little of the invocation's time was left to start an attempt; the delivery is parked.
+    #[error("too close to the invocation deadline to start an attempt")]
+    Deadline,
     /// A delivery stopped by an infrastructure failure could not be parked either.
     #[error("could not park delivery {delivery_id} of hook {hook_id}: {source}")]
     Parking {
@@ -229,7 +249,12 @@ pub struct Dispatcher {
     hooks: Arc<dyn HookStore>,
     events: Arc<dyn Queue>,
     limiter: RateLimiter,
+    /// Slots of [`DispatchSettings::max_in_flight`].
+    in_flight: tokio::sync::Semaphore,
     settings: DispatchSettings,
+    /// Notification conditions and reached thresholds of Apigee webhooks (spec §12); without it,
+    /// usage events notify no Apigee webhook.
+    monetization: Option<Arc<dyn MonetizationStore>>,
     pub stats: Stats,
 }
 
@@ -255,9 +280,31 @@ impl Dispatcher {
             hooks,
             events,
             limiter: RateLimiter::default(),
+            in_flight: tokio::sync::Semaphore::new(settings.max_in_flight.max(1)),
             settings,
+            monetization: None,
             stats: Stats::default(),
         }
+    }
+
+    /// Read-your-writes (spec §10), once per batch: reloads the hooks before the batch when the
+    /// store's change counter moved since they were loaded. A counter that cannot be read forces
+    /// a reload too (which then fails the batch's records if the store is down).
+    pub async fn refresh_hooks(&self) {
+        match self.snapshot.refresh_if_changed().await {
+            Ok(true) => tracing::debug!("hooks changed; reloading them for this batch"),
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the hooks' change counter; reloading")
+            }
+        }
+    }
+
+    /// Notifies Apigee webhooks of the usage targets that `monetization`/`usage` events reach,
+    /// with the conditions and thresholds kept in `store` (spec §12).
+    pub fn with_monetization(mut self, store: Arc<dyn MonetizationStore>) -> Dispatcher {
+        self.monetization = Some(store);
+        self
     }
 
     /// Handles one message of the events queue, received for the `receive_count`-th time. An
@@ -268,6 +315,19 @@ impl Dispatcher {
         body: &str,
         message_id: &str,
         receive_count: u32,
+    ) -> Result<MessageOutcome, DispatchError> {
+        self.handle_event_message_in(body, message_id, receive_count, &RecordContext::alone())
+            .await
+    }
+
+    /// [`Dispatcher::handle_event_message`] as one record of a batch: decisions in the batch's
+    /// order, attempts within its deadline.
+    pub async fn handle_event_message_in(
+        &self,
+        body: &str,
+        message_id: &str,
+        receive_count: u32,
+        context: &RecordContext,
     ) -> Result<MessageOutcome, DispatchError> {
         let event = match parse_event_with_default_id(body, message_id) {
             Ok(event) => event,
@@ -285,7 +345,7 @@ impl Dispatcher {
                 reason,
             )));
         }
-        self.dispatch(event, receive_count).await?;
+        self.dispatch_in(event, receive_count, context).await?;
         Ok(MessageOutcome::Done)
     }
 
@@ -294,6 +354,17 @@ impl Dispatcher {
     /// delivery runs to its end on its own; an error means a delivery could neither be made nor
     /// parked, and the event must come back.
     pub async fn dispatch(&self, event: Event, receive_count: u32) -> Result<(), DispatchError> {
+        self.dispatch_in(event, receive_count, &RecordContext::alone())
+            .await
+    }
+
+    /// [`Dispatcher::dispatch`] as one record of a batch.
+    pub async fn dispatch_in(
+        &self,
+        event: Event,
+        receive_count: u32,
+        context: &RecordContext,
+    ) -> Result<(), DispatchError> {
         Stats::bump(&self.stats.events);
         let snapshot = self.snapshot.get().await?;
         let name = EventName::of(&event);
@@ -302,27 +373,64 @@ impl Dispatcher {
             .event(&event.source, &event.event)
             .and_then(|spec| spec.unique.clone());
         let key_fields = key_fields.as_deref();
+        let matched: Vec<(&Arc<Hook>, String)> = snapshot
+            .hooks_of(&event.source)
+            .iter()
+            .filter(|hook| hook.enabled)
+            .filter_map(|hook| Some((hook, name.delivered_as(hook)?)))
+            .collect();
+        // The hooks whose decisions must follow the batch's order: those with windows.
+        if let Some(turn) = &context.turn {
+            turn.declare(
+                matched
+                    .iter()
+                    .filter(|(hook, _)| has_windows(hook))
+                    .map(|(hook, _)| hook.id)
+                    .collect(),
+            );
+        }
         let mut runs = Vec::new();
-        for hook in snapshot.hooks_of(&event.source) {
-            if !hook.enabled {
-                continue;
+        for (hook, delivered_as) in matched {
+            if let Some(org) = edge::is_edge_webhook(hook) {
+                if event.source == edge::SOURCE && event.event == edge::EVENT {
+                    // No snooze/on_change decision here: nothing for later records to wait on.
+                    if let Some(turn) = &context.turn {
+                        turn.done(hook.id);
+                    }
+                    let (event, delivered_as) = (&event, delivered_as.clone());
+                    runs.push(Box::pin(async move {
+                        self.notify_usage(
+                            hook,
+                            org,
+                            &delivered_as,
+                            event,
+                            receive_count,
+                            context.deadline,
+                        )
+                        .await
+                    })
+                        as std::pin::Pin<
+                            Box<dyn std::future::Future<Output = _> + Send + '_>,
+                        >);
+                    continue;
+                }
             }
-            let Some(delivered_as) = name.delivered_as(hook) else {
-                continue;
-            };
             let mut delivery = Delivery::new(&event, hook.id);
             delivery.attempt = receive_count.max(1);
             delivery.step = Step::Decide;
-            runs.push(async move {
+            runs.push(Box::pin(async move {
                 if receive_count > 1 && self.served_before(hook.id, delivery.id).await {
                     tracing::debug!(hook_id = %hook.id, delivery_id = %delivery.id, "already delivered before this redelivery");
+                    if let Some(turn) = &context.turn {
+                        turn.done(hook.id);
+                    }
                     return Ok(());
                 }
                 let advanced = self
-                    .advance(hook, &delivered_as, delivery, key_fields)
+                    .advance(hook, &delivered_as, delivery, key_fields, context)
                     .await;
                 self.settle(advanced).await
-            });
+            }));
         }
         // Every run ends on its own (delivered, retry queued, dead-lettered or parked), so one
         // hook's failure neither stops nor repeats another hook's delivery.
@@ -333,6 +441,92 @@ impl Dispatcher {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// A usage event for an Apigee webhook of `org` (spec §12): one notification for each usage
+    /// target of the webhook's conditions on this rate plan that the usage reaches and that no
+    /// earlier event of the billing cycle claimed, in ascending order, each its own delivery.
+    /// A store failure fails the event, which comes back: thresholds it claimed stay its own, so
+    /// the redelivery sends them (receivers de-duplicate by delivery id).
+    async fn notify_usage(
+        &self,
+        hook: &Hook,
+        org: &str,
+        event_name: &str,
+        event: &Event,
+        receive_count: u32,
+        deadline: Option<Deadline>,
+    ) -> Result<(), DispatchError> {
+        let Some(store) = &self.monetization else {
+            tracing::warn!(hook_id = %hook.id, "usage event for an Apigee webhook, but this dispatcher has no monetization store");
+            return Ok(());
+        };
+        let Some(usage) = event.data.as_object() else {
+            tracing::info!(event_id = %event.id, "usage event without an object as data; ignored");
+            return Ok(());
+        };
+        let text = |field: &str| match usage.get(field) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let (Some(developer), Some(rate_plan), Some(percent_used)) = (
+            text("developerEmail"),
+            text("ratePlanId"),
+            usage.get("quotaPercentUsed").and_then(Value::as_f64),
+        ) else {
+            tracing::info!(event_id = %event.id, "usage event without developerEmail, ratePlanId or quotaPercentUsed; ignored");
+            return Ok(());
+        };
+        if text("orgName").is_some_and(|name| name != org) {
+            return Ok(());
+        }
+        let cycle = text("nextBillingCycleStartDate").unwrap_or_default();
+        let mut reached: Vec<(u32, String)> = Vec::new();
+        for condition in store.list_conditions(org).await? {
+            if condition.rate_plan != rate_plan || !condition.webhooks.contains(&hook.id) {
+                continue;
+            }
+            for percent in condition.reached(percent_used) {
+                if !reached.iter().any(|(p, _)| *p == percent) {
+                    reached.push((percent, condition.usage_target.clone()));
+                }
+            }
+        }
+        reached.sort();
+        for (percent, usage_target) in reached {
+            let threshold = Threshold {
+                webhook: hook.id,
+                developer: developer.clone(),
+                rate_plan: rate_plan.clone(),
+                cycle: cycle.clone(),
+                percent,
+            };
+            if !store.claim(&threshold, event.id).await? {
+                continue;
+            }
+            let notification = Event {
+                id: Uuid::new_v5(&event.id, format!("usage-target:{percent}").as_bytes()),
+                source: event.source.clone(),
+                event: event.event.clone(),
+                data: edge::notification(usage, percent, &usage_target, now_millis()),
+                timestamp: event.timestamp,
+            };
+            let mut delivery = Delivery::new(&notification, hook.id);
+            delivery.attempt = receive_count.max(1);
+            if receive_count > 1 && self.served_before(hook.id, delivery.id).await {
+                continue;
+            }
+            let context = RecordContext {
+                turn: None,
+                deadline,
+            };
+            let advanced = self
+                .advance(hook, event_name, delivery, None, &context)
+                .await;
+            self.settle(advanced).await?;
+        }
+        Ok(())
     }
 
     /// On a redelivered event: whether the log shows this delivery delivered already. Any doubt
@@ -350,6 +544,17 @@ impl Dispatcher {
         &self,
         body: &str,
         receive_count: u32,
+    ) -> Result<MessageOutcome, DispatchError> {
+        self.handle_delivery_message_in(body, receive_count, &RecordContext::alone())
+            .await
+    }
+
+    /// [`Dispatcher::handle_delivery_message`] within a batch's deadline.
+    pub async fn handle_delivery_message_in(
+        &self,
+        body: &str,
+        receive_count: u32,
+        context: &RecordContext,
     ) -> Result<MessageOutcome, DispatchError> {
         let mut delivery: Delivery = match serde_json::from_str(body) {
             Ok(delivery) => delivery,
@@ -406,7 +611,13 @@ impl Dispatcher {
             .event(&delivery.event.source, &delivery.event.event)
             .and_then(|spec| spec.unique.clone());
         let advanced = self
-            .advance(&hook, &delivered_as, delivery, key_fields.as_deref())
+            .advance(
+                &hook,
+                &delivered_as,
+                delivery,
+                key_fields.as_deref(),
+                context,
+            )
             .await;
         self.settle(advanced).await?;
         Ok(MessageOutcome::Done)
@@ -421,12 +632,19 @@ impl Dispatcher {
         event_name: &str,
         mut delivery: Delivery,
         key_fields: Option<&[String]>,
+        context: &RecordContext,
     ) -> Result<(), Stuck> {
+        let deadline = context.deadline;
         match std::mem::take(&mut delivery.step) {
-            Step::Attempt => self.attempt(hook, event_name, delivery).await,
+            Step::Attempt => self.attempt(hook, event_name, delivery, deadline).await,
             Step::DeadLetter { reason } => self.give_up(delivery, reason).await,
             Step::Decide => {
                 let key = event_key(&delivery.event.data, key_fields);
+                // In the batch's order for this hook (spec §10); parallel across hooks.
+                let turn = context.turn.as_ref().filter(|_| has_windows(hook));
+                if let Some(turn) = turn {
+                    turn.wait(hook.id).await;
+                }
                 let decided = decide(
                     self.windows.as_ref(),
                     hook.id,
@@ -436,8 +654,13 @@ impl Dispatcher {
                     &delivery.id.to_string(),
                 )
                 .await;
+                if let Some(turn) = turn {
+                    turn.done(hook.id);
+                }
                 match decided {
-                    Ok(Decision::Deliver) => self.attempt(hook, event_name, delivery).await,
+                    Ok(Decision::Deliver) => {
+                        self.attempt(hook, event_name, delivery, deadline).await
+                    }
                     Ok(Decision::Drop(why)) => {
                         Stats::bump(match why {
                             Dropped::Snoozed => &self.stats.snoozed,
@@ -499,7 +722,16 @@ impl Dispatcher {
         hook: &Hook,
         event_name: &str,
         mut delivery: Delivery,
+        deadline: Option<Deadline>,
     ) -> Result<(), Stuck> {
+        // A slot first (bounded fan-out), then the deadline: an attempt that may not finish
+        // before the invocation ends is parked instead of cut off.
+        let _slot = self.in_flight.acquire().await;
+        if deadline.is_some_and(|d| !d.allows_start()) {
+            Stats::bump(&self.stats.deadline_parked);
+            delivery.step = Step::Attempt;
+            return Err(Stuck::new(delivery, DispatchError::Deadline));
+        }
         if let Some(rate) = hook.max_rate {
             match self
                 .limiter
@@ -534,8 +766,12 @@ impl Dispatcher {
             .await;
         let latency = started.elapsed();
         self.stats.record_latency(latency);
-        let verdict = executed.verdict();
         let (status_code, mut error, body) = self.summarize(&executed);
+        let policy = hook.delivery.retry.as_ref();
+        let verdict = match policy {
+            Some(policy) => retry::restrict(executed.verdict(), policy.on, status_code),
+            None => executed.verdict(),
+        };
         let outcome = match (&verdict, status_code) {
             (_, Some(protection::GONE)) => Outcome::Gone,
             (Verdict::Delivered, _) => Outcome::Delivered,
@@ -551,7 +787,11 @@ impl Dispatcher {
         }
 
         let next_delay = match &verdict {
-            Verdict::Retry { after } => self.settings.retry.next_delay(delivery.attempt, *after),
+            Verdict::Retry { after } => match policy {
+                Some(policy) => retry::hook_schedule(policy, &self.settings.retry)
+                    .next_delay(delivery.attempt, *after),
+                None => self.settings.retry.next_delay(delivery.attempt, *after),
+            },
             _ => None,
         };
         let status = match (&verdict, next_delay) {

@@ -222,6 +222,7 @@ mod tests {
             enabled: true,
             name: None,
             tags: vec![],
+            delivery: Default::default(),
             disabled_reason: None,
             failing_since,
             max_rate: None,

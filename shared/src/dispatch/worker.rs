@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::sync::watch;
 
-use super::{DispatchError, Dispatcher, MessageOutcome};
+use super::{DispatchError, Dispatcher, MessageOutcome, RecordContext};
 use crate::queue::{Queue, Received};
 
 /// Which queue a worker consumes.
@@ -106,15 +106,25 @@ pub async fn outcome(
     feed: Feed,
     message: &Received,
 ) -> Result<MessageOutcome, DispatchError> {
+    outcome_in(dispatcher, feed, message, &RecordContext::alone()).await
+}
+
+/// [`outcome`] as one record of a batch (decision order, deadline).
+pub async fn outcome_in(
+    dispatcher: &Dispatcher,
+    feed: Feed,
+    message: &Received,
+    context: &RecordContext,
+) -> Result<MessageOutcome, DispatchError> {
     let outcome = match feed {
         Feed::Events => {
             dispatcher
-                .handle_event_message(&message.body, &message.id, message.receive_count)
+                .handle_event_message_in(&message.body, &message.id, message.receive_count, context)
                 .await
         }
         Feed::Deliveries => {
             dispatcher
-                .handle_delivery_message(&message.body, message.receive_count)
+                .handle_delivery_message_in(&message.body, message.receive_count, context)
                 .await
         }
     };

@@ -16,7 +16,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update,
+};
 use aws_sdk_dynamodb::Client;
 use uuid::Uuid;
 
@@ -28,6 +30,9 @@ type Item = HashMap<String, AttributeValue>;
 const HOOK_PK: &str = "hook";
 const NAME_PK: &str = "name";
 const CUSTOM_EVENT_PK: &str = "custom_event";
+/// The change counter's item: `pk = meta`, `sk = version`, the count in `n`.
+const META_PK: &str = "meta";
+const VERSION_SK: &str = "version";
 /// Joins source and event in a custom event's sort key; no printable name contains it.
 const CUSTOM_EVENT_SEPARATOR: char = '\u{1f}';
 
@@ -139,6 +144,7 @@ impl DynamoHookStore {
                 .map_err(StoreError::backend)?;
             items.push(TransactWriteItem::builder().delete(release).build());
         }
+        items.push(self.bump()?);
         Ok((items, guard_index))
     }
 
@@ -223,6 +229,7 @@ impl DynamoHookStore {
                 .map_err(StoreError::backend)?;
             items.push(TransactWriteItem::builder().delete(release).build());
         }
+        items.push(self.bump()?);
         match self
             .client
             .transact_write_items()
@@ -235,6 +242,34 @@ impl DynamoHookStore {
             Err(err) if cancellation_codes(&err).is_some() => Ok(Attempt::Retry),
             Err(err) => Err(StoreError::backend(err)),
         }
+    }
+
+    /// The transaction item that bumps the change counter (unconditional, so it never cancels a
+    /// transaction by itself).
+    fn bump(&self) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(META_PK, VERSION_SK)))
+            .update_expression("ADD n :one")
+            .expression_attribute_values(":one", number(1))
+            .build()
+            .map_err(StoreError::backend)?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Bumps the change counter on its own, after a write that is not a transaction: readers
+    /// that see the new count see the write too.
+    async fn bump_alone(&self) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(META_PK, VERSION_SK)))
+            .update_expression("ADD n :one")
+            .expression_attribute_values(":one", number(1))
+            .send()
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(())
     }
 
     async fn read(&self, key: Item) -> Result<Option<Item>, StoreError> {
@@ -486,6 +521,7 @@ impl HookStore for DynamoHookStore {
             .send()
             .await
             .map_err(StoreError::backend)?;
+        self.bump_alone().await?;
         Ok(output.attributes.is_none_or(|old| old.is_empty()))
     }
 
@@ -499,7 +535,22 @@ impl HookStore for DynamoHookStore {
             .send()
             .await
             .map_err(StoreError::backend)?;
-        Ok(output.attributes.is_some_and(|old| !old.is_empty()))
+        let removed = output.attributes.is_some_and(|old| !old.is_empty());
+        if removed {
+            self.bump_alone().await?;
+        }
+        Ok(removed)
+    }
+
+    async fn version(&self) -> Result<u64, StoreError> {
+        let item = self.read(key(META_PK, VERSION_SK)).await?;
+        match item.as_ref().and_then(|item| item.get("n")) {
+            None => Ok(0),
+            Some(AttributeValue::N(n)) => n.parse().map_err(StoreError::backend),
+            Some(other) => Err(StoreError::backend(format!(
+                "the change counter is not a number: {other:?}"
+            ))),
+        }
     }
 
     async fn list_custom_events(&self) -> Result<Vec<CustomEvent>, StoreError> {

@@ -132,4 +132,10 @@ pub trait HookStore: Send + Sync + 'static {
 
     /// Every custom event, sorted by source then event.
     async fn list_custom_events(&self) -> Result<Vec<CustomEvent>, StoreError>;
+
+    /// The change counter: a number that differs, once a write has returned, from what it was
+    /// before the write (hooks and custom events alike). Readers that cache the hooks compare it
+    /// to the value read before their load, so a change applies to everything after its 2xx
+    /// (spec §10, read-your-writes) for the price of one small read.
+    async fn version(&self) -> Result<u64, StoreError>;
 }

@@ -30,7 +30,16 @@ const SCHEMA: &str = "
         body   TEXT NOT NULL,     -- the CustomEvent as JSON
         PRIMARY KEY (source, event)
     );
+    -- The change counter: bumped in the transaction of every write (HookStore::version).
+    CREATE TABLE IF NOT EXISTS store_version (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        n  INTEGER NOT NULL
+    );
+    INSERT OR IGNORE INTO store_version (id, n) VALUES (1, 0);
 ";
+
+/// Bumps the change counter, inside the caller's transaction.
+const BUMP: &str = "UPDATE store_version SET n = n + 1 WHERE id = 1";
 
 /// [`HookStore`] on a SQLite [`Database`].
 #[derive(Clone)]
@@ -195,6 +204,7 @@ impl HookStore for SqliteHookStore {
                         tags = excluded.tags, version = excluded.version, body = excluded.body",
                     params![id, name, source, event, tags, version, body],
                 )?;
+                tx.execute(BUMP, [])?;
                 tx.commit()?;
                 Ok(Ok(version))
             })
@@ -211,12 +221,19 @@ impl HookStore for SqliteHookStore {
         let body = self
             .db
             .call(move |conn| {
-                conn.query_row(
-                    "DELETE FROM hooks WHERE id = ?1 RETURNING body",
-                    [id_text(id)],
-                    |row| row.get::<_, String>(0),
-                )
-                .optional()
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let body = tx
+                    .query_row(
+                        "DELETE FROM hooks WHERE id = ?1 RETURNING body",
+                        [id_text(id)],
+                        |row| row.get::<_, String>(0),
+                    )
+                    .optional()?;
+                if body.is_some() {
+                    tx.execute(BUMP, [])?;
+                }
+                tx.commit()?;
+                Ok(body)
             })
             .await
             .map_err(StoreError::backend)?;
@@ -239,6 +256,7 @@ impl HookStore for SqliteHookStore {
                         params![source, name, body],
                     )?;
                 }
+                tx.execute(BUMP, [])?;
                 tx.commit()?;
                 Ok(replaced == 0)
             })
@@ -251,14 +269,33 @@ impl HookStore for SqliteHookStore {
         let removed = self
             .db
             .call(move |conn| {
-                conn.execute(
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let removed = tx.execute(
                     "DELETE FROM custom_events WHERE source = ?1 AND event = ?2",
                     [source, event],
-                )
+                )?;
+                if removed > 0 {
+                    tx.execute(BUMP, [])?;
+                }
+                tx.commit()?;
+                Ok(removed)
             })
             .await
             .map_err(StoreError::backend)?;
         Ok(removed > 0)
+    }
+
+    async fn version(&self) -> Result<u64, StoreError> {
+        let n = self
+            .db
+            .call(|conn| {
+                conn.query_row("SELECT n FROM store_version WHERE id = 1", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+            })
+            .await
+            .map_err(StoreError::backend)?;
+        to_version(n)
     }
 
     async fn list_custom_events(&self) -> Result<Vec<CustomEvent>, StoreError> {

@@ -1,0 +1,341 @@
+//! Apigee Edge monetization notifications (spec §12): notification conditions, the usage
+//! thresholds they name, and the durable record of which thresholds a developer has reached.
+//!
+//! An Apigee webhook is a hook of this system (see [`edge`]); a notification condition names a
+//! rate plan, a list of usage percentages and the webhooks to call. When a `monetization`/`usage`
+//! event arrives, each matching webhook is called once for every listed percentage the
+//! developer's usage of that rate plan has reached in the current billing cycle
+//! ([`Condition::reached`]). Which percentages were already notified is kept by the
+//! [`MonetizationStore`] port: [`MonetizationStore::claim`] is one conditional write, so
+//! concurrent dispatchers agree on exactly one claimant per threshold. Two adapters implement it:
+//! [`sqlite::SqliteMonetizationStore`] and [`dynamodb::DynamoMonetizationStore`], which pass the
+//! same contract suite in `tests/`.
+
+pub mod dynamodb;
+pub mod edge;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use crate::store::StoreError;
+
+/// Most notification conditions per organisation.
+pub const MAX_CONDITIONS_PER_ORG: usize = 1000;
+/// Most percentages one `UsageTarget` may list (`%= 0 to 1000 by 1` is refused).
+pub const MAX_TARGETS: usize = 100;
+/// Highest percentage a `UsageTarget` may name.
+pub const MAX_PERCENT: u32 = 1000;
+/// Most actions (webhooks) per condition.
+pub const MAX_ACTIONS: usize = 16;
+/// Longest `RATEPLAN` value, in bytes.
+pub const MAX_RATE_PLAN_BYTES: usize = 256;
+
+/// A notification condition as stored and served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Condition {
+    pub id: Uuid,
+    pub org: String,
+    /// The `RATEPLAN` attribute: usage of this rate plan is watched.
+    pub rate_plan: String,
+    /// The `PUBLISHED` attribute, when given (always `TRUE`).
+    pub published: bool,
+    /// The `UsageTarget` attribute as given, e.g. `%= 80 to 120 by 10`.
+    pub usage_target: String,
+    /// The percentages it lists, ascending.
+    pub targets: Vec<u32>,
+    /// The webhooks (hook ids) of its `WEBHOOK` actions.
+    pub webhooks: Vec<Uuid>,
+    /// Unix ms.
+    pub created: i64,
+    /// Unix ms.
+    pub updated: i64,
+}
+
+impl Condition {
+    /// The condition in Edge's shape.
+    pub fn shown(&self) -> Value {
+        let mut attributes = vec![json!({"attribute": "RATEPLAN", "value": self.rate_plan})];
+        if self.published {
+            attributes.push(json!({"attribute": "PUBLISHED", "value": "TRUE"}));
+        }
+        attributes.push(json!({"attribute": "UsageTarget", "value": self.usage_target}));
+        let actions: Vec<Value> = self
+            .webhooks
+            .iter()
+            .map(|id| json!({"actionAttribute": "WEBHOOK", "value": id}))
+            .collect();
+        json!({
+            "id": self.id,
+            "orgId": self.org,
+            "notificationCondition": attributes,
+            "actions": actions,
+            "created": self.created,
+            "updated": self.updated,
+        })
+    }
+
+    /// The listed percentages that `percent_used` has reached, ascending.
+    pub fn reached(&self, percent_used: f64) -> impl Iterator<Item = u32> + '_ {
+        self.targets
+            .iter()
+            .copied()
+            .filter(move |t| percent_used >= f64::from(*t))
+    }
+}
+
+/// What a notification condition request says, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConditionInput {
+    pub rate_plan: String,
+    pub published: bool,
+    pub usage_target: String,
+    pub targets: Vec<u32>,
+    pub webhooks: Vec<Uuid>,
+}
+
+/// Parses a `UsageTarget` value: `%= N`, or `%= A to B by S` (`by S` may be left out: 10, as
+/// Edge's UI does). Whole percentages from 0 to [`MAX_PERCENT`]; at most [`MAX_TARGETS`] of them.
+pub fn parse_usage_target(value: &str) -> Result<Vec<u32>, String> {
+    let bad = |why: &str| format!("UsageTarget {value:?}: {why}");
+    let words: Vec<&str> = value.split_whitespace().collect();
+    let (op, rest) = match words.split_first() {
+        Some((first, rest)) if *first == "%=" => (first, rest.to_vec()),
+        // `%=80` written without a space.
+        Some((first, rest)) if first.starts_with("%=") && first.len() > 2 => {
+            let mut all = vec![&first[2..]];
+            all.extend_from_slice(rest);
+            (&"%=", all)
+        }
+        _ => return Err(bad("expected `%= N` or `%= A to B by S`")),
+    };
+    debug_assert_eq!(*op, "%=");
+    let number = |text: &str| -> Result<u32, String> {
+        match text.parse::<u32>() {
+            Ok(n) if n <= MAX_PERCENT => Ok(n),
+            Ok(_) => Err(bad(&format!("percentages go up to {MAX_PERCENT}"))),
+            Err(_) => Err(bad(&format!("{text:?} is not a whole percentage"))),
+        }
+    };
+    match rest.as_slice() {
+        [n] => Ok(vec![number(n)?]),
+        [from, "to", to] | [from, "to", to, "by", _] => {
+            let (from, to) = (number(from)?, number(to)?);
+            let step = match rest.get(4) {
+                Some(step) => number(step)?,
+                None => 10,
+            };
+            if from > to {
+                return Err(bad("the range must not end below its start"));
+            }
+            if step == 0 {
+                return Err(bad("the step must be at least 1"));
+            }
+            let count = (to - from) / step + 1;
+            if count as usize > MAX_TARGETS {
+                return Err(bad(&format!(
+                    "lists {count} percentages, at most {MAX_TARGETS} allowed"
+                )));
+            }
+            Ok((0..count).map(|i| from + i * step).collect())
+        }
+        _ => Err(bad("expected `%= N` or `%= A to B by S`")),
+    }
+}
+
+/// Checks a notification condition request body (strictly: unknown keys and attributes,
+/// repeated attributes, missing ones and malformed values are errors naming the problem).
+pub fn parse_condition(body: &Map<String, Value>) -> Result<ConditionInput, String> {
+    for key in body.keys() {
+        if !matches!(
+            key.as_str(),
+            "notificationCondition" | "actions" | "id" | "orgId"
+        ) {
+            return Err(format!("unknown field {key:?}"));
+        }
+    }
+    let attributes = match body.get("notificationCondition") {
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err("notificationCondition must be an array".into()),
+        None => return Err("notificationCondition is required".into()),
+    };
+    if attributes.len() > 8 {
+        return Err("notificationCondition has too many attributes".into());
+    }
+    let (mut rate_plan, mut published, mut usage) = (None, None, None);
+    for item in attributes {
+        let (Some(name), Some(value)) = (
+            item.get("attribute").and_then(Value::as_str),
+            item.get("value").and_then(Value::as_str),
+        ) else {
+            return Err(
+                "each notificationCondition entry needs string `attribute` and `value`".into(),
+            );
+        };
+        if item.as_object().is_some_and(|o| o.len() != 2) {
+            return Err("notificationCondition entries have only `attribute` and `value`".into());
+        }
+        let slot = match name {
+            "RATEPLAN" => &mut rate_plan,
+            "PUBLISHED" => &mut published,
+            "UsageTarget" => &mut usage,
+            other => {
+                return Err(format!(
+                    "unknown attribute {other:?}: expected RATEPLAN, PUBLISHED or UsageTarget"
+                ))
+            }
+        };
+        if slot.replace(value.to_string()).is_some() {
+            return Err(format!("attribute {name} given twice"));
+        }
+    }
+    let rate_plan = rate_plan.ok_or("the RATEPLAN attribute is required")?;
+    if rate_plan.is_empty() || rate_plan.len() > MAX_RATE_PLAN_BYTES {
+        return Err(format!(
+            "RATEPLAN must be 1 to {MAX_RATE_PLAN_BYTES} bytes long"
+        ));
+    }
+    let published = match published.as_deref() {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) => return Err(format!("PUBLISHED must be TRUE, not {v:?}")),
+    };
+    let usage_target = usage.ok_or("the UsageTarget attribute is required")?;
+    let targets = parse_usage_target(&usage_target)?;
+
+    let actions = match body.get("actions") {
+        Some(Value::Array(items)) if !items.is_empty() => items,
+        Some(Value::Array(_)) => return Err("actions must name at least one webhook".into()),
+        Some(_) => return Err("actions must be an array".into()),
+        None => return Err("actions is required".into()),
+    };
+    if actions.len() > MAX_ACTIONS {
+        return Err(format!("actions: at most {MAX_ACTIONS} allowed"));
+    }
+    let mut webhooks = Vec::new();
+    for action in actions {
+        match (
+            action.get("actionAttribute").and_then(Value::as_str),
+            action.get("value").and_then(Value::as_str),
+        ) {
+            (Some("WEBHOOK"), Some(id)) => match Uuid::parse_str(id) {
+                Ok(id) if !webhooks.contains(&id) => webhooks.push(id),
+                Ok(_) => {}
+                Err(_) => return Err(format!("action value {id:?} is not a webhook id")),
+            },
+            (Some(other), _) if other != "WEBHOOK" => {
+                return Err(format!(
+                    "unknown actionAttribute {other:?}: expected WEBHOOK"
+                ))
+            }
+            _ => return Err("each action needs string `actionAttribute` and `value`".into()),
+        }
+    }
+    Ok(ConditionInput {
+        rate_plan,
+        published,
+        usage_target,
+        targets,
+        webhooks,
+    })
+}
+
+/// One threshold of one webhook for one developer, rate plan and billing cycle: notified once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Threshold {
+    pub webhook: Uuid,
+    pub developer: String,
+    pub rate_plan: String,
+    /// The usage's `nextBillingCycleStartDate`, as sent: a new value is a new cycle.
+    pub cycle: String,
+    pub percent: u32,
+}
+
+impl Threshold {
+    /// A fixed-size key (SHA-256 of the parts, unambiguous as JSON), whatever their lengths.
+    pub fn key(&self) -> String {
+        let parts = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(parts))
+    }
+}
+
+/// Conditions and reached thresholds, durable and deployment-wide.
+#[async_trait]
+pub trait MonetizationStore: Send + Sync + 'static {
+    /// Creates or replaces a condition.
+    async fn put_condition(&self, condition: &Condition) -> Result<(), StoreError>;
+
+    async fn get_condition(&self, org: &str, id: Uuid) -> Result<Option<Condition>, StoreError>;
+
+    /// The conditions of `org`, by id; at most [`MAX_CONDITIONS_PER_ORG`].
+    async fn list_conditions(&self, org: &str) -> Result<Vec<Condition>, StoreError>;
+
+    /// Removes a condition; true when it existed.
+    async fn delete_condition(&self, org: &str, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Marks `threshold` as reached by `claimant` (the usage event that reached it) unless it is
+    /// reached already. True when it is `claimant`'s: the first claim, or a claim by the same
+    /// claimant again (a redelivered event notifies again; receivers de-duplicate by delivery
+    /// id). Concurrent claimants: exactly one gets true.
+    async fn claim(&self, threshold: &Threshold, claimant: Uuid) -> Result<bool, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_targets_parse_strictly() {
+        assert_eq!(parse_usage_target("%= 90"), Ok(vec![90]));
+        assert_eq!(parse_usage_target("%=90"), Ok(vec![90]));
+        assert_eq!(
+            parse_usage_target("%= 80 to 120 by 10"),
+            Ok(vec![80, 90, 100, 110, 120])
+        );
+        assert_eq!(parse_usage_target(" %=  80 to 100 "), Ok(vec![80, 90, 100]));
+        assert_eq!(parse_usage_target("%= 80 to 95 by 10"), Ok(vec![80, 90]));
+        for bad in [
+            "",
+            "90",
+            "%=",
+            "% = 90",
+            "%= -5",
+            "%= 1.5",
+            "%= 1001",
+            "%= 80 to",
+            "%= 80 by 10",
+            "%= 120 to 80",
+            "%= 80 to 120 by 0",
+            "%= 0 to 1000 by 1",
+            "%= 80 to 120 step 10",
+        ] {
+            assert!(parse_usage_target(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_usage_target("%= 0 to 990 by 10").map(|t| t.len()),
+            Ok(100)
+        );
+    }
+
+    #[test]
+    fn a_usage_reaches_the_targets_at_or_below_it_in_order() {
+        let condition = Condition {
+            id: Uuid::nil(),
+            org: "o".into(),
+            rate_plan: "p".into(),
+            published: true,
+            usage_target: "%= 80 to 120 by 10".into(),
+            targets: parse_usage_target("%= 80 to 120 by 10").unwrap(),
+            webhooks: vec![],
+            created: 0,
+            updated: 0,
+        };
+        let reached = |p: f64| condition.reached(p).collect::<Vec<_>>();
+        assert_eq!(reached(79.9), Vec::<u32>::new());
+        assert_eq!(reached(80.0), [80]);
+        assert_eq!(reached(130.0), [80, 90, 100, 110, 120]);
+    }
+}
