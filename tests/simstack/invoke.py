@@ -7,8 +7,9 @@ Emulator, with the environment of the stack `template.yaml` declares, created in
                                        check the reply's shape and status, print one line per event
                                        and each function's cold start (the emulator's Init Duration)
 
-HTTP events (payload 2.0) carry the stack's admin token when they have none (as a client of the
-deployed API would). SQS events: each record's body is first sent to the stack's queue its
+HTTP events (payload 2.0) carry the stack's admin token (as a client of the deployed API would):
+a `kong-admin-token` header when they have none, and the password of a Basic `authorization`
+(Apigee Edge's `-u email:password`). SQS events: each record's body is first sent to the stack's queue its
 `eventSourceARN` names (`…:event-hooks-events` is EventsQueue, `…-deliveries` DeliveriesQueue)
 and received from it, so the function gets real message ids, receipt handles and queue ARNs, as
 from the event source mapping.
@@ -17,6 +18,7 @@ from the event source mapping.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 from pathlib import Path
@@ -109,8 +111,14 @@ class Local:
                     f"the record on {url}", 10)[0]
                 record.update(messageId=msg["MessageId"], receiptHandle=msg["ReceiptHandle"],
                               eventSourceARN=arn, attributes=msg["Attributes"], md5OfBody=msg["MD5OfBody"])
-        elif self.token and not any(k.lower() == "kong-admin-token" for k in event.get("headers", {})):
-            event.setdefault("headers", {})["kong-admin-token"] = self.token
+        elif self.token:
+            headers = event.setdefault("headers", {})
+            basic = headers.get("authorization", "")
+            if basic.lower().startswith("basic "):
+                user = base64.b64decode(basic.split(" ", 1)[1]).decode().split(":", 1)[0]
+                headers["authorization"] = "Basic " + base64.b64encode(f"{user}:{self.token}".encode()).decode()
+            elif not any(k.lower() == "kong-admin-token" for k in headers):
+                headers["kong-admin-token"] = self.token
         return event
 
     def invoke(self, key: str, event: dict) -> tuple[int, bytes, str]:

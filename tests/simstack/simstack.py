@@ -215,28 +215,29 @@ def functions_of(sam: dict) -> dict[str, dict]:
 
 
 def bootstrap_of(logical_id: str, resource: dict) -> Path:
-    """The function's built bootstrap: `.aws-sam/build/<LogicalId>/bootstrap` (sam build), else
-    `target/lambda/<binary>/bootstrap.zip`'s (make build's zip, unpacked into target/simstack/)
-    or `target/lambda/<binary>/bootstrap`, the binary being its `BuildProperties.Binary`."""
-    sam_built = ROOT / ".aws-sam/build" / logical_id / "bootstrap"
-    if sam_built.is_file():
-        return sam_built
+    """The function's newest build: `.aws-sam/build/<LogicalId>/bootstrap` (`make build`, i.e.
+    sam build), `target/lambda/<binary>/bootstrap.zip` (`make zips`, unpacked into
+    target/simstack/) or `target/lambda/<binary>/bootstrap`, the binary being the function's
+    `BuildProperties.Binary`."""
     binary = resource.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
     if not binary:
         raise AssertionError(f"{logical_id}: no Metadata.BuildProperties.Binary in template.yaml")
     built = ROOT / "target/lambda" / binary
-    if (built / "bootstrap.zip").is_file():
-        unpacked = ROOT / "target/simstack" / binary
-        with zipfile.ZipFile(built / "bootstrap.zip") as z:
-            if "bootstrap" not in z.namelist():
-                raise AssertionError(f"{built / 'bootstrap.zip'} has no bootstrap: {z.namelist()}")
-            z.extract("bootstrap", unpacked)
-        (unpacked / "bootstrap").chmod(0o755)
-        if not (built / "bootstrap").is_file() or (built / "bootstrap.zip").stat().st_mtime >= (built / "bootstrap").stat().st_mtime:
-            return unpacked / "bootstrap"
-    if (built / "bootstrap").is_file():
-        return built / "bootstrap"
-    raise AssertionError(f"{logical_id}: no {built}/bootstrap(.zip) nor .aws-sam/build/{logical_id}/bootstrap: run `make build`")
+    candidates = [p for p in (ROOT / ".aws-sam/build" / logical_id / "bootstrap", built / "bootstrap.zip",
+                              built / "bootstrap") if p.is_file()]
+    if not candidates:
+        raise AssertionError(f"{logical_id}: no .aws-sam/build/{logical_id}/bootstrap nor {built}/bootstrap(.zip):"
+                             " run `make zips` or `make build`")
+    newest = max(candidates, key=lambda p: p.stat().st_mtime)
+    if newest.suffix != ".zip":
+        return newest
+    unpacked = ROOT / "target/simstack" / binary
+    with zipfile.ZipFile(newest) as z:
+        if "bootstrap" not in z.namelist():
+            raise AssertionError(f"{newest} has no bootstrap: {z.namelist()}")
+        z.extract("bootstrap", unpacked)
+    (unpacked / "bootstrap").chmod(0o755)
+    return unpacked / "bootstrap"
 
 
 def translate(sam: dict, parameters: dict[str, str], code: dict[str, str]) -> dict:
