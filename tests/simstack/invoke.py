@@ -40,6 +40,14 @@ EXPECTED_STATUS = {
     "admin-list-hooks.json": 200,
     "admin-list-sources.json": 200,
     "admin-patch-hook.json": 404,
+    # The ids in the samples are not in a fresh stack: Kong's / Edge's not-found answers.
+    "apigee-create-notification-condition.json": 400,  # its webhook id does not exist
+    "apigee-create-webhook.json": 201,
+    "apigee-delete-webhook.json": 404,
+    "apigee-edit-webhook.json": 404,
+    "apigee-enable-webhook.json": 404,
+    "apigee-get-webhook.json": 404,
+    "apigee-list-webhooks.json": 200,
     "probe-ping-hook.json": 404,
     "probe-test-hook.json": 404,
 }

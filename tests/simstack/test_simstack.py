@@ -426,10 +426,11 @@ def test_aws_requests_per_delivery(defaults, receiver):
             [f"AWS requests per delivery, {label} ({DELIVERIES} deliveries, {batches} dispatch invocations):"]
             + [f"  {k:50} {v:.2f}" for k, v in sorted(per.items())]
         )
-        # Every delivery is logged (a write), hooks are not read per delivery, nothing is scanned.
+        # Every delivery is logged (a write); the hooks are read once per batch (the change
+        # counter) plus a reload now and then, never once per delivery; nothing is scanned.
         assert functions.get("DynamoDB.UpdateItem", 0) >= DELIVERIES, functions
         reads = sum(v for k, v in functions.items() if k.split(".")[1] in ("GetItem", "Query", "BatchGetItem"))
-        assert reads <= DELIVERIES / 2, functions
+        assert reads <= batches + DELIVERIES / 10, (functions, batches)
         assert not any(k.endswith(".Scan") for k in functions), functions
     for key, runtime in sim.runtimes.items():
         durations = [float(d) for d in simstack.re.findall(r"\tDuration: ([0-9.]+) ms", runtime.output())]
