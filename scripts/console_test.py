@@ -186,7 +186,7 @@ class Flow:
         # Signing in: the console loads without a token; the API answers 401 until it has one.
         self.watch.expect_error(401, "GET", "/event-hooks?size=1")
         page.goto(self.base + "/")
-        assert page.url.endswith("/console/"), page.url
+        assert page.url.endswith("/console/index.html"), page.url
         self.heading("Sign in", focused=False)
         self.shot("sign-in")
         token = page.get_by_label("Admin token")

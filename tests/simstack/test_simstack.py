@@ -249,6 +249,14 @@ def test_undeclared_routes_are_api_gateways_404(api):
     assert api.call("GET", "/event-hooks")[0] == 200
 
 
+def test_the_console_is_reached_from_the_root_through_the_declared_routes(api):
+    # urllib follows the redirect of `GET /`, as a browser does; no token: the page holds no data.
+    status, page = api.call("GET", "/", token=None)
+    assert status == 200 and "<!doctype html>" in page.lower(), (status, page)
+    status, script = api.call("GET", "/console/app.js", token=None)
+    assert status == 200 and "import" in script, (status, script)
+
+
 def test_the_admin_api_refuses_requests_without_the_token(api):
     assert api.token, "the stack runs without an admin token"
     status, body = api.call("GET", "/event-hooks", token=None)

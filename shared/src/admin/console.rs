@@ -18,6 +18,11 @@ use super::error::ApiError;
 /// Where the console lives.
 pub const PREFIX: &str = "/console/";
 
+/// Where `GET /` and `GET /console` send a browser. Not the bare `/console/`: behind API
+/// Gateway the console is the route `/console/{proxy+}`, and a greedy variable never matches an
+/// empty segment, so `/console/` would be API Gateway's own 404 there.
+pub const ENTRY: &str = "/console/index.html";
+
 /// The policy of every console answer: scripts, styles, images and API calls from this origin
 /// only; no inline code, no plugins, no framing, forms only to this origin.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
@@ -61,8 +66,8 @@ const ASSETS: &[Asset] = &[
 /// no data). `GET /` goes to the console.
 pub fn routes() -> Router {
     Router::new()
-        .route("/", get(|| async { Redirect::to(PREFIX) }))
-        .route("/console", get(|| async { Redirect::to(PREFIX) }))
+        .route("/", get(|| async { Redirect::to(ENTRY) }))
+        .route("/console", get(|| async { Redirect::to(ENTRY) }))
         .route("/console/", get(|headers: HeaderMap| async move { serve("index.html", &headers) }))
         .route(
             "/console/{file}",
@@ -163,7 +168,7 @@ mod tests {
         for path in ["/", "/console"] {
             let response = get(path, None).await;
             assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
-            assert_eq!(response.headers()[header::LOCATION], PREFIX);
+            assert_eq!(response.headers()[header::LOCATION], ENTRY);
         }
         let page = get("/console/", None).await;
         assert_eq!(page.status(), StatusCode::OK);

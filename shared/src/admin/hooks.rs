@@ -46,21 +46,23 @@ pub async fn list(
     };
 
     // Beyond Kong: `handler` and `enabled` narrow each page the store returns, so a filtered page
-    // may hold fewer than `size` hooks (or none) and still have a `next`.
-    let handler = match query.get("handler").filter(|s| !s.is_empty()) {
+    // may hold fewer than `size` hooks (or none) and still have a `next`. Unlike the string filters
+    // above, an empty value is not "no filter": it names no handler, so it is a 400 like any other.
+    let handler = match query.get("handler") {
         None => None,
-        Some(name) => Some(
-            crate::model::HandlerKind::parse(name)
-                .ok_or_else(|| ApiError::BadRequest(format!("unknown handler filter: {name}")))?,
-        ),
+        Some(name) => Some(crate::model::HandlerKind::parse(name).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "handler filter must be webhook, webhook-custom, log or lambda, not '{name}'"
+            ))
+        })?),
     };
-    let enabled = match query.get("enabled").filter(|s| !s.is_empty()) {
+    let enabled = match query.get("enabled") {
         None => None,
         Some("true") => Some(true),
         Some("false") => Some(false),
         Some(other) => {
             return Err(ApiError::BadRequest(format!(
-                "enabled filter must be true or false, not {other}"
+                "enabled filter must be true or false, not '{other}'"
             )))
         }
     };
