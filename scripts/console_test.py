@@ -14,6 +14,9 @@ request or unexpected error answer. Screenshots of each page go to target/consol
                  tests/integration/console_lambda.rs: the admin-api and probe Lambda binaries behind an
                  HTTP front, on moto): everything but the delivery log and dead letters, which need
                  the dispatch function.
+  --mode stack   runs the flow against --base with --token: the simulated AWS stack's gateway
+                 (tests/simstack, where the dispatch function runs too): everything but the dead
+                 letters, which only the local server lists.
 """
 
 from __future__ import annotations
@@ -146,9 +149,12 @@ class Watch:
 
 
 class Flow:
-    def __init__(self, page: Page, base: str, shots: Path, receiver: Receiver, full: bool,
+    def __init__(self, page: Page, base: str, shots: Path, receiver: Receiver, mode: str,
                  docs: Path | None = None) -> None:
-        self.page, self.base, self.shots, self.receiver, self.full = page, base, shots, receiver, full
+        self.page, self.base, self.shots, self.receiver = page, base, shots, receiver
+        # The delivery log needs a dispatcher; the dead letters page, the local server.
+        self.with_deliveries = mode in ("local", "stack")
+        self.with_dead_letters = mode == "local"
         self.docs = docs
         self.watch = Watch(page)
         self.steps: list[str] = []
@@ -274,7 +280,7 @@ class Flow:
         self.shot("hook-test-and-ping")
         self.step("test and ping, request and response shown")
 
-        if self.full:
+        if self.with_deliveries:
             self.delivery_log(hook_id)
 
         # Disable, then delete with a confirmation (cancelled once).
@@ -320,7 +326,7 @@ class Flow:
 
         self.sources()
 
-        if self.full:
+        if self.with_dead_letters:
             self.dead_letters()
 
         self.nav("Overview")
@@ -357,7 +363,7 @@ class Flow:
         assert status == 202, (status, accepted)
         log = page.locator("#deliveries")
         row = log.locator("tr", has_text="crud consumers")
-        for _ in range(100):
+        for _ in range(300):
             log.get_by_role("button", name="Refresh").click()
             if row.filter(has_text="delivered").count():
                 break
@@ -374,7 +380,7 @@ class Flow:
         log.get_by_role("button", name=f"Resend delivery {delivery}").click()
         expect(page.locator("#status")).to_contain_text("attempt 2", timeout=WAIT_MS)
         attempts = log.locator(f'tr[data-delivery="{delivery}"]')
-        for _ in range(100):
+        for _ in range(300):
             log.get_by_role("button", name="Refresh").click()
             if attempts.count() == 2:
                 break
@@ -493,11 +499,14 @@ def start_local(tmp: Path) -> tuple[subprocess.Popen, str]:
 
 
 def main() -> int:
+    global TOKEN  # --token replaces the default for every call the flow makes
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", choices=["local", "remote"], default="local")
-    parser.add_argument("--base", help="the console's server (remote mode)")
+    parser.add_argument("--mode", choices=["local", "remote", "stack"], default="local")
+    parser.add_argument("--base", help="the console's server (remote and stack modes)")
+    parser.add_argument("--token", default=TOKEN, help="the admin token (the stack's is generated)")
     parser.add_argument("--docs", type=Path, help="also save the README's screenshots there (docs/)")
     args = parser.parse_args()
+    TOKEN = args.token
     chromium = shutil.which("chromium")
     if not chromium:
         raise SystemExit("chromium is missing: run scripts/system-deps.sh")
@@ -517,7 +526,7 @@ def main() -> int:
                 context = browser.new_context(viewport={"width": 1280, "height": 900})
                 page = context.new_page()
                 page.set_default_timeout(WAIT_MS)
-                flow = Flow(page, base, shots, receiver, full=args.mode == "local", docs=args.docs)
+                flow = Flow(page, base, shots, receiver, args.mode, docs=args.docs)
                 try:
                     flow.run()
                 finally:

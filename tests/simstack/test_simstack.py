@@ -462,3 +462,17 @@ def test_every_sample_event_through_make_invoke():
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     simstack.SUMMARY.extend(["make invoke, every events/*.json:"] + done.stdout.splitlines())
+
+
+def test_the_console_flow_in_a_browser_through_the_stack(api):
+    """The web console's flow (scripts/console_test.py) in headless Chromium against the stack's
+    gateway: sign in with the generated token, create, test and ping a webhook, its delivery through
+    the dispatch function in the log, resend, disable, delete, the lambda editor's syntax error."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(simstack.ROOT / "scripts" / "console_test.py"),
+                           "--mode", "stack", "--base", api.base, "--token", api.token],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    simstack.SUMMARY.extend(done.stdout.splitlines()[-1:])

@@ -68,7 +68,7 @@ pub fn routes() -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to(ENTRY) }))
         .route("/console", get(|| async { Redirect::to(ENTRY) }))
-        .route("/console/", get(|headers: HeaderMap| async move { serve("index.html", &headers) }))
+        .route(PREFIX, get(|headers: HeaderMap| async move { serve("index.html", &headers) }))
         .route(
             "/console/{file}",
             get(|Path(file): Path<String>, headers: HeaderMap| async move { serve(&file, &headers) }),
