@@ -223,6 +223,54 @@ def test_left_out_resources_are_consistent_with_the_stack(sim):
     assert sim.stack.routes, "the template declares no HTTP route"
 
 
+def test_the_stack_is_secure_by_default():
+    """Issue 9's problems, checked on the template as `sam deploy` would create it with no parameter
+    given: the admin API closed (a generated secret, no plaintext token), limits, timeouts above
+    the delivery timeout, log retention, access logs, alarms, kept dead letters, and the optional
+    KMS key reaching every table and queue."""
+    sam = simstack.load_template()
+    cfn = simstack.translate(sam, {}, {k: "s3://bucket/key" for k in simstack.functions_of(sam)})
+    res = cfn["Resources"]
+    of_type = lambda t: {k: r for k, r in res.items() if r["Type"] == t}  # noqa: E731
+    functions = of_type("AWS::Lambda::Function")
+    env = {k: f["Properties"]["Environment"]["Variables"] for k, f in functions.items()}
+
+    # 1. Fail closed: by default the stack generates the token into Secrets Manager.
+    assert simstack.condition("CreateSecret", cfn, {}), "no admin token secret by default"
+    for name in ("AdminFunction", "ProbeFunction"):
+        assert "ADMIN_TOKEN" not in env[name], f"{name}: a token in a plaintext variable"
+        assert '"AdminTokenSecret"' in json.dumps(env[name]["ADMIN_TOKEN_SECRET_ARN"]), env[name]
+    assert "{{resolve" not in json.dumps(env), "a dynamic reference resolves into a plaintext variable"
+    # 2. Limits: API throttling, trigger concurrency, bounded attempts in flight.
+    stage = next(iter(of_type("AWS::ApiGatewayV2::Stage").values()))["Properties"]
+    assert {"ThrottlingRateLimit", "ThrottlingBurstLimit"} <= set(stage["DefaultRouteSettings"]), stage
+    for name, mapping in of_type("AWS::Lambda::EventSourceMapping").items():
+        assert "MaximumConcurrency" in mapping["Properties"].get("ScalingConfig", {}), name
+    assert "MAX_IN_FLIGHT_DELIVERIES" in env["DispatchFunction"]
+    # 4. Time: each function that delivers outlives the longest delivery it may start.
+    longest = sam["Parameters"]["RequestTimeoutSeconds"]["MaxValue"]
+    assert functions["ProbeFunction"]["Properties"]["Timeout"] > longest
+    assert functions["DispatchFunction"]["Properties"]["Timeout"] > longest + 5
+    # 5. Logs kept for a while, not forever; access logs; alarms; data kept.
+    for name, fn in functions.items():
+        group = fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        assert "RetentionInDays" in res[group]["Properties"], (name, group)
+    assert "RetentionInDays" in res[stage["AccessLogSettings"]["DestinationArn"]["Fn::GetAtt"][0]]["Properties"]
+    alarms = json.dumps(of_type("AWS::CloudWatch::Alarm"))
+    for metric in ("Errors", "Throttles", "ApproximateAgeOfOldestMessage", "5xx", "NumberOfMessagesSent"):
+        assert f'"{metric}"' in alarms, f"no alarm on {metric}"
+    queues = of_type("AWS::SQS::Queue")
+    dead_letter_queues = {q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+                          for q in queues.values() if "RedrivePolicy" in q["Properties"]}
+    assert dead_letter_queues
+    for name in dead_letter_queues:
+        assert res[name].get("DeletionPolicy") == res[name].get("UpdateReplacePolicy") == "Retain", name
+        assert f'"{name}"' in alarms, f"no alarm watches {name}"
+    assert res["HooksTable"]["Properties"]["DeletionProtectionEnabled"] is True
+    for name, r in {**of_type("AWS::DynamoDB::Table"), **queues}.items():
+        assert '{"Ref": "KmsKeyArn"}' in json.dumps(r["Properties"]), f"{name} ignores KmsKeyArn"
+
+
 def test_functions_get_the_stack_environment_and_limits(sim):
     for fn in sim.stack.functions.values():
         assert fn.environment, f"{fn.logical_id} has no environment"
