@@ -5,7 +5,7 @@
 //! moved (the dispatch function, once per batch: read-your-writes, spec §10).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,9 @@ impl Snapshot {
 struct Loaded {
     snapshot: Arc<Snapshot>,
     at: Instant,
+    /// The cache's invalidation count when this load started: the snapshot holds every change
+    /// invalidated before then, and is stale as soon as the count moves on.
+    generation: u64,
     /// The store's change counter, read just before the load.
     version: u64,
 }
@@ -74,7 +77,10 @@ pub struct SnapshotCache {
     store: Arc<dyn HookStore>,
     max_age: Duration,
     current: RwLock<Option<Loaded>>,
-    stale: AtomicBool,
+    /// Bumped by every [`SnapshotCache::invalidate`]. A count, not a flag: a flag cleared when a
+    /// reload starts would make the previous snapshot look fresh to readers while that reload
+    /// runs, so an event accepted after a change's 2xx could still see the hook before it.
+    generation: AtomicU64,
     /// One reload at a time; others wait for it rather than hitting the store too.
     reloading: tokio::sync::Mutex<()>,
 }
@@ -85,24 +91,22 @@ impl SnapshotCache {
             store,
             max_age,
             current: RwLock::new(None),
-            stale: AtomicBool::new(true),
+            generation: AtomicU64::new(0),
             reloading: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Marks the snapshot out of date; the next [`SnapshotCache::get`] reloads it.
     pub fn invalidate(&self) {
-        self.stale.store(true, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     fn fresh(&self) -> Option<Arc<Snapshot>> {
-        if self.stale.load(Ordering::Acquire) {
-            return None;
-        }
+        let generation = self.generation.load(Ordering::Acquire);
         let current = self.current.read().unwrap_or_else(|p| p.into_inner());
         current
             .as_ref()
-            .filter(|loaded| loaded.at.elapsed() < self.max_age)
+            .filter(|loaded| loaded.generation == generation && loaded.at.elapsed() < self.max_age)
             .map(|loaded| loaded.snapshot.clone())
     }
 
@@ -115,8 +119,8 @@ impl SnapshotCache {
         if let Some(snapshot) = self.fresh() {
             return Ok(snapshot);
         }
-        // Cleared before reading, so a change made during the load marks it stale again.
-        self.stale.store(false, Ordering::Release);
+        // Taken before reading, so a change invalidated during the load makes it stale at once.
+        let generation = self.generation.load(Ordering::Acquire);
         let at = Instant::now();
         let loaded = async {
             // The counter first: a change landing during the load makes the next check reload.
@@ -125,14 +129,12 @@ impl SnapshotCache {
         };
         let (version, snapshot) = match loaded.await {
             Ok((version, snapshot)) => (version, Arc::new(snapshot)),
-            Err(err) => {
-                self.stale.store(true, Ordering::Release);
-                return Err(err);
-            }
+            Err(err) => return Err(err),
         };
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Loaded {
             snapshot: snapshot.clone(),
             at,
+            generation,
             version,
         });
         Ok(snapshot)
@@ -179,5 +181,114 @@ impl SnapshotCache {
         }
         let custom = self.store.list_custom_events().await?;
         Ok(Snapshot::new(hooks, Catalogue::with_custom(&custom)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CustomEvent, Versioned};
+    use crate::sqlite::Database;
+    use crate::store::sqlite::SqliteHookStore;
+    use crate::store::{Page, PageToken, Precondition};
+    use async_trait::async_trait;
+    use tokio::sync::{Notify, Semaphore};
+
+    /// The SQLite store, whose `list` waits for a permit once `gated`: a reload held in flight.
+    struct Gated {
+        inner: SqliteHookStore,
+        gated: std::sync::atomic::AtomicBool,
+        permits: Semaphore,
+        entered: Notify,
+    }
+
+    #[async_trait]
+    impl HookStore for Gated {
+        async fn get(&self, id: Uuid) -> Result<Option<Versioned<Hook>>, StoreError> {
+            self.inner.get(id).await
+        }
+        async fn list(
+            &self,
+            filter: &HookFilter,
+            size: usize,
+            after: Option<PageToken>,
+        ) -> Result<Page<Hook>, StoreError> {
+            if self.gated.load(Ordering::Acquire) {
+                self.entered.notify_one();
+                self.permits.acquire().await.expect("open").forget();
+            }
+            self.inner.list(filter, size, after).await
+        }
+        async fn put(&self, hook: &Hook, precondition: Precondition) -> Result<u64, StoreError> {
+            self.inner.put(hook, precondition).await
+        }
+        async fn delete(&self, id: Uuid) -> Result<Option<Hook>, StoreError> {
+            self.inner.delete(id).await
+        }
+        async fn put_custom_event(&self, event: &CustomEvent) -> Result<bool, StoreError> {
+            self.inner.put_custom_event(event).await
+        }
+        async fn delete_custom_event(&self, source: &str, event: &str) -> Result<bool, StoreError> {
+            self.inner.delete_custom_event(source, event).await
+        }
+        async fn list_custom_events(&self) -> Result<Vec<CustomEvent>, StoreError> {
+            self.inner.list_custom_events().await
+        }
+        async fn version(&self) -> Result<u64, StoreError> {
+            self.inner.version().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reader_during_a_reload_never_gets_the_snapshot_from_before_an_invalidation() {
+        let store = Arc::new(Gated {
+            inner: SqliteHookStore::new(Database::in_memory().unwrap())
+                .await
+                .unwrap(),
+            gated: false.into(),
+            permits: Semaphore::new(0),
+            entered: Notify::new(),
+        });
+        let cache = Arc::new(SnapshotCache::new(store.clone(), Duration::from_secs(300)));
+        let before = cache.get().await.unwrap();
+        assert!(before.catalogue.event("shop", "order").is_none());
+
+        // A change, then its invalidation (what the admin API does before its 2xx).
+        let order = CustomEvent {
+            source: "shop".into(),
+            event: "order".into(),
+            fields: vec!["id".into()],
+            unique: None,
+            description: None,
+        };
+        store.put_custom_event(&order).await.unwrap();
+        cache.invalidate();
+
+        // One reader starts the reload and is held inside it...
+        store.gated.store(true, Ordering::Release);
+        let reloading = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.get().await.unwrap() }
+        });
+        store.entered.notified().await;
+        // ...while another reader asks for the hooks (an event accepted after the 2xx).
+        let reader = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.get().await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        store.permits.add_permits(1);
+
+        let seen = reader.await.unwrap();
+        assert!(
+            seen.catalogue.event("shop", "order").is_some(),
+            "a reader during the reload got the snapshot from before the change"
+        );
+        assert!(reloading
+            .await
+            .unwrap()
+            .catalogue
+            .event("shop", "order")
+            .is_some());
     }
 }
