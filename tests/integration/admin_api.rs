@@ -1,34 +1,13 @@
 //! The admin API over real HTTP against the real `event-hooks-local` binary: Kong's documented curl
 //! commands, every route, every bad input of the foundation issue, auth, restart durability.
 
-use std::process::Command;
-
 use event_hooks_tests::server::LocalServer;
 use serde_json::{json, Value};
 
 /// Runs a shell command line (a curl command from Kong's docs, with `localhost:8001` pointed at
 /// the test server) and returns the status and JSON body of its `-i` output.
 fn curl(server: &LocalServer, command: &str) -> (u16, Value) {
-    let command = command.replace("http://localhost:8001", &server.base);
-    let output = Command::new("bash")
-        .arg("-c")
-        .arg(format!("{command} --silent --show-error"))
-        .output()
-        .expect("run curl");
-    assert!(output.status.success(), "curl failed: {output:?}");
-    let text = String::from_utf8(output.stdout).expect("utf-8 response");
-    let status: u16 = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let json = if body.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body:?}"))
-    };
-    (status, json)
+    event_hooks_tests::curl::run(&command.replace("http://localhost:8001", &server.base))
 }
 
 #[derive(Clone)]

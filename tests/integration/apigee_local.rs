@@ -4,7 +4,6 @@
 //! documented responses; notification conditions; the usage-target rule with a receiver on
 //! 127.0.0.1; Edge's retry rules with a scripted receiver and a short schedule set on the hook.
 
-use std::process::Command;
 use std::time::Duration;
 
 use event_hooks_tests::receiver::{Receiver, Reply};
@@ -55,26 +54,9 @@ fn curl(server: &LocalServer, command: &str, ids: &[(&str, &str)]) -> (u16, Valu
     run(&command)
 }
 
+/// A curl command line, with `-i` added: status and JSON body.
 fn run(command: &str) -> (u16, Value) {
-    let output = Command::new("bash")
-        .arg("-c")
-        .arg(format!("{command} -i --silent --show-error"))
-        .output()
-        .expect("run curl");
-    assert!(output.status.success(), "curl failed: {output:?}");
-    let text = String::from_utf8(output.stdout).expect("utf-8 response");
-    let status: u16 = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let json = if body.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body:?}"))
-    };
-    (status, json)
+    event_hooks_tests::curl::run(&format!("{command} -i"))
 }
 
 /// Every field of Edge's documented `expected` is in `actual` with the same value, except the

@@ -14,7 +14,7 @@ use event_hooks::dispatch::{
     worker, worker::Feed, Delivery, DispatchPorts, DispatchSettings, Dispatcher, Executor, Step,
 };
 use event_hooks::lua::Limits;
-use event_hooks::model::{Handler, Hook, WebhookConfig};
+use event_hooks::model::Hook;
 use event_hooks::queue::sqlite::SqliteQueue;
 use event_hooks::queue::{Queue, Received};
 use event_hooks::snapshot::SnapshotCache;
@@ -116,28 +116,8 @@ async fn fixture(max_in_flight: usize) -> Fixture {
 
 async fn webhook(fixture: &Fixture, url: String, on_change: Option<bool>) -> Hook {
     let hook = Hook {
-        id: Uuid::new_v4(),
-        created_at: 0,
-        updated_at: 0,
-        source: "balancer".into(),
-        event: None,
-        handler: Handler::Webhook(WebhookConfig {
-            url,
-            headers: Default::default(),
-            secret: None,
-            ssl_verify: false,
-            signature: Default::default(),
-            previous_secret: None,
-        }),
-        snooze: None,
         on_change,
-        enabled: true,
-        name: None,
-        tags: vec![],
-        disabled_reason: None,
-        failing_since: None,
-        max_rate: None,
-        delivery: Default::default(),
+        ..crate::dispatcher::balancer_webhook(url)
     };
     fixture
         .store

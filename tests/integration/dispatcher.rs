@@ -199,9 +199,9 @@ pub(crate) async fn fixture() -> Fixture {
     }
 }
 
-/// A webhook hook on `balancer` events posting to `url`, stored.
-pub(crate) async fn webhook_hook(fixture: &Fixture, url: String, snooze: Option<u32>) -> Hook {
-    let hook = Hook {
+/// A webhook hook on `balancer` events posting to `url`, not stored yet.
+pub(crate) fn balancer_webhook(url: String) -> Hook {
+    Hook {
         id: Uuid::new_v4(),
         created_at: 0,
         updated_at: 0,
@@ -215,7 +215,7 @@ pub(crate) async fn webhook_hook(fixture: &Fixture, url: String, snooze: Option<
             signature: Default::default(),
             previous_secret: None,
         }),
-        snooze,
+        snooze: None,
         on_change: None,
         enabled: true,
         name: None,
@@ -224,6 +224,14 @@ pub(crate) async fn webhook_hook(fixture: &Fixture, url: String, snooze: Option<
         disabled_reason: None,
         failing_since: None,
         max_rate: None,
+    }
+}
+
+/// A webhook hook on `balancer` events posting to `url`, stored.
+pub(crate) async fn webhook_hook(fixture: &Fixture, url: String, snooze: Option<u32>) -> Hook {
+    let hook = Hook {
+        snooze,
+        ..balancer_webhook(url)
     };
     fixture
         .store
