@@ -91,6 +91,7 @@ async fn run(rate: f64, total: usize) {
         request_timeout: 10.0,
         workers: 16,
         pause_after: 86400.0,
+        hook_max_in_flight: event_hooks::dispatch::lanes::DEFAULT_HOOK_MAX_IN_FLIGHT,
         log_format: LogFormat::Text,
     };
     let service = Service::open(&settings).await.unwrap();

@@ -172,6 +172,7 @@ async fn run(total: usize) {
             .and_then(|n| n.parse().ok())
             .unwrap_or(16),
         pause_after: 86400.0,
+        hook_max_in_flight: event_hooks::dispatch::lanes::DEFAULT_HOOK_MAX_IN_FLIGHT,
         log_format: LogFormat::Text,
     };
     let service = Service::open(&settings).await.unwrap();

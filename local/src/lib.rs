@@ -17,10 +17,12 @@ use event_hooks::deliver::http::{HttpSender, HttpSettings};
 use event_hooks::deliver::retry::RetrySchedule;
 use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
 use event_hooks::deliveries::DeliveryLog;
+use event_hooks::dispatch::lanes::LaneSettings;
 use event_hooks::dispatch::worker::{self, Feed, WorkerSettings};
 use event_hooks::dispatch::{DispatchPorts, DispatchSettings, Dispatcher, Executor};
 use event_hooks::idempotency::sqlite::SqliteIdempotencyStore;
 use event_hooks::idempotency::IdempotencyStore;
+use event_hooks::limits;
 use event_hooks::lua::Limits;
 use event_hooks::lua::LuaPolicy;
 use event_hooks::monetization::sqlite::SqliteMonetizationStore;
@@ -90,6 +92,12 @@ pub struct Settings {
     /// Seconds allowed for a whole delivery request.
     #[arg(long, env = "EVENT_HOOKS_REQUEST_TIMEOUT", default_value_t = 10.0)]
     pub request_timeout: f64,
+
+    /// Attempts of one hook in flight at once, for hooks without their own `max_in_flight`
+    /// (1 to 64): a slow target holds at most this many, and the rest of its deliveries wait on
+    /// the deliveries queue, never another hook's.
+    #[arg(long, env = "EVENT_HOOKS_HOOK_MAX_IN_FLIGHT", default_value_t = event_hooks::dispatch::lanes::DEFAULT_HOOK_MAX_IN_FLIGHT, value_parser = hook_max_in_flight)]
+    pub hook_max_in_flight: u32,
 
     /// Concurrent consumers of each queue (events, deliveries).
     #[arg(long, env = "EVENT_HOOKS_WORKERS", default_value_t = 16)]
@@ -173,6 +181,10 @@ impl Service {
                 retry: settings.retry_schedule.clone(),
                 pause_after: Duration::try_from_secs_f64(settings.pause_after)
                     .context("--pause-after must be a number of seconds")?,
+                lanes: LaneSettings {
+                    max_in_flight: settings.hook_max_in_flight,
+                    ..LaneSettings::default()
+                },
                 ..DispatchSettings::default()
             },
         )
@@ -277,7 +289,7 @@ impl Databases {
 fn executor(settings: &Settings) -> anyhow::Result<Arc<Executor>> {
     let sender = HttpSender::new(HttpSettings {
         connect_timeout: seconds(settings.connect_timeout, "--connect-timeout")?,
-        total_timeout: seconds(settings.request_timeout, "--request-timeout")?,
+        total_timeout: attempt_seconds(settings.request_timeout, "--request-timeout")?,
         allow_private_targets: !settings.ssrf_guard,
         ..HttpSettings::default()
     })?;
@@ -323,6 +335,21 @@ fn router(
     admin::full_router(state, probe)
         .merge(dead_letters)
         .route("/status", status)
+}
+
+fn hook_max_in_flight(value: &str) -> Result<u32, String> {
+    event_hooks::env::hook_max_in_flight(value)
+}
+
+/// A timeout of an attempt: positive, and at most [`limits::MAX_ATTEMPT`].
+fn attempt_seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    let duration = seconds(value, flag)?;
+    anyhow::ensure!(
+        duration <= limits::MAX_ATTEMPT,
+        "{flag} must be at most {} seconds: an attempt must end within its message's lease",
+        limits::MAX_ATTEMPT.as_secs()
+    );
+    Ok(duration)
 }
 
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {

@@ -2,11 +2,13 @@
 """`make reliability`: the proof suite of issue 8, against the release binary of the local server.
 
 Parts (each selectable with --only): crash (crash and stall catalogue), killnine (kill -9 during
-load), fuzz (schemathesis + malformed bodies), ssrf (SSRF catalogue in a network namespace),
-memory (RSS over create/test/delete cycles), throughput (the end-to-end bench). Prints one table
-of figures at the end and exits 1 when a target is missed (2 when the harness itself failed).
+load), isolation (a misbehaving hook beside a healthy one on the same event: slow, hanging,
+trickling, failing, gone, throttled, paused), fuzz (schemathesis + malformed bodies), ssrf (SSRF
+catalogue in a network namespace), memory (RSS over create/test/delete cycles), throughput (the
+end-to-end bench). Prints one table of figures at the end and exits 1 when a target is missed (2
+when the harness itself failed).
 
-  python3 scripts/reliability/run.py --quick                 # every part, small sizes, < 3 min
+  python3 scripts/reliability/run.py --quick                 # every part, small sizes, < 5 min
   python3 scripts/reliability/run.py --only crash,memory     # some parts, full size
 """
 
@@ -24,10 +26,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from common import PartResult  # noqa: E402
 
-PARTS = ["crash", "killnine", "fuzz", "ssrf", "memory", "throughput"]
+PARTS = ["crash", "killnine", "isolation", "fuzz", "ssrf", "memory", "throughput"]
 # Parts that run inside a network namespace of their own (run.py re-executes itself there).
 IN_NETNS = {"fuzz": ["-n"], "ssrf": ["-n", "-m"]}
 JSON_MARK = "RELIABILITY-PART-JSON: "
+ISOLATION_ROWS = ["slow", "hanging", "trickle", "failing", "gone", "throttled-10", "throttled-1",
+                  "paused"]
 
 
 def parse_args(argv):
@@ -37,6 +41,7 @@ def parse_args(argv):
                    help=f"comma-separated parts to run (default all: {','.join(PARTS)})")
     p.add_argument("--quick", action="store_true",
                    help="small sizes: core attacks delivered, 1 kill run of 1,000 events, "
+                        "isolation rows of 40-200 events (about 90 s, rows in parallel), "
                         "600 fuzz requests, 200 memory cycles, no bench")
     p.add_argument("--binary", default=common.DEFAULT_BINARY, help="the event-hooks-local binary")
     p.add_argument("--crash-filter", default="",
@@ -45,6 +50,9 @@ def parse_args(argv):
     p.add_argument("--killnine-runs", type=int, default=0, help="killnine: runs (3; quick 1)")
     p.add_argument("--killnine-events", type=int, default=0,
                    help="killnine: events per run (3000; quick 1000)")
+    p.add_argument("--isolation-rows", default="",
+                   help="isolation: run only these rows, comma-separated (default all: "
+                        f"{','.join(ISOLATION_ROWS)})")
     p.add_argument("--fuzz-requests", type=int, default=0,
                    help="fuzz: schemathesis requests at least (5000; quick 600)")
     p.add_argument("--memory-cycles", type=int, default=0,
@@ -59,6 +67,10 @@ def parse_args(argv):
     unknown = [x for x in args.parts if x not in PARTS]
     if unknown:
         p.error(f"unknown part(s): {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    rows = [x.strip() for x in args.isolation_rows.split(",") if x.strip()]
+    if [x for x in rows if x not in ISOLATION_ROWS]:
+        p.error(f"unknown isolation row(s) in {args.isolation_rows!r}; "
+                f"choose from {', '.join(ISOLATION_ROWS)}")
     return args
 
 

@@ -162,12 +162,38 @@ pub fn admin_settings(auth: AdminAuth) -> Result<AdminSettings, SettingError> {
 
 /// `CONNECT_TIMEOUT_SECONDS`, `REQUEST_TIMEOUT_SECONDS` and `ALLOW_PRIVATE_TARGETS` over the
 /// defaults of [`HttpSettings`].
+/// A request timeout: seconds, at most [`crate::limits::MAX_ATTEMPT`] (an attempt must end
+/// within its message's lease).
+pub fn attempt_seconds(value: &str) -> Result<Duration, String> {
+    let max = crate::limits::MAX_ATTEMPT;
+    seconds(value).and_then(|d| {
+        if d <= max {
+            Ok(d)
+        } else {
+            Err(format!(
+                "'{value}' is longer than an attempt may take ({} s)",
+                max.as_secs()
+            ))
+        }
+    })
+}
+
+/// A hook lane's default capacity: a whole number from 1 to [`crate::limits::MAX_HOOK_IN_FLIGHT`].
+pub fn hook_max_in_flight(value: &str) -> Result<u32, String> {
+    let max = crate::limits::MAX_HOOK_IN_FLIGHT;
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| format!("'{value}' is not a whole number from 1 to {max}"))
+}
+
 pub fn http_settings() -> Result<HttpSettings, SettingError> {
     let mut http = HttpSettings::default();
     if let Some(connect) = optional("CONNECT_TIMEOUT_SECONDS", seconds)? {
         http.connect_timeout = connect;
     }
-    if let Some(total) = optional("REQUEST_TIMEOUT_SECONDS", seconds)? {
+    if let Some(total) = optional("REQUEST_TIMEOUT_SECONDS", attempt_seconds)? {
         http.total_timeout = total;
     }
     http.allow_private_targets = optional("ALLOW_PRIVATE_TARGETS", boolean)?.unwrap_or(false);

@@ -179,7 +179,7 @@ enum Kind {
 fn top_level_kind(key: &str) -> Kind {
     match key {
         "on_change" | "enabled" => Kind::Boolean,
-        "snooze" | "created_at" | "updated_at" | "failing_since" => Kind::Integer,
+        "snooze" | "created_at" | "updated_at" | "failing_since" | "max_in_flight" => Kind::Integer,
         "max_rate" => Kind::Number,
         "tags" => Kind::Array,
         _ => Kind::Scalar,

@@ -57,5 +57,19 @@ pub const MAX_RETRY_DELAYS: usize = 16;
 /// Longest delay in a hook's `retry.delays`, in seconds (one day).
 pub const MAX_RETRY_DELAY_SECONDS: u32 = 24 * 3600;
 
-/// Longest `timeouts.connect_ms` or `timeouts.read_ms` (one minute).
-pub const MAX_TIMEOUT_MS: u32 = 60_000;
+/// Longest `timeouts.connect_ms`.
+pub const MAX_CONNECT_TIMEOUT_MS: u32 = 10_000;
+
+/// Longest `timeouts.read_ms`.
+pub const MAX_READ_TIMEOUT_MS: u32 = 20_000;
+
+/// The longest one attempt's HTTP exchange may take, whatever a hook's `timeouts` or the
+/// deployment's request timeout say: the two caps above add up to it. With the Lua budget and the
+/// delivery log's write it stays well below the lease of the message an attempt works for (the
+/// local queues' 60 s visibility, the dispatch function's 60 s timeout), so no message is handed
+/// to a second worker while its attempt still runs.
+pub const MAX_ATTEMPT: std::time::Duration =
+    std::time::Duration::from_millis((MAX_CONNECT_TIMEOUT_MS + MAX_READ_TIMEOUT_MS) as u64);
+
+/// Most attempts of one hook in flight at once (`max_in_flight`).
+pub const MAX_HOOK_IN_FLIGHT: u32 = 64;

@@ -26,6 +26,13 @@ pub struct Stats {
     pub hooks_disabled: AtomicU64,
     /// Attempts parked because the invocation's deadline was too near to start them.
     pub deadline_parked: AtomicU64,
+    /// Attempts handed back to the deliveries queue because their hook's lane held them (full,
+    /// slow or its circuit open) or the dispatcher was at its limit.
+    pub deferred: AtomicU64,
+    /// Copies of a delivery dropped because the same delivery id was in flight already.
+    pub in_flight_skipped: AtomicU64,
+    /// Deliveries to paused or disabled hooks, logged as not sent.
+    pub not_sent: AtomicU64,
     /// Milliseconds of each attempt since the last [`Stats::take_latencies`].
     latencies: std::sync::Mutex<Vec<u64>>,
 }
@@ -41,6 +48,12 @@ pub struct Counts {
     pub dead_lettered: u64,
     pub snoozed: u64,
     pub unchanged: u64,
+    /// Attempts sent back to wait for their hook's `max_rate` slot (once each).
+    pub rate_limited: u64,
+    /// Attempts handed back to the deliveries queue by their hook's lane.
+    pub deferred: u64,
+    /// Deliveries to paused or disabled hooks, logged as not sent.
+    pub not_sent: u64,
 }
 
 impl std::ops::Sub for Counts {
@@ -56,6 +69,9 @@ impl std::ops::Sub for Counts {
             dead_lettered: self.dead_lettered - earlier.dead_lettered,
             snoozed: self.snoozed - earlier.snoozed,
             unchanged: self.unchanged - earlier.unchanged,
+            rate_limited: self.rate_limited - earlier.rate_limited,
+            deferred: self.deferred - earlier.deferred,
+            not_sent: self.not_sent - earlier.not_sent,
         }
     }
 }
@@ -77,6 +93,9 @@ impl Stats {
             dead_lettered: get(&self.dead_lettered),
             snoozed: get(&self.snoozed),
             unchanged: get(&self.unchanged),
+            rate_limited: get(&self.rate_limited),
+            deferred: get(&self.deferred),
+            not_sent: get(&self.not_sent),
         }
     }
 
@@ -110,6 +129,9 @@ pub fn emf_line(counts: Counts, latencies_ms: &[u64], timestamp_ms: i64) -> Opti
         ("DeadLettered", counts.dead_lettered),
         ("Snoozed", counts.snoozed),
         ("Unchanged", counts.unchanged),
+        ("RateLimited", counts.rate_limited),
+        ("Deferred", counts.deferred),
+        ("NotSent", counts.not_sent),
     ];
     if named.iter().all(|(_, n)| *n == 0) && latencies_ms.is_empty() {
         return None;

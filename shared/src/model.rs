@@ -55,6 +55,10 @@ pub struct DeliveryPolicy {
     pub retry: Option<RetryPolicy>,
     #[serde(default)]
     pub timeouts: Option<Timeouts>,
+    /// Attempts of this hook in flight at once in one dispatcher (see
+    /// [`crate::dispatch::lanes`]); the deployment's default where `None`.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
 }
 
 /// `retry`: the delays between attempts and which failures are retried.

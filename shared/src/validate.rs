@@ -196,6 +196,7 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "disabled_reason",
     "failing_since",
     "max_rate",
+    "max_in_flight",
     "retry",
     "timeouts",
 ];
@@ -236,6 +237,7 @@ pub fn hook(input: &Value, ctx: &Context) -> Result<Hook, SchemaViolation> {
     let delivery = DeliveryPolicy {
         retry: optional_retry(map, &mut errors),
         timeouts: optional_timeouts(map, &mut errors),
+        max_in_flight: optional_max_in_flight(map, &mut errors),
     };
     let (disabled_reason, failing_since) = protection_state(map, enabled, &mut errors);
 
@@ -335,18 +337,19 @@ fn optional_retry(map: &Map<String, Value>, errors: &mut Errors) -> Option<Retry
 }
 
 /// `timeouts`: `{"connect_ms": n, "read_ms": n}`, each optional (absent or null: the
-/// deployment's), each between 1 and [`limits::MAX_TIMEOUT_MS`].
+/// deployment's), at most [`limits::MAX_CONNECT_TIMEOUT_MS`] and [`limits::MAX_READ_TIMEOUT_MS`]:
+/// together they keep an attempt within [`limits::MAX_ATTEMPT`], below its message's lease.
 fn optional_timeouts(map: &Map<String, Value>, errors: &mut Errors) -> Option<Timeouts> {
     let fields = record_at(map, "timeouts", &["connect_ms", "read_ms"], errors)?;
     let before = errors.0.len();
-    let mut millis = |key: &str| match present(fields, key) {
+    let mut millis = |key: &str, max: u32| match present(fields, key) {
         None => None,
         Some(value) => match integer(value) {
-            Some(n) if (1..=i64::from(limits::MAX_TIMEOUT_MS)).contains(&n) => Some(n as u32),
+            Some(n) if (1..=i64::from(max)).contains(&n) => Some(n as u32),
             Some(_) => {
                 errors.add(
                     &["timeouts", key],
-                    format!("value should be between 1 and {}", limits::MAX_TIMEOUT_MS),
+                    format!("value should be between 1 and {max}"),
                 );
                 None
             }
@@ -356,8 +359,8 @@ fn optional_timeouts(map: &Map<String, Value>, errors: &mut Errors) -> Option<Ti
             }
         },
     };
-    let connect_ms = millis("connect_ms");
-    let read_ms = millis("read_ms");
+    let connect_ms = millis("connect_ms", limits::MAX_CONNECT_TIMEOUT_MS);
+    let read_ms = millis("read_ms", limits::MAX_READ_TIMEOUT_MS);
     (errors.0.len() == before).then_some(Timeouts {
         connect_ms,
         read_ms,
@@ -399,6 +402,28 @@ fn integer(value: &Value) -> Option<i64> {
                 .map(|f| f as i64)
         }),
         _ => None,
+    }
+}
+
+/// `max_in_flight`: attempts of the hook in flight at once, 1 to [`limits::MAX_HOOK_IN_FLIGHT`].
+fn optional_max_in_flight(map: &Map<String, Value>, errors: &mut Errors) -> Option<u32> {
+    let value = present(map, "max_in_flight")?;
+    match integer(value) {
+        Some(n) if (1..=i64::from(limits::MAX_HOOK_IN_FLIGHT)).contains(&n) => Some(n as u32),
+        Some(_) => {
+            errors.add(
+                &["max_in_flight"],
+                format!(
+                    "value should be between 1 and {}",
+                    limits::MAX_HOOK_IN_FLIGHT
+                ),
+            );
+            None
+        }
+        None => {
+            errors.add(&["max_in_flight"], "expected an integer");
+            None
+        }
     }
 }
 
@@ -1119,6 +1144,7 @@ mod tests {
         let mut input = base.clone();
         input["retry"] = json!({"delays": [300, 300, 300.0], "on": "5xx"});
         input["timeouts"] = json!({"connect_ms": 3000, "read_ms": 3000});
+        input["max_in_flight"] = json!(2);
         let own = hook(&input, &ctx()).unwrap();
         assert_eq!(
             own.delivery,
@@ -1131,6 +1157,7 @@ mod tests {
                     connect_ms: Some(3000),
                     read_ms: Some(3000)
                 }),
+                max_in_flight: Some(2),
             }
         );
         // Read back as written, and `on` defaults to the spec's rules.
@@ -1179,9 +1206,18 @@ mod tests {
                 json!({"retry": {"on": "expected one of: default, 5xx"}}),
             ),
             (
-                json!({"timeouts": {"connect_ms": 0, "read_ms": 60001}}),
-                json!({"timeouts": {"connect_ms": "value should be between 1 and 60000",
-                    "read_ms": "value should be between 1 and 60000"}}),
+                json!({"timeouts": {"connect_ms": 0, "read_ms": 20001}}),
+                json!({"timeouts": {"connect_ms": "value should be between 1 and 10000",
+                    "read_ms": "value should be between 1 and 20000"}}),
+            ),
+            (
+                json!({"timeouts": {"connect_ms": 10001}, "max_in_flight": 0}),
+                json!({"timeouts": {"connect_ms": "value should be between 1 and 10000"},
+                    "max_in_flight": "value should be between 1 and 64"}),
+            ),
+            (
+                json!({"max_in_flight": 2.5}),
+                json!({"max_in_flight": "expected an integer"}),
             ),
             (
                 json!({"timeouts": {"connect_ms": "3", "read_ms": 3}}),

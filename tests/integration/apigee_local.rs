@@ -824,7 +824,7 @@ async fn kong_api_accepts_and_returns_a_hooks_own_retry_and_timeouts() {
     assert_eq!(
         error["fields"],
         json!({"retry": {"delays": ["value should be between 0 and 86400"]},
-               "timeouts": {"read_ms": "value should be between 1 and 60000"}})
+               "timeouts": {"read_ms": "value should be between 1 and 20000"}})
     );
     let listed: Value = reqwest::get(server.url("/event-hooks"))
         .await

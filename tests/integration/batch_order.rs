@@ -137,6 +137,7 @@ fn message(id: Uuid, ip: &str) -> Received {
         ),
         receive_count: 1,
         attributes: Default::default(),
+        group: None,
     }
 }
 

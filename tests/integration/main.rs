@@ -17,6 +17,7 @@ mod hostile_lua;
 mod idempotency_contract;
 mod idempotency_lambda;
 mod idempotency_local;
+mod isolation;
 mod limits;
 mod monetization_contract;
 mod openapi;

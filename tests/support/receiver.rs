@@ -45,6 +45,57 @@ struct Shared {
     requests: Mutex<Vec<Recorded>>,
     pings: Mutex<Vec<Recorded>>,
     script: Mutex<VecDeque<Reply>>,
+    /// While set, every request waits without an answer (see [`Receiver::hold`]).
+    held: Mutex<bool>,
+    released: tokio::sync::Notify,
+    concurrency: Mutex<Concurrency>,
+}
+
+/// Requests being answered now, and the most seen at once.
+#[derive(Default)]
+struct Concurrency {
+    now: usize,
+    most: usize,
+    /// Per `x-event-hook-delivery` header.
+    per_delivery: std::collections::HashMap<String, usize>,
+    most_per_delivery: usize,
+}
+
+/// Counts a request as in progress until dropped (also when the client gives up on it).
+struct InProgress {
+    shared: Arc<Shared>,
+    delivery: Option<String>,
+}
+
+impl InProgress {
+    fn new(shared: &Arc<Shared>, delivery: Option<String>) -> InProgress {
+        let mut c = shared.concurrency.lock().unwrap();
+        c.now += 1;
+        c.most = c.most.max(c.now);
+        if let Some(id) = &delivery {
+            let n = c.per_delivery.entry(id.clone()).or_default();
+            *n += 1;
+            let n = *n;
+            c.most_per_delivery = c.most_per_delivery.max(n);
+        }
+        drop(c);
+        InProgress {
+            shared: shared.clone(),
+            delivery,
+        }
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        let mut c = self.shared.concurrency.lock().unwrap();
+        c.now -= 1;
+        if let Some(id) = &self.delivery {
+            if let Some(n) = c.per_delivery.get_mut(id) {
+                *n -= 1;
+            }
+        }
+    }
 }
 
 /// A running receiver; stops with the test's runtime.
@@ -78,6 +129,33 @@ impl Receiver {
     /// The next requests get these replies, in order; later ones get 200.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.shared.script.lock().unwrap().extend(replies);
+    }
+
+    /// From now on every request waits without an answer until [`Receiver::release`]: a target
+    /// that hangs (the sender's timeout ends each request).
+    pub fn hold(&self) {
+        *self.shared.held.lock().unwrap() = true;
+    }
+
+    /// Forgets the replies not given yet: later requests get 200.
+    pub fn clear_script(&self) {
+        self.shared.script.lock().unwrap().clear();
+    }
+
+    /// Lets the held requests (and later ones) be answered.
+    pub fn release(&self) {
+        *self.shared.held.lock().unwrap() = false;
+        self.shared.released.notify_waiters();
+    }
+
+    /// The most requests (pings aside) being answered at once so far.
+    pub fn most_at_once(&self) -> usize {
+        self.shared.concurrency.lock().unwrap().most
+    }
+
+    /// The most requests with the same delivery id being answered at once so far.
+    pub fn most_at_once_per_delivery(&self) -> usize {
+        self.shared.concurrency.lock().unwrap().most_per_delivery
     }
 
     /// Every request but the automatic pings of hook changes.
@@ -138,7 +216,18 @@ async fn record(
         shared.pings.lock().unwrap().push(recorded);
         return (StatusCode::OK, "pong").into_response();
     }
+    let delivery = recorded.headers.get("x-event-hook-delivery").cloned();
     shared.requests.lock().unwrap().push(recorded);
+    let _in_progress = InProgress::new(&shared, delivery);
+    loop {
+        let released = shared.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        if !*shared.held.lock().unwrap() {
+            break;
+        }
+        released.await;
+    }
     let reply = shared.script.lock().unwrap().pop_front();
     match reply {
         None => (StatusCode::OK, "ok").into_response(),

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use event_hooks::deliver::http::HttpSettings;
+use event_hooks::dispatch::batch::DEADLINE_MARGIN;
 use event_hooks::dispatch::DispatchSettings;
 use event_hooks::env::{self, optional, required, seconds, SettingError};
 
@@ -12,9 +13,6 @@ const DEFAULT_MAX_RECEIVES: u32 = 5;
 
 /// How long the hooks snapshot is trusted, unless `HOOKS_CACHE_SECONDS` says otherwise.
 const DEFAULT_CACHE_AGE: Duration = Duration::from_secs(5);
-
-/// Time kept after the last attempt may end, for recording it (delivery log, retry or park).
-const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 
 /// Everything the dispatch function reads from its environment.
 #[derive(Debug, Clone)]
@@ -67,6 +65,9 @@ impl Config {
                 .ok_or_else(|| format!("'{v}' is not a whole number from 1 to 1000"))
         })? {
             dispatch.max_in_flight = max;
+        }
+        if let Some(max) = optional("HOOK_MAX_IN_FLIGHT", env::hook_max_in_flight)? {
+            dispatch.lanes.max_in_flight = max;
         }
         Ok(Config {
             hooks_table: required("HOOKS_TABLE")?,

@@ -82,6 +82,7 @@ fn received(record: &SqsMessage) -> Received {
             .and_then(|n| n.parse().ok())
             .unwrap_or(1),
         attributes: attributes.into_iter().collect(),
+        group: record.attributes.get("MessageGroupId").cloned(),
     }
 }
 
@@ -195,6 +196,17 @@ mod tests {
         ] {
             assert!(queues.for_arn(arn).is_none(), "{arn}");
         }
+    }
+
+    #[test]
+    fn a_records_message_group_is_its_group() {
+        let mut record = SqsMessage::default();
+        record
+            .attributes
+            .insert("MessageGroupId".into(), "hook-1".into());
+
+        assert_eq!(received(&record).group.as_deref(), Some("hook-1"));
+        assert_eq!(received(&SqsMessage::default()).group, None);
     }
 
     #[test]

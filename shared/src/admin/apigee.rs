@@ -311,7 +311,14 @@ async fn change_webhook(
         .ok_or_else(|| name_too_long(&name))?;
         // Whatever else was set on the hook through `/event-hooks` is kept.
         let kept = old.shown();
-        for field in ["snooze", "on_change", "max_rate", "retry", "timeouts"] {
+        for field in [
+            "snooze",
+            "on_change",
+            "max_rate",
+            "max_in_flight",
+            "retry",
+            "timeouts",
+        ] {
             input[field] = kept[field].clone();
         }
         for field in ["headers", "secret", "ssl_verify", "signature"] {

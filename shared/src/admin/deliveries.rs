@@ -94,6 +94,7 @@ fn resend(record: DeliveryRecord) -> Delivery {
         event: record.event,
         hook: None,
         step: Default::default(),
+        rate_slot: false,
     }
 }
 
@@ -115,7 +116,8 @@ const MAX_SECONDS: i64 = 9_999_999_999;
 /// Which deliveries a replay resends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReplayStatus {
-    /// Those given up on (not retryable, or out of retries).
+    /// Those given up on (not retryable, or out of retries), and those never sent because the
+    /// hook was paused or disabled.
     Failed,
     /// Those settled either way, delivered or failed. Pending deliveries are left out by both:
     /// their next retry is already queued, and a replay would send them twice at once.
@@ -132,8 +134,12 @@ impl ReplayStatus {
 
     fn statuses(self) -> Vec<DeliveryStatus> {
         match self {
-            ReplayStatus::Failed => vec![DeliveryStatus::Failed],
-            ReplayStatus::All => vec![DeliveryStatus::Delivered, DeliveryStatus::Failed],
+            ReplayStatus::Failed => vec![DeliveryStatus::Failed, DeliveryStatus::NotSent],
+            ReplayStatus::All => vec![
+                DeliveryStatus::Delivered,
+                DeliveryStatus::Failed,
+                DeliveryStatus::NotSent,
+            ],
         }
     }
 }

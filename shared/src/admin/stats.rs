@@ -140,6 +140,8 @@ impl Series {
             DeliveryStatus::Delivered => self.delivered += 1,
             DeliveryStatus::Failed => self.failed += 1,
             DeliveryStatus::Pending => self.pending += 1,
+            // Not read: the window asks for deliveries that were attempted.
+            DeliveryStatus::NotSent => {}
         }
     }
 

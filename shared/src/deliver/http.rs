@@ -19,6 +19,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::redirect::Policy;
 use reqwest::{Client, Method, Url};
 
+use crate::limits::MAX_ATTEMPT;
 use crate::model::Timeouts;
 
 /// How outbound requests are bounded.
@@ -157,17 +158,10 @@ impl HttpSender {
             match tuned.get(&(timeouts, verify_tls)) {
                 Some(client) => client.clone(),
                 None => {
-                    let millis = |ms: u32| Duration::from_millis(u64::from(ms));
-                    let connect = timeouts
-                        .connect_ms
-                        .map_or(self.settings.connect_timeout, millis);
-                    let read = timeouts.read_ms.map(millis);
+                    let (connect, read) = self.hook_timeouts(timeouts);
                     let settings = HttpSettings {
                         connect_timeout: connect,
-                        total_timeout: self
-                            .settings
-                            .total_timeout
-                            .max(connect + read.unwrap_or_default()),
+                        total_timeout: self.total_timeout(Some(timeouts)),
                         ..self.settings.clone()
                     };
                     let client = build_client_with(&settings, verify_tls, read)
@@ -181,6 +175,31 @@ impl HttpSender {
             }
         };
         self.send_on(&client, request).await
+    }
+
+    /// A hook's own connect and read timeouts, the deployment's connect timeout where unset.
+    fn hook_timeouts(&self, timeouts: Timeouts) -> (Duration, Option<Duration>) {
+        let millis = |ms: u32| Duration::from_millis(u64::from(ms));
+        let connect = timeouts
+            .connect_ms
+            .map_or(self.settings.connect_timeout, millis);
+        (connect, timeouts.read_ms.map(millis))
+    }
+
+    /// The longest a request with these hook `timeouts` may take, from connecting to the last
+    /// byte read: the longer of the deployment's total and the hook's connect + read, never past
+    /// [`MAX_ATTEMPT`] (what the dispatcher plans an attempt's lease with).
+    pub fn total_timeout(&self, timeouts: Option<Timeouts>) -> Duration {
+        let total = match timeouts {
+            None => self.settings.total_timeout,
+            Some(timeouts) => {
+                let (connect, read) = self.hook_timeouts(timeouts);
+                self.settings
+                    .total_timeout
+                    .max(connect + read.unwrap_or_default())
+            }
+        };
+        total.min(MAX_ATTEMPT)
     }
 
     /// Sends one request and reads the response, its body up to the cap.
@@ -265,7 +284,7 @@ fn build_client_with(
         .danger_accept_invalid_certs(!verify_tls)
         .redirect(Policy::none())
         .connect_timeout(settings.connect_timeout)
-        .timeout(settings.total_timeout)
+        .timeout(settings.total_timeout.min(MAX_ATTEMPT))
         .user_agent(concat!("event-hooks/", env!("CARGO_PKG_VERSION")))
         // A proxy would be resolved instead of the target, leaving the target unchecked; and a
         // proxy from the environment is never what a webhook sender wants.

@@ -47,6 +47,9 @@ pub enum DeliveryStatus {
     Delivered,
     /// Given up: the failure was not retryable, or the retries ran out.
     Failed,
+    /// Never sent: the hook was paused or disabled when the event came (the record's error says
+    /// which); a replay sends it once the hook is enabled again.
+    NotSent,
 }
 
 /// One try at sending a delivery.

@@ -119,6 +119,9 @@ impl Drop for Turn {
     }
 }
 
+/// Time kept after an attempt's bound for recording its outcome and settling its message.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+
 /// The invocation's deadline and the time one attempt needs before it (the request timeout plus
 /// a margin for recording its outcome).
 #[derive(Debug, Clone, Copy)]
@@ -130,9 +133,15 @@ pub struct Deadline {
 impl Deadline {
     /// Whether there is still time to start something that may take the whole reserve.
     pub fn allows_start(&self) -> bool {
+        self.allows(Duration::ZERO)
+    }
+
+    /// Whether there is still time to start an attempt that may take `bound`, with the reserve's
+    /// margin for recording its outcome.
+    pub fn allows(&self, bound: Duration) -> bool {
         self.at
             .checked_duration_since(Instant::now())
-            .is_some_and(|left| left >= self.reserve)
+            .is_some_and(|left| left >= self.reserve.max(bound + DEADLINE_MARGIN))
     }
 }
 

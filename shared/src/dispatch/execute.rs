@@ -193,6 +193,19 @@ impl Executor {
             .remove(hook_id);
     }
 
+    /// The longest running `hook`'s handler may take: its HTTP exchange (never past
+    /// [`crate::limits::MAX_ATTEMPT`]) and, for user Lua, its CPU budget and as long again to
+    /// get a pool thread.
+    pub fn time_bound(&self, hook: &Hook) -> std::time::Duration {
+        let http = self.sender.total_timeout(hook.delivery.timeouts);
+        match &hook.handler {
+            Handler::Webhook(_) => http,
+            Handler::WebhookCustom(_) => http + self.limits.cpu_time * 2,
+            Handler::Lambda(_) => self.limits.cpu_time * 2,
+            Handler::Log(_) => std::time::Duration::ZERO,
+        }
+    }
+
     /// Sends a prepared request (used by ping).
     pub async fn send(
         &self,

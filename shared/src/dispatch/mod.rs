@@ -28,6 +28,7 @@
 pub mod batch;
 pub mod execute;
 pub mod handlers;
+pub mod lanes;
 pub mod matching;
 pub mod protection;
 pub mod worker;
@@ -41,6 +42,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::deliver::http::SendError;
 use crate::deliver::retry::{self, RetrySchedule, Verdict};
 use crate::deliveries::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
 use crate::events::{
@@ -54,6 +56,7 @@ use crate::queue::{Outgoing, Queue, QueueError, MAX_DELAY};
 use crate::snapshot::SnapshotCache;
 use crate::store::{HookStore, StoreError};
 use crate::windows::{decide, event_key, Decision, Dropped, WindowStore};
+use lanes::{Admission, Held, LaneSettings, Lanes, Origin};
 use matching::EventName;
 use protection::{Change, Outcome, RateLimiter, Slot};
 use serde_json::Value;
@@ -71,8 +74,18 @@ pub const ATTEMPT_HEADER: &str = "x-event-hook-attempt";
 /// Namespace of delivery ids (UUID v5 of event id + hook id).
 const DELIVERY_NAMESPACE: Uuid = Uuid::from_u128(0x6e0c_7a4b_2f1d_4f7e_9b61_0d1c_5a2e_8f30);
 
-/// Attempts in flight at once, unless [`DispatchSettings::max_in_flight`] says otherwise.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
+/// Attempts in flight at once in one dispatcher, unless [`DispatchSettings::max_in_flight`] says
+/// otherwise: room for 32 hooks at their default lane capacity.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 128;
+
+/// The longest an attempt that has its hook's slot waits for one of the dispatcher's
+/// [`DispatchSettings::max_in_flight`] slots before it goes back on the deliveries queue.
+const PROCESS_SLOT_WAIT: Duration = Duration::from_secs(1);
+
+/// Time allowed past an attempt's planned bound (its timeouts and Lua budget) before it is cut
+/// off as timed out: the bound is enforced by the HTTP client and the Lua budget, this is the
+/// backstop that keeps every attempt within its lease whatever happens.
+const ATTEMPT_SLACK: Duration = Duration::from_secs(2);
 
 /// Tunables of delivery.
 #[derive(Debug, Clone)]
@@ -87,14 +100,16 @@ pub struct DispatchSettings {
     pub park_delay: Duration,
     /// A hook whose every attempt fails for this long is paused (spec §8 "Beyond").
     pub pause_after: Duration,
-    /// The longest an attempt over its hook's `max_rate` waits in process for its slot; a later
-    /// slot puts the delivery back on the deliveries queue until about then. Short, as it holds
-    /// a worker (or a Lambda invocation).
+    /// The longest an attempt over its hook's `max_rate` sleeps in process for its slot, holding
+    /// no attempt slot; a later slot is reserved and the delivery goes back on the deliveries
+    /// queue, due then, once: it comes back with the slot its own.
     pub rate_wait: Duration,
-    /// The most attempts in flight at once in this process (open sockets, Lua runs): the rest
-    /// wait for a slot. Bounds one invocation's fan-out (10 events x N hooks) against Lambda's
-    /// 1,024 file descriptors and its memory.
+    /// The most attempts in flight at once in this process (open sockets, Lua runs), every
+    /// hook's together. Bounds one invocation's fan-out (10 events x N hooks) against Lambda's
+    /// 1,024 file descriptors and its memory; each hook is bounded first by its own lane.
     pub max_in_flight: usize,
+    /// Each hook's lane: its slots, pace and circuit (see [`lanes`]).
+    pub lanes: LaneSettings,
 }
 
 impl Default for DispatchSettings {
@@ -105,8 +120,9 @@ impl Default for DispatchSettings {
             logged_body_limit: 4096,
             park_delay: Duration::from_secs(5),
             pause_after: Duration::from_secs(24 * 3600),
-            rate_wait: Duration::from_secs(2),
+            rate_wait: Duration::from_millis(50),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            lanes: LaneSettings::default(),
         }
     }
 }
@@ -151,6 +167,10 @@ pub struct Delivery {
     /// What to do next; anything but [`Step::Attempt`] only on parked deliveries.
     #[serde(default, skip_serializing_if = "Step::is_attempt")]
     pub step: Step,
+    /// The delivery was sent back to wait for a `max_rate` slot reserved for it at
+    /// `not_before`: its attempt then takes that slot without asking the limiter again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rate_slot: bool,
 }
 
 impl Delivery {
@@ -168,6 +188,7 @@ impl Delivery {
             event: event.clone(),
             hook: None,
             step: Step::Attempt,
+            rate_slot: false,
         }
     }
 }
@@ -249,6 +270,8 @@ pub struct Dispatcher {
     hooks: Arc<dyn HookStore>,
     events: Arc<dyn Queue>,
     limiter: RateLimiter,
+    /// Each hook's slots, pace and circuit.
+    lanes: Lanes,
     /// Slots of [`DispatchSettings::max_in_flight`].
     in_flight: tokio::sync::Semaphore,
     settings: DispatchSettings,
@@ -280,6 +303,7 @@ impl Dispatcher {
             hooks,
             events,
             limiter: RateLimiter::default(),
+            lanes: Lanes::new(settings.lanes.clone()),
             in_flight: tokio::sync::Semaphore::new(settings.max_in_flight.max(1)),
             settings,
             monetization: None,
@@ -373,12 +397,11 @@ impl Dispatcher {
             .event(&event.source, &event.event)
             .and_then(|spec| spec.unique.clone());
         let key_fields = key_fields.as_deref();
-        let matched: Vec<(&Arc<Hook>, String)> = snapshot
+        let (matched, disabled): (Vec<(&Arc<Hook>, String)>, Vec<_>) = snapshot
             .hooks_of(&event.source)
             .iter()
-            .filter(|hook| hook.enabled)
             .filter_map(|hook| Some((hook, name.delivered_as(hook)?)))
-            .collect();
+            .partition(|(hook, _)| hook.enabled);
         // The hooks whose decisions must follow the batch's order: those with windows.
         if let Some(turn) = &context.turn {
             turn.declare(
@@ -427,9 +450,27 @@ impl Dispatcher {
                     return Ok(());
                 }
                 let advanced = self
-                    .advance(hook, &delivered_as, delivery, key_fields, context)
+                    .advance(
+                        hook,
+                        &delivered_as,
+                        delivery,
+                        key_fields,
+                        context,
+                        Origin::Event,
+                    )
                     .await;
                 self.settle(advanced).await
+            }));
+        }
+        // An Apigee webhook's deliveries are notifications made at dispatch, not the event.
+        for (hook, _) in disabled
+            .into_iter()
+            .filter(|(hook, _)| edge::is_edge_webhook(hook).is_none())
+        {
+            let event = &event;
+            runs.push(Box::pin(async move {
+                self.record_not_sent(hook, event, receive_count).await;
+                Ok(())
             }));
         }
         // Every run ends on its own (delivered, retry queued, dead-lettered or parked), so one
@@ -441,6 +482,37 @@ impl Dispatcher {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// The delivery of `event` to a paused or disabled hook, logged as not sent with the reason,
+    /// so that a replay can send it once the hook is enabled again (nothing is dropped unseen).
+    /// Its one entry is numbered 0: the replay's attempt is the first.
+    async fn record_not_sent(&self, hook: &Hook, event: &Event, receive_count: u32) {
+        let delivery = Delivery::new(event, hook.id);
+        if receive_count > 1
+            && self
+                .log
+                .get(hook.id, delivery.id)
+                .await
+                .is_ok_and(|r| r.is_some())
+        {
+            return;
+        }
+        let reason = match &hook.disabled_reason {
+            Some(why) => format!("not sent: the hook is paused ({})", why.reason),
+            None => "not sent: the hook is disabled".to_owned(),
+        };
+        Stats::bump(&self.stats.not_sent);
+        let entry = Attempt {
+            number: 0,
+            at: now_millis(),
+            status: None,
+            latency_ms: 0,
+            error: Some(reason),
+            response_body: None,
+        };
+        self.record(hook.id, &delivery, entry, DeliveryStatus::NotSent)
+            .await;
     }
 
     /// A usage event for an Apigee webhook of `org` (spec §12): one notification for each usage
@@ -522,7 +594,7 @@ impl Dispatcher {
                 deadline,
             };
             let advanced = self
-                .advance(hook, event_name, delivery, None, &context)
+                .advance(hook, event_name, delivery, None, &context, Origin::Event)
                 .await;
             self.settle(advanced).await?;
         }
@@ -617,6 +689,7 @@ impl Dispatcher {
                 delivery,
                 key_fields.as_deref(),
                 context,
+                Origin::Queue,
             )
             .await;
         self.settle(advanced).await?;
@@ -633,10 +706,14 @@ impl Dispatcher {
         mut delivery: Delivery,
         key_fields: Option<&[String]>,
         context: &RecordContext,
+        origin: Origin,
     ) -> Result<(), Stuck> {
         let deadline = context.deadline;
         match std::mem::take(&mut delivery.step) {
-            Step::Attempt => self.attempt(hook, event_name, delivery, deadline).await,
+            Step::Attempt => {
+                self.attempt(hook, event_name, delivery, deadline, origin)
+                    .await
+            }
             Step::DeadLetter { reason } => self.give_up(delivery, reason).await,
             Step::Decide => {
                 let key = event_key(&delivery.event.data, key_fields);
@@ -659,7 +736,8 @@ impl Dispatcher {
                 }
                 match decided {
                     Ok(Decision::Deliver) => {
-                        self.attempt(hook, event_name, delivery, deadline).await
+                        self.attempt(hook, event_name, delivery, deadline, origin)
+                            .await
                     }
                     Ok(Decision::Drop(why)) => {
                         Stats::bump(match why {
@@ -716,54 +794,84 @@ impl Dispatcher {
     }
 
     /// One attempt of a delivery, its record in the log, and what follows: done, a retry
-    /// scheduled, or a dead letter.
+    /// scheduled, or a dead letter. The attempt runs only inside its hook's lane (see [`lanes`]);
+    /// when it cannot run now it is handed back to the deliveries queue, not waited for.
     async fn attempt(
         &self,
         hook: &Hook,
         event_name: &str,
         mut delivery: Delivery,
         deadline: Option<Deadline>,
+        origin: Origin,
     ) -> Result<(), Stuck> {
-        // A slot first (bounded fan-out), then the deadline: an attempt that may not finish
-        // before the invocation ends is parked instead of cut off.
-        let _slot = self.in_flight.acquire().await;
-        if deadline.is_some_and(|d| !d.allows_start()) {
+        // The longest this attempt may take; an attempt that may not finish before the
+        // invocation ends is parked instead of cut off.
+        let bound = self.executor.time_bound(hook) + ATTEMPT_SLACK;
+        if deadline.is_some_and(|d| !d.allows(bound)) {
             Stats::bump(&self.stats.deadline_parked);
             delivery.step = Step::Attempt;
             return Err(Stuck::new(delivery, DispatchError::Deadline));
         }
-        if let Some(rate) = hook.max_rate {
-            match self
-                .limiter
-                .reserve(hook.id, rate, Instant::now(), self.settings.rate_wait)
-            {
-                Slot::After(wait) if wait.is_zero() => {}
-                Slot::After(wait) => tokio::time::sleep(wait).await,
-                Slot::Later(wait) => {
-                    // Over the rate for longer than is worth holding a worker: back on the
-                    // queue until about the slot's time, the attempt not made (so not counted).
-                    Stats::bump(&self.stats.rate_limited);
-                    delivery.step = Step::Attempt;
-                    delivery.not_before = now_millis() + wait.as_millis() as i64;
-                    return match self.enqueue(&delivery, wait).await {
-                        Ok(()) => Ok(()),
-                        Err(err) => Err(Stuck::new(delivery, err)),
-                    };
-                }
+        if let Some(rate) = hook.max_rate.filter(|_| !delivery.rate_slot) {
+            let Slot::After(wait) =
+                self.limiter
+                    .reserve(hook.id, rate, Instant::now(), Duration::MAX)
+            else {
+                unreachable!("a reservation without a bound always gets a slot")
+            };
+            if wait > self.settings.rate_wait {
+                // Over the rate: the slot is this delivery's; it waits for it on the queue, once,
+                // holding nothing here.
+                Stats::bump(&self.stats.rate_limited);
+                delivery.rate_slot = true;
+                return self.defer(delivery, wait, None).await;
+            }
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
             }
         }
+        let pass = match self.lanes.admit(hook, delivery.id, origin).await {
+            Admission::Enter(pass) => pass,
+            Admission::Later { after, held } => {
+                // A slot reserved for it is lost; it asks the limiter again when it comes back.
+                delivery.rate_slot = false;
+                return self.defer(delivery, after, Some(held)).await;
+            }
+            Admission::InFlight => {
+                // The copy in flight records the attempt and schedules what follows.
+                Stats::bump(&self.stats.in_flight_skipped);
+                tracing::debug!(hook_id = %hook.id, delivery_id = %delivery.id, "already in flight here; this copy is dropped");
+                return Ok(());
+            }
+            Admission::Gone => {
+                let reason = format!("target answered {} Gone", protection::GONE);
+                return self
+                    .give_up(delivery, DeadLetterReason::Disabled(reason))
+                    .await;
+            }
+        };
+        // Then one of the process's slots, bounded by the wait allowed.
+        let Ok(Ok(_slot)) = tokio::time::timeout(PROCESS_SLOT_WAIT, self.in_flight.acquire()).await
+        else {
+            drop(pass);
+            delivery.rate_slot = false;
+            return self
+                .defer(delivery, PROCESS_SLOT_WAIT, Some(Held::Busy))
+                .await;
+        };
+        delivery.rate_slot = false;
         let started = Instant::now();
         let at = now_millis();
-        let executed = self
-            .executor
-            .execute(
-                hook,
-                event_name,
-                &delivery.event,
-                Some((delivery.id, delivery.attempt)),
-                i64::from(std::process::id()),
-            )
-            .await;
+        let run = self.executor.execute(
+            hook,
+            event_name,
+            &delivery.event,
+            Some((delivery.id, delivery.attempt)),
+            i64::from(std::process::id()),
+        );
+        let executed = tokio::time::timeout(bound, run)
+            .await
+            .unwrap_or(Executed::Http(Err(SendError::Timeout)));
         let latency = started.elapsed();
         self.stats.record_latency(latency);
         let (status_code, mut error, body) = self.summarize(&executed);
@@ -777,6 +885,7 @@ impl Dispatcher {
             (Verdict::Delivered, _) => Outcome::Delivered,
             _ => Outcome::Failed,
         };
+        pass.finish(lanes::outcome_of(&executed, outcome == Outcome::Gone));
         let disabled = self.protect(hook, &delivery, outcome, at / 1000).await;
         if let Some(reason) = &disabled {
             // The delivery log says why this delivery ends here.
@@ -982,13 +1091,48 @@ impl Dispatcher {
         }
     }
 
-    /// Puts a delivery on the deliveries queue, due after `delay` (chained past 15 minutes).
+    /// Hands a delivery whose attempt cannot run now back to the deliveries queue, due after
+    /// `after`: no attempt was made, so its number stays. `held` says why when its lane held it
+    /// (`None`: waiting for its `max_rate` slot).
+    async fn defer(
+        &self,
+        mut delivery: Delivery,
+        after: Duration,
+        held: Option<Held>,
+    ) -> Result<(), Stuck> {
+        if held.is_some() {
+            Stats::bump(&self.stats.deferred);
+        }
+        tracing::debug!(
+            hook_id = %delivery.hook_id, delivery_id = %delivery.id, attempt = delivery.attempt,
+            after_ms = after.as_millis() as u64, held = held.map(|h| h.to_string()).unwrap_or_else(|| "max_rate".into()),
+            "attempt deferred to the deliveries queue"
+        );
+        delivery.step = Step::Attempt;
+        delivery.not_before = now_millis() + after.as_millis() as i64;
+        match self.enqueue(&delivery, after).await {
+            Ok(()) => Ok(()),
+            Err(err) => Err(Stuck::new(delivery, err)),
+        }
+    }
+
+    /// Puts a delivery on the deliveries queue, due after `delay` (chained past 15 minutes), in
+    /// its hook's group of the fair queue.
     async fn enqueue(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
         let body = serde_json::to_string(delivery).map_err(QueueError::backend)?;
         self.deliveries
-            .send(Outgoing::delayed(body, delay.min(MAX_DELAY)))
+            .send(
+                Outgoing::delayed(body, delay.min(MAX_DELAY))
+                    .in_group(delivery.hook_id.to_string()),
+            )
             .await?;
         Ok(())
+    }
+
+    /// The state of a hook's lane in this dispatcher (slots in use, pace, circuit), if it has
+    /// made attempts here.
+    pub fn lane(&self, hook_id: Uuid) -> Option<lanes::LaneView> {
+        self.lanes.view(hook_id)
     }
 
     /// Sends a delivery to the dead-letter queue with its reason, in the one dead-letter format:

@@ -1,6 +1,7 @@
 //! A long-running consumer of a queue, for hosts without an SQS trigger (the local server): it
 //! receives batches, hands each message to the dispatcher, and deletes or dead-letters it by the
-//! outcome. A message whose handling failed for infrastructure reasons is left alone, so it comes
+//! outcome. Each message settles on its own: the worker receives again as soon as it has room,
+//! so a message whose attempt is slow holds only itself, never the batch it came in. A message whose handling failed for infrastructure reasons is left alone, so it comes
 //! back after its visibility timeout, like an SQS-triggered Lambda's failed batch items. A message
 //! that keeps coming back is dead-lettered by the queue itself, with its reason, once it has been
 //! received more times than the queue allows.
@@ -8,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::join_all;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 
 use super::{DispatchError, Dispatcher, MessageOutcome, RecordContext};
 use crate::queue::{Queue, Received};
@@ -32,19 +33,32 @@ pub struct WorkerSettings {
     pub visibility: Duration,
     /// Long-poll wait per receive.
     pub wait: Duration,
+    /// Messages in hand at once (received, not settled yet).
+    pub in_hand: usize,
 }
+
+// An attempt (its timeouts, Lua budget and slack) ends well within the lease of the message it
+// works for, so no message is handed to a second worker while its attempt runs.
+const _: () = assert!(
+    crate::limits::MAX_ATTEMPT.as_secs() + 10 < DEFAULT_VISIBILITY.as_secs(),
+    "an attempt must end within its message's visibility timeout"
+);
+
+/// How long a received message stays invisible, unless the settings say otherwise.
+const DEFAULT_VISIBILITY: Duration = Duration::from_secs(60);
 
 impl Default for WorkerSettings {
     fn default() -> WorkerSettings {
         WorkerSettings {
             batch: 10,
-            visibility: Duration::from_secs(60),
+            visibility: DEFAULT_VISIBILITY,
             wait: Duration::from_secs(1),
+            in_hand: 20,
         }
     }
 }
 
-/// Consumes `queue` until `shutdown` turns true, finishing the batch in hand.
+/// Consumes `queue` until `shutdown` turns true, then finishes the messages in hand.
 pub async fn run(
     dispatcher: Arc<Dispatcher>,
     queue: Arc<dyn Queue>,
@@ -52,9 +66,21 @@ pub async fn run(
     settings: WorkerSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let room = Arc::new(Semaphore::new(settings.in_hand.max(1)));
+    let mut in_hand = JoinSet::new();
     while !*shutdown.borrow() {
+        while in_hand.try_join_next().is_some() {}
+        // Room for one message at least before receiving.
+        let first = tokio::select! {
+            permit = room.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
+        let max = (1 + room.available_permits() as u32).min(settings.batch);
         let received = tokio::select! {
-            received = queue.receive(settings.batch, settings.visibility, settings.wait) => received,
+            received = queue.receive(max, settings.visibility, settings.wait) => received,
             _ = shutdown.changed() => break,
         };
         let messages = match received {
@@ -65,13 +91,24 @@ pub async fn run(
                 continue;
             }
         };
-        join_all(
-            messages
-                .iter()
-                .map(|message| handle(&dispatcher, queue.as_ref(), feed, message)),
-        )
-        .await;
+        let mut first = Some(first);
+        for message in messages {
+            // Only this loop takes permits, so the ones counted before receiving are there.
+            let Some(permit) = first
+                .take()
+                .or_else(|| room.clone().try_acquire_owned().ok())
+            else {
+                tracing::error!(message_id = %message.id, "no room for a received message; it comes back");
+                continue;
+            };
+            let (dispatcher, queue) = (dispatcher.clone(), queue.clone());
+            in_hand.spawn(async move {
+                handle(&dispatcher, queue.as_ref(), feed, &message).await;
+                drop(permit);
+            });
+        }
     }
+    while in_hand.join_next().await.is_some() {}
 }
 
 /// Handles one message and settles it on its queue (deleted, or dead-lettered with its reason).

@@ -9,6 +9,13 @@
 //! that could not be handled (an event, or a delivery as the deliveries queue carries it), and the
 //! [`REASON_ATTRIBUTE`] message attribute says why, as a [`DeadLetterReason`]'s text. So a dead
 //! letter can be redriven to its queue as it is.
+//!
+//! **Fair queues**: a message may belong to a group, its tenant (on the deliveries queue, a hook's
+//! id). Among the visible messages, a queue serves first those of groups with few messages in
+//! flight, so a hook with a large backlog cannot starve the others. An SQS standard queue does so
+//! for messages sent with a `MessageGroupId` (SQS "fair queues"), once a group holds a
+//! disproportionate share of the messages in flight; the SQLite adapter always does, by a strict
+//! rule (see [`sqlite`]). Groups do not order messages, as they would on a FIFO queue.
 
 pub mod sqlite;
 pub mod sqs;
@@ -90,6 +97,10 @@ pub struct Outgoing {
     pub delay: Duration,
     /// String message attributes, such as [`REASON_ATTRIBUTE`] on dead letters.
     pub attributes: BTreeMap<String, String>,
+    /// The tenant the message belongs to (on the deliveries queue, its hook's id), for fairness
+    /// between tenants; `None` for none. SQS takes 1 to 128 characters of `a-zA-Z0-9` and
+    /// ``!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~``; the SQLite adapter reads an empty one as `None`.
+    pub group: Option<String>,
 }
 
 impl Outgoing {
@@ -104,7 +115,15 @@ impl Outgoing {
             body: body.into(),
             delay,
             attributes: BTreeMap::new(),
+            group: None,
         }
+    }
+
+    /// The same message, in the tenant `group` (see [`Outgoing::group`]).
+    #[must_use]
+    pub fn in_group(mut self, group: impl Into<String>) -> Outgoing {
+        self.group = Some(group.into());
+        self
     }
 
     /// A dead letter in the one format of every dead-letter queue: `body` as it was, `reason` as
@@ -129,6 +148,8 @@ pub struct Received {
     pub receive_count: u32,
     /// String message attributes, such as [`REASON_ATTRIBUTE`] on dead letters.
     pub attributes: BTreeMap<String, String>,
+    /// The tenant it was sent in, as in [`Outgoing::group`].
+    pub group: Option<String>,
 }
 
 /// Errors of a [`Queue`].

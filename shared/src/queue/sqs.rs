@@ -7,6 +7,10 @@
 //! SQS-triggered Lambda function never calls [`Queue::receive`], so it asks
 //! [`SqsQueue::received_too_often`] itself. SDK types stay in this module; SDK errors become
 //! [`QueueError::Backend`] with the full error chain in the message.
+//!
+//! A message's group is its `MessageGroupId`: on a standard queue that makes the queue a fair
+//! queue (SQS serves other tenants first while one holds a disproportionate share of the
+//! messages in flight), without the ordering and deduplication it means on a FIFO queue.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -96,6 +100,7 @@ impl SqsQueue {
                     .message_body(&message.body)
                     .delay_seconds(seconds_ceil(message.delay))
                     .set_message_attributes(message_attributes(&message.attributes)?)
+                    .set_message_group_id(message.group.clone())
                     .build()
                     .map_err(QueueError::backend)
             })
@@ -162,6 +167,7 @@ impl Queue for SqsQueue {
             .queue_url(&self.url)
             .delay_seconds(seconds_ceil(message.delay))
             .set_message_attributes(message_attributes(&message.attributes)?)
+            .set_message_group_id(message.group)
             .message_body(message.body)
             .send()
             .await
@@ -198,6 +204,7 @@ impl Queue for SqsQueue {
             .visibility_timeout(seconds_ceil(visibility))
             .wait_time_seconds(seconds_ceil(wait).min(MAX_WAIT_SECONDS))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .message_attribute_names("All")
             .send()
             .await
@@ -266,6 +273,8 @@ impl SqsQueue {
             .queue_url(&redrive.dead_letter_url)
             .message_body(letter.body)
             .set_message_attributes(message_attributes(&letter.attributes)?)
+            // Kept, so that a redrive back to the queue keeps the message fair.
+            .set_message_group_id(message.group.clone())
             .send()
             .await
             .map_err(|err| sqs_error("SendMessage to the dead-letter queue", err))?;
@@ -370,6 +379,10 @@ fn received(message: &aws_sdk_sqs::types::Message) -> Result<Received, QueueErro
         body: message.body().unwrap_or_default().to_owned(),
         receive_count,
         attributes,
+        group: message
+            .attributes()
+            .and_then(|attributes| attributes.get(&MessageSystemAttributeName::MessageGroupId))
+            .cloned(),
     })
 }
 
