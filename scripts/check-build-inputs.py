@@ -8,7 +8,10 @@ Checks what the build reads, so the deploy path cannot rot between full builds:
 - samconfig.toml turns SAM's beta features on for build (rust-cargolambda is one);
 - requirements-dev.txt installs cargo-lambda and ziglang, the tools the build method calls;
 - every environment variable the template gives a function is read by that function's code (a
-  typo or a rename on either side fails here), and the required ones the code reads are all given.
+  typo or a rename on either side fails here), and the required ones the code reads are all given;
+- leases: the longest attempt the code allows (shared/src/limits.rs) plus its slack and margin fits
+  in the dispatch function's timeout, which the trigger queues' visibility timeouts cover 6 times
+  (AWS's advice for SQS triggers), and RequestTimeoutSeconds cannot exceed the longest attempt.
 Exit 1 with every problem listed.
 """
 
@@ -49,6 +52,37 @@ def code_of(binary: str) -> str:
 
 def required_in(code: str) -> set:
     return set(re.findall(r'required\("([A-Z0-9_]+)"\)', code))
+
+
+# Added to the longest HTTP exchange for an attempt's bound (dispatch::ATTEMPT_SLACK, the Lua budget
+# of a webhook-custom hook twice) and kept after it (dispatch::batch::DEADLINE_MARGIN), in seconds.
+ATTEMPT_EXTRA_SECONDS = 2 + 2 + 5
+
+
+def lease_problems(template) -> list:
+    limits = (ROOT / "shared/src/limits.rs").read_text()
+    millis = {name: int(value.replace("_", "")) for name, value in re.findall(
+        r"pub const (MAX_CONNECT_TIMEOUT_MS|MAX_READ_TIMEOUT_MS): u32 = ([0-9_]+);", limits)}
+    if len(millis) != 2:
+        return ["limits.rs: MAX_CONNECT_TIMEOUT_MS / MAX_READ_TIMEOUT_MS not found"]
+    longest = sum(millis.values()) / 1000
+    resources = template["Resources"]
+    problems = []
+    dispatch = resources.get("DispatchFunction", {}).get("Properties", {})
+    timeout = dispatch.get("Timeout", 3)
+    if longest + ATTEMPT_EXTRA_SECONDS > timeout:
+        problems.append(f"DispatchFunction: Timeout {timeout} s leaves no room for an attempt of "
+                        f"{longest:g} s + {ATTEMPT_EXTRA_SECONDS} s")
+    for queue in ("EventsQueue", "DeliveriesQueue"):
+        visibility = resources.get(queue, {}).get("Properties", {}).get("VisibilityTimeout", 30)
+        if visibility < 6 * timeout:
+            problems.append(f"{queue}: VisibilityTimeout {visibility} s is under 6 x the dispatch "
+                            f"function's {timeout} s")
+    request_max = template["Parameters"]["RequestTimeoutSeconds"].get("MaxValue")
+    if request_max is None or request_max > longest:
+        problems.append(f"RequestTimeoutSeconds: MaxValue {request_max} exceeds the longest "
+                        f"attempt ({longest:g} s)")
+    return problems
 
 
 def main() -> int:
@@ -103,6 +137,7 @@ def main() -> int:
         if not re.search(rf"^{re.escape(tool)}\b", requirements, re.MULTILINE):
             problems.append(f"requirements-dev.txt does not install {tool}")
 
+    problems += lease_problems(template)
     for problem in problems:
         print(f"build inputs: {problem}", file=sys.stderr)
     if not problems:

@@ -323,7 +323,8 @@ fn router(
         .with_executor(executor)
         .with_idempotency(idempotency)
         .with_monetization(monetization)
-        .with_dead_letter_count(Arc::new(dead_letters.clone()));
+        .with_dead_letter_count(Arc::new(dead_letters.clone()))
+        .with_lanes(dispatcher.clone());
     let dead_letters = dead_letters
         .routes()
         .layer(axum::middleware::from_fn_with_state(

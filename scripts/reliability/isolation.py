@@ -12,7 +12,7 @@ Rows (A's behaviour):
   slow          answers 200 after 8 s
   hanging       never answers (the default 10 s request timeout cuts it)
   trickle       sends its status line, then one header byte every 2 s; A has its own
-                `timeouts` {"connect_ms":1000,"read_ms":25000}, so no read wait ever expires
+                `timeouts` {"connect_ms":1000,"read_ms":20000}, so no read wait ever expires
   failing       answers 503 every time (default retry schedule)
   gone          answers 410: the hook is disabled
   throttled-10  answers 200 at once, A has `max_rate: 10` (events come at 20/s)
@@ -53,7 +53,7 @@ RATE = 20.0  # events per second, every row
 SOURCE = "isolation"
 SLOW_S = 8.0
 TRICKLE_EVERY_S = 2.0
-TRICKLE_TIMEOUTS = {"connect_ms": 1000, "read_ms": 25000}
+TRICKLE_TIMEOUTS = {"connect_ms": 1000, "read_ms": 20000}
 LEASE_S = 60.0  # the local worker's visibility timeout (dispatch/worker.rs)
 IN_FLIGHT_CAP = 4  # requests a disabled hook may still get: attempts already started
 B_P99_TARGET_S = 1.0

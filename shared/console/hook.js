@@ -236,6 +236,14 @@ export async function hookPage(id) {
   }
   summary.append(h('dt', {}, 'State'), h('dd', {}, badge(hook.enabled ? 'enabled' : 'disabled'),
     hook.disabled_reason ? ` ${hook.disabled_reason.reason || json(hook.disabled_reason)}` : ''));
+  if (hook.lane) {
+    // The hook's lane in the dispatcher: its slots, pace and circuit (local server).
+    const lane = hook.lane;
+    summary.append(h('dt', {}, 'Circuit'), h('dd', { 'data-field': 'circuit' }, badge(lane.circuit),
+      lane.consecutive_failures ? `, ${lane.consecutive_failures} failures in a row` : '',
+      lane.open_until ? `, next probe ${time(lane.open_until)}` : ''));
+    summary.append(h('dt', {}, 'In flight'), h('dd', {}, `${lane.in_flight} of ${lane.max_in_flight}, ${lane.pace_ms} ms an attempt${lane.slow ? ' (slow: sent from the queue only)' : ''}`));
+  }
 
   const probeOut = h('div', { 'aria-live': 'polite' });
   const toggle = h('button', { type: 'button', class: 'secondary' }, hook.enabled ? 'Disable' : 'Enable');

@@ -116,7 +116,7 @@ export function time(ms) {
 export const json = (value) => JSON.stringify(value, null, 2);
 
 export function badge(status) {
-  const kind = { delivered: 'ok', failed: 'bad', pending: 'wait', not_sent: 'off', enabled: 'ok', disabled: 'off' }[status] || 'off';
+  const kind = { delivered: 'ok', failed: 'bad', pending: 'wait', not_sent: 'off', closed: 'ok', open: 'bad', half_open: 'wait', enabled: 'ok', disabled: 'off' }[status] || 'off';
   return h('span', { class: `badge ${kind}` }, status);
 }
 

@@ -33,6 +33,9 @@ pub struct Stats {
     pub in_flight_skipped: AtomicU64,
     /// Deliveries to paused or disabled hooks, logged as not sent.
     pub not_sent: AtomicU64,
+    /// Attempts inside an event's processing cut at the inline budget, sent again from the
+    /// deliveries queue.
+    pub cut: AtomicU64,
     /// Milliseconds of each attempt since the last [`Stats::take_latencies`].
     latencies: std::sync::Mutex<Vec<u64>>,
 }

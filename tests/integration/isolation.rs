@@ -103,7 +103,7 @@ async fn a_hanging_receiver_holds_only_its_own_slots() {
     let server = LocalServer::start(&["--request-timeout", "25"]);
     let (a, b) = (Receiver::start().await, Receiver::start().await);
     a.hold();
-    create(&server, webhook(a.url("/a"), json!({}))).await;
+    let a_id = create(&server, webhook(a.url("/a"), json!({}))).await;
     create(&server, webhook(b.url("/b"), json!({}))).await;
 
     emit(&server, 60).await;
@@ -121,6 +121,32 @@ async fn a_hanging_receiver_holds_only_its_own_slots() {
         a.most_at_once()
     );
     assert_eq!(a.most_at_once_per_delivery(), 1);
+    // A's first attempts, made inside the events' processing, were cut at the inline budget and
+    // sent again from the deliveries queue as the next attempt; then A was known slow.
+    let deadline = Instant::now() + WAIT;
+    let cut = loop {
+        let listed = get(&server, &format!("/event-hooks/{a_id}/deliveries?size=100")).await;
+        let cut = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| {
+                d["attempts"][0]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("inside an event's processing"))
+            })
+            .count();
+        if cut > 0 {
+            break cut;
+        }
+        assert!(Instant::now() < deadline, "{listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(cut <= 4, "{cut} attempts cut: more than the lane holds");
+    assert_eq!(
+        get(&server, &format!("/event-hooks/{a_id}")).await["lane"]["slow"],
+        true
+    );
     // The attempts that found A's lane full went back on the deliveries queue.
     let deadline = Instant::now() + WAIT;
     while counts(&server).await["deferred"].as_u64().unwrap() == 0 {
@@ -278,5 +304,42 @@ async fn a_paused_hook_logs_what_it_did_not_send_and_a_replay_sends_it() {
         .map(|d| d["id"].as_str().unwrap().to_owned())
         .collect();
     assert!(logged.is_subset(&sent), "{logged:?} not in {sent:?}");
+    assert!(server.stop());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_failures_open_the_hooks_circuit_and_get_shows_it() {
+    let server = LocalServer::start(&["--retry-schedule", "100ms,100ms,100ms"]);
+    let (a, b) = (Receiver::start().await, Receiver::start().await);
+    a.script(std::iter::repeat_n(Reply::Status(503), 1000));
+    let id = create(&server, webhook(a.url("/a"), json!({}))).await;
+    create(&server, webhook(b.url("/b"), json!({}))).await;
+
+    emit(&server, 10).await;
+    b.wait_for("/b", 10, WAIT).await;
+    let hook = hook_until(&server, &id, |h| h["lane"]["circuit"] == "open").await;
+    let lane = &hook["lane"];
+    assert!(
+        lane["consecutive_failures"].as_u64().unwrap() >= 5,
+        "{lane}"
+    );
+    assert!(lane["open_until"].as_i64().unwrap() > 0, "{lane}");
+    // While it is open, A's deliveries wait on the queue: no request reaches A.
+    let seen = a.requests().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(a.requests().len(), seen);
+    // B's lane is closed and was never touched by A's failures.
+    let b_hooks = get(&server, "/event-hooks").await;
+    let b_id = b_hooks["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["id"] != id.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b_hook = get(&server, &format!("/event-hooks/{b_id}")).await;
+    assert_eq!(b_hook["lane"]["circuit"], "closed");
     assert!(server.stop());
 }

@@ -12,7 +12,9 @@ import hashlib
 import hmac
 import http.server
 import json
+import select
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -34,13 +36,19 @@ PARAMETERS = {
 WAIT = 60.0  # upper bound on any wait for the pipeline; the waits return as soon as it is done
 
 
+HANG = "hang"  # a scripted reply: no answer until the client gives up (or HANG_CAP_S)
+HANG_CAP_S = 30.0
+
+
 class Receiver:
     """An HTTP target on 127.0.0.1: records every request; `script[path]` lists the statuses to
-    answer in order (then 200)."""
+    answer in order (then 200), or HANG. `ended` lists (path, seconds held) of the hung requests
+    the client gave up on."""
 
     def __init__(self):
         self.requests: list[dict] = []
-        self.script: dict[str, list[int]] = {}
+        self.script: dict[str, list] = {}
+        self.ended: list[tuple[str, float]] = []
         self.lock = threading.Lock()
         receiver = self
 
@@ -60,6 +68,14 @@ class Receiver:
                     })
                     plan = receiver.script.get(self.path.split("?")[0], [])
                     status = plan.pop(0) if plan else 200
+                if status == HANG:
+                    # Wait for the client to close the connection (its timeout), bounded.
+                    held = time.monotonic()
+                    select.select([self.connection], [], [], HANG_CAP_S)
+                    with receiver.lock:
+                        receiver.ended.append((self.path, time.monotonic() - held))
+                    self.close_connection = True
+                    return
                 data = b"ok" if status < 300 else b"nope"
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(data)))
@@ -405,6 +421,35 @@ def test_a_hook_on_hooks_gets_the_crud_events_of_other_hooks(sim, api, receiver)
     assert event["old_entity"] is None, event
     delete(api, other)
     delete(api, watcher)
+
+
+def test_a_hanging_target_holds_only_its_own_slots(sim, api, receiver):
+    # Hook A's target never answers; hook B's is healthy. The dispatch function handles a batch
+    # of 10 events as one unit, and used to wait for A's 10 s timeouts before the next batch: B's
+    # later events waited with it. Now an attempt inside an event's processing is cut after 1 s
+    # and sent again from the deliveries queue (in A's message group) with the full timeout, A
+    # holds at most its lane's 4 attempts, and B is served before any full-timeout attempt of A
+    # has ended.
+    a = create(api, webhook(receiver, "/hangs", event="plugins"))
+    b = create(api, webhook(receiver, "/healthy", event="plugins"))
+    receiver.wait("/hangs", 1)
+    receiver.wait("/healthy", 1)
+    receiver.script["/hangs"] = [HANG] * 40
+    for n in range(15):
+        emit(api, {"operation": "create", "entity": {"name": f"p{n}"}, "old_entity": None},
+             event="plugins")
+    served = receiver.wait("/healthy", 16)
+    with receiver.lock:
+        timed_out = [held for path, held in receiver.ended if path == "/hangs" and held > 5]
+    assert not timed_out, f"B waited for A: {len(timed_out)} of A's attempts had timed out first"
+    ids = {r["headers"]["x-event-hook-delivery"] for r in served[1:]}
+    assert len(ids) == 15
+    for hook in (a, b):
+        delete(api, hook)
+    receiver.script["/hangs"] = []
+    # A's deliveries left on the queue are dead-lettered (hook deleted) once their attempts end.
+    settled(sim)
+    sim.sqs.purge_queue(QueueUrl=sim.stack.outputs["DeliveriesDeadLetterQueueUrl"])
 
 
 def test_test_and_ping_through_the_probe_function(sim, api, receiver):

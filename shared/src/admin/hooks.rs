@@ -169,7 +169,12 @@ pub async fn read(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let stored = state.store.get(id).await?.ok_or(ApiError::NotFound)?;
-    Ok(Json(stored.value.shown()))
+    let mut shown = stored.value.shown();
+    // The hook's lane in this process's dispatcher, when it has one (the local server).
+    if let Some(lane) = state.lanes.as_ref().and_then(|lanes| lanes.lane(id)) {
+        shown["lane"] = serde_json::to_value(lane).map_err(ApiError::internal)?;
+    }
+    Ok(Json(shown))
 }
 
 /// `PATCH /event-hooks/{id}`: records (`config`) deep-merged, maps replaced whole, then the

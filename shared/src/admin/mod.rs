@@ -70,6 +70,20 @@ pub struct AdminState {
     monetization: Option<Arc<dyn MonetizationStore>>,
     /// Counted by `GET /event-hooks/stats` when the process can see its dead-letter queues.
     dead_letters: Option<Arc<dyn DeadLetterCount>>,
+    /// The dispatcher of the same process, if any: `GET /event-hooks/{id}` shows the hook's lane
+    /// in it (slots in use, pace, circuit).
+    lanes: Option<Arc<dyn LaneReader>>,
+}
+
+/// Reads the state of a hook's lane in a dispatcher (see [`crate::dispatch::lanes`]).
+pub trait LaneReader: Send + Sync {
+    fn lane(&self, hook_id: uuid::Uuid) -> Option<crate::dispatch::lanes::LaneView>;
+}
+
+impl LaneReader for crate::dispatch::Dispatcher {
+    fn lane(&self, hook_id: uuid::Uuid) -> Option<crate::dispatch::lanes::LaneView> {
+        crate::dispatch::Dispatcher::lane(self, hook_id)
+    }
 }
 
 /// The ports of the admin API.
@@ -99,6 +113,7 @@ impl AdminState {
             idempotency: None,
             monetization: None,
             dead_letters: None,
+            lanes: None,
         }
     }
 
@@ -115,6 +130,12 @@ impl AdminState {
     }
 
     /// Makes `GET /event-hooks/stats` report how many dead letters wait, counted by `count`.
+    /// Shows each hook's lane in `dispatcher` (same process) on `GET /event-hooks/{id}`.
+    pub fn with_lanes(mut self, dispatcher: Arc<dyn LaneReader>) -> AdminState {
+        self.lanes = Some(dispatcher);
+        self
+    }
+
     pub fn with_dead_letter_count(mut self, count: Arc<dyn DeadLetterCount>) -> AdminState {
         self.dead_letters = Some(count);
         self

@@ -4,10 +4,12 @@
 //!
 //! - **Capacity**: at most the hook's `max_in_flight` attempts at once (the deployment's default
 //!   when unset), so a slow or hanging receiver holds its own slots and nobody else's.
-//! - **Pace**: the lane keeps a moving average of how long its attempts take. A hook slower than
-//!   [`LaneSettings::slow_after`] is no longer attempted inside the processing of an event: its
-//!   deliveries leave at once for the deliveries queue, so an event completes for every other
-//!   hook at the pace of the fast ones.
+//! - **Pace**: an attempt made inside the processing of an event may take
+//!   [`LaneSettings::inline_budget`]; one that takes longer is cut and sent again from the
+//!   deliveries queue, with the hook's full timeouts, once the cut one would have timed out. The lane keeps a moving average of how long
+//!   its attempts take, and a hook that slow on average is not attempted inside events at all: its
+//!   deliveries leave at once for the deliveries queue. So an event (and, on AWS, the batch of
+//!   events it came in) completes for every other hook at the pace of the fast ones.
 //! - **Circuit**: after [`LaneSettings::trip_after`] consecutive timeouts, 5xx or transport
 //!   failures the circuit opens, and the hook's attempts are spaced out (the cool-down doubles on
 //!   each failed probe, up to [`LaneSettings::max_open_for`]); one probe at a time is let through
@@ -55,9 +57,10 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 pub struct LaneSettings {
     /// Attempts of one hook in flight at once, for hooks without their own `max_in_flight`.
     pub max_in_flight: u32,
-    /// A hook whose attempts take longer than this on average is attempted from the deliveries
-    /// queue only, never inside an event's processing.
-    pub slow_after: Duration,
+    /// The longest an attempt made inside an event's processing may take before it is cut and
+    /// sent again from the deliveries queue; a hook whose attempts take this long on average is
+    /// attempted from the deliveries queue only.
+    pub inline_budget: Duration,
     /// The longest an attempt waits for a slot of a lane that is not slow, before it is handed
     /// to the deliveries queue; a slow lane's attempts never wait.
     pub wait: Duration,
@@ -73,7 +76,7 @@ impl Default for LaneSettings {
     fn default() -> LaneSettings {
         LaneSettings {
             max_in_flight: DEFAULT_HOOK_MAX_IN_FLIGHT,
-            slow_after: Duration::from_secs(1),
+            inline_budget: Duration::from_secs(1),
             wait: Duration::from_millis(200),
             trip_after: 5,
             open_for: Duration::from_secs(5),
@@ -136,6 +139,12 @@ pub enum Outcome {
     Trouble,
     /// `410 Gone`.
     Gone,
+    /// Says nothing about the target's health: the ping of a hook change (protection ignores it
+    /// too).
+    Neutral,
+    /// Cut at the inline budget: the hook is slow from now on (its pace is at least the budget),
+    /// which says nothing about its health either.
+    Cut,
 }
 
 /// What an execution means for its lane: `gone` when the target answered `410 Gone`.
@@ -314,7 +323,7 @@ impl Lanes {
             }
             lane.gone = None;
         }
-        let slow = lane.pace.is_some_and(|pace| pace > settings.slow_after);
+        let slow = lane.pace.is_some_and(|pace| pace >= settings.inline_budget);
         let mut probe = false;
         if let Some(until) = lane.open_until {
             if until > now {
@@ -433,7 +442,7 @@ impl Lanes {
             in_flight: lane.in_flight(),
             max_in_flight: lane.capacity,
             pace_ms: pace.as_millis() as u64,
-            slow: pace > self.settings.slow_after,
+            slow: pace >= self.settings.inline_budget,
         })
     }
 }
@@ -469,9 +478,10 @@ impl Pass {
         let Some(lane) = state.lanes.get_mut(&self.hook_id) else {
             return;
         };
-        lane.pace = Some(match lane.pace {
-            None => took,
-            Some(pace) => pace.mul_f64(1.0 - PACE_WEIGHT) + took.mul_f64(PACE_WEIGHT),
+        lane.pace = Some(match (lane.pace, outcome) {
+            (None, _) => took,
+            (Some(pace), Outcome::Cut) => pace.max(took).max(settings.inline_budget),
+            (Some(pace), _) => pace.mul_f64(1.0 - PACE_WEIGHT) + took.mul_f64(PACE_WEIGHT),
         });
         if self.probe {
             lane.probing = false;
@@ -483,6 +493,7 @@ impl Pass {
                 lane.open_for = settings.open_for;
             }
             Outcome::Gone => lane.gone = Some((now, self.hook_updated_at)),
+            Outcome::Neutral | Outcome::Cut => {}
             Outcome::Trouble => {
                 lane.failures = lane.failures.saturating_add(1);
                 if self.probe {
@@ -641,7 +652,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_hook_leaves_events_but_is_attempted_from_the_queue() {
         let settings = LaneSettings {
-            slow_after: Duration::from_millis(5),
+            inline_budget: Duration::from_millis(5),
             ..LaneSettings::default()
         };
         let lanes = Lanes::new(settings);

@@ -49,7 +49,7 @@ use crate::events::{
     check_registered, hook_change_events, now_millis, parse_event_with_default_id, Event, Operation,
 };
 use crate::metrics::Stats;
-use crate::model::Hook;
+use crate::model::{Handler, Hook};
 use crate::monetization::{edge, MonetizationStore, Threshold};
 pub use crate::queue::DeadLetterReason;
 use crate::queue::{Outgoing, Queue, QueueError, MAX_DELAY};
@@ -869,9 +869,24 @@ impl Dispatcher {
             Some((delivery.id, delivery.attempt)),
             i64::from(std::process::id()),
         );
-        let executed = tokio::time::timeout(bound, run)
-            .await
-            .unwrap_or(Executed::Http(Err(SendError::Timeout)));
+        // Inside an event's processing a request gets the inline budget: one that takes longer
+        // is cut and sent again at once from the deliveries queue, with the hook's own timeouts,
+        // so the event (on AWS: its whole batch) never waits for a slow target.
+        let budget = self.settings.lanes.inline_budget;
+        let sends_http = matches!(
+            hook.handler,
+            Handler::Webhook(_) | Handler::WebhookCustom(_)
+        );
+        let inline = origin == Origin::Event && sends_http && budget < bound;
+        let executed = match tokio::time::timeout(if inline { budget } else { bound }, run).await {
+            Ok(executed) => executed,
+            Err(_) if inline => {
+                return self
+                    .cut(hook.id, delivery, pass, (at, started), bound)
+                    .await
+            }
+            Err(_) => Executed::Http(Err(SendError::Timeout)),
+        };
         let latency = started.elapsed();
         self.stats.record_latency(latency);
         let (status_code, mut error, body) = self.summarize(&executed);
@@ -885,7 +900,11 @@ impl Dispatcher {
             (Verdict::Delivered, _) => Outcome::Delivered,
             _ => Outcome::Failed,
         };
-        pass.finish(lanes::outcome_of(&executed, outcome == Outcome::Gone));
+        // The ping of a hook change says nothing about its event deliveries (see `protect`).
+        pass.finish(match delivery.hook {
+            Some(_) => lanes::Outcome::Neutral,
+            None => lanes::outcome_of(&executed, outcome == Outcome::Gone),
+        });
         let disabled = self.protect(hook, &delivery, outcome, at / 1000).await;
         if let Some(reason) = &disabled {
             // The delivery log says why this delivery ends here.
@@ -925,6 +944,45 @@ impl Dispatcher {
         }
         self.follow_up(hook.id, delivery, verdict, next_delay, error)
             .await
+    }
+
+    /// An attempt cut at the inline budget: logged as such, and sent again from the deliveries
+    /// queue as the next attempt, due when the cut one would have timed out (`bound` after it
+    /// started: the target may still be working on it until then, and a delivery id is never in
+    /// flight twice). It says the hook is slow, not that it fails: neither its circuit nor its
+    /// `failing_since` hears of it.
+    async fn cut(
+        &self,
+        hook_id: Uuid,
+        delivery: Delivery,
+        pass: lanes::Pass,
+        (at, started): (i64, Instant),
+        bound: Duration,
+    ) -> Result<(), Stuck> {
+        pass.finish(lanes::Outcome::Cut);
+        Stats::bump(&self.stats.cut);
+        let budget = self.settings.lanes.inline_budget;
+        let entry = Attempt {
+            number: delivery.attempt,
+            at,
+            status: None,
+            latency_ms: started.elapsed().as_millis() as u64,
+            error: Some(format!(
+                "no answer within the {} ms an attempt may take inside an event's processing; \
+                 sent again from the deliveries queue",
+                budget.as_millis()
+            )),
+            response_body: None,
+        };
+        self.record(hook_id, &delivery, entry, DeliveryStatus::Pending)
+            .await;
+        let mut next = after(delivery);
+        let due = bound.saturating_sub(started.elapsed());
+        next.not_before = now_millis() + due.as_millis() as i64;
+        match self.enqueue(&next, due).await {
+            Ok(()) => Ok(()),
+            Err(err) => Err(Stuck::new(next, err)),
+        }
     }
 
     /// Endpoint protection after an attempt (see [`protection`]): records `failing_since` when it
