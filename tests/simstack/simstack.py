@@ -1009,9 +1009,20 @@ class SimulatedStack:
                 self.parts.append(self.gateway)
             self.pollers = []
             if pollers:
+                # Each SQS trigger scales its own invocations on AWS (its MaximumConcurrency), so
+                # one trigger's slow batch never holds the other's: each poller gets an execution
+                # environment of its own (the function's first one for its first trigger), the
+                # least concurrency two triggers have on AWS.
+                polled: set[str] = set()
                 for mapping in self.stack.mappings:
                     if mapping.enabled:
-                        self.pollers.append(Poller(mapping, self.runtimes[mapping.function], self.sqs))
+                        runtime = self.runtimes[mapping.function]
+                        if mapping.function in polled:
+                            runtime = Runtime(self.stack.functions[mapping.function],
+                                              self.counter.endpoint, extra_env)
+                            self.parts.append(runtime)
+                        polled.add(mapping.function)
+                        self.pollers.append(Poller(mapping, runtime, self.sqs))
                 self.parts.extend(self.pollers)
         except BaseException:
             self.stop()

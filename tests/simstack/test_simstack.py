@@ -147,16 +147,16 @@ def api(sim):
     return Api(sim)
 
 
-def settled(sim: SimulatedStack):
-    """Waits until the trigger queues are empty (nothing visible or in flight) and no poller is
-    invoking the function."""
+def settled(sim: SimulatedStack, delayed_too: bool = True):
+    """Waits until the trigger queues are empty (nothing visible or in flight, nor delayed unless
+    `delayed_too` is false) and no poller is invoking the function."""
+    counted = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    if delayed_too:
+        counted.append("ApproximateNumberOfMessagesDelayed")
+
     def quiet():
         for p in sim.pollers:
-            attrs = sim.sqs.get_queue_attributes(
-                QueueUrl=p.url,
-                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                                "ApproximateNumberOfMessagesDelayed"],
-            )["Attributes"]
+            attrs = sim.sqs.get_queue_attributes(QueueUrl=p.url, AttributeNames=counted)["Attributes"]
             if any(int(v) for v in attrs.values()) or not p.idle():
                 return False
         return True
@@ -432,24 +432,61 @@ def test_a_hanging_target_holds_only_its_own_slots(sim, api, receiver):
     # has ended.
     a = create(api, webhook(receiver, "/hangs", event="plugins"))
     b = create(api, webhook(receiver, "/healthy", event="plugins"))
-    receiver.wait("/hangs", 1)
-    receiver.wait("/healthy", 1)
-    receiver.script["/hangs"] = [HANG] * 40
-    for n in range(15):
-        emit(api, {"operation": "create", "entity": {"name": f"p{n}"}, "old_entity": None},
-             event="plugins")
-    served = receiver.wait("/healthy", 16)
-    with receiver.lock:
-        timed_out = [held for path, held in receiver.ended if path == "/hangs" and held > 5]
-    assert not timed_out, f"B waited for A: {len(timed_out)} of A's attempts had timed out first"
-    ids = {r["headers"]["x-event-hook-delivery"] for r in served[1:]}
-    assert len(ids) == 15
-    for hook in (a, b):
+    try:
+        receiver.wait("/hangs", 1)
+        receiver.wait("/healthy", 1)
+        receiver.script["/hangs"] = [HANG] * 40
+        for n in range(15):
+            emit(api, {"operation": "create", "entity": {"name": f"p{n}"}, "old_entity": None},
+                 event="plugins")
+        served = receiver.wait("/healthy", 16)
+        with receiver.lock:
+            timed_out = [held for path, held in receiver.ended if path == "/hangs" and held > 5]
+        assert not timed_out, f"B waited for A: {len(timed_out)} of A's attempts timed out first"
+        ids = {r["headers"]["x-event-hook-delivery"] for r in served[1:]}
+        assert len(ids) == 15
+    finally:
+        cleared(sim, api, receiver, "/hangs", a, b, drop_waiting=True)
+
+
+def cleared(sim, api, receiver, path, *hooks, drop_waiting=False):
+    """Deletes `hooks`, lets `path` answer 200 again and waits until the queues drain (what the
+    attempts still running leave is dead-lettered, the hooks being gone), so later cases start
+    clean. `drop_waiting` first drops the deliveries still waiting on the deliveries queue (a
+    slow hook's may be due a minute later; SQS allows one purge a minute)."""
+    for hook in hooks:
         delete(api, hook)
-    receiver.script["/hangs"] = []
-    # A's deliveries left on the queue are dead-lettered (hook deleted) once their attempts end.
+    receiver.script[path] = []
+    if drop_waiting:
+        settled(sim, delayed_too=False)
+        sim.sqs.purge_queue(QueueUrl=sim.stack.outputs["DeliveriesQueueUrl"])
     settled(sim)
-    sim.sqs.purge_queue(QueueUrl=sim.stack.outputs["DeliveriesDeadLetterQueueUrl"])
+
+
+def test_a_gone_target_gets_no_attempt_after_its_first_410(sim, api, receiver):
+    # Hook A's target answers 410 Gone: the hook is disabled, and no attempt starts after the
+    # first 410 (only those already running when it came, at most the lane's 4); B is served.
+    a = create(api, webhook(receiver, "/gone", event="targets"))
+    b = create(api, webhook(receiver, "/present", event="targets"))
+    try:
+        receiver.wait("/gone", 1)
+        receiver.wait("/present", 1)
+        receiver.script["/gone"] = [410] * 40
+        for n in range(15):
+            emit(api, {"operation": "create", "entity": {"target": f"t{n}"}, "old_entity": None},
+                 event="targets")
+        receiver.wait("/present", 16)
+
+        def disabled():
+            status, hook = api.call("GET", f"/event-hooks/{a['id']}")
+            return status == 200 and not hook["enabled"] and hook
+        hook = wait_for(disabled, "hook A disabled", WAIT)
+        assert hook["disabled_reason"]["reason"] == "target answered 410 Gone", hook
+        settled(sim)
+        reached = len(receiver.at("/gone")) - 1
+        assert 1 <= reached <= 4, f"{reached} requests reached A"
+    finally:
+        cleared(sim, api, receiver, "/gone", a, b)
 
 
 def test_test_and_ping_through_the_probe_function(sim, api, receiver):

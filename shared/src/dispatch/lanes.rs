@@ -691,4 +691,39 @@ mod tests {
             Admission::Enter(_)
         ));
     }
+
+    #[tokio::test]
+    async fn an_attempt_waiting_for_a_slot_is_stopped_by_a_410_that_came_meanwhile() {
+        let lanes = Lanes::new(LaneSettings {
+            wait: Duration::from_secs(5),
+            ..LaneSettings::default()
+        });
+        let hook = hook(Some(1));
+        let running = enter(&lanes, &hook, Origin::Queue).await;
+        let waiting = lanes.admit(&hook, Uuid::new_v4(), Origin::Queue);
+        let finish = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            running.finish(Outcome::Gone);
+        };
+        let (admission, ()) = tokio::join!(waiting, finish);
+        assert!(matches!(admission, Admission::Gone));
+    }
+
+    #[tokio::test]
+    async fn a_cut_attempt_makes_its_hook_slow_at_once() {
+        let lanes = Lanes::new(LaneSettings::default());
+        let hook = hook(None);
+        // A quick ping first sets a fast pace.
+        enter(&lanes, &hook, Origin::Event)
+            .await
+            .finish(Outcome::Neutral);
+        enter(&lanes, &hook, Origin::Event)
+            .await
+            .finish(Outcome::Cut);
+        assert!(lanes.view(hook.id).unwrap().slow);
+        assert_eq!(
+            held(lanes.admit(&hook, Uuid::new_v4(), Origin::Event).await).1,
+            Held::Slow
+        );
+    }
 }
