@@ -303,7 +303,7 @@ export async function hookPage(id) {
     preview);
 }
 
-const STATUSES = ['pending', 'delivered', 'failed'];
+const STATUSES = ['pending', 'delivered', 'failed', 'not_sent'];
 
 // The delivery log: one row per attempt, newest delivery first; filter by status; resend one;
 // replay a time window.
@@ -359,7 +359,7 @@ async function deliveriesSection(id) {
 
   const since = h('input', { type: 'datetime-local', 'data-field': 'since' });
   const until = h('input', { type: 'datetime-local', 'data-field': 'until' });
-  const which = h('select', { 'data-field': 'status' }, h('option', { value: 'failed' }, 'failed only'), h('option', { value: 'all' }, 'delivered and failed'));
+  const which = h('select', { 'data-field': 'status' }, h('option', { value: 'failed' }, 'failed or not sent'), h('option', { value: 'all' }, 'delivered, failed or not sent'));
   const replay = h('form', { novalidate: true, 'aria-labelledby': 'replay-title' },
     h('h3', { id: 'replay-title' }, 'Replay a time window'),
     h('div', { class: 'grid' }, field('Since', since, 'Default: a day before Until.'), field('Until', until, 'Default: now.'), field('Deliveries', which)),

@@ -199,6 +199,9 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "max_in_flight",
     "retry",
     "timeouts",
+    // Shown by `GET` beside the entity (the hook's lane in the local dispatcher), accepted and
+    // ignored so that a hook read can be written back as it is.
+    "lane",
 ];
 
 /// The largest `snooze` accepted, as Kong's integer fields allow.

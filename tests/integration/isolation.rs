@@ -341,5 +341,15 @@ async fn consecutive_failures_open_the_hooks_circuit_and_get_shows_it() {
         .to_owned();
     let b_hook = get(&server, &format!("/event-hooks/{b_id}")).await;
     assert_eq!(b_hook["lane"]["circuit"], "closed");
+    // A hook read with its lane can be written back as it is (the lane is ignored).
+    let response = reqwest::Client::new()
+        .put(server.url(&format!("/event-hooks/{b_id}")))
+        .json(&b_hook)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let stored: Value = response.json().await.unwrap();
+    assert!(stored.get("lane").is_none(), "{stored}");
     assert!(server.stop());
 }

@@ -38,12 +38,14 @@ WAIT = 60.0  # upper bound on any wait for the pipeline; the waits return as soo
 
 HANG = "hang"  # a scripted reply: no answer until the client gives up (or HANG_CAP_S)
 HANG_CAP_S = 30.0
+SLOW = "slow"  # a scripted reply: 200 after SLOW_S, whether the client still waits or not
+SLOW_S = 8.0
 
 
 class Receiver:
     """An HTTP target on 127.0.0.1: records every request; `script[path]` lists the statuses to
-    answer in order (then 200), or HANG. `ended` lists (path, seconds held) of the hung requests
-    the client gave up on."""
+    answer in order (then 200), HANG or SLOW. `ended` lists (path, seconds held) of the hung
+    requests the client gave up on and of the slow ones answered."""
 
     def __init__(self):
         self.requests: list[dict] = []
@@ -68,6 +70,12 @@ class Receiver:
                     })
                     plan = receiver.script.get(self.path.split("?")[0], [])
                     status = plan.pop(0) if plan else 200
+                if status == SLOW:
+                    held = time.monotonic()
+                    time.sleep(SLOW_S)
+                    with receiver.lock:
+                        receiver.ended.append((self.path, time.monotonic() - held))
+                    status = 200
                 if status == HANG:
                     # Wait for the client to close the connection (its timeout), bounded.
                     held = time.monotonic()
@@ -446,21 +454,98 @@ def test_a_hanging_target_holds_only_its_own_slots(sim, api, receiver):
         ids = {r["headers"]["x-event-hook-delivery"] for r in served[1:]}
         assert len(ids) == 15
     finally:
-        cleared(sim, api, receiver, "/hangs", a, b, drop_waiting=True)
+        cleared(sim, api, receiver, "/hangs", a, b)
 
 
-def cleared(sim, api, receiver, path, *hooks, drop_waiting=False):
-    """Deletes `hooks`, lets `path` answer 200 again and waits until the queues drain (what the
-    attempts still running leave is dead-lettered, the hooks being gone), so later cases start
-    clean. `drop_waiting` first drops the deliveries still waiting on the deliveries queue (a
-    slow hook's may be due a minute later; SQS allows one purge a minute)."""
+def test_a_slow_target_holds_only_its_own_slots(sim, api, receiver):
+    # As with a hanging target: A answers after 8 s, and B is served before any of A's requests
+    # has been answered (the batch does not wait for A).
+    a = create(api, webhook(receiver, "/slowly", event="certificates"))
+    b = create(api, webhook(receiver, "/briskly", event="certificates"))
+    try:
+        receiver.wait("/slowly", 1)
+        receiver.wait("/briskly", 1)
+        receiver.script["/slowly"] = [SLOW] * 40
+        for n in range(15):
+            emit(api, {"operation": "create", "entity": {"id": f"c{n}"}, "old_entity": None},
+                 event="certificates")
+        served = receiver.wait("/briskly", 16)
+        with receiver.lock:
+            answered = [held for path, held in receiver.ended if path == "/slowly"]
+        assert not answered, f"B waited for A: {len(answered)} of A's requests were answered first"
+        assert len({r["headers"]["x-event-hook-delivery"] for r in served[1:]}) == 15
+    finally:
+        cleared(sim, api, receiver, "/slowly", a, b)
+
+
+def test_a_failing_target_does_not_hold_a_healthy_one(sim, api, receiver):
+    a = create(api, webhook(receiver, "/fails", event="snis"))
+    b = create(api, webhook(receiver, "/works", event="snis"))
+    try:
+        receiver.wait("/fails", 1)
+        receiver.wait("/works", 1)
+        receiver.script["/fails"] = [503] * 100
+        for n in range(15):
+            emit(api, {"operation": "create", "entity": {"name": f"s{n}"}, "old_entity": None},
+                 event="snis")
+        served = receiver.wait("/works", 16)
+        assert len({r["headers"]["x-event-hook-delivery"] for r in served[1:]}) == 15
+        # A's retries (1 s, 1 s) run on the deliveries queue, never more than the schedule's
+        # three attempts a delivery (after 5 failures in a row A's circuit holds the rest back).
+        settled(sim, delayed_too=False)
+        per_delivery: dict[str, int] = {}
+        for r in receiver.at("/fails")[1:]:
+            key = r["headers"]["x-event-hook-delivery"]
+            per_delivery[key] = per_delivery.get(key, 0) + 1
+        assert per_delivery and max(per_delivery.values()) <= 3, per_delivery
+    finally:
+        cleared(sim, api, receiver, "/fails", a, b)
+
+
+def rate_limited_so_far(sim) -> int:
+    """The dispatch function's `RateLimited` metric, summed over its EMF lines so far."""
+    total = 0
+    for runtime in {id(p.runtime): p.runtime for p in sim.pollers}.values():
+        for line in runtime.output().splitlines():
+            if '"RateLimited"' in line and line.startswith("{"):
+                try:
+                    total += int(json.loads(line).get("RateLimited", 0))
+                except ValueError:
+                    pass
+    return total
+
+
+def test_a_throttled_delivery_waits_on_the_queue_once(sim, api, receiver):
+    # A has max_rate 2: each delivery over the rate reserves its slot and waits on the deliveries
+    # queue for it, once (it used to be re-sent again and again while its slot was far).
+    before = rate_limited_so_far(sim)
+    a = create(api, webhook(receiver, "/paced", event="ca_certificates", max_rate=2))
+    b = create(api, webhook(receiver, "/unpaced", event="ca_certificates"))
+    try:
+        receiver.wait("/paced", 1)
+        receiver.wait("/unpaced", 1)
+        for n in range(10):
+            emit(api, {"operation": "create", "entity": {"id": f"ca{n}"}, "old_entity": None},
+                 event="ca_certificates")
+        receiver.wait("/unpaced", 11)
+        paced = receiver.wait("/paced", 11)[1:]
+        assert len({r["headers"]["x-event-hook-delivery"] for r in paced}) == 10
+        settled(sim, delayed_too=False)
+        sent_back = rate_limited_so_far(sim) - before
+        assert 1 <= sent_back <= 10, sent_back
+    finally:
+        cleared(sim, api, receiver, "/paced", a, b)
+
+
+def cleared(sim, api, receiver, path, *hooks):
+    """Deletes `hooks`, lets `path` answer 200 again and waits until nothing is visible or in
+    flight on the trigger queues, so later cases start clean. Deliveries of the deleted hooks that
+    still wait on the deliveries queue (a slow or failing hook's may be due minutes later) are
+    dead-lettered when they come back, the hooks being gone."""
     for hook in hooks:
         delete(api, hook)
     receiver.script[path] = []
-    if drop_waiting:
-        settled(sim, delayed_too=False)
-        sim.sqs.purge_queue(QueueUrl=sim.stack.outputs["DeliveriesQueueUrl"])
-    settled(sim)
+    settled(sim, delayed_too=False)
 
 
 def test_a_gone_target_gets_no_attempt_after_its_first_410(sim, api, receiver):
@@ -482,7 +567,7 @@ def test_a_gone_target_gets_no_attempt_after_its_first_410(sim, api, receiver):
             return status == 200 and not hook["enabled"] and hook
         hook = wait_for(disabled, "hook A disabled", WAIT)
         assert hook["disabled_reason"]["reason"] == "target answered 410 Gone", hook
-        settled(sim)
+        settled(sim, delayed_too=False)
         reached = len(receiver.at("/gone")) - 1
         assert 1 <= reached <= 4, f"{reached} requests reached A"
     finally:
