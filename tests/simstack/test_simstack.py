@@ -13,6 +13,7 @@ import hmac
 import http.server
 import json
 import select
+import socket
 import threading
 import time
 import urllib.error
@@ -40,6 +41,8 @@ HANG = "hang"  # a scripted reply: no answer until the client gives up (or HANG_
 HANG_CAP_S = 30.0
 SLOW = "slow"  # a scripted reply: 200 after SLOW_S, whether the client still waits or not
 SLOW_S = 8.0
+TRICKLE = "trickle"  # a scripted reply: a status line, then a header byte every TRICKLE_EVERY_S
+TRICKLE_EVERY_S = 2.0
 
 
 class Receiver:
@@ -76,6 +79,25 @@ class Receiver:
                     with receiver.lock:
                         receiver.ended.append((self.path, time.monotonic() - held))
                     status = 200
+                if status == TRICKLE:
+                    # Never done: each byte comes before the client's read timeout, so only its
+                    # total timeout (at most 30 s an attempt) ends the exchange.
+                    held = time.monotonic()
+                    try:
+                        self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Trickle: ")
+                        self.wfile.flush()
+                        while time.monotonic() - held < HANG_CAP_S:
+                            readable, _, _ = select.select([self.connection], [], [], TRICKLE_EVERY_S)
+                            if readable and not self.connection.recv(1, socket.MSG_PEEK):
+                                break
+                            self.wfile.write(b"a")
+                            self.wfile.flush()
+                    except OSError:
+                        pass
+                    with receiver.lock:
+                        receiver.ended.append((self.path, time.monotonic() - held))
+                    self.close_connection = True
+                    return
                 if status == HANG:
                     # Wait for the client to close the connection (its timeout), bounded.
                     held = time.monotonic()
@@ -478,6 +500,28 @@ def test_a_slow_target_holds_only_its_own_slots(sim, api, receiver):
         cleared(sim, api, receiver, "/slowly", a, b)
 
 
+def test_a_trickling_target_holds_only_its_own_slots(sim, api, receiver):
+    # A sends a byte every 2 s and has its own read timeout of 20 s, so no read ever times out:
+    # its attempts end at their total bound, below the lease; B is served before any of them.
+    a = create(api, webhook(receiver, "/trickles", event="upstreams",
+                            timeouts={"connect_ms": 1000, "read_ms": 20000}))
+    b = create(api, webhook(receiver, "/flows", event="upstreams"))
+    try:
+        receiver.wait("/trickles", 1)
+        receiver.wait("/flows", 1)
+        receiver.script["/trickles"] = [TRICKLE] * 40
+        for n in range(15):
+            emit(api, {"operation": "create", "entity": {"name": f"u{n}"}, "old_entity": None},
+                 event="upstreams")
+        served = receiver.wait("/flows", 16)
+        with receiver.lock:
+            ended = [held for path, held in receiver.ended if path == "/trickles" and held > 5]
+        assert not ended, f"B waited for A: {len(ended)} of A's attempts ended first"
+        assert len({r["headers"]["x-event-hook-delivery"] for r in served[1:]}) == 15
+    finally:
+        cleared(sim, api, receiver, "/trickles", a, b)
+
+
 def test_a_failing_target_does_not_hold_a_healthy_one(sim, api, receiver):
     a = create(api, webhook(receiver, "/fails", event="snis"))
     b = create(api, webhook(receiver, "/works", event="snis"))
@@ -661,6 +705,52 @@ def test_aws_requests_per_delivery(defaults, receiver):
             simstack.SUMMARY.append(f"  {key} duration: mean {sum(durations) / len(durations):.1f} ms"
                                     f" over {len(durations)} invocations")
     delete(api, hook)
+
+
+@pytest.fixture(scope="module")
+def pausing():
+    """A stack that pauses a hook failing every attempt for 2 s (the template's default is a day)."""
+    stack = SimulatedStack({**PARAMETERS, "PauseFailingHookAfterSeconds": "2",
+                            "RetrySchedule": "1s,1s,1s,1s,1s"})
+    yield stack
+    stack.stop()
+
+
+def test_a_paused_hooks_events_are_logged_as_not_sent(pausing, receiver):
+    # A fails every attempt until it is paused; the events that come while it is paused are in
+    # its delivery log (DynamoDB, through the admin function) as not sent, with the reason, and B
+    # is served all along.
+    sim, api = pausing, Api(pausing)
+    a = create(api, webhook(receiver, "/pauses", event="vaults"))
+    b = create(api, webhook(receiver, "/carries-on", event="vaults"))
+    try:
+        receiver.wait("/pauses", 1)
+        receiver.wait("/carries-on", 1)
+        receiver.script["/pauses"] = [503] * 100
+        emit(api, {"operation": "create", "entity": {"name": "v0"}, "old_entity": None},
+             event="vaults")
+
+        def paused():
+            status, hook = api.call("GET", f"/event-hooks/{a['id']}")
+            return status == 200 and not hook["enabled"] and hook
+        hook = wait_for(paused, "hook A paused", WAIT)
+        assert hook["disabled_reason"]["reason"].startswith("paused:"), hook
+        for n in range(1, 4):
+            emit(api, {"operation": "create", "entity": {"name": f"v{n}"}, "old_entity": None},
+                 event="vaults")
+        receiver.wait("/carries-on", 5)
+
+        def not_sent():
+            status, page = api.call("GET", f"/event-hooks/{a['id']}/deliveries")
+            assert status == 200, page
+            found = [d for d in page["data"] if d["status"] == "not_sent"]
+            return len(found) == 3 and found
+        for delivery in wait_for(not_sent, "3 deliveries logged as not sent", WAIT):
+            assert delivery["attempts"][0]["error"].startswith("not sent: the hook is paused"), delivery
+    finally:
+        for hook in (a, b):
+            delete(api, hook)
+        receiver.script["/pauses"] = []
 
 
 def test_every_sample_event_through_make_invoke():
