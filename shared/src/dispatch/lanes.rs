@@ -251,10 +251,6 @@ impl Lanes {
         }
     }
 
-    pub fn settings(&self) -> &LaneSettings {
-        &self.settings
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

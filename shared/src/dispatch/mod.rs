@@ -870,8 +870,8 @@ impl Dispatcher {
             i64::from(std::process::id()),
         );
         // Inside an event's processing a request gets the inline budget: one that takes longer
-        // is cut and sent again at once from the deliveries queue, with the hook's own timeouts,
-        // so the event (on AWS: its whole batch) never waits for a slow target.
+        // is cut and sent again from the deliveries queue, with the hook's own timeouts, so the
+        // event (on AWS: its whole batch) never waits for a slow target.
         let budget = self.settings.lanes.inline_budget;
         let sends_http = matches!(
             hook.handler,
