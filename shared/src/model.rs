@@ -449,17 +449,15 @@ pub struct CustomEvent {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn serializes_handler_and_config_side_by_side() {
-        let hook = Hook {
-            id: Uuid::nil(),
-            created_at: 1,
-            updated_at: 2,
-            source: "crud".into(),
+impl Hook {
+    /// An enabled `log` hook on every event of `source` with nothing else set, for unit tests to
+    /// change what they need.
+    pub(crate) fn log_on(source: &str) -> Hook {
+        Hook {
+            id: Uuid::new_v4(),
+            created_at: 0,
+            updated_at: 0,
+            source: source.into(),
             event: None,
             handler: Handler::Log(LogConfig {}),
             snooze: None,
@@ -471,6 +469,22 @@ mod tests {
             disabled_reason: None,
             failing_since: None,
             max_rate: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn serializes_handler_and_config_side_by_side() {
+        let hook = Hook {
+            id: Uuid::nil(),
+            created_at: 1,
+            updated_at: 2,
+            ..Hook::log_on("crud")
         };
         let value = serde_json::to_value(&hook).unwrap();
         assert_eq!(value["handler"], "log");

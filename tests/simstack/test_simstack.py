@@ -453,81 +453,47 @@ def test_a_hook_on_hooks_gets_the_crud_events_of_other_hooks(sim, api, receiver)
     delete(api, watcher)
 
 
-def test_a_hanging_target_holds_only_its_own_slots(sim, api, receiver):
-    # Hook A's target never answers; hook B's is healthy. The dispatch function handles a batch
-    # of 10 events as one unit, and used to wait for A's 10 s timeouts before the next batch: B's
-    # later events waited with it. Now an attempt inside an event's processing is cut after 1 s
-    # and sent again from the deliveries queue (in A's message group) with the full timeout, A
-    # holds at most its lane's 4 attempts, and B is served before any full-timeout attempt of A
-    # has ended.
-    a = create(api, webhook(receiver, "/hangs", event="plugins"))
-    b = create(api, webhook(receiver, "/healthy", event="plugins"))
-    try:
-        receiver.wait("/hangs", 1)
-        receiver.wait("/healthy", 1)
-        receiver.script["/hangs"] = [HANG] * 40
-        for n in range(15):
-            emit(api, {"operation": "create", "entity": {"name": f"p{n}"}, "old_entity": None},
-                 event="plugins")
-        served = receiver.wait("/healthy", 16)
-        with receiver.lock:
-            timed_out = [held for path, held in receiver.ended if path == "/hangs" and held > 5]
-        assert not timed_out, f"B waited for A: {len(timed_out)} of A's attempts timed out first"
-        ids = {r["headers"]["x-event-hook-delivery"] for r in served[1:]}
-        assert len(ids) == 15
-    finally:
-        cleared(sim, api, receiver, "/hangs", a, b)
+def two_hooks(api: Api, receiver: Receiver, event: str, path_a: str, path_b: str, **extra_a):
+    """Webhooks A (with `extra_a`) and B on crud `event`, posting to `path_a` and `path_b`, once
+    each has had its create ping."""
+    a = create(api, webhook(receiver, path_a, event=event, **extra_a))
+    b = create(api, webhook(receiver, path_b, event=event))
+    receiver.wait(path_a, 1)
+    receiver.wait(path_b, 1)
+    return a, b
 
 
-def test_a_slow_target_holds_only_its_own_slots(sim, api, receiver):
-    # As with a hanging target: A answers after 8 s, and B is served before any of A's requests
-    # has been answered (the batch does not wait for A).
-    a = create(api, webhook(receiver, "/slowly", event="certificates"))
-    b = create(api, webhook(receiver, "/briskly", event="certificates"))
+# Hook A's target never answers, answers after 8 s, or trickles a byte every 2 s past its own 20 s
+# read timeout; hook B's is healthy. The dispatch function handles a batch of 10 events as one
+# unit, and used to wait for A's attempts before the next batch: B's later events waited with it.
+# Now an attempt inside an event's processing is cut after 1 s and sent again from the deliveries
+# queue (in A's message group) with the full timeouts, A holds at most its lane's 4 attempts, and B
+# is served before any of A's long attempts has ended.
+@pytest.mark.parametrize("reply, event, extra", [
+    (HANG, "plugins", {}),
+    (SLOW, "certificates", {}),
+    (TRICKLE, "upstreams", {"timeouts": {"connect_ms": 1000, "read_ms": 20000}}),
+], ids=["hanging", "slow", "trickling"])
+def test_a_misbehaving_target_holds_only_its_own_slots(sim, api, receiver, reply, event, extra):
+    path_a, path_b = f"/{reply}-a", f"/{reply}-b"
+    a, b = two_hooks(api, receiver, event, path_a, path_b, **extra)
     try:
-        receiver.wait("/slowly", 1)
-        receiver.wait("/briskly", 1)
-        receiver.script["/slowly"] = [SLOW] * 40
+        receiver.script[path_a] = [reply] * 40
         for n in range(15):
-            emit(api, {"operation": "create", "entity": {"id": f"c{n}"}, "old_entity": None},
-                 event="certificates")
-        served = receiver.wait("/briskly", 16)
+            emit(api, {"operation": "create", "entity": {"name": f"{reply}{n}"}, "old_entity": None},
+                 event=event)
+        served = receiver.wait(path_b, 16)
         with receiver.lock:
-            answered = [held for path, held in receiver.ended if path == "/slowly"]
-        assert not answered, f"B waited for A: {len(answered)} of A's requests were answered first"
+            ended = [held for path, held in receiver.ended if path == path_a and held > 5]
+        assert not ended, f"B waited for A: {len(ended)} of A's long attempts ended first"
         assert len({r["headers"]["x-event-hook-delivery"] for r in served[1:]}) == 15
     finally:
-        cleared(sim, api, receiver, "/slowly", a, b)
-
-
-def test_a_trickling_target_holds_only_its_own_slots(sim, api, receiver):
-    # A sends a byte every 2 s and has its own read timeout of 20 s, so no read ever times out:
-    # its attempts end at their total bound, below the lease; B is served before any of them.
-    a = create(api, webhook(receiver, "/trickles", event="upstreams",
-                            timeouts={"connect_ms": 1000, "read_ms": 20000}))
-    b = create(api, webhook(receiver, "/flows", event="upstreams"))
-    try:
-        receiver.wait("/trickles", 1)
-        receiver.wait("/flows", 1)
-        receiver.script["/trickles"] = [TRICKLE] * 40
-        for n in range(15):
-            emit(api, {"operation": "create", "entity": {"name": f"u{n}"}, "old_entity": None},
-                 event="upstreams")
-        served = receiver.wait("/flows", 16)
-        with receiver.lock:
-            ended = [held for path, held in receiver.ended if path == "/trickles" and held > 5]
-        assert not ended, f"B waited for A: {len(ended)} of A's attempts ended first"
-        assert len({r["headers"]["x-event-hook-delivery"] for r in served[1:]}) == 15
-    finally:
-        cleared(sim, api, receiver, "/trickles", a, b)
+        cleared(sim, api, receiver, path_a, a, b)
 
 
 def test_a_failing_target_does_not_hold_a_healthy_one(sim, api, receiver):
-    a = create(api, webhook(receiver, "/fails", event="snis"))
-    b = create(api, webhook(receiver, "/works", event="snis"))
+    a, b = two_hooks(api, receiver, "snis", "/fails", "/works")
     try:
-        receiver.wait("/fails", 1)
-        receiver.wait("/works", 1)
         receiver.script["/fails"] = [503] * 100
         for n in range(15):
             emit(api, {"operation": "create", "entity": {"name": f"s{n}"}, "old_entity": None},
@@ -563,11 +529,8 @@ def test_a_throttled_delivery_waits_on_the_queue_once(sim, api, receiver):
     # A has max_rate 2: each delivery over the rate reserves its slot and waits on the deliveries
     # queue for it, once (it used to be re-sent again and again while its slot was far).
     before = rate_limited_so_far(sim)
-    a = create(api, webhook(receiver, "/paced", event="ca_certificates", max_rate=2))
-    b = create(api, webhook(receiver, "/unpaced", event="ca_certificates"))
+    a, b = two_hooks(api, receiver, "ca_certificates", "/paced", "/unpaced", max_rate=2)
     try:
-        receiver.wait("/paced", 1)
-        receiver.wait("/unpaced", 1)
         for n in range(10):
             emit(api, {"operation": "create", "entity": {"id": f"ca{n}"}, "old_entity": None},
                  event="ca_certificates")
@@ -595,11 +558,8 @@ def cleared(sim, api, receiver, path, *hooks):
 def test_a_gone_target_gets_no_attempt_after_its_first_410(sim, api, receiver):
     # Hook A's target answers 410 Gone: the hook is disabled, and no attempt starts after the
     # first 410 (only those already running when it came, at most the lane's 4); B is served.
-    a = create(api, webhook(receiver, "/gone", event="targets"))
-    b = create(api, webhook(receiver, "/present", event="targets"))
+    a, b = two_hooks(api, receiver, "targets", "/gone", "/present")
     try:
-        receiver.wait("/gone", 1)
-        receiver.wait("/present", 1)
         receiver.script["/gone"] = [410] * 40
         for n in range(15):
             emit(api, {"operation": "create", "entity": {"target": f"t{n}"}, "old_entity": None},
@@ -721,11 +681,8 @@ def test_a_paused_hooks_events_are_logged_as_not_sent(pausing, receiver):
     # its delivery log (DynamoDB, through the admin function) as not sent, with the reason, and B
     # is served all along.
     sim, api = pausing, Api(pausing)
-    a = create(api, webhook(receiver, "/pauses", event="vaults"))
-    b = create(api, webhook(receiver, "/carries-on", event="vaults"))
+    a, b = two_hooks(api, receiver, "vaults", "/pauses", "/carries-on")
     try:
-        receiver.wait("/pauses", 1)
-        receiver.wait("/carries-on", 1)
         receiver.script["/pauses"] = [503] * 100
         emit(api, {"operation": "create", "entity": {"name": "v0"}, "old_entity": None},
              event="vaults")

@@ -522,26 +522,9 @@ impl Drop for Pass {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Handler, LogConfig};
 
     fn hook(max_in_flight: Option<u32>) -> Hook {
-        let mut hook = Hook {
-            id: Uuid::new_v4(),
-            created_at: 0,
-            updated_at: 0,
-            source: "crud".into(),
-            event: None,
-            handler: Handler::Log(LogConfig {}),
-            snooze: None,
-            on_change: None,
-            enabled: true,
-            name: None,
-            tags: vec![],
-            delivery: Default::default(),
-            disabled_reason: None,
-            failing_since: None,
-            max_rate: None,
-        };
+        let mut hook = Hook::log_on("crud");
         hook.delivery.max_in_flight = max_in_flight;
         hook
     }

@@ -67,27 +67,13 @@ impl<'a> EventName<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Handler, LogConfig};
     use serde_json::json;
     use uuid::Uuid;
 
     fn hook(source: &str, event: Option<&str>) -> Hook {
         Hook {
-            id: Uuid::new_v4(),
-            created_at: 0,
-            updated_at: 0,
-            source: source.into(),
             event: event.map(str::to_string),
-            handler: Handler::Log(LogConfig {}),
-            snooze: None,
-            on_change: None,
-            enabled: true,
-            name: None,
-            tags: vec![],
-            delivery: Default::default(),
-            disabled_reason: None,
-            failing_since: None,
-            max_rate: None,
+            ..Hook::log_on(source)
         }
     }
 

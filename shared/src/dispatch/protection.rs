@@ -207,25 +207,11 @@ fn interval(rate: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Handler, LogConfig};
 
     fn hook(failing_since: Option<i64>) -> Hook {
         Hook {
-            id: Uuid::new_v4(),
-            created_at: 0,
-            updated_at: 0,
-            source: "crud".into(),
-            event: None,
-            handler: Handler::Log(LogConfig {}),
-            snooze: None,
-            on_change: None,
-            enabled: true,
-            name: None,
-            tags: vec![],
-            delivery: Default::default(),
-            disabled_reason: None,
             failing_since,
-            max_rate: None,
+            ..Hook::log_on("crud")
         }
     }
 
