@@ -6,7 +6,7 @@ LISTEN ?= 127.0.0.1:8001
 DATA_DIR ?= ./data
 ARCH ?= x86_64
 
-.PHONY: help run test unit-and-integration console-test conformance lint fmt validate-template build zips deploy build-check bench reliability reliability-quick venv clean simulated-stack invoke
+.PHONY: help run test unit-and-integration console-test conformance lint fmt validate-template build zips deploy deploy-tools build-check bench reliability reliability-quick venv clean simulated-stack invoke memory-bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -34,24 +34,28 @@ lint: ## Formatting and clippy, warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-validate-template: venv ## sam validate --lint on template.yaml
+validate-template: venv ## sam validate --lint, the AWS-only template checks, checkov and parliament on template.yaml
 	scripts/validate-template.sh
 
-venv: ## Create .venv with moto, the SAM CLI and schemathesis (once), and install curl if missing
+venv: ## The test tools: .venv (moto, schemathesis, checkov, parliament, the deploy tools) and, if missing, curl, chromium, unshare, ip
 	scripts/system-deps.sh
 	scripts/venv.sh
 
-build: venv ## sam build (rust-cargolambda, tools from .venv) of the three functions; ARCH=x86_64|arm64
+deploy-tools: ## Only the deploy toolchain in .venv (SAM CLI, cargo-lambda, zig): no sudo, no system packages
+	scripts/venv.sh deploy
+
+build: deploy-tools ## sam build (rust-cargolambda, tools from .venv) of the three functions; ARCH=x86_64|arm64
 	ARCH=$(ARCH) scripts/sam-build.sh
 
-zips: venv ## The release zips with cargo-lambda (zig from PyPI), their sizes and the 10 MB check
+zips: deploy-tools ## The release zips with cargo-lambda (zig from PyPI), their sizes and the 10 MB check
 	scripts/build-lambdas.sh
 
-build-check: venv ## The inputs of sam build agree with the workspace and the code (SAM_BUILD=1: a full make build too)
+build-check: venv ## The inputs of sam build agree with the workspace and the code; the deploy path installs nothing else (SAM_BUILD=1: a full make build too)
 	.venv/bin/python scripts/check-build-inputs.py
+	.venv/bin/python scripts/check-deploy-path.py
 	if [ "$(SAM_BUILD)" = 1 ]; then $(MAKE) build; fi
 
-deploy: venv ## make build, then sam deploy --guided with the same ARCH (needs AWS credentials)
+deploy: deploy-tools ## make build, then sam deploy --guided with the same ARCH (needs AWS credentials)
 	ARCH=$(ARCH) scripts/deploy.sh
 
 simulated-stack: venv zips ## template.yaml's stack in moto, the functions under the SAM CLI's emulator: Kong's flows end to end
@@ -66,6 +70,9 @@ bench: ## Benchmarks: per-delivery overhead, end-to-end throughput, start-up tim
 	$(CARGO) bench -p event-hooks --bench overhead
 	$(CARGO) bench -p event-hooks-local --bench throughput
 	scripts/startup-bench.sh
+
+memory-bench: venv zips ## The dispatch function at 256/512/1,024 MB (CPU share as on Lambda, by cgroup quota; needs root): latency, CPU, cost
+	.venv/bin/python tests/simstack/membench.py $(ARGS)
 
 reliability: venv ## Proof suite against the release build: attacks, kill -9, fuzz, SSRF, memory, bench (ARGS=--quick)
 	$(CARGO) build --release -p event-hooks-local

@@ -2,7 +2,7 @@
 # Builds the three Lambda functions (admin-api, dispatch, probe) as release zips with cargo-lambda,
 # linked through zig for Amazon Linux 2023 (provided.al2023, glibc 2.34) on x86_64, then prints each
 # zip's path and size and fails if any is over MAX_ZIP_BYTES (10 MB by default).
-# cargo-lambda and zig come from PyPI (requirements-dev.txt) into .venv. Extra arguments go to
+# cargo-lambda and zig come from PyPI (requirements-deploy.txt) into .venv. Extra arguments go to
 # `cargo lambda build` (e.g. --verbose). `make zips` runs it; `make build` is `sam build`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ target=x86_64-unknown-linux-gnu.2.34
 max_bytes=${MAX_ZIP_BYTES:-10000000}
 binaries=(admin-api dispatch probe)
 
-scripts/venv.sh
+scripts/venv.sh deploy
 scripts/zig-wrapper.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
@@ -29,7 +29,7 @@ for bin in "${binaries[@]}"; do
     status=1
     continue
   fi
-  size=$(stat -c %s "$zip")
+  size=$(wc -c <"$zip" | tr -d ' ')
   printf '%-10s %s  %d bytes (%s MB)\n' "$bin" "$zip" "$size" "$(awk "BEGIN{printf \"%.1f\", $size/1000000}")"
   if [ "$size" -gt "$max_bytes" ]; then
     echo "  over the limit of $max_bytes bytes" >&2

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make build`: builds the three functions as the deploy will, with `sam build` and the template's
 # rust-cargolambda build method (a SAM CLI beta feature), using the project's own tools: the SAM
-# CLI, cargo-lambda and zig from PyPI in .venv (requirements-dev.txt), put on PATH here, so
-# nothing needs activating. ARCH (x86_64 or arm64, default x86_64) goes to both `sam build` and
-# the template's Architecture parameter; `make deploy` passes the same value to `sam deploy`.
+# CLI, cargo-lambda and zig from PyPI in .venv (requirements-deploy.txt, nothing else), put on PATH
+# here, so nothing needs activating. ARCH (x86_64 or arm64, default x86_64) goes to both `sam build`
+# and the template's Architecture parameter; `make deploy` passes the same value to `sam deploy`.
+# Portable: bash 3.2 and BSD tools (macOS) as well as GNU ones (scripts/check-deploy-path.py).
 # Leaves .aws-sam/build/<LogicalId>/bootstrap (what `sam deploy` uploads) and
 # target/lambda/<binary>/bootstrap, and prints each bootstrap's size.
 # Extra arguments go to `sam build` (e.g. --debug).
@@ -17,7 +18,7 @@ case "$arch" in
   *) echo "ARCH must be x86_64 or arm64, not '$arch'" >&2; exit 2 ;;
 esac
 
-scripts/venv.sh
+scripts/venv.sh deploy
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$rust_target"; then
   echo "the Rust standard library for $rust_target is not installed: rustup target add $rust_target" >&2
   exit 1
@@ -37,7 +38,7 @@ for pair in AdminFunction:admin-api DispatchFunction:dispatch ProbeFunction:prob
   bin=${pair#*:}
   for file in ".aws-sam/build/$id/bootstrap" "${CARGO_TARGET_DIR:-target}/lambda/$bin/bootstrap"; do
     if [ -x "$file" ]; then
-      printf '%-40s %d bytes\n' "$file" "$(stat -c %s "$file")"
+      printf '%-40s %d bytes\n' "$file" "$(wc -c <"$file" | tr -d ' ')"
     else
       echo "missing: $file" >&2
       status=1

@@ -162,6 +162,7 @@ async fn run(total: usize) {
         data_dir: data_dir.clone(),
         admin_token: None,
         allowed_hosts: Vec::new(),
+        cors_allowed_origins: Default::default(),
         untrusted_lua: LuaPolicy::default(),
         retry_schedule: RetrySchedule::default(),
         ssrf_guard: false,

@@ -16,6 +16,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use event_hooks::admin::CorsOrigins;
 use serde_json::json;
 
 /// The `Host` values the server answers to.
@@ -26,6 +27,9 @@ pub struct AllowedHosts {
     /// Lower-case host names or IP literals (IPv6 in brackets), each with the one port it is
     /// allowed with, or `None` for "without a port or with ours".
     hosts: Vec<(String, Option<u16>)>,
+    /// The origins allowed cross-origin access (`--cors-allowed-origins`): their pages may
+    /// change things too.
+    cors: CorsOrigins,
 }
 
 impl AllowedHosts {
@@ -51,7 +55,14 @@ impl AllowedHosts {
         AllowedHosts {
             port: listen.port(),
             hosts,
+            cors: CorsOrigins::default(),
         }
+    }
+
+    /// Lets the pages of `origins`, which CORS allows, change things as well.
+    pub fn with_cors(mut self, origins: CorsOrigins) -> AllowedHosts {
+        self.cors = origins;
+        self
     }
 
     /// Whether a request with this `Host` value is for this server.
@@ -124,7 +135,10 @@ pub fn check(allowed: &AllowedHosts, method: &Method, headers: &HeaderMap) -> Re
         *method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
-    if !changes_state {
+    let cors_allowed = headers
+        .get(header::ORIGIN)
+        .is_some_and(|origin| allowed.cors.allows(origin));
+    if !changes_state || cors_allowed {
         return Ok(());
     }
     // `none` is the user's own action (typed URL, bookmark); a browser sends it, never a page.
@@ -277,6 +291,24 @@ mod tests {
         assert_eq!(
             check(&hosts, &Method::GET, &HeaderMap::new()),
             Err(Refusal::NoHost)
+        );
+    }
+
+    #[test]
+    fn pages_of_cors_allowed_origins_may_change_things() {
+        let cors = CorsOrigins::parse("https://console.example").unwrap();
+        let hosts = allowed(&[]).with_cors(cors);
+        let host = ("host", "127.0.0.1:8001");
+        let allowed_page = headers(&[
+            host,
+            ("origin", "https://console.example"),
+            ("sec-fetch-site", "cross-site"),
+        ]);
+        assert_eq!(check(&hosts, &Method::POST, &allowed_page), Ok(()));
+        let other_page = headers(&[host, ("origin", "https://evil.example")]);
+        assert_eq!(
+            check(&hosts, &Method::POST, &other_page),
+            Err(Refusal::CrossSite)
         );
     }
 

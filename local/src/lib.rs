@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use event_hooks::admin::{self, AdminPorts, AdminSettings, AdminState, ProbeState};
+use event_hooks::admin::{self, AdminPorts, AdminSettings, AdminState, CorsOrigins, ProbeState};
 use event_hooks::deliver::http::{HttpSender, HttpSettings};
 use event_hooks::deliver::retry::RetrySchedule;
 use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
@@ -67,6 +67,11 @@ pub struct Settings {
     /// listen address, `localhost`, `127.0.0.1` and `[::1]`; other hosts get 403.
     #[arg(long, env = "EVENT_HOOKS_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
+
+    /// Origins (`scheme://host[:port]`, comma-separated) whose web pages may call the API
+    /// (CORS); none by default, the console being served from the server's own origin.
+    #[arg(long, env = "EVENT_HOOKS_CORS_ALLOWED_ORIGINS", default_value = "", value_parser = CorsOrigins::parse)]
+    pub cors_allowed_origins: CorsOrigins,
 
     /// `sandbox` runs lambda hooks in the Lua sandbox; `off` refuses them.
     #[arg(long, env = "EVENT_HOOKS_UNTRUSTED_LUA", default_value = "sandbox")]
@@ -311,6 +316,7 @@ fn router(
             _ => admin::AdminAuth::Open,
         },
         lua: settings.untrusted_lua.clone(),
+        cors: settings.cors_allowed_origins.clone(),
     };
     let probe = ProbeState::new(
         ports.store.clone(),
@@ -372,10 +378,10 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     // The bound address, not the configured one: with port 0 only the former is what clients use.
-    let allowed = Arc::new(guard::AllowedHosts::new(
-        listener.local_addr()?,
-        &settings.allowed_hosts,
-    ));
+    let allowed = Arc::new(
+        guard::AllowedHosts::new(listener.local_addr()?, &settings.allowed_hosts)
+            .with_cors(settings.cors_allowed_origins.clone()),
+    );
     let router = service
         .router
         .clone()

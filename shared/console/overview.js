@@ -79,7 +79,7 @@ export async function overviewPage() {
   const t = stats.totals;
   const b = stats.buckets;
   page('Overview',
-    h('p', { class: 'hint' }, `The last hour, from the delivery log of ${stats.hooks} hooks${stats.truncated ? ' (truncated: too many deliveries to read them all)' : ''}.`),
+    h('p', { class: 'hint' }, `The last hour, from the delivery log of ${stats.hooks} hooks${stats.truncated ? ' (truncated: too many deliveries to read them all)' : ''}${stats.partial ? ` (partial: the log answered slowly, ${stats.hooks_read} hooks read; reload to try again)` : ''}.`),
     h('div', { class: 'tiles' },
       tile('Attempts', t.attempts), tile('Failures', t.failures), tile('Retries', t.retries),
       tile('Dead letters', dead === null ? 'n/a' : dead),

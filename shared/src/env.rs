@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::admin::{AdminAuth, AdminSettings};
+use crate::admin::{AdminAuth, AdminSettings, CorsOrigins};
 use crate::deliver::http::HttpSettings;
 use crate::lua::LuaPolicy;
 
@@ -152,12 +152,20 @@ pub fn admin_auth_from(
     }
 }
 
-/// `UNTRUSTED_LUA` (`sandbox` or `off`) with `auth`.
+/// `UNTRUSTED_LUA` (`sandbox` or `off`) and `CORS_ALLOWED_ORIGINS` with `auth`: the settings of
+/// the admin and the probe function.
 pub fn admin_settings(auth: AdminAuth) -> Result<AdminSettings, SettingError> {
     Ok(AdminSettings {
         auth,
         lua: optional("UNTRUSTED_LUA", |v| v.parse::<LuaPolicy>())?.unwrap_or_default(),
+        cors: cors_allowed_origins()?,
     })
+}
+
+/// `CORS_ALLOWED_ORIGINS`: the comma-separated origins whose web pages may call the API; unset or
+/// empty for none.
+pub fn cors_allowed_origins() -> Result<CorsOrigins, SettingError> {
+    Ok(optional("CORS_ALLOWED_ORIGINS", CorsOrigins::parse)?.unwrap_or_default())
 }
 
 /// `CONNECT_TIMEOUT_SECONDS`, `REQUEST_TIMEOUT_SECONDS` and `ALLOW_PRIVATE_TARGETS` over the

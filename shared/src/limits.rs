@@ -51,6 +51,16 @@ pub const MAX_BODY_DEPTH: usize = 32;
 /// form or multipart body.
 pub const MAX_BODY_KEYS: usize = 1000;
 
+/// Largest event the delivery log keeps whole, as JSON text in bytes. `POST /events` accepts up
+/// to [`MAX_BODY_BYTES`], a DynamoDB item holds 400 KB, and a record also holds up to about
+/// 100 KB of attempts; a larger event is logged as a capped copy (the first
+/// [`LOGGED_EVENT_PREFIX_BYTES`] of its data, its size and SHA-256), so every delivery is logged.
+pub const MAX_LOGGED_EVENT_BYTES: usize = 128 * 1024;
+
+/// How much of a larger event's data (its JSON text) the capped copy keeps, in bytes. Stored as
+/// a JSON string, so escaping may grow it up to six times: still far under the item limit.
+pub const LOGGED_EVENT_PREFIX_BYTES: usize = 32 * 1024;
+
 /// Most delays in a hook's own `retry.delays`.
 pub const MAX_RETRY_DELAYS: usize = 16;
 
@@ -70,6 +80,11 @@ pub const MAX_READ_TIMEOUT_MS: u32 = 20_000;
 /// to a second worker while its attempt still runs.
 pub const MAX_ATTEMPT: std::time::Duration =
     std::time::Duration::from_millis((MAX_CONNECT_TIMEOUT_MS + MAX_READ_TIMEOUT_MS) as u64);
+
+/// The longest `test` and `ping` run a hook before answering: below API Gateway's 30 s
+/// integration timeout (HTTP APIs cannot raise it), so a slow target is answered with our 502 and
+/// its cause rather than the gateway's bare 503. Deliveries keep the hook's full timeouts.
+pub const MAX_PROBE_RUN: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// Most attempts of one hook in flight at once (`max_in_flight`).
 pub const MAX_HOOK_IN_FLIGHT: u32 = 64;

@@ -120,21 +120,51 @@ impl Stats {
 /// The CloudWatch namespace of the metrics.
 pub const NAMESPACE: &str = "EventHooks";
 
-/// The EMF line for what happened since the last one: `counts` are the differences, `latencies_ms`
-/// the attempt latencies. `None` when nothing happened.
-pub fn emf_line(counts: Counts, latencies_ms: &[u64], timestamp_ms: i64) -> Option<String> {
+/// The one dimension of every metric: the stack that emits it, so that two stacks in one account
+/// (and region) never add up in one metric, nor share an alarm.
+pub const STACK_DIMENSION: &str = "Stack";
+
+/// The metrics' names, as alarms in `template.yaml` name them (`scripts/check-build-inputs.py`
+/// checks every alarm on [`NAMESPACE`] against this module and the dimension above).
+pub mod names {
+    pub const EVENTS_IN: &str = "EventsIn";
+    pub const EVENTS_REJECTED: &str = "EventsRejected";
+    pub const DELIVERED: &str = "Delivered";
+    /// Deliveries given up on (their last attempt failed for good), each dead-lettered.
+    pub const DELIVERY_FAILED: &str = "DeliveryFailed";
+    /// Failed attempts whose delivery is tried again later.
+    pub const DELIVERY_RETRIED: &str = "DeliveryRetried";
+    /// Deliveries the dispatcher sent to the deliveries dead-letter queue.
+    pub const DEAD_LETTERED: &str = "DeadLettered";
+    pub const SNOOZED: &str = "Snoozed";
+    pub const UNCHANGED: &str = "Unchanged";
+    pub const RATE_LIMITED: &str = "RateLimited";
+    pub const DEFERRED: &str = "Deferred";
+    pub const NOT_SENT: &str = "NotSent";
+    pub const DELIVERY_LATENCY: &str = "DeliveryLatency";
+}
+
+/// The EMF line for what happened since the last one in the stack `stack`: `counts` are the
+/// differences, `latencies_ms` the attempt latencies. `None` when nothing happened.
+pub fn emf_line(
+    counts: Counts,
+    latencies_ms: &[u64],
+    timestamp_ms: i64,
+    stack: &str,
+) -> Option<String> {
+    use names::*;
     let named = [
-        ("EventsIn", counts.events),
-        ("EventsRejected", counts.rejected),
-        ("Delivered", counts.delivered),
-        ("DeliveryFailed", counts.failed),
-        ("DeliveryRetried", counts.retried),
-        ("DeadLettered", counts.dead_lettered),
-        ("Snoozed", counts.snoozed),
-        ("Unchanged", counts.unchanged),
-        ("RateLimited", counts.rate_limited),
-        ("Deferred", counts.deferred),
-        ("NotSent", counts.not_sent),
+        (EVENTS_IN, counts.events),
+        (EVENTS_REJECTED, counts.rejected),
+        (DELIVERED, counts.delivered),
+        (DELIVERY_FAILED, counts.failed),
+        (DELIVERY_RETRIED, counts.retried),
+        (DEAD_LETTERED, counts.dead_lettered),
+        (SNOOZED, counts.snoozed),
+        (UNCHANGED, counts.unchanged),
+        (RATE_LIMITED, counts.rate_limited),
+        (DEFERRED, counts.deferred),
+        (NOT_SENT, counts.not_sent),
     ];
     if named.iter().all(|(_, n)| *n == 0) && latencies_ms.is_empty() {
         return None;
@@ -146,16 +176,17 @@ pub fn emf_line(counts: Counts, latencies_ms: &[u64], timestamp_ms: i64) -> Opti
         line.insert(name.into(), json!(value));
     }
     if !latencies_ms.is_empty() {
-        definitions.push(json!({ "Name": "DeliveryLatency", "Unit": "Milliseconds" }));
-        line.insert("DeliveryLatency".into(), json!(latencies_ms));
+        definitions.push(json!({ "Name": DELIVERY_LATENCY, "Unit": "Milliseconds" }));
+        line.insert(DELIVERY_LATENCY.into(), json!(latencies_ms));
     }
+    line.insert(STACK_DIMENSION.into(), json!(stack));
     line.insert(
         "_aws".into(),
         json!({
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
-                "Dimensions": [[]],
+                "Dimensions": [[STACK_DIMENSION]],
                 "Metrics": definitions,
             }],
         }),
@@ -176,12 +207,16 @@ mod tests {
             ..Counts::default()
         };
         let line: Value =
-            serde_json::from_str(&emf_line(counts, &[12, 40], 1000).unwrap()).unwrap();
+            serde_json::from_str(&emf_line(counts, &[12, 40], 1000, "hooks-prod").unwrap())
+                .unwrap();
         assert_eq!(line["EventsIn"], 3);
         assert_eq!(line["Delivered"], 2);
         assert_eq!(line["DeliveryLatency"], json!([12, 40]));
         let metrics = &line["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(metrics["Namespace"], "EventHooks");
+        // Per stack: the dimension is declared and its value is on the line.
+        assert_eq!(metrics["Dimensions"], json!([["Stack"]]));
+        assert_eq!(line["Stack"], "hooks-prod");
         let names: Vec<&str> = metrics["Metrics"]
             .as_array()
             .unwrap()
@@ -202,6 +237,38 @@ mod tests {
 
     #[test]
     fn nothing_to_say_is_no_line() {
-        assert_eq!(emf_line(Counts::default(), &[], 0), None);
+        assert_eq!(emf_line(Counts::default(), &[], 0, "s"), None);
+    }
+
+    /// Every name alarms may use (the `names` module) is on a line, so an alarm the build check
+    /// accepts watches a metric that exists.
+    #[test]
+    fn every_named_metric_is_emitted() {
+        let source = include_str!("metrics.rs");
+        let block = &source[source.find("pub mod names {").unwrap()..];
+        let block = &block[..block.find("\n}").unwrap()];
+        let declared: Vec<&str> = block
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub const "))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect();
+        let counts = Counts {
+            events: 1,
+            ..Counts::default()
+        };
+        let line: Value = serde_json::from_str(&emf_line(counts, &[1], 0, "s").unwrap()).unwrap();
+        let emitted: Vec<&str> = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        assert_eq!(declared.len(), 12);
+        for name in declared {
+            assert!(
+                emitted.contains(&name),
+                "{name} is declared but not emitted"
+            );
+        }
     }
 }

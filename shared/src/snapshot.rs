@@ -2,7 +2,10 @@
 //! read per event (spec §9). It is reloaded when older than its maximum age, at once after
 //! [`SnapshotCache::invalidate`] (which the local server calls on every change made through its
 //! admin API), or when [`SnapshotCache::refresh_if_changed`] finds the store's change counter
-//! moved (the dispatch function, once per batch: read-your-writes, spec §10).
+//! moved (the dispatch function, once per batch: read-your-writes, spec §10). A cache made
+//! [`SnapshotCache::checking_counter_every`] asks the counter itself once its snapshot has gone
+//! unconfirmed that long, and reloads only when the counter moved (the admin function: one small
+//! consistent read instead of reading every hook again).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +68,9 @@ impl Snapshot {
 struct Loaded {
     snapshot: Arc<Snapshot>,
     at: Instant,
+    /// When the snapshot was last known current: its load, or the last read of the change
+    /// counter that found it unmoved.
+    confirmed: Instant,
     /// The cache's invalidation count when this load started: the snapshot holds every change
     /// invalidated before then, and is stale as soon as the count moves on.
     generation: u64,
@@ -76,6 +82,9 @@ struct Loaded {
 pub struct SnapshotCache {
     store: Arc<dyn HookStore>,
     max_age: Duration,
+    /// With [`SnapshotCache::checking_counter_every`]: how long a snapshot is used before the
+    /// change counter is asked again.
+    check_every: Option<Duration>,
     current: RwLock<Option<Loaded>>,
     /// Bumped by every [`SnapshotCache::invalidate`]. A count, not a flag: a flag cleared when a
     /// reload starts would make the previous snapshot look fresh to readers while that reload
@@ -90,10 +99,19 @@ impl SnapshotCache {
         SnapshotCache {
             store,
             max_age,
+            check_every: None,
             current: RwLock::new(None),
             generation: AtomicU64::new(0),
             reloading: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// This cache, asking the store's change counter whenever its snapshot has gone `interval`
+    /// without being confirmed, and reloading only when the counter moved; `max_age` stays the
+    /// longest a snapshot is kept whatever the counter says.
+    pub fn checking_counter_every(mut self, interval: Duration) -> SnapshotCache {
+        self.check_every = Some(interval);
+        self
     }
 
     /// Marks the snapshot out of date; the next [`SnapshotCache::get`] reloads it.
@@ -107,7 +125,47 @@ impl SnapshotCache {
         current
             .as_ref()
             .filter(|loaded| loaded.generation == generation && loaded.at.elapsed() < self.max_age)
+            .filter(|loaded| {
+                self.check_every
+                    .is_none_or(|interval| loaded.confirmed.elapsed() < interval)
+            })
             .map(|loaded| loaded.snapshot.clone())
+    }
+
+    /// With a counter check: the snapshot, confirmed current when the change counter has not
+    /// moved since it was loaded; `None` when it must be loaded again. The caller holds the
+    /// reload lock.
+    async fn confirmed(&self) -> Result<Option<Arc<Snapshot>>, StoreError> {
+        if self.check_every.is_none() {
+            return Ok(None);
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let candidate = {
+            let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+            current
+                .as_ref()
+                .filter(|loaded| {
+                    loaded.generation == generation && loaded.at.elapsed() < self.max_age
+                })
+                .map(|loaded| loaded.version)
+        };
+        let Some(version) = candidate else {
+            return Ok(None);
+        };
+        let asked = Instant::now();
+        if self.store.version().await? != version {
+            return Ok(None);
+        }
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        Ok(current
+            .as_mut()
+            // Still the snapshot the counter was compared with, and not invalidated meanwhile.
+            .filter(|loaded| loaded.version == version)
+            .filter(|_| self.generation.load(Ordering::Acquire) == generation)
+            .map(|loaded| {
+                loaded.confirmed = asked;
+                loaded.snapshot.clone()
+            }))
     }
 
     /// The current snapshot, reloaded first when too old or invalidated.
@@ -117,6 +175,9 @@ impl SnapshotCache {
         }
         let _guard = self.reloading.lock().await;
         if let Some(snapshot) = self.fresh() {
+            return Ok(snapshot);
+        }
+        if let Some(snapshot) = self.confirmed().await? {
             return Ok(snapshot);
         }
         // Taken before reading, so a change invalidated during the load makes it stale at once.
@@ -134,6 +195,7 @@ impl SnapshotCache {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Loaded {
             snapshot: snapshot.clone(),
             at,
+            confirmed: at,
             generation,
             version,
         });
@@ -237,6 +299,86 @@ mod tests {
         async fn version(&self) -> Result<u64, StoreError> {
             self.inner.version().await
         }
+    }
+
+    /// The SQLite store, counting full reads (`list`) and counter reads (`version`).
+    struct Counting {
+        inner: SqliteHookStore,
+        lists: AtomicU64,
+        versions: AtomicU64,
+    }
+
+    #[async_trait]
+    impl HookStore for Counting {
+        async fn get(&self, id: Uuid) -> Result<Option<Versioned<Hook>>, StoreError> {
+            self.inner.get(id).await
+        }
+        async fn list(
+            &self,
+            filter: &HookFilter,
+            size: usize,
+            after: Option<PageToken>,
+        ) -> Result<Page<Hook>, StoreError> {
+            self.lists.fetch_add(1, Ordering::Relaxed);
+            self.inner.list(filter, size, after).await
+        }
+        async fn put(&self, hook: &Hook, precondition: Precondition) -> Result<u64, StoreError> {
+            self.inner.put(hook, precondition).await
+        }
+        async fn delete(&self, id: Uuid) -> Result<Option<Hook>, StoreError> {
+            self.inner.delete(id).await
+        }
+        async fn put_custom_event(&self, event: &CustomEvent) -> Result<bool, StoreError> {
+            self.inner.put_custom_event(event).await
+        }
+        async fn delete_custom_event(&self, source: &str, event: &str) -> Result<bool, StoreError> {
+            self.inner.delete_custom_event(source, event).await
+        }
+        async fn list_custom_events(&self) -> Result<Vec<CustomEvent>, StoreError> {
+            self.inner.list_custom_events().await
+        }
+        async fn version(&self) -> Result<u64, StoreError> {
+            self.versions.fetch_add(1, Ordering::Relaxed);
+            self.inner.version().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_counter_checked_cache_reloads_only_when_the_counter_moved() {
+        // Given a cache asking the change counter every 20 ms (the admin function's setup)...
+        let store = Arc::new(Counting {
+            inner: SqliteHookStore::new(Database::in_memory().unwrap())
+                .await
+                .unwrap(),
+            lists: AtomicU64::new(0),
+            versions: AtomicU64::new(0),
+        });
+        let cache = SnapshotCache::new(store.clone(), Duration::from_secs(300))
+            .checking_counter_every(Duration::from_millis(20));
+        let lists = || store.lists.load(Ordering::Relaxed);
+        assert!(cache.get().await.unwrap().is_empty());
+        assert_eq!(lists(), 1);
+
+        // ...when nothing changes, later reads ask the counter, never every hook again...
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            cache.get().await.unwrap();
+        }
+        assert_eq!(lists(), 1, "the hooks were read again with no change");
+        assert!(store.versions.load(Ordering::Relaxed) >= 4);
+        // ...and within the interval, not even the counter.
+        let asked = store.versions.load(Ordering::Relaxed);
+        cache.get().await.unwrap();
+        assert_eq!(store.versions.load(Ordering::Relaxed), asked);
+
+        // When a hook is written (through another instance: no invalidation here), the next
+        // read past the interval sees it.
+        let hook = Hook::log_on("crud");
+        store.put(&hook, Precondition::Absent).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let snapshot = cache.get().await.unwrap();
+        assert!(snapshot.hook(hook.id).is_some(), "the new hook is not seen");
+        assert_eq!(lists(), 2);
     }
 
     #[tokio::test]

@@ -764,6 +764,135 @@ async fn options_head_and_method_not_allowed() {
     assert_eq!(response.status(), 404);
 }
 
+/// A CORS preflight for `method` on `path` from the page of `origin`, without the token.
+async fn preflight(server: &LocalServer, path: &str, origin: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, server.url(path))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "kong-admin-token, content-type",
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn allowed_origins_get_cors_before_the_token_check_and_others_get_none() {
+    let allowed = "https://console.example";
+    let server = LocalServer::start(&[
+        "--admin-token",
+        "s3cret",
+        "--cors-allowed-origins",
+        &format!("{allowed},http://localhost:3000"),
+    ]);
+    let http = reqwest::Client::new();
+    for path in ["/event-hooks", "/event-hooks/preview", "/nowhere"] {
+        let response = preflight(&server, path, allowed).await;
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        let headers = response.headers();
+        assert_eq!(headers["access-control-allow-origin"], allowed, "{path}");
+        let methods = headers["access-control-allow-methods"].to_str().unwrap();
+        assert!(methods.contains("POST"), "{path}: {methods}");
+        let asked = headers["access-control-allow-headers"].to_str().unwrap();
+        assert!(asked.contains("kong-admin-token"), "{path}: {asked}");
+    }
+    // The real requests: answered as always, readable by the allowed page, 401s included.
+    let response = http
+        .get(server.url("/event-hooks"))
+        .header("origin", allowed)
+        .header("kong-admin-token", "s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["access-control-allow-origin"], allowed);
+    let response = http
+        .post(server.url("/event-hooks"))
+        .header("origin", allowed)
+        .header("sec-fetch-site", "cross-site")
+        .header("kong-admin-token", "s3cret")
+        .json(&json!({ "source": "crud", "event": "consumers", "handler": "log" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        201,
+        "the local guard lets allowed pages change things"
+    );
+    let response = http
+        .get(server.url("/event-hooks"))
+        .header("origin", allowed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["access-control-allow-origin"], allowed);
+
+    // Another origin gets no CORS header: its preflight meets the token check like any request.
+    let response = preflight(&server, "/event-hooks", "https://evil.example").await;
+    assert_eq!(response.status(), 401);
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    let response = http
+        .get(server.url("/event-hooks"))
+        .header("origin", "https://evil.example")
+        .header("kong-admin-token", "s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+
+    // A plain OPTIONS still gets Kong's answer, even from an allowed page.
+    for origin in [None, Some(allowed)] {
+        let mut request = http
+            .request(reqwest::Method::OPTIONS, server.url("/event-hooks"))
+            .header("kong-admin-token", "s3cret");
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 204, "{origin:?}");
+        assert_eq!(response.headers()["allow"], "GET, HEAD, POST, OPTIONS");
+    }
+}
+
+#[tokio::test]
+async fn by_default_no_origin_gets_cors() {
+    let server = LocalServer::start(&[]);
+    let response = preflight(&server, "/event-hooks", "https://console.example").await;
+    // Kong's own OPTIONS answer, without Access-Control-Allow-Origin.
+    assert_eq!(response.status(), 204);
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    let response = reqwest::Client::new()
+        .get(server.url("/event-hooks"))
+        .header("origin", "https://console.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+}
+
 /// Every (method, path) of the OpenAPI document, path parameters filled in, plus the `HEAD` and
 /// `OPTIONS` the router answers on every path. The document is checked against the router in
 /// both directions (`openapi.rs`), so a new route shows up here without editing this test.

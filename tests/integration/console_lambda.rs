@@ -1,9 +1,9 @@
 //! The web console against the admin function, in a real browser: the real `admin-api` and
 //! `probe` Lambda binaries under the fake Lambda Runtime API, on DynamoDB and SQS in moto, behind
 //! a small HTTP front on 127.0.0.1 that turns each request into an API Gateway HTTP API (payload
-//! 2.0) event and routes it as `template.yaml` does (test, ping and preview to the probe function,
-//! the rest, console included, to the admin function). Then `scripts/console_test.py --mode
-//! remote` drives headless Chromium through the console.
+//! 2.0) event and routes it by `template.yaml`'s routes, with API Gateway's rules (test, ping and
+//! preview to the probe function, the rest, console included, to the admin function). Then
+//! `scripts/console_test.py --mode remote` drives headless Chromium through the console.
 //!
 //! Ignored by default (it needs Debian's chromium and Playwright, installed by `make venv`);
 //! `make console-test` runs it with moto.
@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use event_hooks::queue::sqs::create_queue_with_dlq;
 use event_hooks::store::dynamodb::create_table;
+use event_hooks_tests::gateway::{select, template_routes, GatewayRoute};
 use event_hooks_tests::lambda_runtime::{function_binary, FunctionProcess};
 use event_hooks_tests::moto::{self, unique_name};
 use serde_json::{json, Map, Value};
@@ -26,23 +27,16 @@ use tokio::sync::Mutex;
 /// The admin token the functions are given; the browser test signs in with it.
 const TOKEN: &str = "console-test-token";
 
-/// The two functions behind the front; one invocation at a time each, as with a concurrency of 1.
+/// The two functions behind the front, one invocation at a time each (as with a concurrency of
+/// 1), and the template's routes to them.
 struct Functions {
     admin: Mutex<FunctionProcess>,
     probe: Mutex<FunctionProcess>,
-}
-
-/// Whether API Gateway would send `path` to the probe function (`template.yaml`'s routes).
-fn is_probe_route(path: &str) -> bool {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    matches!(
-        segments.as_slice(),
-        ["event-hooks", "preview"] | ["event-hooks", _, "test" | "ping"]
-    )
+    routes: Vec<GatewayRoute>,
 }
 
 /// The API Gateway HTTP API event of `request`.
-async fn gateway_event(request: Request) -> Value {
+async fn gateway_event(request: Request, route_key: &str) -> Value {
     let (parts, body) = request.into_parts();
     let body = to_bytes(body, 8 << 20).await.unwrap_or_default();
     let mut headers = Map::new();
@@ -59,7 +53,7 @@ async fn gateway_event(request: Request) -> Value {
     let path = parts.uri.path().to_owned();
     json!({
         "version": "2.0",
-        "routeKey": "$default",
+        "routeKey": route_key,
         "rawPath": path,
         "rawQueryString": parts.uri.query().unwrap_or_default(),
         "headers": headers,
@@ -76,7 +70,7 @@ async fn gateway_event(request: Request) -> Value {
                 "userAgent": "browser",
             },
             "requestId": uuid::Uuid::new_v4().to_string(),
-            "routeKey": "$default",
+            "routeKey": route_key,
             "stage": "$default",
             "time": "01/Jan/2026:00:00:00 +0000",
             "timeEpoch": 1_767_225_600_000_i64,
@@ -113,26 +107,28 @@ fn http_response(answer: &Value) -> Response {
 }
 
 async fn front(State(functions): State<Arc<Functions>>, request: Request) -> Response {
-    let function = if is_probe_route(request.uri().path()) {
-        &functions.probe
-    } else {
-        &functions.admin
+    let selected = select(
+        &functions.routes,
+        request.method().as_str(),
+        request.uri().path(),
+    );
+    let Some(route) = selected else {
+        // API Gateway's own 404.
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"message": "Not Found"})),
+        )
+            .into_response();
     };
-    let event = gateway_event(request).await;
+    let function = match route.function.as_str() {
+        "ProbeFunction" => &functions.probe,
+        _ => &functions.admin,
+    };
+    let event = gateway_event(request, &route.key()).await;
     match function.lock().await.invoke(event).await {
         Ok(answer) => http_response(&answer),
         Err(failure) => (StatusCode::BAD_GATEWAY, failure.to_string()).into_response(),
     }
-}
-
-#[test]
-fn probe_routes_are_those_of_the_template() {
-    assert!(is_probe_route("/event-hooks/preview"));
-    assert!(is_probe_route("/event-hooks/0d6e/test"));
-    assert!(is_probe_route("/event-hooks/0d6e/ping"));
-    assert!(!is_probe_route("/event-hooks/0d6e"));
-    assert!(!is_probe_route("/event-hooks/stats"));
-    assert!(!is_probe_route("/console/app.js"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,6 +176,7 @@ async fn the_console_works_against_the_admin_function_in_a_browser() {
     let functions = Arc::new(Functions {
         admin: Mutex::new(FunctionProcess::start(&function_binary("admin-api"), &admin_env).await),
         probe: Mutex::new(FunctionProcess::start(&function_binary("probe"), &probe_env).await),
+        routes: template_routes(),
     });
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -17,8 +17,10 @@ use event_hooks::deliveries::{
     DeliveryWindow, MAX_ATTEMPTS_KEPT, MAX_RESPONSE_BODY,
 };
 use event_hooks::events::{now_millis, Event};
+use event_hooks::limits::{LOGGED_EVENT_PREFIX_BYTES, MAX_LOGGED_EVENT_BYTES};
 use event_hooks::sqlite::Database;
 use serde_json::json;
+use sha2::Digest as _;
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------------------------
@@ -121,6 +123,7 @@ contract! {
         deliveries_of_other_hooks_are_not_listed,
         expired_records_are_not_returned,
         attempts_and_bodies_are_capped,
+        a_large_event_is_logged_as_a_capped_copy,
         a_window_is_oldest_first_within_inclusive_bounds,
         a_window_keeps_only_the_statuses_asked_for,
         a_window_pages_past_filtered_deliveries_without_duplicates,
@@ -494,6 +497,77 @@ async fn attempts_and_bodies_are_capped(log: Arc<dyn DeliveryLog>) {
             Some(MAX_RESPONSE_BODY)
         );
     }
+}
+
+async fn a_large_event_is_logged_as_a_capped_copy(log: Arc<dyn DeliveryLog>) {
+    // given: a ~900 KB event (POST /events takes 1 MiB; a DynamoDB item holds 400 KB), and one
+    // just under the limit
+    let hook_id = Uuid::new_v4();
+    let large = Event {
+        data: json!({"blob": "\"x\"".repeat(300 * 1024)}),
+        ..event()
+    };
+    let text = serde_json::to_string(&large).unwrap();
+    assert!(text.len() > 900 * 1024, "{}", text.len());
+    let small = Event {
+        data: json!({"blob": "y".repeat(MAX_LOGGED_EVENT_BYTES - 1024)}),
+        ..event()
+    };
+
+    // when: each is attempted as often as the log keeps attempts, with the largest bodies
+    let (large_key, small_key) = (key(hook_id, T0), key(hook_id, T0 + 1));
+    for number in 1..=MAX_ATTEMPTS_KEPT as u32 {
+        let attempt = Attempt {
+            response_body: Some("b".repeat(MAX_RESPONSE_BODY)),
+            ..failed_attempt(number)
+        };
+        for (key, event) in [(large_key, &large), (small_key, &small)] {
+            record(&*log, key, event, attempt.clone()).await;
+        }
+    }
+
+    // then: the large one is logged, as its start marked truncated, with its size and digest...
+    let stored = log
+        .get(hook_id, large_key.delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.attempts.len(), MAX_ATTEMPTS_KEPT);
+    assert!(stored.event_truncated);
+    assert_eq!(stored.event_size, Some(text.len() as u64));
+    let digest = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+    assert_eq!(stored.event_sha256.as_deref(), Some(digest.as_str()));
+    assert_eq!(
+        (
+            stored.event.id,
+            &stored.event.source,
+            &stored.event.event,
+            stored.event.timestamp
+        ),
+        (large.id, &large.source, &large.event, large.timestamp)
+    );
+    let start = stored
+        .event
+        .data
+        .as_str()
+        .expect("the data's start, as text");
+    assert!(start.len() <= LOGGED_EVENT_PREFIX_BYTES && start.len() > 1024);
+    assert!(serde_json::to_string(&large.data)
+        .unwrap()
+        .starts_with(start));
+    // ...listed the same way, and the event under the limit is kept whole.
+    let listed = log.list(hook_id, 10, None).await.unwrap().items;
+    assert_eq!(
+        ids(&listed),
+        vec![small_key.delivery_id, large_key.delivery_id]
+    );
+    assert!(listed[1].event_truncated);
+    assert!(!listed[0].event_truncated);
+    assert_eq!(listed[0].event, small);
+    assert_eq!(
+        (listed[0].event_size, listed[0].event_sha256.as_ref()),
+        (None, None)
+    );
 }
 
 /// Records one attempt of `key` that leaves the delivery in `status`.

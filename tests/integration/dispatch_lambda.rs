@@ -360,6 +360,7 @@ impl Resources {
             ("ALLOW_PRIVATE_TARGETS", "true".into()),
             ("RETRY_SCHEDULE", "1s,1s".into()),
             ("HOOKS_CACHE_SECONDS", "0".into()),
+            ("STACK_NAME", "event-hooks-test".into()),
         ]
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use event_hooks::deliver::http::{HttpSender, HttpSettings};
+use event_hooks::deliver::retry::REQUEUES_PER_ATTEMPT;
 use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
 use event_hooks::dispatch::{
     DeadLetterReason, Delivery, DispatchError, DispatchPorts, DispatchSettings, Dispatcher,
@@ -151,6 +152,15 @@ pub(crate) struct Fixture {
 }
 
 pub(crate) async fn fixture() -> Fixture {
+    fixture_with(DispatchSettings {
+        park_delay: Duration::from_millis(100),
+        ..DispatchSettings::default()
+    })
+    .await
+}
+
+/// [`fixture`] with these settings.
+pub(crate) async fn fixture_with(settings: DispatchSettings) -> Fixture {
     let db = Database::in_memory().unwrap();
     let store: Arc<dyn HookStore> = Arc::new(SqliteHookStore::new(db.clone()).await.unwrap());
     let deliveries = Arc::new(Switched::new(
@@ -183,10 +193,7 @@ pub(crate) async fn fixture() -> Fixture {
             hooks: store.clone(),
             events: events.clone(),
         },
-        DispatchSettings {
-            park_delay: Duration::from_millis(100),
-            ..DispatchSettings::default()
-        },
+        settings,
     );
     Fixture {
         dispatcher,
@@ -538,4 +545,200 @@ async fn attempt_numbers_count_the_receives_of_the_message() {
     let sent = receiver.wait_for("/h", 2, WAIT).await;
     assert_eq!(sent[1].headers["x-event-hook-attempt"], "5");
     assert_eq!(sent[1].headers["x-event-hook-delivery"], id);
+}
+
+/// The hop count of a deliveries-queue message body.
+fn hops_of(body: &str) -> u64 {
+    let value: serde_json::Value = serde_json::from_str(body).unwrap();
+    value.get("hops").and_then(|h| h.as_u64()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn every_requeue_counts_a_hop_and_a_delivery_past_its_schedules_bound_is_dead_lettered() {
+    // Given a hook whose target fails, and a delivery of it due in 40 minutes, in a message sent
+    // before hops were counted
+    let fixture = fixture().await;
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::Status(500)]);
+    let hook = webhook_hook(&fixture, receiver.url("/loop"), None).await;
+    let (event, _) = balancer_event();
+    let mut delivery = Delivery::new(&event, hook.id);
+    delivery.not_before = now_millis() + 40 * 60 * 1000;
+    let old = serde_json::to_string(&delivery).unwrap();
+    assert_eq!(hops_of(&old), 0);
+
+    // When it is chained twice, then made due and attempted (a 500: a retry)
+    let dispatcher = &fixture.dispatcher;
+    dispatcher.handle_delivery_message(&old, 1).await.unwrap();
+    let first = fixture.deliveries.sent()[0].body.clone();
+    dispatcher.handle_delivery_message(&first, 1).await.unwrap();
+    let mut due: serde_json::Value =
+        serde_json::from_str(&fixture.deliveries.sent()[1].body).unwrap();
+    due["not_before"] = now_millis().into();
+    dispatcher
+        .handle_delivery_message(&due.to_string(), 1)
+        .await
+        .unwrap();
+    receiver.wait_for("/loop", 1, WAIT).await;
+
+    // Then each message sent counts one more hop: the chained legs and the retry alike
+    let sent: Vec<u64> = fixture
+        .deliveries
+        .sent()
+        .iter()
+        .map(|m| hops_of(&m.body))
+        .collect();
+    assert_eq!(sent, [1, 2, 3]);
+
+    // And when a message of it arrives queued more often than the schedule can need (a loop)
+    let limit = DispatchSettings::default().retry.max_requeues(MAX_DELAY);
+    let mut looping: serde_json::Value =
+        serde_json::from_str(&fixture.deliveries.sent()[2].body).unwrap();
+    looping["hops"] = (limit + 1).into();
+    let outcome = dispatcher
+        .handle_delivery_message(&looping.to_string(), 1)
+        .await
+        .unwrap();
+
+    // Then it is not attempted nor queued again, but dead-lettered with the reason, without
+    // its hop count (a redrive starts a new chain)
+    assert_eq!(outcome, MessageOutcome::Done);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(receiver.requests().len(), 1);
+    assert_eq!(fixture.deliveries.sent().len(), 3);
+    let letters = fixture.dead_letters.sent();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let reason = DeadLetterReason::TooManyRequeues {
+        hops: limit + 1,
+        limit,
+    };
+    assert_eq!(letters[0].attributes[REASON_ATTRIBUTE], reason.to_string());
+    assert!(reason.to_string().contains("stopped as a loop"), "{reason}");
+    assert_eq!(hops_of(&letters[0].body), 0, "{}", letters[0].body);
+    let back: Delivery = serde_json::from_str(&letters[0].body).unwrap();
+    assert_eq!((back.id, back.attempt), (delivery.id, 2));
+
+    // And a message at the bound is still handled as usual
+    looping["hops"] = limit.into();
+    dispatcher
+        .handle_delivery_message(&looping.to_string(), 1)
+        .await
+        .unwrap();
+    assert_eq!(fixture.dead_letters.sent().len(), 1);
+    assert_eq!(
+        hops_of(&fixture.deliveries.sent()[3].body),
+        u64::from(limit) + 1
+    );
+}
+
+/// The `requeues_in_row` of a deliveries-queue message body (0 when it carries none).
+fn in_row_of(body: &str) -> u64 {
+    let value: serde_json::Value = serde_json::from_str(body).unwrap();
+    value
+        .get("requeues_in_row")
+        .and_then(|n| n.as_u64())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_outage_of_hours_parks_a_delivery_less_and_less_often_and_it_is_delivered_after() {
+    // Given a snoozed hook (its deliveries need the window store), its target failing once, the
+    // window store down for it, and the default settings: parks after 5 s, the 15-minute queue
+    let settings = DispatchSettings::default();
+    let (park_delay, limit) = (settings.park_delay, settings.retry.max_requeues(MAX_DELAY));
+    let fixture = fixture_with(settings).await;
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::Status(503)]);
+    let hook = webhook_hook(&fixture, receiver.url("/storm"), Some(60)).await;
+    *fixture.windows.hook.lock().unwrap() = Some(hook.id);
+    let (event, body) = balancer_event();
+    // Three hours of parks every 5 s would be more than eight times the loop guard's bound.
+    const OUTAGE: Duration = Duration::from_secs(3 * 3600);
+    assert!(OUTAGE.as_secs() / park_delay.as_secs() > 8 * u64::from(limit));
+
+    // When the event comes, and the parked delivery is handled each time it comes back until
+    // three hours have passed (the queue's delays are added up, not waited out)
+    let outcome = fixture
+        .dispatcher
+        .handle_event_message(&body, "message-1", 1)
+        .await;
+    assert_eq!(outcome.unwrap(), MessageOutcome::Done);
+    let mut parks: Vec<Outgoing> = Vec::new();
+    loop {
+        let sent = fixture.deliveries.sent();
+        assert_eq!(sent.len(), parks.len() + 1, "each return is parked once");
+        parks.push(sent.last().unwrap().clone());
+        let waited: Duration = parks.iter().map(|park| park.delay).sum();
+        if waited >= OUTAGE {
+            break;
+        }
+        let outcome = fixture
+            .dispatcher
+            .handle_delivery_message(&parks.last().unwrap().body, 1)
+            .await;
+        assert_eq!(outcome.unwrap(), MessageOutcome::Done);
+        let letters = fixture.dead_letters.sent();
+        assert!(
+            letters.is_empty(),
+            "dead-lettered after {} parks, {} s into the outage: {:?}",
+            parks.len(),
+            waited.as_secs(),
+            letters[0].attributes
+        );
+    }
+
+    // Then it was never attempted nor dead-lettered, and the k-th park in a row waited twice the
+    // one before, from the park delay up to the queue's longest delay: few parks, well within
+    // the margin of one attempt
+    assert!(receiver.requests().is_empty());
+    let delays: Vec<u64> = parks.iter().map(|park| park.delay.as_secs()).collect();
+    assert_eq!(
+        delays[..9],
+        [5, 10, 20, 40, 80, 160, 320, 640, 900],
+        "{delays:?}"
+    );
+    assert!(delays[8..].iter().all(|&d| d == 900), "{delays:?}");
+    assert_eq!(delays.len(), 19, "{delays:?}");
+    assert!(delays.len() <= REQUEUES_PER_ATTEMPT as usize);
+    for (k, park) in parks.iter().enumerate() {
+        let counts = (hops_of(&park.body), in_row_of(&park.body));
+        assert_eq!(counts, (k as u64 + 1, k as u64 + 1), "park {k}");
+    }
+
+    // And when the store is back, the delivery is decided and attempted, as attempt 1 of the same
+    // delivery; its failure queues a retry on the schedule's time (not backed off), with no
+    // re-queues in a row any more
+    *fixture.windows.hook.lock().unwrap() = None;
+    let outcome = fixture
+        .dispatcher
+        .handle_delivery_message(&parks.last().unwrap().body, 1)
+        .await;
+    assert_eq!(outcome.unwrap(), MessageOutcome::Done);
+    let sent = receiver.wait_for("/storm", 1, WAIT).await;
+    let id = Delivery::new(&event, hook.id).id.to_string();
+    assert_eq!(sent[0].headers["x-event-hook-delivery"], id);
+    assert_eq!(sent[0].headers["x-event-hook-attempt"], "1");
+    let retry = fixture.deliveries.sent().last().unwrap().clone();
+    assert_eq!(fixture.deliveries.sent().len(), parks.len() + 1);
+    assert_eq!(hops_of(&retry.body), parks.len() as u64 + 1);
+    assert_eq!(in_row_of(&retry.body), 0, "{}", retry.body);
+    assert!(
+        (4..=6).contains(&retry.delay.as_secs()),
+        "the schedule's 5 s ±20 %: {:?}",
+        retry.delay
+    );
+
+    // And the retry, once due, delivers it
+    let mut due: serde_json::Value = serde_json::from_str(&retry.body).unwrap();
+    due["not_before"] = now_millis().into();
+    let outcome = fixture
+        .dispatcher
+        .handle_delivery_message(&due.to_string(), 1)
+        .await;
+    assert_eq!(outcome.unwrap(), MessageOutcome::Done);
+    let sent = receiver.wait_for("/storm", 2, WAIT).await;
+    assert_eq!(sent[1].headers["x-event-hook-attempt"], "2");
+    assert_eq!(sent[1].headers["x-event-hook-delivery"], id);
+    assert!(fixture.dead_letters.sent().is_empty());
+    assert_eq!(fixture.deliveries.sent().len(), parks.len() + 1);
 }

@@ -16,6 +16,7 @@ use event_hooks::model::{Handler, Hook, SignatureScheme, WebhookConfig};
 use event_hooks::queue::sqs::create_queue_with_dlq;
 use event_hooks::store::dynamodb::{create_table, DynamoHookStore};
 use event_hooks::store::{HookStore, Precondition};
+use event_hooks_tests::gateway;
 use event_hooks_tests::lambda_runtime::{function_binary, FunctionProcess};
 use event_hooks_tests::moto::{self, unique_name};
 use event_hooks_tests::receiver::{Receiver, Recorded};
@@ -311,7 +312,8 @@ async fn a_kong_hook_rotation_replaces_its_secret_at_once() {
 }
 
 /// The sample API Gateway event `events/<name>`, addressed to hook `id` (and, when `rotate` is
-/// set, turned into `POST /event-hooks/{id}/secret/rotate`).
+/// set, turned into `POST /event-hooks/{id}/secret/rotate`, by the route `template.yaml` gives it
+/// and to the function it names).
 fn api_event(name: &str, id: uuid::Uuid, rotate: bool) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../events")
@@ -322,7 +324,12 @@ fn api_event(name: &str, id: uuid::Uuid, rotate: bool) -> Value {
     if rotate {
         let path = format!("/event-hooks/{id}/secret/rotate");
         event["rawPath"] = json!(path);
-        event["routeKey"] = json!("POST /event-hooks/{id}/secret/rotate");
+        let routes = gateway::template_routes();
+        let route = gateway::select(&routes, "POST", &path)
+            .expect("template.yaml routes POST /event-hooks/{id}/secret/rotate");
+        assert_eq!(route.function, "AdminFunction", "{}", route.key());
+        event["routeKey"] = json!(route.key());
+        event["requestContext"]["routeKey"] = json!(route.key());
         event["requestContext"]["http"]["method"] = json!("POST");
         event["requestContext"]["http"]["path"] = json!(path);
     }

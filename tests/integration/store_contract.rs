@@ -99,6 +99,7 @@ contract!(
     list_filters_combine_with_pagination,
     custom_events_are_registered_listed_and_removed,
     every_write_changes_the_version_and_reads_do_not,
+    a_counter_checked_snapshot_reloads_only_after_a_change,
 );
 
 /// A `log` hook on `source`, with a fresh id and every optional field empty.
@@ -732,6 +733,40 @@ async fn a_snapshot_cache_reloads_when_the_version_changed() {
     let snapshot = cache.get().await.unwrap();
     assert!(snapshot.hook(created.id).is_some(), "the new hook is seen");
     assert!(!cache.refresh_if_changed().await.unwrap());
+}
+
+/// The admin function's snapshot cache over this adapter: past its check interval a read asks
+/// the change counter and, with no change, keeps its snapshot (the same `Arc`: no full load); the
+/// first read past the interval after a change loads again and sees it. Generic rather than over
+/// `&dyn HookStore` only because the cache owns its store.
+async fn a_counter_checked_snapshot_reloads_only_after_a_change<S: HookStore + Clone>(store: &S) {
+    use std::sync::Arc;
+    use std::time::Duration;
+    let cache = event_hooks::snapshot::SnapshotCache::new(
+        Arc::new(store.clone()),
+        Duration::from_secs(3600),
+    )
+    .checking_counter_every(Duration::from_millis(10));
+    let first = cache.get().await.unwrap();
+    let mut loads = 1;
+    let mut last = first.clone();
+    let read = || async {
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        cache.get().await.unwrap()
+    };
+    for _ in 0..20 {
+        let snapshot = read().await;
+        loads += usize::from(!Arc::ptr_eq(&snapshot, &last));
+        last = snapshot;
+    }
+    assert_eq!(loads, 1, "full loads in 21 reads with no change");
+
+    let created = hook("crud", None);
+    store.put(&created, Precondition::Absent).await.unwrap();
+    let snapshot = read().await;
+    assert!(!Arc::ptr_eq(&snapshot, &first), "no load after a change");
+    assert!(snapshot.hook(created.id).is_some(), "the new hook is seen");
+    assert!(Arc::ptr_eq(&read().await, &snapshot), "loaded again");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,12 +14,18 @@
 * `Gateway` serves the routes of the template's HTTP API (API Gateway's route selection, payload
   format 2.0); `Poller` is an SQS event source mapping per `AWS::Lambda::EventSourceMapping`.
 * `Counter` is a proxy in front of moto counting the AWS requests the functions make, by operation.
+  It also keeps the trace header (`X-Amzn-Trace-Id`) each `SendMessage` came with, which SQS keeps
+  as the message's `AWSTraceHeader` (moto does not): `Traces`.
+* `LoopDetection` applies Lambda's recursive loop detection to each event source mapping: a message
+  whose trace shows its function invoked 16 times in the same chain is not delivered to it, unless
+  the created function says `RecursiveLoop: Allow`.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import http.client
 import http.server
 import io
@@ -140,9 +146,10 @@ class Counter:
     Operations are read from the `X-Amz-Target` header (the JSON protocols DynamoDB and SQS use)
     or the `Action` form field (the query protocol)."""
 
-    def __init__(self, upstream_port: int):
+    def __init__(self, upstream_port: int, traces: "Traces | None" = None):
         self.counts: _Counter[str] = _Counter()
         self.lock = threading.Lock()
+        self.traces = traces
         counter = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -154,12 +161,16 @@ class Counter:
             def _any(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                counter.count(self.headers, body)
+                operation = counter.count(self.headers, body)
                 conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 reply = conn.getresponse()
                 data = reply.read()
+                trace = self.headers.get("X-Amzn-Trace-Id")
+                if counter.traces is not None and trace and reply.status == 200 and operation in (
+                        "SQS.SendMessage", "SQS.SendMessageBatch", "query.SendMessage", "query.SendMessageBatch"):
+                    counter.traces.sent(data, trace)
                 self.send_response(reply.status)
                 for k, v in reply.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):
@@ -176,7 +187,8 @@ class Counter:
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def count(self, headers, body: bytes):
+    def count(self, headers, body: bytes) -> str:
+        """Counts the request; returns its `service.Operation`."""
         target = headers.get("X-Amz-Target")
         if target:
             prefix, _, op = target.partition(".")
@@ -187,6 +199,7 @@ class Counter:
             service = "query"
         with self.lock:
             self.counts[f"{service}.{op}"] += 1
+        return f"{service}.{op}"
 
     def snapshot(self) -> dict[str, int]:
         with self.lock:
@@ -195,6 +208,99 @@ class Counter:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+# --- tracing and Lambda's recursive loop detection ----------------------------------------------
+
+
+class Traces:
+    """The trace header each message was sent with, by message id: SQS keeps the `X-Amzn-Trace-Id`
+    header of a `SendMessage(Batch)` as each message's `AWSTraceHeader` system attribute (the
+    header the SDKs' recursion-detection interceptor sets from the Lambda runtime's
+    `_X_AMZN_TRACE_ID`); moto keeps only an explicit `MessageSystemAttributes`, so the proxy
+    records the header here from the ids in the reply."""
+
+    MESSAGE_ID = re.compile(rb'"MessageId"\s*:\s*"([^"]+)"|<MessageId>([^<]+)</MessageId>')
+
+    def __init__(self):
+        self.by_message: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def sent(self, reply: bytes, header: str):
+        with self.lock:
+            for json_id, xml_id in self.MESSAGE_ID.findall(reply):
+                self.by_message[(json_id or xml_id).decode()] = header
+
+    def of(self, message: dict) -> str | None:
+        system = (message.get("Attributes") or {}).get("AWSTraceHeader")
+        with self.lock:
+            return system or self.by_message.get(message["MessageId"])
+
+
+def trace_fields(header: str | None) -> dict[str, str]:
+    """`Root=…;Parent=…;Sampled=…;Lineage=…` as a dict (the SDK may percent-encode it)."""
+    fields = {}
+    for part in urllib.parse.unquote(header or "").split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep:
+            fields[key] = value
+    return fields
+
+
+def lineage_of(header: str | None) -> dict[str, int]:
+    """The `Lineage` of a trace header: invocations so far in this chain, per function (by a hash
+    of its ARN), as `hash:count` entries joined by `|`."""
+    lineage = {}
+    for entry in trace_fields(header).get("Lineage", "").split("|"):
+        key, sep, count = entry.rpartition(":")
+        if sep and count.isdigit():
+            lineage[key] = int(count)
+    return lineage
+
+
+class LoopDetection:
+    """Lambda's recursive loop detection for the SQS trigger of one function (AWS docs, "Lambda
+    recursive loop detection"): Lambda follows each event through the trace header, whose Lineage
+    counts the function's invocations in one SQS -> Lambda -> SQS chain, and when the function
+    would be invoked more than `LIMIT` times in a chain it is not invoked with that message: the
+    message goes to the dead-letter queue of the source queue's redrive policy (`stopped` keeps a
+    record). Unless the function's `RecursiveLoop` is `Allow` (the default is `Terminate`).
+
+    A batch of messages from several chains is invoked with the deepest of their lineages (how AWS
+    merges them is not documented; the deepest is the cautious choice)."""
+
+    LIMIT = 16
+
+    def __init__(self, function: "Function", traces: Traces):
+        self.key = hashlib.sha256(function.arn.encode()).hexdigest()[:8]
+        self.allow = function.recursive_loop == "Allow"
+        self.traces = traces
+        self.stopped: list[dict] = []
+        self.deepest = 0  # the most invocations seen in one chain
+        self.lock = threading.Lock()
+
+    def admit(self, messages: list[dict]) -> tuple[list[dict], list[dict], str]:
+        """The messages to invoke the function with, those stopped, and the invocation's trace
+        header (the chain continued, this function counted once more)."""
+        admitted, stopped, lineage, root = [], [], {}, None
+        for msg in messages:
+            header = self.traces.of(msg)
+            theirs = lineage_of(header)
+            if theirs.get(self.key, 0) >= self.LIMIT and not self.allow:
+                stopped.append({**msg, "lineage": theirs})
+                continue
+            admitted.append(msg)
+            root = root or trace_fields(header).get("Root")
+            for key, count in theirs.items():
+                lineage[key] = max(lineage.get(key, 0), count)
+        lineage[self.key] = lineage.get(self.key, 0) + 1
+        with self.lock:
+            self.deepest = max(self.deepest, lineage[self.key]) if admitted else self.deepest
+            self.stopped.extend(stopped)
+        root = root or f"1-{int(time.time()):08x}-{secrets.token_hex(12)}"
+        text = "|".join(f"{k}:{v}" for k, v in sorted(lineage.items()))
+        header = f"Root={root};Parent={secrets.token_hex(8)};Sampled=0;Lineage={text}"
+        return admitted, stopped, header
 
 
 # --- the template -------------------------------------------------------------------------------
@@ -338,6 +444,7 @@ class Function:
     environment: dict[str, str]
     memory: int
     timeout: int
+    recursive_loop: str = "Terminate"  # Lambda's default
 
 
 @dataclass
@@ -453,6 +560,10 @@ def create_stack(moto: Moto, aws_endpoint: str, parameters: dict[str, str], name
             environment={k: str(v) for k, v in conf.get("Environment", {}).get("Variables", {}).items()},
             memory=conf["MemorySize"],
             timeout=conf["Timeout"],
+            # moto keeps no recursion config: the created function's property, as declared.
+            recursive_loop=str(_resolve_parameters(
+                created["Resources"][logical_id]["Properties"].get("RecursiveLoop", "Terminate"),
+                created, parameters)),
         )
         if conf.get("Handler") != "bootstrap" or not str(conf.get("Runtime", "")).startswith("provided"):
             raise AssertionError(f"{logical_id}: {conf.get('Runtime')}/{conf.get('Handler')} is not a custom runtime bootstrap")
@@ -574,6 +685,62 @@ def routes_of(cfn: dict, functions: dict[str, Function]) -> list[Route]:
 # --- Lambda: the RIE ------------------------------------------------------------------------------
 
 
+class TraceHandOver:
+    """Between the bootstrap and the emulator's runtime API: adds what Lambda hands the runtime
+    with each event and the emulator does not, the invocation's trace header as
+    `Lambda-Runtime-Trace-Id` (the emulator drops an invoke's `X-Amzn-Trace-Id`). The Rust runtime
+    puts it in `_X_AMZN_TRACE_ID`, where the AWS SDK's recursion-detection interceptor reads it for
+    every request's `X-Amzn-Trace-Id`. `trace` is the header of the invocation in progress (one at
+    a time per emulator, as `Runtime.invoke` serialises them)."""
+
+    def __init__(self, upstream_port: int):
+        self.trace: str | None = None
+        hand_over = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _any(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                # No timeout: /next is a long poll that ends with the next invocation.
+                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=None)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    reply = conn.getresponse()
+                    data = reply.read()
+                except (OSError, http.client.HTTPException):
+                    self.close_connection = True  # the emulator stopped
+                    return
+                self.send_response(reply.status)
+                for k, v in reply.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                trace = hand_over.trace
+                if self.path.endswith("/invocation/next") and reply.status == 200 and trace:
+                    self.send_header("Lambda-Runtime-Trace-Id", trace)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_POST = _any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+
 class Runtime:
     """One function's bootstrap under the SAM CLI's Runtime Interface Emulator (one instance, so
     invocations are serialised as on one Lambda execution environment)."""
@@ -587,7 +754,14 @@ class Runtime:
         self.port = free_port()
         self.api_port = free_port()
         self.task = Path(tempfile.mkdtemp(prefix=f"task-{fn.logical_id}."))
-        shutil.copy2(fn.bootstrap, self.task / "bootstrap")
+        self.hand_over = TraceHandOver(self.api_port)
+        # The emulator runs `bootstrap`, pointed at its runtime API: this one points the function's
+        # own bootstrap at the trace hand-over in front of it instead.
+        shutil.copy2(fn.bootstrap, self.task / "function-bootstrap")
+        wrapper = self.task / "bootstrap"
+        wrapper.write_text("#!/bin/sh\n"
+                           f"AWS_LAMBDA_RUNTIME_API={self.hand_over.address} exec {self.task}/function-bootstrap \"$@\"\n")
+        wrapper.chmod(0o755)
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "LANG": "en_US.UTF-8",
@@ -644,13 +818,19 @@ class Runtime:
         if "Init failed" in output or self.process.poll() is not None:
             raise AssertionError(f"{self.fn.logical_id} cannot start under the emulator:\n{output[-3000:]}")
 
-    def invoke(self, event: Any) -> tuple[int, bytes, str]:
-        """POSTs `event`; returns the RIE's status, the raw reply and its function-error header."""
+    def invoke(self, event: Any, trace: str | None = None) -> tuple[int, bytes, str]:
+        """POSTs `event` (with `trace` as its `X-Amzn-Trace-Id`, which the emulator hands to the
+        runtime as `Lambda-Runtime-Trace-Id`); returns the RIE's status, the raw reply and its
+        function-error header."""
         data = json.dumps(event).encode()
+        headers = {"Content-Type": "application/json"}
+        if trace:
+            headers["X-Amzn-Trace-Id"] = trace
         with self.lock:
+            self.hand_over.trace = trace
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.fn.timeout + 30)
             conn.request("POST", "/2015-03-31/functions/function/invocations", body=data,
-                         headers={"Content-Type": "application/json"})
+                         headers=headers)
             reply = conn.getresponse()
             body = reply.read()
             conn.close()
@@ -672,6 +852,7 @@ class Runtime:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self.hand_over.stop()
         self.log.close()
         shutil.rmtree(self.task, ignore_errors=True)
 
@@ -867,10 +1048,11 @@ class Poller:
     batching window), invokes the function with them, and deletes the ones it did not report as
     batch item failures (all of them if it does not report, none if the invocation failed).
     What is left comes back after the queue's visibility timeout and, past `maxReceiveCount`, is
-    moved to the dead-letter queue by the queue's redrive policy (moto does that)."""
+    moved to the dead-letter queue by the queue's redrive policy (moto does that). With `loops`,
+    Lambda's recursive loop detection decides which messages reach the function."""
 
-    def __init__(self, mapping: Mapping, runtime: Runtime, sqs):
-        self.mapping, self.runtime, self.sqs = mapping, runtime, sqs
+    def __init__(self, mapping: Mapping, runtime: Runtime, sqs, loops: LoopDetection | None = None):
+        self.mapping, self.runtime, self.sqs, self.loops = mapping, runtime, sqs, loops
         self.url = queue_url_of(sqs, mapping.queue_arn)
         self.stopping = threading.Event()
         self.counts: _Counter[str] = _Counter()
@@ -913,8 +1095,15 @@ class Poller:
                     if more:
                         self.counts["SQS.ReceiveMessage"] += 1
                     messages += more
+            trace = None
+            if self.loops is not None:
+                messages, stopped, trace = self.loops.admit(messages)
+                for msg in stopped:
+                    self.loop_stopped(msg)
+                if not messages:
+                    return
             event = {"Records": [self.record(msg) for msg in messages]}
-            status, body, error = self.runtime.invoke(event)
+            status, body, error = self.runtime.invoke(event, trace) if trace else self.runtime.invoke(event)
             self.invocations += 1
             if status != 200 or error:
                 return  # nothing deleted: the batch comes back after the visibility timeout
@@ -937,6 +1126,19 @@ class Poller:
                     Entries=[{"Id": str(j), "ReceiptHandle": msg["ReceiptHandle"]} for j, msg in enumerate(chunk)],
                 )
                 self.counts["SQS.DeleteMessageBatch"] += 1
+
+    def loop_stopped(self, msg: dict):
+        """A message Lambda's loop detection kept from the function: to the dead-letter queue of
+        the queue's redrive policy, as it is; without one it stays and comes back."""
+        policy = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["RedrivePolicy"])[
+            "Attributes"].get("RedrivePolicy")
+        if not policy:
+            return
+        dlq = queue_url_of(self.sqs, json.loads(policy)["deadLetterTargetArn"])
+        attributes = {k: {kk: vv for kk, vv in v.items() if kk in ("StringValue", "BinaryValue", "DataType")}
+                      for k, v in (msg.get("MessageAttributes") or {}).items()}
+        self.sqs.send_message(QueueUrl=dlq, MessageBody=msg["Body"], MessageAttributes=attributes)
+        self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=msg["ReceiptHandle"])
 
     def record(self, msg: dict) -> dict:
         attrs = {}
@@ -996,7 +1198,8 @@ class SimulatedStack:
         self.moto = Moto()
         self.parts: list[Any] = []
         try:
-            self.counter = Counter(self.moto.port)
+            self.traces = Traces()
+            self.counter = Counter(self.moto.port, self.traces)
             self.parts.append(self.counter)
             self.stack = create_stack(self.moto, self.counter.endpoint, parameters)
             self.runtimes = {
@@ -1022,7 +1225,8 @@ class SimulatedStack:
                                               self.counter.endpoint, extra_env)
                             self.parts.append(runtime)
                         polled.add(mapping.function)
-                        self.pollers.append(Poller(mapping, runtime, self.sqs))
+                        loops = LoopDetection(self.stack.functions[mapping.function], self.traces)
+                        self.pollers.append(Poller(mapping, runtime, self.sqs, loops))
                 self.parts.extend(self.pollers)
         except BaseException:
             self.stop()

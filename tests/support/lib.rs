@@ -2,6 +2,7 @@
 
 pub mod binaries;
 pub mod curl;
+pub mod gateway;
 pub mod lambda_runtime;
 pub mod moto;
 pub mod receiver;

@@ -16,6 +16,14 @@ use event_hooks::store::HookStore;
 use lambda_http::request::RequestContext;
 use lambda_http::{run, Error};
 
+/// Longest the cached hooks and catalogue are kept, whatever the change counter says (a backstop,
+/// as the dispatcher's `HooksCacheSeconds`).
+const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// How often, at most, a warm instance asks the change counter whether its cache is current: a
+/// custom event registered or removed through another instance is seen within this.
+const SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// With `ADMIN_AUTH=iam`: API Gateway's IAM authorizer put the caller's identity in the request
 /// context (an API deployed without the authorizer has none, and every request is refused).
 fn signed_by_iam(extensions: &lambda_http::http::Extensions) -> bool {
@@ -55,9 +63,13 @@ async fn main() -> Result<(), Error> {
     let sqs = aws_sdk_sqs::Client::new(&config);
     let ports = AdminPorts {
         events: Arc::new(SqsQueue::new(sqs.clone(), events_queue_url)),
-        // `POST /events` checks events against the catalogue: cached, so custom events
-        // registered through another instance are seen within this bound.
-        snapshot: Arc::new(SnapshotCache::new(store.clone(), Duration::from_secs(5))),
+        // `POST /events` checks events against the catalogue: cached, and confirmed through the
+        // hooks table's change counter (one consistent read, as the dispatcher does per batch)
+        // once a second; the hooks are read again only when the counter moved.
+        snapshot: Arc::new(
+            SnapshotCache::new(store.clone(), SNAPSHOT_MAX_AGE)
+                .checking_counter_every(SNAPSHOT_CHECK_INTERVAL),
+        ),
         delivery_log: Arc::new(DynamoDeliveryLog::new(
             aws_sdk_dynamodb::Client::new(&config),
             deliveries_table,

@@ -7,12 +7,33 @@ use event_hooks::deliver::http::HttpSettings;
 use event_hooks::dispatch::batch::DEADLINE_MARGIN;
 use event_hooks::dispatch::DispatchSettings;
 use event_hooks::env::{self, optional, required, seconds, SettingError};
+use event_hooks::queue::MAX_DELAY;
 
 /// Receives of one message before it is dead-lettered, unless `MAX_RECEIVES` says otherwise.
 const DEFAULT_MAX_RECEIVES: u32 = 5;
 
 /// How long the hooks snapshot is trusted, unless `HOOKS_CACHE_SECONDS` says otherwise.
 const DEFAULT_CACHE_AGE: Duration = Duration::from_secs(5);
+
+/// **Test only**: the longest one deliveries-queue message is held back, in whole seconds from 1
+/// to 900 (SQS's limit, the default). The simulated stack lowers it, with the retry schedule
+/// scaled alike, so a whole schedule runs in seconds with as many chained hops as on AWS; a
+/// deployment has no reason to set it (the template does not).
+const TEST_MAX_DELAY: &str = "TEST_ONLY_MAX_QUEUE_DELAY_SECONDS";
+
+fn test_max_delay(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|s| (1..=MAX_DELAY.as_secs()).contains(s))
+        .map(Duration::from_secs)
+        .ok_or_else(|| {
+            format!(
+                "'{value}' is not a whole number of seconds from 1 to {}",
+                MAX_DELAY.as_secs()
+            )
+        })
+}
 
 /// Everything the dispatch function reads from its environment.
 #[derive(Debug, Clone)]
@@ -34,11 +55,17 @@ pub struct Config {
     pub max_receives: u32,
     /// `HOOKS_CACHE_SECONDS`: how stale the hooks snapshot may be.
     pub cache_age: Duration,
-    /// `RETRY_SCHEDULE`, `PAUSE_FAILING_HOOKS_AFTER` (seconds) and `MAX_IN_FLIGHT_DELIVERIES`
-    /// over the defaults of [`DispatchSettings`].
+    /// `RETRY_SCHEDULE`, `PAUSE_FAILING_HOOKS_AFTER` (seconds), `MAX_IN_FLIGHT_DELIVERIES`,
+    /// `HOOK_MAX_IN_FLIGHT` and (tests only) [`TEST_MAX_DELAY`] over the defaults of
+    /// [`DispatchSettings`].
     pub dispatch: DispatchSettings,
     /// See [`env::http_settings`].
     pub http: HttpSettings,
+    /// `STACK_NAME`: the value of the metrics' [`STACK_DIMENSION`], so that each stack's alarms
+    /// watch its own dispatcher only.
+    ///
+    /// [`STACK_DIMENSION`]: event_hooks::metrics::STACK_DIMENSION
+    pub stack_name: String,
 }
 
 impl Config {
@@ -69,6 +96,9 @@ impl Config {
         if let Some(max) = optional("HOOK_MAX_IN_FLIGHT", env::hook_max_in_flight)? {
             dispatch.lanes.max_in_flight = max;
         }
+        if let Some(max) = optional(TEST_MAX_DELAY, test_max_delay)? {
+            dispatch.max_delay = max;
+        }
         Ok(Config {
             hooks_table: required("HOOKS_TABLE")?,
             windows_table: required("WINDOWS_TABLE")?,
@@ -84,6 +114,7 @@ impl Config {
             cache_age: optional("HOOKS_CACHE_SECONDS", seconds)?.unwrap_or(DEFAULT_CACHE_AGE),
             dispatch,
             http: env::http_settings()?,
+            stack_name: required("STACK_NAME")?,
         })
     }
 }

@@ -41,19 +41,27 @@ impl Queues {
 
 /// Reports the dispatcher's counters batch by batch: remembers what it last reported, so each
 /// line carries only what happened since.
-#[derive(Default)]
 pub struct MetricsReporter {
     reported: Mutex<Counts>,
+    /// The stack the metrics are reported for (their one dimension).
+    stack: String,
 }
 
 impl MetricsReporter {
+    pub fn new(stack: String) -> MetricsReporter {
+        MetricsReporter {
+            reported: Mutex::default(),
+            stack,
+        }
+    }
+
     /// Writes what happened since the last call as one CloudWatch Embedded Metric Format line on
     /// stdout.
     fn emit(&self, dispatcher: &Dispatcher) {
         let now = dispatcher.stats.counts();
         let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
         let latencies = dispatcher.stats.take_latencies();
-        if let Some(line) = emf_line(now - *reported, &latencies, now_millis()) {
+        if let Some(line) = emf_line(now - *reported, &latencies, now_millis(), &self.stack) {
             println!("{line}");
         }
         *reported = now;

@@ -77,7 +77,7 @@ async fn main() -> Result<(), Error> {
         )));
     }
     let queues = Queues::new(events, deliveries);
-    let metrics = MetricsReporter::default();
+    let metrics = MetricsReporter::new(config.stack_name);
     let (dispatcher, queues, metrics) = (&dispatcher, &queues, &metrics);
     run(service_fn(move |event: LambdaEvent<_>| async move {
         let deadline = Deadline {

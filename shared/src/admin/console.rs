@@ -10,17 +10,15 @@
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
-use axum::Router;
 
 use super::error::ApiError;
 
 /// Where the console lives.
 pub const PREFIX: &str = "/console/";
 
-/// Where `GET /` and `GET /console` send a browser. Not the bare `/console/`: behind API
-/// Gateway the console is the route `/console/{proxy+}`, and a greedy variable never matches an
-/// empty segment, so `/console/` would be API Gateway's own 404 there.
+/// Where `GET /` and `GET /console` send a browser: a file, which every router serves the same
+/// way (behind API Gateway `/console/` only reaches the page through the `/console` route, as a
+/// greedy `{proxy+}` never matches an empty segment).
 pub const ENTRY: &str = "/console/index.html";
 
 /// The policy of every console answer: scripts, styles, images and API calls from this origin
@@ -62,17 +60,19 @@ const ASSETS: &[Asset] = &[
     asset!("favicon.svg", "image/svg+xml"),
 ];
 
-/// The console's routes, outside the token check (the page must load before sign-in; it holds
-/// no data). `GET /` goes to the console.
-pub fn routes() -> Router {
-    Router::new()
-        .route("/", get(|| async { Redirect::to(ENTRY) }))
-        .route("/console", get(|| async { Redirect::to(ENTRY) }))
-        .route(PREFIX, get(|headers: HeaderMap| async move { serve("index.html", &headers) }))
-        .route(
-            "/console/{file}",
-            get(|Path(file): Path<String>, headers: HeaderMap| async move { serve(&file, &headers) }),
-        )
+/// `GET /` and `GET /console`: to the console's page.
+pub(super) async fn to_entry() -> Redirect {
+    Redirect::to(ENTRY)
+}
+
+/// `GET /console/`: the console's page.
+pub(super) async fn index(headers: HeaderMap) -> Response {
+    serve("index.html", &headers)
+}
+
+/// `GET /console/{file}`: one of the console's files.
+pub(super) async fn file(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    serve(&file, &headers)
 }
 
 /// The headers every console answer carries, errors included.
@@ -140,7 +140,7 @@ mod tests {
         if let Some(tag) = if_none_match {
             request = request.header(header::IF_NONE_MATCH, tag);
         }
-        routes()
+        super::super::console_routes()
             .oneshot(request.body(Body::empty()).unwrap())
             .await
             .unwrap()

@@ -4,7 +4,9 @@
 //!
 //! Retry and replay share one path ([`resend`]): the delivery goes back on the deliveries queue
 //! with its own id (receivers de-duplicate on it) and the next attempt number, and its new
-//! attempts land on the same log record.
+//! attempts land on the same log record. A delivery whose event the log keeps only as a capped
+//! copy (`event_truncated`, an event over [`crate::limits::MAX_LOGGED_EVENT_BYTES`]) is never
+//! sent from it: retry answers 409, replay lists it under `skipped`.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -64,6 +66,12 @@ pub async fn retry(
         .get(hook_id, delivery_id)
         .await?
         .ok_or(ApiError::NotFound)?;
+    if record.event_truncated {
+        return Err(ApiError::EventNotKept {
+            delivery: record.id,
+            size: record.event_size.unwrap_or_default(),
+        });
+    }
     let retry = resend(record);
     let body = serde_json::to_string(&retry).map_err(ApiError::internal)?;
     state
@@ -288,12 +296,14 @@ pub async fn replay(
     state.store.get(hook_id).await?.ok_or(ApiError::NotFound)?;
     let window = params.window();
     let mut queued: Vec<Uuid> = Vec::new();
+    // Deliveries whose event the log keeps only as a capped copy: not sent, named in the answer.
+    let mut skipped: Vec<Uuid> = Vec::new();
     let mut after = params.offset;
     // Chunk by chunk, so that a replay holds at most REPLAY_CHUNK events in memory. Should the
     // queue fail half-way, the call fails with part of it queued; making it again resends that
     // part too, under the same delivery ids, which receivers de-duplicate on.
     let more = loop {
-        let wanted = (params.size - queued.len()).min(REPLAY_CHUNK);
+        let wanted = (params.size - queued.len() - skipped.len()).min(REPLAY_CHUNK);
         let page = state
             .delivery_log
             .list_window(hook_id, &window, wanted, after)
@@ -301,6 +311,10 @@ pub async fn replay(
         let mut messages = Vec::with_capacity(page.items.len());
         let mut ids = Vec::with_capacity(page.items.len());
         for record in page.items {
+            if record.event_truncated {
+                skipped.push(record.id);
+                continue;
+            }
             let delivery = resend(record);
             ids.push(delivery.id);
             messages.push(Outgoing::now(
@@ -318,7 +332,7 @@ pub async fn replay(
         after = page.next;
         match after {
             None => break None,
-            Some(token) if queued.len() >= params.size => break Some(token),
+            Some(token) if queued.len() + skipped.len() >= params.size => break Some(token),
             Some(_) => {}
         }
     };
@@ -326,6 +340,7 @@ pub async fn replay(
     let body = json!({
         "queued": queued.len(),
         "deliveries": queued,
+        "skipped": skipped,
         "since": params.since,
         "until": params.until,
         "status": params.status.as_str(),
@@ -433,6 +448,9 @@ mod tests {
                 data: json!({}),
                 timestamp: 1,
             },
+            event_truncated: false,
+            event_size: None,
+            event_sha256: None,
             status: DeliveryStatus::Failed,
             created_at: 42,
             updated_at: 43,

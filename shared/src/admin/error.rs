@@ -98,6 +98,10 @@ pub enum ApiError {
         code: &'static str,
         message: String,
     },
+    /// A retry of a delivery whose event the log keeps only as a capped copy (too large to
+    /// store whole): 409, nothing queued.
+    #[error("delivery {delivery} keeps only a capped copy of its {size}-byte event")]
+    EventNotKept { delivery: uuid::Uuid, size: u64 },
     /// Anything unexpected: logged, answered with a bare 500.
     #[error("internal error: {0}")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -235,6 +239,15 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => message(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Idempotency-Key reused with a different body",
+            ),
+            ApiError::EventNotKept { delivery, size } => message(
+                StatusCode::CONFLICT,
+                &format!(
+                    "delivery {delivery} cannot be sent again: its event ({size} bytes) was \
+                     over the {} bytes the delivery log keeps, which holds only its start \
+                     (event_truncated); send the event again with POST /events",
+                    crate::limits::MAX_LOGGED_EVENT_BYTES
+                ),
             ),
             ApiError::IdempotencyKeyInProgress => message(
                 StatusCode::CONFLICT,

@@ -6,6 +6,8 @@ mod auth;
 pub use auth::{AdminAuth, SignedCheck, StaticToken, TokenCheck, TokenError, TokenSource};
 mod body;
 mod console;
+mod cors;
+pub use cors::CorsOrigins;
 mod deliveries;
 mod error;
 mod events;
@@ -13,6 +15,7 @@ mod hooks;
 mod openapi;
 mod probe;
 mod query;
+pub mod routes;
 mod secret;
 mod sources;
 mod stats;
@@ -22,13 +25,14 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, MethodRouter};
+use axum::routing::MethodRouter;
 use axum::Router;
 
 pub use auth::require_admin_token;
 pub use body::{Input, MAX_BODY_BYTES};
 pub use error::ApiError;
 pub use probe::ProbeState;
+use routes::{Handlers, Route, ROUTES};
 pub use stats::DeadLetterCount;
 
 use crate::deliveries::DeliveryLog;
@@ -49,6 +53,8 @@ pub struct AdminSettings {
     pub auth: AdminAuth,
     /// Whether lambda hooks are accepted, and the sandbox limits used to check them.
     pub lua: LuaPolicy,
+    /// The origins whose web pages may call the API (CORS); none by default.
+    pub cors: CorsOrigins,
 }
 
 /// What the admin API handlers share: the store, the events queue, the cached catalogue, the
@@ -246,27 +252,71 @@ fn change_ping(operation: Operation, hook: &Hook) -> Option<Delivery> {
     Some(delivery)
 }
 
-/// The admin API router (everything but test and ping), and the web console.
+/// The admin function's router: the admin API behind the token check, and the web console.
 pub fn router(state: AdminState) -> Router {
     let settings = state.settings.clone();
-    finish(admin_routes(state), settings).merge(console::routes())
+    finish(admin_routes(state), settings).merge(console_routes())
 }
 
-/// The router of the test/ping function: `POST /event-hooks/{id}/test`, `GET …/ping`.
+/// The probe function's router: test, ping and preview.
 pub fn probe_router(state: ProbeState) -> Router {
     let settings = state.settings.clone();
-    finish(probe::routes(state), settings)
+    finish(probe_routes(state), settings)
 }
 
 /// Every route on one router, as the local server serves them, and the web console.
 pub fn full_router(admin: AdminState, probe: ProbeState) -> Router {
     let settings = admin.settings.clone();
-    finish(admin_routes(admin).merge(probe::routes(probe)), settings).merge(console::routes())
+    let routes = admin_routes(admin).merge(probe_routes(probe));
+    finish(routes, settings).merge(console_routes())
 }
 
-/// Kong's answers for unknown paths and methods, and token auth in front of everything.
+/// The routes of [`ROUTES`] the admin function serves behind the token check.
+fn admin_routes(state: AdminState) -> Router {
+    ROUTES
+        .iter()
+        .fold(Router::new(), |router, route| match route.handlers {
+            Handlers::Admin(handlers) => serve(router, route, handlers),
+            _ => router,
+        })
+        .with_state(state)
+}
+
+/// The routes of [`ROUTES`] the probe function serves.
+fn probe_routes(state: ProbeState) -> Router {
+    ROUTES
+        .iter()
+        .fold(Router::new(), |router, route| match route.handlers {
+            Handlers::Probe(handlers) => serve(router, route, handlers),
+            _ => router,
+        })
+        .with_state(state)
+}
+
+/// The console's routes, outside the token check: the page must load before sign-in, and it
+/// holds no data.
+fn console_routes() -> Router {
+    ROUTES
+        .iter()
+        .fold(Router::new(), |router, route| match route.handlers {
+            Handlers::Console(handlers) => serve(router, route, handlers),
+            _ => router,
+        })
+}
+
+/// Adds `route` to `router`: its handlers and its `OPTIONS` answer.
+fn serve<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    route: &Route,
+    handlers: fn() -> MethodRouter<S>,
+) -> Router<S> {
+    router.route(route.path, with_options(handlers(), route.allow()))
+}
+
+/// Kong's answers for unknown paths and methods, token auth in front of everything, and CORS
+/// (whose preflights come before auth) in front of that.
 fn finish(routes: Router, settings: Arc<AdminSettings>) -> Router {
-    routes
+    let routes = routes
         .fallback(|uri: axum::http::Uri| async move {
             if apigee::is_edge_path(uri.path()) {
                 ApiError::NotFound.into_edge()
@@ -282,131 +332,25 @@ fn finish(routes: Router, settings: Arc<AdminSettings>) -> Router {
             }
         })
         .layer(axum::middleware::from_fn_with_state(
-            settings,
+            settings.clone(),
             auth::require_admin_token,
-        ))
+        ));
+    cors::apply(routes, &settings.cors)
 }
 
-fn admin_routes(state: AdminState) -> Router {
-    Router::new()
-        .route(
-            "/event-hooks",
-            with_options(
-                get(hooks::list).post(hooks::create),
-                "GET, HEAD, POST, OPTIONS",
-            ),
-        )
-        .route(
-            "/events",
-            with_options(axum::routing::post(events::emit), "POST, OPTIONS"),
-        )
-        .route(
-            "/event-hooks/sources",
-            with_options(get(sources::list_all), "GET, HEAD, OPTIONS"),
-        )
-        .route(
-            "/event-hooks/sources/{source}",
-            with_options(get(sources::list_source), "GET, HEAD, OPTIONS"),
-        )
-        .route(
-            "/event-hooks/sources/{source}/{event}",
-            with_options(
-                get(sources::get_event)
-                    .put(sources::put_event)
-                    .delete(sources::delete_event),
-                "GET, HEAD, PUT, DELETE, OPTIONS",
-            ),
-        )
-        .route(
-            "/event-hooks/stats",
-            with_options(get(stats::get), "GET, HEAD, OPTIONS"),
-        )
-        .route(
-            "/event-hooks/{id}",
-            with_options(
-                get(hooks::read)
-                    .patch(hooks::update)
-                    .put(hooks::upsert)
-                    .delete(hooks::remove),
-                "GET, HEAD, PATCH, PUT, DELETE, OPTIONS",
-            ),
-        )
-        .route(
-            "/event-hooks/{id}/deliveries",
-            with_options(get(deliveries::list), "GET, HEAD, OPTIONS"),
-        )
-        .route(
-            "/event-hooks/{id}/deliveries/replay",
-            with_options(axum::routing::post(deliveries::replay), "POST, OPTIONS"),
-        )
-        .route(
-            "/event-hooks/{id}/deliveries/{delivery}/retry",
-            with_options(axum::routing::post(deliveries::retry), "POST, OPTIONS"),
-        )
-        .route(
-            "/event-hooks/{id}/secret/rotate",
-            with_options(axum::routing::post(secret::rotate), "POST, OPTIONS"),
-        )
-        .route("/openapi.json", get(openapi::document))
-        .merge(edge_routes(""))
-        .merge(edge_routes("/v1"))
-        .with_state(state)
-}
-
-/// Apigee Edge's monetization routes under `prefix` (spec §12).
-fn edge_routes(prefix: &str) -> Router<AdminState> {
-    use axum::routing::post;
-    let org = format!("{prefix}/mint/organizations/{{org}}");
-    Router::new()
-        .route(
-            &format!("{org}/webhooks"),
-            with_options(
-                get(apigee::list_webhooks).post(apigee::create_webhook),
-                "GET, HEAD, POST, OPTIONS",
-            ),
-        )
-        .route(
-            &format!("{org}/webhooks/{{id}}"),
-            with_options(
-                get(apigee::get_webhook)
-                    .put(apigee::edit_webhook)
-                    .post(apigee::enable_webhook)
-                    .delete(apigee::delete_webhook),
-                "GET, HEAD, PUT, POST, DELETE, OPTIONS",
-            ),
-        )
-        .route(
-            &format!("{org}/notification-conditions"),
-            with_options(
-                get(apigee::list_conditions).merge(post(apigee::create_condition)),
-                "GET, HEAD, POST, OPTIONS",
-            ),
-        )
-        .route(
-            &format!("{org}/notification-conditions/{{id}}"),
-            with_options(
-                get(apigee::get_condition)
-                    .put(apigee::put_condition)
-                    .delete(apigee::delete_condition),
-                "GET, HEAD, PUT, DELETE, OPTIONS",
-            ),
-        )
-}
-
-/// Adds an `OPTIONS` answer listing the route's methods.
+/// Adds Kong's `OPTIONS` answer: `allow`, the route's methods, in `Allow` and
+/// `Access-Control-Allow-Methods`.
 fn with_options<S: Clone + Send + Sync + 'static>(
     route: MethodRouter<S>,
-    allow: &'static str,
+    allow: String,
 ) -> MethodRouter<S> {
+    let allow = HeaderValue::from_str(&allow).expect("method names are header values");
     route.options(move || async move {
         (
             StatusCode::NO_CONTENT,
             [
-                (header::ALLOW, HeaderValue::from_static(allow)),
-                (
-                    header::ACCESS_CONTROL_ALLOW_METHODS,
-                    HeaderValue::from_static(allow),
-                ),
+                (header::ALLOW, allow.clone()),
+                (header::ACCESS_CONTROL_ALLOW_METHODS, allow),
             ],
         )
             .into_response()

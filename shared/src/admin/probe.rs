@@ -6,19 +6,19 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::body::Input;
 use super::error::ApiError;
 use super::hooks::parse_id;
-use super::{with_options, AdminSettings};
+use super::AdminSettings;
 use crate::deliver::http::{OutboundRequest, Response, SendError};
 use crate::dispatch::handlers::sign;
 use crate::dispatch::{Executed, Executor};
 use crate::events::{now_millis, now_seconds, Event};
 use crate::form;
+use crate::limits::MAX_PROBE_RUN;
 use crate::model::{Handler, Hook};
 use crate::store::HookStore;
 
@@ -47,23 +47,6 @@ impl ProbeState {
     }
 }
 
-pub(super) fn routes(state: ProbeState) -> Router {
-    Router::new()
-        .route(
-            "/event-hooks/{id}/test",
-            with_options(post(test), "POST, OPTIONS"),
-        )
-        .route(
-            "/event-hooks/preview",
-            with_options(post(preview), "POST, OPTIONS"),
-        )
-        .route(
-            "/event-hooks/{id}/ping",
-            with_options(get(ping), "GET, HEAD, OPTIONS"),
-        )
-        .with_state(state)
-}
-
 async fn hook(state: &ProbeState, id: &str) -> Result<Hook, ApiError> {
     let id = parse_id(id)?;
     Ok(state.store.get(id).await?.ok_or(ApiError::NotFound)?.value)
@@ -82,12 +65,27 @@ fn http_result(response: &Response) -> Value {
     })
 }
 
+/// Runs `work` for at most `limit` ([`MAX_PROBE_RUN`] in test and ping); past it, a 502 that
+/// says so.
+async fn within<T>(
+    limit: std::time::Duration,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout(limit, work).await.map_err(|_| {
+        bad_gateway(format!(
+            "the hook did not finish within {} ms, the longest test and ping wait (deliveries \
+             wait the hook's full timeouts)",
+            limit.as_millis()
+        ))
+    })
+}
+
 fn send_failure(err: &SendError) -> ApiError {
     bad_gateway(format!("request to the hook's target failed: {err}"))
 }
 
 /// `POST /event-hooks/{id}/test`: the body is the event's data.
-async fn test(
+pub(super) async fn test(
     State(state): State<ProbeState>,
     Path(id): Path<String>,
     input: Input,
@@ -106,10 +104,13 @@ async fn test(
         data,
         timestamp: now_millis(),
     };
-    let executed = state
-        .executor
-        .execute(&hook, &event_name, &event, None, TEST_PID)
-        .await;
+    let executed = within(
+        MAX_PROBE_RUN,
+        state
+            .executor
+            .execute(&hook, &event_name, &event, None, TEST_PID),
+    )
+    .await?;
     let shown_data = match &hook.handler {
         Handler::Webhook(_) | Handler::WebhookCustom(_) => {
             crate::dispatch::handlers::webhook_data(&event.data, &event_name, &event.source)
@@ -131,7 +132,10 @@ async fn test(
 /// hook create>, "data": <the event's data, optional>}`. The hook is checked as a create would
 /// check it (same messages, its fields under `hook.`) but not stored, then run on `data` with
 /// nothing sent ([`Executor::preview`]). 200 `{"data":…,"result":…}`; user code that fails → 502.
-async fn preview(State(state): State<ProbeState>, input: Input) -> Result<Json<Value>, ApiError> {
+pub(super) async fn preview(
+    State(state): State<ProbeState>,
+    input: Input,
+) -> Result<Json<Value>, ApiError> {
     let mut fields = input.fields;
     let mut problems = Vec::new();
     let data = match fields.remove("data") {
@@ -245,7 +249,7 @@ pub fn ping_request(hook: &Hook, body: &Value) -> Option<(OutboundRequest, bool)
 }
 
 /// `GET /event-hooks/{id}/ping`
-async fn ping(
+pub(super) async fn ping(
     State(state): State<ProbeState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -257,12 +261,41 @@ async fn ping(
             hook.handler.kind().as_str()
         )));
     };
-    let response = state
-        .executor
-        .send(request, verify)
-        .await
+    let response = within(MAX_PROBE_RUN, state.executor.send(request, verify))
+        .await?
         .map_err(|err| send_failure(&err))?;
     Ok(Json(
         json!({ "data": body, "result": http_result(&response) }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::response::IntoResponse;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn work_past_the_limit_is_a_502_that_says_so() {
+        let started = std::time::Instant::now();
+        let slow = tokio::time::sleep(Duration::from_secs(5));
+        let err = within(Duration::from_millis(50), slow)
+            .await
+            .expect_err("cut at the limit");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let response = err.into_response();
+        assert_eq!(response.status(), axum::http::StatusCode::BAD_GATEWAY);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("did not finish within"));
+    }
+
+    #[tokio::test]
+    async fn work_within_the_limit_is_answered() {
+        let quick = async { 7 };
+        assert_eq!(within(Duration::from_secs(1), quick).await.unwrap(), 7);
+    }
 }

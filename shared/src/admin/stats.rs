@@ -5,19 +5,26 @@
 //! local server, the DynamoDB deliveries table in the deployed stack), through the log's window
 //! query per hook: no second store to keep in step, and it expires with the log. It is bounded
 //! ([`MAX_HOOKS`] hooks, [`MAX_RECORDS`] deliveries read); past a bound the answer says
-//! `"truncated": true`. Only deliveries first attempted within the hour are read, so retries of
-//! older deliveries are not counted.
+//! `"truncated": true`. It is bounded in time too: the reads are sequential (one query per page
+//! of each hook's log), so no read starts later than [`DEADLINE`] after the call; an answer cut
+//! there covers the hooks read so far and says `"partial": true` (`hooks_read` of `hooks`), well
+//! within the admin function's timeout (`scripts/check-build-inputs.py` checks the template
+//! against [`DEADLINE`] and the SDK's operation timeout). Only deliveries first attempted within
+//! the hour are read, so retries of older deliveries are not counted.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use super::error::ApiError;
 use super::AdminState;
-use crate::deliveries::{Attempt, DeliveryStatus, DeliveryWindow};
+use crate::deliveries::{Attempt, DeliveryLog, DeliveryStatus, DeliveryWindow};
 use crate::events::now_millis;
-use crate::store::HookFilter;
+use crate::store::{HookFilter, HookStore, StoreError};
 
 /// Length of one bucket, in ms.
 pub const BUCKET_MS: i64 = 60_000;
@@ -29,6 +36,10 @@ pub const MAX_HOOKS: usize = 1000;
 pub const MAX_RECORDS: usize = 20_000;
 /// Records read per call to the log.
 const PAGE: usize = 500;
+/// No read of the hooks or the log starts later than this after the call came in: the answer is
+/// then `"partial": true`. The last read may still take the SDK's whole operation timeout
+/// ([`crate::aws::OPERATION_TIMEOUT`]), which the admin function's timeout covers.
+pub const DEADLINE: Duration = Duration::from_secs(4);
 
 /// How many messages wait in the dead-letter queues, where the process can tell (the local
 /// server's SQLite queues); the admin function has none and answers `"dead_letters": null`.
@@ -39,17 +50,60 @@ pub trait DeadLetterCount: Send + Sync + 'static {
 
 /// `GET /event-hooks/stats`
 pub async fn get(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
-    let now = now_millis();
+    let deadline = Instant::now() + DEADLINE;
+    let read = read_log(&*state.store, &*state.delivery_log, now_millis(), deadline).await?;
+    let mut body = read.series.into_json();
+    body["hooks"] = json!(read.hooks);
+    body["hooks_read"] = json!(read.hooks_read);
+    body["truncated"] = json!(read.truncated);
+    body["partial"] = json!(read.partial);
+    body["dead_letters"] = match &state.dead_letters {
+        Some(dead_letters) => json!(dead_letters.count().await.map_err(ApiError::internal)?),
+        None => Value::Null,
+    };
+    Ok(Json(body))
+}
+
+/// What [`read_log`] found.
+#[derive(Debug)]
+struct LogRead {
+    series: Series,
+    /// Hooks listed (at most [`MAX_HOOKS`]).
+    hooks: usize,
+    /// Hooks whose deliveries were all read (or up to [`MAX_RECORDS`]).
+    hooks_read: usize,
+    /// A bound on hooks or records was hit.
+    truncated: bool,
+    /// The [`DEADLINE`] came before every listed hook was read.
+    partial: bool,
+}
+
+/// Reads the last hour of the delivery log as of `now` (Unix ms), starting no read after
+/// `deadline`.
+async fn read_log(
+    store: &dyn HookStore,
+    log: &dyn DeliveryLog,
+    now: i64,
+    deadline: Instant,
+) -> Result<LogRead, StoreError> {
     // Buckets end at the end of the current minute.
     let end = (now / BUCKET_MS + 1) * BUCKET_MS;
     let start = end - BUCKET_MS * BUCKETS as i64;
-    let mut series = Series::new(start);
-    let mut truncated = false;
+    let mut read = LogRead {
+        series: Series::new(start),
+        hooks: 0,
+        hooks_read: 0,
+        truncated: false,
+        partial: false,
+    };
     let mut hooks = Vec::new();
     let mut after = None;
     loop {
-        let page = state
-            .store
+        if Instant::now() >= deadline {
+            read.partial = true;
+            break;
+        }
+        let page = store
             .list(&HookFilter::default(), PAGE.min(MAX_HOOKS), after)
             .await?;
         hooks.extend(page.items.into_iter().map(|hook| hook.id));
@@ -58,11 +112,12 @@ pub async fn get(State(state): State<AdminState>) -> Result<Json<Value>, ApiErro
             break;
         }
         if hooks.len() >= MAX_HOOKS {
-            truncated = true;
+            read.truncated = true;
             break;
         }
     }
     hooks.truncate(MAX_HOOKS);
+    read.hooks = hooks.len();
     let window = DeliveryWindow {
         from: start,
         to: now,
@@ -72,39 +127,35 @@ pub async fn get(State(state): State<AdminState>) -> Result<Json<Value>, ApiErro
             DeliveryStatus::Failed,
         ],
     };
-    let mut read = 0usize;
-    'hooks: for hook in &hooks {
+    let mut records = 0usize;
+    'hooks: for (index, hook) in hooks.iter().enumerate() {
         let mut after = None;
         loop {
-            let page = state
-                .delivery_log
-                .list_window(*hook, &window, PAGE, after)
-                .await?;
+            if Instant::now() >= deadline {
+                read.partial = true;
+                break 'hooks;
+            }
+            let page = log.list_window(*hook, &window, PAGE, after).await?;
             for record in &page.items {
-                read += 1;
-                series.add_delivery(record.status);
+                records += 1;
+                read.series.add_delivery(record.status);
                 for attempt in &record.attempts {
-                    series.add_attempt(attempt);
+                    read.series.add_attempt(attempt);
                 }
             }
             after = page.next;
-            if read >= MAX_RECORDS {
-                truncated = after.is_some() || *hook != hooks[hooks.len() - 1];
+            if records >= MAX_RECORDS {
+                read.truncated = after.is_some() || index + 1 < hooks.len();
+                read.hooks_read = index + 1;
                 break 'hooks;
             }
             if after.is_none() {
                 break;
             }
         }
+        read.hooks_read = index + 1;
     }
-    let mut body = series.into_json();
-    body["hooks"] = json!(hooks.len());
-    body["truncated"] = json!(truncated);
-    body["dead_letters"] = match &state.dead_letters {
-        Some(dead_letters) => json!(dead_letters.count().await.map_err(ApiError::internal)?),
-        None => Value::Null,
-    };
-    Ok(Json(body))
+    Ok(read)
 }
 
 /// Per-minute counts and latencies, from `start` (Unix ms) on.
@@ -228,6 +279,106 @@ mod tests {
             error: None,
             response_body: None,
         }
+    }
+
+    /// The SQLite log, each window read taking `delay`: a slow back end.
+    struct SlowLog {
+        inner: crate::deliveries::sqlite::SqliteDeliveryLog,
+        delay: Duration,
+    }
+
+    #[async_trait]
+    impl DeliveryLog for SlowLog {
+        async fn record_attempt(
+            &self,
+            key: crate::deliveries::DeliveryKey,
+            event: &crate::events::Event,
+            attempt: Attempt,
+            status: DeliveryStatus,
+            ttl: Duration,
+        ) -> Result<(), StoreError> {
+            self.inner
+                .record_attempt(key, event, attempt, status, ttl)
+                .await
+        }
+        async fn get(
+            &self,
+            hook_id: uuid::Uuid,
+            delivery_id: uuid::Uuid,
+        ) -> Result<Option<crate::deliveries::DeliveryRecord>, StoreError> {
+            self.inner.get(hook_id, delivery_id).await
+        }
+        async fn list(
+            &self,
+            hook_id: uuid::Uuid,
+            size: usize,
+            after: Option<crate::deliveries::DeliveryPageToken>,
+        ) -> Result<crate::deliveries::DeliveryPage, StoreError> {
+            self.inner.list(hook_id, size, after).await
+        }
+        async fn list_window(
+            &self,
+            hook_id: uuid::Uuid,
+            window: &DeliveryWindow,
+            size: usize,
+            after: Option<crate::deliveries::DeliveryPageToken>,
+        ) -> Result<crate::deliveries::DeliveryPage, StoreError> {
+            tokio::time::sleep(self.delay).await;
+            self.inner.list_window(hook_id, window, size, after).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_log_is_answered_at_the_deadline_with_what_was_read() {
+        use crate::sqlite::Database;
+        use crate::store::sqlite::SqliteHookStore;
+        use crate::store::Precondition;
+
+        // Given ten hooks and a log taking 40 ms per read (400 ms in all)...
+        let store = SqliteHookStore::new(Database::in_memory().unwrap())
+            .await
+            .unwrap();
+        for _ in 0..10 {
+            let hook = crate::model::Hook::log_on("crud");
+            store.put(&hook, Precondition::Absent).await.unwrap();
+        }
+        let log = SlowLog {
+            inner: crate::deliveries::sqlite::SqliteDeliveryLog::new(
+                Database::in_memory().unwrap(),
+            )
+            .await
+            .unwrap(),
+            delay: Duration::from_millis(40),
+        };
+        // ...when the deadline is 100 ms away, the answer comes by then and says it is partial...
+        let started = Instant::now();
+        let read = read_log(
+            &store,
+            &log,
+            now_millis(),
+            started + Duration::from_millis(100),
+        )
+        .await
+        .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(read.partial, "{read:?}");
+        assert_eq!(read.hooks, 10);
+        assert!(read.hooks_read >= 1 && read.hooks_read < 10, "{read:?}");
+        // ...and with time enough, every hook is read.
+        let read = read_log(
+            &store,
+            &log,
+            now_millis(),
+            Instant::now() + Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        assert!(!read.partial, "{read:?}");
+        assert_eq!((read.hooks, read.hooks_read), (10, 10));
     }
 
     #[test]

@@ -72,6 +72,51 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// Re-queues a delivery may make per attempt that are no retry and no chained delay: deferrals
+/// (its hook's lane full or circuit open, a `max_rate` slot, the dispatcher busy), an attempt cut
+/// at the inline budget, a park after an infrastructure failure. Part of
+/// [`RetrySchedule::max_requeues`]; generous, since the bound is there to stop loops, not to
+/// ration deferrals. [`requeue_delay`] spaces them out, so the margin is hours of bad weather.
+pub const REQUEUES_PER_ATTEMPT: u32 = 20;
+
+/// The least a re-queue in a row doubles from (see [`requeue_delay`]): a wait of nearly nothing
+/// (an open circuit's last milliseconds, a slow hook's deliveries leaving an event at once) still
+/// grows to minutes within the margin. The lanes' shortest deferral.
+pub const REQUEUE_BACKOFF_FLOOR: Duration = Duration::from_millis(500);
+
+/// How long a re-queue that is no retry waits (a deferral, a park): `base`, what it waits on its
+/// own (the park delay, the time its lane gave), when it is the first since the delivery's last
+/// attempt ran (`in_row` 0, so the first ones stay as quick as ever: a lane deferral is back in
+/// well under a second); after `in_row` such re-queues in a row, at least `base` × 2^`in_row`
+/// (from [`REQUEUE_BACKOFF_FLOOR`] at least), and no more than `cap`, the queue's longest delay,
+/// unless `base` itself is longer.
+///
+/// A re-queue in a row is bad weather, a store or queue down, a lane full under a backlog, a
+/// circuit open: it does not pass faster by being asked more often, and the doubling makes the
+/// [`REQUEUES_PER_ATTEMPT`] margin of the loop guard a span of time rather than a count. With the
+/// defaults (cap 15 minutes), 20 in a row span:
+///
+/// - parks (`park_delay` 5 s): 5, 10, 20, … 640 s, then 900 s twelve times: 12,075 s, about
+///   3 h 20 min;
+/// - any deferral, whatever its base: 1, 2, 4, … 512 s, then 900 s nine times: at least 9,123 s,
+///   about 2 h 30 min (longer bases, such as an open circuit's cool-down, reach 15 minutes
+///   sooner).
+///
+/// That is per attempt the schedule allows; the margin belongs to the delivery as a whole
+/// (9 × 20 for the default schedule), so one outage before the first attempt may take all 180:
+/// parks for about 43 hours.
+pub fn requeue_delay(base: Duration, in_row: u32, cap: Duration) -> Duration {
+    if in_row == 0 {
+        return base;
+    }
+    let factor = 1u32.checked_shl(in_row).unwrap_or(u32::MAX);
+    let grown = base
+        .max(REQUEUE_BACKOFF_FLOOR)
+        .saturating_mul(factor)
+        .min(cap);
+    base.max(grown)
+}
+
 /// When to retry a delivery, and how many times.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetrySchedule {
@@ -119,6 +164,36 @@ impl RetrySchedule {
             .saturating_add(1)
     }
 
+    /// The most times a delivery on this schedule may be put on the deliveries queue (spec §8):
+    /// for each delay at its longest (jittered up, or a `Retry-After` at its cap), one message per
+    /// `max_delay` started, since a queue holds a message back for at most `max_delay` (SQS: 15
+    /// minutes) and longer waits are chained; plus [`REQUEUES_PER_ATTEMPT`] per attempt for the
+    /// re-queues that are no retry. A delivery queued more often is in a loop, a bug: the
+    /// dispatcher dead-letters it rather than let it run forever.
+    pub fn max_requeues(&self, max_delay: Duration) -> u32 {
+        let step = max_delay.max(Duration::from_millis(1)).as_secs_f64();
+        let factor = 1.0 + self.jitter_fraction();
+        let chained: u64 = self
+            .delays
+            .iter()
+            .map(|delay| {
+                let longest = delay.mul_f64(factor).max(self.max_retry_after);
+                (longest.as_secs_f64() / step).ceil().max(1.0) as u64
+            })
+            .sum();
+        let margin = u64::from(self.max_attempts()) * u64::from(REQUEUES_PER_ATTEMPT);
+        u32::try_from(chained.saturating_add(margin)).unwrap_or(u32::MAX)
+    }
+
+    /// [`jitter`](Self::jitter) as applied: within `[0, 1]`, 0 when not a number.
+    fn jitter_fraction(&self) -> f64 {
+        if self.jitter.is_finite() {
+            self.jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    }
+
     /// The wait before the next attempt, after attempt number `attempt` (1-based; 0 counts as 1)
     /// failed, or `None` when that was the last one.
     ///
@@ -138,12 +213,7 @@ impl RetrySchedule {
     ) -> Option<Duration> {
         let index = usize::try_from(attempt.max(1) - 1).ok()?;
         let scheduled = *self.delays.get(index)?;
-        let jitter = if self.jitter.is_finite() {
-            self.jitter.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        let factor = 1.0 + jitter * (2.0 * unit - 1.0);
+        let factor = 1.0 + self.jitter_fraction() * (2.0 * unit - 1.0);
         let jittered = scheduled.mul_f64(factor);
         Some(match retry_after {
             Some(asked) => jittered.max(asked.min(self.max_retry_after)),
@@ -268,6 +338,85 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    /// How long `count` re-queues in a row from `base` wait in all.
+    fn span(base: Duration, count: u32, cap: Duration) -> Duration {
+        (0..count).map(|k| requeue_delay(base, k, cap)).sum()
+    }
+
+    #[test]
+    fn requeues_in_a_row_double_up_to_the_queues_longest_delay() {
+        let cap = Duration::from_secs(900);
+        let secs = |s| Duration::from_secs(s);
+        // Parks: the first as quick as ever, then doubling, then the cap.
+        let parks: Vec<Duration> = (0..10).map(|k| requeue_delay(secs(5), k, cap)).collect();
+        assert_eq!(
+            parks,
+            [5, 10, 20, 40, 80, 160, 320, 640, 900, 900].map(secs)
+        );
+        // A lane deferral: its own time first, back within a second or so the next times.
+        let lane = Duration::from_millis(400);
+        assert_eq!(requeue_delay(lane, 0, cap), lane);
+        assert_eq!(requeue_delay(lane, 1, cap), secs(1));
+        assert_eq!(requeue_delay(lane, 2, cap), secs(2));
+        // Nearly nothing still grows, from the floor; a base past the cap is kept (it is chained).
+        assert_eq!(requeue_delay(Duration::ZERO, 0, cap), Duration::ZERO);
+        assert_eq!(requeue_delay(Duration::ZERO, 3, cap), secs(4));
+        assert_eq!(requeue_delay(secs(3600), 5, cap), secs(3600));
+        // No overflow however long the row.
+        assert_eq!(requeue_delay(secs(5), 40, cap), cap);
+        assert_eq!(requeue_delay(secs(5), u32::MAX, cap), cap);
+
+        // The margin per attempt is hours of bad weather (the figures of the documentation).
+        assert_eq!(span(secs(5), REQUEUES_PER_ATTEMPT, cap), secs(12_075));
+        assert_eq!(span(Duration::ZERO, REQUEUES_PER_ATTEMPT, cap), secs(9_123));
+        let margin = RetrySchedule::default().max_attempts() * REQUEUES_PER_ATTEMPT;
+        assert_eq!(span(secs(5), margin, cap), secs(156_075));
+        // Where a park every 5 s would be through the margin in 15 minutes.
+        assert_eq!(secs(5) * margin, secs(900));
+    }
+
+    #[test]
+    fn the_requeue_bound_covers_every_chained_delay_and_a_margin_per_attempt() {
+        // The spec's schedule on SQS: each delay at +20 % (or the 1 h Retry-After cap) in
+        // 15-minute hops: 4 x 4 (5 s to 10 min, as the cap), 4 (36 min), 5 (72 min), 15 (3.6 h),
+        // 29 (7.2 h); then 9 attempts' margin.
+        let defaults = RetrySchedule::default();
+        let chained = 4 * 4 + 4 + 5 + 15 + 29;
+        assert_eq!(
+            defaults.max_requeues(Duration::from_secs(900)),
+            chained + 9 * REQUEUES_PER_ATTEMPT
+        );
+        // What a delivery failing every attempt actually needs: one message per retry, plus
+        // the chained hops of the delays over 15 minutes (1 + 3 + 11 + 23 at most, unjittered).
+        assert!(chained >= 8 + 1 + 3 + 11 + 23);
+        // The same schedule scaled down with the queue's limit needs the same.
+        let scaled: RetrySchedule = "6ms,33ms,133ms,667ms,2s,4s,12s,24s".parse().unwrap();
+        let scaled = RetrySchedule {
+            max_retry_after: Duration::from_secs(4),
+            ..scaled
+        };
+        assert_eq!(
+            scaled.max_requeues(Duration::from_secs(1)),
+            defaults.max_requeues(Duration::from_secs(900))
+        );
+        // No retries: only the margin of the one attempt.
+        let none: RetrySchedule = "none".parse().unwrap();
+        assert_eq!(
+            none.max_requeues(Duration::from_secs(900)),
+            REQUEUES_PER_ATTEMPT
+        );
+        // A hook's exact schedule, without jitter nor a Retry-After to cover.
+        let exact = RetrySchedule {
+            delays: vec![Duration::from_secs(900), Duration::from_secs(901)],
+            jitter: 0.0,
+            max_retry_after: Duration::ZERO,
+        };
+        assert_eq!(
+            exact.max_requeues(Duration::from_secs(900)),
+            1 + 2 + 3 * REQUEUES_PER_ATTEMPT
+        );
+    }
 
     #[test]
     fn a_hooks_own_schedule_is_exact_and_5xx_only_narrows_the_verdict() {

@@ -5,7 +5,9 @@
 //!   the hook's partition, read backwards, lists its deliveries newest first and pages for real.
 //!   Attributes: `id`, `hook_id`, `status`, `created_at`, `updated_at`, `attempts` (a list) through
 //!   `serde_dynamo`, and `event` as JSON text: producers' data may nest deeper than DynamoDB's 32
-//!   levels and its numbers must come back exactly as they were sent;
+//!   levels and its numbers must come back exactly as they were sent. An event too large for the
+//!   item is stored as its capped copy, with `event_size` and `event_sha256` beside it
+//!   ([`super::logged_event`]);
 //! - a pointer at `pk="delivery#<delivery_id>", sk="hook#<hook_id>"` holding `created_at`, so that
 //!   [`DeliveryLog::get`] finds a record from the two ids alone (the admin API knows no more). It
 //!   costs one small extra write per attempt and one extra read per `get`, and keeps the listing's
@@ -36,8 +38,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{
-    check_created_at, expiry, page_of, sort_key, Attempt, DeliveryKey, DeliveryLog, DeliveryPage,
-    DeliveryPageToken, DeliveryRecord, DeliveryStatus, DeliveryWindow, MAX_ATTEMPTS_KEPT,
+    check_created_at, expiry, logged_event, page_of, sort_key, Attempt, DeliveryKey, DeliveryLog,
+    DeliveryPage, DeliveryPageToken, DeliveryRecord, DeliveryStatus, DeliveryWindow,
+    MAX_ATTEMPTS_KEPT,
 };
 use crate::events::{now_millis, Event};
 use crate::store::StoreError;
@@ -131,21 +134,37 @@ impl DynamoDeliveryLog {
         now: i64,
         expires: Expiry,
     ) -> Result<usize, StoreError> {
-        let event = serde_json::to_string(event).map_err(StoreError::backend)?;
+        let (event, digest) = logged_event(event)?;
+        let event = serde_json::to_string(&event).map_err(StoreError::backend)?;
+        let mut expression = String::from(
+            "SET #attempts = list_append(if_not_exists(#attempts, :empty), :new), \
+             #status = :status, #updated_at = :now, #expires_at = :exp, \
+             #expires_at_ms = :exp_ms, #id = :id, #hook_id = :hook_id, \
+             #event = if_not_exists(#event, :event), \
+             #created_at = if_not_exists(#created_at, :created)",
+        );
+        if digest.is_some() {
+            expression.push_str(
+                ", #event_size = if_not_exists(#event_size, :event_size), \
+                 #event_sha256 = if_not_exists(#event_sha256, :event_sha256)",
+            );
+        }
         // `status` and `event` are reserved words; the other names are spelled out alike for
         // uniformity.
-        let output = self
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(record_key(key)))
-            .update_expression(
-                "SET #attempts = list_append(if_not_exists(#attempts, :empty), :new), \
-                 #status = :status, #updated_at = :now, #expires_at = :exp, \
-                 #expires_at_ms = :exp_ms, #id = :id, #hook_id = :hook_id, \
-                 #event = if_not_exists(#event, :event), \
-                 #created_at = if_not_exists(#created_at, :created)",
-            )
+            .update_expression(expression);
+        if let Some(digest) = digest {
+            request = request
+                .expression_attribute_names("#event_size", "event_size")
+                .expression_attribute_names("#event_sha256", "event_sha256")
+                .expression_attribute_values(":event_size", number(digest.size))
+                .expression_attribute_values(":event_sha256", AttributeValue::S(digest.sha256));
+        }
+        let output = request
             .expression_attribute_names("#attempts", "attempts")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#updated_at", "updated_at")
@@ -242,6 +261,11 @@ struct StoredRecord {
     id: Uuid,
     hook_id: Uuid,
     event: String,
+    /// Set with `event_sha256` when `event` is a capped copy.
+    #[serde(default)]
+    event_size: Option<u64>,
+    #[serde(default)]
+    event_sha256: Option<String>,
     status: DeliveryStatus,
     created_at: i64,
     updated_at: i64,
@@ -259,6 +283,9 @@ impl StoredRecord {
             id: self.id,
             hook_id: self.hook_id,
             event: serde_json::from_str(&self.event).map_err(StoreError::backend)?,
+            event_truncated: self.event_size.is_some(),
+            event_size: self.event_size,
+            event_sha256: self.event_sha256,
             status: self.status,
             created_at: self.created_at,
             updated_at: self.updated_at,

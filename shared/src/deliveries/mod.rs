@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::events::Event;
+use crate::limits::{LOGGED_EVENT_PREFIX_BYTES, MAX_LOGGED_EVENT_BYTES};
 use crate::store::StoreError;
 
 /// Attempts kept per record; older ones are dropped. Twenty attempts with capped bodies and errors
@@ -92,14 +93,60 @@ fn truncate_at_char(text: &mut String, max: usize) {
     }
 }
 
+/// What the log keeps of an event larger than [`MAX_LOGGED_EVENT_BYTES`] besides its capped copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventDigest {
+    /// The whole event's size, as JSON text, in bytes.
+    pub size: u64,
+    /// The SHA-256 of that JSON text, lowercase hex.
+    pub sha256: String,
+}
+
+/// The event as the log keeps it: whole when its JSON text is at most [`MAX_LOGGED_EVENT_BYTES`],
+/// else a capped copy (id, source, event and timestamp as they were, `data` the first
+/// [`LOGGED_EVENT_PREFIX_BYTES`] of the data's JSON text as a string) with the whole event's
+/// [`EventDigest`].
+pub fn logged_event(event: &Event) -> Result<(Event, Option<EventDigest>), StoreError> {
+    use sha2::Digest as _;
+    let text = serde_json::to_string(event).map_err(StoreError::backend)?;
+    if text.len() <= MAX_LOGGED_EVENT_BYTES {
+        return Ok((event.clone(), None));
+    }
+    let mut data = serde_json::to_string(&event.data).map_err(StoreError::backend)?;
+    truncate_at_char(&mut data, LOGGED_EVENT_PREFIX_BYTES);
+    let digest = EventDigest {
+        size: text.len() as u64,
+        sha256: hex::encode(sha2::Sha256::digest(text.as_bytes())),
+    };
+    let capped = Event {
+        id: event.id,
+        source: event.source.clone(),
+        event: event.event.clone(),
+        data: serde_json::Value::String(data),
+        timestamp: event.timestamp,
+    };
+    Ok((capped, Some(digest)))
+}
+
 /// One delivery = one (event, hook) pair, with a stable id; attempts are appended as they happen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryRecord {
     /// The delivery id, the same across retries.
     pub id: Uuid,
     pub hook_id: Uuid,
-    /// The event as delivered, kept so that a failed delivery can be sent again.
+    /// The event as delivered, kept so that a failed delivery can be sent again; for an event
+    /// over [`MAX_LOGGED_EVENT_BYTES`], only a capped copy (see [`logged_event`]).
     pub event: Event,
+    /// True when `event` is a capped copy: its `data` is the start of the data's JSON text, and
+    /// the delivery cannot be sent again from the log.
+    #[serde(default)]
+    pub event_truncated: bool,
+    /// With `event_truncated`: the whole event's size as JSON text, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_size: Option<u64>,
+    /// With `event_truncated`: the SHA-256 of the whole event's JSON text, lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_sha256: Option<String>,
     /// Set by the latest attempt recorded.
     pub status: DeliveryStatus,
     /// The first attempt's time, in Unix milliseconds, as passed to [`DeliveryLog::record_attempt`].

@@ -17,8 +17,8 @@ use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
 
 use super::{
-    check_created_at, expiry, keep_latest, page_of, sort_key, Attempt, DeliveryKey, DeliveryLog,
-    DeliveryPage, DeliveryPageToken, DeliveryRecord, DeliveryStatus, DeliveryWindow,
+    check_created_at, expiry, keep_latest, logged_event, page_of, sort_key, Attempt, DeliveryKey,
+    DeliveryLog, DeliveryPage, DeliveryPageToken, DeliveryRecord, DeliveryStatus, DeliveryWindow,
 };
 use crate::events::{now_millis, Event};
 use crate::sqlite::Database;
@@ -97,10 +97,14 @@ impl DeliveryLog for SqliteDeliveryLog {
         let purge = self.purge_due(now);
         // Built here rather than in the transaction only because `event` is borrowed; it is
         // written only when the delivery is new.
+        let (event, digest) = logged_event(event)?;
         let fresh = DeliveryRecord {
             id: key.delivery_id,
             hook_id: key.hook_id,
-            event: event.clone(),
+            event,
+            event_truncated: digest.is_some(),
+            event_size: digest.as_ref().map(|d| d.size),
+            event_sha256: digest.map(|d| d.sha256),
             status,
             created_at: key.created_at,
             updated_at: now,

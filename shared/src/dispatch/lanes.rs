@@ -21,8 +21,12 @@
 //! An attempt that cannot enter is not waited for beyond [`LaneSettings::wait`], and only in a lane
 //! whose attempts are quick (a burst of events queues briefly for a fast hook's slots): otherwise
 //! [`Lanes::admit`] says when to try again, and the dispatcher hands the delivery to the deliveries
-//! queue (in the hook's fair-queue group) with that delay, not counted as an attempt. The lanes are per process: on AWS each dispatch
-//! instance has its own, and the fair deliveries queue serves quiet hooks first across them.
+//! queue (in the hook's fair-queue group) with that delay, not counted as an attempt. A delivery
+//! held again and again (a lane full under a backlog, a circuit that stays open) comes back less
+//! and less often: the dispatcher doubles the delay for each deferral or park in a row since its
+//! last attempt, up to 15 minutes (see "Bad weather" in [`super`]), so its loop guard's margin
+//! lasts hours. The lanes are per process: on AWS each dispatch instance has its own, and the fair
+//! deliveries queue serves quiet hooks first across them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

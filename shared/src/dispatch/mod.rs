@@ -24,6 +24,30 @@
 //! of an event received the k-th time are numbered k, and a delivery message's attempt goes up by
 //! its receive count minus one. The retry schedule follows the same numbers: a delivery never gets
 //! more attempts than the schedule allows, redeliveries included.
+//!
+//! **Hops** (spec §8): every time a delivery is put on the deliveries queue (a retry, each
+//! 15-minute leg of a longer delay, a deferral, a park) its message counts one more `hops`. On
+//! AWS each of these is one more invocation of the dispatch function by its own queue, a loop
+//! Lambda stops after 16 unless the function allows it (the template does, `RecursiveLoop`); the
+//! hop count is our own bound instead: a delivery queued more often than its retry schedule can
+//! need ([`RetrySchedule::max_requeues`]) is dead-lettered as a loop, so a bug cannot keep a
+//! delivery going round forever.
+//!
+//! **Bad weather** is not a loop. The re-queues that are no retry (a park, a deferral by the
+//! hook's lane) come fast: a park waits [`DispatchSettings::park_delay`], 5 s, so an outage of
+//! the window store or the deliveries queue would spend the margin the bound leaves them
+//! ([`retry::REQUEUES_PER_ATTEMPT`] per attempt) in minutes. So each message also carries
+//! `requeues_in_row`, the parks and deferrals since the delivery's last attempt ran (0 again once
+//! one runs, whatever its outcome), and the k-th in a row waits [`retry::requeue_delay`]: its own
+//! time doubled k times, up to [`DispatchSettings::max_delay`]. The first ones stay as quick as
+//! ever; 20 parks in a row span about 3 h 20 min, any 20 deferrals in a row at least 2 h 30 min,
+//! and an outage before a delivery's first attempt may use the whole margin of its schedule,
+//! about 43 h of parks for the default one. Two re-queues keep their own time: a chained leg
+//! (part of a wait already decided; it leaves the count as it is) and the wait for a reserved
+//! `max_rate` slot (booked: coming later would waste it; it counts in the row, and cannot follow
+//! itself, as a delivery that has its slot does not ask the limiter again). The resend of an
+//! attempt cut at the inline budget counts as following an attempt: the cut one did reach the
+//! target, and its resend is due when that one would have timed out, not sooner.
 
 pub mod batch;
 pub mod execute;
@@ -110,6 +134,10 @@ pub struct DispatchSettings {
     pub max_in_flight: usize,
     /// Each hook's lane: its slots, pace and circuit (see [`lanes`]).
     pub lanes: LaneSettings,
+    /// The longest one deliveries-queue message is held back; longer delays are chained in legs
+    /// of this. SQS's limit, [`MAX_DELAY`] (15 minutes), and never more; only tests lower it,
+    /// with the retry schedule scaled alike, to run a whole schedule's chain in seconds.
+    pub max_delay: Duration,
 }
 
 impl Default for DispatchSettings {
@@ -123,6 +151,7 @@ impl Default for DispatchSettings {
             rate_wait: Duration::from_millis(50),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             lanes: LaneSettings::default(),
+            max_delay: MAX_DELAY,
         }
     }
 }
@@ -193,6 +222,96 @@ impl Delivery {
     }
 }
 
+/// A deliveries-queue message as it is sent: the delivery, how many times it has been queued
+/// (see "Hops" above) and how many of those in a row were parks and deferrals (see "Bad
+/// weather"). Kept beside the [`Delivery`] rather than in it, as they describe the message rather
+/// than the delivery: a dead letter carries neither, so a redriven one starts a new chain.
+#[derive(Serialize)]
+struct Queuing<'a> {
+    #[serde(flatten)]
+    delivery: &'a Delivery,
+    hops: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    requeues_in_row: u32,
+}
+
+impl<'a> Queuing<'a> {
+    fn new(delivery: &'a Delivery, requeues: Requeues) -> Queuing<'a> {
+        Queuing {
+            delivery,
+            hops: requeues.hops,
+            requeues_in_row: requeues.in_row,
+        }
+    }
+}
+
+fn is_zero(count: &u32) -> bool {
+    *count == 0
+}
+
+/// A deliveries-queue message as it is received; `hops` and `requeues_in_row` are 0 in messages
+/// sent before they existed.
+#[derive(Deserialize)]
+struct Queued {
+    #[serde(flatten)]
+    delivery: Delivery,
+    #[serde(default)]
+    hops: u32,
+    #[serde(default)]
+    requeues_in_row: u32,
+}
+
+/// How many times a delivery has been put on the deliveries queue: 0 for one made from an event,
+/// its message's counts for one from the deliveries queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Requeues {
+    /// Every time, whatever for (see "Hops" above).
+    hops: u32,
+    /// The parks and deferrals since its last attempt ran (see "Bad weather" above).
+    in_row: u32,
+}
+
+impl Requeues {
+    /// The counts of the message that follows an attempt (a retry, the resend of a cut attempt):
+    /// one more hop, none in a row.
+    fn after_attempt(self) -> Requeues {
+        Requeues {
+            hops: self.hops.saturating_add(1),
+            in_row: 0,
+        }
+    }
+
+    /// The counts of the next leg of a chained delay: one more hop, the row as it was.
+    fn leg(self) -> Requeues {
+        Requeues {
+            hops: self.hops.saturating_add(1),
+            in_row: self.in_row,
+        }
+    }
+
+    /// The counts of a park or a deferral: one more hop, one more in a row.
+    fn held(self) -> Requeues {
+        Requeues {
+            hops: self.hops.saturating_add(1),
+            in_row: self.in_row.saturating_add(1),
+        }
+    }
+}
+
+/// Where a delivery being handled comes from, and how many times it has been queued so far.
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    origin: Origin,
+    requeues: Requeues,
+}
+
+impl Arrival {
+    const FROM_EVENT: Arrival = Arrival {
+        origin: Origin::Event,
+        requeues: Requeues { hops: 0, in_row: 0 },
+    };
+}
+
 /// Failures of the dispatcher's own infrastructure (not of a target): the message stays on its
 /// queue and comes back.
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +338,9 @@ pub enum DispatchError {
 struct Stuck {
     delivery: Delivery,
     error: DispatchError,
+    /// An attempt ran before it stopped (its retry or its dead letter could not be sent): its
+    /// park is the first in a row.
+    attempted: bool,
 }
 
 impl Stuck {
@@ -226,6 +348,15 @@ impl Stuck {
         Stuck {
             delivery,
             error: error.into(),
+            attempted: false,
+        }
+    }
+
+    /// The same, stopped after an attempt ran.
+    fn after_attempt(self) -> Stuck {
+        Stuck {
+            attempted: true,
+            ..self
         }
     }
 }
@@ -456,10 +587,10 @@ impl Dispatcher {
                         delivery,
                         key_fields,
                         context,
-                        Origin::Event,
+                        Arrival::FROM_EVENT,
                     )
                     .await;
-                self.settle(advanced).await
+                self.settle(advanced, Requeues::default()).await
             }));
         }
         // An Apigee webhook's deliveries are notifications made at dispatch, not the event.
@@ -594,9 +725,16 @@ impl Dispatcher {
                 deadline,
             };
             let advanced = self
-                .advance(hook, event_name, delivery, None, &context, Origin::Event)
+                .advance(
+                    hook,
+                    event_name,
+                    delivery,
+                    None,
+                    &context,
+                    Arrival::FROM_EVENT,
+                )
                 .await;
-            self.settle(advanced).await?;
+            self.settle(advanced, Requeues::default()).await?;
         }
         Ok(())
     }
@@ -628,25 +766,45 @@ impl Dispatcher {
         receive_count: u32,
         context: &RecordContext,
     ) -> Result<MessageOutcome, DispatchError> {
-        let mut delivery: Delivery = match serde_json::from_str(body) {
-            Ok(delivery) => delivery,
+        let Queued {
+            mut delivery,
+            hops,
+            requeues_in_row,
+        } = match serde_json::from_str(body) {
+            Ok(queued) => queued,
             Err(err) => {
                 return Ok(MessageOutcome::Reject(DeadLetterReason::Unparseable(
                     format!("not a delivery: {err}"),
                 )))
             }
         };
+        let requeues = Requeues {
+            hops,
+            in_row: requeues_in_row,
+        };
+        if let Some(limit) = self.requeue_limit(&delivery).await.filter(|l| hops > *l) {
+            tracing::error!(
+                hook_id = %delivery.hook_id, delivery_id = %delivery.id, attempt = delivery.attempt,
+                hops, requeues_in_row, limit, "delivery queued more often than its retry schedule \
+                can need; stopped as a loop"
+            );
+            let reason = DeadLetterReason::TooManyRequeues { hops, limit };
+            self.settle(self.give_up(delivery, reason).await, requeues)
+                .await?;
+            return Ok(MessageOutcome::Done);
+        }
         let remaining = delivery.not_before - now_millis();
         if remaining > 1000 {
             // Not due: a delay longer than the queue allows, chained. No attempt is made here,
             // so the attempt number stays.
-            self.enqueue(&delivery, Duration::from_millis(remaining as u64))
-                .await?;
+            let delay = Duration::from_millis(remaining as u64);
+            self.enqueue(&delivery, requeues.leg(), delay).await?;
             return Ok(MessageOutcome::Done);
         }
         if let Step::DeadLetter { reason } = &delivery.step {
             let reason = reason.clone();
-            self.settle(self.give_up(delivery, reason).await).await?;
+            self.settle(self.give_up(delivery, reason).await, requeues)
+                .await?;
             return Ok(MessageOutcome::Done);
         }
         // Each earlier receive of this message may have made this attempt already.
@@ -665,12 +823,12 @@ impl Dispatcher {
                     None => DeadLetterReason::HookDisabled,
                 };
                 let given_up = self.give_up(delivery, reason).await;
-                self.settle(given_up).await?;
+                self.settle(given_up, requeues).await?;
                 return Ok(MessageOutcome::Done);
             }
             None => {
                 let given_up = self.give_up(delivery, DeadLetterReason::HookDeleted).await;
-                self.settle(given_up).await?;
+                self.settle(given_up, requeues).await?;
                 return Ok(MessageOutcome::Done);
             }
         };
@@ -689,11 +847,34 @@ impl Dispatcher {
                 delivery,
                 key_fields.as_deref(),
                 context,
-                Origin::Queue,
+                Arrival {
+                    origin: Origin::Queue,
+                    requeues,
+                },
             )
             .await;
-        self.settle(advanced).await?;
+        self.settle(advanced, requeues).await?;
         Ok(MessageOutcome::Done)
+    }
+
+    /// The most times `delivery` may be queued: what its hook's retry schedule can need
+    /// ([`RetrySchedule::max_requeues`]), the deployment's schedule for a hook that is gone.
+    /// `None` when the hooks cannot be read now: the next receive checks again.
+    async fn requeue_limit(&self, delivery: &Delivery) -> Option<u32> {
+        let snapshot;
+        let hook = match &delivery.hook {
+            Some(hook) => Some(hook),
+            None => {
+                snapshot = self.snapshot.get().await.ok()?;
+                snapshot.hook(delivery.hook_id).map(|hook| hook.as_ref())
+            }
+        };
+        let defaults = &self.settings.retry;
+        let max_delay = self.settings.max_delay;
+        Some(match hook.and_then(|hook| hook.delivery.retry.as_ref()) {
+            Some(policy) => retry::hook_schedule(policy, defaults).max_requeues(max_delay),
+            None => defaults.max_requeues(max_delay),
+        })
     }
 
     /// Takes a delivery through its remaining steps: the snooze/on_change decision when still to
@@ -706,12 +887,12 @@ impl Dispatcher {
         mut delivery: Delivery,
         key_fields: Option<&[String]>,
         context: &RecordContext,
-        origin: Origin,
+        arrival: Arrival,
     ) -> Result<(), Stuck> {
         let deadline = context.deadline;
         match std::mem::take(&mut delivery.step) {
             Step::Attempt => {
-                self.attempt(hook, event_name, delivery, deadline, origin)
+                self.attempt(hook, event_name, delivery, deadline, arrival)
                     .await
             }
             Step::DeadLetter { reason } => self.give_up(delivery, reason).await,
@@ -736,7 +917,7 @@ impl Dispatcher {
                 }
                 match decided {
                     Ok(Decision::Deliver) => {
-                        self.attempt(hook, event_name, delivery, deadline, origin)
+                        self.attempt(hook, event_name, delivery, deadline, arrival)
                             .await
                     }
                     Ok(Decision::Drop(why)) => {
@@ -757,23 +938,46 @@ impl Dispatcher {
     }
 
     /// What a stopped delivery comes to: parked on the deliveries queue, or, when that fails too,
-    /// an error that keeps the message it came from on its queue.
-    async fn settle(&self, advanced: Result<(), Stuck>) -> Result<(), DispatchError> {
-        let Err(Stuck { delivery, error }) = advanced else {
+    /// an error that keeps the message it came from on its queue. `requeues`: its counts as it
+    /// arrived (see [`Arrival`]).
+    ///
+    /// A park waits [`DispatchSettings::park_delay`], doubled for each park or deferral in a row
+    /// before it ([`retry::requeue_delay`]): an outage does not pass faster by being asked every
+    /// 5 s, and the loop guard's margin then lasts hours. Never before a retry's own time.
+    async fn settle(
+        &self,
+        advanced: Result<(), Stuck>,
+        requeues: Requeues,
+    ) -> Result<(), DispatchError> {
+        let Err(Stuck {
+            delivery,
+            error,
+            attempted,
+        }) = advanced
+        else {
             return Ok(());
         };
         let (hook_id, delivery_id) = (delivery.hook_id, delivery.id);
-        // Soon, but not before a retry's own time.
+        let before = match attempted {
+            true => Requeues {
+                in_row: 0,
+                ..requeues
+            },
+            false => requeues,
+        };
+        let park = retry::requeue_delay(
+            self.settings.park_delay,
+            before.in_row,
+            self.longest_delay(),
+        );
         let until_due = u64::try_from(delivery.not_before - now_millis()).unwrap_or(0);
-        let delay = self
-            .settings
-            .park_delay
-            .max(Duration::from_millis(until_due));
-        match self.enqueue(&delivery, delay).await {
+        let delay = park.max(Duration::from_millis(until_due));
+        match self.enqueue(&delivery, before.held(), delay).await {
             Ok(()) => {
                 tracing::warn!(
                     %hook_id, %delivery_id, attempt = delivery.attempt, step = ?delivery.step,
-                    error = %error, "delivery stopped by an infrastructure failure; parked"
+                    error = %error, park_s = delay.as_secs(), parks_in_row = before.held().in_row,
+                    "delivery stopped by an infrastructure failure; parked"
                 );
                 Ok(())
             }
@@ -802,8 +1006,9 @@ impl Dispatcher {
         event_name: &str,
         mut delivery: Delivery,
         deadline: Option<Deadline>,
-        origin: Origin,
+        arrival: Arrival,
     ) -> Result<(), Stuck> {
+        let Arrival { origin, requeues } = arrival;
         // The longest this attempt may take; an attempt that may not finish before the
         // invocation ends is parked instead of cut off.
         let bound = self.executor.time_bound(hook) + ATTEMPT_SLACK;
@@ -824,7 +1029,7 @@ impl Dispatcher {
                 // holding nothing here.
                 Stats::bump(&self.stats.rate_limited);
                 delivery.rate_slot = true;
-                return self.defer(delivery, wait, None).await;
+                return self.defer(delivery, requeues, wait, None).await;
             }
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
@@ -835,7 +1040,7 @@ impl Dispatcher {
             Admission::Later { after, held } => {
                 // A slot reserved for it is lost; it asks the limiter again when it comes back.
                 delivery.rate_slot = false;
-                return self.defer(delivery, after, Some(held)).await;
+                return self.defer(delivery, requeues, after, Some(held)).await;
             }
             Admission::InFlight => {
                 // The copy in flight records the attempt and schedules what follows.
@@ -856,7 +1061,7 @@ impl Dispatcher {
             drop(pass);
             delivery.rate_slot = false;
             return self
-                .defer(delivery, PROCESS_SLOT_WAIT, Some(Held::Busy))
+                .defer(delivery, requeues, PROCESS_SLOT_WAIT, Some(Held::Busy))
                 .await;
         };
         delivery.rate_slot = false;
@@ -882,8 +1087,9 @@ impl Dispatcher {
             Ok(executed) => executed,
             Err(_) if inline => {
                 return self
-                    .cut(hook.id, delivery, pass, (at, started), bound)
+                    .cut(hook.id, (delivery, requeues), pass, (at, started), bound)
                     .await
+                    .map_err(Stuck::after_attempt)
             }
             Err(_) => Executed::Http(Err(SendError::Timeout)),
         };
@@ -937,24 +1143,30 @@ impl Dispatcher {
             response_body: body,
         };
         self.record(hook.id, &delivery, attempt, status).await;
-        if let Some(reason) = disabled {
-            return self
-                .give_up(after(delivery), DeadLetterReason::Disabled(reason))
-                .await;
-        }
-        self.follow_up(hook.id, delivery, verdict, next_delay, error)
-            .await
+        let followed = match disabled {
+            Some(reason) => {
+                self.give_up(after(delivery), DeadLetterReason::Disabled(reason))
+                    .await
+            }
+            None => {
+                self.follow_up(hook.id, (delivery, requeues), verdict, next_delay, error)
+                    .await
+            }
+        };
+        followed.map_err(Stuck::after_attempt)
     }
 
     /// An attempt cut at the inline budget: logged as such, and sent again from the deliveries
     /// queue as the next attempt, due when the cut one would have timed out (`bound` after it
     /// started: the target may still be working on it until then, and a delivery id is never in
     /// flight twice). It says the hook is slow, not that it fails: neither its circuit nor its
-    /// `failing_since` hears of it.
+    /// `failing_since` hears of it. The resend follows an attempt, as a retry does: the target
+    /// did get the cut one, and its due time is that attempt's bound, not bad weather to back off
+    /// from (a cut happens only inside an event's processing, so never twice in a row).
     async fn cut(
         &self,
         hook_id: Uuid,
-        delivery: Delivery,
+        (delivery, requeues): (Delivery, Requeues),
         pass: lanes::Pass,
         (at, started): (i64, Instant),
         bound: Duration,
@@ -979,7 +1191,7 @@ impl Dispatcher {
         let mut next = after(delivery);
         let due = bound.saturating_sub(started.elapsed());
         next.not_before = now_millis() + due.as_millis() as i64;
-        match self.enqueue(&next, due).await {
+        match self.enqueue(&next, requeues.after_attempt(), due).await {
             Ok(()) => Ok(()),
             Err(err) => Err(Stuck::new(next, err)),
         }
@@ -1082,11 +1294,12 @@ impl Dispatcher {
     }
 
     /// What follows an attempt with this verdict: done, a retry after `next_delay` (`None` when
-    /// the schedule is over), or a dead letter. `error` is the attempt's, for the dead letter.
+    /// the schedule is over), or a dead letter. `error` is the attempt's, for the dead letter;
+    /// `requeues`, its counts as it arrived.
     async fn follow_up(
         &self,
         hook_id: Uuid,
-        delivery: Delivery,
+        (delivery, requeues): (Delivery, Requeues),
         verdict: Verdict,
         next_delay: Option<Duration>,
         error: Option<String>,
@@ -1107,7 +1320,7 @@ impl Dispatcher {
                 let mut next = delivery;
                 next.attempt += 1;
                 next.not_before = now_millis() + delay.as_millis() as i64;
-                match self.enqueue(&next, delay).await {
+                match self.enqueue(&next, requeues.after_attempt(), delay).await {
                     Ok(()) => Ok(()),
                     Err(err) => Err(Stuck::new(next, err)),
                 }
@@ -1149,38 +1362,61 @@ impl Dispatcher {
         }
     }
 
-    /// Hands a delivery whose attempt cannot run now back to the deliveries queue, due after
-    /// `after`: no attempt was made, so its number stays. `held` says why when its lane held it
-    /// (`None`: waiting for its `max_rate` slot).
+    /// Hands a delivery whose attempt cannot run now back to the deliveries queue: no attempt was
+    /// made, so its number stays. `held` says why when its lane held it: it is due after `after`,
+    /// doubled for each park or deferral in a row before it ([`retry::requeue_delay`]), as a lane
+    /// that stays full or a circuit that stays open is bad weather too. `None`: waiting for the
+    /// `max_rate` slot reserved for it, due exactly then, as the slot is booked (the limiter has
+    /// moved past it) and its time is no guess; it still counts in the row, and the lane
+    /// deferrals it can alternate with grow the faster for it.
     async fn defer(
         &self,
         mut delivery: Delivery,
+        requeues: Requeues,
         after: Duration,
         held: Option<Held>,
     ) -> Result<(), Stuck> {
+        let delay = match held {
+            Some(_) => retry::requeue_delay(after, requeues.in_row, self.longest_delay()),
+            None => after,
+        };
         if held.is_some() {
             Stats::bump(&self.stats.deferred);
         }
         tracing::debug!(
             hook_id = %delivery.hook_id, delivery_id = %delivery.id, attempt = delivery.attempt,
-            after_ms = after.as_millis() as u64, held = held.map(|h| h.to_string()).unwrap_or_else(|| "max_rate".into()),
+            after_ms = delay.as_millis() as u64, in_row = requeues.held().in_row,
+            held = held.map(|h| h.to_string()).unwrap_or_else(|| "max_rate".into()),
             "attempt deferred to the deliveries queue"
         );
         delivery.step = Step::Attempt;
-        delivery.not_before = now_millis() + after.as_millis() as i64;
-        match self.enqueue(&delivery, after).await {
+        delivery.not_before = now_millis() + delay.as_millis() as i64;
+        match self.enqueue(&delivery, requeues.held(), delay).await {
             Ok(()) => Ok(()),
             Err(err) => Err(Stuck::new(delivery, err)),
         }
     }
 
-    /// Puts a delivery on the deliveries queue, due after `delay` (chained past 15 minutes), in
-    /// its hook's group of the fair queue.
-    async fn enqueue(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
-        let body = serde_json::to_string(delivery).map_err(QueueError::backend)?;
+    /// The longest one deliveries-queue message is held back: the cap of the backoff of parks and
+    /// deferrals, and the length of a chained leg.
+    fn longest_delay(&self) -> Duration {
+        self.settings.max_delay.min(MAX_DELAY)
+    }
+
+    /// Puts a delivery on the deliveries queue once more, in a message counting `requeues` (its
+    /// counts one more time: see [`Requeues`]), due after `delay` (chained past
+    /// [`DispatchSettings::max_delay`]), in its hook's group of the fair queue.
+    async fn enqueue(
+        &self,
+        delivery: &Delivery,
+        requeues: Requeues,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        let body = serde_json::to_string(&Queuing::new(delivery, requeues))
+            .map_err(QueueError::backend)?;
         self.deliveries
             .send(
-                Outgoing::delayed(body, delay.min(MAX_DELAY))
+                Outgoing::delayed(body, delay.min(self.longest_delay()))
                     .in_group(delivery.hook_id.to_string()),
             )
             .await?;
@@ -1195,7 +1431,8 @@ impl Dispatcher {
 
     /// Sends a delivery to the dead-letter queue with its reason, in the one dead-letter format:
     /// the body is the delivery as the deliveries queue carries it (so it can be redriven there),
-    /// the reason is the message's `reason` attribute.
+    /// the reason is the message's `reason` attribute. Without a hop count: a redriven dead letter
+    /// starts a new chain.
     async fn give_up(&self, mut delivery: Delivery, reason: DeadLetterReason) -> Result<(), Stuck> {
         delivery.step = Step::Attempt;
         let sent = match serde_json::to_string(&delivery) {
@@ -1258,6 +1495,51 @@ mod tests {
             let text = serde_json::to_string(&delivery).unwrap();
             assert_eq!(serde_json::from_str::<Delivery>(&text).unwrap(), delivery);
         }
+    }
+
+    #[test]
+    fn a_queued_delivery_carries_its_counts_and_older_messages_have_none() {
+        let event = parse_event(r#"{"source":"crud","event":"consumers"}"#).unwrap();
+        let delivery = Delivery::new(&event, Uuid::new_v4());
+        let counts = Requeues { hops: 7, in_row: 3 };
+        let text = serde_json::to_string(&Queuing::new(&delivery, counts)).unwrap();
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["hops"], 7, "{value}");
+        assert_eq!(value["requeues_in_row"], 3, "{value}");
+        assert_eq!(value["id"], delivery.id.to_string(), "{value}");
+        let queued: Queued = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (queued.delivery, queued.hops, queued.requeues_in_row),
+            (delivery.clone(), 7, 3)
+        );
+        // None in a row (a retry's message): only the hops.
+        let retry =
+            serde_json::to_string(&Queuing::new(&delivery, counts.after_attempt())).unwrap();
+        assert!(!retry.contains("requeues_in_row"), "{retry}");
+        let queued: Queued = serde_json::from_str(&retry).unwrap();
+        assert_eq!((queued.hops, queued.requeues_in_row), (8, 0));
+        // A message queued before they were counted, or a redriven dead letter (the delivery
+        // alone): a new chain.
+        let plain = serde_json::to_string(&delivery).unwrap();
+        assert!(!plain.contains("hops"), "{plain}");
+        let queued: Queued = serde_json::from_str(&plain).unwrap();
+        assert_eq!(
+            (queued.delivery, queued.hops, queued.requeues_in_row),
+            (delivery, 0, 0)
+        );
+    }
+
+    #[test]
+    fn a_park_or_deferral_adds_to_the_row_a_leg_keeps_it_and_an_attempt_ends_it() {
+        let arrived = Requeues { hops: 4, in_row: 2 };
+        assert_eq!(arrived.held(), Requeues { hops: 5, in_row: 3 });
+        assert_eq!(arrived.leg(), Requeues { hops: 5, in_row: 2 });
+        assert_eq!(arrived.after_attempt(), Requeues { hops: 5, in_row: 0 });
+        let full = Requeues {
+            hops: u32::MAX,
+            in_row: u32::MAX,
+        };
+        assert_eq!(full.held(), full);
     }
 
     #[test]

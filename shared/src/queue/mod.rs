@@ -26,7 +26,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-/// The longest delay SQS accepts; longer waits are chained by the caller.
+/// The longest delay SQS accepts; longer waits are chained by the caller (the dispatcher's
+/// `DispatchSettings::max_delay`, this unless a test scales time down).
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
 
 /// The message attribute that says why a message was dead-lettered.
@@ -61,6 +62,14 @@ pub enum DeadLetterReason {
         /// The queue's limit, exceeded.
         limit: u32,
     },
+    /// The delivery was put back on its queue more often than its retry schedule can need, so
+    /// something keeps re-queueing it: stopped as a loop (spec §8).
+    TooManyRequeues {
+        /// Times it was queued.
+        hops: u32,
+        /// The most its retry schedule allows (`RetrySchedule::max_requeues`), exceeded.
+        limit: u32,
+    },
 }
 
 impl std::fmt::Display for DeadLetterReason {
@@ -84,6 +93,11 @@ impl std::fmt::Display for DeadLetterReason {
             DeadLetterReason::TooManyReceives { limit } => write!(
                 f,
                 "received more than {limit} times without being handled (the queue's limit)"
+            ),
+            DeadLetterReason::TooManyRequeues { hops, limit } => write!(
+                f,
+                "queued {hops} times, more than the {limit} its retry schedule can need: \
+                 stopped as a loop"
             ),
         }
     }
