@@ -24,7 +24,7 @@ console-test: venv ## The web console in headless Chromium (Playwright): the loc
 	.venv/bin/python scripts/console_test.py --mode local
 	scripts/with-moto.sh $(CARGO) test -p event-hooks-tests console_lambda -- --ignored
 
-conformance: venv ## schemathesis (all checks, stateful links) against the local server and /openapi.json
+conformance: venv ## schemathesis (default checks, 3 fixed seeds, stateful links) against the local server and /openapi.json
 	scripts/schemathesis.sh
 
 lint: ## Formatting and clippy, warnings as errors

@@ -231,6 +231,16 @@ class Flow:
         self.step("field error for a bad URL, at the URL field")
 
         page.get_by_label("URL").fill(self.receiver.url + "/hook")
+        # The secret is masked until revealed, and masked again on a second press.
+        secret = page.get_by_label("Secret", exact=True)
+        secret.fill("console-secret")
+        expect(secret).to_have_attribute("type", "password")
+        reveal = page.get_by_role("button", name="Reveal")
+        reveal.click()
+        expect(secret).to_have_attribute("type", "text")
+        expect(page.get_by_role("button", name="Hide")).to_have_attribute("aria-pressed", "true")
+        page.get_by_role("button", name="Hide").click()
+        expect(secret).to_have_attribute("type", "password")
         page.get_by_role("button", name="Preview now").click()
         expect(page.get_by_label("Preview result")).to_contain_text(self.receiver.url + "/hook", timeout=WAIT_MS)
         page.get_by_role("button", name="Create hook").click()

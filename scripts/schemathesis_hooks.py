@@ -117,20 +117,3 @@ def replay_windows_in_order(context, body):
     if since is None:
         return True
     return since <= (until if until is not None else int(time.time()))
-
-
-@schemathesis.hook("filter_body")
-def standard_signatures_with_their_own_secret(context, body):
-    """Drops hooks with `signature: standard` and a given secret.
-
-    The server takes only valid `whsec_` secrets there (400 otherwise, documented): the schema
-    cannot tie `secret` to `signature`, and generated text is almost never a valid one.
-    """
-    if not isinstance(body, dict):
-        return True
-    config = body.get("config") if isinstance(body.get("config"), dict) else None
-    if config is not None:
-        # JSON: only null or absent means "generate one".
-        return config.get("signature") != "standard" or config.get("secret") is None
-    # Forms: `""` is null.
-    return body.get("config.signature") != "standard" or body.get("config.secret") in (None, "")

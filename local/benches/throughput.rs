@@ -174,6 +174,10 @@ async fn run(total: usize) {
             .unwrap_or(16),
         pause_after: 86400.0,
         hook_max_in_flight: event_hooks::dispatch::lanes::DEFAULT_HOOK_MAX_IN_FLIGHT,
+        header_read_timeout: 10.0,
+        body_read_timeout: 30.0,
+        idle_timeout: 60.0,
+        max_connections: 512,
         log_format: LogFormat::Text,
     };
     let service = Service::open(&settings).await.unwrap();

@@ -3,8 +3,10 @@
 //! from. Local only: in the deployed stack dead letters are in SQS, redriven with SQS's own
 //! redrive. The routes sit behind the same admin token as the admin API.
 //!
-//! `GET /dead-letters?size=` → `{"data":[…],"total":n}`; `POST /dead-letters/{id}/redrive` and
-//! `POST /dead-letters/redrive` → `{"redriven":n}`.
+//! `GET /dead-letters?size=&offset=` → `{"data":[…],"total":n,"next":…,"offset":…}`, newest
+//! first, paged as the admin API's lists; `POST /dead-letters/{id}/redrive` and
+//! `POST /dead-letters/redrive` → `{"redriven":n}`. Bodies are shown with a hook's secrets
+//! redacted, answers are `Cache-Control: no-store`, as the admin API's.
 
 use std::sync::Arc;
 
@@ -13,11 +15,12 @@ use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use event_hooks::admin::{ApiError, DeadLetterCount};
-use event_hooks::queue::sqlite::SqliteQueue;
+use event_hooks::model::redact_hook_value;
+use event_hooks::queue::sqlite::{PeekPosition, SqliteQueue};
 use event_hooks::queue::{QueueError, REASON_ATTRIBUTE};
 use serde_json::{json, Value};
 
-/// Default and largest `size` of the listing.
+/// Default and largest `size` of the listing (a page of both queues, merged newest first).
 const DEFAULT_SIZE: usize = 100;
 const MAX_SIZE: usize = 1000;
 
@@ -41,6 +44,7 @@ impl DeadLetters {
             .route("/dead-letters/redrive", post(redrive_all))
             .route("/dead-letters/{id}/redrive", post(redrive_one))
             .with_state(self.clone())
+            .layer(axum::middleware::map_response(event_hooks::admin::no_store))
     }
 }
 
@@ -58,6 +62,8 @@ impl DeadLetterCount for DeadLetters {
 #[derive(serde::Deserialize)]
 struct ListQuery {
     size: Option<String>,
+    /// The cursor of the page to show: the `offset` of the page before.
+    offset: Option<String>,
 }
 
 async fn list(
@@ -76,29 +82,60 @@ async fn list(
             Err(_) => return Err(ApiError::InvalidSize("size must be a number")),
         },
     };
-    let mut data = Vec::new();
+    let before = match query.offset.as_deref() {
+        None | Some("") => None,
+        Some(offset) => {
+            Some(
+                PeekPosition::decode(offset).map_err(|reason| ApiError::InvalidOffset {
+                    offset: offset.to_owned(),
+                    reason,
+                })?,
+            )
+        }
+    };
+    // The newest `size + 1` of each queue, merged: the page, and whether another follows.
+    let mut newest = Vec::new();
     let mut total = 0;
     for (queue, source) in dead.queues.iter() {
         let (messages, count) = queue
-            .peek(size - data.len().min(size))
+            .peek_newest(before, size + 1)
             .await
             .map_err(ApiError::internal)?;
         total += count;
-        for message in messages {
-            let body = serde_json::from_str::<Value>(&message.body)
-                .unwrap_or(Value::String(message.body.clone()));
-            data.push(json!({
-                "id": message.id,
-                "queue": source,
-                "reason": message.attributes.get(REASON_ATTRIBUTE),
-                "sent_at": message.sent_at,
-                "dead_lettered_at": message.moved_at,
-                "receive_count": message.receive_count,
-                "body": body,
-            }));
-        }
+        newest.extend(messages.into_iter().map(|message| (message, source)));
     }
-    Ok(Json(json!({ "data": data, "total": total })))
+    newest.sort_by_key(|(message, _)| std::cmp::Reverse(message.position()));
+    let more = newest.len() > size;
+    newest.truncate(size);
+    let offset = newest
+        .last()
+        .filter(|_| more)
+        .map(|(message, _)| message.position().encode());
+    let mut data = Vec::new();
+    for (message, source) in newest {
+        let mut body = serde_json::from_str::<Value>(&message.body)
+            .unwrap_or(Value::String(message.body.clone()));
+        // A change ping carries its whole hook, secrets included, to sign with; the queued
+        // message keeps them for a redrive, the listing shows them redacted.
+        if let Some(hook) = body.get_mut("hook") {
+            redact_hook_value(hook);
+        }
+        data.push(json!({
+            "id": message.id,
+            "queue": source,
+            "reason": message.attributes.get(REASON_ATTRIBUTE),
+            "sent_at": message.sent_at,
+            "dead_lettered_at": message.moved_at,
+            "receive_count": message.receive_count,
+            "body": body,
+        }));
+    }
+    let mut page = json!({ "data": data, "total": total, "next": Value::Null });
+    if let Some(offset) = offset {
+        page["next"] = Value::String(format!("/dead-letters?offset={offset}&size={size}"));
+        page["offset"] = Value::String(offset);
+    }
+    Ok(Json(page))
 }
 
 async fn redrive(dead: &DeadLetters, id: Option<String>) -> Result<u64, ApiError> {

@@ -2,8 +2,10 @@
 //! and an embedded durable queue, no AWS needed. `make run` starts it.
 //!
 //! It answers only requests for its own host names and refuses cross-site changes ([`guard`]),
-//! and it will not listen on an address other machines can reach without an admin token.
+//! and it will not listen on an address other machines can reach without an admin token. Slow,
+//! silent and idle clients lose their connections ([`connections`]).
 
+pub mod connections;
 pub mod dead_letters;
 pub mod guard;
 
@@ -112,6 +114,24 @@ pub struct Settings {
     /// `disabled_reason`); default one day.
     #[arg(long, env = "EVENT_HOOKS_PAUSE_AFTER", default_value_t = 86400.0)]
     pub pause_after: f64,
+
+    /// Seconds a client has to send a whole request head once it has begun; then the connection
+    /// closes.
+    #[arg(long, env = "EVENT_HOOKS_HEADER_READ_TIMEOUT", default_value_t = 10.0)]
+    pub header_read_timeout: f64,
+
+    /// Seconds a client has to send a whole request body after its head; then 408 and the
+    /// connection closes.
+    #[arg(long, env = "EVENT_HOOKS_BODY_READ_TIMEOUT", default_value_t = 30.0)]
+    pub body_read_timeout: f64,
+
+    /// Seconds a keep-alive connection may stay open with no request in hand and no traffic.
+    #[arg(long, env = "EVENT_HOOKS_IDLE_TIMEOUT", default_value_t = 60.0)]
+    pub idle_timeout: f64,
+
+    /// Connections served at once; more wait in the listen backlog until one closes.
+    #[arg(long, env = "EVENT_HOOKS_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 
     /// Log format: `text` for people, `json` for machines.
     #[arg(long, env = "EVENT_HOOKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -344,6 +364,16 @@ fn router(
         .route("/status", status)
 }
 
+/// The connection timeouts and cap of the settings, each checked.
+fn connection_limits(settings: &Settings) -> anyhow::Result<connections::ConnectionLimits> {
+    Ok(connections::ConnectionLimits {
+        header_read: seconds(settings.header_read_timeout, "--header-read-timeout")?,
+        body_read: seconds(settings.body_read_timeout, "--body-read-timeout")?,
+        idle: seconds(settings.idle_timeout, "--idle-timeout")?,
+        max_connections: settings.max_connections as usize,
+    })
+}
+
 fn hook_max_in_flight(value: &str) -> Result<u32, String> {
     event_hooks::env::hook_max_in_flight(value)
 }
@@ -373,6 +403,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     guard::check_bind(settings.listen, settings.admin_token.as_deref())?;
+    let limits = connection_limits(settings)?;
     let service = Service::open(settings).await?;
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -394,17 +425,14 @@ pub async fn serve(
     );
     let (stop_workers, workers_stopped) = watch::channel(false);
     let workers = service.start_workers(&workers_stopped);
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server failed");
+    connections::serve(listener, router, limits, shutdown).await;
     // Let the consumers finish the messages in hand; anything unfinished comes back on restart.
     let _ = stop_workers.send(true);
     for handle in workers {
         let _ = handle.await;
     }
     tracing::info!("stopped");
-    served
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -29,6 +29,22 @@ function mapOf(text, sep, path, problems) {
   return map;
 }
 
+// The secret field: masked until the reveal button is pressed, masked again on a second press
+// or when the form is left, so a secret is not on screen by default (shoulder surfing, screen
+// sharing).
+function secretField(input, hint) {
+  const wrap = field('Secret', input, hint);
+  const reveal = h('button', { type: 'button', class: 'secondary reveal', 'aria-pressed': 'false', 'aria-controls': input.id }, 'Reveal');
+  reveal.addEventListener('click', () => {
+    const shown = input.type === 'password';
+    input.type = shown ? 'text' : 'password';
+    reveal.textContent = shown ? 'Hide' : 'Reveal';
+    reveal.setAttribute('aria-pressed', String(shown));
+  });
+  input.after(reveal);
+  return wrap;
+}
+
 function checkbox(path, checked) {
   return control('input', path, { type: 'checkbox', checked: Boolean(checked) });
 }
@@ -39,7 +55,7 @@ function configFields(handler, config) {
   if (handler === 'webhook' || handler === 'webhook-custom') {
     const url = control('input', 'config.url', { type: 'url', value: c.url || '', required: true, autocomplete: 'off' });
     const headers = control('textarea', 'config.headers', { value: linesOf(c.headers, ': '), rows: 3 });
-    const secret = control('input', 'config.secret', { value: c.secret || '', autocomplete: 'off' });
+    const secret = control('input', 'config.secret', { type: 'password', value: c.secret || '', autocomplete: 'off', spellcheck: 'false' });
     const sslVerify = checkbox('config.ssl_verify', c.ssl_verify);
     const signature = control('select', 'config.signature', {},
       ['kong', 'standard'].map((v) => h('option', { value: v, selected: (c.signature || 'kong') === v }, v)));
@@ -52,7 +68,7 @@ function configFields(handler, config) {
       return out;
     };
     if (handler === 'webhook') {
-      parts.push(field('Secret', secret, 'Signs each request; blank for none (standard signatures generate one).'),
+      parts.push(secretField(secret, 'Signs each request; blank for none (standard signatures generate one).'),
         field('Signature', signature), field('Verify TLS certificates', sslVerify));
       return [parts, read];
     }
@@ -68,7 +84,7 @@ function configFields(handler, config) {
       field('Payload values are templates', payloadFormat),
       field('Body template', bodyText, 'lua-resty-template, e.g. {"op": "{{ operation }}"}'),
       field('Body is a template', bodyFormat),
-      field('Secret', secret), field('Verify TLS certificates', sslVerify));
+      secretField(secret), field('Verify TLS certificates', sslVerify));
     return [parts, (problems) => {
       const out = read(problems);
       delete out.signature;

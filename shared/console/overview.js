@@ -1,6 +1,6 @@
 // The overview (charts of the last hour from GET /event-hooks/stats, drawn as inline SVG) and
 // the dead letters of the local server.
-import { ApiError, get, post } from './api.js';
+import { ApiError, get, post, query } from './api.js';
 import { h, s, page, say, time, json, confirmDialog } from './ui.js';
 
 const W = 600;
@@ -91,10 +91,12 @@ export async function overviewPage() {
       bars(b, 'retries', 'wait', 'Retries'), latency(b)));
 }
 
+// Dead letters, newest first, a page at a time: "Older dead letters" follows the listing's
+// `offset` cursor and appends the next page.
 export async function deadLettersPage() {
   let list;
   try {
-    list = await get('/dead-letters?size=100');
+    list = await get(`/dead-letters${query({ size: 100 })}`);
   } catch (err) {
     if (err instanceof ApiError && err.status === 404) {
       page('Dead letters', h('p', {}, 'This server keeps no dead letters it can show: in the deployed stack they are in the SQS dead-letter queues (see the alarms and the README).'));
@@ -109,14 +111,27 @@ export async function deadLettersPage() {
       await deadLettersPage();
     } catch (err) { say(`Could not redrive: ${err.message}`, true); }
   };
-  const rows = list.data.map((m) => {
+  const row = (m) => {
     const again = h('button', { type: 'button', class: 'secondary', 'aria-label': `Redrive ${m.id}` }, 'Redrive');
     again.addEventListener('click', () => redrive(`/dead-letters/${m.id}/redrive`, 'Redriven'));
     return h('tr', {},
-      h('td', {}, h('code', {}, m.id.slice(0, 8))), h('td', {}, m.queue), h('td', {}, time(m.sent_at)),
+      h('td', {}, h('code', {}, m.id.slice(0, 8))), h('td', {}, m.queue), h('td', {}, time(m.dead_lettered_at)),
       h('td', {}, m.reason || '—'),
       h('td', {}, h('details', {}, h('summary', {}, 'Inspect'), h('pre', { tabindex: '0' }, json(m.body)))),
       h('td', {}, again));
+  };
+  const rows = h('tbody', {}, list.data.map(row));
+  let offset = list.offset || null;
+  const older = h('button', { type: 'button', class: 'secondary', hidden: !offset }, 'Older dead letters');
+  older.addEventListener('click', async () => {
+    older.disabled = true;
+    try {
+      const next = await get(`/dead-letters${query({ size: 100, offset })}`);
+      rows.append(...next.data.map(row));
+      offset = next.offset || null;
+      older.hidden = !offset;
+    } catch (err) { say(`Could not load older dead letters: ${err.message}`, true); }
+    older.disabled = false;
   });
   const all = h('button', { type: 'button', disabled: !list.data.length }, 'Redrive all');
   all.addEventListener('click', async () => {
@@ -127,5 +142,6 @@ export async function deadLettersPage() {
     h('div', { class: 'actions' }, all),
     list.data.length ? h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Dead letters' },
       h('thead', {}, h('tr', {}, ['Message', 'Queue', 'Dead-lettered', 'Reason', 'Body', 'Action'].map((c) => h('th', { scope: 'col' }, c)))),
-      h('tbody', {}, rows))) : h('p', {}, 'None.'));
+      rows)) : h('p', {}, 'None.'),
+    h('div', { class: 'actions' }, older));
 }

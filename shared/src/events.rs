@@ -65,12 +65,14 @@ impl Operation {
 pub const HOOK_ENTITY: &str = "event_hooks";
 
 /// The two events Kong emits for a change to an event hook: `crud`/`event_hooks` and
-/// `dao:crud`/`<operation>`, both carrying operation, entity, old_entity and schema.
+/// `dao:crud`/`<operation>`, both carrying operation, entity, old_entity and schema. Unlike
+/// Kong's, the entities carry their secrets redacted ([`Hook::redacted`]): these events reach
+/// any handler, not only the admin.
 pub fn hook_change_events(operation: Operation, entity: &Hook, old: Option<&Hook>) -> [Event; 2] {
     let data = json!({
         "operation": operation.as_str(),
-        "entity": entity.shown(),
-        "old_entity": old.map(Hook::shown),
+        "entity": entity.redacted(),
+        "old_entity": old.map(Hook::redacted),
         "schema": HOOK_ENTITY,
     });
     let timestamp = now_millis();
@@ -209,6 +211,46 @@ mod tests {
         );
         let event = parse_event(r#"{"source":"crud","event":"consumers:create"}"#).unwrap();
         assert!(check_registered(&catalogue, &event).is_ok());
+    }
+
+    #[test]
+    fn hook_change_events_carry_the_hook_redacted_before_and_after() {
+        use crate::model::{Handler, PreviousSecret, SignatureScheme, WebhookConfig, REDACTED};
+        let hook = |secret: &str, previous: Option<&str>| Hook {
+            id: Uuid::nil(),
+            created_at: 1,
+            updated_at: 2,
+            source: "crud".into(),
+            event: None,
+            handler: Handler::Webhook(WebhookConfig {
+                url: "https://example.com/h".into(),
+                headers: Default::default(),
+                secret: Some(secret.into()),
+                ssl_verify: false,
+                signature: SignatureScheme::Standard,
+                previous_secret: previous.map(|p| PreviousSecret {
+                    secret: p.into(),
+                    expires_at: i64::MAX,
+                }),
+            }),
+            snooze: None,
+            on_change: None,
+            enabled: true,
+            name: None,
+            tags: vec![],
+            delivery: Default::default(),
+            disabled_reason: None,
+            failing_since: None,
+            max_rate: None,
+        };
+        let old = hook("whsec_old", None);
+        let rotated = hook("whsec_new", Some("whsec_old"));
+        for event in hook_change_events(Operation::Update, &rotated, Some(&old)) {
+            let text = event.data.to_string();
+            assert!(!text.contains("whsec_"), "{text}");
+            assert_eq!(event.data["entity"]["config"]["secret"], REDACTED);
+            assert_eq!(event.data["old_entity"]["config"]["secret"], REDACTED);
+        }
     }
 
     #[test]

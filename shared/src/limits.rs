@@ -61,6 +61,12 @@ pub const MAX_LOGGED_EVENT_BYTES: usize = 128 * 1024;
 /// a JSON string, so escaping may grow it up to six times: still far under the item limit.
 pub const LOGGED_EVENT_PREFIX_BYTES: usize = 32 * 1024;
 
+/// Most bytes of records' JSON in one page of `GET /event-hooks/{id}/deliveries`: a page of 1,000
+/// records near [`MAX_LOGGED_EVENT_BYTES`] would otherwise be read, held and answered whole
+/// (~230 MB). A page that reaches it ends early with `next` and `"truncated_by_size": true`; a
+/// single record larger than this still comes, alone.
+pub const MAX_DELIVERY_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Most delays in a hook's own `retry.delays`.
 pub const MAX_RETRY_DELAYS: usize = 16;
 

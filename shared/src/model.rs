@@ -114,15 +114,45 @@ pub struct DisabledReason {
     pub reason: String,
 }
 
+/// What every view of a hook outside the admin API shows in place of a secret (Kong's pings
+/// have no such field; the marker says a secret is set without showing it).
+pub const REDACTED: &str = "[redacted]";
+
 impl Hook {
-    /// The hook as the admin API, pings and crud events show it: everything but a rotated-out
-    /// secret, which only signs (spec §8).
+    /// The hook as the admin API shows it, to the admin only: the current secret as Kong shows
+    /// it, but never a rotated-out secret, which only signs (spec §8). Every other exit uses
+    /// [`Hook::redacted`].
     pub fn shown(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         if let Some(config) = value.get_mut("config").and_then(|c| c.as_object_mut()) {
             config.remove("previous_secret");
         }
         value
+    }
+
+    /// The hook as it may leave the service anywhere but the admin API (crud and dao:crud
+    /// events, pings, dead letters, logs): [`Hook::shown`] with its secrets redacted by
+    /// [`redact_hook_value`].
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut value = self.shown();
+        redact_hook_value(&mut value);
+        value
+    }
+}
+
+/// The one rule for a hook's secrets outside the admin API, on a hook's JSON form (also one
+/// read back from a queue, which may not parse as today's [`Hook`]): a set `config.secret`
+/// becomes [`REDACTED`], `config.previous_secret` goes. Anything that is not a hook's shape is
+/// left alone.
+pub fn redact_hook_value(value: &mut serde_json::Value) {
+    let Some(config) = value.get_mut("config").and_then(|c| c.as_object_mut()) else {
+        return;
+    };
+    config.remove("previous_secret");
+    if let Some(secret) = config.get_mut("secret") {
+        if !secret.is_null() {
+            *secret = serde_json::Value::String(REDACTED.into());
+        }
     }
 }
 
@@ -536,6 +566,27 @@ mod tests {
         let signing = hook.handler.signing().unwrap();
         assert_eq!(signing.secrets_at(99), ["whsec_new", "whsec_old"]);
         assert_eq!(signing.secrets_at(100), ["whsec_new"]);
+
+        // Outside the admin API neither secret is shown; the marker says one is set.
+        let redacted = hook.redacted();
+        assert_eq!(redacted["config"]["secret"], REDACTED);
+        assert!(redacted["config"].get("previous_secret").is_none());
+        let text = redacted.to_string();
+        assert!(
+            !text.contains("whsec_new") && !text.contains("whsec_old"),
+            "{text}"
+        );
+        // The same rule on a hook's JSON as a queue carries it (previous secret included).
+        let mut queued = stored.clone();
+        redact_hook_value(&mut queued);
+        assert_eq!(queued, redacted);
+        // No secret stays `null`; anything that is not a hook is left alone.
+        let mut unsigned = json!({"config": {"secret": null}});
+        redact_hook_value(&mut unsigned);
+        assert_eq!(unsigned, json!({"config": {"secret": null}}));
+        let mut other = json!(["secret"]);
+        redact_hook_value(&mut other);
+        assert_eq!(other, json!(["secret"]));
     }
 
     #[test]

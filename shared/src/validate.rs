@@ -866,7 +866,11 @@ fn check_custom(config: &WebhookCustomConfig, lua: &LuaPolicy, errors: &mut Erro
     }
 }
 
-/// `config.url`: an absolute http(s) URL with a host, with Kong's messages.
+/// Why a `config.url` with `user:password@` is refused.
+pub const URL_CREDENTIALS: &str =
+    "credentials in url are not allowed: send them in config.headers (e.g. Authorization)";
+
+/// `config.url`: an absolute http(s) URL with a host and no credentials, with Kong's messages.
 fn url(map: &Map<String, Value>, errors: &mut Errors) -> Option<String> {
     let path = ["config", "url"];
     if present(map, "url").is_none() {
@@ -896,6 +900,12 @@ fn url(map: &Map<String, Value>, errors: &mut Errors) -> Option<String> {
                 || raw[parsed.scheme().len() + 3..].starts_with('/') =>
         {
             errors.add(&path, "missing host in url");
+            None
+        }
+        // Credentials in the URL would travel with every view of the hook (events, pings,
+        // logs), where only `secret` is redacted: they belong in `config.headers`.
+        Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            errors.add(&path, URL_CREDENTIALS);
             None
         }
         Ok(_) => Some(raw),
@@ -1330,6 +1340,9 @@ mod tests {
             ("http://", "missing host in url"),
             ("http:///x", "missing host in url"),
             ("http:x.test", "missing host in url"),
+            ("https://user:pass@x.test/", URL_CREDENTIALS),
+            ("https://user@x.test/", URL_CREDENTIALS),
+            ("https://:pass@x.test/", URL_CREDENTIALS),
             (
                 "ftp://example.com",
                 "unsupported scheme 'ftp' in url: expected http or https",

@@ -8,13 +8,16 @@ use std::time::Duration;
 
 use event_hooks::deliver::http::{HttpSender, HttpSettings};
 use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
-use event_hooks::dispatch::{DispatchPorts, DispatchSettings, Dispatcher, Executor};
+use event_hooks::dispatch::{
+    DispatchPorts, DispatchSettings, Dispatcher, Executor, MessageOutcome,
+};
 use event_hooks::events::parse_event;
 use event_hooks::lua::{Limits, LuaPolicy};
 use event_hooks::monetization::edge::hook_input;
 use event_hooks::monetization::sqlite::SqliteMonetizationStore;
 use event_hooks::monetization::{parse_usage_target, Condition, MonetizationStore};
 use event_hooks::queue::sqlite::SqliteQueue;
+use event_hooks::queue::DeadLetterReason;
 use event_hooks::snapshot::SnapshotCache;
 use event_hooks::sqlite::Database;
 use event_hooks::store::sqlite::SqliteHookStore;
@@ -164,4 +167,96 @@ async fn eight_concurrent_dispatchers_notify_each_reached_target_exactly_once() 
         }
         assert_eq!(receiver.requests().len(), seen, "cycle {cycle}");
     }
+}
+
+/// Issue 19, as the events queue (SQS) brings it: two organisations' webhooks with conditions on
+/// the same rate plan id; a usage of orgA notifies only orgA's webhook, one of orgB only orgB's,
+/// and a usage without `orgName` is dead-lettered with the reason, notifying nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_usage_notifies_only_its_organisations_webhooks() {
+    let file = TempFile(std::env::temp_dir().join(format!("apigee-{}.sqlite", Uuid::new_v4())));
+    let receiver = Receiver::start().await;
+
+    // Given an enabled webhook in orgA and one in orgB, each with a condition on rate plan 123456.
+    let db = Database::open(&file.0).unwrap();
+    let store = SqliteHookStore::new(db.clone()).await.unwrap();
+    let conditions = SqliteMonetizationStore::new(db).await.unwrap();
+    for org in ["orgA", "orgB"] {
+        let input = hook_input(
+            org,
+            "w",
+            &receiver.url(&format!("/{org}")),
+            true,
+            None,
+            None,
+        )
+        .unwrap();
+        let ctx = Context {
+            id: Uuid::new_v4(),
+            created_at: 0,
+            now: 0,
+            lua: LuaPolicy::default(),
+        };
+        let hook = validate::hook(&input, &ctx).unwrap();
+        store.put(&hook, Precondition::Absent).await.unwrap();
+        conditions
+            .put_condition(&Condition {
+                id: Uuid::new_v4(),
+                org: org.into(),
+                rate_plan: "123456".into(),
+                published: true,
+                usage_target: "%= 90".into(),
+                targets: vec![90],
+                webhooks: vec![hook.id],
+                created: 0,
+                updated: 0,
+            })
+            .await
+            .unwrap();
+    }
+    let dispatcher = dispatcher(&file).await;
+    let usage = |org: Option<&str>, developer: &str| {
+        let mut data = json!({
+            "developerEmail": developer,
+            "ratePlanId": "123456",
+            "quotaPercentUsed": 95.0,
+            "nextBillingCycleStartDate": 1_467_331_200_000_i64,
+        });
+        if let Some(org) = org {
+            data["orgName"] = json!(org);
+        }
+        json!({"source": "monetization", "event": "usage", "data": data}).to_string()
+    };
+
+    // When a usage of orgA comes off the events queue, then only orgA's webhook is notified.
+    let outcome = dispatcher
+        .handle_event_message(&usage(Some("orgA"), "a@example.com"), "m-1", 1)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, MessageOutcome::Done), "{outcome:?}");
+    let paths: Vec<String> = receiver.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/orgA"]);
+    assert_eq!(receiver.requests()[0].json()["orgName"], "orgA");
+
+    // And a usage of orgB, only orgB's.
+    dispatcher
+        .handle_event_message(&usage(Some("orgB"), "b@example.com"), "m-2", 1)
+        .await
+        .unwrap();
+    let paths: Vec<String> = receiver.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/orgA", "/orgB"]);
+
+    // When a usage without orgName comes, then it is rejected (dead-lettered) saying why, and
+    // no webhook of either organisation hears of it.
+    let outcome = dispatcher
+        .handle_event_message(&usage(None, "c@example.com"), "m-3", 1)
+        .await
+        .unwrap();
+    match outcome {
+        MessageOutcome::Reject(DeadLetterReason::Invalid(why)) => {
+            assert!(why.contains("'data.orgName' is required"), "{why}")
+        }
+        other => panic!("expected a dead letter, got {other:?}"),
+    }
+    assert_eq!(receiver.requests().len(), 2);
 }

@@ -196,7 +196,7 @@ fn usage(percent: f64, cycle: i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dispatch_lambda_notifies_usage_targets_once_per_cycle_on_moto() {
-    use super::dispatch_lambda::{failed_ids, invoke, record, start, Resources};
+    use super::dispatch_lambda::{failed_ids, invoke, receive_all, record, start, Resources};
     use event_hooks::monetization::dynamodb::DynamoMonetizationStore;
     use event_hooks::monetization::{parse_usage_target, Condition, MonetizationStore};
     use event_hooks::store::{HookStore, Precondition};
@@ -235,7 +235,7 @@ async fn the_dispatch_lambda_notifies_usage_targets_once_per_cycle_on_moto() {
         .put(&hook, Precondition::Absent)
         .await
         .unwrap();
-    DynamoMonetizationStore::new(dynamodb, table.clone())
+    DynamoMonetizationStore::new(dynamodb.clone(), table.clone())
         .put_condition(&Condition {
             id: uuid::Uuid::new_v4(),
             org: "myorg".into(),
@@ -244,6 +244,44 @@ async fn the_dispatch_lambda_notifies_usage_targets_once_per_cycle_on_moto() {
             usage_target: "%= 80 to 120 by 10".into(),
             targets: parse_usage_target("%= 80 to 120 by 10").unwrap(),
             webhooks: vec![hook.id],
+            created: 0,
+            updated: 0,
+        })
+        .await
+        .unwrap();
+    // And (issue 19) a webhook of another organisation with a condition on the same rate plan
+    // id, which usage of myorg must never reach.
+    let other_input = event_hooks::monetization::edge::hook_input(
+        "otherorg",
+        "w",
+        &receiver.url("/otherorg"),
+        true,
+        None,
+        None,
+    )
+    .unwrap();
+    let other_hook = event_hooks::validate::hook(
+        &other_input,
+        &event_hooks::validate::Context {
+            id: uuid::Uuid::new_v4(),
+            ..ctx
+        },
+    )
+    .unwrap();
+    resources
+        .store
+        .put(&other_hook, Precondition::Absent)
+        .await
+        .unwrap();
+    DynamoMonetizationStore::new(dynamodb.clone(), table.clone())
+        .put_condition(&Condition {
+            id: uuid::Uuid::new_v4(),
+            org: "otherorg".into(),
+            rate_plan: "123456".into(),
+            published: true,
+            usage_target: "%= 50".into(),
+            targets: vec![50],
+            webhooks: vec![other_hook.id],
             created: 0,
             updated: 0,
         })
@@ -297,4 +335,32 @@ async fn the_dispatch_lambda_notifies_usage_targets_once_per_cycle_on_moto() {
     assert_eq!(first.headers["content-type"], "application/json");
     assert_eq!(first.json()["developerEmail"], "dev@example.com");
     assert!(first.json().get("source").is_none());
+    // Nothing reached the other organisation's webhook.
+    assert!(receiver.requests().iter().all(|r| r.path == "/w"));
+
+    // When a usage without orgName arrives, then it is not reported as failed but parked in the
+    // events dead-letter queue with the reason, and no webhook hears of it.
+    let mut orgless: serde_json::Value = serde_json::from_str(&usage(99.0, 3)).unwrap();
+    orgless["data"].as_object_mut().unwrap().remove("orgName");
+    let sent = receiver.requests().len();
+    let batch = resources
+        .events
+        .through(vec![record(&orgless.to_string())])
+        .await;
+    let response = invoke(&mut function, batch).await;
+    assert!(failed_ids(&response).is_empty(), "{response}");
+    let dead = receive_all(
+        &resources.events.dead_letters,
+        1,
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    let reason = dead[0]
+        .attributes
+        .get("reason")
+        .cloned()
+        .unwrap_or_default();
+    assert!(reason.contains("'data.orgName' is required"), "{dead:#?}");
+    assert_eq!(receiver.requests().len(), sent);
 }

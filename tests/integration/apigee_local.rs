@@ -237,11 +237,21 @@ async fn edge_auth_and_errors_have_edge_shapes() {
             .json(&body)
             .send()
     };
+    // A taken name is a conflict: 409, as Kong answers a unique violation, in Edge's shape.
+    let taken = post(json!({"name": "tokened", "postURL": "https://example.com/x"}))
+        .await
+        .unwrap();
+    assert_eq!(taken.status(), 409);
+    let error: Value = taken.json().await.unwrap();
+    assert_eq!(error["code"], "mint.resourceAlreadyExists", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exists"),
+        "{error}"
+    );
     let cases = [
-        (
-            json!({"name": "tokened", "postURL": "https://example.com/x"}),
-            "already exists",
-        ),
         (json!({"name": "n"}), "postURL is required"),
         (
             json!({"postURL": "https://example.com/x"}),
@@ -833,4 +843,74 @@ async fn kong_api_accepts_and_returns_a_hooks_own_retry_and_timeouts() {
         .await
         .unwrap();
     assert_eq!(listed["data"].as_array().unwrap().len(), 2);
+}
+
+/// Issue 19: two organisations with a condition each on the same rate plan id. A usage of orgA
+/// notifies only orgA's webhook (and one of orgB only orgB's); a usage without `orgName` is
+/// refused at `POST /events` with a 400 naming the field, and notifies nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_usage_notifies_only_the_webhooks_of_its_organisation() {
+    let server = ordered_server().await;
+    let receiver = Receiver::start().await;
+    for org in ["orgA", "orgB"] {
+        let base = server.url(&format!("/v1/mint/organizations/{org}"));
+        let (status, made) = send(
+            reqwest::Method::POST,
+            format!("{base}/webhooks"),
+            json!({"name": "w", "postURL": receiver.url(&format!("/{org}"))}),
+        )
+        .await;
+        assert_eq!(status, 201, "{made}");
+        let id = made["id"].as_str().unwrap().to_string();
+        let (status, _) = send(
+            reqwest::Method::POST,
+            format!("{base}/webhooks/{id}"),
+            json!({"enabled": "true"}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (status, made) = send(
+            reqwest::Method::POST,
+            format!("{base}/notification-conditions"),
+            json!({
+                "notificationCondition": [
+                    {"attribute": "RATEPLAN", "value": "123456"},
+                    {"attribute": "UsageTarget", "value": "%= 90"},
+                ],
+                "actions": [{"actionAttribute": "WEBHOOK", "value": id}],
+            }),
+        )
+        .await;
+        assert_eq!(status, 201, "{made}");
+    }
+    let usage_of = |org: &str| {
+        let mut event = usage(95.0, 1_467_331_200_000);
+        event["data"]["orgName"] = json!(org);
+        event
+    };
+
+    // A usage without orgName: 400, Kong's error shape, the field named; nothing queued.
+    let mut orgless = usage(95.0, 1_467_331_200_000);
+    orgless["data"].as_object_mut().unwrap().remove("orgName");
+    let response = reqwest::Client::new()
+        .post(server.url("/events"))
+        .json(&orgless)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.contains("'data.orgName' is required"), "{error}");
+
+    // A usage of orgA: orgA's webhook only. With one consumer, once orgB's own usage (sent
+    // after) is notified, orgA's has been handled: had it reached orgB, /orgB would have two.
+    emit(&server, usage_of("orgA")).await;
+    receiver.wait_for("/orgA", 1, WAIT).await;
+    emit(&server, usage_of("orgB")).await;
+    let to_b = receiver.wait_for("/orgB", 1, WAIT).await;
+    let paths: Vec<String> = receiver.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/orgA", "/orgB"]);
+    assert_eq!(to_b[0].json()["orgName"], "orgB");
+    assert_eq!(receiver.requests()[0].json()["orgName"], "orgA");
 }

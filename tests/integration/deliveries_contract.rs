@@ -13,8 +13,8 @@ use std::time::Duration;
 use event_hooks::deliveries::dynamodb::{create_table, DynamoDeliveryLog};
 use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
 use event_hooks::deliveries::{
-    Attempt, DeliveryKey, DeliveryLog, DeliveryPageToken, DeliveryRecord, DeliveryStatus,
-    DeliveryWindow, MAX_ATTEMPTS_KEPT, MAX_RESPONSE_BODY,
+    Attempt, AttemptSummary, DeliveryKey, DeliveryLog, DeliveryPageToken, DeliveryRecord,
+    DeliveryStatus, DeliveryWindow, MAX_ATTEMPTS_KEPT, MAX_RESPONSE_BODY,
 };
 use event_hooks::events::{now_millis, Event};
 use event_hooks::limits::{LOGGED_EVENT_PREFIX_BYTES, MAX_LOGGED_EVENT_BYTES};
@@ -127,6 +127,9 @@ contract! {
         a_window_is_oldest_first_within_inclusive_bounds,
         a_window_keeps_only_the_statuses_asked_for,
         a_window_pages_past_filtered_deliveries_without_duplicates,
+        a_listing_page_ends_at_its_byte_budget,
+        window_summaries_are_the_window_without_bodies,
+        a_settled_delivery_is_claimed_for_a_resend_once,
     ],
     // DynamoDB applies one UpdateItem atomically per item, which is what the adapter relies on.
     // moto does not: its update_item reads the item, evaluates the expression and writes the result
@@ -195,7 +198,7 @@ async fn list_all(log: &dyn DeliveryLog, hook_id: Uuid, size: usize) -> Vec<Vec<
     let mut after = None;
     loop {
         let page = log
-            .list(hook_id, size, after)
+            .list(hook_id, size, usize::MAX, after)
             .await
             .expect("list deliveries");
         assert!(page.items.len() <= size, "a page never exceeds its size");
@@ -294,7 +297,7 @@ async fn later_attempts_append_in_order_and_set_the_status(log: Arc<dyn Delivery
     }
 
     // and the listing shows the same single record
-    let page = log.list(hook_id, 10, None).await.unwrap();
+    let page = log.list(hook_id, 10, usize::MAX, None).await.unwrap();
     assert_eq!(ids(&page.items), vec![key.delivery_id]);
     assert_eq!(page.items[0].status, DeliveryStatus::Delivered);
     assert_eq!(page.next, None);
@@ -313,7 +316,10 @@ async fn unknown_deliveries_are_none(log: Arc<dyn DeliveryLog>) {
         .await
         .unwrap()
         .is_none());
-    let page = log.list(Uuid::new_v4(), 10, None).await.unwrap();
+    let page = log
+        .list(Uuid::new_v4(), 10, usize::MAX, None)
+        .await
+        .unwrap();
     assert!(page.items.is_empty());
     assert_eq!(page.next, None);
 }
@@ -365,7 +371,10 @@ async fn a_forged_token_is_an_error_and_a_stale_one_still_pages(log: Arc<dyn Del
         delivery_id: Uuid::new_v4(),
     };
     let token = DeliveryPageToken::decode(&between.encode()).unwrap();
-    let page = log.list(hook_id, 10, Some(token)).await.unwrap();
+    let page = log
+        .list(hook_id, 10, usize::MAX, Some(token))
+        .await
+        .unwrap();
     assert_eq!(
         ids(&page.items),
         vec![keys[1].delivery_id, keys[0].delivery_id]
@@ -424,7 +433,7 @@ async fn expired_records_are_not_returned(log: Arc<dyn DeliveryLog>) {
     // then: neither get nor list returns it, while the other is still there
     assert!(log.get(hook_id, short.delivery_id).await.unwrap().is_none());
     assert!(log.get(hook_id, long.delivery_id).await.unwrap().is_some());
-    let page = log.list(hook_id, 1, None).await.unwrap();
+    let page = log.list(hook_id, 1, usize::MAX, None).await.unwrap();
     assert_eq!(ids(&page.items), vec![long.delivery_id]);
     assert_eq!(page.next, None);
     let window = DeliveryWindow {
@@ -467,7 +476,7 @@ async fn concurrent_attempts_on_one_delivery_all_land(log: Arc<dyn DeliveryLog>)
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
     assert_eq!(
-        ids(&log.list(hook_id, 10, None).await.unwrap().items),
+        ids(&log.list(hook_id, 10, usize::MAX, None).await.unwrap().items),
         vec![key.delivery_id]
     );
 }
@@ -556,7 +565,7 @@ async fn a_large_event_is_logged_as_a_capped_copy(log: Arc<dyn DeliveryLog>) {
         .unwrap()
         .starts_with(start));
     // ...listed the same way, and the event under the limit is kept whole.
-    let listed = log.list(hook_id, 10, None).await.unwrap().items;
+    let listed = log.list(hook_id, 10, usize::MAX, None).await.unwrap().items;
     assert_eq!(
         ids(&listed),
         vec![small_key.delivery_id, large_key.delivery_id]
@@ -740,4 +749,157 @@ async fn a_window_pages_past_filtered_deliveries_without_duplicates(log: Arc<dyn
         ids(&pages[0]),
         vec![last[0].delivery_id, last[1].delivery_id]
     );
+}
+
+async fn a_listing_page_ends_at_its_byte_budget(log: Arc<dyn DeliveryLog>) {
+    // given: five deliveries of a hook, each with a ~20 KB event
+    let hook_id = Uuid::new_v4();
+    let keys: Vec<DeliveryKey> = (0..5).map(|i| key(hook_id, T0 + i * 1_000)).collect();
+    for key in &keys {
+        let event = Event {
+            data: json!({ "blob": "x".repeat(20_000) }),
+            ..event()
+        };
+        record(&*log, *key, &event, attempt(1, Some(200))).await;
+    }
+    let newest_first: Vec<Uuid> = keys.iter().rev().map(|k| k.delivery_id).collect();
+    let one = serde_json::to_vec(&log.list(hook_id, 1, usize::MAX, None).await.unwrap().items[0])
+        .unwrap()
+        .len();
+
+    // when: pages of up to ten are read with a budget of two and a half records
+    let budget = one * 5 / 2;
+    let mut listed = Vec::new();
+    let mut after = None;
+    let mut cuts = Vec::new();
+    loop {
+        let page = log.list(hook_id, 10, budget, after).await.unwrap();
+        // then: no page passes the budget, and a page cut by it says so and goes on
+        let bytes: usize = page
+            .items
+            .iter()
+            .map(|r| serde_json::to_vec(r).unwrap().len())
+            .sum();
+        assert!(bytes <= budget, "{bytes} > {budget}");
+        cuts.push((page.items.len(), page.truncated_by_size));
+        listed.extend(ids(&page.items));
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
+    }
+    assert_eq!(cuts, vec![(2, true), (2, true), (1, false)]);
+    assert_eq!(listed, newest_first, "every delivery once, newest first");
+
+    // and a budget smaller than one record still pages, one record at a time
+    let page = log.list(hook_id, 10, 1, None).await.unwrap();
+    assert_eq!(ids(&page.items), newest_first[..1].to_vec());
+    assert!(page.truncated_by_size);
+    // and a page full by count is not cut by size
+    let page = log.list(hook_id, 2, usize::MAX, None).await.unwrap();
+    assert_eq!((page.items.len(), page.truncated_by_size), (2, false));
+    assert!(page.next.is_some());
+}
+
+async fn window_summaries_are_the_window_without_bodies(log: Arc<dyn DeliveryLog>) {
+    // given: deliveries with errors, statuses and response bodies, one with a large event
+    let hook_id = Uuid::new_v4();
+    let keys: Vec<DeliveryKey> = (0..5).map(|i| key(hook_id, T0 + i * 1_000)).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let event = Event {
+            data: json!({ "blob": "x".repeat(if i == 2 { 300_000 } else { 10 }) }),
+            ..event()
+        };
+        record(&*log, *key, &event, failed_attempt(1)).await;
+        let status = if i == 3 {
+            DeliveryStatus::Failed
+        } else {
+            DeliveryStatus::Delivered
+        };
+        log.record_attempt(*key, &event, attempt(2, Some(200)), status, DAY)
+            .await
+            .unwrap();
+    }
+    let window = DeliveryWindow {
+        from: T0 + 1_000,
+        to: T0 + 10_000,
+        statuses: vec![DeliveryStatus::Delivered, DeliveryStatus::Failed],
+    };
+
+    // when: the window is summarised two at a time
+    let mut summaries = Vec::new();
+    let mut after = None;
+    loop {
+        let page = log
+            .summarize_window(hook_id, &window, 2, after)
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 2);
+        summaries.extend(page.items);
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
+    }
+
+    // then: the same deliveries, in the same order, as the window's records, cut to what the
+    // stats read
+    let records: Vec<DeliveryRecord> = window_all(&*log, hook_id, &window, 10, None).await.concat();
+    assert_eq!(records.len(), 4);
+    assert_eq!(summaries.len(), records.len());
+    for (summary, record) in summaries.iter().zip(&records) {
+        assert_eq!(summary.id, record.id);
+        assert_eq!(summary.created_at, record.created_at);
+        assert_eq!(summary.status, record.status);
+        let attempts: Vec<AttemptSummary> =
+            record.attempts.iter().map(AttemptSummary::from).collect();
+        assert_eq!(summary.attempts, attempts);
+    }
+    assert!(summaries[0].attempts[0].errored && !summaries[0].attempts[1].errored);
+    assert_eq!(summaries[0].attempts[1].status, Some(200));
+}
+
+/// Replay's claim: of two claims of one read of a settled delivery, only the first wins; the
+/// delivery is then pending, and a claim of a stale read (or an unknown delivery) loses.
+async fn a_settled_delivery_is_claimed_for_a_resend_once(log: Arc<dyn DeliveryLog>) {
+    let hook_id = Uuid::new_v4();
+    let key = key(hook_id, now_millis() - 1_000);
+    log.record_attempt(
+        key,
+        &event(),
+        attempt(1, Some(400)),
+        DeliveryStatus::Failed,
+        DAY,
+    )
+    .await
+    .unwrap();
+    let read = log.get(hook_id, key.delivery_id).await.unwrap().unwrap();
+
+    let first = log.claim_resend(key, read.updated_at).await.unwrap();
+    let second = log.claim_resend(key, read.updated_at).await.unwrap();
+
+    assert!(first, "the first claim wins");
+    assert!(!second, "a second claim of the same read loses");
+    let claimed = log.get(hook_id, key.delivery_id).await.unwrap().unwrap();
+    assert_eq!(claimed.status, DeliveryStatus::Pending);
+    assert_eq!(claimed.attempts.len(), 1);
+    // A pending delivery is not claimed again, even on a fresh read.
+    assert!(!log.claim_resend(key, claimed.updated_at).await.unwrap());
+    // Once the resend's attempt settles it, it can be claimed again.
+    log.record_attempt(
+        key,
+        &event(),
+        attempt(2, Some(400)),
+        DeliveryStatus::Failed,
+        DAY,
+    )
+    .await
+    .unwrap();
+    let settled = log.get(hook_id, key.delivery_id).await.unwrap().unwrap();
+    assert!(log.claim_resend(key, settled.updated_at).await.unwrap());
+    let unknown = DeliveryKey {
+        delivery_id: Uuid::new_v4(),
+        ..key
+    };
+    assert!(!log.claim_resend(unknown, 0).await.unwrap());
 }

@@ -219,7 +219,7 @@ pub(crate) struct QueuePair {
     dead_letter_url: String,
     arn: String,
     queue: SqsQueue,
-    dead_letters: SqsQueue,
+    pub(crate) dead_letters: SqsQueue,
 }
 
 impl QueuePair {
@@ -282,7 +282,7 @@ fn as_record(mut record: Value, message: &Received, arn: &str) -> Value {
 }
 
 /// Receives until `count` messages arrived or `wait` passed.
-async fn receive_all(queue: &SqsQueue, count: usize, wait: Duration) -> Vec<Received> {
+pub(crate) async fn receive_all(queue: &SqsQueue, count: usize, wait: Duration) -> Vec<Received> {
     let deadline = Instant::now() + wait;
     let mut messages = Vec::new();
     while messages.len() < count && Instant::now() < deadline {
@@ -375,7 +375,7 @@ impl Resources {
     async fn only_delivery(&self, hook_id: Uuid) -> DeliveryRecord {
         let page = self
             .log
-            .list(hook_id, 10, None)
+            .list(hook_id, 10, usize::MAX, None)
             .await
             .expect("list deliveries");
         assert_eq!(page.items.len(), 1, "{page:#?}");

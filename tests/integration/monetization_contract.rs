@@ -105,6 +105,7 @@ macro_rules! contract {
 
 contract!(
     conditions_are_stored_listed_replaced_and_deleted_per_organisation,
+    conditions_on_a_rate_plan_are_only_the_organisations_own,
     a_threshold_is_claimed_once_and_again_only_by_its_claimant,
     thresholds_differ_by_every_part_of_their_key,
     eight_concurrent_claimers_get_each_threshold_exactly_once,
@@ -174,6 +175,62 @@ async fn conditions_are_stored_listed_replaced_and_deleted_per_organisation(back
         vec![elsewhere]
     );
     assert_eq!(other.list_conditions("nobody").await.unwrap(), vec![]);
+}
+
+/// Issue 19: two organisations with conditions on the same rate plan id; a lookup by rate plan
+/// answers only the asking organisation's.
+async fn conditions_on_a_rate_plan_are_only_the_organisations_own(backend: &Backend) {
+    let store = backend.open().await;
+    let other = backend.open().await;
+    let (a1, a2) = (condition("orgA", "123456"), condition("orgA", "123456"));
+    let a_other_plan = condition("orgA", "999");
+    let b = condition("orgB", "123456");
+    for c in [&a1, &a2, &a_other_plan, &b] {
+        store.put_condition(c).await.unwrap();
+    }
+    let mut expected = vec![a1.clone(), a2.clone()];
+    expected.sort_by_key(|c| c.id);
+    let mut found = other
+        .conditions_on_rate_plan("orgA", "123456")
+        .await
+        .unwrap();
+    found.sort_by_key(|c| c.id);
+    assert_eq!(found, expected);
+    assert_eq!(
+        other
+            .conditions_on_rate_plan("orgB", "123456")
+            .await
+            .unwrap(),
+        vec![b.clone()]
+    );
+    assert_eq!(
+        other.conditions_on_rate_plan("orgB", "999").await.unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        other
+            .conditions_on_rate_plan("orgC", "123456")
+            .await
+            .unwrap(),
+        vec![]
+    );
+    // A rate plan id that is a prefix of another, or differs in case, is another rate plan.
+    assert_eq!(
+        other
+            .conditions_on_rate_plan("orgA", "12345")
+            .await
+            .unwrap(),
+        vec![]
+    );
+    // A deleted condition no longer matches.
+    assert!(store.delete_condition("orgB", b.id).await.unwrap());
+    assert_eq!(
+        other
+            .conditions_on_rate_plan("orgB", "123456")
+            .await
+            .unwrap(),
+        vec![]
+    );
 }
 
 async fn a_threshold_is_claimed_once_and_again_only_by_its_claimant(backend: &Backend) {

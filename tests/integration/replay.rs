@@ -264,6 +264,8 @@ async fn failed_or_all_deliveries_of_a_window_are_sent_again() {
     assert_eq!(queued(&answer), every);
     assert_eq!(answer["status"], "all");
     assert_eq!(ids_of(&received(&receiver, 11, 16).await), events);
+    // (a replay skips deliveries still pending from the last one: wait until they are sent)
+    settled_as(&server, &hook, 6, &["delivered"]).await;
 
     // when: they are replayed two per call, each call going on from the last one's `next`
     let mut body = json!({"status": "all", "size": 2});
@@ -584,23 +586,25 @@ async fn the_admin_lambda_replays_from_dynamodb_onto_the_deliveries_queue() {
         .iter()
         .all(|m| m["attempt"] == 2 && m["hook_id"] == hook.as_str()));
 
-    // when: all settled ones are replayed two per call
+    // when: all settled ones are replayed, one per call
     let (status, first) = call(
         &mut function,
         "POST",
         &path,
-        json!({"status": "all", "size": 2}),
+        json!({"status": "all", "size": 1}),
     )
     .await;
     assert_eq!(status, 202, "{first}");
-    let (status, second) = call(&mut function, "POST", &path, first["next"].clone()).await;
-    assert_eq!(status, 202, "{second}");
 
-    // then: the oldest two, then the third; never the pending one
-    assert_eq!(first["deliveries"], json!([ids[0], ids[1]]));
-    assert_eq!(second["deliveries"], json!([ids[2]]));
-    assert_eq!(second["next"], Value::Null);
-    assert_eq!(drain(&queue, 3).await.len(), 3);
+    // then: only the delivered one: the failed ones are pending since the first replay queued
+    // them (claimed in the log), and are not queued twice; never the pending one
+    assert_eq!(first["deliveries"], json!([ids[1]]));
+    if !first["next"].is_null() {
+        let (status, second) = call(&mut function, "POST", &path, first["next"].clone()).await;
+        assert_eq!(status, 202, "{second}");
+        assert_eq!(second["deliveries"], json!([]));
+    }
+    assert_eq!(drain(&queue, 1).await.len(), 1);
 
     // and an unknown hook is 404, a bad status 400 in Kong's shape
     let unknown = format!("/event-hooks/{}/deliveries/replay", Uuid::new_v4());
@@ -612,4 +616,198 @@ async fn the_admin_lambda_replays_from_dynamodb_onto_the_deliveries_queue() {
         answer["fields"],
         json!({"status": "expected one of: failed, all"})
     );
+}
+
+/// Writes `count` failed deliveries of `hook` (one attempt each, in the last hour) into the
+/// server's delivery log; returns their ids.
+async fn seed_failed(server: &LocalServer, hook: &str, count: usize) -> BTreeSet<String> {
+    let hook_id = Uuid::parse_str(hook).unwrap();
+    let log =
+        SqliteDeliveryLog::new(Database::open(&server.data_dir.join("deliveries.db")).unwrap())
+            .await
+            .unwrap();
+    let start = now_millis() - 3_600_000;
+    let mut seeded = BTreeSet::new();
+    for i in 0..count {
+        let at = start + i64::try_from(i).unwrap();
+        let event = Event {
+            id: Uuid::new_v4(),
+            source: "crud".into(),
+            event: "consumers".into(),
+            data: json!({"operation":"create","entity":{"username":format!("u{i}")}}),
+            timestamp: at,
+        };
+        let key = DeliveryKey {
+            hook_id,
+            delivery_id: Uuid::new_v4(),
+            created_at: at,
+        };
+        let attempt = Attempt {
+            number: 1,
+            at,
+            status: Some(400),
+            latency_ms: 1,
+            error: None,
+            response_body: None,
+        };
+        log.record_attempt(
+            key,
+            &event,
+            attempt,
+            DeliveryStatus::Failed,
+            Duration::from_secs(86_400),
+        )
+        .await
+        .unwrap();
+        seeded.insert(key.delivery_id.to_string());
+    }
+    seeded
+}
+
+/// Every logged delivery of the hook, walking the listing's pages.
+async fn all_deliveries(server: &LocalServer, hook: &str) -> Vec<Value> {
+    let mut path = format!("/event-hooks/{hook}/deliveries?size=1000");
+    let mut all = Vec::new();
+    loop {
+        let page: Value = reqwest::get(server.url(&path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        all.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["next"].as_str() {
+            Some(next) => path = next.to_owned(),
+            None => return all,
+        }
+    }
+}
+
+/// The attempt numbers logged for each delivery.
+fn attempt_numbers(deliveries: &[Value]) -> Vec<(String, Vec<u64>)> {
+    deliveries
+        .iter()
+        .map(|d| {
+            let numbers = d["attempts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["number"].as_u64().unwrap())
+                .collect();
+            (d["id"].as_str().unwrap().to_owned(), numbers)
+        })
+        .collect()
+}
+
+/// Waits until each of the hook's deliveries `ids` has `attempts` attempts and is settled;
+/// returns them.
+async fn attempted(
+    server: &LocalServer,
+    hook: &str,
+    ids: &BTreeSet<String>,
+    attempts: usize,
+) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut all = all_deliveries(server, hook).await;
+        all.retain(|d| ids.contains(d["id"].as_str().unwrap()));
+        if all.len() == ids.len()
+            && all.iter().all(|d| {
+                d["attempts"].as_array().unwrap().len() >= attempts && d["status"] != "pending"
+            })
+        {
+            return all;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected {attempts} attempts each"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_replays_queue_each_delivery_once_and_attempts_keep_increasing() {
+    // given: a log hook with 300 failed deliveries, one attempt each
+    let server = LocalServer::start(&[]);
+    let hook = create(&server, json!({"source":"crud","handler":"log"})).await;
+    let seeded = seed_failed(&server, &hook, 300).await;
+
+    // when: four replays are made at once
+    let (a, b, c, d) = tokio::join!(
+        replay(&server, &hook, json!({})),
+        replay(&server, &hook, json!({})),
+        replay(&server, &hook, json!({})),
+        replay(&server, &hook, json!({})),
+    );
+
+    // then: between them they queue each delivery exactly once
+    let mut total = 0;
+    let mut union = BTreeSet::new();
+    for (status, answer) in [a, b, c, d] {
+        assert_eq!(status, 202, "{answer}");
+        let ids = queued(&answer);
+        total += ids.len();
+        union.extend(ids);
+    }
+    assert_eq!(total, seeded.len(), "a delivery was queued twice");
+    assert_eq!(union, seeded);
+
+    // and each is sent once, as attempt 2: no attempt number is logged twice
+    let after_first = attempted(&server, &hook, &seeded, 2).await;
+    for (id, numbers) in attempt_numbers(&after_first) {
+        assert_eq!(numbers, vec![1, 2], "delivery {id}");
+    }
+
+    // when: two more replays of every settled delivery, one right after the other (the second
+    // finds what the first queued pending, or, once sent, settled again)
+    for _ in 0..2 {
+        let (status, answer) = replay(&server, &hook, json!({"status": "all"})).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+
+    // then: attempt numbers keep counting up, none logged twice
+    let after = attempted(&server, &hook, &seeded, 3).await;
+    for (id, numbers) in attempt_numbers(&after) {
+        assert!(
+            numbers.windows(2).all(|pair| pair[0] < pair[1]),
+            "delivery {id}: attempts {numbers:?} do not strictly increase"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_replay_on_a_disabled_hook_is_refused_and_dead_letters_nothing() {
+    // given: a disabled log hook with failed deliveries
+    let server = LocalServer::start(&[]);
+    let hook = create(
+        &server,
+        json!({"source":"crud","handler":"log","enabled":false}),
+    )
+    .await;
+    let seeded = seed_failed(&server, &hook, 5).await;
+
+    // when: its deliveries are replayed
+    let (status, answer) = replay(&server, &hook, json!({})).await;
+
+    // then: 409 in Kong's shape, nothing queued, nothing dead-lettered, the log unchanged
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("is disabled"),
+        "{answer}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dead: Value = reqwest::get(server.url("/dead-letters"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dead["total"], 0, "{dead}");
+    let mut logged = all_deliveries(&server, &hook).await;
+    logged.retain(|d| seeded.contains(d["id"].as_str().unwrap()));
+    assert_eq!(logged.len(), seeded.len());
+    assert!(logged
+        .iter()
+        .all(|d| d["status"] == "failed" && d["attempts"].as_array().unwrap().len() == 1));
 }

@@ -76,6 +76,11 @@ impl LocalServer {
         panic!("event-hooks-local did not start listening on port {port}");
     }
 
+    /// The server's process id (for reading its `/proc` entries).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// `base` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)

@@ -155,9 +155,12 @@ fn schema_to_edge(violation: &SchemaViolation) -> ApiError {
 fn hook_error(err: ApiError, org: &str, name: &str) -> ApiError {
     match err {
         ApiError::Schema(violation) => schema_to_edge(&violation),
-        ApiError::UniqueViolation(_) => bad(format!(
-            "a webhook named {name:?} already exists in organization {org}"
-        )),
+        // A unique violation is a conflict (409), as Kong answers it, in Edge's shape.
+        ApiError::UniqueViolation(_) => ApiError::edge(
+            StatusCode::CONFLICT,
+            "mint.resourceAlreadyExists",
+            format!("a webhook named {name:?} already exists in organization {org}"),
+        ),
         other => other.into_edge(),
     }
 }

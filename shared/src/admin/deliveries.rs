@@ -20,36 +20,53 @@ use super::error::ApiError;
 use super::hooks::parse_id;
 use super::query::Query;
 use super::AdminState;
-use crate::deliveries::{DeliveryPageToken, DeliveryRecord, DeliveryStatus, DeliveryWindow};
+use crate::deliveries::{
+    DeliveryKey, DeliveryPageToken, DeliveryRecord, DeliveryStatus, DeliveryWindow,
+};
 use crate::dispatch::Delivery;
 use crate::events::now_millis;
+use crate::limits::MAX_DELIVERY_PAGE_BYTES;
 use crate::queue::Outgoing;
 use crate::validate::SchemaViolation;
 
 /// Default page size of the delivery listing.
 const DEFAULT_PAGE_SIZE: usize = 20;
 
-/// `GET /event-hooks/{id}/deliveries?size=&offset=`: newest first.
+/// A page of the listing as answered: serialised straight from the records, without a copy.
+#[derive(serde::Serialize)]
+pub struct ListPage {
+    data: Vec<DeliveryRecord>,
+    next: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<String>,
+    truncated_by_size: bool,
+}
+
+/// `GET /event-hooks/{id}/deliveries?size=&offset=`: newest first, at most `size` records and
+/// [`MAX_DELIVERY_PAGE_BYTES`] of them.
 pub async fn list(
     State(state): State<AdminState>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ListPage>, ApiError> {
     let hook_id = parse_id(&id)?;
     let query = Query::parse(query);
     let size = query.size(DEFAULT_PAGE_SIZE)?;
     let after = query.offset(DeliveryPageToken::decode)?;
     state.store.get(hook_id).await?.ok_or(ApiError::NotFound)?;
-    let page = state.delivery_log.list(hook_id, size, after).await?;
-    let mut body = json!({ "data": page.items, "next": Value::Null });
-    if let Some(token) = page.next {
-        let offset = token.encode();
-        body["offset"] = Value::String(offset.clone());
-        body["next"] = Value::String(format!(
-            "/event-hooks/{hook_id}/deliveries?offset={offset}&size={size}"
-        ));
-    }
-    Ok(Json(body))
+    let page = state
+        .delivery_log
+        .list(hook_id, size, MAX_DELIVERY_PAGE_BYTES, after)
+        .await?;
+    let offset = page.next.map(|token| token.encode());
+    Ok(Json(ListPage {
+        data: page.items,
+        next: offset
+            .as_ref()
+            .map(|offset| format!("/event-hooks/{hook_id}/deliveries?offset={offset}&size={size}")),
+        offset,
+        truncated_by_size: page.truncated_by_size,
+    }))
 }
 
 /// `POST /event-hooks/{id}/deliveries/{delivery}/retry`: queues the delivery again, with the same
@@ -285,7 +302,10 @@ impl ReplayParams {
 /// optional, in a JSON or form body): sends again, oldest first, the hook's logged deliveries first
 /// attempted in the window whose status matches, each as [`retry`] would, at most `size` (default
 /// and cap [`MAX_REPLAY`]) per call. 202 with how many were queued, their ids, the window as
-/// resolved, and `offset`/`next` to continue when more match.
+/// resolved, and `offset`/`next` to continue when more match. Idempotent under overlap: a
+/// delivery is claimed in the log (set pending) before it is queued, so overlapping calls split
+/// the matches, each queued once (`already_queued` names those another call took), and a call
+/// made again later finds them pending, not failed. A disabled hook answers 409.
 pub async fn replay(
     State(state): State<AdminState>,
     Path(id): Path<String>,
@@ -293,17 +313,26 @@ pub async fn replay(
 ) -> Result<Response, ApiError> {
     let hook_id = parse_id(&id)?;
     let params = ReplayParams::parse(input, now_millis().div_euclid(1000))?;
-    state.store.get(hook_id).await?.ok_or(ApiError::NotFound)?;
+    let hook = state.store.get(hook_id).await?.ok_or(ApiError::NotFound)?;
+    // Its deliveries would only be dead-lettered, one per call.
+    if !hook.value.enabled {
+        return Err(ApiError::HookDisabled(hook_id));
+    }
     let window = params.window();
     let mut queued: Vec<Uuid> = Vec::new();
     // Deliveries whose event the log keeps only as a capped copy: not sent, named in the answer.
     let mut skipped: Vec<Uuid> = Vec::new();
     let mut after = params.offset;
-    // Chunk by chunk, so that a replay holds at most REPLAY_CHUNK events in memory. Should the
-    // queue fail half-way, the call fails with part of it queued; making it again resends that
-    // part too, under the same delivery ids, which receivers de-duplicate on.
+    // Deliveries that matched but were claimed by an overlapping replay (or attempted meanwhile):
+    // queued once, by that one.
+    let mut claimed_elsewhere: Vec<Uuid> = Vec::new();
+    // Chunk by chunk, so that a replay holds at most REPLAY_CHUNK events in memory. Each delivery
+    // is claimed in the log before it is queued ([`DeliveryLog::claim_resend`]): overlapping
+    // replays each queue only what they claimed, so every delivery goes out once, under its
+    // last logged attempt + 1.
     let more = loop {
-        let wanted = (params.size - queued.len() - skipped.len()).min(REPLAY_CHUNK);
+        let wanted = (params.size - queued.len() - skipped.len() - claimed_elsewhere.len())
+            .min(REPLAY_CHUNK);
         let page = state
             .delivery_log
             .list_window(hook_id, &window, wanted, after)
@@ -313,6 +342,19 @@ pub async fn replay(
         for record in page.items {
             if record.event_truncated {
                 skipped.push(record.id);
+                continue;
+            }
+            let key = DeliveryKey {
+                hook_id,
+                delivery_id: record.id,
+                created_at: record.created_at,
+            };
+            if !state
+                .delivery_log
+                .claim_resend(key, record.updated_at)
+                .await?
+            {
+                claimed_elsewhere.push(record.id);
                 continue;
             }
             let delivery = resend(record);
@@ -332,7 +374,11 @@ pub async fn replay(
         after = page.next;
         match after {
             None => break None,
-            Some(token) if queued.len() + skipped.len() >= params.size => break Some(token),
+            Some(token)
+                if queued.len() + skipped.len() + claimed_elsewhere.len() >= params.size =>
+            {
+                break Some(token)
+            }
             Some(_) => {}
         }
     };
@@ -341,6 +387,7 @@ pub async fn replay(
         "queued": queued.len(),
         "deliveries": queued,
         "skipped": skipped,
+        "already_queued": claimed_elsewhere,
         "since": params.since,
         "until": params.until,
         "status": params.status.as_str(),

@@ -102,6 +102,10 @@ pub enum ApiError {
     /// store whole): 409, nothing queued.
     #[error("delivery {delivery} keeps only a capped copy of its {size}-byte event")]
     EventNotKept { delivery: uuid::Uuid, size: u64 },
+    /// A replay on a disabled hook: 409, nothing queued (its deliveries would only be
+    /// dead-lettered).
+    #[error("event hook {0} is disabled")]
+    HookDisabled(uuid::Uuid),
     /// Anything unexpected: logged, answered with a bare 500.
     #[error("internal error: {0}")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -247,6 +251,13 @@ impl ApiError {
                      over the {} bytes the delivery log keeps, which holds only its start \
                      (event_truncated); send the event again with POST /events",
                     crate::limits::MAX_LOGGED_EVENT_BYTES
+                ),
+            ),
+            ApiError::HookDisabled(hook_id) => message(
+                StatusCode::CONFLICT,
+                &format!(
+                    "event hook {hook_id} is disabled: enable it (PATCH enabled=true) before \
+                     replaying its deliveries"
                 ),
             ),
             ApiError::IdempotencyKeyInProgress => message(

@@ -25,6 +25,7 @@ use super::error::ApiError;
 use super::AdminState;
 use crate::events::{check_registered, event_from_value, Event};
 use crate::idempotency::{check_key, Claimed, IdempotencyStore, CLAIM_LEASE, KEY_TTL};
+use crate::monetization::edge;
 use crate::queue::Outgoing;
 use crate::windows::event_key;
 
@@ -53,6 +54,7 @@ pub async fn emit(
         snapshot = state.snapshot.get().await?;
     }
     check_registered(&snapshot.catalogue, &event).map_err(ApiError::BadRequest)?;
+    edge::check_usage(&event).map_err(ApiError::BadRequest)?;
     let Some((key, body_digest)) = keyed else {
         enqueue(&state, &event).await?;
         return Ok(accepted(event.id));

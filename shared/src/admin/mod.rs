@@ -313,8 +313,18 @@ fn serve<S: Clone + Send + Sync + 'static>(
     router.route(route.path, with_options(handlers(), route.allow()))
 }
 
-/// Kong's answers for unknown paths and methods, token auth in front of everything, and CORS
-/// (whose preflights come before auth) in front of that.
+/// Marks an answer of the admin API as never to be stored by a browser or a proxy: answers
+/// carry hooks with their secrets.
+pub async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Kong's answers for unknown paths and methods, token auth in front of everything, CORS
+/// (whose preflights come before auth) in front of that, and `Cache-Control: no-store` on every
+/// answer.
 fn finish(routes: Router, settings: Arc<AdminSettings>) -> Router {
     let routes = routes
         .fallback(|uri: axum::http::Uri| async move {
@@ -335,7 +345,7 @@ fn finish(routes: Router, settings: Arc<AdminSettings>) -> Router {
             settings.clone(),
             auth::require_admin_token,
         ));
-    cors::apply(routes, &settings.cors)
+    cors::apply(routes, &settings.cors).layer(axum::middleware::map_response(no_store))
 }
 
 /// Adds Kong's `OPTIONS` answer: `allow`, the route's methods, in `Allow` and

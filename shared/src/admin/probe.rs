@@ -197,23 +197,12 @@ pub(super) async fn preview(
     Ok(Json(json!({ "data": event.data, "result": result })))
 }
 
-/// The hook as a ping shows it: everything but the secret.
-pub fn redacted(hook: &Hook) -> Value {
-    let mut value = hook.shown();
-    if let Some(config) = value.get_mut("config").and_then(Value::as_object_mut) {
-        if config.get("secret").is_some_and(|s| !s.is_null()) {
-            config.insert("secret".into(), Value::String("[redacted]".into()));
-        }
-    }
-    value
-}
-
 /// The body of a ping; `operation` is set for the automatic pings of hook changes.
 pub fn ping_body(hook: &Hook, operation: Option<&str>) -> Value {
     let mut body = Map::new();
     body.insert("source".into(), json!("kong:event_hooks"));
     body.insert("event".into(), json!("ping"));
-    body.insert("event_hooks".into(), redacted(hook));
+    body.insert("event_hooks".into(), hook.redacted());
     if let Some(operation) = operation {
         body.insert("operation".into(), json!(operation));
     }

@@ -10,7 +10,9 @@
 //! there covers the hooks read so far and says `"partial": true` (`hooks_read` of `hooks`), well
 //! within the admin function's timeout (`scripts/check-build-inputs.py` checks the template
 //! against [`DEADLINE`] and the SDK's operation timeout). Only deliveries first attempted within
-//! the hour are read, so retries of older deliveries are not counted.
+//! the hour are read, so retries of older deliveries are not counted. The log is read through
+//! [`DeliveryLog::summarize_window`], a projection without events, response bodies or error
+//! texts, so a call holds a few dozen bytes per attempt however large the logged events are.
 
 use std::time::Duration;
 
@@ -22,7 +24,7 @@ use tokio::time::Instant;
 
 use super::error::ApiError;
 use super::AdminState;
-use crate::deliveries::{Attempt, DeliveryLog, DeliveryStatus, DeliveryWindow};
+use crate::deliveries::{AttemptSummary, DeliveryLog, DeliveryStatus, DeliveryWindow};
 use crate::events::now_millis;
 use crate::store::{HookFilter, HookStore, StoreError};
 
@@ -135,7 +137,7 @@ async fn read_log(
                 read.partial = true;
                 break 'hooks;
             }
-            let page = log.list_window(*hook, &window, PAGE, after).await?;
+            let page = log.summarize_window(*hook, &window, PAGE, after).await?;
             for record in &page.items {
                 records += 1;
                 read.series.add_delivery(record.status);
@@ -197,7 +199,7 @@ impl Series {
     }
 
     /// Counts an attempt in its minute; attempts outside the hour are left out.
-    fn add_attempt(&mut self, attempt: &Attempt) {
+    fn add_attempt(&mut self, attempt: &AttemptSummary) {
         let offset = attempt.at - self.start;
         if offset < 0 {
             return;
@@ -209,7 +211,7 @@ impl Series {
             return;
         }
         self.attempts[index] += 1;
-        let ok = attempt.error.is_none()
+        let ok = !attempt.errored
             && attempt
                 .status
                 .is_none_or(|status| (200..300).contains(&status));
@@ -270,14 +272,13 @@ fn percentile(sorted: &[u64], p: usize) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn attempt(number: u32, at: i64, status: Option<u16>, latency_ms: u64) -> Attempt {
-        Attempt {
+    fn attempt(number: u32, at: i64, status: Option<u16>, latency_ms: u64) -> AttemptSummary {
+        AttemptSummary {
             number,
             at,
             status,
             latency_ms,
-            error: None,
-            response_body: None,
+            errored: false,
         }
     }
 
@@ -293,7 +294,7 @@ mod tests {
             &self,
             key: crate::deliveries::DeliveryKey,
             event: &crate::events::Event,
-            attempt: Attempt,
+            attempt: crate::deliveries::Attempt,
             status: DeliveryStatus,
             ttl: Duration,
         ) -> Result<(), StoreError> {
@@ -312,9 +313,10 @@ mod tests {
             &self,
             hook_id: uuid::Uuid,
             size: usize,
+            max_bytes: usize,
             after: Option<crate::deliveries::DeliveryPageToken>,
         ) -> Result<crate::deliveries::DeliveryPage, StoreError> {
-            self.inner.list(hook_id, size, after).await
+            self.inner.list(hook_id, size, max_bytes, after).await
         }
         async fn list_window(
             &self,
@@ -323,8 +325,19 @@ mod tests {
             size: usize,
             after: Option<crate::deliveries::DeliveryPageToken>,
         ) -> Result<crate::deliveries::DeliveryPage, StoreError> {
-            tokio::time::sleep(self.delay).await;
             self.inner.list_window(hook_id, window, size, after).await
+        }
+        async fn summarize_window(
+            &self,
+            hook_id: uuid::Uuid,
+            window: &DeliveryWindow,
+            size: usize,
+            after: Option<crate::deliveries::DeliveryPageToken>,
+        ) -> Result<crate::deliveries::DeliverySummaryPage, StoreError> {
+            tokio::time::sleep(self.delay).await;
+            self.inner
+                .summarize_window(hook_id, window, size, after)
+                .await
         }
     }
 
@@ -398,8 +411,8 @@ mod tests {
         series.add_attempt(&attempt(1, start + 5, Some(200), 10));
         series.add_attempt(&attempt(1, start + 30_000, Some(500), 30));
         series.add_attempt(&attempt(2, start + BUCKET_MS + 1, Some(204), 20));
-        series.add_attempt(&Attempt {
-            error: Some("connection refused".into()),
+        series.add_attempt(&AttemptSummary {
+            errored: true,
             ..attempt(3, start + 59 * BUCKET_MS, None, 1)
         });
         // Outside the hour on either side: not counted.

@@ -38,9 +38,10 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{
-    check_created_at, expiry, logged_event, page_of, sort_key, Attempt, DeliveryKey, DeliveryLog,
-    DeliveryPage, DeliveryPageToken, DeliveryRecord, DeliveryStatus, DeliveryWindow,
-    MAX_ATTEMPTS_KEPT,
+    check_created_at, expiry, json_len, logged_event, page_of, sort_key, summary_page_of, Admit,
+    Attempt, AttemptSummary, DeliveryKey, DeliveryLog, DeliveryPage, DeliveryPageToken,
+    DeliveryRecord, DeliveryStatus, DeliverySummary, DeliverySummaryPage, DeliveryWindow,
+    PageBudget, MAX_ATTEMPTS_KEPT,
 };
 use crate::events::{now_millis, Event};
 use crate::store::StoreError;
@@ -294,6 +295,15 @@ impl StoredRecord {
     }
 }
 
+/// The projection of a record item that [`DeliveryLog::summarize_window`] reads.
+#[derive(Deserialize)]
+struct StoredSummary {
+    id: Uuid,
+    created_at: i64,
+    status: DeliveryStatus,
+    attempts: Vec<Attempt>,
+}
+
 /// The part of a pointer item that `get` needs.
 #[derive(Deserialize)]
 struct StoredPointer {
@@ -339,6 +349,42 @@ fn pointer_key(hook_id: Uuid, delivery_id: Uuid) -> Item {
 
 #[async_trait]
 impl DeliveryLog for DynamoDeliveryLog {
+    async fn claim_resend(&self, key: DeliveryKey, seen: i64) -> Result<bool, StoreError> {
+        // Later than `seen` even within its millisecond, so that a second claim of the same read
+        // fails its condition.
+        let now = now_millis().max(seen.saturating_add(1));
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(record_key(key)))
+            .update_expression("SET #status = :pending, #updated_at = :now")
+            .condition_expression(
+                "attribute_exists(#id) AND #updated_at = :seen AND #status <> :pending",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#updated_at", "updated_at")
+            .expression_attribute_names("#id", "id")
+            .expression_attribute_values(":pending", to_value(&DeliveryStatus::Pending)?)
+            .expression_attribute_values(":now", number(now))
+            .expression_attribute_values(":seen", number(seen))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            // Claimed by another replay, or changed by an attempt since it was read.
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(StoreError::backend(err)),
+        }
+    }
+
     async fn record_attempt(
         &self,
         key: DeliveryKey,
@@ -394,14 +440,17 @@ impl DeliveryLog for DynamoDeliveryLog {
         &self,
         hook_id: Uuid,
         size: usize,
+        max_bytes: usize,
         after: Option<DeliveryPageToken>,
     ) -> Result<DeliveryPage, StoreError> {
         let now = now_millis();
         // One match more than the page tells whether another page exists.
         let wanted = size.saturating_add(1);
+        let mut budget = PageBudget::new(size, max_bytes);
         let mut matched: Vec<DeliveryRecord> = Vec::new();
         let mut start_key: Option<Item> = None;
-        loop {
+        // Each Query returns at most 1 MB; what is past the page's budget is dropped as it comes.
+        let stop = 'read: loop {
             let mut query = self
                 .client
                 .query()
@@ -423,23 +472,18 @@ impl DeliveryLog for DynamoDeliveryLog {
             };
             let output = query.send().await.map_err(StoreError::backend)?;
             for item in output.items.unwrap_or_default() {
-                matched.push(StoredRecord::from_item(item)?.into_record()?);
+                let record = StoredRecord::from_item(item)?.into_record()?;
+                match budget.admit(json_len(&record)?) {
+                    Admit::Take => matched.push(record),
+                    stop => break 'read Some(stop),
+                }
             }
             start_key = output.last_evaluated_key;
-            if matched.len() >= wanted || start_key.is_none() {
-                break;
+            if start_key.is_none() {
+                break None;
             }
-        }
-        let more = matched.len() > size;
-        matched.truncate(size);
-        let next = match matched.last() {
-            Some(last) if more => Some(DeliveryPageToken::after(last)),
-            _ => None,
         };
-        Ok(DeliveryPage {
-            items: matched,
-            next,
-        })
+        Ok(PageBudget::page(matched, stop))
     }
 
     async fn list_window(
@@ -511,6 +555,87 @@ impl DeliveryLog for DynamoDeliveryLog {
         // Reads past the page are dropped: the next page starts after its last item anyway.
         matched.truncate(wanted);
         Ok(page_of(matched, size))
+    }
+
+    async fn summarize_window(
+        &self,
+        hook_id: Uuid,
+        window: &DeliveryWindow,
+        size: usize,
+        after: Option<DeliveryPageToken>,
+    ) -> Result<DeliverySummaryPage, StoreError> {
+        let Some((from, to)) = window.sort_key_range() else {
+            return Ok(summary_page_of(Vec::new(), size));
+        };
+        if window.statuses.is_empty() {
+            return Ok(summary_page_of(Vec::new(), size));
+        }
+        // As `list_window`, but projected: the event never leaves DynamoDB, and each item is cut
+        // down to its summary as it arrives (attempts come whole: a projection cannot name the
+        // fields of every list element), so what is held is a few dozen bytes per attempt.
+        let after = after.map(|token| token.sort_key());
+        let from = match &after {
+            Some(after) if *after > from => after.clone(),
+            _ => from,
+        };
+        let placeholders: Vec<String> = (0..window.statuses.len())
+            .map(|i| format!(":s{i}"))
+            .collect();
+        let filter = format!(
+            "expires_at_ms > :now AND #status IN ({})",
+            placeholders.join(", ")
+        );
+        let now = now_millis();
+        let wanted = size.saturating_add(1);
+        let mut matched: Vec<DeliverySummary> = Vec::new();
+        let mut start_key: Option<Item> = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .scan_index_forward(true)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .filter_expression(&filter)
+                .projection_expression("#id, #created_at, #status, #attempts")
+                .expression_attribute_names("#id", "id")
+                .expression_attribute_names("#created_at", "created_at")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_names("#attempts", "attempts")
+                .expression_attribute_values(":pk", string(hook_pk(hook_id)))
+                .expression_attribute_values(":from", string(from.clone()))
+                .expression_attribute_values(":to", string(to.clone()))
+                .expression_attribute_values(":now", number(now))
+                .limit(
+                    i32::try_from(wanted - matched.len())
+                        .unwrap_or(i32::MAX)
+                        .max(WINDOW_READ),
+                )
+                .set_exclusive_start_key(start_key.take());
+            for (placeholder, status) in placeholders.iter().zip(&window.statuses) {
+                query = query.expression_attribute_values(placeholder, to_value(status)?);
+            }
+            let output = query.send().await.map_err(StoreError::backend)?;
+            for item in output.items.unwrap_or_default() {
+                let stored: StoredSummary =
+                    serde_dynamo::from_item(item).map_err(StoreError::backend)?;
+                if after.as_deref() != Some(sort_key(stored.created_at, stored.id).as_str()) {
+                    matched.push(DeliverySummary {
+                        id: stored.id,
+                        created_at: stored.created_at,
+                        status: stored.status,
+                        attempts: stored.attempts.iter().map(AttemptSummary::from).collect(),
+                    });
+                }
+            }
+            start_key = output.last_evaluated_key;
+            if matched.len() >= wanted || start_key.is_none() {
+                break;
+            }
+        }
+        matched.truncate(wanted);
+        Ok(summary_page_of(matched, size))
     }
 }
 

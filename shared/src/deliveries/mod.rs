@@ -173,6 +173,127 @@ pub struct DeliveryKey {
 pub struct DeliveryPage {
     pub items: Vec<DeliveryRecord>,
     pub next: Option<DeliveryPageToken>,
+    /// True when the page ended before its count because its records' JSON reached the byte
+    /// budget of [`DeliveryLog::list`]; `next` then goes on from its last record.
+    pub truncated_by_size: bool,
+}
+
+/// What the stats need of one delivery: no event, no response bodies, no error texts, so that
+/// reading a window of them costs a few dozen bytes per attempt whatever the events weigh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySummary {
+    pub id: Uuid,
+    pub created_at: i64,
+    pub status: DeliveryStatus,
+    /// Oldest first, as in the record.
+    pub attempts: Vec<AttemptSummary>,
+}
+
+/// What the stats need of one [`Attempt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct AttemptSummary {
+    pub number: u32,
+    pub at: i64,
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    /// The attempt has an error (its text is not read).
+    pub errored: bool,
+}
+
+impl From<&Attempt> for AttemptSummary {
+    fn from(attempt: &Attempt) -> AttemptSummary {
+        AttemptSummary {
+            number: attempt.number,
+            at: attempt.at,
+            status: attempt.status,
+            latency_ms: attempt.latency_ms,
+            errored: attempt.error.is_some(),
+        }
+    }
+}
+
+/// A page of [`DeliverySummary`]s of a window, oldest first, and the token of the next page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySummaryPage {
+    pub items: Vec<DeliverySummary>,
+    pub next: Option<DeliveryPageToken>,
+}
+
+/// Fills a listing page up to a count and a byte budget: a record is taken while the page holds
+/// fewer than `size` and its JSON still fits the budget; the first record is always taken, so that
+/// every page makes progress (one record is bounded anyway: a capped event, capped attempts).
+#[derive(Debug)]
+pub(crate) struct PageBudget {
+    size: usize,
+    max_bytes: usize,
+    taken: usize,
+    bytes: usize,
+}
+
+/// What [`PageBudget::admit`] says of the next record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    Take,
+    /// The page holds `size` records; the record shows that another page follows.
+    Full,
+    /// The record would take the page past the byte budget: it starts the next page.
+    OverBudget,
+}
+
+impl PageBudget {
+    pub(crate) fn new(size: usize, max_bytes: usize) -> PageBudget {
+        PageBudget {
+            size,
+            max_bytes,
+            taken: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Whether a record whose JSON is `len` bytes joins the page (counted if it does).
+    pub(crate) fn admit(&mut self, len: usize) -> Admit {
+        if self.taken >= self.size {
+            return Admit::Full;
+        }
+        if self.taken > 0 && self.bytes.saturating_add(len) > self.max_bytes {
+            return Admit::OverBudget;
+        }
+        self.taken += 1;
+        self.bytes = self.bytes.saturating_add(len);
+        Admit::Take
+    }
+
+    /// The page of `items` (those taken) once reading stopped on `stop`, or ran out (`None`).
+    pub(crate) fn page(items: Vec<DeliveryRecord>, stop: Option<Admit>) -> DeliveryPage {
+        let next = match (items.last(), stop) {
+            (Some(last), Some(Admit::Full | Admit::OverBudget)) => {
+                Some(DeliveryPageToken::after(last))
+            }
+            _ => None,
+        };
+        DeliveryPage {
+            items,
+            next,
+            truncated_by_size: stop == Some(Admit::OverBudget),
+        }
+    }
+}
+
+/// The length of `record`'s JSON text, as the listing serialises it, without building the text.
+pub fn json_len(record: &DeliveryRecord) -> Result<usize, StoreError> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, record).map_err(StoreError::backend)?;
+    Ok(count.0)
 }
 
 /// Which deliveries [`DeliveryLog::list_window`] returns: those of one hook first attempted in a
@@ -280,7 +401,25 @@ pub(crate) fn page_of(mut items: Vec<DeliveryRecord>, size: usize) -> DeliveryPa
         Some(last) if more => Some(DeliveryPageToken::after(last)),
         _ => None,
     };
-    DeliveryPage { items, next }
+    DeliveryPage {
+        items,
+        next,
+        truncated_by_size: false,
+    }
+}
+
+/// The summary page of the first `size` of `items`, fetched one past the page like [`page_of`].
+pub(crate) fn summary_page_of(mut items: Vec<DeliverySummary>, size: usize) -> DeliverySummaryPage {
+    let more = items.len() > size;
+    items.truncate(size);
+    let next = match items.last() {
+        Some(last) if more => Some(DeliveryPageToken {
+            created_at: last.created_at,
+            delivery_id: last.id,
+        }),
+        _ => None,
+    };
+    DeliverySummaryPage { items, next }
 }
 
 /// Drops the oldest attempts beyond [`MAX_ATTEMPTS_KEPT`].
@@ -312,11 +451,15 @@ pub trait DeliveryLog: Send + Sync + 'static {
         delivery_id: Uuid,
     ) -> Result<Option<DeliveryRecord>, StoreError>;
 
-    /// Up to `size` unexpired deliveries of the hook, newest first, after `after` when given.
+    /// Up to `size` unexpired deliveries of the hook, newest first, after `after` when given, and
+    /// no more than fit in `max_bytes` of their JSON (at least one, whatever its size): a page cut
+    /// by the budget says `truncated_by_size` and its `next` goes on from its last record. Records
+    /// past the page are not held in memory, so a page costs about `max_bytes` whatever `size`.
     async fn list(
         &self,
         hook_id: Uuid,
         size: usize,
+        max_bytes: usize,
         after: Option<DeliveryPageToken>,
     ) -> Result<DeliveryPage, StoreError>;
 
@@ -330,6 +473,29 @@ pub trait DeliveryLog: Send + Sync + 'static {
         size: usize,
         after: Option<DeliveryPageToken>,
     ) -> Result<DeliveryPage, StoreError>;
+
+    /// What [`DeliveryLog::list_window`] would return, as [`DeliverySummary`]s: the same
+    /// deliveries, order and paging, without reading events, response bodies or error texts.
+    async fn summarize_window(
+        &self,
+        hook_id: Uuid,
+        window: &DeliveryWindow,
+        size: usize,
+        after: Option<DeliveryPageToken>,
+    ) -> Result<DeliverySummaryPage, StoreError>;
+
+    /// Claims the settled delivery `key` for one resend: sets it [`DeliveryStatus::Pending`] if
+    /// it is still as the caller read it (its `updated_at` is `seen` and it is not pending).
+    /// True when this call claimed it; false when it changed meanwhile (another replay claimed
+    /// it, or an attempt landed), in which case the caller must not queue it. So of concurrent
+    /// replays, one queues each delivery, and the attempt number it sends (its last + 1) is not
+    /// sent by another. The attempt the resend records settles the status again.
+    async fn claim_resend(&self, key: DeliveryKey, seen: i64) -> Result<bool, StoreError> {
+        let _ = (key, seen);
+        Err(StoreError::backend(
+            "this delivery log cannot claim resends",
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //! reads, extends and writes the row, so concurrent appends (even from several processes) queue up
 //! rather than overwrite each other. Reads skip expired rows; writes purge them now and then.
 //! A window query ([`DeliveryLog::list_window`]) is a range on the `(hook_id, sk)` index; the
-//! status, kept only in the JSON, is filtered on within that range.
+//! status, kept only in the JSON, is filtered on within that range. Its summaries
+//! ([`DeliveryLog::summarize_window`]) are projected by SQLite's JSON functions in the query, and a
+//! listing checks each row's `octet_length(body)` against its byte budget before fetching the body.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -17,8 +19,9 @@ use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
 
 use super::{
-    check_created_at, expiry, keep_latest, logged_event, page_of, sort_key, Attempt, DeliveryKey,
-    DeliveryLog, DeliveryPage, DeliveryPageToken, DeliveryRecord, DeliveryStatus, DeliveryWindow,
+    check_created_at, expiry, keep_latest, logged_event, page_of, sort_key, summary_page_of, Admit,
+    Attempt, DeliveryKey, DeliveryLog, DeliveryPage, DeliveryPageToken, DeliveryRecord,
+    DeliveryStatus, DeliverySummary, DeliverySummaryPage, DeliveryWindow, PageBudget,
 };
 use crate::events::{now_millis, Event};
 use crate::sqlite::Database;
@@ -82,6 +85,49 @@ fn parse(body: &str) -> Result<DeliveryRecord, StoreError> {
 
 #[async_trait]
 impl DeliveryLog for SqliteDeliveryLog {
+    async fn claim_resend(&self, key: DeliveryKey, seen: i64) -> Result<bool, StoreError> {
+        let (hook_id, id) = (id_text(key.hook_id), id_text(key.delivery_id));
+        // Later than `seen` even within its millisecond, so that a second claim of the same read
+        // fails.
+        let now = now_millis().max(seen.saturating_add(1));
+        let result = self
+            .db
+            // One transaction reads and writes: of two claims of one read, the second sees the
+            // first's `updated_at`.
+            .write_relaxed(move |tx| {
+                let stored: Option<String> = tx
+                    .query_row(
+                        "SELECT body FROM deliveries
+                         WHERE hook_id = ?1 AND id = ?2 AND expires_at > ?3",
+                        params![hook_id, id, now],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                let mut record = match stored.as_deref().map(parse).transpose() {
+                    Ok(Some(record)) => record,
+                    Ok(None) => return Ok(Ok(false)),
+                    Err(err) => return Ok(Err(err)),
+                };
+                if record.updated_at != seen || record.status == DeliveryStatus::Pending {
+                    return Ok(Ok(false));
+                }
+                record.status = DeliveryStatus::Pending;
+                record.updated_at = now;
+                let body = match serde_json::to_string(&record) {
+                    Ok(body) => body,
+                    Err(err) => return Ok(Err(StoreError::backend(err))),
+                };
+                tx.execute(
+                    "UPDATE deliveries SET body = ?3 WHERE hook_id = ?1 AND id = ?2",
+                    params![hook_id, id, body],
+                )?;
+                Ok(Ok(true))
+            })
+            .await
+            .map_err(StoreError::backend)?;
+        result
+    }
+
     async fn record_attempt(
         &self,
         key: DeliveryKey,
@@ -181,39 +227,43 @@ impl DeliveryLog for SqliteDeliveryLog {
         &self,
         hook_id: Uuid,
         size: usize,
+        max_bytes: usize,
         after: Option<DeliveryPageToken>,
     ) -> Result<DeliveryPage, StoreError> {
         let now = now_millis();
         let after = after.map(|token| token.sort_key());
         // One row more than the page tells whether another page exists.
         let limit = i64::try_from(size.saturating_add(1)).unwrap_or(i64::MAX);
-        let bodies = self
+        let (bodies, stop) = self
             .db
             .call(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT body FROM deliveries
+                    "SELECT octet_length(body), body FROM deliveries
                      WHERE hook_id = ?1 AND (?2 IS NULL OR sk < ?2) AND expires_at > ?3
                      ORDER BY sk DESC
                      LIMIT ?4",
                 )?;
-                let rows = stmt.query_map(params![id_text(hook_id), after, now, limit], |row| {
-                    row.get::<_, String>(0)
-                })?;
-                rows.collect::<rusqlite::Result<Vec<String>>>()
+                let mut rows = stmt.query(params![id_text(hook_id), after, now, limit])?;
+                // The body is the record's JSON as the listing serialises it: its length is
+                // checked before the text is fetched, so a row past the budget is never read.
+                let mut budget = PageBudget::new(size, max_bytes);
+                let mut bodies = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let len = usize::try_from(row.get::<_, i64>(0)?).unwrap_or(usize::MAX);
+                    match budget.admit(len) {
+                        Admit::Take => bodies.push(row.get::<_, String>(1)?),
+                        stop => return Ok((bodies, Some(stop))),
+                    }
+                }
+                Ok((bodies, None))
             })
             .await
             .map_err(StoreError::backend)?;
-        let mut items = bodies
-            .iter()
-            .map(|body| parse(body))
-            .collect::<Result<Vec<_>, _>>()?;
-        let more = items.len() > size;
-        items.truncate(size);
-        let next = match items.last() {
-            Some(last) if more => Some(DeliveryPageToken::after(last)),
-            _ => None,
-        };
-        Ok(DeliveryPage { items, next })
+        let mut items = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            items.push(parse(&body)?);
+        }
+        Ok(PageBudget::page(items, stop))
     }
 
     async fn list_window(
@@ -224,10 +274,7 @@ impl DeliveryLog for SqliteDeliveryLog {
         after: Option<DeliveryPageToken>,
     ) -> Result<DeliveryPage, StoreError> {
         let Some((from, to)) = window.sort_key_range() else {
-            return Ok(DeliveryPage {
-                items: Vec::new(),
-                next: None,
-            });
+            return Ok(page_of(Vec::new(), size));
         };
         let now = now_millis();
         let after = after.map(|token| token.sort_key());
@@ -259,5 +306,71 @@ impl DeliveryLog for SqliteDeliveryLog {
             .map(|body| parse(body))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(page_of(items, size))
+    }
+
+    async fn summarize_window(
+        &self,
+        hook_id: Uuid,
+        window: &DeliveryWindow,
+        size: usize,
+        after: Option<DeliveryPageToken>,
+    ) -> Result<DeliverySummaryPage, StoreError> {
+        let Some((from, to)) = window.sort_key_range() else {
+            return Ok(summary_page_of(Vec::new(), size));
+        };
+        let now = now_millis();
+        let after = after.map(|token| token.sort_key());
+        let statuses = serde_json::to_string(&window.statuses).map_err(StoreError::backend)?;
+        let limit = i64::try_from(size.saturating_add(1)).unwrap_or(i64::MAX);
+        // The rows of `list_window`, projected inside SQLite to the fields the stats read: the
+        // event, response bodies and error texts never leave the database.
+        let rows = self
+            .db
+            .call(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id, json_extract(body, '$.created_at'), json_extract(body, '$.status'),
+                        (SELECT json_group_array(json_object(
+                             'number', json_extract(a.value, '$.number'),
+                             'at', json_extract(a.value, '$.at'),
+                             'status', json_extract(a.value, '$.status'),
+                             'latency_ms', json_extract(a.value, '$.latency_ms'),
+                             'errored', json(CASE WHEN json_extract(a.value, '$.error') IS NULL
+                                             THEN 'false' ELSE 'true' END)))
+                         FROM json_each(body, '$.attempts') AS a)
+                     FROM deliveries
+                     WHERE hook_id = ?1 AND sk >= ?2 AND sk <= ?3
+                       AND (?4 IS NULL OR sk > ?4) AND expires_at > ?5
+                       AND json_extract(body, '$.status') IN (SELECT value FROM json_each(?6))
+                     ORDER BY sk ASC
+                     LIMIT ?7",
+                )?;
+                let rows = stmt.query_map(
+                    params![id_text(hook_id), from, to, after, now, statuses, limit],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, String>(3)?,
+                        ))
+                    },
+                )?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await
+            .map_err(StoreError::backend)?;
+        let items = rows
+            .into_iter()
+            .map(|(id, created_at, status, attempts)| {
+                Ok(DeliverySummary {
+                    id: Uuid::try_parse(&id).map_err(StoreError::backend)?,
+                    created_at,
+                    status: serde_json::from_value(serde_json::Value::String(status))
+                        .map_err(StoreError::backend)?,
+                    attempts: serde_json::from_str(&attempts).map_err(StoreError::backend)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(summary_page_of(items, size))
     }
 }

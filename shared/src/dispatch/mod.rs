@@ -500,6 +500,10 @@ impl Dispatcher {
                 reason,
             )));
         }
+        if let Err(reason) = edge::check_usage(&event) {
+            Stats::bump(&self.stats.rejected);
+            return Ok(MessageOutcome::Reject(DeadLetterReason::Invalid(reason)));
+        }
         self.dispatch_in(event, receive_count, context).await?;
         Ok(MessageOutcome::Done)
     }
@@ -681,13 +685,16 @@ impl Dispatcher {
             tracing::info!(event_id = %event.id, "usage event without developerEmail, ratePlanId or quotaPercentUsed; ignored");
             return Ok(());
         };
-        if text("orgName").is_some_and(|name| name != org) {
+        // Only the webhooks of the usage's own organisation: rate plan ids of different
+        // organisations may be equal. An event without `orgName` was refused where it came in;
+        // one dispatched directly is matched against no organisation.
+        if text("orgName").as_deref() != Some(org) {
             return Ok(());
         }
         let cycle = text("nextBillingCycleStartDate").unwrap_or_default();
         let mut reached: Vec<(u32, String)> = Vec::new();
-        for condition in store.list_conditions(org).await? {
-            if condition.rate_plan != rate_plan || !condition.webhooks.contains(&hook.id) {
+        for condition in store.conditions_on_rate_plan(org, &rate_plan).await? {
+            if !condition.webhooks.contains(&hook.id) {
                 continue;
             }
             for percent in condition.reached(percent_used) {

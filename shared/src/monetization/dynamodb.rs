@@ -110,6 +110,18 @@ impl MonetizationStore for DynamoMonetizationStore {
         }
     }
 
+    /// One query of the organisation's partition (`condition#<org>`), filtered here: the rate
+    /// plan is inside `body`, and an organisation has at most [`MAX_CONDITIONS_PER_ORG`].
+    async fn conditions_on_rate_plan(
+        &self,
+        org: &str,
+        rate_plan: &str,
+    ) -> Result<Vec<Condition>, StoreError> {
+        let mut conditions = self.list_conditions(org).await?;
+        conditions.retain(|c| c.rate_plan == rate_plan);
+        Ok(conditions)
+    }
+
     async fn delete_condition(&self, org: &str, id: Uuid) -> Result<bool, StoreError> {
         let output = self
             .client

@@ -15,6 +15,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::events::Event;
 use crate::model::{Handler, Hook};
 
 pub const SOURCE: &str = "monetization";
@@ -55,6 +56,27 @@ pub const CALLBACK_FIELDS: [&str; 21] = [
     "triggerReason",
     "developerQuotaResetDate",
 ];
+
+/// What a `monetization`/`usage` event must carry beyond the catalogue's checks: `orgName`, a
+/// usable organisation name, as the usage is matched only against that organisation's conditions
+/// (rate plan ids of different organisations may be equal). Other events pass. Checked where
+/// events come in: `POST /events` answers 400, the dispatcher dead-letters the message.
+pub fn check_usage(event: &Event) -> Result<(), String> {
+    if event.source != SOURCE || event.event != EVENT {
+        return Ok(());
+    }
+    match event.data.get("orgName") {
+        Some(Value::String(org)) if valid_org(org) => Ok(()),
+        Some(_) => Err(format!(
+            "'data.orgName' must be an organisation name (1 to {MAX_ORG_BYTES} letters, digits, \
+             '.', '_' or '-')"
+        )),
+        None => Err(format!(
+            "'data.orgName' is required: a {SOURCE}/{EVENT} event notifies only the webhooks of \
+             its organisation"
+        )),
+    }
+}
 
 /// Whether `org` is a usable organisation name.
 pub fn valid_org(org: &str) -> bool {
@@ -212,5 +234,33 @@ mod tests {
         assert_ne!(hook_name("a", "~41"), hook_name("a", "A"));
         assert_eq!(hook_name("o", &"x".repeat(200)), None);
         assert!(!valid_org("a~b") && !valid_org("") && valid_org("my-org.1_x"));
+    }
+
+    #[test]
+    fn a_usage_event_must_name_its_organisation() {
+        let check = |body: &str| check_usage(&crate::events::parse_event(body).unwrap());
+        let usage =
+            |data: &str| format!(r#"{{"source":"monetization","event":"usage","data":{data}}}"#);
+        assert_eq!(
+            check(&usage(r#"{"orgName":"orgA","ratePlanId":"p"}"#)),
+            Ok(())
+        );
+        for data in [r#"{"ratePlanId":"p"}"#, "{}"] {
+            assert!(check(&usage(data))
+                .unwrap_err()
+                .contains("'data.orgName' is required"));
+        }
+        for data in [
+            r#"{"orgName":""}"#,
+            r#"{"orgName":7}"#,
+            r#"{"orgName":"a/b"}"#,
+        ] {
+            assert!(check(&usage(data))
+                .unwrap_err()
+                .contains("'data.orgName' must be"));
+        }
+        assert!(check(r#"{"source":"monetization","event":"usage"}"#).is_err());
+        // Other events are not the monetization module's to check.
+        assert_eq!(check(r#"{"source":"crud","event":"consumers"}"#), Ok(()));
     }
 }

@@ -5,7 +5,9 @@
 //! rate plan, a list of usage percentages and the webhooks to call. When a `monetization`/`usage`
 //! event arrives, each matching webhook is called once for every listed percentage the
 //! developer's usage of that rate plan has reached in the current billing cycle
-//! ([`Condition::reached`]). Which percentages were already notified is kept by the
+//! ([`Condition::reached`]). A usage is matched only against the conditions of its own
+//! organisation (its `orgName`, required: [`edge::check_usage`]), since rate plan ids of different
+//! organisations may be equal. Which percentages were already notified is kept by the
 //! [`MonetizationStore`] port: [`MonetizationStore::claim`] is one conditional write, so
 //! concurrent dispatchers agree on exactly one claimant per threshold. Two adapters implement it:
 //! [`sqlite::SqliteMonetizationStore`] and [`dynamodb::DynamoMonetizationStore`], which pass the
@@ -272,6 +274,14 @@ pub trait MonetizationStore: Send + Sync + 'static {
 
     /// The conditions of `org`, by id; at most [`MAX_CONDITIONS_PER_ORG`].
     async fn list_conditions(&self, org: &str) -> Result<Vec<Condition>, StoreError>;
+
+    /// The conditions of `org` on rate plan `rate_plan`, by id. Only `org`'s: rate plan ids are
+    /// not unique across organisations, and a usage is matched within its own (issue 19).
+    async fn conditions_on_rate_plan(
+        &self,
+        org: &str,
+        rate_plan: &str,
+    ) -> Result<Vec<Condition>, StoreError>;
 
     /// Removes a condition; true when it existed.
     async fn delete_condition(&self, org: &str, id: Uuid) -> Result<bool, StoreError>;

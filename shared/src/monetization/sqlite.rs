@@ -100,6 +100,31 @@ impl MonetizationStore for SqliteMonetizationStore {
         bodies.iter().map(|b| decode(b)).collect()
     }
 
+    async fn conditions_on_rate_plan(
+        &self,
+        org: &str,
+        rate_plan: &str,
+    ) -> Result<Vec<Condition>, StoreError> {
+        let (org, rate_plan) = (org.to_owned(), rate_plan.to_owned());
+        let bodies: Vec<String> = self
+            .db
+            .call(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT body FROM mint_conditions
+                     WHERE org = ?1 AND json_extract(body, '$.rate_plan') = ?2
+                     ORDER BY id LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(
+                    params![org, rate_plan, MAX_CONDITIONS_PER_ORG as i64],
+                    |row| row.get(0),
+                )?;
+                rows.collect()
+            })
+            .await
+            .map_err(StoreError::backend)?;
+        bodies.iter().map(|b| decode(b)).collect()
+    }
+
     async fn delete_condition(&self, org: &str, id: Uuid) -> Result<bool, StoreError> {
         let (org, id) = (org.to_owned(), id.to_string());
         self.db

@@ -56,6 +56,9 @@ pub enum DeadLetterReason {
     Unparseable(String),
     /// The event's source or event name is not in the catalogue (Kong's message).
     Unregistered(String),
+    /// The event is registered but lacks what its event requires (a `monetization`/`usage` event
+    /// without `orgName`); says what is missing.
+    Invalid(String),
     /// The message came back more often than the queue allows, so handling it keeps failing (or
     /// crashing the consumer).
     TooManyReceives {
@@ -80,7 +83,8 @@ impl std::fmt::Display for DeadLetterReason {
             }
             DeadLetterReason::Failed(message)
             | DeadLetterReason::Unparseable(message)
-            | DeadLetterReason::Unregistered(message) => f.write_str(message),
+            | DeadLetterReason::Unregistered(message)
+            | DeadLetterReason::Invalid(message) => f.write_str(message),
             DeadLetterReason::HookDeleted => {
                 f.write_str("the hook was deleted before the delivery succeeded")
             }

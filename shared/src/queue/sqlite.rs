@@ -183,7 +183,7 @@ impl SqliteQueue {
                     |row| row.get(0),
                 )?;
                 let mut select = conn.prepare_cached(
-                    "SELECT id, body, attributes, sent_at, visible_at, receive_count
+                    "SELECT id, body, attributes, sent_at, visible_at, receive_count, seq
                      FROM queue_messages WHERE queue = ?1 ORDER BY seq LIMIT ?2",
                 )?;
                 let messages = select
@@ -196,10 +196,11 @@ impl SqliteQueue {
                             row.get::<_, i64>(3)?,
                             row.get::<_, i64>(4)?,
                             row.get::<_, u32>(5)?,
+                            row.get::<_, i64>(6)?,
                         ))
                     })?
                     .map(|row| {
-                        let (id, body, attributes, sent_at, moved_at, receive_count) = row?;
+                        let (id, body, attributes, sent_at, moved_at, receive_count, seq) = row?;
                         Ok(StoredMessage {
                             id,
                             body,
@@ -207,7 +208,67 @@ impl SqliteQueue {
                             sent_at,
                             moved_at,
                             receive_count,
+                            seq,
                         })
+                    })
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok((messages, u64::try_from(total).unwrap_or(0)))
+            })
+            .await
+            .map_err(QueueError::backend)
+    }
+
+    /// Up to `max` messages of the queue, newest first (by when they became visible, which for a
+    /// dead letter is when it was moved), strictly before `before` when given, without receiving
+    /// them; and how many the queue holds in all. Each message's [`StoredMessage::position`]
+    /// continues the listing after it.
+    pub async fn peek_newest(
+        &self,
+        before: Option<PeekPosition>,
+        max: usize,
+    ) -> Result<(Vec<StoredMessage>, u64), QueueError> {
+        let name = self.name.clone();
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        // Past every position: the first page.
+        let before = before.unwrap_or(PeekPosition {
+            moved_at: i64::MAX,
+            seq: i64::MAX,
+        });
+        self.db
+            .call(move |conn| {
+                let total: i64 = conn.query_row(
+                    "SELECT COUNT(*) FROM queue_messages WHERE queue = ?1",
+                    params![name],
+                    |row| row.get(0),
+                )?;
+                // `seq` is unique across the queues of a database, so (visible_at, seq) orders
+                // the messages of several queues as one list.
+                let mut select = conn.prepare_cached(
+                    "SELECT id, body, attributes, sent_at, visible_at, receive_count, seq
+                     FROM queue_messages
+                     WHERE queue = ?1 AND (visible_at, seq) < (?2, ?3)
+                     ORDER BY visible_at DESC, seq DESC LIMIT ?4",
+                )?;
+                let messages = select
+                    .query_map(params![name, before.moved_at, before.seq, max], |row| {
+                        let attributes: String = row.get(2)?;
+                        Ok((
+                            StoredMessage {
+                                id: row.get(0)?,
+                                body: row.get(1)?,
+                                attributes: BTreeMap::new(),
+                                sent_at: row.get(3)?,
+                                moved_at: row.get(4)?,
+                                receive_count: row.get(5)?,
+                                seq: row.get(6)?,
+                            },
+                            attributes,
+                        ))
+                    })?
+                    .map(|row| {
+                        let (mut message, attributes) = row?;
+                        message.attributes = decode_attributes(&attributes)?;
+                        Ok(message)
                     })
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 Ok((messages, u64::try_from(total).unwrap_or(0)))
@@ -288,6 +349,54 @@ pub struct StoredMessage {
     /// When it becomes (or became) visible, Unix ms: for a dead letter, when it was moved.
     pub moved_at: i64,
     pub receive_count: u32,
+    /// Its place in the database, unique across its queues.
+    pub seq: i64,
+}
+
+impl StoredMessage {
+    /// Where a newest-first listing ([`SqliteQueue::peek_newest`]) goes on after this message.
+    pub fn position(&self) -> PeekPosition {
+        PeekPosition {
+            moved_at: self.moved_at,
+            seq: self.seq,
+        }
+    }
+}
+
+/// A place in a newest-first listing of messages: when the message became visible, and its
+/// `seq`. Passed around as an opaque cursor ([`PeekPosition::encode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PeekPosition {
+    pub moved_at: i64,
+    pub seq: i64,
+}
+
+impl PeekPosition {
+    /// The cursor text: URL-safe base64 of `<moved_at>.<seq>`.
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{}.{}", self.moved_at, self.seq))
+    }
+
+    /// Parses a cursor made by [`PeekPosition::encode`]; anything else is an error message.
+    pub fn decode(cursor: &str) -> Result<PeekPosition, &'static str> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor)
+            .map_err(|_| "bad base64 encoding")?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| "malformed cursor")?;
+        let (moved_at, seq) = text.split_once('.').ok_or("malformed cursor")?;
+        let position = PeekPosition {
+            moved_at: moved_at.parse().map_err(|_| "malformed cursor")?,
+            seq: seq.parse().map_err(|_| "malformed cursor")?,
+        };
+        // Only the canonical spelling round-trips, so that a cursor names one position.
+        if position.encode() != cursor {
+            return Err("malformed cursor");
+        }
+        Ok(position)
+    }
 }
 
 /// Creates the table and its indexes, adding the columns that databases of earlier versions lack.
@@ -802,6 +911,19 @@ mod tests {
             queue.receive(10, SHORT, NO_WAIT).await.unwrap()[0].body,
             "b"
         );
+    }
+
+    #[test]
+    fn peek_cursors_round_trip_and_refuse_anything_else() {
+        let position = PeekPosition {
+            moved_at: 1_700_000_000_123,
+            seq: 42,
+        };
+        assert_eq!(PeekPosition::decode(&position.encode()), Ok(position));
+        assert_eq!(PeekPosition::decode("nope!"), Err("bad base64 encoding"));
+        // Base64 of "1.2.3" and of "a.1": decodable, but no position.
+        assert_eq!(PeekPosition::decode("MS4yLjM"), Err("malformed cursor"));
+        assert_eq!(PeekPosition::decode("YS4x"), Err("malformed cursor"));
     }
 
     #[tokio::test]
