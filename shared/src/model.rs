@@ -142,8 +142,9 @@ impl Hook {
 
 /// The one rule for a hook's secrets outside the admin API, on a hook's JSON form (also one
 /// read back from a queue, which may not parse as today's [`Hook`]): a set `config.secret`
-/// becomes [`REDACTED`], `config.previous_secret` goes. Anything that is not a hook's shape is
-/// left alone.
+/// becomes [`REDACTED`], `config.previous_secret` goes, and so does the value of every header
+/// that carries credentials ([`is_credential_header`]: where a URL's credentials must go).
+/// Anything that is not a hook's shape is left alone.
 pub fn redact_hook_value(value: &mut serde_json::Value) {
     let Some(config) = value.get_mut("config").and_then(|c| c.as_object_mut()) else {
         return;
@@ -154,6 +155,34 @@ pub fn redact_hook_value(value: &mut serde_json::Value) {
             *secret = serde_json::Value::String(REDACTED.into());
         }
     }
+    if let Some(headers) = config.get_mut("headers").and_then(|h| h.as_object_mut()) {
+        for (name, header) in headers.iter_mut() {
+            if is_credential_header(name) && !header.is_null() {
+                *header = serde_json::Value::String(REDACTED.into());
+            }
+        }
+    }
+}
+
+/// Words in a header's name that say its value is a credential (`Authorization`, `Cookie`,
+/// `X-Api-Key`, `X-Auth-Token`, `X-Client-Secret`, …), compared without case.
+const CREDENTIAL_HEADER_WORDS: [&str; 8] = [
+    "authorization",
+    "cookie",
+    "token",
+    "secret",
+    "password",
+    "apikey",
+    "api-key",
+    "auth",
+];
+
+/// Whether a header named `name` carries a credential, by [`CREDENTIAL_HEADER_WORDS`].
+pub fn is_credential_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    CREDENTIAL_HEADER_WORDS
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 /// The handler of a hook with its configuration; serialized as `"handler": …, "config": {…}`.
@@ -587,6 +616,29 @@ mod tests {
         let mut other = json!(["secret"]);
         redact_hook_value(&mut other);
         assert_eq!(other, json!(["secret"]));
+    }
+
+    #[test]
+    fn credential_headers_are_redacted_and_others_kept() {
+        let mut hook = json!({"config": {"headers": {
+            "Authorization": "Bearer s3cret",
+            "X-Api-Key": "k3y",
+            "x-auth-token": "t0ken",
+            "Cookie": "session=abc",
+            "Content-Type": "application/json",
+            "X-Tenant": "blue",
+        }}});
+        redact_hook_value(&mut hook);
+        let headers = &hook["config"]["headers"];
+        for name in ["Authorization", "X-Api-Key", "x-auth-token", "Cookie"] {
+            assert_eq!(headers[name], REDACTED, "{name}");
+        }
+        assert_eq!(headers["Content-Type"], "application/json");
+        assert_eq!(headers["X-Tenant"], "blue");
+        let text = hook.to_string();
+        for secret in ["s3cret", "k3y", "t0ken", "abc"] {
+            assert!(!text.contains(secret), "{text}");
+        }
     }
 
     #[test]
