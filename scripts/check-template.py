@@ -65,7 +65,9 @@ USES: dict[str, list[tuple[str, str]]] = {
         ("SqsQueue::send_batch", "DELIVERIES_QUEUE_URL"),
         ("DynamoDeliveryLog::get", "DELIVERIES_TABLE"),  # retry reads the delivery
         ("DynamoDeliveryLog::list", "DELIVERIES_TABLE"),
-        ("DynamoDeliveryLog::list_window", "DELIVERIES_TABLE"),  # replay, stats
+        ("DynamoDeliveryLog::list_window", "DELIVERIES_TABLE"),  # replay
+        ("DynamoDeliveryLog::claim_resend", "DELIVERIES_TABLE"),  # replay claims each delivery
+        ("DynamoDeliveryLog::summarize_window", "DELIVERIES_TABLE"),  # stats
         ("DynamoIdempotencyStore::claim", "IDEMPOTENCY_TABLE"),
         ("DynamoIdempotencyStore::complete", "IDEMPOTENCY_TABLE"),
         ("DynamoIdempotencyStore::release", "IDEMPOTENCY_TABLE"),
@@ -88,7 +90,7 @@ USES: dict[str, list[tuple[str, str]]] = {
         ("DynamoWindowStore::swap_digest", "WINDOWS_TABLE"),
         ("DynamoDeliveryLog::record_attempt", "DELIVERIES_TABLE"),
         ("DynamoDeliveryLog::get", "DELIVERIES_TABLE"),
-        ("DynamoMonetizationStore::list_conditions", "MONETIZATION_TABLE"),
+        ("DynamoMonetizationStore::conditions_on_rate_plan", "MONETIZATION_TABLE"),
         ("DynamoMonetizationStore::claim", "MONETIZATION_TABLE"),
         ("SqsQueue::send_batch", "EVENTS_QUEUE_URL"),  # crud events of hooks it disables
         ("SqsQueue::send", "DELIVERIES_QUEUE_URL"),  # retries, parked attempts
