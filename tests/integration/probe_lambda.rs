@@ -290,7 +290,10 @@ async fn the_probe_and_admin_samples_run_through_the_lambda_binaries_on_moto() {
     )
     .await;
     assert_eq!(listed.status, 200, "{listed:?}");
-    assert_eq!(listed.body, json!({"data": [], "next": null}));
+    assert_eq!(
+        listed.body,
+        json!({"data": [], "next": null, "truncated_by_size": false})
+    );
 
     assert_eq!(
         samples.unused("probe-"),
