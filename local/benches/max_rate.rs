@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use event_hooks::deliver::retry::RetrySchedule;
 use event_hooks::lua::LuaPolicy;
+use event_hooks::outbound::retry::RetrySchedule;
 use event_hooks_local::{LogFormat, Service, Settings};
 use serde_json::json;
 use tokio::sync::watch;

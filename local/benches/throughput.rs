@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use event_hooks::deliver::retry::RetrySchedule;
 use event_hooks::lua::LuaPolicy;
+use event_hooks::outbound::retry::RetrySchedule;
 use event_hooks_local::{LogFormat, Service, Settings};
 use serde_json::json;
 use tokio::sync::watch;

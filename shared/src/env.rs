@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::admin::{AdminAuth, AdminSettings, CorsOrigins};
-use crate::deliver::http::HttpSettings;
 use crate::lua::LuaPolicy;
+use crate::outbound::http::HttpSettings;
 
 /// A setting that is missing or malformed.
 #[derive(Debug, thiserror::Error)]

@@ -11,9 +11,9 @@
 //! of the same kind, with the same two adapters and contract suite.
 
 pub mod admin;
+pub mod apigee;
 pub mod aws;
-pub mod deliver;
-pub mod deliveries;
+pub mod delivery_log;
 pub mod dispatch;
 pub mod env;
 pub mod events;
@@ -24,7 +24,7 @@ pub mod lua;
 pub mod lua_chain;
 pub mod metrics;
 pub mod model;
-pub mod monetization;
+pub mod outbound;
 pub mod queue;
 pub mod snapshot;
 pub mod sources;

@@ -109,7 +109,7 @@ pub const BUILTIN_SOURCES: &[&str] = &[
     "service-protection",
     "ai-rate-limiting-advanced",
     "oas-validation",
-    crate::monetization::edge::SOURCE,
+    crate::apigee::webhook::SOURCE,
 ];
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -182,10 +182,10 @@ impl Catalogue {
             ),
         );
         catalogue.insert(
-            crate::monetization::edge::SOURCE,
-            crate::monetization::edge::EVENT,
+            crate::apigee::webhook::SOURCE,
+            crate::apigee::webhook::EVENT,
             spec(
-                &crate::monetization::edge::CALLBACK_FIELDS,
+                &crate::apigee::webhook::CALLBACK_FIELDS,
                 None,
                 Some(
                     "A developer's usage of a rate plan (Apigee Edge monetization); Apigee \

@@ -11,7 +11,6 @@ use std::fmt;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::deliver::signing::standard_key;
 use crate::limits;
 use crate::lua::{self, LuaPolicy};
 use crate::model::{
@@ -19,6 +18,7 @@ use crate::model::{
     LambdaConfig, LogConfig, RetryOn, RetryPolicy, SignatureScheme, Timeouts, WebhookConfig,
     WebhookCustomConfig,
 };
+use crate::outbound::signing::standard_key;
 use crate::template::Template;
 
 /// One step of the path to a field: an object key or a 0-based array index.

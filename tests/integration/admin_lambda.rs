@@ -146,7 +146,7 @@ async fn every_admin_sample_event_runs_through_the_lambda_binary_on_moto() {
         .await
         .expect("create the events queue");
     let deliveries_table = unique_name("admin-lambda-deliveries");
-    event_hooks::deliveries::dynamodb::create_table(
+    event_hooks::delivery_log::dynamodb::create_table(
         &aws_sdk_dynamodb::Client::new(&config),
         &deliveries_table,
     )

@@ -6,16 +6,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use event_hooks::deliver::http::{HttpSender, HttpSettings};
-use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
+use event_hooks::apigee::sqlite::SqliteMonetizationStore;
+use event_hooks::apigee::webhook::hook_input;
+use event_hooks::apigee::{parse_usage_target, Condition, MonetizationStore};
+use event_hooks::delivery_log::sqlite::SqliteDeliveryLog;
 use event_hooks::dispatch::{
     DispatchPorts, DispatchSettings, Dispatcher, Executor, MessageOutcome,
 };
 use event_hooks::events::parse_event;
 use event_hooks::lua::{Limits, LuaPolicy};
-use event_hooks::monetization::edge::hook_input;
-use event_hooks::monetization::sqlite::SqliteMonetizationStore;
-use event_hooks::monetization::{parse_usage_target, Condition, MonetizationStore};
+use event_hooks::outbound::http::{HttpSender, HttpSettings};
 use event_hooks::queue::sqlite::SqliteQueue;
 use event_hooks::queue::DeadLetterReason;
 use event_hooks::snapshot::SnapshotCache;

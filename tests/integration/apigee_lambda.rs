@@ -62,11 +62,11 @@ async fn edge_samples_run_through_the_admin_lambda_on_moto() {
     let table = unique_name("apigee-hooks");
     create_table(&dynamodb, &table).await.expect("hooks table");
     let deliveries_table = unique_name("apigee-deliveries");
-    event_hooks::deliveries::dynamodb::create_table(&dynamodb, &deliveries_table)
+    event_hooks::delivery_log::dynamodb::create_table(&dynamodb, &deliveries_table)
         .await
         .expect("deliveries table");
     let monetization_table = unique_name("apigee-monetization");
-    event_hooks::monetization::dynamodb::create_table(&dynamodb, &monetization_table)
+    event_hooks::apigee::dynamodb::create_table(&dynamodb, &monetization_table)
         .await
         .expect("monetization table");
     let sqs = aws_sdk_sqs::Client::new(&config);
@@ -197,8 +197,8 @@ fn usage(percent: f64, cycle: i64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dispatch_lambda_notifies_usage_targets_once_per_cycle_on_moto() {
     use super::dispatch_lambda::{failed_ids, invoke, receive_all, record, start, Resources};
-    use event_hooks::monetization::dynamodb::DynamoMonetizationStore;
-    use event_hooks::monetization::{parse_usage_target, Condition, MonetizationStore};
+    use event_hooks::apigee::dynamodb::DynamoMonetizationStore;
+    use event_hooks::apigee::{parse_usage_target, Condition, MonetizationStore};
     use event_hooks::store::{HookStore, Precondition};
     use event_hooks_tests::receiver::Receiver;
 
@@ -210,11 +210,11 @@ async fn the_dispatch_lambda_notifies_usage_targets_once_per_cycle_on_moto() {
     let resources = Resources::create(&config).await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
     let table = unique_name("apigee-dispatch-monetization");
-    event_hooks::monetization::dynamodb::create_table(&dynamodb, &table)
+    event_hooks::apigee::dynamodb::create_table(&dynamodb, &table)
         .await
         .expect("monetization table");
     let receiver = Receiver::start().await;
-    let input = event_hooks::monetization::edge::hook_input(
+    let input = event_hooks::apigee::webhook::hook_input(
         "myorg",
         "w",
         &receiver.url("/w"),
@@ -251,7 +251,7 @@ async fn the_dispatch_lambda_notifies_usage_targets_once_per_cycle_on_moto() {
         .unwrap();
     // And (issue 19) a webhook of another organisation with a condition on the same rate plan
     // id, which usage of myorg must never reach.
-    let other_input = event_hooks::monetization::edge::hook_input(
+    let other_input = event_hooks::apigee::webhook::hook_input(
         "otherorg",
         "w",
         &receiver.url("/otherorg"),

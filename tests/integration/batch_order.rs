@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use event_hooks::deliver::http::{HttpSender, HttpSettings};
-use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
+use event_hooks::delivery_log::sqlite::SqliteDeliveryLog;
 use event_hooks::dispatch::batch::{self, Deadline, RecordContext};
 use event_hooks::dispatch::{
     worker, worker::Feed, Delivery, DispatchPorts, DispatchSettings, Dispatcher, Executor, Step,
 };
 use event_hooks::lua::Limits;
 use event_hooks::model::Hook;
+use event_hooks::outbound::http::{HttpSender, HttpSettings};
 use event_hooks::queue::sqlite::SqliteQueue;
 use event_hooks::queue::{Queue, Received};
 use event_hooks::snapshot::SnapshotCache;

@@ -144,7 +144,7 @@ async fn the_console_works_against_the_admin_function_in_a_browser() {
         .await
         .expect("create the hooks table");
     let deliveries_table = unique_name("console-deliveries");
-    event_hooks::deliveries::dynamodb::create_table(&dynamodb, &deliveries_table)
+    event_hooks::delivery_log::dynamodb::create_table(&dynamodb, &deliveries_table)
         .await
         .expect("create the deliveries table");
     let sqs = aws_sdk_sqs::Client::new(&config);

@@ -13,7 +13,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response as AxumResponse};
 use axum::Router;
-use event_hooks::deliver::{
+use event_hooks::outbound::{
     classify, signature, HttpSender, HttpSettings, Method, OutboundRequest, SendError, Verdict,
     SIGNATURE_HEADER,
 };

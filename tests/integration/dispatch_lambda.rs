@@ -17,10 +17,10 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use event_hooks::deliver::signing::signature;
-use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
-use event_hooks::deliveries::{DeliveryLog, DeliveryRecord, DeliveryStatus};
+use event_hooks::delivery_log::dynamodb::DynamoDeliveryLog;
+use event_hooks::delivery_log::{DeliveryLog, DeliveryRecord, DeliveryStatus};
 use event_hooks::model::{Handler, Hook, LogConfig, WebhookConfig};
+use event_hooks::outbound::signing::signature;
 use event_hooks::queue::sqs::{create_queue_with_dlq, SqsQueue};
 use event_hooks::queue::{Queue, Received};
 use event_hooks::store::dynamodb::DynamoHookStore;
@@ -321,7 +321,7 @@ impl Resources {
         event_hooks::windows::dynamodb::create_table(&dynamodb, &windows_table)
             .await
             .expect("create the windows table");
-        event_hooks::deliveries::dynamodb::create_table(&dynamodb, &deliveries_table)
+        event_hooks::delivery_log::dynamodb::create_table(&dynamodb, &deliveries_table)
             .await
             .expect("create the deliveries table");
         Resources {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use event_hooks::deliver::signing::signature;
+use event_hooks::outbound::signing::signature;
 use event_hooks::queue::sqlite::SqliteQueue;
 use event_hooks::queue::{Queue, REASON_ATTRIBUTE};
 use event_hooks::sqlite::Database;

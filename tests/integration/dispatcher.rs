@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use event_hooks::deliver::http::{HttpSender, HttpSettings};
-use event_hooks::deliver::retry::REQUEUES_PER_ATTEMPT;
-use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
+use event_hooks::delivery_log::sqlite::SqliteDeliveryLog;
 use event_hooks::dispatch::{
     DeadLetterReason, Delivery, DispatchError, DispatchPorts, DispatchSettings, Dispatcher,
     Executor, MessageOutcome, Step,
@@ -16,6 +14,8 @@ use event_hooks::dispatch::{
 use event_hooks::events::{now_millis, parse_event, Event};
 use event_hooks::lua::Limits;
 use event_hooks::model::{Handler, Hook, WebhookConfig};
+use event_hooks::outbound::http::{HttpSender, HttpSettings};
+use event_hooks::outbound::retry::REQUEUES_PER_ATTEMPT;
 use event_hooks::queue::sqlite::SqliteQueue;
 use event_hooks::queue::{Outgoing, Queue, QueueError, Received, MAX_DELAY, REASON_ATTRIBUTE};
 use event_hooks::snapshot::SnapshotCache;

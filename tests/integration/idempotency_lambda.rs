@@ -60,7 +60,7 @@ async fn the_lambda_queues_one_event_per_key() {
     event_hooks::store::dynamodb::create_table(&dynamodb, &hooks)
         .await
         .expect("create the hooks table");
-    event_hooks::deliveries::dynamodb::create_table(&dynamodb, &deliveries)
+    event_hooks::delivery_log::dynamodb::create_table(&dynamodb, &deliveries)
         .await
         .expect("create the deliveries table");
     event_hooks::idempotency::dynamodb::create_table(&dynamodb, &keys)

@@ -2,6 +2,7 @@
 
 mod admin_api;
 mod admin_lambda;
+mod apigee_contract;
 mod apigee_dispatch;
 mod apigee_lambda;
 mod apigee_local;
@@ -10,8 +11,8 @@ mod connections;
 mod console_api;
 mod console_lambda;
 mod dead_letters;
-mod deliveries_contract;
 mod delivery_http;
+mod delivery_log_contract;
 mod dispatch_lambda;
 mod dispatch_local;
 mod dispatcher;
@@ -22,7 +23,6 @@ mod idempotency_local;
 mod isolation;
 mod large_events;
 mod limits;
-mod monetization_contract;
 mod openapi;
 mod probe_lambda;
 mod probe_local;

@@ -7,9 +7,9 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use event_hooks::deliver::signing::{signature, SIGNATURE_HEADER};
 use event_hooks::events::Event;
 use event_hooks::model::{Handler, Hook, LogConfig, WebhookConfig};
+use event_hooks::outbound::signing::{signature, SIGNATURE_HEADER};
 use event_hooks::queue::sqs::{create_queue_with_dlq, SqsQueue};
 use event_hooks::queue::Queue;
 use event_hooks::store::dynamodb::{create_table, DynamoHookStore};
@@ -250,7 +250,7 @@ async fn the_probe_and_admin_samples_run_through_the_lambda_binaries_on_moto() {
         .await
         .expect("create the events queue");
     let deliveries_table = unique_name("probe-lambda-deliveries");
-    event_hooks::deliveries::dynamodb::create_table(&dynamodb, &deliveries_table)
+    event_hooks::delivery_log::dynamodb::create_table(&dynamodb, &deliveries_table)
         .await
         .expect("create the deliveries table");
     let (deliveries_url, _) =

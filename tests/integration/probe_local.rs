@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use event_hooks::deliver::signing::signature;
+use event_hooks::outbound::signing::signature;
 use event_hooks_tests::receiver::{Receiver, Reply};
 use event_hooks_tests::server::LocalServer;
 use serde_json::{json, Value};

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use event_hooks::deliveries::{DeliveryLog, DeliveryStatus};
+use event_hooks::delivery_log::{DeliveryLog, DeliveryStatus};
 use event_hooks::dispatch::protection::{self, Change, Outcome};
 use event_hooks::dispatch::{Delivery, MessageOutcome};
 use event_hooks::events::now_millis;

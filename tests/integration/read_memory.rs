@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
-use event_hooks::deliveries::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
+use event_hooks::delivery_log::sqlite::SqliteDeliveryLog;
+use event_hooks::delivery_log::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
 use event_hooks::events::{now_millis, Event};
 use event_hooks::limits::{MAX_DELIVERY_PAGE_BYTES, MAX_LOGGED_EVENT_BYTES};
 use event_hooks::sqlite::Database;

@@ -6,9 +6,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
-use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
-use event_hooks::deliveries::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
+use event_hooks::delivery_log::dynamodb::DynamoDeliveryLog;
+use event_hooks::delivery_log::sqlite::SqliteDeliveryLog;
+use event_hooks::delivery_log::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
 use event_hooks::events::{now_millis, Event};
 use event_hooks::queue::sqs::{create_queue_with_dlq, SqsQueue};
 use event_hooks::queue::Queue;
@@ -488,7 +488,7 @@ async fn the_admin_lambda_replays_from_dynamodb_onto_the_deliveries_queue() {
         .await
         .unwrap();
     let deliveries_table = unique_name("replay-deliveries");
-    event_hooks::deliveries::dynamodb::create_table(&dynamodb, &deliveries_table)
+    event_hooks::delivery_log::dynamodb::create_table(&dynamodb, &deliveries_table)
         .await
         .unwrap();
     let (events_url, _) = create_queue_with_dlq(&sqs, &unique_name("replay-events"), 5)

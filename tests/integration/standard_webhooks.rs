@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
-use event_hooks::deliver::signing::{standard_key, standard_signature};
 use event_hooks::model::{Handler, Hook, SignatureScheme, WebhookConfig};
+use event_hooks::outbound::signing::{standard_key, standard_signature};
 use event_hooks::queue::sqs::create_queue_with_dlq;
 use event_hooks::store::dynamodb::{create_table, DynamoHookStore};
 use event_hooks::store::{HookStore, Precondition};
@@ -306,7 +306,7 @@ async fn a_kong_hook_rotation_replaces_its_secret_at_once() {
     let request = &receiver.wait_for("/kong", 1, WAIT).await[0];
     assert_eq!(
         request.headers["x-kong-signature"],
-        event_hooks::deliver::signing::signature(b"swordfish", &request.body)
+        event_hooks::outbound::signing::signature(b"swordfish", &request.body)
     );
     assert!(!request.headers.contains_key("webhook-signature"));
 }
@@ -401,7 +401,7 @@ async fn on_lambda_and_dynamodb_a_rotated_standard_hook_signs_with_both_secrets(
         .await
         .unwrap();
     let deliveries_table = unique_name("std-deliveries");
-    event_hooks::deliveries::dynamodb::create_table(&dynamodb, &deliveries_table)
+    event_hooks::delivery_log::dynamodb::create_table(&dynamodb, &deliveries_table)
         .await
         .unwrap();
     let (deliveries_url, _) = create_queue_with_dlq(&sqs, &unique_name("std-deliveries"), 5)

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use event_hooks::admin::{self, AdminPorts, AdminState};
-use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
+use event_hooks::apigee::dynamodb::DynamoMonetizationStore;
+use event_hooks::delivery_log::dynamodb::DynamoDeliveryLog;
 use event_hooks::env::{self, required};
 use event_hooks::idempotency::dynamodb::DynamoIdempotencyStore;
-use event_hooks::monetization::dynamodb::DynamoMonetizationStore;
 use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::snapshot::SnapshotCache;
 use event_hooks::store::dynamodb::DynamoHookStore;

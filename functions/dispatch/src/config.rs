@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use event_hooks::deliver::http::HttpSettings;
 use event_hooks::dispatch::batch::DEADLINE_MARGIN;
 use event_hooks::dispatch::DispatchSettings;
 use event_hooks::env::{self, optional, required, seconds, SettingError};
+use event_hooks::outbound::http::HttpSettings;
 use event_hooks::queue::MAX_DELAY;
 
 /// Receives of one message before it is dead-lettered, unless `MAX_RECEIVES` says otherwise.

@@ -7,12 +7,12 @@ mod handler;
 
 use std::sync::Arc;
 
-use event_hooks::deliver::http::HttpSender;
-use event_hooks::deliveries::dynamodb::DynamoDeliveryLog;
+use event_hooks::apigee::dynamodb::DynamoMonetizationStore;
+use event_hooks::delivery_log::dynamodb::DynamoDeliveryLog;
 use event_hooks::dispatch::{DispatchPorts, Dispatcher, Executor};
 use event_hooks::env;
 use event_hooks::lua::Limits;
-use event_hooks::monetization::dynamodb::DynamoMonetizationStore;
+use event_hooks::outbound::http::HttpSender;
 use event_hooks::queue::sqs::SqsQueue;
 use event_hooks::snapshot::SnapshotCache;
 use event_hooks::store::dynamodb::DynamoHookStore;

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use event_hooks::admin::{self, ProbeState};
-use event_hooks::deliver::http::HttpSender;
 use event_hooks::dispatch::Executor;
 use event_hooks::env::{self, required};
 use event_hooks::lua::Limits;
+use event_hooks::outbound::http::HttpSender;
 use event_hooks::store::dynamodb::DynamoHookStore;
 use lambda_http::request::RequestContext;
 use lambda_http::{run, Error};

@@ -2,7 +2,7 @@
 //! (spec §12), also under `/v1`: Edge's shapes (`postURL` in, `postUrl` out, `totalRecords`,
 //! Unix ms), HTTP Basic auth with the admin token as password (the user is recorded as
 //! `createdBy`/`updatedBy`), errors as `{"code","message"}`. Each webhook is a hook (see
-//! [`crate::monetization::edge`]), so everything `/event-hooks` offers works on it.
+//! [`crate::apigee::webhook`]), so everything `/event-hooks` offers works on it.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -17,10 +17,10 @@ use super::error::ApiError;
 use super::hooks::{validate_hook, WRITE_ATTEMPTS};
 use super::query::Query;
 use super::AdminState;
+use crate::apigee::webhook::{self, MAX_USER_BYTES, MAX_WEBHOOK_NAME_BYTES};
+use crate::apigee::{parse_condition, Condition, MonetizationStore};
 use crate::events::{now_millis, now_seconds, Operation};
 use crate::model::{Handler, Hook, Versioned};
-use crate::monetization::edge::{self, MAX_USER_BYTES, MAX_WEBHOOK_NAME_BYTES};
-use crate::monetization::{parse_condition, Condition, MonetizationStore};
 use crate::store::{HookFilter, Precondition, StoreError, TagFilter};
 use crate::validate::SchemaViolation;
 
@@ -93,12 +93,12 @@ fn name_too_long(name: &str) -> ApiError {
 }
 
 fn check_org(org: &str) -> Result<(), ApiError> {
-    if edge::valid_org(org) {
+    if webhook::valid_org(org) {
         Ok(())
     } else {
         Err(bad(format!(
             "invalid organization name {org:?}: 1 to {} letters, digits, '.', '_' or '-'",
-            edge::MAX_ORG_BYTES
+            webhook::MAX_ORG_BYTES
         )))
     }
 }
@@ -180,7 +180,7 @@ async fn find(state: &AdminState, org: &str, id: &str) -> Result<Versioned<Hook>
         .await
         .map_err(|e| ApiError::from(e).into_edge())?
         .ok_or_else(missing)?;
-    if edge::is_edge_webhook(&stored.value) != Some(org) {
+    if webhook::is_edge_webhook(&stored.value) != Some(org) {
         return Err(missing());
     }
     Ok(stored)
@@ -193,7 +193,7 @@ pub async fn list_webhooks(
 ) -> Result<Json<Value>, ApiError> {
     check_org(&org)?;
     let webhooks = org_webhooks(&state, &org).await?;
-    let shown: Vec<Value> = webhooks.iter().map(|h| edge::shown(h, &org)).collect();
+    let shown: Vec<Value> = webhooks.iter().map(|h| webhook::shown(h, &org)).collect();
     Ok(Json(
         json!({"totalRecords": shown.len(), "webhooks": shown}),
     ))
@@ -201,9 +201,9 @@ pub async fn list_webhooks(
 
 async fn org_webhooks(state: &AdminState, org: &str) -> Result<Vec<Hook>, ApiError> {
     let filter = HookFilter {
-        source: Some(edge::SOURCE.into()),
+        source: Some(webhook::SOURCE.into()),
         event: None,
-        tags: Some(TagFilter::All(vec![format!("{}{org}", edge::ORG_TAG)])),
+        tags: Some(TagFilter::All(vec![format!("{}{org}", webhook::ORG_TAG)])),
     };
     let mut out = Vec::new();
     let mut after = None;
@@ -216,7 +216,7 @@ async fn org_webhooks(state: &AdminState, org: &str) -> Result<Vec<Hook>, ApiErr
         out.extend(
             page.items
                 .into_iter()
-                .filter(|h| edge::is_edge_webhook(h) == Some(org)),
+                .filter(|h| webhook::is_edge_webhook(h) == Some(org)),
         );
         match page.next {
             Some(token) if out.len() < MAX_WEBHOOKS_PER_ORG => after = Some(token),
@@ -232,7 +232,7 @@ pub async fn get_webhook(
 ) -> Result<Json<Value>, ApiError> {
     check_org(&org)?;
     let stored = find(&state, &org, &id).await?;
-    Ok(Json(edge::shown(&stored.value, &org)))
+    Ok(Json(webhook::shown(&stored.value, &org)))
 }
 
 /// `POST /mint/organizations/{org}/webhooks` with `name` and `postURL`: created disabled.
@@ -256,7 +256,7 @@ pub async fn create_webhook(
             .ok_or_else(|| bad("postURL is required"))?,
     )?;
     let user = user_of(&headers)?;
-    let input = edge::hook_input(&org, &name, &url, false, user.as_deref(), user.as_deref())
+    let input = webhook::hook_input(&org, &name, &url, false, user.as_deref(), user.as_deref())
         .ok_or_else(|| name_too_long(&name))?;
     let hook = validate_hook(&state, input, Uuid::new_v4(), now_seconds())
         .await
@@ -269,7 +269,7 @@ pub async fn create_webhook(
         .emit_change(Operation::Create, &hook, None)
         .await
         .map_err(ApiError::into_edge)?;
-    Ok((StatusCode::CREATED, Json(edge::shown(&hook, &org))).into_response())
+    Ok((StatusCode::CREATED, Json(webhook::shown(&hook, &org))).into_response())
 }
 
 /// What a change of a webhook sets; `None` keeps the stored value.
@@ -292,7 +292,7 @@ async fn change_webhook(
             value: old,
             version,
         } = find(state, org, id).await?;
-        let shown = edge::shown(&old, org);
+        let shown = webhook::shown(&old, org);
         let name = change
             .name
             .clone()
@@ -303,7 +303,7 @@ async fn change_webhook(
         });
         let created_by = shown["createdBy"].as_str();
         let updated_by = user.as_deref().or(shown["updatedBy"].as_str());
-        let mut input = edge::hook_input(
+        let mut input = webhook::hook_input(
             org,
             &name,
             &url,
@@ -328,9 +328,13 @@ async fn change_webhook(
             input["config"][field] = kept["config"][field].clone();
         }
         let extra_tags = old.tags.iter().filter(|t| {
-            ![edge::ORG_TAG, edge::CREATED_BY_TAG, edge::UPDATED_BY_TAG]
-                .iter()
-                .any(|p| t.starts_with(p))
+            ![
+                webhook::ORG_TAG,
+                webhook::CREATED_BY_TAG,
+                webhook::UPDATED_BY_TAG,
+            ]
+            .iter()
+            .any(|p| t.starts_with(p))
         });
         if let Some(tags) = input["tags"].as_array_mut() {
             tags.extend(extra_tags.map(|t| Value::String(t.clone())));
@@ -352,7 +356,7 @@ async fn change_webhook(
                     .emit_change(Operation::Update, &hook, Some(&old))
                     .await
                     .map_err(ApiError::into_edge)?;
-                return Ok(Json(edge::shown(&hook, org)));
+                return Ok(Json(webhook::shown(&hook, org)));
             }
             Err(StoreError::Conflict) => continue,
             Err(err) => return Err(hook_error(err.into(), org, &name)),
@@ -479,7 +483,7 @@ async fn condition_from(
     let input = parse_condition(fields).map_err(bad)?;
     for webhook in &input.webhooks {
         let exists = match state.store.get(*webhook).await.map_err(store_error)? {
-            Some(stored) => edge::is_edge_webhook(&stored.value) == Some(org),
+            Some(stored) => webhook::is_edge_webhook(&stored.value) == Some(org),
             None => false,
         };
         if !exists {
@@ -531,11 +535,11 @@ pub async fn create_condition(
         .await
         .map_err(store_error)?
         .len()
-        >= crate::monetization::MAX_CONDITIONS_PER_ORG
+        >= crate::apigee::MAX_CONDITIONS_PER_ORG
     {
         return Err(bad(format!(
             "organization {org} has the most notification conditions allowed ({})",
-            crate::monetization::MAX_CONDITIONS_PER_ORG
+            crate::apigee::MAX_CONDITIONS_PER_ORG
         )));
     }
     let condition = condition_from(&state, &org, &fields, Uuid::new_v4(), now_millis()).await?;

@@ -122,9 +122,9 @@ mod tests {
     use super::*;
     use crate::admin::tests::{flaky, state};
     use crate::admin::{probe_router, router, AdminAuth, AdminSettings, ProbeState};
-    use crate::deliver::http::{HttpSender, HttpSettings};
     use crate::dispatch::Executor;
     use crate::lua::Limits;
+    use crate::outbound::http::{HttpSender, HttpSettings};
 
     fn preflight(path: &str, origin: &str) -> Request {
         Request::options(path)

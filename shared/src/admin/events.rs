@@ -23,9 +23,9 @@ use serde_json::{json, Map, Value};
 use super::body::Input;
 use super::error::ApiError;
 use super::AdminState;
+use crate::apigee::webhook;
 use crate::events::{check_registered, event_from_value, Event};
 use crate::idempotency::{check_key, Claimed, IdempotencyStore, CLAIM_LEASE, KEY_TTL};
-use crate::monetization::edge;
 use crate::queue::Outgoing;
 use crate::windows::event_key;
 
@@ -54,7 +54,7 @@ pub async fn emit(
         snapshot = state.snapshot.get().await?;
     }
     check_registered(&snapshot.catalogue, &event).map_err(ApiError::BadRequest)?;
-    edge::check_usage(&event).map_err(ApiError::BadRequest)?;
+    webhook::check_usage(&event).map_err(ApiError::BadRequest)?;
     let Some((key, body_digest)) = keyed else {
         enqueue(&state, &event).await?;
         return Ok(accepted(event.id));

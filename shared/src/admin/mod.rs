@@ -8,7 +8,7 @@ mod body;
 mod console;
 mod cors;
 pub use cors::CorsOrigins;
-mod deliveries;
+mod delivery_log;
 mod error;
 mod events;
 mod hooks;
@@ -35,13 +35,13 @@ pub use probe::ProbeState;
 use routes::{Handlers, Route, ROUTES};
 pub use stats::DeadLetterCount;
 
-use crate::deliveries::DeliveryLog;
+use crate::apigee::MonetizationStore;
+use crate::delivery_log::DeliveryLog;
 use crate::dispatch::{Delivery, Executor};
 use crate::events::{hook_change_events, Operation};
 use crate::idempotency::IdempotencyStore;
 use crate::lua::LuaPolicy;
 use crate::model::Hook;
-use crate::monetization::MonetizationStore;
 use crate::queue::{Outgoing, Queue, QueueError};
 use crate::snapshot::SnapshotCache;
 use crate::store::HookStore;
@@ -229,7 +229,7 @@ where
 fn change_ping(operation: Operation, hook: &Hook) -> Option<Delivery> {
     // An Apigee webhook's callback handler expects Edge's notifications only (spec §12).
     if !matches!(hook.handler, crate::model::Handler::Webhook(_))
-        || crate::monetization::edge::is_edge_webhook(hook).is_some()
+        || crate::apigee::webhook::is_edge_webhook(hook).is_some()
     {
         return None;
     }
@@ -376,7 +376,7 @@ mod tests {
     use axum::response::IntoResponse;
 
     use super::*;
-    use crate::deliveries::sqlite::SqliteDeliveryLog;
+    use crate::delivery_log::sqlite::SqliteDeliveryLog;
     use crate::model::{Handler, WebhookConfig};
     use crate::queue::sqlite::SqliteQueue;
     use crate::queue::{DeadLetterReason, Received};

@@ -13,13 +13,13 @@ use super::body::Input;
 use super::error::ApiError;
 use super::hooks::parse_id;
 use super::AdminSettings;
-use crate::deliver::http::{OutboundRequest, Response, SendError};
 use crate::dispatch::handlers::sign;
 use crate::dispatch::{Executed, Executor};
 use crate::events::{now_millis, now_seconds, Event};
 use crate::form;
 use crate::limits::MAX_PROBE_RUN;
 use crate::model::{Handler, Hook};
+use crate::outbound::http::{OutboundRequest, Response, SendError};
 use crate::store::HookStore;
 
 /// The pid reported to lambda functions run by `test`, as Kong's.

@@ -11,7 +11,7 @@ use axum::routing::{get, post, MethodRouter};
 
 use super::probe::ProbeState;
 use super::AdminState;
-use super::{apigee, console, deliveries, events, hooks, openapi, probe, secret, sources, stats};
+use super::{apigee, console, delivery_log, events, hooks, openapi, probe, secret, sources, stats};
 
 /// Which part of the service answers a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,17 +126,17 @@ pub const ROUTES: &[Route] = &[
     Route {
         path: "/event-hooks/{id}/deliveries",
         methods: &["GET"],
-        handlers: Handlers::Admin(|| get(deliveries::list)),
+        handlers: Handlers::Admin(|| get(delivery_log::list)),
     },
     Route {
         path: "/event-hooks/{id}/deliveries/replay",
         methods: &["POST"],
-        handlers: Handlers::Admin(|| post(deliveries::replay)),
+        handlers: Handlers::Admin(|| post(delivery_log::replay)),
     },
     Route {
         path: "/event-hooks/{id}/deliveries/{delivery}/retry",
         methods: &["POST"],
-        handlers: Handlers::Admin(|| post(deliveries::retry)),
+        handlers: Handlers::Admin(|| post(delivery_log::retry)),
     },
     Route {
         path: "/event-hooks/{id}/secret/rotate",
@@ -259,9 +259,9 @@ mod tests {
 
     use super::*;
     use crate::admin::tests::{flaky, state};
-    use crate::deliver::http::{HttpSender, HttpSettings};
     use crate::dispatch::Executor;
     use crate::lua::Limits;
+    use crate::outbound::http::{HttpSender, HttpSettings};
 
     const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
 

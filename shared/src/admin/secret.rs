@@ -16,9 +16,9 @@ use super::body::Input;
 use super::error::ApiError;
 use super::hooks::parse_id;
 use super::AdminState;
-use crate::deliver::signing::{generate_standard_secret, standard_key, ROTATION_GRACE_SECONDS};
 use crate::events::{now_seconds, Operation};
 use crate::model::{Hook, PreviousSecret, SignatureScheme, Versioned};
+use crate::outbound::signing::{generate_standard_secret, standard_key, ROTATION_GRACE_SECONDS};
 use crate::store::{Precondition, StoreError};
 use crate::validate::SchemaViolation;
 

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::error::ApiError;
 use super::AdminState;
-use crate::deliveries::{AttemptSummary, DeliveryLog, DeliveryStatus, DeliveryWindow};
+use crate::delivery_log::{AttemptSummary, DeliveryLog, DeliveryStatus, DeliveryWindow};
 use crate::events::now_millis;
 use crate::store::{HookFilter, HookStore, StoreError};
 
@@ -284,7 +284,7 @@ mod tests {
 
     /// The SQLite log, each window read taking `delay`: a slow back end.
     struct SlowLog {
-        inner: crate::deliveries::sqlite::SqliteDeliveryLog,
+        inner: crate::delivery_log::sqlite::SqliteDeliveryLog,
         delay: Duration,
     }
 
@@ -292,9 +292,9 @@ mod tests {
     impl DeliveryLog for SlowLog {
         async fn record_attempt(
             &self,
-            key: crate::deliveries::DeliveryKey,
+            key: crate::delivery_log::DeliveryKey,
             event: &crate::events::Event,
-            attempt: crate::deliveries::Attempt,
+            attempt: crate::delivery_log::Attempt,
             status: DeliveryStatus,
             ttl: Duration,
         ) -> Result<(), StoreError> {
@@ -306,7 +306,7 @@ mod tests {
             &self,
             hook_id: uuid::Uuid,
             delivery_id: uuid::Uuid,
-        ) -> Result<Option<crate::deliveries::DeliveryRecord>, StoreError> {
+        ) -> Result<Option<crate::delivery_log::DeliveryRecord>, StoreError> {
             self.inner.get(hook_id, delivery_id).await
         }
         async fn list(
@@ -314,8 +314,8 @@ mod tests {
             hook_id: uuid::Uuid,
             size: usize,
             max_bytes: usize,
-            after: Option<crate::deliveries::DeliveryPageToken>,
-        ) -> Result<crate::deliveries::DeliveryPage, StoreError> {
+            after: Option<crate::delivery_log::DeliveryPageToken>,
+        ) -> Result<crate::delivery_log::DeliveryPage, StoreError> {
             self.inner.list(hook_id, size, max_bytes, after).await
         }
         async fn list_window(
@@ -323,8 +323,8 @@ mod tests {
             hook_id: uuid::Uuid,
             window: &DeliveryWindow,
             size: usize,
-            after: Option<crate::deliveries::DeliveryPageToken>,
-        ) -> Result<crate::deliveries::DeliveryPage, StoreError> {
+            after: Option<crate::delivery_log::DeliveryPageToken>,
+        ) -> Result<crate::delivery_log::DeliveryPage, StoreError> {
             self.inner.list_window(hook_id, window, size, after).await
         }
         async fn summarize_window(
@@ -332,8 +332,8 @@ mod tests {
             hook_id: uuid::Uuid,
             window: &DeliveryWindow,
             size: usize,
-            after: Option<crate::deliveries::DeliveryPageToken>,
-        ) -> Result<crate::deliveries::DeliverySummaryPage, StoreError> {
+            after: Option<crate::delivery_log::DeliveryPageToken>,
+        ) -> Result<crate::delivery_log::DeliverySummaryPage, StoreError> {
             tokio::time::sleep(self.delay).await;
             self.inner
                 .summarize_window(hook_id, window, size, after)
@@ -356,7 +356,7 @@ mod tests {
             store.put(&hook, Precondition::Absent).await.unwrap();
         }
         let log = SlowLog {
-            inner: crate::deliveries::sqlite::SqliteDeliveryLog::new(
+            inner: crate::delivery_log::sqlite::SqliteDeliveryLog::new(
                 Database::in_memory().unwrap(),
             )
             .await

@@ -18,13 +18,13 @@ use uuid::Uuid;
 
 use super::handlers::{sign, webhook_data, webhook_request, CustomPlan};
 use super::{ATTEMPT_HEADER, DELIVERY_HEADER};
-use crate::deliver::http::{HttpSender, OutboundRequest, Response, SendError};
-use crate::deliver::retry::{classify, Verdict};
 use crate::events::{now_seconds, Event};
 use crate::lua::pool::{LuaPool, PoolError};
 use crate::lua::{Budget, Limits};
 use crate::lua_chain::{LuaChain, LuaChainError};
 use crate::model::{Handler, Hook, WebhookCustomConfig};
+use crate::outbound::http::{HttpSender, OutboundRequest, Response, SendError};
+use crate::outbound::retry::{classify, Verdict};
 use crate::template::TemplateError;
 
 /// Why a request could not be prepared.
@@ -250,7 +250,7 @@ impl Executor {
         match &hook.handler {
             Handler::Webhook(config) => {
                 // An Apigee webhook's callback body is the notification exactly (spec §12).
-                let data = if crate::monetization::edge::is_edge_webhook(hook).is_some() {
+                let data = if crate::apigee::webhook::is_edge_webhook(hook).is_some() {
                     event.data.clone()
                 } else {
                     webhook_data(&event.data, event_name, &event.source)
@@ -487,8 +487,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::deliver::http::HttpSettings;
     use crate::model::LambdaConfig;
+    use crate::outbound::http::HttpSettings;
 
     fn lambda_hook(functions: &[&str]) -> Hook {
         Hook {

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::deliver::http::OutboundRequest;
-use crate::deliver::signing::{signature, standard_headers, SIGNATURE_HEADER};
 use crate::lua::Budget;
 use crate::model::{
     payload_encoding, PayloadEncoding, SignatureScheme, Signing, WebhookConfig, WebhookCustomConfig,
 };
+use crate::outbound::http::OutboundRequest;
+use crate::outbound::signing::{signature, standard_headers, SIGNATURE_HEADER};
 use crate::template::{Renderer, Template, TemplateError};
 
 /// The event's data with `event` and `source` added, as both webhook handlers send it.
@@ -246,9 +246,9 @@ fn multipart(fields: &[(String, String)]) -> (String, Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deliver::signing::{standard_key, standard_signature};
     use crate::lua::Limits;
     use crate::model::{Handler, PreviousSecret};
+    use crate::outbound::signing::{standard_key, standard_signature};
     use serde_json::json;
 
     fn custom(method: &str) -> WebhookCustomConfig {

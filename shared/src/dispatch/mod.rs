@@ -66,15 +66,15 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::deliver::http::SendError;
-use crate::deliver::retry::{self, RetrySchedule, Verdict};
-use crate::deliveries::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
+use crate::apigee::{webhook, MonetizationStore, Threshold};
+use crate::delivery_log::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
 use crate::events::{
     check_registered, hook_change_events, now_millis, parse_event_with_default_id, Event, Operation,
 };
 use crate::metrics::Stats;
 use crate::model::{Handler, Hook};
-use crate::monetization::{edge, MonetizationStore, Threshold};
+use crate::outbound::http::SendError;
+use crate::outbound::retry::{self, RetrySchedule, Verdict};
 pub use crate::queue::DeadLetterReason;
 use crate::queue::{Outgoing, Queue, QueueError, MAX_DELAY};
 use crate::snapshot::SnapshotCache;
@@ -500,7 +500,7 @@ impl Dispatcher {
                 reason,
             )));
         }
-        if let Err(reason) = edge::check_usage(&event) {
+        if let Err(reason) = webhook::check_usage(&event) {
             Stats::bump(&self.stats.rejected);
             return Ok(MessageOutcome::Reject(DeadLetterReason::Invalid(reason)));
         }
@@ -549,8 +549,8 @@ impl Dispatcher {
         }
         let mut runs = Vec::new();
         for (hook, delivered_as) in matched {
-            if let Some(org) = edge::is_edge_webhook(hook) {
-                if event.source == edge::SOURCE && event.event == edge::EVENT {
+            if let Some(org) = webhook::is_edge_webhook(hook) {
+                if event.source == webhook::SOURCE && event.event == webhook::EVENT {
                     // No snooze/on_change decision here: nothing for later records to wait on.
                     if let Some(turn) = &context.turn {
                         turn.done(hook.id);
@@ -600,7 +600,7 @@ impl Dispatcher {
         // An Apigee webhook's deliveries are notifications made at dispatch, not the event.
         for (hook, _) in disabled
             .into_iter()
-            .filter(|(hook, _)| edge::is_edge_webhook(hook).is_none())
+            .filter(|(hook, _)| webhook::is_edge_webhook(hook).is_none())
         {
             let event = &event;
             runs.push(Box::pin(async move {
@@ -719,7 +719,7 @@ impl Dispatcher {
                 id: Uuid::new_v5(&event.id, format!("usage-target:{percent}").as_bytes()),
                 source: event.source.clone(),
                 event: event.event.clone(),
-                data: edge::notification(usage, percent, &usage_target, now_millis()),
+                data: webhook::notification(usage, percent, &usage_target, now_millis()),
                 timestamp: event.timestamp,
             };
             let mut delivery = Delivery::new(&notification, hook.id);

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use event_hooks::deliveries::dynamodb::{create_table, DynamoDeliveryLog};
-use event_hooks::deliveries::sqlite::SqliteDeliveryLog;
-use event_hooks::deliveries::{
+use event_hooks::delivery_log::dynamodb::{create_table, DynamoDeliveryLog};
+use event_hooks::delivery_log::sqlite::SqliteDeliveryLog;
+use event_hooks::delivery_log::{
     Attempt, AttemptSummary, DeliveryKey, DeliveryLog, DeliveryPageToken, DeliveryRecord,
     DeliveryStatus, DeliveryWindow, MAX_ATTEMPTS_KEPT, MAX_RESPONSE_BODY,
 };

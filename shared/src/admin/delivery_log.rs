@@ -20,7 +20,7 @@ use super::error::ApiError;
 use super::hooks::parse_id;
 use super::query::Query;
 use super::AdminState;
-use crate::deliveries::{
+use crate::delivery_log::{
     DeliveryKey, DeliveryPageToken, DeliveryRecord, DeliveryStatus, DeliveryWindow,
 };
 use crate::dispatch::Delivery;
@@ -506,7 +506,7 @@ mod tests {
         let never_tried = resend(record.clone());
         assert_eq!(never_tried.attempt, 1);
         let tried = resend(DeliveryRecord {
-            attempts: vec![crate::deliveries::Attempt {
+            attempts: vec![crate::delivery_log::Attempt {
                 number: 3,
                 at: 0,
                 status: Some(400),

@@ -6,7 +6,7 @@
 //! event arrives, each matching webhook is called once for every listed percentage the
 //! developer's usage of that rate plan has reached in the current billing cycle
 //! ([`Condition::reached`]). A usage is matched only against the conditions of its own
-//! organisation (its `orgName`, required: [`edge::check_usage`]), since rate plan ids of different
+//! organisation (its `orgName`, required: [`webhook::check_usage`]), since rate plan ids of different
 //! organisations may be equal. Which percentages were already notified is kept by the
 //! [`MonetizationStore`] port: [`MonetizationStore::claim`] is one conditional write, so
 //! concurrent dispatchers agree on exactly one claimant per threshold. Two adapters implement it:
@@ -14,8 +14,8 @@
 //! same contract suite in `tests/`.
 
 pub mod dynamodb;
-pub mod edge;
 pub mod sqlite;
+pub mod webhook;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

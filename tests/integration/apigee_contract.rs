@@ -8,9 +8,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use event_hooks::monetization::dynamodb::{create_table, DynamoMonetizationStore};
-use event_hooks::monetization::sqlite::SqliteMonetizationStore;
-use event_hooks::monetization::{Condition, MonetizationStore, Threshold};
+use event_hooks::apigee::dynamodb::{create_table, DynamoMonetizationStore};
+use event_hooks::apigee::sqlite::SqliteMonetizationStore;
+use event_hooks::apigee::{Condition, MonetizationStore, Threshold};
 use event_hooks::sqlite::Database;
 use uuid::Uuid;
 
