@@ -27,9 +27,11 @@ console-test: venv ## The web console in headless Chromium (Playwright): the loc
 conformance: venv ## schemathesis (default checks, 3 fixed seeds, stateful links) against the local server and /openapi.json
 	scripts/schemathesis.sh
 
-lint: ## Formatting and clippy, warnings as errors
+lint: ## Formatting and clippy, warnings as errors; ruff (ruff.toml) on the Python of scripts/ and tests/simstack/
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	scripts/venv.sh
+	.venv/bin/ruff check scripts tests/simstack
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

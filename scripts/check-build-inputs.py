@@ -27,8 +27,8 @@ Exit 1 with every problem listed.
 import pathlib
 import re
 import sys
-import tomllib
 
+import tomllib
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

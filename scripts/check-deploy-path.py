@@ -20,7 +20,6 @@ Run by `make build-check` (part of `make test`). Three checks:
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess

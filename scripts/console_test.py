@@ -22,21 +22,22 @@ request or unexpected error answer. Screenshots of each page go to target/consol
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
-import os
+import logging
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import Page, expect, sync_playwright
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "console-test-token"
@@ -51,33 +52,24 @@ def free_port() -> int:
 
 
 class Receiver:
-    """A webhook target on 127.0.0.1 that records what it gets; 410 on /gone."""
+    """A webhook target on 127.0.0.1 (pytest-httpserver) that records what it gets; 410 on /gone."""
 
     def __init__(self) -> None:
-        received = self.received = []
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+        self.received: list[tuple[str, str]] = []
+        self.server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+        self.server.expect_request(re.compile(".*"), method="POST").respond_with_handler(self._post)
+        self.server.start()
+        self.url = f"http://127.0.0.1:{self.server.port}"
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length).decode("utf-8", "replace")
-                received.append((self.path, body))
-                status = 410 if self.path.startswith("/gone") else 200
-                payload = b'{"received": true, "by": "console-test receiver"}'
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *_args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _post(self, request: Request) -> Response:
+        self.received.append((request.path, request.get_data(as_text=True)))
+        status = 410 if request.path.startswith("/gone") else 200
+        return Response(b'{"received": true, "by": "console-test receiver"}', status=status,
+                        content_type="application/json")
 
     def close(self) -> None:
-        self.server.shutdown()
+        self.server.stop()
 
 
 def api(base: str, method: str, path: str, body=None) -> tuple[int, dict]:
@@ -503,7 +495,7 @@ def start_local(tmp: Path) -> tuple[subprocess.Popen, str]:
                 return process, base
         except OSError:
             if process.poll() is not None:
-                raise SystemExit(f"the server exited: {(tmp / 'server.log').read_text()}")
+                raise SystemExit(f"the server exited: {(tmp / 'server.log').read_text()}") from None
             time.sleep(0.05)
     raise SystemExit("the server did not answer")
 

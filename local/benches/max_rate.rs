@@ -13,9 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use event_hooks::lua::LuaPolicy;
-use event_hooks::outbound::retry::RetrySchedule;
-use event_hooks_local::{LogFormat, Service, Settings};
+use event_hooks_local::{Service, Settings};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -82,22 +80,7 @@ async fn run(rate: f64, total: usize) {
     let settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.clone(),
-        admin_token: None,
-        allowed_hosts: Vec::new(),
-        cors_allowed_origins: Default::default(),
-        untrusted_lua: LuaPolicy::default(),
-        retry_schedule: RetrySchedule::default(),
-        ssrf_guard: false,
-        connect_timeout: 5.0,
-        request_timeout: 10.0,
-        workers: 16,
-        pause_after: 86400.0,
-        hook_max_in_flight: event_hooks::dispatch::lanes::DEFAULT_HOOK_MAX_IN_FLIGHT,
-        header_read_timeout: 10.0,
-        body_read_timeout: 30.0,
-        idle_timeout: 60.0,
-        max_connections: 512,
-        log_format: LogFormat::Text,
+        ..Settings::defaults()
     };
     let service = Service::open(&settings).await.unwrap();
     let (stop, stopped) = watch::channel(false);

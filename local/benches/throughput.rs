@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use event_hooks::lua::LuaPolicy;
-use event_hooks::outbound::retry::RetrySchedule;
-use event_hooks_local::{LogFormat, Service, Settings};
+use event_hooks_local::{Service, Settings};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -160,25 +158,11 @@ async fn run(total: usize) {
     let settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.clone(),
-        admin_token: None,
-        allowed_hosts: Vec::new(),
-        cors_allowed_origins: Default::default(),
-        untrusted_lua: LuaPolicy::default(),
-        retry_schedule: RetrySchedule::default(),
-        ssrf_guard: false,
-        connect_timeout: 5.0,
-        request_timeout: 10.0,
         workers: std::env::var("BENCH_WORKERS")
             .ok()
             .and_then(|n| n.parse().ok())
-            .unwrap_or(16),
-        pause_after: 86400.0,
-        hook_max_in_flight: event_hooks::dispatch::lanes::DEFAULT_HOOK_MAX_IN_FLIGHT,
-        header_read_timeout: 10.0,
-        body_read_timeout: 30.0,
-        idle_timeout: 60.0,
-        max_connections: 512,
-        log_format: LogFormat::Text,
+            .unwrap_or(Settings::defaults().workers),
+        ..Settings::defaults()
     };
     let service = Service::open(&settings).await.unwrap();
     let (stop, stopped) = watch::channel(false);

@@ -86,9 +86,9 @@ async fn list(
         None | Some("") => None,
         Some(offset) => {
             Some(
-                PeekPosition::decode(offset).map_err(|reason| ApiError::InvalidOffset {
+                PeekPosition::decode(offset).map_err(|err| ApiError::InvalidOffset {
                     offset: offset.to_owned(),
-                    reason,
+                    reason: err.reason(),
                 })?,
             )
         }

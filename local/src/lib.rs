@@ -22,6 +22,7 @@ use event_hooks::delivery_log::DeliveryLog;
 use event_hooks::dispatch::lanes::LaneSettings;
 use event_hooks::dispatch::worker::{self, Feed, WorkerSettings};
 use event_hooks::dispatch::{DispatchPorts, DispatchSettings, Dispatcher, Executor};
+use event_hooks::env::{self, Seconds};
 use event_hooks::idempotency::sqlite::SqliteIdempotencyStore;
 use event_hooks::idempotency::IdempotencyStore;
 use event_hooks::limits;
@@ -30,7 +31,7 @@ use event_hooks::lua::LuaPolicy;
 use event_hooks::outbound::http::{HttpSender, HttpSettings};
 use event_hooks::outbound::retry::RetrySchedule;
 use event_hooks::queue::sqlite::SqliteQueue;
-use event_hooks::queue::Queue;
+use event_hooks::queue::{Queue, DEFAULT_MAX_RECEIVES};
 use event_hooks::snapshot::SnapshotCache;
 use event_hooks::sqlite::Database;
 use event_hooks::store::sqlite::SqliteHookStore;
@@ -41,10 +42,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Receives after which a message that keeps failing, on the events queue or the deliveries
-/// queue, moves to its dead-letter queue (the dispatch function's `MAX_RECEIVES`).
-pub const MAX_RECEIVES: u32 = 5;
-
 /// Longest time a hook change made by another process takes to reach this one.
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(2);
 
@@ -52,9 +49,15 @@ const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "event-hooks-local", version, about)]
 pub struct Settings {
-    /// Address the admin API listens on.
+    /// Address the admin API listens on (unless `--inherit-listener`).
     #[arg(long, env = "EVENT_HOOKS_LISTEN", default_value = "127.0.0.1:8001")]
     pub listen: SocketAddr,
+
+    /// Serve on the listening TCP socket handed over as file descriptor 3, as systemd socket
+    /// activation hands it (`LISTEN_FDS=1`, `LISTEN_PID` unset or this process's id), instead of
+    /// binding `--listen`. Its address is held to the same rule as `--listen`'s.
+    #[arg(long, env = "EVENT_HOOKS_INHERIT_LISTENER", default_value_t = false)]
+    pub inherit_listener: bool,
 
     /// Directory holding the SQLite databases (created if missing).
     #[arg(long, env = "EVENT_HOOKS_DATA_DIR", default_value = "./data")]
@@ -79,12 +82,9 @@ pub struct Settings {
     #[arg(long, env = "EVENT_HOOKS_UNTRUSTED_LUA", default_value = "sandbox")]
     pub untrusted_lua: LuaPolicy,
 
-    /// Delays between delivery attempts, e.g. `5s,30s,2m,10m,30m,1h,3h,6h` (jitter ±20% added).
-    #[arg(
-        long,
-        env = "EVENT_HOOKS_RETRY_SCHEDULE",
-        default_value = "5s,30s,2m,10m,30m,1h,3h,6h"
-    )]
+    /// Delays between delivery attempts, comma-separated with a unit each (`ms`, `s`, `m`, `h`,
+    /// `d`), or `none` (jitter ±20% added).
+    #[arg(long, env = "EVENT_HOOKS_RETRY_SCHEDULE", default_value_t = RetrySchedule::default())]
     pub retry_schedule: RetrySchedule,
 
     /// Refuse targets on loopback, private and link-local addresses (SSRF guard). Off by default
@@ -93,17 +93,17 @@ pub struct Settings {
     pub ssrf_guard: bool,
 
     /// Seconds allowed to connect to a target.
-    #[arg(long, env = "EVENT_HOOKS_CONNECT_TIMEOUT", default_value_t = 5.0)]
-    pub connect_timeout: f64,
+    #[arg(long, env = "EVENT_HOOKS_CONNECT_TIMEOUT", default_value_t = Seconds(HttpSettings::DEFAULT_CONNECT_TIMEOUT))]
+    pub connect_timeout: Seconds,
 
     /// Seconds allowed for a whole delivery request.
-    #[arg(long, env = "EVENT_HOOKS_REQUEST_TIMEOUT", default_value_t = 10.0)]
-    pub request_timeout: f64,
+    #[arg(long, env = "EVENT_HOOKS_REQUEST_TIMEOUT", default_value_t = Seconds(HttpSettings::DEFAULT_TOTAL_TIMEOUT))]
+    pub request_timeout: Seconds,
 
     /// Attempts of one hook in flight at once, for hooks without their own `max_in_flight`
     /// (1 to 64): a slow target holds at most this many, and the rest of its deliveries wait on
     /// the deliveries queue, never another hook's.
-    #[arg(long, env = "EVENT_HOOKS_HOOK_MAX_IN_FLIGHT", default_value_t = event_hooks::dispatch::lanes::DEFAULT_HOOK_MAX_IN_FLIGHT, value_parser = hook_max_in_flight)]
+    #[arg(long, env = "EVENT_HOOKS_HOOK_MAX_IN_FLIGHT", default_value_t = event_hooks::dispatch::lanes::DEFAULT_HOOK_MAX_IN_FLIGHT, value_parser = env::hook_max_in_flight)]
     pub hook_max_in_flight: u32,
 
     /// Concurrent consumers of each queue (events, deliveries).
@@ -112,22 +112,22 @@ pub struct Settings {
 
     /// Seconds a hook may fail every attempt before it is paused (`enabled: false`, with its
     /// `disabled_reason`); default one day.
-    #[arg(long, env = "EVENT_HOOKS_PAUSE_AFTER", default_value_t = 86400.0)]
-    pub pause_after: f64,
+    #[arg(long, env = "EVENT_HOOKS_PAUSE_AFTER", default_value_t = Seconds(DispatchSettings::DEFAULT_PAUSE_AFTER))]
+    pub pause_after: Seconds,
 
     /// Seconds a client has to send a whole request head once it has begun; then the connection
     /// closes.
-    #[arg(long, env = "EVENT_HOOKS_HEADER_READ_TIMEOUT", default_value_t = 10.0)]
-    pub header_read_timeout: f64,
+    #[arg(long, env = "EVENT_HOOKS_HEADER_READ_TIMEOUT", default_value_t = Seconds(Duration::from_secs(10)))]
+    pub header_read_timeout: Seconds,
 
     /// Seconds a client has to send a whole request body after its head; then 408 and the
     /// connection closes.
-    #[arg(long, env = "EVENT_HOOKS_BODY_READ_TIMEOUT", default_value_t = 30.0)]
-    pub body_read_timeout: f64,
+    #[arg(long, env = "EVENT_HOOKS_BODY_READ_TIMEOUT", default_value_t = Seconds(Duration::from_secs(30)))]
+    pub body_read_timeout: Seconds,
 
     /// Seconds a keep-alive connection may stay open with no request in hand and no traffic.
-    #[arg(long, env = "EVENT_HOOKS_IDLE_TIMEOUT", default_value_t = 60.0)]
-    pub idle_timeout: f64,
+    #[arg(long, env = "EVENT_HOOKS_IDLE_TIMEOUT", default_value_t = Seconds(Duration::from_secs(60)))]
+    pub idle_timeout: Seconds,
 
     /// Connections served at once; more wait in the listen backlog until one closes.
     #[arg(long, env = "EVENT_HOOKS_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
@@ -136,6 +136,17 @@ pub struct Settings {
     /// Log format: `text` for people, `json` for machines.
     #[arg(long, env = "EVENT_HOOKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Every setting at its default, whatever the environment says: for benchmarks and tests
+    /// that set a few, without repeating the defaults.
+    pub fn defaults() -> Settings {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let command = Settings::command().mut_args(|arg| arg.env(None::<&'static str>));
+        let matches = command.get_matches_from(["event-hooks-local"]);
+        Settings::from_arg_matches(&matches).expect("every setting has a valid default")
+    }
 }
 
 /// How the local server writes its logs.
@@ -167,10 +178,10 @@ impl Service {
         let snapshot = Arc::new(SnapshotCache::new(store.clone(), SNAPSHOT_MAX_AGE));
         let events = SqliteQueue::open(databases.queue.clone(), "events")
             .await?
-            .with_redrive("events-dead-letter", MAX_RECEIVES);
+            .with_redrive("events-dead-letter", DEFAULT_MAX_RECEIVES);
         let deliveries = SqliteQueue::open(databases.queue.clone(), "deliveries")
             .await?
-            .with_redrive("deliveries-dead-letter", MAX_RECEIVES);
+            .with_redrive("deliveries-dead-letter", DEFAULT_MAX_RECEIVES);
         let delivery_dead_letters =
             SqliteQueue::open(databases.queue.clone(), "deliveries-dead-letter").await?;
         let dead_letters = dead_letters::DeadLetters::new(vec![
@@ -204,8 +215,7 @@ impl Service {
             },
             DispatchSettings {
                 retry: settings.retry_schedule.clone(),
-                pause_after: Duration::try_from_secs_f64(settings.pause_after)
-                    .context("--pause-after must be a number of seconds")?,
+                pause_after: settings.pause_after.into(),
                 lanes: LaneSettings {
                     max_in_flight: settings.hook_max_in_flight,
                     ..LaneSettings::default()
@@ -374,12 +384,8 @@ fn connection_limits(settings: &Settings) -> anyhow::Result<connections::Connect
     })
 }
 
-fn hook_max_in_flight(value: &str) -> Result<u32, String> {
-    event_hooks::env::hook_max_in_flight(value)
-}
-
 /// A timeout of an attempt: positive, and at most [`limits::MAX_ATTEMPT`].
-fn attempt_seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+fn attempt_seconds(value: Seconds, flag: &str) -> anyhow::Result<Duration> {
     let duration = seconds(value, flag)?;
     anyhow::ensure!(
         duration <= limits::MAX_ATTEMPT,
@@ -389,12 +395,33 @@ fn attempt_seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
     Ok(duration)
 }
 
-fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+/// A timeout: [`Seconds`] as every setting reads them, and more than none.
+fn seconds(value: Seconds, flag: &str) -> anyhow::Result<Duration> {
     anyhow::ensure!(
-        value.is_finite() && value > 0.0,
+        !value.0.is_zero(),
         "{flag} must be a positive number of seconds"
     );
-    Ok(Duration::from_secs_f64(value))
+    Ok(value.0)
+}
+
+/// The admin API's socket: a new one bound to `--listen`, or with `--inherit-listener` the one
+/// handed over, refused (as `--listen` is) on an address others reach without an admin token.
+async fn listener(settings: &Settings) -> anyhow::Result<TcpListener> {
+    if !settings.inherit_listener {
+        return TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen));
+    }
+    let inherited = listenfd::ListenFd::from_env()
+        .take_tcp_listener(0)
+        .context("--inherit-listener: file descriptor 3 is not a TCP socket")?
+        .context(
+            "--inherit-listener: no socket was handed over (LISTEN_FDS unset, or LISTEN_PID \
+             names another process)",
+        )?;
+    guard::check_bind(inherited.local_addr()?, settings.admin_token.as_deref())?;
+    inherited.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(inherited)?)
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests.
@@ -402,12 +429,36 @@ pub async fn serve(
     settings: &Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    guard::check_bind(settings.listen, settings.admin_token.as_deref())?;
+    if !settings.inherit_listener {
+        guard::check_bind(settings.listen, settings.admin_token.as_deref())?;
+    }
     let limits = connection_limits(settings)?;
     let service = Service::open(settings).await?;
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let listener = listener(settings).await?;
+    run(settings, service, limits, listener, shutdown).await
+}
+
+/// [`serve`] on `listener`, bound by the caller, in place of `--listen` and
+/// `--inherit-listener` (the tests serve in process this way); refused as `--listen` is.
+pub async fn serve_on(
+    settings: &Settings,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    guard::check_bind(listener.local_addr()?, settings.admin_token.as_deref())?;
+    let limits = connection_limits(settings)?;
+    let service = Service::open(settings).await?;
+    run(settings, service, limits, listener, shutdown).await
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves, then lets the consumers finish.
+async fn run(
+    settings: &Settings,
+    service: Service,
+    limits: connections::ConnectionLimits,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     // The bound address, not the configured one: with port 0 only the former is what clients use.
     let allowed = Arc::new(
         guard::AllowedHosts::new(listener.local_addr()?, &settings.allowed_hosts)
@@ -456,4 +507,44 @@ pub async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flags_default_to_the_shared_settings_defaults() {
+        let settings = Settings::defaults();
+        let http = HttpSettings::default();
+        assert_eq!(settings.retry_schedule, RetrySchedule::default());
+        assert_eq!(
+            Duration::from(settings.connect_timeout),
+            http.connect_timeout
+        );
+        assert_eq!(Duration::from(settings.request_timeout), http.total_timeout);
+        assert_eq!(
+            Duration::from(settings.pause_after),
+            DispatchSettings::default().pause_after
+        );
+        assert_eq!(
+            settings.hook_max_in_flight,
+            LaneSettings::default().max_in_flight
+        );
+    }
+
+    #[test]
+    fn a_timeout_of_no_time_is_refused_by_name() {
+        let none = seconds(Seconds(Duration::ZERO), "--idle-timeout").unwrap_err();
+        assert_eq!(
+            none.to_string(),
+            "--idle-timeout must be a positive number of seconds"
+        );
+        let long = attempt_seconds(Seconds(limits::MAX_ATTEMPT * 2), "--request-timeout");
+        assert!(long.unwrap_err().to_string().contains("at most"));
+        assert_eq!(
+            seconds(Seconds(Duration::from_millis(500)), "--idle-timeout").unwrap(),
+            Duration::from_millis(500)
+        );
+    }
 }

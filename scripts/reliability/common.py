@@ -1,14 +1,16 @@
-"""Shared pieces of the reliability suite: an HTTP client with timeouts everywhere, the local server
-as a child process (start, wait, kill -9, restart), loopback receivers, percentiles and the figure
-rows every part returns.
+"""Shared pieces of the reliability suite: an HTTP client with timeouts everywhere (httpx), the local
+server as a child process (start, wait, kill -9, restart), loopback receivers (pytest-httpserver's
+werkzeug server; the raw connection counter of the SSRF part stays a socket), percentiles and the
+figure rows every part returns.
 
 Everything here talks to 127.0.0.x / ::1 only.
 """
 
 import ctypes
-import http.client
 import json
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,7 +18,11 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+from pytest_httpserver import HTTPServer
+from werkzeug import Request
+from werkzeug import Response as WerkzeugResponse
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DEFAULT_BINARY = os.path.join(REPO, "target", "release", "event-hooks-local")
@@ -86,8 +92,15 @@ class Response:
             return None
 
 
+# One client for every request: no connection is reused (each request opens its own, as a fresh
+# client would), no proxy from the environment, bodies as sent (no compression asked for).
+_CLIENT = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), trust_env=False,
+                       headers={"accept-encoding": "identity"})
+
+
 def request(base, method, path, body=None, headers=None, timeout=10.0):
-    """One request on a fresh connection. Raises OSError (connection refused/reset, timeout).
+    """One request on a fresh connection. Raises OSError (connection refused/reset), TimeoutError
+    (an OSError too) when no answer came within `timeout`.
 
     `body` may be bytes, str, or a JSON-able value (sent as application/json).
     """
@@ -98,18 +111,16 @@ def request(base, method, path, body=None, headers=None, timeout=10.0):
         hdrs.setdefault("content-type", "application/json")
     if isinstance(body, str):
         body = body.encode()
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     started = time.monotonic()
     try:
-        conn.request(method, path, body=body, headers=hdrs)
-        raw = conn.getresponse()
-        data = raw.read()
-        return Response(raw.status, {k.lower(): v for k, v in raw.getheaders()}, data,
-                        time.monotonic() - started)
-    except (http.client.HTTPException, ValueError) as err:
+        raw = _CLIENT.request(method, f"http://{host}:{port}{path}", content=body, headers=hdrs,
+                              timeout=timeout)
+    except httpx.TimeoutException as err:
+        raise TimeoutError(f"timed out: {err!r}") from err
+    except httpx.HTTPError as err:
         raise OSError(f"http error: {err!r}") from err
-    finally:
-        conn.close()
+    return Response(raw.status_code, {k.lower(): v for k, v in raw.headers.items()}, raw.content,
+                    time.monotonic() - started)
 
 
 def die_with_parent():
@@ -228,65 +239,37 @@ class Server:
         return request(self.base, method, path, body, headers, timeout)
 
 
-class Receiver:
-    """A loopback HTTP server recording every request: (time, method, path, headers, body).
+# The receivers' werkzeug server logs every request at INFO; the suite prints only its findings.
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
-    `answer(handler_self)` may return (status, headers, body) to change the answer (200 by default).
+
+class Receiver:
+    """A loopback HTTP server (pytest-httpserver) recording every request: (time, method, path,
+    headers, body).
+
+    `answer(request)` (a werkzeug Request) may return (status, headers, body) to change the answer
+    (200 by default).
     """
 
-    def __init__(self, host="127.0.0.1", port=0, answer=None, v6only=False):
+    def __init__(self, host="127.0.0.1", port=0, answer=None):
         self.records = []
         self.lock = threading.Lock()
         self.answer = answer
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _handle(self):
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else b""
-                record = (time.time(), self.command, self.path,
-                          {k.lower(): v for k, v in self.headers.items()}, body)
-                with outer.lock:
-                    outer.records.append(record)
-                status, headers, payload = 200, {}, b"ok"
-                if outer.answer:
-                    status, headers, payload = outer.answer(self)
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
-
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-        class Server(ThreadingHTTPServer):
-            address_family = family
-            daemon_threads = True
-            allow_reuse_address = True
-            request_queue_size = 512
-
-            def handle_error(self, request, client_address):
-                pass  # a peer killed mid-request (kill -9) is expected, not news
-
-            def server_bind(self):
-                if family == socket.AF_INET6:
-                    self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
-                super().server_bind()
-
-        self.httpd = Server((host, port), Handler)
-        self.port = self.httpd.server_address[1]
+        self.httpd = HTTPServer(host=host, port=port, threaded=True)
+        self.httpd.expect_request(re.compile(".*")).respond_with_handler(self._handle)
+        self.httpd.start()
+        self.port = self.httpd.port
         self.host = host
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                       daemon=True)
-        self.thread.start()
+
+    def _handle(self, req: Request) -> WerkzeugResponse:
+        record = (time.time(), req.method, req.environ.get("RAW_URI") or req.full_path,
+                  {k.lower(): v for k, v in req.headers.items()}, req.get_data())
+        with self.lock:
+            self.records.append(record)
+        status, headers, payload = 200, {}, b"ok"
+        if self.answer:
+            status, headers, payload = self.answer(req)
+        return WerkzeugResponse(payload, status=status, headers=headers)
 
     @property
     def url(self):
@@ -302,8 +285,8 @@ class Receiver:
             return len(self.records)
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.httpd.clear()  # its own log of every request and answer
+        self.httpd.stop()
 
 
 class ConnectionCounter:
@@ -329,7 +312,7 @@ class ConnectionCounter:
         while not self.closed:
             try:
                 conn, peer = self.sock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 break

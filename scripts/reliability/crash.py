@@ -15,7 +15,7 @@ import os
 import threading
 import time
 
-from common import PartResult, Receiver, Server, percentile
+from common import REPO, PartResult, Receiver, Server, percentile
 
 BUDGET_S = 1.0
 SLACK_S = 0.1
@@ -27,160 +27,40 @@ ESCAPE = "ESCAPED"
 PRINT_MARKER = "RELIABILITY-FORGED-STDOUT"
 WARN_MARKER = "RELIABILITY-FORGED-STDERR"
 
-# Each function alone stays well under the budget (a counted loop, not os.clock, which counts
-# the whole process's CPU); together they are several budgets long.
-SIXTEEN_SLOW = ["return function(d) for i = 1, 4e7 do end return d end"] * 16
-# Attacks whose hook must be refused at create (spec §1 limits): accepting them is a FAIL.
-MUST_REFUSE = {"1000 functions", "5000 headers"}
+# The catalogue itself (with tests/integration/hostile_lua.rs): one entry per attack.
+CATALOGUE = os.path.join(REPO, "tests", "fixtures", "hostile-lua.json")
 
 
-def escape_probe(expr):
-    """A lambda that returns ESCAPED when `expr` (a Lua statement list) runs without error."""
-    return ("return function() local ok, r = pcall(function() " + expr + " end) "
-            f"if ok and r ~= nil and r ~= false then return '{ESCAPE}' end return 'safe' end")
+def load_attacks(path=CATALOGUE):
+    """(name, (kind, payload), core, must_refuse) per catalogue entry."""
+    with open(path) as f:
+        catalogue = json.load(f)
+    markers = catalogue["markers"]
+    assert (markers["escape"], markers["print"], markers["warn"]) == (
+        ESCAPE, PRINT_MARKER, WARN_MARKER), "the catalogue's markers are the ones checked here"
+    attacks = []
+    for entry in catalogue["attacks"]:
+        if "lambda" in entry:
+            kind_payload = ("lambda", entry["lambda"] * entry.get("repeat", 1))
+        elif "template" in entry:
+            kind_payload = ("template", entry["template"])
+        elif "request" in entry:
+            kind_payload = ("request", entry["request"])
+        elif "config" in entry:
+            kind_payload = ("config", entry["config"])
+        elif entry.get("compile_stall"):
+            kind_payload = ("compile-stall", None)
+        else:
+            raise ValueError(f"{path}: no attack in {entry['name']!r}")
+        attacks.append((entry["name"], kind_payload, entry["core"], entry.get("refused", False)))
+    return attacks
 
 
-def lam(src):
-    return ("lambda", [src])
+# Accepting a `refused` attack at create is a FAIL (spec §1 limits).
+ATTACKS = load_attacks()
 
-
-def tpl(body):
-    return ("template", body)
-
-
-# (name, kind/payload, core) -- core attacks (the issue's items) also run as deliveries in quick mode.
-ATTACKS = [
-    # item 1: stack overflow in form decoding
-    ("form-dotted-10k-levels POST /event-hooks", ("request", "hooks-form-deep"), True),
-    ("form-dotted-10k-levels POST /events", ("request", "events-form-deep"), True),
-    ("json-10k-levels POST /events", ("request", "events-json-deep"), True),
-    # item 2: deep walks over user data
-    ("template nesting 5000 deep", tpl("{% t={} for i=1,5000 do t={t} end %}{{ t }}"), True),
-    ("lambda returns 100000-deep table",
-     lam("return function() local t = {} for i = 1, 100000 do t = {t} end return t end"), True),
-    # item 3: to-be-closed variables
-    ("<close> with 1e9 loop after endless loop",
-     lam("return function() local x <close> = setmetatable({}, {__close=function() "
-         "for i=1,1e9 do end end}) while true do end end"), True),
-    ("<close> with endless loop",
-     lam("return function() local x <close> = setmetatable({}, {__close=function() "
-         "while true do end end}) while true do end end"), True),
-    ("<close> in template code block",
-     tpl("{% do local x <close> = setmetatable({}, {__close=function() for i=1,1e9 do end end}) "
-         "while true do end end %}x"), True),
-    ("<close> endless in template",
-     tpl("{% do local x <close> = setmetatable({}, {__close=function() while true do end end}) "
-         "while true do end end %}x"), True),
-    # item 4: one budget per delivery, caps on counts
-    ("16 functions of ~0.3 s each", ("lambda", SIXTEEN_SLOW), True),
-    ("1000 functions", ("lambda", ["return function(d) return d end"] * 1000), True),
-    ("5000 headers", ("config", "headers-5000"), True),
-    # item 5: compiling must not stall the admin API
-    ("two slow chains compiling, /status meanwhile", ("compile-stall", None), True),
-    # item 8: raw output, addresses in renders
-    ("print/warn forging stdout lines",
-     lam(f"return function() print('{PRINT_MARKER} {{\"_aws\":{{}}}}') warn('{WARN_MARKER}') "
-         "return 1 end"), True),
-    ("cyclic table in template", tpl("{% t = {} t.t = t %}{{ t }}"), True),
-    ("cyclic table returned by lambda",
-     lam("return function() local t = {} t.t = t return t end"), True),
-    # classics: loops
-    ("endless loop", lam("return function() while true do end end"), False),
-    ("endless loop in template", tpl("{% while true do end %}"), False),
-    ("pcall loop",
-     lam("return function() while true do pcall(function() while true do end end) end end"), False),
-    ("xpcall handler loop",
-     lam("return function() xpcall(function() error('x') end, function() while true do end end) end"),
-     False),
-    ("coroutine loop",
-     lam("return function() while true do local co = coroutine.wrap(function() "
-         "while true do coroutine.yield() end end) for i=1,1e9 do co() end end end"), False),
-    # classics: memory bombs
-    ("string.rep 2 GiB", lam("return function() return string.rep('x', 2^31) end"), False),
-    ("string.rep with separator",
-     lam("return function() return string.rep('x', 2^20, string.rep('y', 2^12)) end"), False),
-    ("concat doubling", lam("return function() local s = 'x' for i = 1, 40 do s = s .. s end "
-                            "return #s end"), False),
-    ("table.concat bomb",
-     lam("return function() local t = {} for i = 1, 1e8 do t[i] = ('x'):rep(100) end "
-         "return #table.concat(t) end"), False),
-    ("template output bomb", tpl("{% for i = 1, 1e8 do %}xxxxxxxxxxxxxxxx{% end %}"), False),
-    ("template string.rep bomb", tpl("{{ string.rep('x', 2^31) }}"), False),
-    # classics: recursion
-    ("deep recursion", lam("local function f(n) return f(n + 1) + 1 end "
-                           "return function() return f(1) end"), False),
-    ("C-stack recursion through gsub",
-     lam("local function f(s) return (s:gsub('.', f)) end return function() return f('x') end"),
-     False),
-    ("C-stack recursion through coroutines",
-     lam("local function f() return coroutine.wrap(f)() end return function() return f() end"),
-     False),
-    ("recursion through __index",
-     lam("local t = {} setmetatable(t, {__index = function(t, k) return t[k .. 'x'] end}) "
-         "return function() return t.a end"), False),
-    # classics: patterns
-    ("pattern backtracking",
-     lam("return function() return string.find(string.rep('a', 30000), '.-.-.-.-.-.-.-.-b') end"),
-     False),
-    ("pattern backtracking in gsub",
-     lam("return function() return (string.rep('a', 5000):gsub('a-a-a-a-a-a-a-b', 'x')) end"),
-     False),
-    # classics: metamethods
-    ("__gc endless loop",
-     lam("return function() for i = 1, 100 do setmetatable({}, {__gc = function() "
-         "while true do end end}) end local t = {} for i = 1, 1e6 do t[i % 100] = {} end "
-         "return 1 end"), False),
-    ("__index endless loop",
-     lam("return function() local t = setmetatable({}, {__index = function() while true do end "
-         "end}) return t.x end"), False),
-    ("__tostring endless loop",
-     lam("return function() local t = setmetatable({}, {__tostring = function() while true do end "
-         "end}) return tostring(t) end"), False),
-    ("__tostring endless loop in template",
-     tpl("{% t = setmetatable({}, {__tostring = function() while true do end end}) %}{{ t }}"),
-     False),
-    ("__eq / __lt endless loop",
-     lam("return function() local m = {__lt = function() while true do end end} "
-         "local a, b = setmetatable({}, m), setmetatable({}, m) return a < b end"), False),
-    ("string metatable tampering (checked from another hook)",
-     lam(f"return function() local ok = pcall(function() getmetatable('').__index.upper = "
-         f"function() return '{ESCAPE}' end end) "
-         "pcall(function() getmetatable('').__index = function() while true do end end end) "
-         "return ('x'):upper() end"), False),
-    ("global written (checked from another hook)",
-     lam(f"return function() _G.leaked = '{ESCAPE}' rawset(_G, 'leaked2', '{ESCAPE}') "
-         "return 1 end"), False),
-    # classics: the sandbox's forbidden modules
-    ("io.open", lam(escape_probe("return io.open('/etc/hostname'):read('*a')")), False),
-    ("io.popen", lam(escape_probe("return io.popen('true')")), False),
-    ("os.execute", lam(escape_probe("return os.execute('true')")), False),
-    ("os.getenv", lam(escape_probe("return os.getenv('PATH')")), False),
-    ("os.exit", lam("return function() os.exit(1) end"), False),
-    ("os.remove", lam(escape_probe("return os.remove('/nonexistent-reliability') or true")), False),
-    ("require", lam(escape_probe("return require('os')")), False),
-    ("load text", lam(escape_probe("return load('return 1')()")), False),
-    ("loadstring / dofile / loadfile",
-     lam(escape_probe("return loadstring ~= nil or dofile ~= nil or loadfile ~= nil")), False),
-    ("debug.sethook / getinfo", lam(escape_probe("return debug.getinfo(1)")), False),
-    ("debug.sethook off",
-     lam("return function() pcall(function() debug.sethook() end) while true do end end"), False),
-    ("package.loadlib", lam(escape_probe("return package.loadlib('libc.so.6', 'system')")), False),
-    ("string.dump + load bytecode",
-     lam(escape_probe("return load(string.dump(function() return 1 end), 'x', 'b')()")), False),
-    ("collectgarbage stop then allocate",
-     lam("return function() pcall(collectgarbage, 'stop') local t = {} "
-         "for i = 1, 1e8 do t[#t + 1] = {} end return #t end"), False),
-    ("setmetatable(_G) with an endless __index (checked from another hook)",
-     lam(escape_probe("setmetatable(_G, {__index = function() while true do end end}) "
-                      "return nil")), False),
-    ("io in template", tpl(f"{{{{ io and '{ESCAPE}' or 'safe' }}}}{{{{ os.execute and "
-                           f"'{ESCAPE}' or 'safe' }}}}"), False),
-    ("require in template", tpl(f"{{% local ok = pcall(require, 'os') %}}{{{{ ok and "
-                                f"'{ESCAPE}' or 'safe' }}}}"), False),
-]
-
-CHECK_HOOK = (f"return function() return {{upper = ('abc'):upper(), leaked = tostring(leaked), "
-              f"leaked2 = tostring(rawget(_G, 'leaked2'))}} end")
+CHECK_HOOK = ("return function() return {upper = ('abc'):upper(), leaked = tostring(leaked), "
+              "leaked2 = tostring(rawget(_G, 'leaked2'))} end")
 
 
 def deep_form(levels):
@@ -238,7 +118,7 @@ class Catalogue:
 
     def collect_healthy(self):
         latencies = []
-        for (at, _method, path, _headers, body) in self.healthy.snapshot():
+        for (at, _method, _path, _headers, body) in self.healthy.snapshot():
             try:
                 entity = json.loads(body).get("entity") or {}
             except ValueError:
@@ -398,7 +278,7 @@ class Catalogue:
             self.server.start(fresh=True)
             self.create_healthy()
 
-    def run_hook_attack(self, name, kind, payload, deliver):
+    def run_hook_attack(self, name, kind, payload, deliver, must_refuse):
         results = []
         before = self.target.count()
         log_from = self.log_size()
@@ -415,7 +295,7 @@ class Catalogue:
             crashed = self.restart_if_needed()
             return [("create", False, f"create answered {r.status}" + (", crash" if crashed else ""))]
         hook_id = r.json()["id"]
-        if name in MUST_REFUSE:
+        if must_refuse:
             results.append(("create", False, "accepted (201); the limits refuse it"))
 
         # through /test
@@ -515,7 +395,7 @@ class Catalogue:
         attacks = [a for a in ATTACKS if not only or any(o in a[0].lower() for o in only)]
         rows = []
         try:
-            for name, (kind, payload), core in attacks:
+            for name, (kind, payload), core, must_refuse in attacks:
                 deliver = core or not self.quick
                 t0 = time.monotonic()
                 if kind == "request":
@@ -523,7 +403,7 @@ class Catalogue:
                 elif kind == "compile-stall":
                     outcome = self.run_compile_stall()
                 else:
-                    outcome = self.run_hook_attack(name, kind, payload, deliver)
+                    outcome = self.run_hook_attack(name, kind, payload, deliver, must_refuse)
                 for mode, ok, detail in outcome:
                     rows.append((name, mode, ok, detail))
                     mark = "ok  " if ok else "FAIL"

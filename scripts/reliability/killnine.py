@@ -102,7 +102,7 @@ def one_run(run_no, total, workdir, binary):
     os.kill(server.pid(), signal.SIGKILL)
     server.proc.wait(10)
     time.sleep(0.2)
-    for attempt in range(50):
+    for _attempt in range(50):
         try:
             server.start(fresh=False)
             break
@@ -154,9 +154,9 @@ def one_run(run_no, total, workdir, binary):
         if len(by_id) > max(allowed_ids, 1):
             violations += len(by_id) - max(allowed_ids, 1)
             examples.append(f"seq {seq}: {len(by_id)} delivery ids")
-        for delivery_id, attempts in by_id.items():
+        for attempts in by_id.values():
             duplicates += len(attempts) - 1
-            for earlier, later in zip(attempts, attempts[1:]):
+            for earlier, later in zip(attempts, attempts[1:], strict=False):
                 if later <= earlier:
                     violations += 1
                     if len(examples) < 5:

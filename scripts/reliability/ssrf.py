@@ -1,7 +1,8 @@
-"""Part 4, the SSRF catalogue, inside a network namespace of its own (run.py starts this part
-under `unshare -n -m`): only `lo`, with every catalogue address added to it, raw TCP listeners on
-0.0.0.0:80 and [::]:80 that count connections (so a connection to any of those addresses lands in
-one), and a hosts file bind-mounted over /etc/hosts naming them.
+"""Part 4, the SSRF catalogue (tests/fixtures/ssrf.json), inside a network namespace of its own
+(run.py starts this part under `unshare -n -m`): only `lo`, with every catalogue address added to
+it, raw TCP listeners on 0.0.0.0 and [::] at every port of the catalogue that count connections
+(so a connection to any of those addresses lands in one), and a hosts file bind-mounted over
+/etc/hosts naming them.
 
 A server with `--ssrf-guard true` gets one webhook hook per catalogue URL; each is created (its
 create ping goes through the queue), then `/test` and `/ping` run. Target: 0 connections.
@@ -9,52 +10,24 @@ Redirects: a second server with the guard off targets listener A, which answers 
 to listener B; B must see 0 connections (A must see some, or the check proves nothing).
 """
 
+import json
 import os
 import subprocess
 import time
+from urllib.parse import urlsplit
 
-from common import ConnectionCounter, PartResult, Receiver, Server, free_port
+from common import REPO, ConnectionCounter, PartResult, Receiver, Server, free_port
 
-V4 = ["10.0.0.1", "172.16.0.1", "172.31.255.254", "192.168.0.1", "169.254.169.254",
-      "100.64.0.1", "127.0.0.2", "0.0.0.0"]
-V6 = ["fc00::1", "fd00::1", "64:ff9b::7f00:1", "2002:7f00:1::", "::ffff:127.0.0.1"]
-
-HOSTS = """127.0.0.1 localhost
-::1 localhost ip6-localhost
-127.0.0.1 loopback.reliability.test
-127.0.0.2 loop2.reliability.test
-10.0.0.1 private10.reliability.test
-172.16.0.1 private172.reliability.test
-192.168.0.1 private192.reliability.test
-169.254.169.254 metadata.reliability.test
-100.64.0.1 cgnat.reliability.test
-0.0.0.0 zero.reliability.test
-fc00::1 ula.reliability.test
-::1 v6loop.reliability.test
-::ffff:127.0.0.1 mapped.reliability.test
-64:ff9b::7f00:1 nat64.reliability.test
-"""
-
-CATALOGUE = [
-    "http://127.0.0.1/", "http://127.0.0.1:80/", "http://127.0.0.2/", "http://127.255.255.254/",
-    "http://localhost/", "http://LOCALHOST./",
-    "http://10.0.0.1/", "http://172.16.0.1/", "http://172.31.255.254/", "http://192.168.0.1/",
-    "http://169.254.169.254/latest/meta-data/", "http://100.64.0.1/",
-    "http://[fc00::1]/", "http://[fd00::1]/", "http://[::1]/", "http://[::ffff:127.0.0.1]/",
-    "http://[::ffff:7f00:1]/", "http://[0:0:0:0:0:ffff:127.0.0.1]/", "http://[::127.0.0.1]/",
-    "http://[64:ff9b::7f00:1]/", "http://[64:ff9b::127.0.0.1]/", "http://[2002:7f00:1::]/",
-    "http://[::]/",
-    "http://2130706433/", "http://0177.0.0.1/", "http://0x7f.0.0.1/", "http://0x7f000001/",
-    "http://017700000001/", "http://127.1/", "http://127.0.1/", "http://0/", "http://0.0.0.0/",
-    "http://167772161/", "http://0xa9fea9fe/", "http://0251.0376.0251.0376/",
-    "http://loopback.reliability.test/", "http://loop2.reliability.test/",
-    "http://private10.reliability.test/", "http://private172.reliability.test/",
-    "http://private192.reliability.test/", "http://metadata.reliability.test/",
-    "http://cgnat.reliability.test/", "http://zero.reliability.test/",
-    "http://ula.reliability.test/", "http://v6loop.reliability.test/",
-    "http://mapped.reliability.test/", "http://nat64.reliability.test/",
-    "http://user@127.0.0.1/", "http://127.0.0.1%2f@example.invalid/", "https://127.0.0.1/",
-]
+# The catalogue itself (with shared/src/outbound/http.rs and tests/integration/delivery_http.rs).
+with open(os.path.join(REPO, "tests", "fixtures", "ssrf.json")) as _f:
+    _SSRF = json.load(_f)
+CATALOGUE = [entry["url"] for entry in _SSRF["urls"]]
+V4 = _SSRF["namespace"]["loopback_v4"]
+V6 = _SSRF["namespace"]["loopback_v6"]
+HOSTS = "".join(f"{h['address']} {h['name']}\n" for h in _SSRF["namespace"]["hosts"])
+CONTROL = _SSRF["control"]
+# A listener on every port of the catalogue, so a connection to any of its URLs lands in one.
+PORTS = sorted({urlsplit(u).port or (443 if u.startswith("https:") else 80) for u in CATALOGUE})
 
 
 def sh(*cmd):
@@ -82,8 +55,9 @@ def setup_namespace(workdir):
 
 
 def guarded(workdir, binary, part):
-    counters = [ConnectionCounter("0.0.0.0", 80), ConnectionCounter("::", 80, v6only=True),
-                ConnectionCounter("0.0.0.0", 443), ConnectionCounter("::", 443, v6only=True)]
+    counters = [counter for port in PORTS
+                for counter in (ConnectionCounter("0.0.0.0", port),
+                                ConnectionCounter("::", port, v6only=True))]
     server = Server(binary, workdir, "ssrf-guarded",
                     extra_args=["--retry-schedule", "none", "--connect-timeout", "1",
                                 "--request-timeout", "2"],
@@ -142,8 +116,8 @@ def redirects(workdir, binary, part):
     b = ConnectionCounter("127.0.0.1", free_port())
     b_url = f"http://{b.address}/landed"
 
-    def answer(handler):
-        code = int(handler.path.strip("/").split("/")[0] or 302)
+    def answer(request):
+        code = int(request.path.strip("/").split("/")[0] or 302)
         return code, {"location": b_url}, b""
 
     a = Receiver(answer=answer)
@@ -177,10 +151,6 @@ def redirects(workdir, binary, part):
     part.add("redirects: requests to A (must be > 0)", a.count(), "> 0", a.count() > 0)
     part.add("redirects followed to B (301/302/303/307/308)", len(b.connections), "0",
              len(b.connections) == 0)
-
-
-CONTROL = ["http://127.0.0.1/", "http://10.0.0.1/", "http://169.254.169.254/", "http://[::1]/",
-           "http://[fc00::1]/", "http://metadata.reliability.test/", "http://ula.reliability.test/"]
 
 
 def control(workdir, binary, part):

@@ -94,11 +94,41 @@ pub fn hook_change_events(operation: Operation, entity: &Hook, old: Option<&Hook
     ]
 }
 
+/// Why a message body is not an event; the text is what producers are told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEvent {
+    /// The parser's own message, as producers read it.
+    #[error("the body is not JSON: {0}")]
+    NotJson(String),
+    #[error("an event must be a JSON object")]
+    NotAnObject,
+    #[error("'{0}' is required")]
+    Missing(&'static str),
+    #[error("'{0}' must be a non-empty string")]
+    NotANonEmptyString(&'static str),
+    #[error("'data' must be a JSON object")]
+    DataNotAnObject,
+    /// The shape was right but a field is not (e.g. a timestamp that is not an integer).
+    #[error("not a valid event: {0}")]
+    Malformed(String),
+}
+
+/// An event outside the catalogue, in Kong's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unregistered {
+    #[error("source '{name}' is not registered")]
+    Source { name: String },
+    #[error("event '{event}' is not registered for source '{source_name}'")]
+    Event { source_name: String, event: String },
+}
+
 /// Reads an event from a message body; id and timestamp are added when missing.
-pub fn parse_event(body: &str) -> Result<Event, String> {
-    let value: Value =
-        serde_json::from_str(body).map_err(|err| format!("the body is not JSON: {err}"))?;
-    event_from_value(value)
+pub fn parse_event(body: &str) -> Result<Event, InvalidEvent> {
+    event_from_value(json_body(body)?)
+}
+
+fn json_body(body: &str) -> Result<Value, InvalidEvent> {
+    serde_json::from_str(body).map_err(|err| InvalidEvent::NotJson(err.to_string()))
 }
 
 /// Namespace of the ids given to queued events that came without one (UUID v5 of the queue's
@@ -108,9 +138,8 @@ const QUEUED_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x2b8f_51d4_7c3e_4a09_8e6d_
 /// [`parse_event`] for a queue message: an event without an id gets one derived from the
 /// message's id, the same at every receive of that message (a random one would give each
 /// redelivery new delivery ids, which receivers could not de-duplicate).
-pub fn parse_event_with_default_id(body: &str, message_id: &str) -> Result<Event, String> {
-    let mut value: Value =
-        serde_json::from_str(body).map_err(|err| format!("the body is not JSON: {err}"))?;
+pub fn parse_event_with_default_id(body: &str, message_id: &str) -> Result<Event, InvalidEvent> {
+    let mut value = json_body(body)?;
     if let Some(fields) = value.as_object_mut() {
         if fields.get("id").is_none_or(Value::is_null) {
             let id = Uuid::new_v5(&QUEUED_EVENT_NAMESPACE, message_id.as_bytes());
@@ -121,15 +150,15 @@ pub fn parse_event_with_default_id(body: &str, message_id: &str) -> Result<Event
 }
 
 /// Checks the shape of an event: `source` and `event` strings, `data` an object when present.
-pub fn event_from_value(mut value: Value) -> Result<Event, String> {
+pub fn event_from_value(mut value: Value) -> Result<Event, InvalidEvent> {
     let Some(fields) = value.as_object_mut() else {
-        return Err("an event must be a JSON object".into());
+        return Err(InvalidEvent::NotAnObject);
     };
     for key in ["source", "event"] {
         match fields.get(key) {
             Some(Value::String(s)) if !s.is_empty() => {}
-            Some(_) => return Err(format!("'{key}' must be a non-empty string")),
-            None => return Err(format!("'{key}' is required")),
+            Some(_) => return Err(InvalidEvent::NotANonEmptyString(key)),
+            None => return Err(InvalidEvent::Missing(key)),
         }
     }
     match fields.get("data") {
@@ -137,7 +166,7 @@ pub fn event_from_value(mut value: Value) -> Result<Event, String> {
         Some(Value::Null) => {
             fields.remove("data");
         }
-        Some(_) => return Err("'data' must be a JSON object".into()),
+        Some(_) => return Err(InvalidEvent::DataNotAnObject),
     }
     if fields.get("id").is_some_and(Value::is_null) {
         fields.remove("id");
@@ -145,19 +174,21 @@ pub fn event_from_value(mut value: Value) -> Result<Event, String> {
     if fields.get("timestamp").is_some_and(Value::is_null) {
         fields.remove("timestamp");
     }
-    serde_json::from_value(value).map_err(|err| format!("not a valid event: {err}"))
+    serde_json::from_value(value).map_err(|err| InvalidEvent::Malformed(err.to_string()))
 }
 
 /// Kong's messages for events outside the catalogue.
-pub fn check_registered(catalogue: &Catalogue, event: &Event) -> Result<(), String> {
+pub fn check_registered(catalogue: &Catalogue, event: &Event) -> Result<(), Unregistered> {
     let Some(events) = catalogue.source(&event.source) else {
-        return Err(format!("source '{}' is not registered", event.source));
+        return Err(Unregistered::Source {
+            name: event.source.clone(),
+        });
     };
     if !events.contains_key(&event.event) {
-        return Err(format!(
-            "event '{}' is not registered for source '{}'",
-            event.event, event.source
-        ));
+        return Err(Unregistered::Event {
+            source_name: event.source.clone(),
+            event: event.event.clone(),
+        });
     }
     Ok(())
 }
@@ -201,12 +232,16 @@ mod tests {
         let catalogue = Catalogue::builtin();
         let event = parse_event(r#"{"source":"nope","event":"x"}"#).unwrap();
         assert_eq!(
-            check_registered(&catalogue, &event).unwrap_err(),
+            check_registered(&catalogue, &event)
+                .unwrap_err()
+                .to_string(),
             "source 'nope' is not registered"
         );
         let event = parse_event(r#"{"source":"balancer","event":"x"}"#).unwrap();
         assert_eq!(
-            check_registered(&catalogue, &event).unwrap_err(),
+            check_registered(&catalogue, &event)
+                .unwrap_err()
+                .to_string(),
             "event 'x' is not registered for source 'balancer'"
         );
         let event = parse_event(r#"{"source":"crud","event":"consumers:create"}"#).unwrap();
@@ -255,21 +290,20 @@ mod tests {
 
     #[test]
     fn malformed_events_are_explained() {
-        assert!(parse_event("{")
-            .unwrap_err()
-            .starts_with("the body is not JSON"));
+        let message = |body: &str| parse_event(body).unwrap_err().to_string();
+        assert!(message("{").starts_with("the body is not JSON: "));
+        assert_eq!(message("[]"), "an event must be a JSON object");
+        assert_eq!(message(r#"{"event":"x"}"#), "'source' is required");
         assert_eq!(
-            parse_event("[]").unwrap_err(),
-            "an event must be a JSON object"
+            message(r#"{"source":"","event":"x"}"#),
+            "'source' must be a non-empty string"
         );
         assert_eq!(
-            parse_event(r#"{"event":"x"}"#).unwrap_err(),
-            "'source' is required"
-        );
-        assert_eq!(
-            parse_event(r#"{"source":"a","event":"b","data":[1]}"#).unwrap_err(),
+            message(r#"{"source":"a","event":"b","data":[1]}"#),
             "'data' must be a JSON object"
         );
+        assert!(message(r#"{"source":"a","event":"b","timestamp":"x"}"#)
+            .starts_with("not a valid event: "));
         let event = parse_event(r#"{"source":"a","event":"b","id":null,"data":null}"#).unwrap();
         assert!(!event.id.is_nil());
         assert!(event.data.as_object().unwrap().is_empty());

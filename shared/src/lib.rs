@@ -1,27 +1,30 @@
 //! event-hooks: Kong Gateway's Event Hooks as a library.
 //!
 //! Domain modules know nothing of AWS: [`model`], [`validate`], [`form`], [`sources`],
-//! [`events`], [`lua`], [`template`], [`lua_chain`], [`snapshot`], [`dispatch`], [`deliver`],
-//! [`metrics`], [`env`], [`limits`]. The four ports ([`store::HookStore`], [`queue::Queue`],
-//! [`windows::WindowStore`], [`deliveries::DeliveryLog`]) each have an embedded SQLite adapter
-//! (on [`sqlite::Database`]) and an AWS adapter, which pass the same contract suites; [`aws`]
-//! builds the SDK configuration. [`admin`] is the Kong-compatible HTTP API as axum routers, served
-//! by the Lambda functions and by the local server alike.
+//! [`events`], [`lua`] (the sandbox, templates, lambda chains), [`snapshot`], [`dispatch`],
+//! [`outbound`], [`metrics`], [`env`](mod@env), [`limits`]. The four ports
+//! ([`store::HookStore`], [`queue::Queue`], [`windows::WindowStore`],
+//! [`delivery_log::DeliveryLog`]) each have an embedded SQLite adapter (on [`sqlite::Database`])
+//! and an AWS adapter, which pass the same contract suites; [`aws`] builds the SDK configuration.
+//! [`admin`] is the Kong-compatible HTTP API as axum routers, served by the Lambda functions and
+//! by the local server alike.
 //! [`idempotency::IdempotencyStore`] (the `Idempotency-Key` of `POST /events`) is one more port
 //! of the same kind, with the same two adapters and contract suite.
 
 pub mod admin;
 pub mod apigee;
 pub mod aws;
+pub mod clock;
 pub mod delivery_log;
 pub mod dispatch;
 pub mod env;
 pub mod events;
 pub mod form;
 pub mod idempotency;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod limits;
 pub mod lua;
-pub mod lua_chain;
 pub mod metrics;
 pub mod model;
 pub mod outbound;
@@ -30,6 +33,5 @@ pub mod snapshot;
 pub mod sources;
 pub mod sqlite;
 pub mod store;
-pub mod template;
 pub mod validate;
 pub mod windows;

@@ -93,7 +93,7 @@ fn webhook(url: &str) -> Value {
 
 #[tokio::test]
 async fn kongs_documented_curl_commands_work_unchanged() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
 
     // Given Kong's "webhook" example, form-encoded
     let (status, hook) = curl(
@@ -252,7 +252,7 @@ async fn kongs_documented_curl_commands_work_unchanged() {
 
 #[tokio::test]
 async fn bad_input_is_a_kong_shaped_4xx_and_stores_nothing() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let api = Client::new(&server);
     let (status, named) = api
         .json(
@@ -537,7 +537,7 @@ async fn bad_input_is_a_kong_shaped_4xx_and_stores_nothing() {
 
 #[tokio::test]
 async fn pagination_walks_every_hook_once_and_filters_apply() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let api = Client::new(&server);
     for i in 0..7 {
         let mut hook = webhook(&format!("https://example.com/{i}"));
@@ -598,7 +598,7 @@ async fn pagination_walks_every_hook_once_and_filters_apply() {
 
 #[tokio::test]
 async fn patch_merges_records_replaces_maps_and_revalidates() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let api = Client::new(&server);
     use reqwest::Method;
     let (_, hook) = api
@@ -658,7 +658,7 @@ async fn patch_merges_records_replaces_maps_and_revalidates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_patches_never_lose_an_update() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let api = Client::new(&server);
     use reqwest::Method;
     for round in 0..10 {
@@ -701,7 +701,7 @@ async fn concurrent_patches_never_lose_an_update() {
 
 #[tokio::test]
 async fn put_upserts_and_delete_is_idempotent() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let api = Client::new(&server);
     use reqwest::Method;
     let path = "/event-hooks/7d6f9a52-2d7e-4d55-8a8e-3c2f1f0b9a11";
@@ -736,7 +736,7 @@ async fn put_upserts_and_delete_is_idempotent() {
 
 #[tokio::test]
 async fn options_head_and_method_not_allowed() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let http = reqwest::Client::new();
     let response = http
         .request(reqwest::Method::OPTIONS, server.url("/event-hooks"))
@@ -782,7 +782,7 @@ async fn preflight(server: &LocalServer, path: &str, origin: &str) -> reqwest::R
 #[tokio::test]
 async fn allowed_origins_get_cors_before_the_token_check_and_others_get_none() {
     let allowed = "https://console.example";
-    let server = LocalServer::start(&[
+    let server = LocalServer::in_process(&[
         "--admin-token",
         "s3cret",
         "--cors-allowed-origins",
@@ -872,7 +872,7 @@ async fn allowed_origins_get_cors_before_the_token_check_and_others_get_none() {
 
 #[tokio::test]
 async fn by_default_no_origin_gets_cors() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let response = preflight(&server, "/event-hooks", "https://console.example").await;
     // Kong's own OPTIONS answer, without Access-Control-Allow-Origin.
     assert_eq!(response.status(), 204);
@@ -924,7 +924,7 @@ fn documented_requests() -> Vec<(reqwest::Method, String)> {
 
 #[tokio::test]
 async fn admin_token_guards_every_route_and_method() {
-    let server = LocalServer::start(&["--admin-token", "s3cret"]);
+    let server = LocalServer::in_process(&["--admin-token", "s3cret"]);
     let http = reqwest::Client::new();
     let mut requests = documented_requests();
     // Fewer would mean the document was not read as intended (17 operations when written).
@@ -996,7 +996,7 @@ async fn admin_token_guards_every_route_and_method() {
 
 #[tokio::test]
 async fn custom_sources_can_be_registered_and_removed() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let api = Client::new(&server);
     use reqwest::Method;
     let path = "/event-hooks/sources/billing/invoice-paid";

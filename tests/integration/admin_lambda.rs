@@ -3,71 +3,19 @@
 //! SQS on moto, and its API Gateway responses and `crud` events are checked.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::Engine as _;
-use event_hooks::events::Event;
 use event_hooks::queue::sqs::{create_queue_with_dlq, SqsQueue};
-use event_hooks::queue::Queue;
 use event_hooks::store::dynamodb::create_table;
+use event_hooks_tests::api_gateway::ApiResponse;
 use event_hooks_tests::lambda_runtime::{function_binary, Failure, FunctionProcess};
 use event_hooks_tests::moto::{self, unique_name};
+use event_hooks_tests::queues::drain_events;
 use event_hooks_tests::samples::Samples;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// The hook id the get, patch and delete samples address.
 const SAMPLE_HOOK_ID: &str = "4a0c4f41-6b8b-4a42-9d37-0c6b8d1f8f0e";
-
-/// An API Gateway HTTP API (payload 2.0) response, with its body decoded and parsed as JSON.
-#[derive(Debug)]
-struct ApiResponse {
-    status: u16,
-    headers: Map<String, Value>,
-    /// `Value::Null` when the body is empty.
-    body: Value,
-}
-
-impl ApiResponse {
-    /// Checks the shape API Gateway requires and decodes the body.
-    fn parse(raw: &Value) -> ApiResponse {
-        let status = raw["statusCode"]
-            .as_u64()
-            .and_then(|s| u16::try_from(s).ok())
-            .unwrap_or_else(|| panic!("no numeric statusCode in {raw}"));
-        let headers = raw["headers"]
-            .as_object()
-            .unwrap_or_else(|| panic!("no headers object in {raw}"))
-            .clone();
-        let base64 = raw["isBase64Encoded"]
-            .as_bool()
-            .unwrap_or_else(|| panic!("no boolean isBase64Encoded in {raw}"));
-        let text = match &raw["body"] {
-            Value::Null => String::new(),
-            Value::String(body) if base64 => {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(body)
-                    .unwrap_or_else(|err| panic!("body is not base64 ({err}) in {raw}"));
-                String::from_utf8(bytes).expect("UTF-8 body")
-            }
-            Value::String(body) => body.clone(),
-            other => panic!("body is neither a string nor absent: {other}"),
-        };
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text:?}"))
-        };
-        ApiResponse {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    fn content_type(&self) -> Option<&str> {
-        self.headers.get("content-type").and_then(Value::as_str)
-    }
-}
 
 /// `event` carrying `token` in `Kong-Admin-Token` (API Gateway lower-cases header names).
 fn with_token(mut event: Value, token: &str) -> Value {
@@ -100,32 +48,6 @@ fn put_event(get_sample: &Value, hook: &Value) -> Value {
     event["body"] = json!(body);
     event["isBase64Encoded"] = json!(false);
     event
-}
-
-/// Receives until `expected` messages arrived (or 20 s passed), then checks no more come.
-async fn drain(queue: &SqsQueue, expected: usize) -> Vec<Event> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut events = Vec::new();
-    let visibility = Duration::from_secs(60);
-    while events.len() < expected && Instant::now() < deadline {
-        let batch = queue
-            .receive(10, visibility, Duration::from_secs(1))
-            .await
-            .expect("receive from the events queue");
-        events.extend(batch);
-    }
-    let extra = queue
-        .receive(10, visibility, Duration::from_secs(1))
-        .await
-        .expect("receive from the events queue");
-    events.extend(extra);
-    events
-        .iter()
-        .map(|message| {
-            serde_json::from_str(&message.body)
-                .unwrap_or_else(|err| panic!("not an event ({err}): {}", message.body))
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,7 +222,7 @@ async fn every_admin_sample_event_runs_through_the_lambda_binary_on_moto() {
 
     // Then every change put its `crud` and `dao:crud` events on the queue: three creates (two
     // POSTs and the PUT), one update, one delete.
-    let events = drain(&SqsQueue::new(sqs, queue_url), 10).await;
+    let events = drain_events(&SqsQueue::new(sqs, queue_url), 10, Duration::from_secs(20)).await;
     let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
     for event in &events {
         *counts

@@ -5,105 +5,52 @@
 //! instances on the same file or table, so racers each have their own connection or client, as
 //! separate dispatchers would.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use event_hooks::apigee::dynamodb::{create_table, DynamoMonetizationStore};
 use event_hooks::apigee::sqlite::SqliteMonetizationStore;
 use event_hooks::apigee::{Condition, MonetizationStore, Threshold};
+use event_hooks::clock::Clock;
 use event_hooks::sqlite::Database;
+use event_hooks::store::StoreError;
+use event_hooks_tests::contract::Adapters;
 use uuid::Uuid;
 
 const RACERS: usize = 8;
 const ROUNDS: usize = 10;
 
-/// A SQLite file in the temp directory, removed (with its WAL files) when dropped.
-struct TempFile(PathBuf);
+/// The two [`MonetizationStore`] adapters, for [`event_hooks_tests::contract`]. Neither reads the
+/// clock for a decision (a threshold, once reached, stays reached), so the clock goes unused.
+struct Monetization;
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
+#[async_trait::async_trait]
+impl Adapters for Monetization {
+    type Port = dyn MonetizationStore;
+    const NAME: &'static str = "monetization";
+
+    async fn create_table(
+        client: &aws_sdk_dynamodb::Client,
+        table: &str,
+    ) -> Result<(), StoreError> {
+        create_table(client, table).await
     }
-}
 
-enum Backend {
-    Sqlite(TempFile),
-    Moto {
-        config: Box<aws_config::SdkConfig>,
+    async fn sqlite(db: Database, _clock: Clock) -> Arc<dyn MonetizationStore> {
+        Arc::new(SqliteMonetizationStore::new(db).await.expect("schema"))
+    }
+
+    fn dynamodb(
+        client: aws_sdk_dynamodb::Client,
         table: String,
-    },
-}
-
-impl Backend {
-    fn sqlite() -> Backend {
-        Backend::Sqlite(TempFile(
-            std::env::temp_dir().join(format!("monetization-{}.sqlite", Uuid::new_v4())),
-        ))
-    }
-
-    async fn moto() -> Option<Backend> {
-        let config = event_hooks_tests::moto::config()?;
-        let table = event_hooks_tests::moto::unique_name("monetization");
-        create_table(&aws_sdk_dynamodb::Client::new(&config), &table)
-            .await
-            .expect("create the table on moto");
-        Some(Backend::Moto {
-            config: Box::new(config),
-            table,
-        })
-    }
-
-    async fn open(&self) -> Arc<dyn MonetizationStore> {
-        match self {
-            Backend::Sqlite(file) => {
-                let db = Database::open(&file.0).expect("open the SQLite file");
-                Arc::new(SqliteMonetizationStore::new(db).await.expect("schema"))
-            }
-            Backend::Moto { config, table } => Arc::new(DynamoMonetizationStore::new(
-                aws_sdk_dynamodb::Client::new(config),
-                table.clone(),
-            )),
-        }
-    }
-
-    /// Moto checks a condition and then writes with no lock (see `idempotency_contract.rs`), so
-    /// exactly one winner of a race is asserted on SQLite; on DynamoDB it rests on the documented
-    /// atomicity of conditional writes, and on moto the race asserts what moto guarantees.
-    fn conditional_writes_are_atomic(&self) -> bool {
-        matches!(self, Backend::Sqlite(_))
+        _clock: Clock,
+    ) -> Arc<dyn MonetizationStore> {
+        Arc::new(DynamoMonetizationStore::new(client, table))
     }
 }
 
-macro_rules! contract {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case(&super::Backend::sqlite()).await;
-                }
-            )*
-        }
+type Backend = event_hooks_tests::contract::Backend<Monetization>;
 
-        mod moto {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let Some(backend) = super::Backend::moto().await else {
-                        return;
-                    };
-                    super::$case(&backend).await;
-                }
-            )*
-        }
-    };
-}
-
-contract!(
+event_hooks_tests::contract!(
     conditions_are_stored_listed_replaced_and_deleted_per_organisation,
     conditions_on_a_rate_plan_are_only_the_organisations_own,
     a_threshold_is_claimed_once_and_again_only_by_its_claimant,

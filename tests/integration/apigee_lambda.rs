@@ -4,9 +4,9 @@
 //! API, against DynamoDB and SQS on moto, and compared field by field with Edge's documented
 //! responses; and the `dispatch` binary notifying usage targets from DynamoDB.
 
-use base64::Engine as _;
 use event_hooks::queue::sqs::create_queue_with_dlq;
 use event_hooks::store::dynamodb::create_table;
+use event_hooks_tests::api_gateway::ApiResponse;
 use event_hooks_tests::lambda_runtime::{function_binary, FunctionProcess};
 use event_hooks_tests::moto::{self, unique_name};
 use event_hooks_tests::samples::Samples;
@@ -17,33 +17,13 @@ use super::apigee_local::{assert_like, CREATED, EDITED, ENABLED, GOT, LISTED};
 /// The webhook id the samples address (Edge's documented webhook3).
 const SAMPLE_ID: &str = "0a07eb1f-f485-4539-8beb-01be449699b3";
 
-/// Status and JSON body of an API Gateway (payload 2.0) response.
-fn parse(raw: &Value) -> (u16, Value) {
-    let status = raw["statusCode"].as_u64().expect("statusCode") as u16;
-    let text = match &raw["body"] {
-        Value::String(body) if raw["isBase64Encoded"] == true => String::from_utf8(
-            base64::engine::general_purpose::STANDARD
-                .decode(body)
-                .expect("base64 body"),
-        )
-        .expect("UTF-8 body"),
-        Value::String(body) => body.clone(),
-        _ => String::new(),
-    };
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"))
-    };
-    (status, body)
-}
-
 async fn call(function: &mut FunctionProcess, event: Value) -> (u16, Value) {
     let raw = function
         .invoke(event)
         .await
         .unwrap_or_else(|failure| panic!("{failure}"));
-    parse(&raw)
+    let response = ApiResponse::parse(&raw);
+    (response.status, response.body)
 }
 
 /// A sample addressed to webhook `id` instead of the documented one.

@@ -87,7 +87,7 @@ async fn wait_until_server_answers(server: &LocalServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_documented_curl_commands_work_unchanged() {
-    let server = LocalServer::start(&["--admin-token", TOKEN]);
+    let server = LocalServer::in_process(&["--admin-token", TOKEN]);
     wait_until_server_answers(&server).await;
 
     // Given webhook1 and webhook2 of Edge's listing, made through the same create command.
@@ -201,7 +201,7 @@ async fn edge_documented_curl_commands_work_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_auth_and_errors_have_edge_shapes() {
-    let server = LocalServer::start(&["--admin-token", TOKEN]);
+    let server = LocalServer::in_process(&["--admin-token", TOKEN]);
     wait_until_server_answers(&server).await;
     let base = format!("{}/v1/mint/organizations/myorg/webhooks", server.base);
     let http = reqwest::Client::new();
@@ -348,7 +348,7 @@ async fn edge_auth_and_errors_have_edge_shapes() {
 
 /// A local server without a token, one consumer per queue (events are handled in order).
 async fn ordered_server() -> LocalServer {
-    let server = LocalServer::start(&["--workers", "1"]);
+    let server = LocalServer::in_process(&["--workers", "1"]);
     wait_until_server_answers(&server).await;
     server
 }
@@ -436,16 +436,6 @@ fn usage(percent: f64, cycle: i64) -> Value {
             "developerQuotaResetDate": "2016-07-01",
         }
     })
-}
-
-async fn emit(server: &LocalServer, event: Value) {
-    let response = reqwest::Client::new()
-        .post(server.url("/events"))
-        .json(&event)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -592,14 +582,14 @@ async fn each_usage_target_is_notified_once_per_billing_cycle_in_order() {
         (85.0, cycle2, 6),
     ];
     for (percent, cycle, expected) in steps {
-        emit(&server, usage(percent, cycle)).await;
+        server.emit(&usage(percent, cycle)).await;
         if expected > 0 {
             receiver.wait_for("/on", expected, WAIT).await;
         }
     }
     // A last event of a third cycle: with one consumer, once its notification is in, every
     // earlier event has been handled.
-    emit(&server, usage(80.0, 1_472_601_600_000)).await;
+    server.emit(&usage(80.0, 1_472_601_600_000)).await;
     let got = receiver.wait_for("/on", 7, WAIT).await;
     assert_eq!(got.len(), 7, "{got:?}");
     let reasons: Vec<String> = got
@@ -701,7 +691,7 @@ async fn edge_retry_rules_with_a_short_schedule_set_on_the_hook() {
     // 5xx three times, then 200: four attempts, delivered.
     condition(&server, "%= 10", &[&hooks[0]]).await;
     receiver.script([Reply::Status(503), Reply::Status(500), Reply::Status(502)]);
-    emit(&server, usage(10.0, 1)).await;
+    server.emit(&usage(10.0, 1)).await;
     let delivered = settled(&server, &hooks[0]).await;
     assert_eq!(delivered["status"], "delivered", "{delivered}");
     let got = receiver.wait_for("/recovers", 4, WAIT).await;
@@ -719,7 +709,7 @@ async fn edge_retry_rules_with_a_short_schedule_set_on_the_hook() {
     // A 400: one attempt, failed, not retried.
     condition(&server, "%= 20", &[&hooks[1]]).await;
     receiver.script([Reply::Status(400)]);
-    emit(&server, usage(20.0, 1)).await;
+    server.emit(&usage(20.0, 1)).await;
     let refused = settled(&server, &hooks[1]).await;
     assert_eq!(refused["status"], "failed", "{refused}");
     assert_eq!(receiver.wait_for("/refused", 1, WAIT).await.len(), 1);
@@ -732,7 +722,7 @@ async fn edge_retry_rules_with_a_short_schedule_set_on_the_hook() {
     // 5xx every time: four attempts (three retries), then failed.
     condition(&server, "%= 30", &[&hooks[2]]).await;
     receiver.script(vec![Reply::Status(500); 4]);
-    emit(&server, usage(30.0, 1)).await;
+    server.emit(&usage(30.0, 1)).await;
     let exhausted = settled(&server, &hooks[2]).await;
     assert_eq!(exhausted["status"], "failed", "{exhausted}");
     assert_eq!(
@@ -745,7 +735,7 @@ async fn edge_retry_rules_with_a_short_schedule_set_on_the_hook() {
     // A 429 (which the default rules retry) is "any other status" for Edge: one attempt.
     condition(&server, "%= 40", &[&hooks[3]]).await;
     receiver.script([Reply::Status(429)]);
-    emit(&server, usage(40.0, 1)).await;
+    server.emit(&usage(40.0, 1)).await;
     let throttled = settled(&server, &hooks[3]).await;
     assert_eq!(throttled["status"], "failed", "{throttled}");
     assert_eq!(
@@ -758,7 +748,7 @@ async fn edge_retry_rules_with_a_short_schedule_set_on_the_hook() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kong_api_accepts_and_returns_a_hooks_own_retry_and_timeouts() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     wait_until_server_answers(&server).await;
     let http = reqwest::Client::new();
 
@@ -905,9 +895,9 @@ async fn a_usage_notifies_only_the_webhooks_of_its_organisation() {
 
     // A usage of orgA: orgA's webhook only. With one consumer, once orgB's own usage (sent
     // after) is notified, orgA's has been handled: had it reached orgB, /orgB would have two.
-    emit(&server, usage_of("orgA")).await;
+    server.emit(&usage_of("orgA")).await;
     receiver.wait_for("/orgA", 1, WAIT).await;
-    emit(&server, usage_of("orgB")).await;
+    server.emit(&usage_of("orgB")).await;
     let to_b = receiver.wait_for("/orgB", 1, WAIT).await;
     let paths: Vec<String> = receiver.requests().iter().map(|r| r.path.clone()).collect();
     assert_eq!(paths, ["/orgA", "/orgB"]);

@@ -338,3 +338,66 @@ async fn post_events_accepts_a_custom_event_registered_by_another_instance_at_on
     // Then this instance accepts it at once
     assert_eq!(emit().await.unwrap().status(), 202);
 }
+
+#[tokio::test]
+async fn the_local_worker_decides_in_queue_order_as_the_dispatch_function_does() {
+    // Given the batch of `on_change_decisions_in_one_batch_follow_queue_order` (X, X' with X's
+    // data and slow to decide, Y) on a queue that the local server's worker consumes
+    let Fixture {
+        dispatcher,
+        store,
+        windows,
+        deliveries: _,
+    } = fixture(32).await;
+    let receiver = Receiver::start().await;
+    let hook = Hook {
+        on_change: Some(true),
+        ..crate::dispatcher::balancer_webhook(receiver.url("/change"))
+    };
+    store.put(&hook, Precondition::Absent).await.unwrap();
+    let (x, x_again, y) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let event =
+        |id: Uuid, ip: &str| event_hooks::events::parse_event(&message(id, ip).body).unwrap();
+    let held = Delivery::new(&event(x_again, "10.0.0.1"), hook.id).id;
+    *windows.claimant.lock().unwrap() = Some(held.to_string());
+    let incoming = Arc::new(
+        SqliteQueue::open(Database::in_memory().unwrap(), "incoming")
+            .await
+            .unwrap(),
+    );
+    for (id, ip) in [(x, "10.0.0.1"), (x_again, "10.0.0.1"), (y, "10.0.0.2")] {
+        incoming
+            .send(event_hooks::queue::Outgoing::now(message(id, ip).body))
+            .await
+            .unwrap();
+    }
+
+    // When the worker runs
+    let dispatcher = Arc::new(dispatcher);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(worker::run(
+        dispatcher.clone(),
+        incoming.clone(),
+        Feed::Events,
+        worker::WorkerSettings::default(),
+        shutdown,
+    ));
+
+    // Then, as on AWS, X and Y are delivered in that order and X' is dropped as unchanged
+    receiver
+        .wait_for("/change", 2, Duration::from_secs(5))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dispatcher.stats.counts().unchanged == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    worker.await.unwrap();
+    let ips: Vec<String> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.json()["ip"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(ips, ["10.0.0.1", "10.0.0.2"]);
+    assert_eq!(dispatcher.stats.counts().unchanged, 1);
+}

@@ -12,7 +12,7 @@ const WAIT: Duration = Duration::from_secs(10);
 const TOKEN: &str = "console-token";
 
 fn server() -> LocalServer {
-    LocalServer::start(&["--admin-token", TOKEN, "--retry-schedule", "none"])
+    LocalServer::in_process(&["--admin-token", TOKEN, "--retry-schedule", "none"])
 }
 
 async fn call(server: &LocalServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {

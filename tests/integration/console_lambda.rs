@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use event_hooks::queue::sqs::create_queue_with_dlq;
 use event_hooks::store::dynamodb::create_table;
+use event_hooks_tests::api_gateway;
 use event_hooks_tests::gateway::{select, template_routes, GatewayRoute};
 use event_hooks_tests::lambda_runtime::{function_binary, FunctionProcess};
 use event_hooks_tests::moto::{self, unique_name};
@@ -87,14 +88,7 @@ fn http_response(answer: &Value) -> Response {
         .and_then(|s| u16::try_from(s).ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::BAD_GATEWAY);
-    let body = match (&answer["body"], answer["isBase64Encoded"].as_bool()) {
-        (Value::String(text), Some(true)) => base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .unwrap_or_default(),
-        (Value::String(text), _) => text.clone().into_bytes(),
-        _ => Vec::new(),
-    };
-    let mut response = (status, Body::from(body)).into_response();
+    let mut response = (status, Body::from(api_gateway::body_bytes(answer))).into_response();
     for (name, value) in answer["headers"].as_object().into_iter().flatten() {
         if let (Ok(name), Some(Ok(value))) = (
             HeaderName::from_bytes(name.as_bytes()),

@@ -18,7 +18,7 @@ async fn get(server: &LocalServer, path: &str) -> (u16, Value) {
 #[tokio::test]
 async fn walking_next_lists_every_dead_letter_once_newest_first() {
     // given: 250 dead letters, alternating between the two dead-letter queues, sent in order
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let db = Database::open(&server.data_dir.join("queue.db")).unwrap();
     let deliveries = SqliteQueue::open(db.clone(), "deliveries-dead-letter")
         .await

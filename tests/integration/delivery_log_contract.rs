@@ -1,119 +1,64 @@
 //! The `DeliveryLog` contract, written once and run against both adapters: SQLite on a temporary
 //! file, and DynamoDB on moto (skipped when `MOTO_ENDPOINT` is unset, see `event_hooks_tests::moto`).
 //!
-//! Each case is a plain async function over an `Arc<dyn DeliveryLog>` (shared so that concurrent
-//! cases can spawn tasks); the `contract!` macro turns every case into one test per adapter, each on
-//! a fresh database or table.
+//! Each case is an async function of a `Backend`, from which it opens the log as an
+//! `Arc<dyn DeliveryLog>` (shared so that concurrent cases can spawn tasks); the `contract!` macro
+//! turns every case into one test per adapter, each on a fresh database or table (see
+//! `event_hooks_tests::contract`). Records expire by advancing the clock the adapters read, not by
+//! sleeping: both compare `expires_at` with that clock, DynamoDB's own TTL deletion aside.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use event_hooks::clock::Clock;
 use event_hooks::delivery_log::dynamodb::{create_table, DynamoDeliveryLog};
 use event_hooks::delivery_log::sqlite::SqliteDeliveryLog;
 use event_hooks::delivery_log::{
     Attempt, AttemptSummary, DeliveryKey, DeliveryLog, DeliveryPageToken, DeliveryRecord,
     DeliveryStatus, DeliveryWindow, MAX_ATTEMPTS_KEPT, MAX_RESPONSE_BODY,
 };
-use event_hooks::events::{now_millis, Event};
+use event_hooks::events::Event;
 use event_hooks::limits::{LOGGED_EVENT_PREFIX_BYTES, MAX_LOGGED_EVENT_BYTES};
 use event_hooks::sqlite::Database;
+use event_hooks::store::StoreError;
+use event_hooks_tests::contract::Adapters;
 use serde_json::json;
 use sha2::Digest as _;
 use uuid::Uuid;
 
-// ---------------------------------------------------------------------------------------------
-// Fixtures
-// ---------------------------------------------------------------------------------------------
+/// The two [`DeliveryLog`] adapters, for [`event_hooks_tests::contract`].
+struct DeliveryLogs;
 
-/// A SQLite file in the temp directory, removed (with its WAL files) when dropped.
-struct TempFile(PathBuf);
+#[async_trait::async_trait]
+impl Adapters for DeliveryLogs {
+    type Port = dyn DeliveryLog;
+    const NAME: &'static str = "deliveries";
 
-impl TempFile {
-    fn new() -> TempFile {
-        TempFile(std::env::temp_dir().join(format!("deliveries-{}.sqlite", Uuid::new_v4())))
+    async fn create_table(
+        client: &aws_sdk_dynamodb::Client,
+        table: &str,
+    ) -> Result<(), StoreError> {
+        create_table(client, table).await
+    }
+
+    async fn sqlite(db: Database, clock: Clock) -> Arc<dyn DeliveryLog> {
+        let log = SqliteDeliveryLog::new(db).await.expect("create the schema");
+        Arc::new(log.with_clock(clock))
+    }
+
+    fn dynamodb(
+        client: aws_sdk_dynamodb::Client,
+        table: String,
+        clock: Clock,
+    ) -> Arc<dyn DeliveryLog> {
+        Arc::new(DynamoDeliveryLog::new(client, table).with_clock(clock))
     }
 }
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            // Best effort: a leftover file in the temp directory harms nothing.
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
+type Backend = event_hooks_tests::contract::Backend<DeliveryLogs>;
 
-async fn sqlite_log(file: &TempFile) -> Arc<dyn DeliveryLog> {
-    let db = Database::open(&file.0).expect("open the SQLite file");
-    Arc::new(SqliteDeliveryLog::new(db).await.expect("create the schema"))
-}
-
-async fn moto_log() -> Option<Arc<dyn DeliveryLog>> {
-    let config = event_hooks_tests::moto::config()?;
-    let client = aws_sdk_dynamodb::Client::new(&config);
-    let table = event_hooks_tests::moto::unique_name("deliveries");
-    create_table(&client, &table)
-        .await
-        .expect("create the table on moto");
-    Some(Arc::new(DynamoDeliveryLog::new(client, table)))
-}
-
-/// Generates, for every case, `sqlite::<case>` and `moto::<case>`. Cases listed under `not_on_moto`
-/// get a moto test too, ignored with the reason given, so that the gap shows in every test run.
-macro_rules! contract {
-    (
-        both: [$($case:ident),* $(,)?],
-        not_on_moto($reason:literal): [$($sqlite_case:ident),* $(,)?] $(,)?
-    ) => {
-        mod sqlite {
-            $(
-                // Several workers, so that the concurrency case really runs in parallel.
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let file = super::TempFile::new();
-                    let log = super::sqlite_log(&file).await;
-                    super::$case(log).await;
-                }
-            )*
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $sqlite_case() {
-                    let file = super::TempFile::new();
-                    let log = super::sqlite_log(&file).await;
-                    super::$sqlite_case(log).await;
-                }
-            )*
-        }
-
-        mod moto {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let Some(log) = super::moto_log().await else {
-                        return;
-                    };
-                    super::$case(log).await;
-                }
-            )*
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                #[ignore = $reason]
-                async fn $sqlite_case() {
-                    let Some(log) = super::moto_log().await else {
-                        return;
-                    };
-                    super::$sqlite_case(log).await;
-                }
-            )*
-        }
-    };
-}
-
-contract! {
+event_hooks_tests::contract! {
     both: [
         the_first_attempt_creates_the_record,
         later_attempts_append_in_order_and_set_the_status,
@@ -226,7 +171,8 @@ fn ids(records: &[DeliveryRecord]) -> Vec<Uuid> {
 // Cases
 // ---------------------------------------------------------------------------------------------
 
-async fn the_first_attempt_creates_the_record(log: Arc<dyn DeliveryLog>) {
+async fn the_first_attempt_creates_the_record(backend: &Backend) {
+    let log = backend.open().await;
     // given: a delivery that has never been attempted
     let hook_id = Uuid::new_v4();
     let key = key(hook_id, T0);
@@ -234,7 +180,7 @@ async fn the_first_attempt_creates_the_record(log: Arc<dyn DeliveryLog>) {
     assert!(log.get(hook_id, key.delivery_id).await.unwrap().is_none());
 
     // when: its first attempt fails with a 503 and will be retried
-    let before = now_millis();
+    let before = backend.now_millis();
     let first = attempt(1, Some(503));
     log.record_attempt(key, &event, first.clone(), DeliveryStatus::Pending, DAY)
         .await
@@ -258,7 +204,8 @@ async fn the_first_attempt_creates_the_record(log: Arc<dyn DeliveryLog>) {
     assert_eq!(stored.attempts, vec![first]);
 }
 
-async fn later_attempts_append_in_order_and_set_the_status(log: Arc<dyn DeliveryLog>) {
+async fn later_attempts_append_in_order_and_set_the_status(backend: &Backend) {
+    let log = backend.open().await;
     // given: a delivery whose first attempt failed
     let hook_id = Uuid::new_v4();
     let key = key(hook_id, T0);
@@ -303,7 +250,8 @@ async fn later_attempts_append_in_order_and_set_the_status(log: Arc<dyn Delivery
     assert_eq!(page.next, None);
 }
 
-async fn unknown_deliveries_are_none(log: Arc<dyn DeliveryLog>) {
+async fn unknown_deliveries_are_none(backend: &Backend) {
+    let log = backend.open().await;
     // given: one recorded delivery
     let hook_id = Uuid::new_v4();
     let key = key(hook_id, T0);
@@ -324,7 +272,8 @@ async fn unknown_deliveries_are_none(log: Arc<dyn DeliveryLog>) {
     assert_eq!(page.next, None);
 }
 
-async fn list_pages_newest_first_without_duplicates(log: Arc<dyn DeliveryLog>) {
+async fn list_pages_newest_first_without_duplicates(backend: &Backend) {
+    let log = backend.open().await;
     // given: five deliveries of a hook, first attempted at increasing times, recorded out of order
     let hook_id = Uuid::new_v4();
     let keys: Vec<DeliveryKey> = (0..5).map(|i| key(hook_id, T0 + i * 60_000)).collect();
@@ -344,7 +293,8 @@ async fn list_pages_newest_first_without_duplicates(log: Arc<dyn DeliveryLog>) {
     assert_eq!(listed.iter().collect::<HashSet<_>>().len(), 5);
 }
 
-async fn a_forged_token_is_an_error_and_a_stale_one_still_pages(log: Arc<dyn DeliveryLog>) {
+async fn a_forged_token_is_an_error_and_a_stale_one_still_pages(backend: &Backend) {
+    let log = backend.open().await;
     // given: three deliveries a minute apart
     let hook_id = Uuid::new_v4();
     let keys: Vec<DeliveryKey> = (0..3).map(|i| key(hook_id, T0 + i * 60_000)).collect();
@@ -381,7 +331,8 @@ async fn a_forged_token_is_an_error_and_a_stale_one_still_pages(log: Arc<dyn Del
     );
 }
 
-async fn deliveries_of_other_hooks_are_not_listed(log: Arc<dyn DeliveryLog>) {
+async fn deliveries_of_other_hooks_are_not_listed(backend: &Backend) {
+    let log = backend.open().await;
     // given: deliveries of two hooks, interleaved in time
     let (ours, theirs) = (Uuid::new_v4(), Uuid::new_v4());
     let mut expected = Vec::new();
@@ -410,7 +361,8 @@ async fn deliveries_of_other_hooks_are_not_listed(log: Arc<dyn DeliveryLog>) {
     assert_eq!(listed, expected);
 }
 
-async fn expired_records_are_not_returned(log: Arc<dyn DeliveryLog>) {
+async fn expired_records_are_not_returned(backend: &Backend) {
+    let log = backend.open().await;
     // given: one delivery kept for a second and one kept for a day
     let hook_id = Uuid::new_v4();
     let short = key(hook_id, T0 + 1);
@@ -428,7 +380,7 @@ async fn expired_records_are_not_returned(log: Arc<dyn DeliveryLog>) {
     assert!(log.get(hook_id, short.delivery_id).await.unwrap().is_some());
 
     // when: the short one's time is up (the back end may not have purged it yet)
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    backend.advance(Duration::from_millis(1_200));
 
     // then: neither get nor list returns it, while the other is still there
     assert!(log.get(hook_id, short.delivery_id).await.unwrap().is_none());
@@ -445,7 +397,8 @@ async fn expired_records_are_not_returned(log: Arc<dyn DeliveryLog>) {
     assert_eq!(ids(&page.items), vec![long.delivery_id]);
 }
 
-async fn concurrent_attempts_on_one_delivery_all_land(log: Arc<dyn DeliveryLog>) {
+async fn concurrent_attempts_on_one_delivery_all_land(backend: &Backend) {
+    let log = backend.open().await;
     // given: one delivery
     let hook_id = Uuid::new_v4();
     let key = key(hook_id, T0);
@@ -481,7 +434,8 @@ async fn concurrent_attempts_on_one_delivery_all_land(log: Arc<dyn DeliveryLog>)
     );
 }
 
-async fn attempts_and_bodies_are_capped(log: Arc<dyn DeliveryLog>) {
+async fn attempts_and_bodies_are_capped(backend: &Backend) {
+    let log = backend.open().await;
     // given: a delivery tried more often than the log keeps, with oversized response bodies
     let hook_id = Uuid::new_v4();
     let key = key(hook_id, T0);
@@ -508,7 +462,8 @@ async fn attempts_and_bodies_are_capped(log: Arc<dyn DeliveryLog>) {
     }
 }
 
-async fn a_large_event_is_logged_as_a_capped_copy(log: Arc<dyn DeliveryLog>) {
+async fn a_large_event_is_logged_as_a_capped_copy(backend: &Backend) {
+    let log = backend.open().await;
     // given: a ~900 KB event (POST /events takes 1 MiB; a DynamoDB item holds 400 KB), and one
     // just under the limit
     let hook_id = Uuid::new_v4();
@@ -613,7 +568,8 @@ async fn window_all(
     }
 }
 
-async fn a_window_is_oldest_first_within_inclusive_bounds(log: Arc<dyn DeliveryLog>) {
+async fn a_window_is_oldest_first_within_inclusive_bounds(backend: &Backend) {
+    let log = backend.open().await;
     // given: five failed deliveries of a hook a minute apart, recorded out of order, and failed
     // deliveries of another hook at the same times
     let (hook_id, other) = (Uuid::new_v4(), Uuid::new_v4());
@@ -661,7 +617,8 @@ async fn a_window_is_oldest_first_within_inclusive_bounds(log: Arc<dyn DeliveryL
     }
 }
 
-async fn a_window_keeps_only_the_statuses_asked_for(log: Arc<dyn DeliveryLog>) {
+async fn a_window_keeps_only_the_statuses_asked_for(backend: &Backend) {
+    let log = backend.open().await;
     // given: deliveries that ended failed, delivered, pending, and failed then delivered on retry
     let hook_id = Uuid::new_v4();
     let [failed, delivered, pending, recovered] =
@@ -708,7 +665,8 @@ async fn a_window_keeps_only_the_statuses_asked_for(log: Arc<dyn DeliveryLog>) {
     assert!(read(Vec::new()).await.is_empty());
 }
 
-async fn a_window_pages_past_filtered_deliveries_without_duplicates(log: Arc<dyn DeliveryLog>) {
+async fn a_window_pages_past_filtered_deliveries_without_duplicates(backend: &Backend) {
+    let log = backend.open().await;
     // given: a failed delivery, then more pending ones than a back end reads in one request,
     // then two more failed ones
     let hook_id = Uuid::new_v4();
@@ -751,7 +709,8 @@ async fn a_window_pages_past_filtered_deliveries_without_duplicates(log: Arc<dyn
     );
 }
 
-async fn a_listing_page_ends_at_its_byte_budget(log: Arc<dyn DeliveryLog>) {
+async fn a_listing_page_ends_at_its_byte_budget(backend: &Backend) {
+    let log = backend.open().await;
     // given: five deliveries of a hook, each with a ~20 KB event
     let hook_id = Uuid::new_v4();
     let keys: Vec<DeliveryKey> = (0..5).map(|i| key(hook_id, T0 + i * 1_000)).collect();
@@ -801,7 +760,8 @@ async fn a_listing_page_ends_at_its_byte_budget(log: Arc<dyn DeliveryLog>) {
     assert!(page.next.is_some());
 }
 
-async fn window_summaries_are_the_window_without_bodies(log: Arc<dyn DeliveryLog>) {
+async fn window_summaries_are_the_window_without_bodies(backend: &Backend) {
+    let log = backend.open().await;
     // given: deliveries with errors, statuses and response bodies, one with a large event
     let hook_id = Uuid::new_v4();
     let keys: Vec<DeliveryKey> = (0..5).map(|i| key(hook_id, T0 + i * 1_000)).collect();
@@ -861,9 +821,10 @@ async fn window_summaries_are_the_window_without_bodies(log: Arc<dyn DeliveryLog
 
 /// Replay's claim: of two claims of one read of a settled delivery, only the first wins; the
 /// delivery is then pending, and a claim of a stale read (or an unknown delivery) loses.
-async fn a_settled_delivery_is_claimed_for_a_resend_once(log: Arc<dyn DeliveryLog>) {
+async fn a_settled_delivery_is_claimed_for_a_resend_once(backend: &Backend) {
+    let log = backend.open().await;
     let hook_id = Uuid::new_v4();
-    let key = key(hook_id, now_millis() - 1_000);
+    let key = key(hook_id, backend.now_millis() - 1_000);
     log.record_attempt(
         key,
         &event(),

@@ -15,36 +15,12 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// A local server with fast retries and a short request timeout, for fault injection.
 fn server() -> LocalServer {
-    LocalServer::start(&[
+    LocalServer::in_process(&[
         "--retry-schedule",
         "200ms,200ms",
         "--request-timeout",
         "0.5",
     ])
-}
-
-async fn create(server: &LocalServer, hook: Value) -> Value {
-    let response = reqwest::Client::new()
-        .post(server.url("/event-hooks"))
-        .json(&hook)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
-}
-
-async fn emit(server: &LocalServer, event: Value) -> Value {
-    let response = reqwest::Client::new()
-        .post(server.url("/events"))
-        .json(&event)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 202, "{body}");
-    body
 }
 
 fn consumer_created(name: &str) -> Value {
@@ -84,14 +60,12 @@ async fn delivery_dead_letters(server: &LocalServer, count: usize) -> Vec<Value>
 async fn a_webhook_receives_the_event_signed_with_a_delivery_id() {
     let server = server();
     let receiver = Receiver::start().await;
-    create(
-        &server,
-        json!({"source":"crud","event":"consumers","handler":"webhook",
+    server.create_hook(&json!({"source":"crud","event":"consumers","handler":"webhook",
                "config":{"url":receiver.url("/hook"),"secret":"hunter2","headers":{"x-team":"core"}}}),
     )
     .await;
 
-    let accepted = emit(&server, consumer_created("bob")).await;
+    let accepted = server.emit(&consumer_created("bob")).await;
 
     let requests = receiver.wait_for("/hook", 1, WAIT).await;
     let request = &requests[0];
@@ -115,9 +89,7 @@ async fn a_webhook_receives_the_event_signed_with_a_delivery_id() {
 async fn webhook_custom_renders_templates_and_encodes_the_payload() {
     let server = server();
     let receiver = Receiver::start().await;
-    create(
-        &server,
-        json!({"source":"crud","event":"consumers:create","handler":"webhook-custom",
+    server.create_hook(&json!({"source":"crud","event":"consumers:create","handler":"webhook-custom",
                "config":{"url":receiver.url("/custom"),"method":"POST",
                          "headers":{"content-type":"application/x-www-form-urlencoded","x-op":"{{operation}}"},
                          "headers_format":true,
@@ -125,7 +97,7 @@ async fn webhook_custom_renders_templates_and_encodes_the_payload() {
     )
     .await;
 
-    emit(&server, consumer_created("<b&b>")).await;
+    server.emit(&consumer_created("<b&b>")).await;
 
     let request = &receiver.wait_for("/custom", 1, WAIT).await[0];
     assert_eq!(request.headers["x-op"], "create");
@@ -149,14 +121,12 @@ async fn a_failing_target_is_retried_with_the_same_delivery_id_and_others_get_it
     let healthy = Receiver::start().await;
     flaky.script([Reply::Status(500), Reply::Status(503)]);
     for receiver in [&flaky, &healthy] {
-        create(
-            &server,
-            json!({"source":"crud","event":"consumers","handler":"webhook","config":{"url":receiver.url("/h")}}),
+        server.create_hook(&json!({"source":"crud","event":"consumers","handler":"webhook","config":{"url":receiver.url("/h")}}),
         )
         .await;
     }
 
-    emit(&server, consumer_created("bob")).await;
+    server.emit(&consumer_created("bob")).await;
 
     let attempts = flaky.wait_for("/h", 3, WAIT).await;
     let ids: Vec<&String> = attempts
@@ -169,7 +139,7 @@ async fn a_failing_target_is_retried_with_the_same_delivery_id_and_others_get_it
         .map(|r| r.headers["x-event-hook-attempt"].as_str())
         .collect();
     assert_eq!(numbers, ["1", "2", "3"]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.wait_until_settled().await;
     assert_eq!(flaky.requests().len(), 3, "no attempt after the success");
     assert_eq!(healthy.requests().len(), 1, "the healthy hook got it once");
 }
@@ -181,20 +151,18 @@ async fn undeliverable_events_end_in_the_dead_letter_queue_with_their_reason() {
     let down = Receiver::start().await;
     gone.script([Reply::Status(410)]);
     down.script([Reply::Status(500), Reply::Status(500), Reply::Status(500)]);
-    let gone_hook = create(
-        &server,
-        json!({"source":"balancer","handler":"webhook","config":{"url":gone.url("/gone")}}),
-    )
-    .await;
-    let down_hook = create(
-        &server,
-        json!({"source":"balancer","handler":"webhook","config":{"url":down.url("/down")}}),
-    )
-    .await;
+    let gone_hook = server
+        .create_hook(
+            &json!({"source":"balancer","handler":"webhook","config":{"url":gone.url("/gone")}}),
+        )
+        .await;
+    let down_hook = server
+        .create_hook(
+            &json!({"source":"balancer","handler":"webhook","config":{"url":down.url("/down")}}),
+        )
+        .await;
 
-    emit(
-        &server,
-        json!({"source":"balancer","event":"health","data":{"ip":"10.0.0.1","health":"unhealthy"}}),
+    server.emit(&json!({"source":"balancer","event":"health","data":{"ip":"10.0.0.1","health":"unhealthy"}}),
     )
     .await;
 
@@ -222,12 +190,10 @@ async fn a_timeout_is_retried() {
     let server = server();
     let slow = Receiver::start().await;
     slow.script([Reply::Slow(Duration::from_secs(2))]);
-    create(
-        &server,
-        json!({"source":"crud","event":"consumers","handler":"webhook","config":{"url":slow.url("/slow")}}),
+    server.create_hook(&json!({"source":"crud","event":"consumers","handler":"webhook","config":{"url":slow.url("/slow")}}),
     )
     .await;
-    emit(&server, consumer_created("bob")).await;
+    server.emit(&consumer_created("bob")).await;
     let attempts = slow.wait_for("/slow", 2, WAIT).await;
     assert_eq!(attempts[1].headers["x-event-hook-attempt"], "2");
 }
@@ -236,41 +202,39 @@ async fn a_timeout_is_retried() {
 async fn snooze_and_on_change_drop_what_the_spec_says() {
     let server = server();
     let receiver = Receiver::start().await;
-    create(
-        &server,
-        json!({"source":"rate-limiting-advanced","handler":"webhook","snooze":60,
+    server
+        .create_hook(
+            &json!({"source":"rate-limiting-advanced","handler":"webhook","snooze":60,
                "config":{"url":receiver.url("/snoozed")}}),
-    )
-    .await;
-    create(
-        &server,
-        json!({"source":"service-protection","handler":"webhook","on_change":true,
+        )
+        .await;
+    server
+        .create_hook(
+            &json!({"source":"service-protection","handler":"webhook","on_change":true,
                "config":{"url":receiver.url("/changes")}}),
-    )
-    .await;
+        )
+        .await;
 
     for consumer in ["a", "b", "c"] {
-        emit(
-            &server,
-            json!({"source":"rate-limiting-advanced","event":"rate-limit-exceeded",
+        server.emit(&json!({"source":"rate-limiting-advanced","event":"rate-limit-exceeded",
                    "data":{"consumer":consumer,"ip":"1.2.3.4","service":"s","rate":10,"limit":5,"window":"minute"}}),
         )
         .await;
     }
     // A, A, B, B, A by the source's unique field `service` → 3 deliveries
     for service in ["A", "A", "B", "B", "A"] {
-        emit(
-            &server,
-            json!({"source":"service-protection","event":"rate-limit-exceeded",
+        server
+            .emit(
+                &json!({"source":"service-protection","event":"rate-limit-exceeded",
                    "data":{"service":service,"rate":10,"limit":5,"window":"minute"}}),
-        )
-        .await;
+            )
+            .await;
         // One at a time: the order of events is what on_change is about.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        server.wait_until_settled().await;
     }
 
     receiver.wait_for("/changes", 3, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.wait_until_settled().await;
     let requests = receiver.requests();
     let count = |path: &str| requests.iter().filter(|r| r.path == path).count();
     assert_eq!(count("/snoozed"), 1, "snooze: one delivery per window");
@@ -286,26 +250,22 @@ async fn snooze_and_on_change_drop_what_the_spec_says() {
 async fn a_runaway_lambda_fails_its_delivery_and_the_dispatcher_keeps_serving() {
     let server = server();
     let receiver = Receiver::start().await;
-    create(
-        &server,
-        json!({"source":"crud","event":"consumers","handler":"lambda",
+    server
+        .create_hook(
+            &json!({"source":"crud","event":"consumers","handler":"lambda",
                "config":{"functions":["return function(data) while true do end end"]}}),
-    )
-    .await;
-    create(
-        &server,
-        json!({"source":"crud","event":"consumers","handler":"lambda",
+        )
+        .await;
+    server.create_hook(&json!({"source":"crud","event":"consumers","handler":"lambda",
                "config":{"functions":["return function(data) local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 4096) end end"]}}),
     )
     .await;
-    create(
-        &server,
-        json!({"source":"crud","event":"consumers","handler":"webhook","config":{"url":receiver.url("/after")}}),
+    server.create_hook(&json!({"source":"crud","event":"consumers","handler":"webhook","config":{"url":receiver.url("/after")}}),
     )
     .await;
 
-    emit(&server, consumer_created("one")).await;
-    emit(&server, consumer_created("two")).await;
+    server.emit(&consumer_created("one")).await;
+    server.emit(&consumer_created("two")).await;
 
     let requests = receiver.wait_for("/after", 2, WAIT).await;
     assert_eq!(requests.len(), 2);
@@ -323,12 +283,12 @@ async fn a_runaway_lambda_fails_its_delivery_and_the_dispatcher_keeps_serving() 
 async fn hook_changes_are_events_too() {
     let server = server();
     let receiver = Receiver::start().await;
-    create(
-        &server,
-        json!({"source":"crud","event":"event_hooks:create","handler":"webhook","config":{"url":receiver.url("/watch")}}),
+    server.create_hook(&json!({"source":"crud","event":"event_hooks:create","handler":"webhook","config":{"url":receiver.url("/watch")}}),
     )
     .await;
-    let watched = create(&server, json!({"source":"balancer","handler":"log"})).await;
+    let watched = server
+        .create_hook(&json!({"source":"balancer","handler":"log"}))
+        .await;
 
     // The watcher hears of its own creation too; wait for the other hook's.
     let requests = receiver.wait_for("/watch", 2, WAIT).await;
@@ -341,16 +301,12 @@ async fn hook_changes_are_events_too() {
     assert_eq!(body["operation"], "create");
 
     // dao:crud carries the same change
-    create(
-        &server,
-        json!({"source":"dao:crud","event":"create","handler":"webhook","config":{"url":receiver.url("/dao")}}),
+    server.create_hook(&json!({"source":"dao:crud","event":"create","handler":"webhook","config":{"url":receiver.url("/dao")}}),
     )
     .await;
-    create(
-        &server,
-        json!({"source":"balancer","handler":"log","name":"late"}),
-    )
-    .await;
+    server
+        .create_hook(&json!({"source":"balancer","handler":"log","name":"late"}))
+        .await;
     // The dao hook also hears of its own creation: wait for the late hook's event itself.
     let deadline = std::time::Instant::now() + WAIT;
     let late = loop {
@@ -409,12 +365,10 @@ async fn deliveries_are_logged_and_can_be_sent_again() {
     let server = server();
     let receiver = Receiver::start().await;
     receiver.script([Reply::Status(404)]);
-    let hook = create(
-        &server,
-        json!({"source":"crud","event":"consumers","handler":"webhook","config":{"url":receiver.url("/log")}}),
+    let hook = server.create_hook(&json!({"source":"crud","event":"consumers","handler":"webhook","config":{"url":receiver.url("/log")}}),
     )
     .await;
-    emit(&server, consumer_created("bob")).await;
+    server.emit(&consumer_created("bob")).await;
     let first = receiver.wait_for("/log", 1, WAIT).await;
     let delivery_id = first[0].headers["x-event-hook-delivery"].clone();
 
@@ -470,7 +424,7 @@ async fn deliveries_are_logged_and_can_be_sent_again() {
 
 #[tokio::test]
 async fn status_reports_health_and_dispatch_counts_without_auth() {
-    let server = LocalServer::start(&["--admin-token", "t0ken"]);
+    let server = LocalServer::in_process(&["--admin-token", "t0ken"]);
     let receiver = Receiver::start().await;
     let client = reqwest::Client::new();
     let created = client

@@ -5,16 +5,21 @@
 //! Each case is an async function of a [`Backend`], which can open any number of independent
 //! adapter instances on the same file or table: the race gives every racer its own connection or
 //! client, as separate admin processes would have. The `contract!` macro turns every case into
-//! one test per adapter, each on a fresh file or table.
+//! one test per adapter, each on a fresh file or table (see `event_hooks_tests::contract`). Leases
+//! and TTLs lapse by advancing the clock the adapters read, not by sleeping: both adapters compare
+//! expiries with that clock, and DynamoDB's own TTL deletion is never relied on. On moto a race
+//! may have several winners: see `Backend::conditional_writes_are_atomic`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use event_hooks::clock::Clock;
 use event_hooks::idempotency::dynamodb::{create_table, DynamoIdempotencyStore};
 use event_hooks::idempotency::sqlite::SqliteIdempotencyStore;
 use event_hooks::idempotency::{Claim, Claimed, IdempotencyStore, MAX_KEY_BYTES};
 use event_hooks::sqlite::Database;
+use event_hooks::store::StoreError;
+use event_hooks_tests::contract::Adapters;
 use uuid::Uuid;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -24,114 +29,40 @@ const PAST_A_SECOND: Duration = Duration::from_millis(1200);
 const RACERS: usize = 8;
 const ROUNDS: usize = 10;
 
-// ---------------------------------------------------------------------------------------------
-// Fixtures
-// ---------------------------------------------------------------------------------------------
+/// The two [`IdempotencyStore`] adapters, for [`event_hooks_tests::contract`].
+struct Idempotency;
 
-/// A SQLite file in the temp directory, removed (with its WAL files) when dropped.
-struct TempFile(PathBuf);
+#[async_trait::async_trait]
+impl Adapters for Idempotency {
+    type Port = dyn IdempotencyStore;
+    const NAME: &'static str = "idempotency";
 
-impl TempFile {
-    fn new() -> TempFile {
-        TempFile(std::env::temp_dir().join(format!("idempotency-{}.sqlite", Uuid::new_v4())))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            // Best effort: a leftover file in the temp directory harms nothing.
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// One fresh file or table that several adapter instances can share.
-enum Backend {
-    Sqlite(TempFile),
-    Moto {
-        // Boxed: an SdkConfig is large and the enum would otherwise be as large for SQLite.
-        config: Box<aws_config::SdkConfig>,
-        table: String,
-    },
-}
-
-impl Backend {
-    fn sqlite() -> Backend {
-        Backend::Sqlite(TempFile::new())
+    async fn create_table(
+        client: &aws_sdk_dynamodb::Client,
+        table: &str,
+    ) -> Result<(), StoreError> {
+        create_table(client, table).await
     }
 
-    async fn moto() -> Option<Backend> {
-        let config = event_hooks_tests::moto::config()?;
-        let table = event_hooks_tests::moto::unique_name("idempotency");
-        create_table(&aws_sdk_dynamodb::Client::new(&config), &table)
+    async fn sqlite(db: Database, clock: Clock) -> Arc<dyn IdempotencyStore> {
+        let store = SqliteIdempotencyStore::new(db)
             .await
-            .expect("create the table on moto");
-        Some(Backend::Moto {
-            config: Box::new(config),
-            table,
-        })
+            .expect("create the schema");
+        Arc::new(store.with_clock(clock))
     }
 
-    /// A new adapter instance with its own connection (SQLite) or client (DynamoDB).
-    async fn open(&self) -> Arc<dyn IdempotencyStore> {
-        match self {
-            Backend::Sqlite(file) => {
-                let db = Database::open(&file.0).expect("open the SQLite file");
-                Arc::new(
-                    SqliteIdempotencyStore::new(db)
-                        .await
-                        .expect("create the schema"),
-                )
-            }
-            Backend::Moto { config, table } => Arc::new(DynamoIdempotencyStore::new(
-                aws_sdk_dynamodb::Client::new(config),
-                table.clone(),
-            )),
-        }
-    }
-
-    /// Whether the backend applies a conditional write atomically. DynamoDB and SQLite do; moto
-    /// does not (see `windows_contract.rs`: its `put_item` checks the condition and then writes
-    /// with no lock, on a threaded server), so two racers can both be told `New` there.
-    ///
-    /// So on moto the race asserts what moto does guarantee: no errors, at least one `New`, and
-    /// afterwards exactly one holder, who is one of the winners. Exactly one `New` is asserted on
-    /// SQLite, and on DynamoDB rests on its documented atomicity of conditional writes.
-    fn conditional_writes_are_atomic(&self) -> bool {
-        matches!(self, Backend::Sqlite(_))
+    fn dynamodb(
+        client: aws_sdk_dynamodb::Client,
+        table: String,
+        clock: Clock,
+    ) -> Arc<dyn IdempotencyStore> {
+        Arc::new(DynamoIdempotencyStore::new(client, table).with_clock(clock))
     }
 }
 
-/// Generates, for every case, `sqlite::<case>` and `moto::<case>`.
-macro_rules! contract {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case(&super::Backend::sqlite()).await;
-                }
-            )*
-        }
+type Backend = event_hooks_tests::contract::Backend<Idempotency>;
 
-        mod moto {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let Some(backend) = super::Backend::moto().await else {
-                        return;
-                    };
-                    super::$case(&backend).await;
-                }
-            )*
-        }
-    };
-}
-
-contract!(
+event_hooks_tests::contract!(
     the_first_claim_is_new_and_later_ones_find_it,
     a_completed_key_answers_until_its_ttl_expires,
     a_released_key_can_be_claimed_again,
@@ -203,7 +134,7 @@ async fn a_completed_key_answers_until_its_ttl_expires(backend: &Backend) {
     );
 
     // when: it expires
-    tokio::time::sleep(PAST_A_SECOND).await;
+    backend.advance(PAST_A_SECOND);
 
     // then: it can be claimed again, and the new claim holds it
     assert_eq!(claim(&*store, &key, second, "d").await, Claimed::New);
@@ -265,7 +196,7 @@ async fn a_lapsed_lease_makes_the_key_claimable(backend: &Backend) {
     );
 
     // when: the lease lapses
-    tokio::time::sleep(PAST_A_SECOND).await;
+    backend.advance(PAST_A_SECOND);
 
     // then: a retry claims it, and the dead request's late completion cannot take it back
     assert_eq!(claim(&*store, &key, retry, "d").await, Claimed::New);

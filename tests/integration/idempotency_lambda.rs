@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use event_hooks::queue::sqs::{create_queue_with_dlq, SqsQueue};
 use event_hooks::queue::Queue;
+use event_hooks_tests::api_gateway::ApiResponse;
 use event_hooks_tests::lambda_runtime::{function_binary, FunctionProcess};
 use event_hooks_tests::moto::{self, unique_name};
 use event_hooks_tests::samples::Samples;
@@ -30,17 +30,9 @@ async fn call(function: &mut FunctionProcess, event: Value) -> (u64, Value) {
         .invoke(event)
         .await
         .unwrap_or_else(|failure| panic!("{failure}"));
-    let status = raw["statusCode"].as_u64().expect("a statusCode");
-    let text = raw["body"].as_str().unwrap_or_default();
-    let text = if raw["isBase64Encoded"] == json!(true) {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .expect("base64 body");
-        String::from_utf8(bytes).expect("UTF-8 body")
-    } else {
-        text.to_owned()
-    };
-    (status, serde_json::from_str(&text).expect("a JSON body"))
+    let response = ApiResponse::parse(&raw);
+    assert!(!response.body.is_null(), "a JSON body: {raw}");
+    (u64::from(response.status), response.body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,25 +2,14 @@
 //! first event's id and delivers once, a different body under the key is refused, no key behaves
 //! as before, and keys survive a restart.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use event_hooks::sqlite::Database;
 use event_hooks_tests::receiver::Receiver;
 use event_hooks_tests::server::LocalServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn create(server: &LocalServer, hook: Value) {
-    let response = reqwest::Client::new()
-        .post(server.url("/event-hooks"))
-        .json(&hook)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-}
 
 /// Posts `body` (raw JSON text) to `/events`, with `key` as `Idempotency-Key` when given.
 async fn post(server: &LocalServer, key: Option<&str>, body: &str) -> (StatusCode, Value) {
@@ -41,41 +30,17 @@ fn consumer_created(name: &str) -> String {
         .to_string()
 }
 
-/// Waits until the server's events and deliveries queues are empty: every event accepted so far
-/// has then been dispatched, and every delivery made, so the receiver has seen all it ever will.
-async fn drained(server: &LocalServer) {
-    let db = Database::open(&server.data_dir.join("queue.db")).unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left: i64 = db
-            .call(|c| {
-                c.query_row(
-                    "SELECT COUNT(*) FROM queue_messages WHERE queue IN ('events', 'deliveries')",
-                    (),
-                    |row| row.get(0),
-                )
-            })
-            .await
-            .unwrap();
-        if left == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{left} messages still queued");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_same_key_answers_the_first_id_and_delivers_once() {
     // given: a webhook on consumers
     let server = LocalServer::start(&[]);
     let receiver = Receiver::start().await;
-    create(
-        &server,
-        json!({"source":"crud","event":"consumers","handler":"webhook",
+    server
+        .create_hook(
+            &json!({"source":"crud","event":"consumers","handler":"webhook",
                "config":{"url":receiver.url("/hook")}}),
-    )
-    .await;
+        )
+        .await;
 
     // when: an event is posted twice with one key (the second time with its fields in another
     // order, as a client's retry may), then with the key and a different body
@@ -104,7 +69,7 @@ async fn the_same_key_answers_the_first_id_and_delivers_once() {
 
     // and once all is dispatched: bob once, carol twice, eve never
     receiver.wait_for("/hook", 3, WAIT).await;
-    drained(&server).await;
+    server.wait_until_settled().await;
     let mut names: Vec<String> = receiver
         .requests()
         .iter()

@@ -15,16 +15,12 @@ use serde_json::{json, Value};
 /// Bound of every wait for a condition.
 const WAIT: Duration = Duration::from_secs(15);
 
+/// Creates `hook`; answers its id.
 async fn create(server: &LocalServer, hook: Value) -> String {
-    let response = reqwest::Client::new()
-        .post(server.url("/event-hooks"))
-        .json(&hook)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let created: Value = response.json().await.unwrap();
-    created["id"].as_str().unwrap().to_owned()
+    server.create_hook(&hook).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// A webhook on crud `consumers` events to `url`, with `extra` fields.

@@ -70,7 +70,7 @@ fn is_router_not_found(status: u16, body: &Value) -> bool {
 
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let doc = fetch_document(&server).await;
 
     let response = reqwest::Client::new()
@@ -115,7 +115,7 @@ async fn every_documented_operation_is_routed() {
 
 #[tokio::test]
 async fn every_route_is_documented_and_the_document_holds_together() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let doc = fetch_document(&server).await;
 
     let documented: BTreeSet<(String, String)> = operations(&doc).into_iter().collect();

@@ -4,18 +4,17 @@
 //! and delivery-listing samples run here too, against the same hooks table, since both need a hook
 //! the sample id names.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::Engine as _;
-use event_hooks::events::Event;
 use event_hooks::model::{Handler, Hook, LogConfig, WebhookConfig};
 use event_hooks::outbound::signing::{signature, SIGNATURE_HEADER};
 use event_hooks::queue::sqs::{create_queue_with_dlq, SqsQueue};
-use event_hooks::queue::Queue;
 use event_hooks::store::dynamodb::{create_table, DynamoHookStore};
 use event_hooks::store::{HookStore, Precondition};
+use event_hooks_tests::api_gateway::ApiResponse;
 use event_hooks_tests::lambda_runtime::{function_binary, FunctionProcess};
 use event_hooks_tests::moto::{self, unique_name};
+use event_hooks_tests::queues::drain_events;
 use event_hooks_tests::receiver::Receiver;
 use event_hooks_tests::samples::Samples;
 use serde_json::{json, Value};
@@ -35,13 +34,6 @@ fn for_hook(event: &Value, id: Uuid) -> Value {
     serde_json::from_str(&text).expect("still JSON")
 }
 
-/// An API Gateway HTTP API (payload 2.0) response: status and JSON body (`Null` when empty).
-#[derive(Debug)]
-struct ApiResponse {
-    status: u16,
-    body: Value,
-}
-
 /// Invokes the function; any failure to answer ends the test with what the function reported.
 async fn call(function: &mut FunctionProcess, token: &str, mut event: Value) -> ApiResponse {
     event["headers"]["kong-admin-token"] = json!(token);
@@ -49,27 +41,7 @@ async fn call(function: &mut FunctionProcess, token: &str, mut event: Value) -> 
         .invoke(event)
         .await
         .unwrap_or_else(|failure| panic!("{failure}"));
-    let status = raw["statusCode"]
-        .as_u64()
-        .and_then(|s| u16::try_from(s).ok())
-        .unwrap_or_else(|| panic!("no numeric statusCode in {raw}"));
-    let text = match (&raw["body"], raw["isBase64Encoded"].as_bool()) {
-        (Value::Null, _) => String::new(),
-        (Value::String(body), Some(true)) => String::from_utf8(
-            base64::engine::general_purpose::STANDARD
-                .decode(body)
-                .unwrap_or_else(|err| panic!("body is not base64 ({err}) in {raw}")),
-        )
-        .expect("UTF-8 body"),
-        (Value::String(body), _) => body.clone(),
-        (other, _) => panic!("body is neither a string nor absent: {other}"),
-    };
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text:?}"))
-    };
-    ApiResponse { status, body }
+    ApiResponse::parse(&raw)
 }
 
 fn hook(id: Uuid, handler: Handler) -> Hook {
@@ -101,34 +73,6 @@ fn webhook(url: String) -> Handler {
         signature: Default::default(),
         previous_secret: None,
     })
-}
-
-/// The events on `queue`, once `expected` arrived (or 20 s passed), plus any that follow.
-async fn drain(queue: &SqsQueue, expected: usize) -> Vec<Event> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let visibility = Duration::from_secs(60);
-    let mut messages = Vec::new();
-    while messages.len() < expected && Instant::now() < deadline {
-        messages.extend(
-            queue
-                .receive(10, visibility, Duration::from_secs(1))
-                .await
-                .expect("receive from the events queue"),
-        );
-    }
-    messages.extend(
-        queue
-            .receive(10, visibility, Duration::from_secs(1))
-            .await
-            .expect("receive from the events queue"),
-    );
-    messages
-        .iter()
-        .map(|message| {
-            serde_json::from_str(&message.body)
-                .unwrap_or_else(|err| panic!("not an event ({err}): {}", message.body))
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,7 +216,7 @@ async fn the_probe_and_admin_samples_run_through_the_lambda_binaries_on_moto() {
         .as_str()
         .and_then(|id| Uuid::parse_str(id).ok())
         .unwrap_or_else(|| panic!("no event id in {emitted:?}"));
-    let events = drain(&SqsQueue::new(sqs, events_url), 1).await;
+    let events = drain_events(&SqsQueue::new(sqs, events_url), 1, Duration::from_secs(20)).await;
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0].id, id);
     assert_eq!(events[0].source, "crud");

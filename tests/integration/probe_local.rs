@@ -11,19 +11,15 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(10);
 
 fn server() -> LocalServer {
-    LocalServer::start(&["--request-timeout", "0.5", "--retry-schedule", "none"])
+    LocalServer::in_process(&["--request-timeout", "0.5", "--retry-schedule", "none"])
 }
 
+/// Creates `hook`; answers its id.
 async fn create(server: &LocalServer, hook: Value) -> String {
-    let response = reqwest::Client::new()
-        .post(server.url("/event-hooks"))
-        .json(&hook)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
-    body["id"].as_str().unwrap().to_string()
+    server.create_hook(&hook).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn call(request: reqwest::RequestBuilder) -> (u16, Value) {

@@ -16,11 +16,12 @@ use event_hooks::queue::{Queue, REASON_ATTRIBUTE};
 use event_hooks::store::dynamodb::{create_table, DynamoHookStore};
 use event_hooks::store::sqlite::SqliteHookStore;
 use event_hooks::store::{HookStore, Precondition};
+use event_hooks_tests::queues::drain_json;
 use event_hooks_tests::receiver::{Receiver, Reply};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::dispatcher::{balancer_event, drain, fixture, webhook_hook, Fixture};
+use crate::dispatcher::{balancer_event, fixture, webhook_hook, Fixture};
 
 const DAY: i64 = 24 * 3600;
 
@@ -43,11 +44,7 @@ async fn stored(fixture: &Fixture, id: Uuid) -> Hook {
 
 /// The crud and dao:crud events on the events queue, as JSON.
 async fn change_events(fixture: &Fixture) -> Vec<Value> {
-    drain(fixture.events.as_ref(), 2)
-        .await
-        .iter()
-        .map(|message| serde_json::from_str(&message.body).unwrap())
-        .collect()
+    drain_json(fixture.events.as_ref(), 2, Duration::from_secs(5)).await
 }
 
 fn assert_disabled_update(events: &[Value], id: Uuid) {
@@ -411,7 +408,7 @@ async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16
 async fn the_local_server_disables_a_gone_hook_and_shows_why() {
     use event_hooks_tests::server::LocalServer;
     use reqwest::Method;
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let receiver = Receiver::start().await;
     receiver.script([Reply::Status(410)]);
 

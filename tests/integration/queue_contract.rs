@@ -6,7 +6,6 @@
 //! whole seconds because SQS counts delays and visibility timeouts in seconds; the cases run in
 //! parallel, so the suite takes about as long as its slowest case.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use event_hooks::queue::sqlite::SqliteQueue;
@@ -15,6 +14,7 @@ use event_hooks::queue::{
     DeadLetterReason, Outgoing, Queue, QueueError, Received, REASON_ATTRIBUTE,
 };
 use event_hooks::sqlite::Database;
+use event_hooks_tests::contract::TempFile;
 
 const NO_WAIT: Duration = Duration::ZERO;
 const LONG: Duration = Duration::from_secs(30);
@@ -46,8 +46,8 @@ impl Backend {
     async fn fixture(self, max_receives: u32) -> Fixture {
         match self {
             Backend::Sqlite => {
-                let file = TempFile::new();
-                let db = Database::open(&file.0).unwrap();
+                let file = TempFile::new("queue-contract");
+                let db = Database::open(file.path()).unwrap();
                 let queue = SqliteQueue::open(db, "events")
                     .await
                     .unwrap()
@@ -75,24 +75,6 @@ impl Backend {
                     _file: None,
                 }
             }
-        }
-    }
-}
-
-/// A SQLite file in the temp directory, removed (with its WAL files) when dropped.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new() -> TempFile {
-        let name = format!("queue-contract-{}.sqlite", uuid::Uuid::new_v4().simple());
-        TempFile(std::env::temp_dir().join(name))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
         }
     }
 }

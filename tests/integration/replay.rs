@@ -11,10 +11,11 @@ use event_hooks::delivery_log::sqlite::SqliteDeliveryLog;
 use event_hooks::delivery_log::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
 use event_hooks::events::{now_millis, Event};
 use event_hooks::queue::sqs::{create_queue_with_dlq, SqsQueue};
-use event_hooks::queue::Queue;
 use event_hooks::sqlite::Database;
+use event_hooks_tests::api_gateway::ApiResponse;
 use event_hooks_tests::lambda_runtime::{function_binary, FunctionProcess};
 use event_hooks_tests::moto::{self, unique_name};
+use event_hooks_tests::queues::{drain, drain_json};
 use event_hooks_tests::receiver::{Receiver, Reply};
 use event_hooks_tests::server::LocalServer;
 use serde_json::{json, Value};
@@ -22,16 +23,12 @@ use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Creates `hook`; answers its id.
 async fn create(server: &LocalServer, hook: Value) -> String {
-    let response = reqwest::Client::new()
-        .post(server.url("/event-hooks"))
-        .json(&hook)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let hook: Value = response.json().await.unwrap();
-    hook["id"].as_str().unwrap().to_owned()
+    server.create_hook(&hook).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn emit(server: &LocalServer, name: &str) {
@@ -166,7 +163,7 @@ fn now_seconds() -> i64 {
 async fn failed_or_all_deliveries_of_a_window_are_sent_again() {
     // given: a hook whose receiver refuses two of four events (400: failed, not retried); its
     // creation ping, delivered, is logged too
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let receiver = Receiver::start().await;
     let hook = create(
         &server,
@@ -295,47 +292,9 @@ async fn failed_or_all_deliveries_of_a_window_are_sent_again() {
 async fn a_replay_queues_at_most_a_thousand_and_says_where_to_go_on() {
     // given: a log hook with 1,001 failed deliveries in the last hour, written into the
     // server's delivery log
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let hook = create(&server, json!({"source":"crud","handler":"log"})).await;
-    let hook_id = Uuid::parse_str(&hook).unwrap();
-    let log =
-        SqliteDeliveryLog::new(Database::open(&server.data_dir.join("deliveries.db")).unwrap())
-            .await
-            .unwrap();
-    let start = now_millis() - 3_600_000;
-    let mut seeded = BTreeSet::new();
-    for i in 0..1_001 {
-        let event = Event {
-            id: Uuid::new_v4(),
-            source: "crud".into(),
-            event: "consumers".into(),
-            data: json!({"operation":"create","entity":{"username":format!("u{i}")}}),
-            timestamp: start,
-        };
-        let key = DeliveryKey {
-            hook_id,
-            delivery_id: Uuid::new_v4(),
-            created_at: start + i,
-        };
-        let attempt = Attempt {
-            number: 1,
-            at: start + i,
-            status: Some(400),
-            latency_ms: 1,
-            error: None,
-            response_body: None,
-        };
-        log.record_attempt(
-            key,
-            &event,
-            attempt,
-            DeliveryStatus::Failed,
-            Duration::from_secs(86_400),
-        )
-        .await
-        .unwrap();
-        seeded.insert(key.delivery_id.to_string());
-    }
+    let seeded = seed_failed(&server, &hook, 1_001).await;
 
     // when: they are replayed
     let (status, first) = replay(&server, &hook, json!({})).await;
@@ -358,7 +317,7 @@ async fn a_replay_queues_at_most_a_thousand_and_says_where_to_go_on() {
 
 #[tokio::test]
 async fn bad_replays_are_kong_errors() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let hook = create(&server, json!({"source":"crud","handler":"log"})).await;
 
     // an unknown hook is 404, a malformed id 400
@@ -444,35 +403,9 @@ async fn call(
         .invoke(api_request(method, path, &body))
         .await
         .unwrap_or_else(|failure| panic!("{failure}"));
-    let status = u16::try_from(raw["statusCode"].as_u64().expect("a status")).unwrap();
-    let text = raw["body"].as_str().unwrap_or_default();
     assert_ne!(raw["isBase64Encoded"], true, "a JSON answer: {raw}");
-    (status, serde_json::from_str(text).unwrap_or(Value::Null))
-}
-
-/// The delivery messages on `queue` once `expected` have arrived (or 20 s passed), and any more.
-async fn drain(queue: &SqsQueue, expected: usize) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + WAIT;
-    let mut messages = Vec::new();
-    let visibility = Duration::from_secs(60);
-    while messages.len() < expected && std::time::Instant::now() < deadline {
-        messages.extend(
-            queue
-                .receive(10, visibility, Duration::from_secs(1))
-                .await
-                .unwrap(),
-        );
-    }
-    messages.extend(
-        queue
-            .receive(10, visibility, Duration::from_secs(1))
-            .await
-            .unwrap(),
-    );
-    messages
-        .iter()
-        .map(|m| serde_json::from_str(&m.body).unwrap())
-        .collect()
+    let response = ApiResponse::parse(&raw);
+    (response.status, response.body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,7 +509,7 @@ async fn the_admin_lambda_replays_from_dynamodb_onto_the_deliveries_queue() {
         queued(&answer),
         BTreeSet::from([ids[0].clone(), ids[2].clone()])
     );
-    let messages = drain(&queue, 2).await;
+    let messages = drain_json(&queue, 2, WAIT).await;
     let sent: BTreeSet<String> = messages
         .iter()
         .map(|m| m["id"].as_str().unwrap().to_owned())
@@ -604,7 +537,7 @@ async fn the_admin_lambda_replays_from_dynamodb_onto_the_deliveries_queue() {
         assert_eq!(status, 202, "{second}");
         assert_eq!(second["deliveries"], json!([]));
     }
-    assert_eq!(drain(&queue, 1).await.len(), 1);
+    assert_eq!(drain(&queue, 1, WAIT).await.len(), 1);
 
     // and an unknown hook is 404, a bad status 400 in Kong's shape
     let unknown = format!("/event-hooks/{}/deliveries/replay", Uuid::new_v4());
@@ -729,7 +662,7 @@ async fn attempted(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlapping_replays_queue_each_delivery_once_and_attempts_keep_increasing() {
     // given: a log hook with 300 failed deliveries, one attempt each
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let hook = create(&server, json!({"source":"crud","handler":"log"})).await;
     let seeded = seed_failed(&server, &hook, 300).await;
 
@@ -779,7 +712,7 @@ async fn overlapping_replays_queue_each_delivery_once_and_attempts_keep_increasi
 #[tokio::test]
 async fn a_replay_on_a_disabled_hook_is_refused_and_dead_letters_nothing() {
     // given: a disabled log hook with failed deliveries
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let hook = create(
         &server,
         json!({"source":"crud","handler":"log","enabled":false}),
@@ -796,7 +729,7 @@ async fn a_replay_on_a_disabled_hook_is_refused_and_dead_letters_nothing() {
         answer["message"].as_str().unwrap().contains("is disabled"),
         "{answer}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.wait_until_settled().await;
     let dead: Value = reqwest::get(server.url("/dead-letters"))
         .await
         .unwrap()

@@ -5,13 +5,10 @@
 //! `GET /dead-letters`. Beside them: `Cache-Control: no-store` on admin answers, and URLs with
 //! credentials refused.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use event_hooks_tests::receiver::Receiver;
-use event_hooks_tests::server::{binary, temp_data_dir, LocalServer};
+use event_hooks_tests::server::{closed_port, temp_data_dir, LocalServer};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -30,58 +27,6 @@ fn assert_no_secret(what: &str, bytes: &[u8]) {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
-}
-
-/// A local server whose log goes to `log`, so a `log` hook's lines can be read; killed when
-/// dropped.
-struct LoggedServer {
-    child: Child,
-    base: String,
-}
-
-impl LoggedServer {
-    fn start(data_dir: &Path, log: &Path) -> LoggedServer {
-        let port = free_port();
-        let out = std::fs::File::create(log).unwrap();
-        let child = Command::new(binary())
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("RUST_LOG", "info")
-            .env_remove("EVENT_HOOKS_ADMIN_TOKEN")
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        LoggedServer {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for LoggedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn call(url: String, method: reqwest::Method, body: Option<Value>) -> reqwest::Response {
     let request = reqwest::Client::new().request(method, url);
     match body {
@@ -93,10 +38,15 @@ async fn call(url: String, method: reqwest::Method, body: Option<Value>) -> reqw
     .unwrap()
 }
 
-async fn created(url: String, hook: Value) -> Value {
-    let response = call(url, reqwest::Method::POST, Some(hook)).await;
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
+/// Rotates the hook's secret to [`NEW_SECRET`].
+async fn rotate(server: &LocalServer, id: &str) {
+    let response = call(
+        server.url(&format!("/event-hooks/{id}/secret/rotate")),
+        reqwest::Method::POST,
+        Some(json!({"secret": NEW_SECRET})),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
 }
 
 /// Waits until a GET of `url` answers a body containing `needle` at least `count` times.
@@ -119,35 +69,28 @@ async fn wait_for_text(url: &str, needle: &str, count: usize) -> String {
 async fn crud_events_pings_delivery_logs_and_log_lines_carry_secrets_redacted() {
     let data_dir = temp_data_dir();
     let log = data_dir.join("server.log");
-    let server = LoggedServer::start(&data_dir, &log);
+    let server = LocalServer::start_logged(&data_dir, &log, &[]);
     let receiver = Receiver::start().await;
-    let hooks = server.url("/event-hooks");
 
     // Two hooks that watch hooks: a webhook and a log hook.
-    let watcher = created(
-        hooks.clone(),
-        json!({"source":"crud","event":"event_hooks","handler":"webhook",
+    let watcher = server
+        .create_hook(
+            &json!({"source":"crud","event":"event_hooks","handler":"webhook",
                "config":{"url":receiver.url("/watch")}}),
-    )
-    .await;
-    let logger = created(hooks.clone(), json!({"source":"dao:crud","handler":"log"})).await;
+        )
+        .await;
+    let logger = server
+        .create_hook(&json!({"source":"dao:crud","handler":"log"}))
+        .await;
 
     // A signing hook: created, rotated (the old secret goes to previous_secret), edited.
-    let target = created(
-        hooks.clone(),
-        json!({"source":"balancer","handler":"webhook",
-               "config":{"url":receiver.url("/target"),"signature":"standard","secret":SECRET}}),
-    )
-    .await;
+    let target = server
+        .create_hook(&json!({"source":"balancer","handler":"webhook",
+               "config":{"url":receiver.url("/target"),"signature":"standard","secret":SECRET}}))
+        .await;
     assert_eq!(target["config"]["secret"], SECRET, "the admin sees it");
     let id = target["id"].as_str().unwrap();
-    let response = call(
-        server.url(&format!("/event-hooks/{id}/secret/rotate")),
-        reqwest::Method::POST,
-        Some(json!({"secret": NEW_SECRET})),
-    )
-    .await;
-    assert_eq!(response.status(), 200);
+    rotate(&server, id).await;
     let response = call(
         server.url(&format!("/event-hooks/{id}")),
         reqwest::Method::PATCH,
@@ -242,21 +185,14 @@ async fn crud_events_pings_delivery_logs_and_log_lines_carry_secrets_redacted() 
 async fn a_dead_lettered_change_ping_is_listed_redacted_and_still_signs_when_redriven() {
     let server = LocalServer::start(&["--retry-schedule", "none", "--connect-timeout", "1"]);
     // Nobody listens there: every attempt fails at once, and the ping is dead-lettered.
-    let closed = format!("http://127.0.0.1:{}/gone", free_port());
-    let hook = created(
-        server.url("/event-hooks"),
-        json!({"source":"balancer","handler":"webhook",
-               "config":{"url":closed,"signature":"standard","secret":SECRET}}),
-    )
-    .await;
+    let (_held, closed) = closed_port();
+    let closed = format!("http://{closed}/gone");
+    let hook = server
+        .create_hook(&json!({"source":"balancer","handler":"webhook",
+               "config":{"url":closed,"signature":"standard","secret":SECRET}}))
+        .await;
     let id = hook["id"].as_str().unwrap();
-    let response = call(
-        server.url(&format!("/event-hooks/{id}/secret/rotate")),
-        reqwest::Method::POST,
-        Some(json!({"secret": NEW_SECRET})),
-    )
-    .await;
-    assert_eq!(response.status(), 200);
+    rotate(&server, id).await;
 
     // Both pings (create, rotation) end as dead letters that carry the hook.
     let deadline = Instant::now() + WAIT;
@@ -296,11 +232,9 @@ async fn a_dead_lettered_change_ping_is_listed_redacted_and_still_signs_when_red
 #[tokio::test]
 async fn every_admin_answer_is_no_store() {
     let server = LocalServer::start(&[]);
-    let hook = created(
-        server.url("/event-hooks"),
-        json!({"source":"balancer","handler":"log"}),
-    )
-    .await;
+    let hook = server
+        .create_hook(&json!({"source":"balancer","handler":"log"}))
+        .await;
     let id = hook["id"].as_str().unwrap();
     for (method, path, body) in [
         ("GET", "/event-hooks".to_string(), None),

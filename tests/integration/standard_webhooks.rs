@@ -10,12 +10,12 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use base64::Engine as _;
 use event_hooks::model::{Handler, Hook, SignatureScheme, WebhookConfig};
 use event_hooks::outbound::signing::{standard_key, standard_signature};
 use event_hooks::queue::sqs::create_queue_with_dlq;
 use event_hooks::store::dynamodb::{create_table, DynamoHookStore};
 use event_hooks::store::{HookStore, Precondition};
+use event_hooks_tests::api_gateway::ApiResponse;
 use event_hooks_tests::gateway;
 use event_hooks_tests::lambda_runtime::{function_binary, FunctionProcess};
 use event_hooks_tests::moto::{self, unique_name};
@@ -120,7 +120,7 @@ async fn rotate(server: &LocalServer, id: &str, body: Option<Value>) -> reqwest:
 
 #[tokio::test]
 async fn a_standard_delivery_verifies_with_the_reference_library() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let receiver = Receiver::start().await;
     let response = create(&server, standard_hook(&receiver, "/std", None)).await;
     assert_eq!(response.status(), 201);
@@ -172,7 +172,7 @@ async fn a_standard_delivery_verifies_with_the_reference_library() {
 
 #[tokio::test]
 async fn a_standard_hook_refuses_a_secret_that_is_not_whsec() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let receiver = Receiver::start().await;
     let response = create(&server, standard_hook(&receiver, "/std", Some("hunter2"))).await;
     assert_eq!(response.status(), 400);
@@ -186,7 +186,7 @@ async fn a_standard_hook_refuses_a_secret_that_is_not_whsec() {
 
 #[tokio::test]
 async fn after_rotation_a_delivery_verifies_with_the_new_secret_and_the_old_one() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let receiver = Receiver::start().await;
     let hook: Value = create(&server, standard_hook(&receiver, "/rot", Some(SECRET)))
         .await
@@ -238,7 +238,7 @@ async fn after_rotation_a_delivery_verifies_with_the_new_secret_and_the_old_one(
 
 #[tokio::test]
 async fn rotation_takes_a_given_secret_and_refuses_bad_input() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let receiver = Receiver::start().await;
     let hook: Value = create(&server, standard_hook(&receiver, "/r", Some(SECRET)))
         .await
@@ -282,7 +282,7 @@ async fn rotation_takes_a_given_secret_and_refuses_bad_input() {
 
 #[tokio::test]
 async fn a_kong_hook_rotation_replaces_its_secret_at_once() {
-    let server = LocalServer::start(&[]);
+    let server = LocalServer::in_process(&[]);
     let receiver = Receiver::start().await;
     let hook: Value = create(
         &server,
@@ -342,17 +342,8 @@ async fn call(function: &mut FunctionProcess, event: Value) -> (u64, Value) {
         .invoke(event)
         .await
         .unwrap_or_else(|failure| panic!("{failure}"));
-    let body = raw["body"].as_str().unwrap_or_default();
-    let body = if raw["isBase64Encoded"].as_bool() == Some(true) {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .unwrap();
-        String::from_utf8(bytes).unwrap()
-    } else {
-        body.to_string()
-    };
-    let status = raw["statusCode"].as_u64().unwrap();
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    let response = ApiResponse::parse(&raw);
+    (u64::from(response.status), response.body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,6 @@
 //! case into one test per adapter, each on a fresh database or table.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 
 use event_hooks::model::{
     CustomEvent, Handler, Hook, LambdaConfig, LogConfig, WebhookConfig, WebhookCustomConfig,
@@ -14,34 +13,15 @@ use event_hooks::sqlite::Database;
 use event_hooks::store::dynamodb::{create_table, DynamoHookStore};
 use event_hooks::store::sqlite::SqliteHookStore;
 use event_hooks::store::{HookFilter, HookStore, Precondition, StoreError, TagFilter};
+use event_hooks_tests::contract::TempFile;
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------------------------
 
-/// A SQLite file in the temp directory, removed (with its WAL files) when dropped.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new() -> TempFile {
-        TempFile(std::env::temp_dir().join(format!("hook-store-{}.sqlite", Uuid::new_v4())))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            // Best effort: a leftover file in the temp directory harms nothing.
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 async fn sqlite_store(file: &TempFile) -> SqliteHookStore {
-    let db = Database::open(&file.0).expect("open the SQLite file");
+    let db = Database::open(file.path()).expect("open the SQLite file");
     SqliteHookStore::new(db).await.expect("create the schema")
 }
 
@@ -62,7 +42,7 @@ macro_rules! contract {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    let file = super::TempFile::new();
+                    let file = super::TempFile::new("hook-store");
                     let store = super::sqlite_store(&file).await;
                     super::$case(&store).await;
                 }
@@ -716,7 +696,7 @@ async fn every_write_changes_the_version_and_reads_do_not(store: &dyn HookStore)
 /// `every_write_changes_the_version_and_reads_do_not`).
 #[tokio::test]
 async fn a_snapshot_cache_reloads_when_the_version_changed() {
-    let file = TempFile::new();
+    let file = TempFile::new("hook-store");
     let store = std::sync::Arc::new(sqlite_store(&file).await);
     let cache = event_hooks::snapshot::SnapshotCache::new(
         store.clone(),
@@ -776,7 +756,7 @@ async fn a_counter_checked_snapshot_reloads_only_after_a_change<S: HookStore + C
 #[tokio::test]
 async fn sqlite_keeps_hooks_and_custom_events_across_reopening_the_file() {
     // given: a hook (updated once) and a custom event written to a file
-    let file = TempFile::new();
+    let file = TempFile::new("hook-store");
     let mut hook = named("durable");
     let event = custom_event("app", "signup");
     {

@@ -4,129 +4,61 @@
 //! Each case is an async function of a [`Backend`], which can open any number of independent
 //! adapter instances on the same file or table: the concurrency cases give every racer its own
 //! connection or client, as separate dispatchers would have. The `contract!` macro turns every case
-//! into one test per adapter, each on a fresh file or table.
+//! into one test per adapter, each on a fresh file or table (see `event_hooks_tests::contract`).
+//! Expiry is tested by advancing the clock the adapters read, not by sleeping: both adapters
+//! compare expiries with that clock, and DynamoDB's own TTL deletion is never relied on.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use event_hooks::clock::Clock;
 use event_hooks::sqlite::Database;
+use event_hooks::store::StoreError;
 use event_hooks::windows::dynamodb::{create_table, DynamoWindowStore};
 use event_hooks::windows::sqlite::SqliteWindowStore;
 use event_hooks::windows::{decide, event_key, Decision, Dropped, WindowStore, CHANGE_TTL};
+use event_hooks_tests::contract::Adapters;
 use serde_json::json;
 use uuid::Uuid;
 
 const MINUTE: Duration = Duration::from_secs(60);
+/// Comfortably past a one-second window or digest.
+const PAST_A_SECOND: Duration = Duration::from_millis(1200);
 const RACERS: usize = 8;
 const ROUNDS: usize = 10;
 
-// ---------------------------------------------------------------------------------------------
-// Fixtures
-// ---------------------------------------------------------------------------------------------
+/// The two [`WindowStore`] adapters, for [`event_hooks_tests::contract`].
+struct Windows;
 
-/// A SQLite file in the temp directory, removed (with its WAL files) when dropped.
-struct TempFile(PathBuf);
+#[async_trait::async_trait]
+impl Adapters for Windows {
+    type Port = dyn WindowStore;
+    const NAME: &'static str = "windows";
 
-impl TempFile {
-    fn new() -> TempFile {
-        TempFile(std::env::temp_dir().join(format!("windows-{}.sqlite", Uuid::new_v4())))
+    async fn create_table(
+        client: &aws_sdk_dynamodb::Client,
+        table: &str,
+    ) -> Result<(), StoreError> {
+        create_table(client, table).await
     }
-}
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            // Best effort: a leftover file in the temp directory harms nothing.
-            let _ = std::fs::remove_file(path);
-        }
+    async fn sqlite(db: Database, clock: Clock) -> Arc<dyn WindowStore> {
+        let store = SqliteWindowStore::new(db).await.expect("create the schema");
+        Arc::new(store.with_clock(clock))
     }
-}
 
-/// One fresh file or table that several adapter instances can share.
-enum Backend {
-    Sqlite(TempFile),
-    Moto {
-        // Boxed: an SdkConfig is large and the enum would otherwise be as large for SQLite.
-        config: Box<aws_config::SdkConfig>,
+    fn dynamodb(
+        client: aws_sdk_dynamodb::Client,
         table: String,
-    },
-}
-
-impl Backend {
-    fn sqlite() -> Backend {
-        Backend::Sqlite(TempFile::new())
-    }
-
-    async fn moto() -> Option<Backend> {
-        let config = event_hooks_tests::moto::config()?;
-        let table = event_hooks_tests::moto::unique_name("windows");
-        create_table(&aws_sdk_dynamodb::Client::new(&config), &table)
-            .await
-            .expect("create the table on moto");
-        Some(Backend::Moto {
-            config: Box::new(config),
-            table,
-        })
-    }
-
-    /// A new adapter instance with its own connection (SQLite) or client (DynamoDB).
-    async fn open(&self) -> Arc<dyn WindowStore> {
-        match self {
-            Backend::Sqlite(file) => {
-                let db = Database::open(&file.0).expect("open the SQLite file");
-                Arc::new(SqliteWindowStore::new(db).await.expect("create the schema"))
-            }
-            Backend::Moto { config, table } => Arc::new(DynamoWindowStore::new(
-                aws_sdk_dynamodb::Client::new(config),
-                table.clone(),
-            )),
-        }
-    }
-
-    /// Whether the backend applies a conditional write atomically. DynamoDB and SQLite do; moto
-    /// (5.2.5) does not: `Table.put_item` evaluates the condition against the current item and
-    /// then stores the new one with no lock, on a threaded server, so two racers can both pass.
-    ///
-    /// So on moto the racing cases assert what moto does guarantee: no errors, at least one
-    /// winner, and afterwards (asked one at a time, where moto is exact) exactly one holder, who
-    /// is one of the winners. Exactly one winner is asserted on SQLite, and on DynamoDB rests on
-    /// its documented atomicity of conditional writes. Sequential claims, retries, expiry and
-    /// independence of keys are asserted exactly on both.
-    fn conditional_writes_are_atomic(&self) -> bool {
-        matches!(self, Backend::Sqlite(_))
+        clock: Clock,
+    ) -> Arc<dyn WindowStore> {
+        Arc::new(DynamoWindowStore::new(client, table).with_clock(clock))
     }
 }
 
-/// Generates, for every case, `sqlite::<case>` and `moto::<case>`.
-macro_rules! contract {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case(&super::Backend::sqlite()).await;
-                }
-            )*
-        }
+type Backend = event_hooks_tests::contract::Backend<Windows>;
 
-        mod moto {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let Some(backend) = super::Backend::moto().await else {
-                        return;
-                    };
-                    super::$case(&backend).await;
-                }
-            )*
-        }
-    };
-}
-
-contract!(
+event_hooks_tests::contract!(
     a_window_admits_its_first_claimant_and_its_retries_only,
     an_expired_window_admits_a_new_claimant,
     windows_are_independent_per_key,
@@ -177,7 +109,7 @@ async fn an_expired_window_admits_a_new_claimant(backend: &Backend) {
     assert!(!store.claim_window(&key, "d2", MINUTE).await.unwrap());
 
     // when: it expires
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    backend.advance(PAST_A_SECOND);
 
     // then: a new claimant gets it, and holds it for its own ttl
     assert!(store.claim_window(&key, "d2", MINUTE).await.unwrap());
@@ -231,7 +163,7 @@ async fn an_expired_digest_counts_as_absent(backend: &Backend) {
     assert!(!swap(&*store, &key, "A", "d2").await);
 
     // when: the record expires
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    backend.advance(PAST_A_SECOND);
 
     // then: A counts as a change again
     assert!(swap(&*store, &key, "A", "d3").await);
@@ -393,7 +325,7 @@ async fn concurrent_claimants_of_one_window_let_exactly_one_in(backend: &Backend
 }
 
 /// Exactly one winner where the backend can promise it, at least one (and no errors) on moto;
-/// see [`Backend::conditional_writes_are_atomic`].
+/// see `Backend::conditional_writes_are_atomic`.
 fn assert_one_winner(backend: &Backend, winners: &[String], round: usize) {
     if backend.conditional_writes_are_atomic() {
         assert_eq!(winners.len(), 1, "round {round}: {winners:?}");

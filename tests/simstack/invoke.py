@@ -114,7 +114,7 @@ class Local:
                 url = simstack.queue_url_of(self.sqs, arn)
                 self.sqs.send_message(QueueUrl=url, MessageBody=record["body"])
                 msg = simstack.wait_for(
-                    lambda: self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, AttributeNames=["All"],
+                    lambda url=url: self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, AttributeNames=["All"],
                                                      MessageAttributeNames=["All"]).get("Messages"),
                     f"the record on {url}", 10)[0]
                 record.update(messageId=msg["MessageId"], receiptHandle=msg["ReceiptHandle"],

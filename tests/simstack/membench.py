@@ -22,17 +22,18 @@ Lambda's share, not the same CPU model."""
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
+import logging
 import os
 import re
 import statistics
 import sys
-import threading
 import time
 import urllib.request
 import uuid
 from pathlib import Path
+
+from pytest_httpserver import HTTPServer
 
 sys.path.insert(0, str(Path(__file__).parent))
 import simstack  # noqa: E402
@@ -89,35 +90,21 @@ end""",
 
 
 class Sink:
-    """A receiver on 127.0.0.1 answering 200 at once."""
+    """A receiver on 127.0.0.1 (pytest-httpserver) answering 200 at once, counting deliveries."""
 
     def __init__(self):
-        self.count = 0
-        sink = self
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+        self.server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+        self.server.expect_request("/hook", method="POST").respond_with_data("ok")
+        self.server.start()
+        self.url = self.server.url_for("/hook")
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                sink.count += 1
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    @property
+    def count(self):
+        return len(self.server.log)
 
     def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 class CpuShare:

@@ -44,9 +44,10 @@ import urllib.parse
 import uuid
 import zipfile
 from collections import Counter as _Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -68,7 +69,7 @@ RIE = (
 LEFT_OUT = {"AWS::CloudWatch::Alarm", "AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Stage", "AWS::ApiGatewayV2::Authorizer"}
 
 # The emulators running: a wait fails at once when a function cannot start.
-RUNNING: list["Runtime"] = []
+RUNNING: list[Runtime] = []
 
 # Lines for the test run's terminal summary (requests per delivery, cold starts).
 SUMMARY: list[str] = []
@@ -146,7 +147,7 @@ class Counter:
     Operations are read from the `X-Amz-Target` header (the JSON protocols DynamoDB and SQS use)
     or the `Action` form field (the query protocol)."""
 
-    def __init__(self, upstream_port: int, traces: "Traces | None" = None):
+    def __init__(self, upstream_port: int, traces: Traces | None = None):
         self.counts: _Counter[str] = _Counter()
         self.lock = threading.Lock()
         self.traces = traces
@@ -271,7 +272,7 @@ class LoopDetection:
 
     LIMIT = 16
 
-    def __init__(self, function: "Function", traces: Traces):
+    def __init__(self, function: Function, traces: Traces):
         self.key = hashlib.sha256(function.arn.encode()).hexdigest()[:8]
         self.allow = function.recursive_loop == "Allow"
         self.traces = traces

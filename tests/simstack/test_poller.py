@@ -7,7 +7,6 @@ invocation of a chain from a function that does not allow loops."""
 import json
 
 import pytest
-
 from simstack import Function, LoopDetection, Mapping, Moto, Poller, Traces, lineage_of, wait_for
 
 

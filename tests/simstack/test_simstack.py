@@ -21,7 +21,6 @@ import urllib.request
 import uuid
 
 import pytest
-
 import simstack
 from simstack import SimulatedStack, wait_for
 
@@ -762,7 +761,7 @@ def test_a_paused_hooks_events_are_logged_as_not_sent(pausing, receiver):
     # A fails every attempt until it is paused; the events that come while it is paused are in
     # its delivery log (DynamoDB, through the admin function) as not sent, with the reason, and B
     # is served all along.
-    sim, api = pausing, Api(pausing)
+    api = Api(pausing)
     a, b = two_hooks(api, receiver, "vaults", "/pauses", "/carries-on")
     try:
         receiver.script["/pauses"] = [503] * 100

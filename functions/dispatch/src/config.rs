@@ -5,12 +5,10 @@ use std::time::Duration;
 
 use event_hooks::dispatch::batch::DEADLINE_MARGIN;
 use event_hooks::dispatch::DispatchSettings;
-use event_hooks::env::{self, optional, required, seconds, SettingError};
+use event_hooks::env::{self, optional, optional_text, required, seconds, BadValue, SettingError};
 use event_hooks::outbound::http::HttpSettings;
-use event_hooks::queue::MAX_DELAY;
-
-/// Receives of one message before it is dead-lettered, unless `MAX_RECEIVES` says otherwise.
-const DEFAULT_MAX_RECEIVES: u32 = 5;
+use event_hooks::outbound::retry::RetrySchedule;
+use event_hooks::queue::{DEFAULT_MAX_RECEIVES, MAX_DELAY};
 
 /// How long the hooks snapshot is trusted, unless `HOOKS_CACHE_SECONDS` says otherwise.
 const DEFAULT_CACHE_AGE: Duration = Duration::from_secs(5);
@@ -21,17 +19,31 @@ const DEFAULT_CACHE_AGE: Duration = Duration::from_secs(5);
 /// deployment has no reason to set it (the template does not).
 const TEST_MAX_DELAY: &str = "TEST_ONLY_MAX_QUEUE_DELAY_SECONDS";
 
-fn test_max_delay(value: &str) -> Result<Duration, String> {
+fn test_max_delay(value: &str) -> Result<Duration, BadValue> {
     value
         .parse::<u64>()
         .ok()
         .filter(|s| (1..=MAX_DELAY.as_secs()).contains(s))
         .map(Duration::from_secs)
-        .ok_or_else(|| {
-            format!(
-                "'{value}' is not a whole number of seconds from 1 to {}",
-                MAX_DELAY.as_secs()
-            )
+        .ok_or_else(|| BadValue::NotWholeSecondsIn {
+            value: value.to_owned(),
+            min: 1,
+            max: MAX_DELAY.as_secs(),
+        })
+}
+
+/// The most attempts in flight at once `MAX_IN_FLIGHT_DELIVERIES` may set.
+const MAX_IN_FLIGHT_DELIVERIES: usize = 1000;
+
+fn max_in_flight_deliveries(value: &str) -> Result<usize, BadValue> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_IN_FLIGHT_DELIVERIES).contains(n))
+        .ok_or_else(|| BadValue::NotWholeNumberIn {
+            value: value.to_owned(),
+            min: 1,
+            max: MAX_IN_FLIGHT_DELIVERIES as u64,
         })
 }
 
@@ -55,6 +67,8 @@ pub struct Config {
     pub max_receives: u32,
     /// `HOOKS_CACHE_SECONDS`: how stale the hooks snapshot may be.
     pub cache_age: Duration,
+    /// `MONETIZATION_TABLE`, optional: without it usage events notify no Apigee webhook.
+    pub monetization_table: Option<String>,
     /// `RETRY_SCHEDULE`, `PAUSE_FAILING_HOOKS_AFTER` (seconds), `MAX_IN_FLIGHT_DELIVERIES`,
     /// `HOOK_MAX_IN_FLIGHT` and (tests only) [`TEST_MAX_DELAY`] over the defaults of
     /// [`DispatchSettings`].
@@ -78,19 +92,13 @@ impl Config {
     /// Reads every variable once.
     pub fn from_env() -> Result<Config, SettingError> {
         let mut dispatch = DispatchSettings::default();
-        if let Some(retry) = optional("RETRY_SCHEDULE", |v| v.parse().map_err(|e| format!("{e}")))?
-        {
+        if let Some(retry) = optional("RETRY_SCHEDULE", str::parse::<RetrySchedule>)? {
             dispatch.retry = retry;
         }
         if let Some(pause_after) = optional("PAUSE_FAILING_HOOKS_AFTER", seconds)? {
             dispatch.pause_after = pause_after;
         }
-        if let Some(max) = optional("MAX_IN_FLIGHT_DELIVERIES", |v| {
-            v.parse::<usize>()
-                .ok()
-                .filter(|n| (1..=1000).contains(n))
-                .ok_or_else(|| format!("'{v}' is not a whole number from 1 to 1000"))
-        })? {
+        if let Some(max) = optional("MAX_IN_FLIGHT_DELIVERIES", max_in_flight_deliveries)? {
             dispatch.max_in_flight = max;
         }
         if let Some(max) = optional("HOOK_MAX_IN_FLIGHT", env::hook_max_in_flight)? {
@@ -107,11 +115,10 @@ impl Config {
             events_dead_letter_queue_url: required("EVENTS_DEAD_LETTER_QUEUE_URL")?,
             deliveries_queue_url: required("DELIVERIES_QUEUE_URL")?,
             deliveries_dead_letter_queue_url: required("DELIVERIES_DEAD_LETTER_QUEUE_URL")?,
-            max_receives: optional("MAX_RECEIVES", |v| {
-                v.parse::<u32>().map_err(|e| e.to_string())
-            })?
-            .unwrap_or(DEFAULT_MAX_RECEIVES),
+            max_receives: optional("MAX_RECEIVES", str::parse::<u32>)?
+                .unwrap_or(DEFAULT_MAX_RECEIVES),
             cache_age: optional("HOOKS_CACHE_SECONDS", seconds)?.unwrap_or(DEFAULT_CACHE_AGE),
+            monetization_table: optional_text("MONETIZATION_TABLE")?,
             dispatch,
             http: env::http_settings()?,
             stack_name: required("STACK_NAME")?,

@@ -49,8 +49,6 @@ async fn main() -> Result<(), Error> {
         config.max_receives,
     );
     let delivery_dead_letters = SqsQueue::new(sqs, config.deliveries_dead_letter_queue_url);
-    // Optional: without it usage events notify no Apigee webhook.
-    let monetization_table = env::optional("MONETIZATION_TABLE", |name| Ok(name.to_owned()))?;
     let mut dispatcher = Dispatcher::new(
         DispatchPorts {
             snapshot: Arc::new(SnapshotCache::new(store.clone(), config.cache_age)),
@@ -70,7 +68,7 @@ async fn main() -> Result<(), Error> {
         },
         config.dispatch,
     );
-    if let Some(table) = monetization_table {
+    if let Some(table) = config.monetization_table {
         dispatcher = dispatcher.with_monetization(Arc::new(DynamoMonetizationStore::new(
             dynamodb_for_monetization,
             table,

@@ -20,7 +20,7 @@ use super::AdminState;
 use crate::apigee::webhook::{self, MAX_USER_BYTES, MAX_WEBHOOK_NAME_BYTES};
 use crate::apigee::{parse_condition, Condition, MonetizationStore};
 use crate::events::{now_millis, now_seconds, Operation};
-use crate::model::{Handler, Hook, Versioned};
+use crate::model::{Handler, Hook, HookView, Versioned};
 use crate::store::{HookFilter, Precondition, StoreError, TagFilter};
 use crate::validate::SchemaViolation;
 
@@ -313,7 +313,7 @@ async fn change_webhook(
         )
         .ok_or_else(|| name_too_long(&name))?;
         // Whatever else was set on the hook through `/event-hooks` is kept.
-        let kept = old.shown();
+        let kept = HookView::from(&old).into_json();
         for field in [
             "snooze",
             "on_change",
@@ -480,7 +480,7 @@ async fn condition_from(
     id: Uuid,
     created: i64,
 ) -> Result<Condition, ApiError> {
-    let input = parse_condition(fields).map_err(bad)?;
+    let input = parse_condition(fields).map_err(|err| bad(err.to_string()))?;
     for webhook in &input.webhooks {
         let exists = match state.store.get(*webhook).await.map_err(store_error)? {
             Some(stored) => webhook::is_edge_webhook(&stored.value) == Some(org),

@@ -29,7 +29,7 @@ pub struct CorsOrigins(Vec<HeaderValue>);
 impl CorsOrigins {
     /// A comma-separated list of origins, such as `https://a.example,http://localhost:3000`;
     /// empty for none.
-    pub fn parse(list: &str) -> Result<CorsOrigins, String> {
+    pub fn parse(list: &str) -> Result<CorsOrigins, InvalidOrigin> {
         let mut origins = Vec::new();
         for origin in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
             origins.push(parse_origin(origin)?);
@@ -55,11 +55,14 @@ impl fmt::Debug for CorsOrigins {
     }
 }
 
+/// An entry of the allowed origins that is not one, as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not an origin (scheme://host[:port], no path, e.g. https://console.example)")]
+pub struct InvalidOrigin(pub String);
+
 /// One origin as a browser sends it: a scheme, a host, maybe a port, nothing else.
-fn parse_origin(origin: &str) -> Result<HeaderValue, String> {
-    let invalid = || {
-        format!("'{origin}' is not an origin (scheme://host[:port], no path, e.g. https://console.example)")
-    };
+fn parse_origin(origin: &str) -> Result<HeaderValue, InvalidOrigin> {
+    let invalid = || InvalidOrigin(origin.to_string());
     let url = url::Url::parse(origin).map_err(|_| invalid())?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(invalid());
@@ -187,7 +190,11 @@ mod tests {
             "*",
         ] {
             let err = CorsOrigins::parse(bad).unwrap_err();
-            assert!(err.contains(bad), "{err}");
+            assert_eq!(err, InvalidOrigin(bad.to_string()));
+            assert_eq!(
+                err.to_string(),
+                format!("'{bad}' is not an origin (scheme://host[:port], no path, e.g. https://console.example)")
+            );
         }
     }
 }

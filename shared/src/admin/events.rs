@@ -44,7 +44,7 @@ pub async fn emit(
     // of key order, so a retry of the same request matches whatever its JSON looks like.
     let fields = Value::Object(fields);
     let keyed = key.map(|key| (key, event_key(&fields, None)));
-    let event = event_from_value(fields).map_err(ApiError::BadRequest)?;
+    let event = event_from_value(fields).map_err(|err| ApiError::BadRequest(err.to_string()))?;
     let mut snapshot = state.snapshot.get().await?;
     if check_registered(&snapshot.catalogue, &event).is_err()
         && state.snapshot.refresh_if_changed().await.unwrap_or(true)
@@ -53,8 +53,9 @@ pub async fn emit(
         // event applies to every request after its registration's 2xx (spec §10).
         snapshot = state.snapshot.get().await?;
     }
-    check_registered(&snapshot.catalogue, &event).map_err(ApiError::BadRequest)?;
-    webhook::check_usage(&event).map_err(ApiError::BadRequest)?;
+    check_registered(&snapshot.catalogue, &event)
+        .map_err(|err| ApiError::BadRequest(err.to_string()))?;
+    webhook::check_usage(&event).map_err(|err| ApiError::BadRequest(err.to_string()))?;
     let Some((key, body_digest)) = keyed else {
         enqueue(&state, &event).await?;
         return Ok(accepted(event.id));

@@ -15,7 +15,7 @@ use super::AdminState;
 use crate::events::{now_seconds, Operation};
 use crate::form;
 use crate::lua::pool::LuaPool;
-use crate::model::{Hook, Versioned};
+use crate::model::{Hook, HookView, Versioned};
 use crate::store::{HookFilter, PageToken, Precondition, StoreError, TagFilter};
 use crate::validate::{self, Context};
 
@@ -67,12 +67,12 @@ pub async fn list(
         }
     };
     let page = state.store.list(&filter, size, after).await?;
-    let items: Vec<Value> = page
+    let items: Vec<HookView> = page
         .items
         .iter()
         .filter(|hook| handler.is_none_or(|kind| hook.handler.kind() == kind))
         .filter(|hook| enabled.is_none_or(|on| hook.enabled == on))
-        .map(Hook::shown)
+        .map(HookView::from)
         .collect();
     let mut body = json!({ "data": items, "next": Value::Null });
     if let Some(token) = page.next {
@@ -141,7 +141,7 @@ pub(super) async fn validate_hook(
 }
 
 fn created(hook: &Hook) -> Response {
-    (StatusCode::CREATED, Json(hook.shown())).into_response()
+    (StatusCode::CREATED, Json(HookView::from(hook))).into_response()
 }
 
 /// `POST /event-hooks`
@@ -169,7 +169,7 @@ pub async fn read(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let stored = state.store.get(id).await?.ok_or(ApiError::NotFound)?;
-    let mut shown = stored.value.shown();
+    let mut shown = HookView::from(&stored.value).into_json();
     // The hook's lane in this process's dispatcher, when it has one (the local server).
     if let Some(lane) = state.lanes.as_ref().and_then(|lanes| lanes.lane(id)) {
         shown["lane"] = serde_json::to_value(lane).map_err(ApiError::internal)?;
@@ -183,7 +183,7 @@ pub async fn update(
     State(state): State<AdminState>,
     Path(id): Path<String>,
     input: Input,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HookView>, ApiError> {
     let id = parse_id(&id)?;
     let Value::Object(patch) = into_value(input) else {
         unreachable!("bodies are objects")
@@ -201,7 +201,7 @@ pub async fn update(
                 state
                     .emit_change(Operation::Update, &hook, Some(&old))
                     .await?;
-                return Ok(Json(hook.shown()));
+                return Ok(Json(HookView::from(&hook)));
             }
             // Someone else changed the hook meanwhile: merge into their version.
             Err(StoreError::Conflict) => continue,
@@ -242,7 +242,7 @@ pub async fn upsert(
                         state
                             .emit_change(Operation::Update, &hook, Some(&old.value))
                             .await?;
-                        Json(hook.shown()).into_response()
+                        Json(HookView::from(&hook)).into_response()
                     }
                     None => {
                         state.emit_change(Operation::Create, &hook, None).await?;
@@ -277,7 +277,7 @@ pub async fn remove(
 fn merge_patch(old: &Hook, patch: &Map<String, Value>) -> Value {
     // Without the rotated-out secret, which users may not set: a rotation in progress is
     // carried over after validation.
-    let Value::Object(mut merged) = old.shown() else {
+    let Value::Object(mut merged) = HookView::from(old).into_json() else {
         unreachable!("a hook serializes to an object")
     };
     let handler_changes = patch

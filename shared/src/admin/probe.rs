@@ -193,7 +193,7 @@ pub(super) async fn preview(
         .executor
         .preview(&hook, &event_name, &event, TEST_PID)
         .await
-        .map_err(bad_gateway)?;
+        .map_err(|err| bad_gateway(err.to_string()))?;
     Ok(Json(json!({ "data": event.data, "result": result })))
 }
 

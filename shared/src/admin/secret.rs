@@ -1,6 +1,7 @@
-//! Hook secrets in the admin API (spec §8): `POST /event-hooks/{id}/secret/rotate`, the secret a
-//! `standard` hook gets when created without one, and keeping the rotated-out secret out of
-//! every response.
+//! Hook secrets in the admin API (spec §8): `POST /event-hooks/{id}/secret/rotate` and the secret
+//! a `standard` hook gets when created without one. The rotated-out secret stays out of every
+//! response because [`crate::model::HookView`], what the API answers for a hook, has no field
+//! for it.
 //!
 //! A rotation stores the new secret and, for `standard` hooks, keeps the replaced one signing
 //! beside it for [`ROTATION_GRACE_SECONDS`] (two signatures in `webhook-signature`, as the

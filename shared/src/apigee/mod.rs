@@ -1,20 +1,22 @@
 //! Apigee Edge monetization notifications (spec §12): notification conditions, the usage
 //! thresholds they name, and the durable record of which thresholds a developer has reached.
 //!
-//! An Apigee webhook is a hook of this system (see [`edge`]); a notification condition names a
+//! An Apigee webhook is a hook of this system (see [`webhook`]); a notification condition names a
 //! rate plan, a list of usage percentages and the webhooks to call. When a `monetization`/`usage`
 //! event arrives, each matching webhook is called once for every listed percentage the
 //! developer's usage of that rate plan has reached in the current billing cycle
-//! ([`Condition::reached`]). A usage is matched only against the conditions of its own
-//! organisation (its `orgName`, required: [`webhook::check_usage`]), since rate plan ids of different
-//! organisations may be equal. Which percentages were already notified is kept by the
-//! [`MonetizationStore`] port: [`MonetizationStore::claim`] is one conditional write, so
-//! concurrent dispatchers agree on exactly one claimant per threshold. Two adapters implement it:
-//! [`sqlite::SqliteMonetizationStore`] and [`dynamodb::DynamoMonetizationStore`], which pass the
-//! same contract suite in `tests/`.
+//! ([`Condition::reached`]): the dispatcher runs [`usage::UsageThresholds`] on every event, and
+//! that stage picks out the usage events and their webhooks. A usage is matched only against the
+//! conditions of its own organisation (its `orgName`, required: [`webhook::check_usage`]), since
+//! rate plan ids of different organisations may be equal. Which percentages were already notified
+//! is kept by the [`MonetizationStore`] port: [`MonetizationStore::claim`] is one conditional
+//! write, so concurrent dispatchers agree on exactly one claimant per threshold. Two adapters
+//! implement it: [`sqlite::SqliteMonetizationStore`] and [`dynamodb::DynamoMonetizationStore`],
+//! which pass the same contract suite in `tests/`.
 
 pub mod dynamodb;
 pub mod sqlite;
+pub mod usage;
 pub mod webhook;
 
 use async_trait::async_trait;
@@ -99,10 +101,39 @@ pub struct ConditionInput {
     pub webhooks: Vec<Uuid>,
 }
 
+/// A `UsageTarget` value refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("UsageTarget {value:?}: {problem}")]
+pub struct UsageTargetError {
+    /// The value as given.
+    pub value: String,
+    pub problem: UsageTargetProblem,
+}
+
+/// What is wrong with a `UsageTarget` value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageTargetProblem {
+    #[error("expected `%= N` or `%= A to B by S`")]
+    Shape,
+    #[error("percentages go up to {}", MAX_PERCENT)]
+    AboveMax,
+    #[error("{0:?} is not a whole percentage")]
+    NotWhole(String),
+    #[error("the range must not end below its start")]
+    Descending,
+    #[error("the step must be at least 1")]
+    ZeroStep,
+    #[error("lists {0} percentages, at most {max} allowed", max = MAX_TARGETS)]
+    TooMany(u32),
+}
+
 /// Parses a `UsageTarget` value: `%= N`, or `%= A to B by S` (`by S` may be left out: 10, as
 /// Edge's UI does). Whole percentages from 0 to [`MAX_PERCENT`]; at most [`MAX_TARGETS`] of them.
-pub fn parse_usage_target(value: &str) -> Result<Vec<u32>, String> {
-    let bad = |why: &str| format!("UsageTarget {value:?}: {why}");
+pub fn parse_usage_target(value: &str) -> Result<Vec<u32>, UsageTargetError> {
+    let bad = |problem: UsageTargetProblem| UsageTargetError {
+        value: value.to_string(),
+        problem,
+    };
     let words: Vec<&str> = value.split_whitespace().collect();
     let (op, rest) = match words.split_first() {
         Some((first, rest)) if *first == "%=" => (first, rest.to_vec()),
@@ -112,14 +143,14 @@ pub fn parse_usage_target(value: &str) -> Result<Vec<u32>, String> {
             all.extend_from_slice(rest);
             (&"%=", all)
         }
-        _ => return Err(bad("expected `%= N` or `%= A to B by S`")),
+        _ => return Err(bad(UsageTargetProblem::Shape)),
     };
     debug_assert_eq!(*op, "%=");
-    let number = |text: &str| -> Result<u32, String> {
+    let number = |text: &str| -> Result<u32, UsageTargetError> {
         match text.parse::<u32>() {
             Ok(n) if n <= MAX_PERCENT => Ok(n),
-            Ok(_) => Err(bad(&format!("percentages go up to {MAX_PERCENT}"))),
-            Err(_) => Err(bad(&format!("{text:?} is not a whole percentage"))),
+            Ok(_) => Err(bad(UsageTargetProblem::AboveMax)),
+            Err(_) => Err(bad(UsageTargetProblem::NotWhole(text.to_string()))),
         }
     };
     match rest.as_slice() {
@@ -131,41 +162,84 @@ pub fn parse_usage_target(value: &str) -> Result<Vec<u32>, String> {
                 None => 10,
             };
             if from > to {
-                return Err(bad("the range must not end below its start"));
+                return Err(bad(UsageTargetProblem::Descending));
             }
             if step == 0 {
-                return Err(bad("the step must be at least 1"));
+                return Err(bad(UsageTargetProblem::ZeroStep));
             }
             let count = (to - from) / step + 1;
             if count as usize > MAX_TARGETS {
-                return Err(bad(&format!(
-                    "lists {count} percentages, at most {MAX_TARGETS} allowed"
-                )));
+                return Err(bad(UsageTargetProblem::TooMany(count)));
             }
             Ok((0..count).map(|i| from + i * step).collect())
         }
-        _ => Err(bad("expected `%= N` or `%= A to B by S`")),
+        _ => Err(bad(UsageTargetProblem::Shape)),
     }
+}
+
+/// What is wrong with a notification condition request body; each message names the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConditionError {
+    #[error("unknown field {0:?}")]
+    UnknownField(String),
+    #[error("notificationCondition must be an array")]
+    AttributesNotArray,
+    #[error("notificationCondition is required")]
+    AttributesMissing,
+    #[error("notificationCondition has too many attributes")]
+    TooManyAttributes,
+    #[error("each notificationCondition entry needs string `attribute` and `value`")]
+    AttributeShape,
+    #[error("notificationCondition entries have only `attribute` and `value`")]
+    AttributeExtraKeys,
+    #[error("unknown attribute {0:?}: expected RATEPLAN, PUBLISHED or UsageTarget")]
+    UnknownAttribute(String),
+    #[error("attribute {0} given twice")]
+    RepeatedAttribute(String),
+    #[error("the RATEPLAN attribute is required")]
+    RatePlanMissing,
+    #[error("RATEPLAN must be 1 to {} bytes long", MAX_RATE_PLAN_BYTES)]
+    RatePlanLength,
+    #[error("PUBLISHED must be TRUE, not {0:?}")]
+    Published(String),
+    #[error("the UsageTarget attribute is required")]
+    UsageTargetMissing,
+    #[error(transparent)]
+    UsageTarget(#[from] UsageTargetError),
+    #[error("actions must name at least one webhook")]
+    NoActions,
+    #[error("actions must be an array")]
+    ActionsNotArray,
+    #[error("actions is required")]
+    ActionsMissing,
+    #[error("actions: at most {} allowed", MAX_ACTIONS)]
+    TooManyActions,
+    #[error("action value {0:?} is not a webhook id")]
+    NotAWebhookId(String),
+    #[error("unknown actionAttribute {0:?}: expected WEBHOOK")]
+    UnknownActionAttribute(String),
+    #[error("each action needs string `actionAttribute` and `value`")]
+    ActionShape,
 }
 
 /// Checks a notification condition request body (strictly: unknown keys and attributes,
 /// repeated attributes, missing ones and malformed values are errors naming the problem).
-pub fn parse_condition(body: &Map<String, Value>) -> Result<ConditionInput, String> {
+pub fn parse_condition(body: &Map<String, Value>) -> Result<ConditionInput, ConditionError> {
     for key in body.keys() {
         if !matches!(
             key.as_str(),
             "notificationCondition" | "actions" | "id" | "orgId"
         ) {
-            return Err(format!("unknown field {key:?}"));
+            return Err(ConditionError::UnknownField(key.clone()));
         }
     }
     let attributes = match body.get("notificationCondition") {
         Some(Value::Array(items)) => items,
-        Some(_) => return Err("notificationCondition must be an array".into()),
-        None => return Err("notificationCondition is required".into()),
+        Some(_) => return Err(ConditionError::AttributesNotArray),
+        None => return Err(ConditionError::AttributesMissing),
     };
     if attributes.len() > 8 {
-        return Err("notificationCondition has too many attributes".into());
+        return Err(ConditionError::TooManyAttributes);
     }
     let (mut rate_plan, mut published, mut usage) = (None, None, None);
     for item in attributes {
@@ -173,49 +247,41 @@ pub fn parse_condition(body: &Map<String, Value>) -> Result<ConditionInput, Stri
             item.get("attribute").and_then(Value::as_str),
             item.get("value").and_then(Value::as_str),
         ) else {
-            return Err(
-                "each notificationCondition entry needs string `attribute` and `value`".into(),
-            );
+            return Err(ConditionError::AttributeShape);
         };
         if item.as_object().is_some_and(|o| o.len() != 2) {
-            return Err("notificationCondition entries have only `attribute` and `value`".into());
+            return Err(ConditionError::AttributeExtraKeys);
         }
         let slot = match name {
             "RATEPLAN" => &mut rate_plan,
             "PUBLISHED" => &mut published,
             "UsageTarget" => &mut usage,
-            other => {
-                return Err(format!(
-                    "unknown attribute {other:?}: expected RATEPLAN, PUBLISHED or UsageTarget"
-                ))
-            }
+            other => return Err(ConditionError::UnknownAttribute(other.to_string())),
         };
         if slot.replace(value.to_string()).is_some() {
-            return Err(format!("attribute {name} given twice"));
+            return Err(ConditionError::RepeatedAttribute(name.to_string()));
         }
     }
-    let rate_plan = rate_plan.ok_or("the RATEPLAN attribute is required")?;
+    let rate_plan = rate_plan.ok_or(ConditionError::RatePlanMissing)?;
     if rate_plan.is_empty() || rate_plan.len() > MAX_RATE_PLAN_BYTES {
-        return Err(format!(
-            "RATEPLAN must be 1 to {MAX_RATE_PLAN_BYTES} bytes long"
-        ));
+        return Err(ConditionError::RatePlanLength);
     }
     let published = match published.as_deref() {
         None => false,
         Some(v) if v.eq_ignore_ascii_case("true") => true,
-        Some(v) => return Err(format!("PUBLISHED must be TRUE, not {v:?}")),
+        Some(v) => return Err(ConditionError::Published(v.to_string())),
     };
-    let usage_target = usage.ok_or("the UsageTarget attribute is required")?;
+    let usage_target = usage.ok_or(ConditionError::UsageTargetMissing)?;
     let targets = parse_usage_target(&usage_target)?;
 
     let actions = match body.get("actions") {
         Some(Value::Array(items)) if !items.is_empty() => items,
-        Some(Value::Array(_)) => return Err("actions must name at least one webhook".into()),
-        Some(_) => return Err("actions must be an array".into()),
-        None => return Err("actions is required".into()),
+        Some(Value::Array(_)) => return Err(ConditionError::NoActions),
+        Some(_) => return Err(ConditionError::ActionsNotArray),
+        None => return Err(ConditionError::ActionsMissing),
     };
     if actions.len() > MAX_ACTIONS {
-        return Err(format!("actions: at most {MAX_ACTIONS} allowed"));
+        return Err(ConditionError::TooManyActions);
     }
     let mut webhooks = Vec::new();
     for action in actions {
@@ -226,14 +292,12 @@ pub fn parse_condition(body: &Map<String, Value>) -> Result<ConditionInput, Stri
             (Some("WEBHOOK"), Some(id)) => match Uuid::parse_str(id) {
                 Ok(id) if !webhooks.contains(&id) => webhooks.push(id),
                 Ok(_) => {}
-                Err(_) => return Err(format!("action value {id:?} is not a webhook id")),
+                Err(_) => return Err(ConditionError::NotAWebhookId(id.to_string())),
             },
             (Some(other), _) if other != "WEBHOOK" => {
-                return Err(format!(
-                    "unknown actionAttribute {other:?}: expected WEBHOOK"
-                ))
+                return Err(ConditionError::UnknownActionAttribute(other.to_string()))
             }
-            _ => return Err("each action needs string `actionAttribute` and `value`".into()),
+            _ => return Err(ConditionError::ActionShape),
         }
     }
     Ok(ConditionInput {
@@ -328,6 +392,77 @@ mod tests {
             parse_usage_target("%= 0 to 990 by 10").map(|t| t.len()),
             Ok(100)
         );
+        // The messages the Edge routes answer with, word for word.
+        let message = |value: &str| parse_usage_target(value).unwrap_err().to_string();
+        assert_eq!(
+            message("%= 1001"),
+            r#"UsageTarget "%= 1001": percentages go up to 1000"#
+        );
+        assert_eq!(
+            message("%= 1.5"),
+            r#"UsageTarget "%= 1.5": "1.5" is not a whole percentage"#
+        );
+        assert_eq!(
+            message("%= 0 to 1000 by 1"),
+            r#"UsageTarget "%= 0 to 1000 by 1": lists 1001 percentages, at most 100 allowed"#
+        );
+        assert_eq!(
+            message("90"),
+            r#"UsageTarget "90": expected `%= N` or `%= A to B by S`"#
+        );
+    }
+
+    #[test]
+    fn condition_bodies_are_refused_with_a_message_naming_the_problem() {
+        let refused = |body: Value| {
+            parse_condition(body.as_object().unwrap())
+                .unwrap_err()
+                .to_string()
+        };
+        let condition = |attributes: Value, actions: Value| json!({"notificationCondition": attributes, "actions": actions});
+        let webhook = json!([{"actionAttribute": "WEBHOOK", "value": Uuid::nil()}]);
+        let plan = json!({"attribute": "RATEPLAN", "value": "p"});
+        let target = json!({"attribute": "UsageTarget", "value": "%= 90"});
+        assert_eq!(refused(json!({"x": 1})), r#"unknown field "x""#);
+        assert_eq!(
+            refused(condition(json!([plan, plan]), webhook.clone())),
+            "attribute RATEPLAN given twice"
+        );
+        assert_eq!(
+            refused(condition(json!([target]), webhook.clone())),
+            "the RATEPLAN attribute is required"
+        );
+        assert_eq!(
+            refused(condition(
+                json!([plan, {"attribute": "UsageTarget", "value": "%= 2000"}]),
+                webhook.clone()
+            )),
+            r#"UsageTarget "%= 2000": percentages go up to 1000"#
+        );
+        assert_eq!(
+            refused(condition(json!([plan, target]), json!([]))),
+            "actions must name at least one webhook"
+        );
+        assert_eq!(
+            refused(condition(
+                json!([plan, target]),
+                json!([{"actionAttribute": "EMAIL", "value": "x"}])
+            )),
+            r#"unknown actionAttribute "EMAIL": expected WEBHOOK"#
+        );
+        assert_eq!(
+            refused(condition(
+                json!([plan, {"attribute": "PUBLISHED", "value": "no"}, target]),
+                webhook.clone()
+            )),
+            r#"PUBLISHED must be TRUE, not "no""#
+        );
+        assert!(parse_condition(
+            condition(json!([plan, target]), webhook)
+                .as_object()
+                .unwrap()
+        )
+        .is_ok());
     }
 
     #[test]

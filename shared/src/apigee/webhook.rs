@@ -57,24 +57,34 @@ pub const CALLBACK_FIELDS: [&str; 21] = [
     "developerQuotaResetDate",
 ];
 
+/// Why a `monetization`/`usage` event is refused (see [`check_usage`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    #[error(
+        "'data.orgName' must be an organisation name (1 to {} letters, digits, '.', '_' or '-')",
+        MAX_ORG_BYTES
+    )]
+    InvalidOrg,
+    #[error(
+        "'data.orgName' is required: a {}/{} event notifies only the webhooks of its organisation",
+        SOURCE,
+        EVENT
+    )]
+    MissingOrg,
+}
+
 /// What a `monetization`/`usage` event must carry beyond the catalogue's checks: `orgName`, a
 /// usable organisation name, as the usage is matched only against that organisation's conditions
 /// (rate plan ids of different organisations may be equal). Other events pass. Checked where
 /// events come in: `POST /events` answers 400, the dispatcher dead-letters the message.
-pub fn check_usage(event: &Event) -> Result<(), String> {
+pub fn check_usage(event: &Event) -> Result<(), UsageError> {
     if event.source != SOURCE || event.event != EVENT {
         return Ok(());
     }
     match event.data.get("orgName") {
         Some(Value::String(org)) if valid_org(org) => Ok(()),
-        Some(_) => Err(format!(
-            "'data.orgName' must be an organisation name (1 to {MAX_ORG_BYTES} letters, digits, \
-             '.', '_' or '-')"
-        )),
-        None => Err(format!(
-            "'data.orgName' is required: a {SOURCE}/{EVENT} event notifies only the webhooks of \
-             its organisation"
-        )),
+        Some(_) => Err(UsageError::InvalidOrg),
+        None => Err(UsageError::MissingOrg),
     }
 }
 
@@ -246,20 +256,27 @@ mod tests {
             Ok(())
         );
         for data in [r#"{"ratePlanId":"p"}"#, "{}"] {
-            assert!(check(&usage(data))
-                .unwrap_err()
-                .contains("'data.orgName' is required"));
+            assert_eq!(check(&usage(data)), Err(UsageError::MissingOrg));
         }
         for data in [
             r#"{"orgName":""}"#,
             r#"{"orgName":7}"#,
             r#"{"orgName":"a/b"}"#,
         ] {
-            assert!(check(&usage(data))
-                .unwrap_err()
-                .contains("'data.orgName' must be"));
+            assert_eq!(check(&usage(data)), Err(UsageError::InvalidOrg));
         }
         assert!(check(r#"{"source":"monetization","event":"usage"}"#).is_err());
+        // The messages `POST /events` answers with and dead letters carry, word for word.
+        assert_eq!(
+            UsageError::MissingOrg.to_string(),
+            "'data.orgName' is required: a monetization/usage event notifies only the webhooks \
+             of its organisation"
+        );
+        assert_eq!(
+            UsageError::InvalidOrg.to_string(),
+            "'data.orgName' must be an organisation name (1 to 48 letters, digits, '.', '_' or \
+             '-')"
+        );
         // Other events are not the monetization module's to check.
         assert_eq!(check(r#"{"source":"crud","event":"consumers"}"#), Ok(()));
     }

@@ -43,7 +43,8 @@ use super::{
     DeliveryRecord, DeliveryStatus, DeliverySummary, DeliverySummaryPage, DeliveryWindow,
     PageBudget, MAX_ATTEMPTS_KEPT,
 };
-use crate::events::{now_millis, Event};
+use crate::clock::Clock;
+use crate::events::Event;
 use crate::store::StoreError;
 
 type Item = HashMap<String, AttributeValue>;
@@ -98,12 +99,22 @@ fn unsupported(code: Option<&str>) -> bool {
 pub struct DynamoDeliveryLog {
     client: Client,
     table: String,
+    clock: Clock,
 }
 
 impl DynamoDeliveryLog {
     /// Uses `table`, which must exist with the layout of the template (or of `create_table`).
     pub fn new(client: Client, table: String) -> DynamoDeliveryLog {
-        DynamoDeliveryLog { client, table }
+        DynamoDeliveryLog {
+            client,
+            table,
+            clock: Clock::system(),
+        }
+    }
+
+    /// Reads the time from `clock` rather than the system clock (tests move it).
+    pub fn with_clock(self, clock: Clock) -> DynamoDeliveryLog {
+        DynamoDeliveryLog { clock, ..self }
     }
 
     /// Creates or refreshes the pointer from the delivery id to its record.
@@ -237,6 +248,90 @@ impl DynamoDeliveryLog {
     async fn read(&self, key: Item) -> Result<Option<Item>, StoreError> {
         crate::aws::read_item(&self.client, &self.table, key).await
     }
+
+    /// The window's items in `T`'s shape, oldest first: up to `size + 1` of them, which tells
+    /// whether another page exists.
+    async fn query_window<T: WindowItem>(
+        &self,
+        hook_id: Uuid,
+        window: &DeliveryWindow,
+        size: usize,
+        after: Option<DeliveryPageToken>,
+    ) -> Result<Vec<T>, StoreError> {
+        let Some((from, to)) = window.sort_key_range() else {
+            return Ok(Vec::new());
+        };
+        if window.statuses.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A key condition takes one range on the sort key: the lower bound moves up to the token,
+        // inclusive, and the token's own position is skipped below.
+        let after = after.map(|token| token.sort_key());
+        let from = match &after {
+            Some(after) if *after > from => after.clone(),
+            _ => from,
+        };
+        let placeholders: Vec<String> = (0..window.statuses.len())
+            .map(|i| format!(":s{i}"))
+            .collect();
+        let filter = format!(
+            "expires_at_ms > :now AND #status IN ({})",
+            placeholders.join(", ")
+        );
+        let projection = T::PROJECTION
+            .iter()
+            .map(|name| format!("#{name}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let now = self.clock.now_millis();
+        let wanted = size.saturating_add(1);
+        let mut matched: Vec<T> = Vec::new();
+        let mut start_key: Option<Item> = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .scan_index_forward(true)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .filter_expression(&filter)
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":pk", string(hook_pk(hook_id)))
+                .expression_attribute_values(":from", string(from.clone()))
+                .expression_attribute_values(":to", string(to.clone()))
+                .expression_attribute_values(":now", number(now))
+                .limit(
+                    i32::try_from(wanted - matched.len())
+                        .unwrap_or(i32::MAX)
+                        .max(WINDOW_READ),
+                )
+                .set_exclusive_start_key(start_key.take());
+            if !T::PROJECTION.is_empty() {
+                query = query.projection_expression(&projection);
+                for name in T::PROJECTION {
+                    query = query.expression_attribute_names(format!("#{name}"), *name);
+                }
+            }
+            for (placeholder, status) in placeholders.iter().zip(&window.statuses) {
+                query = query.expression_attribute_values(placeholder, to_value(status)?);
+            }
+            let output = query.send().await.map_err(StoreError::backend)?;
+            for item in output.items.unwrap_or_default() {
+                let item = T::from_item(item)?;
+                if after.as_deref() != Some(item.sort_key().as_str()) {
+                    matched.push(item);
+                }
+            }
+            start_key = output.last_evaluated_key;
+            if matched.len() >= wanted || start_key.is_none() {
+                break;
+            }
+        }
+        // Reads past the page are dropped: the next page starts after its last item anyway.
+        matched.truncate(wanted);
+        Ok(matched)
+    }
 }
 
 /// When an item expires, in both units it is stored in.
@@ -352,7 +447,7 @@ impl DeliveryLog for DynamoDeliveryLog {
     async fn claim_resend(&self, key: DeliveryKey, seen: i64) -> Result<bool, StoreError> {
         // Later than `seen` even within its millisecond, so that a second claim of the same read
         // fails its condition.
-        let now = now_millis().max(seen.saturating_add(1));
+        let now = self.clock.now_millis().max(seen.saturating_add(1));
         let result = self
             .client
             .update_item()
@@ -394,7 +489,7 @@ impl DeliveryLog for DynamoDeliveryLog {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         check_created_at(key.created_at)?;
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let expires = Expiry::at(expiry(now, ttl));
         // Independent items: written side by side. Should the pointer fail alone, the record is
         // listed but `get` misses it until the next attempt rewrites the pointer.
@@ -415,7 +510,7 @@ impl DeliveryLog for DynamoDeliveryLog {
         };
         let pointer: StoredPointer =
             serde_dynamo::from_item(pointer).map_err(StoreError::backend)?;
-        let now = now_millis();
+        let now = self.clock.now_millis();
         if pointer.expires_at_ms <= now {
             return Ok(None);
         }
@@ -443,7 +538,7 @@ impl DeliveryLog for DynamoDeliveryLog {
         max_bytes: usize,
         after: Option<DeliveryPageToken>,
     ) -> Result<DeliveryPage, StoreError> {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         // One match more than the page tells whether another page exists.
         let wanted = size.saturating_add(1);
         let mut budget = PageBudget::new(size, max_bytes);
@@ -493,68 +588,8 @@ impl DeliveryLog for DynamoDeliveryLog {
         size: usize,
         after: Option<DeliveryPageToken>,
     ) -> Result<DeliveryPage, StoreError> {
-        let Some((from, to)) = window.sort_key_range() else {
-            return Ok(page_of(Vec::new(), size));
-        };
-        if window.statuses.is_empty() {
-            return Ok(page_of(Vec::new(), size));
-        }
-        // A key condition takes one range on the sort key: the lower bound moves up to the token,
-        // inclusive, and the token's own position is skipped below.
-        let after = after.map(|token| token.sort_key());
-        let from = match &after {
-            Some(after) if *after > from => after.clone(),
-            _ => from,
-        };
-        let placeholders: Vec<String> = (0..window.statuses.len())
-            .map(|i| format!(":s{i}"))
-            .collect();
-        let filter = format!(
-            "expires_at_ms > :now AND #status IN ({})",
-            placeholders.join(", ")
-        );
-        let now = now_millis();
-        let wanted = size.saturating_add(1);
-        let mut matched: Vec<DeliveryRecord> = Vec::new();
-        let mut start_key: Option<Item> = None;
-        loop {
-            let mut query = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .scan_index_forward(true)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .filter_expression(&filter)
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":pk", string(hook_pk(hook_id)))
-                .expression_attribute_values(":from", string(from.clone()))
-                .expression_attribute_values(":to", string(to.clone()))
-                .expression_attribute_values(":now", number(now))
-                .limit(
-                    i32::try_from(wanted - matched.len())
-                        .unwrap_or(i32::MAX)
-                        .max(WINDOW_READ),
-                )
-                .set_exclusive_start_key(start_key.take());
-            for (placeholder, status) in placeholders.iter().zip(&window.statuses) {
-                query = query.expression_attribute_values(placeholder, to_value(status)?);
-            }
-            let output = query.send().await.map_err(StoreError::backend)?;
-            for item in output.items.unwrap_or_default() {
-                let record = StoredRecord::from_item(item)?.into_record()?;
-                if after.as_deref() != Some(sort_key(record.created_at, record.id).as_str()) {
-                    matched.push(record);
-                }
-            }
-            start_key = output.last_evaluated_key;
-            if matched.len() >= wanted || start_key.is_none() {
-                break;
-            }
-        }
-        // Reads past the page are dropped: the next page starts after its last item anyway.
-        matched.truncate(wanted);
-        Ok(page_of(matched, size))
+        let items = self.query_window(hook_id, window, size, after).await?;
+        Ok(page_of(items, size))
     }
 
     async fn summarize_window(
@@ -564,78 +599,50 @@ impl DeliveryLog for DynamoDeliveryLog {
         size: usize,
         after: Option<DeliveryPageToken>,
     ) -> Result<DeliverySummaryPage, StoreError> {
-        let Some((from, to)) = window.sort_key_range() else {
-            return Ok(summary_page_of(Vec::new(), size));
-        };
-        if window.statuses.is_empty() {
-            return Ok(summary_page_of(Vec::new(), size));
-        }
-        // As `list_window`, but projected: the event never leaves DynamoDB, and each item is cut
-        // down to its summary as it arrives (attempts come whole: a projection cannot name the
-        // fields of every list element), so what is held is a few dozen bytes per attempt.
-        let after = after.map(|token| token.sort_key());
-        let from = match &after {
-            Some(after) if *after > from => after.clone(),
-            _ => from,
-        };
-        let placeholders: Vec<String> = (0..window.statuses.len())
-            .map(|i| format!(":s{i}"))
-            .collect();
-        let filter = format!(
-            "expires_at_ms > :now AND #status IN ({})",
-            placeholders.join(", ")
-        );
-        let now = now_millis();
-        let wanted = size.saturating_add(1);
-        let mut matched: Vec<DeliverySummary> = Vec::new();
-        let mut start_key: Option<Item> = None;
-        loop {
-            let mut query = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .scan_index_forward(true)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .filter_expression(&filter)
-                .projection_expression("#id, #created_at, #status, #attempts")
-                .expression_attribute_names("#id", "id")
-                .expression_attribute_names("#created_at", "created_at")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_names("#attempts", "attempts")
-                .expression_attribute_values(":pk", string(hook_pk(hook_id)))
-                .expression_attribute_values(":from", string(from.clone()))
-                .expression_attribute_values(":to", string(to.clone()))
-                .expression_attribute_values(":now", number(now))
-                .limit(
-                    i32::try_from(wanted - matched.len())
-                        .unwrap_or(i32::MAX)
-                        .max(WINDOW_READ),
-                )
-                .set_exclusive_start_key(start_key.take());
-            for (placeholder, status) in placeholders.iter().zip(&window.statuses) {
-                query = query.expression_attribute_values(placeholder, to_value(status)?);
-            }
-            let output = query.send().await.map_err(StoreError::backend)?;
-            for item in output.items.unwrap_or_default() {
-                let stored: StoredSummary =
-                    serde_dynamo::from_item(item).map_err(StoreError::backend)?;
-                if after.as_deref() != Some(sort_key(stored.created_at, stored.id).as_str()) {
-                    matched.push(DeliverySummary {
-                        id: stored.id,
-                        created_at: stored.created_at,
-                        status: stored.status,
-                        attempts: stored.attempts.iter().map(AttemptSummary::from).collect(),
-                    });
-                }
-            }
-            start_key = output.last_evaluated_key;
-            if matched.len() >= wanted || start_key.is_none() {
-                break;
-            }
-        }
-        matched.truncate(wanted);
-        Ok(summary_page_of(matched, size))
+        let items = self.query_window(hook_id, window, size, after).await?;
+        Ok(summary_page_of(items, size))
+    }
+}
+
+/// What a window Query reads of each item: the whole record for [`DeliveryLog::list_window`]; for
+/// [`DeliveryLog::summarize_window`] a projection, so that the event never leaves DynamoDB and
+/// each item is cut down to its summary as it arrives (attempts come whole: a projection cannot
+/// name the fields of every list element), a few dozen bytes per attempt.
+trait WindowItem: Sized {
+    /// The attributes to read; empty for all of them.
+    const PROJECTION: &'static [&'static str];
+    fn from_item(item: Item) -> Result<Self, StoreError>;
+    /// Its place in the window, as `sort_key` spells it.
+    fn sort_key(&self) -> String;
+}
+
+impl WindowItem for DeliveryRecord {
+    const PROJECTION: &'static [&'static str] = &[];
+
+    fn from_item(item: Item) -> Result<DeliveryRecord, StoreError> {
+        StoredRecord::from_item(item)?.into_record()
+    }
+
+    fn sort_key(&self) -> String {
+        sort_key(self.created_at, self.id)
+    }
+}
+
+impl WindowItem for DeliverySummary {
+    const PROJECTION: &'static [&'static str] = &["id", "created_at", "status", "attempts"];
+
+    fn from_item(item: Item) -> Result<DeliverySummary, StoreError> {
+        let stored: StoredSummary = serde_dynamo::from_item(item).map_err(StoreError::backend)?;
+        Ok(DeliverySummary {
+            id: stored.id,
+            created_at: stored.created_at,
+            status: stored.status,
+            attempts: stored.attempts.iter().map(AttemptSummary::from).collect(),
+        })
+    }
+
+    fn sort_key(&self) -> String {
+        sort_key(self.created_at, self.id)
     }
 }
 

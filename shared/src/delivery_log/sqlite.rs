@@ -23,7 +23,8 @@ use super::{
     Attempt, DeliveryKey, DeliveryLog, DeliveryPage, DeliveryPageToken, DeliveryRecord,
     DeliveryStatus, DeliverySummary, DeliverySummaryPage, DeliveryWindow, PageBudget,
 };
-use crate::events::{now_millis, Event};
+use crate::clock::Clock;
+use crate::events::Event;
 use crate::sqlite::Database;
 use crate::store::StoreError;
 
@@ -50,6 +51,7 @@ pub struct SqliteDeliveryLog {
     db: Database,
     /// When expired rows were last purged (Unix ms), shared by clones.
     last_purge: Arc<AtomicI64>,
+    clock: Clock,
 }
 
 impl SqliteDeliveryLog {
@@ -61,7 +63,13 @@ impl SqliteDeliveryLog {
         Ok(SqliteDeliveryLog {
             db,
             last_purge: Arc::new(AtomicI64::new(0)),
+            clock: Clock::system(),
         })
+    }
+
+    /// Reads the time from `clock` rather than the system clock (tests move it).
+    pub fn with_clock(self, clock: Clock) -> SqliteDeliveryLog {
+        SqliteDeliveryLog { clock, ..self }
     }
 
     /// True at most once per [`PURGE_INTERVAL_MS`], for whichever caller claims the slot.
@@ -72,6 +80,47 @@ impl SqliteDeliveryLog {
                 .last_purge
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
+    }
+
+    /// The window's rows in `T`'s shape, oldest first: up to `size + 1` of them, which tells
+    /// whether another page exists.
+    async fn query_window<T: WindowRow>(
+        &self,
+        hook_id: Uuid,
+        window: &DeliveryWindow,
+        size: usize,
+        after: Option<DeliveryPageToken>,
+    ) -> Result<Vec<T>, StoreError> {
+        let Some((from, to)) = window.sort_key_range() else {
+            return Ok(Vec::new());
+        };
+        let now = self.clock.now_millis();
+        let after = after.map(|token| token.sort_key());
+        // The statuses as a JSON array of their serialised names, which `json_each` spreads.
+        let statuses = serde_json::to_string(&window.statuses).map_err(StoreError::backend)?;
+        let limit = i64::try_from(size.saturating_add(1)).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {} FROM deliveries
+             WHERE hook_id = ?1 AND sk >= ?2 AND sk <= ?3
+               AND (?4 IS NULL OR sk > ?4) AND expires_at > ?5
+               AND json_extract(body, '$.status') IN (SELECT value FROM json_each(?6))
+             ORDER BY sk ASC
+             LIMIT ?7",
+            T::COLUMNS
+        );
+        let rows = self
+            .db
+            .call(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(
+                    params![id_text(hook_id), from, to, after, now, statuses, limit],
+                    T::read,
+                )?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await
+            .map_err(StoreError::backend)?;
+        rows.into_iter().map(T::finish).collect()
     }
 }
 
@@ -89,7 +138,7 @@ impl DeliveryLog for SqliteDeliveryLog {
         let (hook_id, id) = (id_text(key.hook_id), id_text(key.delivery_id));
         // Later than `seen` even within its millisecond, so that a second claim of the same read
         // fails.
-        let now = now_millis().max(seen.saturating_add(1));
+        let now = self.clock.now_millis().max(seen.saturating_add(1));
         let result = self
             .db
             // One transaction reads and writes: of two claims of one read, the second sees the
@@ -138,7 +187,7 @@ impl DeliveryLog for SqliteDeliveryLog {
     ) -> Result<(), StoreError> {
         check_created_at(key.created_at)?;
         let attempt = attempt.capped();
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let expires_at = expiry(now, ttl);
         let purge = self.purge_due(now);
         // Built here rather than in the transaction only because `event` is borrowed; it is
@@ -206,7 +255,7 @@ impl DeliveryLog for SqliteDeliveryLog {
         hook_id: Uuid,
         delivery_id: Uuid,
     ) -> Result<Option<DeliveryRecord>, StoreError> {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let body = self
             .db
             .call(move |conn| {
@@ -230,7 +279,7 @@ impl DeliveryLog for SqliteDeliveryLog {
         max_bytes: usize,
         after: Option<DeliveryPageToken>,
     ) -> Result<DeliveryPage, StoreError> {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let after = after.map(|token| token.sort_key());
         // One row more than the page tells whether another page exists.
         let limit = i64::try_from(size.saturating_add(1)).unwrap_or(i64::MAX);
@@ -273,38 +322,7 @@ impl DeliveryLog for SqliteDeliveryLog {
         size: usize,
         after: Option<DeliveryPageToken>,
     ) -> Result<DeliveryPage, StoreError> {
-        let Some((from, to)) = window.sort_key_range() else {
-            return Ok(page_of(Vec::new(), size));
-        };
-        let now = now_millis();
-        let after = after.map(|token| token.sort_key());
-        // The statuses as a JSON array of their serialised names, which `json_each` spreads.
-        let statuses = serde_json::to_string(&window.statuses).map_err(StoreError::backend)?;
-        // One row more than the page tells whether another page exists.
-        let limit = i64::try_from(size.saturating_add(1)).unwrap_or(i64::MAX);
-        let bodies = self
-            .db
-            .call(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT body FROM deliveries
-                     WHERE hook_id = ?1 AND sk >= ?2 AND sk <= ?3
-                       AND (?4 IS NULL OR sk > ?4) AND expires_at > ?5
-                       AND json_extract(body, '$.status') IN (SELECT value FROM json_each(?6))
-                     ORDER BY sk ASC
-                     LIMIT ?7",
-                )?;
-                let rows = stmt.query_map(
-                    params![id_text(hook_id), from, to, after, now, statuses, limit],
-                    |row| row.get::<_, String>(0),
-                )?;
-                rows.collect::<rusqlite::Result<Vec<String>>>()
-            })
-            .await
-            .map_err(StoreError::backend)?;
-        let items = bodies
-            .iter()
-            .map(|body| parse(body))
-            .collect::<Result<Vec<_>, _>>()?;
+        let items = self.query_window(hook_id, window, size, after).await?;
         Ok(page_of(items, size))
     }
 
@@ -315,62 +333,61 @@ impl DeliveryLog for SqliteDeliveryLog {
         size: usize,
         after: Option<DeliveryPageToken>,
     ) -> Result<DeliverySummaryPage, StoreError> {
-        let Some((from, to)) = window.sort_key_range() else {
-            return Ok(summary_page_of(Vec::new(), size));
-        };
-        let now = now_millis();
-        let after = after.map(|token| token.sort_key());
-        let statuses = serde_json::to_string(&window.statuses).map_err(StoreError::backend)?;
-        let limit = i64::try_from(size.saturating_add(1)).unwrap_or(i64::MAX);
-        // The rows of `list_window`, projected inside SQLite to the fields the stats read: the
-        // event, response bodies and error texts never leave the database.
-        let rows = self
-            .db
-            .call(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT id, json_extract(body, '$.created_at'), json_extract(body, '$.status'),
-                        (SELECT json_group_array(json_object(
-                             'number', json_extract(a.value, '$.number'),
-                             'at', json_extract(a.value, '$.at'),
-                             'status', json_extract(a.value, '$.status'),
-                             'latency_ms', json_extract(a.value, '$.latency_ms'),
-                             'errored', json(CASE WHEN json_extract(a.value, '$.error') IS NULL
-                                             THEN 'false' ELSE 'true' END)))
-                         FROM json_each(body, '$.attempts') AS a)
-                     FROM deliveries
-                     WHERE hook_id = ?1 AND sk >= ?2 AND sk <= ?3
-                       AND (?4 IS NULL OR sk > ?4) AND expires_at > ?5
-                       AND json_extract(body, '$.status') IN (SELECT value FROM json_each(?6))
-                     ORDER BY sk ASC
-                     LIMIT ?7",
-                )?;
-                let rows = stmt.query_map(
-                    params![id_text(hook_id), from, to, after, now, statuses, limit],
-                    |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            row.get::<_, i64>(1)?,
-                            row.get::<_, String>(2)?,
-                            row.get::<_, String>(3)?,
-                        ))
-                    },
-                )?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .await
-            .map_err(StoreError::backend)?;
-        let items = rows
-            .into_iter()
-            .map(|(id, created_at, status, attempts)| {
-                Ok(DeliverySummary {
-                    id: Uuid::try_parse(&id).map_err(StoreError::backend)?,
-                    created_at,
-                    status: serde_json::from_value(serde_json::Value::String(status))
-                        .map_err(StoreError::backend)?,
-                    attempts: serde_json::from_str(&attempts).map_err(StoreError::backend)?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let items = self.query_window(hook_id, window, size, after).await?;
         Ok(summary_page_of(items, size))
+    }
+}
+
+/// What a window query reads of each row: the whole record for [`DeliveryLog::list_window`], a
+/// projection made inside SQLite for [`DeliveryLog::summarize_window`].
+trait WindowRow: Sized {
+    /// The `SELECT` list.
+    const COLUMNS: &'static str;
+    /// The columns as read on the database's thread.
+    type Raw: Send + 'static;
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self::Raw>;
+    fn finish(raw: Self::Raw) -> Result<Self, StoreError>;
+}
+
+impl WindowRow for DeliveryRecord {
+    const COLUMNS: &'static str = "body";
+    type Raw = String;
+
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
+        row.get(0)
+    }
+
+    fn finish(body: String) -> Result<DeliveryRecord, StoreError> {
+        parse(&body)
+    }
+}
+
+impl WindowRow for DeliverySummary {
+    // The fields the stats read: the event, response bodies and error texts never leave the
+    // database.
+    const COLUMNS: &'static str = "id, json_extract(body, '$.created_at'), \
+        json_extract(body, '$.status'),
+        (SELECT json_group_array(json_object(
+             'number', json_extract(a.value, '$.number'),
+             'at', json_extract(a.value, '$.at'),
+             'status', json_extract(a.value, '$.status'),
+             'latency_ms', json_extract(a.value, '$.latency_ms'),
+             'errored', json(CASE WHEN json_extract(a.value, '$.error') IS NULL
+                             THEN 'false' ELSE 'true' END)))
+         FROM json_each(body, '$.attempts') AS a)";
+    type Raw = (String, i64, String, String);
+
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self::Raw> {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+    }
+
+    fn finish((id, created_at, status, attempts): Self::Raw) -> Result<Self, StoreError> {
+        Ok(DeliverySummary {
+            id: Uuid::try_parse(&id).map_err(StoreError::backend)?,
+            created_at,
+            status: serde_json::from_value(serde_json::Value::String(status))
+                .map_err(StoreError::backend)?,
+            attempts: serde_json::from_str(&attempts).map_err(StoreError::backend)?,
+        })
     }
 }

@@ -1,31 +1,28 @@
 //! Running one hook's handler for one event, now: shared by delivery attempts and by
 //! `POST /event-hooks/{id}/test`.
 //!
-//! User code (lambda chains, templates with Lua) compiles and runs on the process's
-//! [`LuaPool`], never on the async runtime's threads, with one budget per delivery. Each hook's
-//! user code runs on at most one pool thread at a time (its *lane*), so a hostile hook holds one
-//! thread at worst and other hooks keep the rest. Compiled chains and parsed templates are cached
-//! per hook and configuration: bounded in entries and in Lua memory (least recently used out
-//! first), replaced when the hook changes and dropped by [`Executor::forget`] when it goes. No
-//! lock is held while anything compiles.
+//! This module decides what each handler does; running user code is [`crate::lua`]'s. User code
+//! (lambda chains, templates with Lua) compiles and runs on the process's [`LuaPool`], never on
+//! the async runtime's threads, with one budget per delivery, in its hook's lane
+//! ([`crate::lua::hooks`]). Compiled chains and parsed templates are cached per hook and
+//! configuration, and dropped by [`Executor::forget`] when the hook changes or goes.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
-use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::handlers::{sign, webhook_data, webhook_request, CustomPlan};
 use super::{ATTEMPT_HEADER, DELIVERY_HEADER};
 use crate::events::{now_seconds, Event};
+use crate::lua::chain::{LuaChain, LuaChainError};
+use crate::lua::hooks::{CompiledCode, HookLua};
 use crate::lua::pool::{LuaPool, PoolError};
+use crate::lua::template::TemplateError;
 use crate::lua::{Budget, Limits};
-use crate::lua_chain::{LuaChain, LuaChainError};
 use crate::model::{Handler, Hook, WebhookCustomConfig};
 use crate::outbound::http::{HttpSender, OutboundRequest, Response, SendError};
 use crate::outbound::retry::{classify, Verdict};
-use crate::template::TemplateError;
 
 /// Why a request could not be prepared.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -36,6 +33,21 @@ pub enum Unprepared {
     /// A template failed while rendering: a Lua error, the CPU budget or the memory limit.
     #[error("template failed: {0}")]
     Render(TemplateError),
+    /// The Lua runner could not run the job.
+    #[error(transparent)]
+    Runner(#[from] PoolError),
+}
+
+/// Why `POST /event-hooks/preview` could not show what a hook would do; the message is the
+/// response's.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PreviewError {
+    /// A webhook-custom hook's templates do not parse or failed while rendering.
+    #[error(transparent)]
+    Unprepared(#[from] Unprepared),
+    /// A lambda hook's chain did not compile or failed.
+    #[error(transparent)]
+    Lambda(#[from] LuaChainError),
     /// The Lua runner could not run the job.
     #[error(transparent)]
     Runner(#[from] PoolError),
@@ -66,20 +78,11 @@ impl Executed {
     }
 }
 
-/// Entries the compiled-code cache keeps at most.
-const MAX_CACHED: usize = 256;
-/// Lua memory (compiled code and chunk-level state) the cache keeps at most.
-const MAX_CACHED_MEMORY: usize = 64 * 1024 * 1024;
-/// Idle lanes are swept once this many exist.
-const LANES_SWEPT_AT: usize = 1024;
-
-/// Runs handlers: the HTTP client, the Lua limits and pool, and the per-hook caches.
+/// Runs handlers: the HTTP client, the Lua limits, and each hook's lane and compiled code.
 pub struct Executor {
     sender: HttpSender,
     limits: Limits,
-    pool: LuaPool,
-    cache: Mutex<Cache>,
-    lanes: Mutex<HashMap<Uuid, Arc<Semaphore>>>,
+    lua: HookLua<Compiled>,
 }
 
 /// A hook's compiled user code, valid while the hook's configuration is the one it was built from.
@@ -89,7 +92,7 @@ enum Compiled {
     Custom(Arc<(WebhookCustomConfig, CustomPlan)>),
 }
 
-impl Compiled {
+impl CompiledCode for Compiled {
     fn memory(&self) -> usize {
         match self {
             Compiled::Lambda(chain) => chain.memory(),
@@ -109,65 +112,6 @@ impl Compiled {
     }
 }
 
-struct Cached {
-    code: Compiled,
-    memory: usize,
-    last_used: u64,
-}
-
-/// The compiled-code cache: least recently used out first, within [`MAX_CACHED`] entries and
-/// [`MAX_CACHED_MEMORY`] bytes.
-#[derive(Default)]
-struct Cache {
-    entries: HashMap<Uuid, Cached>,
-    memory: usize,
-    clock: u64,
-}
-
-impl Cache {
-    fn get(&mut self, hook_id: Uuid) -> Option<Compiled> {
-        self.clock += 1;
-        let entry = self.entries.get_mut(&hook_id)?;
-        entry.last_used = self.clock;
-        Some(entry.code.clone())
-    }
-
-    fn insert(&mut self, hook_id: Uuid, code: Compiled) {
-        self.remove(hook_id);
-        let memory = code.memory();
-        self.clock += 1;
-        self.memory += memory;
-        self.entries.insert(
-            hook_id,
-            Cached {
-                code,
-                memory,
-                last_used: self.clock,
-            },
-        );
-        while self.entries.len() > MAX_CACHED
-            || (self.memory > MAX_CACHED_MEMORY && self.entries.len() > 1)
-        {
-            let oldest = self
-                .entries
-                .iter()
-                .filter(|(id, _)| **id != hook_id)
-                .min_by_key(|(_, entry)| entry.last_used)
-                .map(|(id, _)| *id);
-            match oldest {
-                Some(id) => self.remove(id),
-                None => break,
-            }
-        }
-    }
-
-    fn remove(&mut self, hook_id: Uuid) {
-        if let Some(old) = self.entries.remove(&hook_id) {
-            self.memory -= old.memory;
-        }
-    }
-}
-
 impl Executor {
     /// An executor whose user code runs on the process's shared [`LuaPool`].
     pub fn new(sender: HttpSender, limits: Limits) -> Executor {
@@ -179,18 +123,13 @@ impl Executor {
         Executor {
             sender,
             limits,
-            pool,
-            cache: Mutex::new(Cache::default()),
-            lanes: Mutex::new(HashMap::new()),
+            lua: HookLua::new(pool),
         }
     }
 
     /// Drops what is cached for a hook that changed or was deleted.
     pub fn forget(&self, hook_id: Uuid) {
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(hook_id);
+        self.lua.forget(hook_id);
     }
 
     /// The longest running `hook`'s handler may take: its HTTP exchange (never past
@@ -311,7 +250,7 @@ impl Executor {
         event_name: &str,
         event: &Event,
         pid: i64,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, PreviewError> {
         let limits = self.limits.clone();
         let shown = |request: OutboundRequest| {
             json!({
@@ -330,15 +269,14 @@ impl Executor {
                 let data = webhook_data(&event.data, event_name, &event.source);
                 let config = config.clone();
                 let request = self
-                    .pool
+                    .lua
+                    .pool()
                     .run(move || {
                         let plan = CustomPlan::new(&config).map_err(Unprepared::Template)?;
                         plan.request(&config, &data, Budget::starting_now(&limits, None))
                             .map_err(Unprepared::Render)
                     })
-                    .await
-                    .map_err(|err| err.to_string())?
-                    .map_err(|err| err.to_string())?;
+                    .await??;
                 Ok(shown(request))
             }
             Handler::Log(_) => Ok(json!({
@@ -351,15 +289,16 @@ impl Executor {
                 let functions = config.functions.clone();
                 let data = event.data.clone();
                 let (name, source) = (event_name.to_string(), event.source.clone());
-                self.pool
+                let result = self
+                    .lua
+                    .pool()
                     .run(move || {
                         let deadline = std::time::Instant::now() + limits.cpu_time;
                         LuaChain::compile_until(&functions, &limits, deadline)?
                             .run_until(&data, &name, &source, pid, deadline)
                     })
-                    .await
-                    .map_err(|err| err.to_string())?
-                    .map_err(|err| err.to_string())
+                    .await??;
+                Ok(result)
             }
         }
     }
@@ -377,9 +316,8 @@ impl Executor {
             function: 0,
             message: err.to_string(),
         };
-        let lane = self.lane(hook_id);
-        let _turn = lane.acquire().await.map_err(|_| PoolError::Stopped);
-        let cached = match self.cached(hook_id) {
+        let _turn = self.lua.turn(hook_id).await.map_err(runner_failed)?;
+        let cached = match self.lua.cached(hook_id) {
             Some(Compiled::Lambda(chain)) if chain.functions() == functions => Some(chain),
             _ => None,
         };
@@ -388,7 +326,8 @@ impl Executor {
         let data = event.data.clone();
         let (name, source) = (event_name.to_string(), event.source.clone());
         let (chain, result) = self
-            .pool
+            .lua
+            .pool()
             .run(move || {
                 // One budget for the delivery, compile included; it starts when the job does,
                 // not while the job waits for a thread.
@@ -405,7 +344,7 @@ impl Executor {
             .await
             .map_err(runner_failed)??;
         if fresh {
-            self.remember(hook_id, Compiled::Lambda(chain));
+            self.lua.remember(hook_id, Compiled::Lambda(chain));
         }
         result
     }
@@ -418,19 +357,19 @@ impl Executor {
         config: &WebhookCustomConfig,
         data: Value,
     ) -> Result<OutboundRequest, Unprepared> {
-        let lane = self.lane(hook_id);
-        let _turn = lane.acquire().await.map_err(|_| PoolError::Stopped)?;
-        let plan = match self.cached(hook_id) {
+        let _turn = self.lua.turn(hook_id).await?;
+        let plan = match self.lua.cached(hook_id) {
             Some(Compiled::Custom(plan)) if plan.0 == *config => plan,
             _ => {
                 let config = config.clone();
                 let plan = self
-                    .pool
+                    .lua
+                    .pool()
                     .run(move || CustomPlan::new(&config).map(|plan| (config, plan)))
                     .await?
                     .map_err(Unprepared::Template)?;
                 let plan = Arc::new(plan);
-                self.remember(hook_id, Compiled::Custom(plan.clone()));
+                self.lua.remember(hook_id, Compiled::Custom(plan.clone()));
                 plan
             }
         };
@@ -443,40 +382,14 @@ impl Executor {
                 .request(&plan.0, &data, budget)
                 .map_err(Unprepared::Render);
         }
-        self.pool
+        self.lua
+            .pool()
             .run(move || {
                 let budget = Budget::starting_now(&limits, Some(hook_id));
                 plan.1.request(&plan.0, &data, budget)
             })
             .await?
             .map_err(Unprepared::Render)
-    }
-
-    /// The lane of a hook: one permit, so its user code runs on one pool thread at a time.
-    fn lane(&self, hook_id: Uuid) -> Arc<Semaphore> {
-        let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
-        if lanes.len() >= LANES_SWEPT_AT {
-            // A lane only this map holds has no job running or waiting.
-            lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
-        }
-        lanes
-            .entry(hook_id)
-            .or_insert_with(|| Arc::new(Semaphore::new(1)))
-            .clone()
-    }
-
-    fn cached(&self, hook_id: Uuid) -> Option<Compiled> {
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(hook_id)
-    }
-
-    fn remember(&self, hook_id: Uuid, code: Compiled) {
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(hook_id, code);
     }
 }
 
@@ -487,6 +400,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::lua::chain::LimitHit;
+    use crate::lua::hooks::MAX_CACHED_MEMORY;
     use crate::model::LambdaConfig;
     use crate::outbound::http::HttpSettings;
 
@@ -565,7 +480,13 @@ mod tests {
         for attack in attacks {
             let executed = attack.await.unwrap();
             assert!(
-                matches!(&executed, Executed::Lambda(Err(LuaChainError::Limit(_)))),
+                matches!(
+                    &executed,
+                    Executed::Lambda(Err(LuaChainError::Limit {
+                        limit: LimitHit::CpuTime,
+                        ..
+                    }))
+                ),
                 "{executed:?}"
             );
         }
@@ -579,7 +500,7 @@ mod tests {
         let mut hook = lambda_hook(&[big]);
         let executed = run(&executor, &hook).await;
         assert!(matches!(&executed, Executed::Lambda(Ok(n)) if *n == json!(2 * 1024 * 1024)));
-        let memory = || executor.cache.lock().unwrap().memory;
+        let memory = || executor.lua.cache_usage().1;
         assert!(memory() > 2 * 1024 * 1024, "{}", memory());
         // When the hook changes, the old code is replaced, not kept beside the new
         hook.handler = Handler::Lambda(LambdaConfig {
@@ -588,11 +509,11 @@ mod tests {
         let executed = run(&executor, &hook).await;
         assert!(matches!(&executed, Executed::Lambda(Ok(n)) if *n == json!(1)));
         assert!(memory() < 1024 * 1024, "{}", memory());
-        assert_eq!(executor.cache.lock().unwrap().entries.len(), 1);
+        assert_eq!(executor.lua.cache_usage().0, 1);
         // And when it goes, nothing of it stays
         executor.forget(hook.id);
         assert_eq!(memory(), 0);
-        assert!(executor.cache.lock().unwrap().entries.is_empty());
+        assert_eq!(executor.lua.cache_usage().0, 0);
     }
 
     #[tokio::test]
@@ -605,8 +526,8 @@ mod tests {
             assert!(matches!(executed, Executed::Lambda(Ok(_))), "{executed:?}");
         }
         // Then the least recently used were dropped
-        let cache = executor.cache.lock().unwrap();
-        assert!(cache.memory <= MAX_CACHED_MEMORY, "{}", cache.memory);
-        assert!(cache.entries.len() < MAX_CACHED_MEMORY / (2 * 1024 * 1024) + 8);
+        let (entries, memory) = executor.lua.cache_usage();
+        assert!(memory <= MAX_CACHED_MEMORY, "{memory}");
+        assert!(entries < MAX_CACHED_MEMORY / (2 * 1024 * 1024) + 8);
     }
 }

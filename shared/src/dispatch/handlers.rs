@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use crate::lua::template::{Renderer, Template, TemplateError};
 use crate::lua::Budget;
 use crate::model::{
     payload_encoding, PayloadEncoding, SignatureScheme, Signing, WebhookConfig, WebhookCustomConfig,
 };
 use crate::outbound::http::OutboundRequest;
 use crate::outbound::signing::{signature, standard_headers, SIGNATURE_HEADER};
-use crate::template::{Renderer, Template, TemplateError};
 
 /// The event's data with `event` and `source` added, as both webhook handlers send it.
 pub fn webhook_data(data: &Value, event: &str, source: &str) -> Value {

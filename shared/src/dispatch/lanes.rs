@@ -24,7 +24,7 @@
 //! queue (in the hook's fair-queue group) with that delay, not counted as an attempt. A delivery
 //! held again and again (a lane full under a backlog, a circuit that stays open) comes back less
 //! and less often: the dispatcher doubles the delay for each deferral or park in a row since its
-//! last attempt, up to 15 minutes (see "Bad weather" in [`super`]), so its loop guard's margin
+//! last attempt, up to 15 minutes (see "Bad weather" in `delivery.rs`), so its loop guard's margin
 //! lasts hours. The lanes are per process: on AWS each dispatch instance has its own, and the fair
 //! deliveries queue serves quiet hooks first across them.
 

@@ -1,17 +1,22 @@
 //! A long-running consumer of a queue, for hosts without an SQS trigger (the local server): it
-//! receives batches, hands each message to the dispatcher, and deletes or dead-letters it by the
-//! outcome. Each message settles on its own: the worker receives again as soon as it has room,
-//! so a message whose attempt is slow holds only itself, never the batch it came in. A message whose handling failed for infrastructure reasons is left alone, so it comes
-//! back after its visibility timeout, like an SQS-triggered Lambda's failed batch items. A message
-//! that keeps coming back is dead-lettered by the queue itself, with its reason, once it has been
+//! receives batches and runs each through the same batch code as the dispatch function
+//! ([`batch::run`]), so users see the same snooze/on_change order locally and on AWS; each message
+//! is deleted or dead-lettered by its outcome. Each message settles on its own: the worker
+//! receives again as soon as it has room, so a message whose attempt is slow holds only itself,
+//! never the batch it came in. A message whose handling failed for infrastructure reasons is left
+//! alone, so it comes back after its visibility timeout, like an SQS-triggered Lambda's failed
+//! batch items. A message that keeps coming back is dead-lettered by the queue itself, with its reason, once it has been
 //! received more times than the queue allows.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use std::sync::Mutex;
+
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use super::batch;
 use super::{DispatchError, Dispatcher, MessageOutcome, RecordContext};
 use crate::queue::{Queue, Received};
 
@@ -67,9 +72,9 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let room = Arc::new(Semaphore::new(settings.in_hand.max(1)));
-    let mut in_hand = JoinSet::new();
+    let mut batches = JoinSet::new();
     while !*shutdown.borrow() {
-        while in_hand.try_join_next().is_some() {}
+        while batches.try_join_next().is_some() {}
         // Room for one message at least before receiving.
         let first = tokio::select! {
             permit = room.clone().acquire_owned() => match permit {
@@ -83,7 +88,7 @@ pub async fn run(
             received = queue.receive(max, settings.visibility, settings.wait) => received,
             _ = shutdown.changed() => break,
         };
-        let messages = match received {
+        let mut messages = match received {
             Ok(messages) => messages,
             Err(err) => {
                 tracing::error!(error = %err, ?feed, "could not receive from the queue");
@@ -91,35 +96,60 @@ pub async fn run(
                 continue;
             }
         };
-        let mut first = Some(first);
-        for message in messages {
-            // Only this loop takes permits, so the ones counted before receiving are there.
-            let Some(permit) = first
-                .take()
-                .or_else(|| room.clone().try_acquire_owned().ok())
-            else {
-                tracing::error!(message_id = %message.id, "no room for a received message; it comes back");
-                continue;
-            };
-            let (dispatcher, queue) = (dispatcher.clone(), queue.clone());
-            in_hand.spawn(async move {
-                handle(&dispatcher, queue.as_ref(), feed, &message).await;
-                drop(permit);
-            });
+        // Only this loop takes permits, so the ones counted before receiving are there.
+        let mut permits = vec![first];
+        while permits.len() < messages.len() {
+            match room.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
         }
+        for message in messages.drain(permits.len().min(messages.len())..) {
+            tracing::error!(message_id = %message.id, "no room for a received message; it comes back");
+        }
+        if messages.is_empty() {
+            continue;
+        }
+        let (dispatcher, queue) = (dispatcher.clone(), queue.clone());
+        batches.spawn(async move {
+            handle_batch(&dispatcher, queue.as_ref(), feed, &messages, permits).await;
+        });
     }
-    while in_hand.join_next().await.is_some() {}
+    while batches.join_next().await.is_some() {}
 }
 
-/// Handles one message and settles it on its queue (deleted, or dead-lettered with its reason).
-/// Returns false when the message could not be handled now and must come back later.
+/// Handles one received batch with the dispatch function's batch code ([`batch::run`]), so the
+/// snooze/on_change decisions for a hook follow queue order here as on AWS. Each message is
+/// settled, and its room in hand freed, as soon as it is done: a slow attempt holds only itself.
+async fn handle_batch(
+    dispatcher: &Dispatcher,
+    queue: &dyn Queue,
+    feed: Feed,
+    messages: &[Received],
+    permits: Vec<OwnedSemaphorePermit>,
+) {
+    // Hook changes made before this batch apply to it (read-your-writes), as on AWS.
+    dispatcher.refresh_hooks().await;
+    let permits: Vec<_> = permits.into_iter().map(|p| Mutex::new(Some(p))).collect();
+    let permits = &permits;
+    batch::run(messages.len(), None, |position, context| async move {
+        let settled = handle(dispatcher, queue, feed, &messages[position], &context).await;
+        drop(permits[position].lock().ok().and_then(|mut p| p.take()));
+        settled
+    })
+    .await;
+}
+
+/// Handles one message of a batch and settles it on its queue (deleted, or dead-lettered with
+/// its reason). Returns false when the message could not be handled now and must come back later.
 pub async fn handle(
     dispatcher: &Dispatcher,
     queue: &dyn Queue,
     feed: Feed,
     message: &Received,
+    context: &RecordContext,
 ) -> bool {
-    let settled = match outcome(dispatcher, feed, message).await {
+    let settled = match outcome_in(dispatcher, feed, message, context).await {
         Ok(MessageOutcome::Done) => queue.delete(&message.receipt).await,
         Ok(MessageOutcome::Reject(reason)) => {
             tracing::warn!(message_id = %message.id, ?feed, %reason, "message rejected; dead-lettered");
@@ -136,17 +166,9 @@ pub async fn handle(
     }
 }
 
-/// What the dispatcher made of one message, with its receive count (attempt numbers count
-/// redeliveries). An error is already logged here; it means the message must come back later.
-pub async fn outcome(
-    dispatcher: &Dispatcher,
-    feed: Feed,
-    message: &Received,
-) -> Result<MessageOutcome, DispatchError> {
-    outcome_in(dispatcher, feed, message, &RecordContext::alone()).await
-}
-
-/// [`outcome`] as one record of a batch (decision order, deadline).
+/// What the dispatcher made of one message of a batch (its decision order, deadline), with its
+/// receive count (attempt numbers count redeliveries). An error is already logged here; it means
+/// the message must come back later.
 pub async fn outcome_in(
     dispatcher: &Dispatcher,
     feed: Feed,

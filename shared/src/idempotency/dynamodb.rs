@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::Client;
 use uuid::Uuid;
 
 use super::{expiry_millis, Claim, Claimed, IdempotencyStore, StoreError};
-use crate::events::now_millis;
+use crate::clock::Clock;
 
 /// Free or expired. (`key` is a reserved word, hence the `#k` placeholder.)
 const CLAIM_CONDITION: &str = "attribute_not_exists(#k) OR #exp < :now";
@@ -47,12 +47,22 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError>
 pub struct DynamoIdempotencyStore {
     client: Client,
     table: String,
+    clock: Clock,
 }
 
 impl DynamoIdempotencyStore {
     /// Uses `table`, which must exist with the layout of the template (or of `create_table`).
     pub fn new(client: Client, table: String) -> DynamoIdempotencyStore {
-        DynamoIdempotencyStore { client, table }
+        DynamoIdempotencyStore {
+            client,
+            table,
+            clock: Clock::system(),
+        }
+    }
+
+    /// Reads the time from `clock` rather than the system clock (tests move it).
+    pub fn with_clock(self, clock: Clock) -> DynamoIdempotencyStore {
+        DynamoIdempotencyStore { clock, ..self }
     }
 
     /// One conditional put; `Ok(None)` when it wrote, the holder when the condition failed (read
@@ -64,7 +74,7 @@ impl DynamoIdempotencyStore {
         body_digest: &str,
         lease: Duration,
     ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let expires_at_ms = expiry_millis(now, lease);
         let result = self
             .client
@@ -160,7 +170,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
     }
 
     async fn complete(&self, key: &str, event_id: Uuid, ttl: Duration) -> Result<(), StoreError> {
-        let expires_at_ms = expiry_millis(now_millis(), ttl);
+        let expires_at_ms = expiry_millis(self.clock.now_millis(), ttl);
         let result = self
             .client
             .update_item()

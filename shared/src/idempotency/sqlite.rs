@@ -14,7 +14,7 @@ use rusqlite::{params, OptionalExtension as _};
 use uuid::Uuid;
 
 use super::{expiry_millis, Claim, Claimed, IdempotencyStore, StoreError};
-use crate::events::now_millis;
+use crate::clock::Clock;
 use crate::sqlite::Database;
 
 const SCHEMA: &str = "
@@ -58,6 +58,7 @@ const PURGE: &str = "
 #[derive(Clone)]
 pub struct SqliteIdempotencyStore {
     db: Database,
+    clock: Clock,
 }
 
 impl SqliteIdempotencyStore {
@@ -66,7 +67,15 @@ impl SqliteIdempotencyStore {
         db.call(|conn| conn.execute_batch(SCHEMA))
             .await
             .map_err(StoreError::backend)?;
-        Ok(SqliteIdempotencyStore { db })
+        Ok(SqliteIdempotencyStore {
+            db,
+            clock: Clock::system(),
+        })
+    }
+
+    /// Reads the time from `clock` rather than the system clock (tests move it).
+    pub fn with_clock(self, clock: Clock) -> SqliteIdempotencyStore {
+        SqliteIdempotencyStore { clock, ..self }
     }
 }
 
@@ -80,7 +89,7 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         lease: Duration,
     ) -> Result<Claimed, StoreError> {
         let (key, body_digest) = (key.to_owned(), body_digest.to_owned());
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let expires_at = expiry_millis(now, lease);
         let holder = self
             .db
@@ -116,7 +125,7 @@ impl IdempotencyStore for SqliteIdempotencyStore {
 
     async fn complete(&self, key: &str, event_id: Uuid, ttl: Duration) -> Result<(), StoreError> {
         let key = key.to_owned();
-        let expires_at = expiry_millis(now_millis(), ttl);
+        let expires_at = expiry_millis(self.clock.now_millis(), ttl);
         self.db
             // Relaxed: losing it only leaves the key pending until its lease lapses.
             .write_relaxed(move |tx| {

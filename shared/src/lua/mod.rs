@@ -24,15 +24,27 @@
 //! `string.format` never show an address (`table: 0x…` would leak the process's memory layout).
 //! The CPU-time budget is a deadline ([`with_deadline`]): one per delivery, however many
 //! functions or templates the delivery runs.
+//!
+//! Everything about running user Lua lives under this module: the trusted Lua of the guards
+//! (`sandbox.lua`), [`pattern`] (which pattern calls are refused), [`syntax`] (refused syntax),
+//! [`json`] (Lua values out as JSON), [`chain`] (the `lambda` handler's functions), [`template`]
+//! (webhook-custom templates), [`pool`] (the threads user code runs on) and [`hooks`] (each
+//! hook's lane on the pool and its cached compiled code).
 
+pub mod chain;
+pub mod hooks;
 pub mod json;
+pub mod pattern;
 pub mod pool;
 pub mod syntax;
+pub mod template;
 
 use std::time::{Duration, Instant};
 
 use mlua::{ChunkMode, HookTriggers, Lua, LuaOptions, StdLib, Value, VmState};
 use uuid::Uuid;
+
+use self::pattern::pattern_refusal;
 
 /// Resource limits for one sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,16 +79,19 @@ impl Default for LuaPolicy {
     }
 }
 
-impl std::str::FromStr for LuaPolicy {
-    type Err = String;
+/// A value of `untrusted_lua` that is neither `sandbox` nor `off`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("untrusted_lua must be 'sandbox' or 'off', not '{0}'")]
+pub struct UnknownLuaPolicy(pub String);
 
-    fn from_str(s: &str) -> Result<LuaPolicy, String> {
+impl std::str::FromStr for LuaPolicy {
+    type Err = UnknownLuaPolicy;
+
+    fn from_str(s: &str) -> Result<LuaPolicy, UnknownLuaPolicy> {
         match s {
             "sandbox" => Ok(LuaPolicy::default()),
             "off" => Ok(LuaPolicy::Off),
-            other => Err(format!(
-                "untrusted_lua must be 'sandbox' or 'off', not '{other}'"
-            )),
+            other => Err(UnknownLuaPolicy(other.to_string())),
         }
     }
 }
@@ -153,139 +168,11 @@ pub fn sandbox(limits: &Limits) -> mlua::Result<Lua> {
 /// divided by this holds mostly nothing.
 const MIN_ELEMENT_SIZE: usize = 16;
 
-/// Trusted Lua run by [`sandbox`] before any user code, given the Rust helpers `refusal` (see
-/// [`pattern_refusal`]) and `settle` (raises the limit error a caught error hides), and how many
-/// table elements the memory limit could hold. The originals it wraps stay in its upvalues, which
+/// Trusted Lua (`sandbox.lua`) run by [`sandbox`] before any user code, given the Rust helpers
+/// `refusal` (see [`pattern_refusal`]) and `settle` (raises the limit error a caught error hides),
+/// how many table elements the memory limit could hold, and `emit` (the log of `print`/`warn`). The originals it wraps stay in its upvalues, which
 /// user code cannot reach without `debug`.
-const GUARDS: &str = r##"
-local refusal, settle, max_elements, emit = ...
-local error, rawget, type, select = error, rawget, type, select
-local raw_pcall, raw_xpcall, raw_setmetatable, raw_tostring = pcall, xpcall, setmetatable, tostring
-local string, table, tointeger = string, table, math.tointeger
-local find, match, gmatch, gsub, rep = string.find, string.match, string.gmatch, string.gsub, string.rep
-local raw_format, sub = string.format, string.sub
-local move, insert, remove, concat, unpack = table.move, table.insert, table.remove, table.concat, table.unpack
-
--- Called, not tail-called, the originals keep their own name in argument errors.
-local function pass(...) return ... end
-
--- Lua's matcher backtracks in C, where the CPU hook cannot stop it.
-local function check(s, pattern)
-  local refused = refusal(s, pattern)
-  if refused then error(refused, 3) end
-end
-function string.find(s, pattern, init, plain, ...)
-  if not plain then check(s, pattern) end
-  return pass(find(s, pattern, init, plain, ...))
-end
-function string.match(s, pattern, ...)
-  check(s, pattern)
-  return pass(match(s, pattern, ...))
-end
-function string.gmatch(s, pattern, ...)
-  check(s, pattern)
-  return pass(gmatch(s, pattern, ...))
-end
-function string.gsub(s, pattern, ...)
-  check(s, pattern)
-  return pass(gsub(s, pattern, ...))
-end
-
--- With nothing to copy, Lua's `rep` still loops `n` times in C; the result is "" all the same.
-function string.rep(s, n, sep, ...)
-  if s == "" and (sep == nil or sep == "") then
-    local count = tointeger(n)
-    if count and count > 1 then n = 1 end
-  end
-  return pass(rep(s, n, sep, ...))
-end
-
--- These loop in C over the range given, or over `#t`, which `__len` can make anything; a range
--- longer than memory could fill is holes, and refused.
-local function check_range(first, last)
-  first, last = tointeger(first), tointeger(last)
-  if first and last and last - first >= max_elements then
-    error("range too large for the sandbox: " .. first .. " to " .. last, 3)
-  end
-end
-function table.move(a, f, e, ...)
-  check_range(f, e)
-  return pass(move(a, f, e, ...))
-end
-function table.insert(t, ...)
-  if type(t) == "table" then check_range(1, #t) end
-  return pass(insert(t, ...))
-end
-function table.remove(t, ...)
-  if type(t) == "table" then check_range(1, #t) end
-  return pass(remove(t, ...))
-end
-
--- The CPU budget is an error raised by the instruction hook, and running out of memory is an
--- error too: a pcall in a loop would catch them again and again. Once a limit is hit, they are
--- raised again, uncatchable.
-local function settled(ok, ...)
-  settle(ok, (...))
-  return ok, ...
-end
-function pcall(...) return settled(raw_pcall(...)) end
--- Lua calls the message handler for the hook's own error from inside the hook, where hooks are
--- off: once the budget is spent, the handler must not start.
-function xpcall(f, handler, ...)
-  return settled(raw_xpcall(f, function(e) settle(true) return handler(e) end, ...))
-end
-
--- No addresses out of the sandbox: `table: 0x55d0…` becomes `table`.
-local REFERENCE = { table = true, ["function"] = true, thread = true, userdata = true }
-local function safe_tostring(v)
-  local s = raw_tostring(v)
-  if REFERENCE[type(v)] and find(s, ": 0x%x+$") then return type(v) end
-  return s
-end
-tostring = safe_tostring
-function string.format(fmt, ...)
-  if type(fmt) == "string" and find((gsub(fmt, "%%%%", "")), "%%[-+ #0-9.]*p") then
-    error("'%p' is not allowed in the sandbox", 2)
-  end
-  local n, args = select("#", ...), { ... }
-  for i = 1, n do
-    if REFERENCE[type(args[i])] then args[i] = safe_tostring(args[i]) end
-  end
-  return pass(raw_format(fmt, unpack(args, 1, n)))
-end
-
--- To the structured log, never to stdout or stderr.
-function print(...)
-  local parts = {}
-  for i = 1, select("#", ...) do parts[i] = safe_tostring((select(i, ...))) end
-  emit("print", concat(parts, "\t"))
-end
-function warn(...)
-  local parts = {}
-  for i = 1, select("#", ...) do
-    local part = select(i, ...)
-    if type(part) ~= "string" then
-      error("bad argument #" .. i .. " to 'warn' (string expected, got " .. type(part) .. ")", 2)
-    end
-    parts[i] = part
-  end
-  local text = concat(parts)
-  -- `@on`/`@off` control Lua's own warning switch, which the sandbox does not have.
-  if sub(text, 1, 1) ~= "@" then emit("warn", text) end
-end
-
--- Finalizers run with hooks off, beyond the budget's reach. Lua only honours a `__gc` present
--- when the metatable is set, so checking here is enough.
-function setmetatable(t, mt)
-  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
-    error("__gc metamethods are not allowed", 2)
-  end
-  return raw_setmetatable(t, mt)
-end
-
--- The strings' metatable holds the string library as `__index`: no handing it out or swapping it.
-getmetatable("").__metatable = false
-"##;
+const GUARDS: &str = include_str!("sandbox.lua");
 
 /// The error the CPU budget raises.
 const CPU_LIMIT: &str = "CPU time limit exceeded";
@@ -309,124 +196,6 @@ fn is_memory_error(err: &Value) -> bool {
         Value::String(s) => s.as_bytes() == MEMORY_LIMIT.as_bytes(),
         Value::Error(e) => is_memory(e),
         _ => false,
-    }
-}
-
-/// The largest worst-case cost, in [`pattern_refusal`]'s units, of a pattern call the sandbox
-/// allows: about 0.15 s of C (measured: one backtracking quantifier over 4.4 KB of spaces,
-/// `s:find("%s*x")`, takes 0.12 s; a linear pattern over 16 MB, 0.17 s). So one allowed call
-/// overruns the budget by little, and as each guarded call checks the budget, a loop of them is
-/// stopped as promptly as `while true do end`. `(%w+)=(%w+)` over 1 KB costs 10^6.
-const MAX_PATTERN_COST: u128 = 20_000_000;
-
-/// Why a call of a pattern function on `subject` with `pattern` could outlast any CPU budget, if
-/// it could; `None` for calls the sandbox allows.
-///
-/// Lua's matcher (lstrlib.c) is a backtracking search: each quantified single-character class
-/// (`*`, `+`, `-`, `?` after a class, not escaped by `%` nor inside a `[...]` set) may try every
-/// length the subject leaves it, and the search starts again at each subject position, so q such
-/// quantifiers cost at worst about len(subject)^(q + 1) steps. A quantifier that ends the pattern
-/// (captures closing aside) is not counted: once the matcher reaches it, the rest is empty and
-/// the first length it tries succeeds, so it adds a linear scan, not a factor. `%b`, `%f`, and
-/// back-references are linear at each position and are not counted either. The estimate
-/// saturates; a call above [`MAX_PATTERN_COST`] is refused.
-pub fn pattern_refusal(subject: &[u8], pattern: &[u8]) -> Option<String> {
-    let quantifiers = backtracking_quantifiers(pattern);
-    let n = subject.len() as u128;
-    let cost = n.saturating_pow(quantifiers.saturating_add(1));
-    (cost > MAX_PATTERN_COST).then(|| {
-        format!(
-            "pattern too complex for the sandbox: {quantifiers} quantifiers over a subject of {} bytes",
-            subject.len()
-        )
-    })
-}
-
-/// What one element of a pattern is, for [`backtracking_quantifiers`].
-#[derive(Clone, Copy, PartialEq)]
-enum Item {
-    /// A single-character class with a quantifier.
-    Quantified,
-    /// A capture's `(` or `)`: matching them never fails.
-    Capture,
-    /// Anything else: a class without quantifier, `%b`, `%f`, a back-reference, a final `$`.
-    Other,
-}
-
-/// The quantifiers of a Lua pattern that can make the matcher backtrack, read the way lstrlib.c's
-/// `do_match` reads a pattern. A malformed pattern is read as far as it goes; Lua refuses it.
-fn backtracking_quantifiers(pattern: &[u8]) -> u32 {
-    let p = pattern;
-    let mut items = Vec::new();
-    let mut i = usize::from(p.first() == Some(&b'^'));
-    while i < p.len() {
-        match (p[i], p.get(i + 1)) {
-            (b'(' | b')', _) => {
-                items.push(Item::Capture);
-                i += 1;
-            }
-            (b'$', None) => {
-                items.push(Item::Other);
-                i += 1;
-            }
-            (b'%', Some(b'b')) => {
-                items.push(Item::Other);
-                i += 4;
-            }
-            (b'%', Some(b'f')) => {
-                items.push(Item::Other);
-                i = class_end(p, i + 2);
-            }
-            (b'%', Some(d)) if d.is_ascii_digit() => {
-                items.push(Item::Other);
-                i += 2;
-            }
-            _ => {
-                let end = class_end(p, i);
-                if matches!(p.get(end), Some(b'*' | b'+' | b'-' | b'?')) {
-                    items.push(Item::Quantified);
-                    i = end + 1;
-                } else {
-                    items.push(Item::Other);
-                    i = end;
-                }
-            }
-        }
-    }
-    let mut count = items
-        .iter()
-        .filter(|&&item| item == Item::Quantified)
-        .count();
-    if items.iter().rev().find(|&&item| item != Item::Capture) == Some(&Item::Quantified) {
-        count -= 1;
-    }
-    u32::try_from(count).unwrap_or(u32::MAX)
-}
-
-/// Where the single-character class starting at `i` ends, as lstrlib.c's `classEnd`: `%x` is two
-/// bytes; a set runs to the first `]` after its first member (so `[]]` and `[^]]` hold `]`, and
-/// `-` there is a member or a range, never a quantifier), `%` escaping inside it.
-fn class_end(p: &[u8], mut i: usize) -> usize {
-    let first = p.get(i).copied();
-    i += 1;
-    match first {
-        Some(b'%') => i + 1,
-        Some(b'[') => {
-            if p.get(i) == Some(&b'^') {
-                i += 1;
-            }
-            loop {
-                let Some(&c) = p.get(i) else { return p.len() };
-                i += 1;
-                if c == b'%' && i < p.len() {
-                    i += 1;
-                }
-                if p.get(i) == Some(&b']') {
-                    return i + 1;
-                }
-            }
-        }
-        _ => i,
     }
 }
 
@@ -544,9 +313,25 @@ pub fn type_name(value: &Value) -> &'static str {
     }
 }
 
+/// Why a lambda function's source was refused, when its hook is checked or its chain compiled;
+/// the messages are Kong's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FunctionRefused {
+    /// The source does not compile (or declares a to-be-closed variable, or the sandbox could
+    /// not start); Lua's reason, without traceback or addresses.
+    #[error("Error parsing function: {0}")]
+    Parse(String),
+    /// Running the chunk failed: a Lua error, the CPU-time budget or the memory limit.
+    #[error("Error running function: {0}")]
+    Run(String),
+    /// The chunk returned something other than a function; Lua's name of its type.
+    #[error("Bad return value from function, expected function type, got {0}")]
+    NotAFunction(&'static str),
+}
+
 /// Compiles `source` as text (never bytecode) and runs the chunk in a fresh sandbox; it must
-/// return a function. The error messages are Kong's.
-pub fn check_function(source: &str, limits: &Limits) -> Result<(), String> {
+/// return a function.
+pub fn check_function(source: &str, limits: &Limits) -> Result<(), FunctionRefused> {
     check_function_until(source, limits, Instant::now() + limits.cpu_time)
 }
 
@@ -555,24 +340,21 @@ pub fn check_function_until(
     source: &str,
     limits: &Limits,
     deadline: Instant,
-) -> Result<(), String> {
-    syntax::refuse_to_be_closed(source).map_err(|e| format!("Error parsing function: {e}"))?;
-    let lua = sandbox(limits).map_err(|e| format!("Error parsing function: {e}"))?;
+) -> Result<(), FunctionRefused> {
+    syntax::refuse_to_be_closed(source).map_err(|e| FunctionRefused::Parse(e.to_string()))?;
+    let lua = sandbox(limits).map_err(|e| FunctionRefused::Parse(e.to_string()))?;
     let chunk = lua
         .load(source)
         .set_name("function")
         .set_mode(ChunkMode::Text);
     let function = chunk
         .into_function()
-        .map_err(|e| format!("Error parsing function: {}", first_line(&e)))?;
+        .map_err(|e| FunctionRefused::Parse(first_line(&e)))?;
     let returned = with_deadline(&lua, deadline, || function.call::<Value>(()))
-        .map_err(|e| format!("Error running function: {}", first_line(&e)))?;
+        .map_err(|e| FunctionRefused::Run(first_line(&e)))?;
     match returned {
         Value::Function(_) => Ok(()),
-        other => Err(format!(
-            "Bad return value from function, expected function type, got {}",
-            type_name(&other)
-        )),
+        other => Err(FunctionRefused::NotAFunction(type_name(&other))),
     }
 }
 
@@ -631,27 +413,39 @@ mod tests {
     #[test]
     fn reports_syntax_errors_and_wrong_return_types() {
         let err = check_function("return function(", &limits()).unwrap_err();
-        assert!(err.starts_with("Error parsing function: "), "{err}");
+        assert!(matches!(err, FunctionRefused::Parse(_)), "{err:?}");
+        assert!(
+            err.to_string().starts_with("Error parsing function: "),
+            "{err}"
+        );
+        let err = check_function("return {}", &limits()).unwrap_err();
+        assert_eq!(err, FunctionRefused::NotAFunction("table"));
         assert_eq!(
-            check_function("return {}", &limits()).unwrap_err(),
+            err.to_string(),
             "Bad return value from function, expected function type, got table"
         );
         assert_eq!(
             check_function("local x = 1", &limits()).unwrap_err(),
-            "Bad return value from function, expected function type, got nil"
+            FunctionRefused::NotAFunction("nil")
         );
     }
 
     #[test]
     fn stops_runaway_and_greedy_chunks() {
         let err = check_function("while true do end", &limits()).unwrap_err();
-        assert!(err.contains("CPU time limit exceeded"), "{err}");
+        assert!(
+            matches!(&err, FunctionRefused::Run(m) if m.contains(CPU_LIMIT)),
+            "{err:?}"
+        );
         let err = check_function(
             "local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1024) end",
             &limits(),
         )
         .unwrap_err();
-        assert!(err.contains("memory"), "{err}");
+        assert!(
+            matches!(&err, FunctionRefused::Run(m) if m.contains("memory")),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -666,7 +460,11 @@ mod tests {
             "debug.getinfo(1)",
         ] {
             let err = check_function(code, &limits()).unwrap_err();
-            assert!(err.starts_with("Error running function: "), "{code}: {err}");
+            assert!(matches!(err, FunctionRefused::Run(_)), "{code}: {err:?}");
+            assert!(
+                err.to_string().starts_with("Error running function: "),
+                "{code}: {err}"
+            );
         }
     }
 
@@ -766,42 +564,6 @@ mod tests {
     }
 
     #[test]
-    fn counts_the_quantifiers_that_can_backtrack() {
-        for (pattern, count) in [
-            ("a*b", 1),
-            ("a*", 0),
-            ("^a*", 0),
-            ("a-b", 1),
-            ("a*()", 0),
-            ("(a*)", 0),
-            ("a*$", 1),
-            ("(%w+)=(%w+)", 1),
-            ("%s+", 0),
-            ("%*x", 0),
-            ("[a-z]+x", 1),
-            ("[-*+?]x", 0),
-            ("[]*]x", 0),
-            ("[^]-]x", 0),
-            ("[%]*]+x", 1),
-            ("%b()*x", 0),
-            ("%f[%w]%w+", 0),
-            ("(a)%1*x", 0),
-            (".?.?x", 2),
-        ] {
-            assert_eq!(
-                backtracking_quantifiers(pattern.as_bytes()),
-                count,
-                "{pattern}"
-            );
-        }
-        assert_eq!(
-            backtracking_quantifiers("a*".repeat(40).as_bytes()),
-            39,
-            "the last one ends the pattern"
-        );
-    }
-
-    #[test]
     fn pcall_cannot_swallow_the_limits() {
         for code in [
             "while true do pcall(function() while true do end end) end",
@@ -895,9 +657,9 @@ mod tests {
         let attack = "return function() local x <close> = setmetatable({}, {__close=function() while true do end end}) while true do end end";
         // Then it is refused when the function is checked
         let err = within(10, move || check_function(attack, &limits())).unwrap_err();
-        assert!(
-            err.contains("to-be-closed variables ('<close>') are not allowed"),
-            "{err}"
+        assert_eq!(
+            err.to_string(),
+            "Error parsing function: line 1: to-be-closed variables ('<close>') are not allowed in the sandbox"
         );
     }
 
@@ -1009,6 +771,6 @@ mod tests {
     #[test]
     fn refuses_bytecode() {
         let err = check_function("\x1bLuaT\0", &limits()).unwrap_err();
-        assert!(err.starts_with("Error parsing function: "), "{err}");
+        assert!(matches!(err, FunctionRefused::Parse(_)), "{err:?}");
     }
 }

@@ -130,28 +130,32 @@ pub struct RetrySchedule {
     pub max_retry_after: Duration,
 }
 
+impl RetrySchedule {
+    /// The spec's delays: 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 3 h, 6 h.
+    pub const DEFAULT_DELAYS: [Duration; 8] = [
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+        Duration::from_secs(2 * 60),
+        Duration::from_secs(10 * 60),
+        Duration::from_secs(30 * 60),
+        Duration::from_secs(3600),
+        Duration::from_secs(3 * 3600),
+        Duration::from_secs(6 * 3600),
+    ];
+    /// ±20 % around each scheduled delay.
+    pub const DEFAULT_JITTER: f64 = 0.2;
+    /// `Retry-After` is honoured up to an hour.
+    pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+}
+
 impl Default for RetrySchedule {
-    /// The spec's schedule: 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 3 h, 6 h; ±20 % jitter;
-    /// `Retry-After` capped at 1 h.
+    /// The spec's schedule: [`DEFAULT_DELAYS`](Self::DEFAULT_DELAYS),
+    /// [`DEFAULT_JITTER`](Self::DEFAULT_JITTER), [`DEFAULT_MAX_RETRY_AFTER`](Self::DEFAULT_MAX_RETRY_AFTER).
     fn default() -> Self {
-        const MINUTE: u64 = 60;
-        const HOUR: u64 = 60 * MINUTE;
         Self {
-            delays: [
-                5,
-                30,
-                2 * MINUTE,
-                10 * MINUTE,
-                30 * MINUTE,
-                HOUR,
-                3 * HOUR,
-                6 * HOUR,
-            ]
-            .into_iter()
-            .map(Duration::from_secs)
-            .collect(),
-            jitter: 0.2,
-            max_retry_after: Duration::from_secs(HOUR),
+            delays: Self::DEFAULT_DELAYS.to_vec(),
+            jitter: Self::DEFAULT_JITTER,
+            max_retry_after: Self::DEFAULT_MAX_RETRY_AFTER,
         }
     }
 }
@@ -256,7 +260,23 @@ pub fn restrict(verdict: Verdict, on: RetryOn, status: Option<u16>) -> Verdict {
 #[error("invalid retry schedule {input:?}: {reason}")]
 pub struct InvalidSchedule {
     input: String,
-    reason: String,
+    reason: BadDelay,
+}
+
+/// Why one item of a retry schedule is not a delay.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadDelay {
+    /// Nothing at all: more likely a missing variable than a wish for no retries.
+    #[error("empty; write `none` for no retries")]
+    Empty,
+    #[error("{0:?} has no unit (ms, s, m, h or d)")]
+    NoUnit(String),
+    #[error("{0:?} does not start with a whole number")]
+    NoNumber(String),
+    #[error("{item:?} has unknown unit {unit:?}")]
+    UnknownUnit { item: String, unit: String },
+    #[error("{0:?} is too long")]
+    TooLong(String),
 }
 
 impl FromStr for RetrySchedule {
@@ -265,7 +285,7 @@ impl FromStr for RetrySchedule {
     /// Parses a comma-separated list of delays such as `5s,30s,2m,10m,1h` (units `ms`, `s`, `m`,
     /// `h`, `d`), or `none` for no retries; jitter and the `Retry-After` cap keep their defaults.
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason: String| InvalidSchedule {
+        let invalid = |reason: BadDelay| InvalidSchedule {
             input: input.to_owned(),
             reason,
         };
@@ -273,8 +293,7 @@ impl FromStr for RetrySchedule {
         let delays = if trimmed.eq_ignore_ascii_case("none") {
             Vec::new()
         } else if trimmed.is_empty() {
-            // Empty is more likely a missing variable than a wish for no retries: say so.
-            return Err(invalid("empty; write `none` for no retries".to_owned()));
+            return Err(invalid(BadDelay::Empty));
         } else {
             trimmed
                 .split(',')
@@ -311,26 +330,31 @@ impl fmt::Display for RetrySchedule {
     }
 }
 
-fn parse_delay(item: &str) -> Result<Duration, String> {
+fn parse_delay(item: &str) -> Result<Duration, BadDelay> {
     let split = item
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{item:?} has no unit (ms, s, m, h or d)"))?;
+        .ok_or_else(|| BadDelay::NoUnit(item.to_owned()))?;
     let (number, unit) = item.split_at(split);
     let number: u64 = number
         .parse()
-        .map_err(|_| format!("{item:?} does not start with a whole number"))?;
+        .map_err(|_| BadDelay::NoNumber(item.to_owned()))?;
     let millis_per_unit: u64 = match unit {
         "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("{item:?} has unknown unit {unit:?}")),
+        _ => {
+            return Err(BadDelay::UnknownUnit {
+                item: item.to_owned(),
+                unit: unit.to_owned(),
+            })
+        }
     };
     number
         .checked_mul(millis_per_unit)
         .map(Duration::from_millis)
-        .ok_or_else(|| format!("{item:?} is too long"))
+        .ok_or_else(|| BadDelay::TooLong(item.to_owned()))
 }
 
 #[cfg(test)]

@@ -30,6 +30,10 @@ use serde::{Deserialize, Serialize};
 /// `DispatchSettings::max_delay`, this unless a test scales time down).
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
 
+/// Receives after which a message that keeps failing moves to its dead-letter queue, unless the
+/// settings say otherwise (the dispatch function's `MAX_RECEIVES`; the local server's queues).
+pub const DEFAULT_MAX_RECEIVES: u32 = 5;
+
 /// The message attribute that says why a message was dead-lettered.
 pub const REASON_ATTRIBUTE: &str = "reason";
 

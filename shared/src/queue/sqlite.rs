@@ -379,23 +379,42 @@ impl PeekPosition {
             .encode(format!("{}.{}", self.moved_at, self.seq))
     }
 
-    /// Parses a cursor made by [`PeekPosition::encode`]; anything else is an error message.
-    pub fn decode(cursor: &str) -> Result<PeekPosition, &'static str> {
+    /// Parses a cursor made by [`PeekPosition::encode`]; anything else is refused.
+    pub fn decode(cursor: &str) -> Result<PeekPosition, CursorError> {
         use base64::Engine as _;
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(cursor)
-            .map_err(|_| "bad base64 encoding")?;
-        let text = std::str::from_utf8(&bytes).map_err(|_| "malformed cursor")?;
-        let (moved_at, seq) = text.split_once('.').ok_or("malformed cursor")?;
+            .map_err(|_| CursorError::BadBase64)?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| CursorError::Malformed)?;
+        let (moved_at, seq) = text.split_once('.').ok_or(CursorError::Malformed)?;
         let position = PeekPosition {
-            moved_at: moved_at.parse().map_err(|_| "malformed cursor")?,
-            seq: seq.parse().map_err(|_| "malformed cursor")?,
+            moved_at: moved_at.parse().map_err(|_| CursorError::Malformed)?,
+            seq: seq.parse().map_err(|_| CursorError::Malformed)?,
         };
         // Only the canonical spelling round-trips, so that a cursor names one position.
         if position.encode() != cursor {
-            return Err("malformed cursor");
+            return Err(CursorError::Malformed);
         }
         Ok(position)
+    }
+}
+
+/// Why a cursor is not one [`PeekPosition::encode`] made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CursorError {
+    #[error("{}", self.reason())]
+    BadBase64,
+    #[error("{}", self.reason())]
+    Malformed,
+}
+
+impl CursorError {
+    /// The reason as the admin API words it, for [`crate::admin::ApiError::InvalidOffset`].
+    pub fn reason(self) -> &'static str {
+        match self {
+            CursorError::BadBase64 => "bad base64 encoding",
+            CursorError::Malformed => "malformed cursor",
+        }
     }
 }
 
@@ -920,10 +939,10 @@ mod tests {
             seq: 42,
         };
         assert_eq!(PeekPosition::decode(&position.encode()), Ok(position));
-        assert_eq!(PeekPosition::decode("nope!"), Err("bad base64 encoding"));
+        assert_eq!(PeekPosition::decode("nope!"), Err(CursorError::BadBase64));
         // Base64 of "1.2.3" and of "a.1": decodable, but no position.
-        assert_eq!(PeekPosition::decode("MS4yLjM"), Err("malformed cursor"));
-        assert_eq!(PeekPosition::decode("YS4x"), Err("malformed cursor"));
+        assert_eq!(PeekPosition::decode("MS4yLjM"), Err(CursorError::Malformed));
+        assert_eq!(PeekPosition::decode("YS4x"), Err(CursorError::Malformed));
     }
 
     #[tokio::test]

@@ -16,7 +16,8 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 
-use super::{expiry_millis, now_millis, StoreError, WindowStore};
+use super::{expiry_millis, StoreError, WindowStore};
+use crate::clock::Clock;
 
 /// Free, expired, or already ours. (`key` is a reserved word, hence the `#k` placeholder.)
 const CLAIM_CONDITION: &str = "attribute_not_exists(#k) OR #exp < :now OR #claimant = :me";
@@ -38,12 +39,22 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError>
 pub struct DynamoWindowStore {
     client: Client,
     table: String,
+    clock: Clock,
 }
 
 impl DynamoWindowStore {
     /// Uses `table`, which must exist with the layout of the template (or of `create_table`).
     pub fn new(client: Client, table: String) -> DynamoWindowStore {
-        DynamoWindowStore { client, table }
+        DynamoWindowStore {
+            client,
+            table,
+            clock: Clock::system(),
+        }
+    }
+
+    /// Reads the time from `clock` rather than the system clock (tests move it).
+    pub fn with_clock(self, clock: Clock) -> DynamoWindowStore {
+        DynamoWindowStore { clock, ..self }
     }
 
     /// Writes the item for `key` if `condition` holds; false when it does not.
@@ -55,7 +66,7 @@ impl DynamoWindowStore {
         ttl: Duration,
         condition: &str,
     ) -> Result<bool, StoreError> {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let expires_at_ms = expiry_millis(now, ttl);
         // TTL wants whole seconds; rounding up never deletes an item before it expires.
         let expires_at = expires_at_ms.saturating_add(999) / 1000;

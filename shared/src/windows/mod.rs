@@ -19,9 +19,6 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-// The adapters take the crate's one clock from here.
-use crate::events::now_millis;
-
 pub use crate::store::StoreError;
 
 /// How long an on_change digest is remembered. Long enough that "unchanged" survives any realistic

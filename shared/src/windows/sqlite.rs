@@ -12,7 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::params;
 
-use super::{expiry_millis, now_millis, StoreError, WindowStore};
+use super::{expiry_millis, StoreError, WindowStore};
+use crate::clock::Clock;
 use crate::sqlite::Database;
 
 const SCHEMA: &str = "
@@ -55,6 +56,7 @@ const PURGE: &str = "
 #[derive(Clone)]
 pub struct SqliteWindowStore {
     db: Database,
+    clock: Clock,
 }
 
 impl SqliteWindowStore {
@@ -63,7 +65,15 @@ impl SqliteWindowStore {
         db.call(|conn| conn.execute_batch(SCHEMA))
             .await
             .map_err(StoreError::backend)?;
-        Ok(SqliteWindowStore { db })
+        Ok(SqliteWindowStore {
+            db,
+            clock: Clock::system(),
+        })
+    }
+
+    /// Reads the time from `clock` rather than the system clock (tests move it).
+    pub fn with_clock(self, clock: Clock) -> SqliteWindowStore {
+        SqliteWindowStore { clock, ..self }
     }
 
     /// Runs `upsert` (one conditional statement, returning how many rows it wrote) and purges
@@ -95,7 +105,7 @@ impl WindowStore for SqliteWindowStore {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let (key, claimant) = (key.to_owned(), claimant.to_owned());
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let expires_at = expiry_millis(now, ttl);
         self.write(now, move |tx| {
             tx.execute(CLAIM, params![key, claimant, expires_at, now])
@@ -111,7 +121,7 @@ impl WindowStore for SqliteWindowStore {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let (key, digest, claimant) = (key.to_owned(), digest.to_owned(), claimant.to_owned());
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let expires_at = expiry_millis(now, ttl);
         self.write(now, move |tx| {
             tx.execute(SWAP, params![key, claimant, digest, expires_at, now])

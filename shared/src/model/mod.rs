@@ -1,12 +1,16 @@
-//! The hook entity as stored and as served by the admin API (spec §1).
+//! The hook entity as stored and as served by the admin API ([`HookView`]) (spec §1).
 //!
 //! Values of these types have passed validation (see [`crate::validate`]); nothing else builds them
 //! from user input. The JSON form is Kong's: `handler` and `config` side by side, defaults filled in.
+
+mod view;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+pub use view::HookView;
 
 /// One event hook: which events it listens to and what it does with them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,22 +123,11 @@ pub struct DisabledReason {
 pub const REDACTED: &str = "[redacted]";
 
 impl Hook {
-    /// The hook as the admin API shows it, to the admin only: the current secret as Kong shows
-    /// it, but never a rotated-out secret, which only signs (spec §8). Every other exit uses
-    /// [`Hook::redacted`].
-    pub fn shown(&self) -> serde_json::Value {
-        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
-        if let Some(config) = value.get_mut("config").and_then(|c| c.as_object_mut()) {
-            config.remove("previous_secret");
-        }
-        value
-    }
-
     /// The hook as it may leave the service anywhere but the admin API (crud and dao:crud
-    /// events, pings, dead letters, logs): [`Hook::shown`] with its secrets redacted by
+    /// events, pings, dead letters, logs): its [`HookView`] with its secrets redacted by
     /// [`redact_hook_value`].
     pub fn redacted(&self) -> serde_json::Value {
-        let mut value = self.shown();
+        let mut value = HookView::from(self).into_json();
         redact_hook_value(&mut value);
         value
     }
@@ -585,7 +578,7 @@ mod tests {
             failing_since: None,
             max_rate: None,
         };
-        let shown = hook.shown();
+        let shown = HookView::from(&hook).into_json();
         assert_eq!(shown["config"]["secret"], "whsec_new");
         assert_eq!(shown["config"]["signature"], "standard");
         assert!(!shown.to_string().contains("whsec_old"), "{shown}");

@@ -27,15 +27,25 @@ use serde_json::Value as Json;
 use uuid::Uuid;
 
 use crate::lua::json::{to_json, ToJsonError};
-use crate::lua::{sandbox, scrub_addresses, set_owner, syntax, type_name, with_deadline, Limits};
+use crate::lua::{
+    sandbox, scrub_addresses, set_owner, syntax, type_name, with_deadline, FunctionRefused, Limits,
+};
 
 /// Why a chain failed to compile or to run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LuaChainError {
-    /// A function's source does not compile, or its chunk does not return a function. The
-    /// message names the function and uses Kong's wording.
-    #[error("{0}")]
-    Compile(String),
+    /// Function number `function` (1-based) does not compile, its chunk failed, or it does not
+    /// return a function; in Kong's wording, as when the hook was checked.
+    #[error("function {function}: {problem}")]
+    Compile {
+        /// The refused function, counted from 1.
+        function: usize,
+        /// Why it was refused.
+        problem: FunctionRefused,
+    },
+    /// The sandbox itself could not be set up (not the user code's fault).
+    #[error("Error creating sandbox: {0}")]
+    Sandbox(String),
     /// Function number `function` (1-based) raised an error or returned `nil, err`, or the
     /// chain's result has no JSON form. For `error("boom")` raised by the function's own code the
     /// message is `line 3: boom`: the chunk name is redundant with `function`, the line is not.
@@ -48,14 +58,51 @@ pub enum LuaChainError {
         /// What went wrong, without a Lua traceback.
         message: String,
     },
-    /// The CPU-time or memory limit was reached; the message says which and where.
-    #[error("{0}")]
-    Limit(String),
+    /// A limit of the sandbox was reached: which one, and where.
+    #[error("{at}: {limit}")]
+    Limit {
+        /// Where the chain was when the limit was reached.
+        at: ChainPlace,
+        /// Which limit it was.
+        limit: LimitHit,
+    },
+}
+
+/// Which of the sandbox's limits stopped a chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitHit {
+    /// The delivery's CPU-time budget ran out.
+    #[error("CPU time limit exceeded")]
+    CpuTime,
+    /// The Lua state ran out of its memory limit.
+    #[error("memory limit exceeded")]
+    Memory,
+    /// The result's JSON form would be bigger than the memory limit.
+    #[error("result too large for JSON")]
+    ResultSize,
+}
+
+/// Where in a chain's run a limit was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainPlace {
+    /// Passing the event's data into Lua, before any function ran.
+    Data,
+    /// Function number `n`, counted from 1.
+    Function(usize),
+}
+
+impl std::fmt::Display for ChainPlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChainPlace::Data => f.write_str("data"),
+            ChainPlace::Function(number) => write!(f, "function {number}"),
+        }
+    }
 }
 
 /// A hook's functions compiled once in their own sandbox; reused for every event of that hook
 /// version. `Send + Sync`; runs are serialized by an internal lock and are blocking, so async
-/// callers run them in `spawn_blocking`.
+/// callers run them on the [`LuaPool`](crate::lua::pool::LuaPool).
 pub struct LuaChain {
     sources: Vec<String>,
     limits: Limits,
@@ -154,7 +201,7 @@ impl LuaChain {
             // Should the rebuild fail, the old state is still valid Lua and is used.
             match Chain::build_until(&self.sources, &self.limits, self.owner, deadline) {
                 Ok(fresh) => *chain = fresh,
-                Err(LuaChainError::Limit(message)) => return Err(LuaChainError::Limit(message)),
+                Err(limit @ LuaChainError::Limit { .. }) => return Err(limit),
                 Err(_) => {
                     let _ = chain.lua.gc_collect();
                     chain.stale = false;
@@ -162,7 +209,7 @@ impl LuaChain {
             }
         }
         let result = chain.run(data, event, source, pid, &self.limits, deadline);
-        if matches!(result, Err(LuaChainError::Limit(_))) {
+        if matches!(result, Err(LuaChainError::Limit { .. })) {
             chain.stale = true;
         }
         result
@@ -179,39 +226,9 @@ struct Chain {
     functions: Vec<Function>,
 }
 
-/// Runs once per state, in the sandbox's globals; returns the per-run environment and the base it
-/// falls back to.
-const PRELUDE: &str = r#"
-local error, next, rawset, setmetatable, type = error, next, rawset, setmetatable, type
-local READ_ONLY = "attempt to modify a read-only table"
-local frozen = {}
-
--- Library tables are shared by every event of the hook: hand out read-only views of them.
-local function freeze(lib)
-  local view = setmetatable({}, {
-    __index = lib,
-    __newindex = function() error(READ_ONLY, 2) end,
-    __pairs = function() return next, lib, nil end,
-    __metatable = false,
-  })
-  frozen[view] = true
-  return view
-end
-
-local base = {}
-for name, value in next, _ENV do
-  if type(value) == "table" then base[name] = freeze(value) else base[name] = value end
-end
-
-function base.rawset(t, k, v)
-  if frozen[t] then error(READ_ONLY, 2) end
-  return rawset(t, k, v)
-end
-
-local env = setmetatable({}, { __index = base, __metatable = false })
-base._G = env
-return env, base
-"#;
+/// Trusted Lua (`chain_prelude.lua`) run once per state, in the sandbox's globals: freezes the
+/// library tables and returns the per-run environment and the base it falls back to.
+const PRELUDE: &str = include_str!("chain_prelude.lua");
 
 impl Chain {
     fn build_until(
@@ -220,13 +237,11 @@ impl Chain {
         owner: Option<Uuid>,
         deadline: Instant,
     ) -> Result<Chain, LuaChainError> {
-        let setup = |e: mlua::Error| LuaChainError::Compile(format!("Error creating sandbox: {e}"));
+        let setup = |e: mlua::Error| LuaChainError::Sandbox(e.to_string());
         for (index, source) in sources.iter().enumerate() {
-            syntax::refuse_to_be_closed(source).map_err(|e| {
-                LuaChainError::Compile(format!(
-                    "function {}: Error parsing function: {e}",
-                    index + 1
-                ))
+            syntax::refuse_to_be_closed(source).map_err(|e| LuaChainError::Compile {
+                function: index + 1,
+                problem: FunctionRefused::Parse(e.to_string()),
             })?;
         }
         let lua = sandbox(limits).map_err(setup)?;
@@ -249,26 +264,24 @@ impl Chain {
                 .set_mode(ChunkMode::Text)
                 .set_environment(env.clone())
                 .into_function()
-                .map_err(|e| {
-                    LuaChainError::Compile(format!(
-                        "function {number}: Error parsing function: {}",
-                        error_message(&e)
-                    ))
+                .map_err(|e| LuaChainError::Compile {
+                    function: number,
+                    problem: FunctionRefused::Parse(error_message(&e)),
                 })?;
             let returned = with_deadline(&lua, deadline, || chunk.call::<Value>(()));
             match returned {
                 Ok(Value::Function(function)) => functions.push(function),
                 Ok(other) => {
-                    return Err(LuaChainError::Compile(format!(
-                        "function {number}: Bad return value from function, expected function type, got {}",
-                        type_name(&other)
-                    )))
+                    return Err(LuaChainError::Compile {
+                        function: number,
+                        problem: FunctionRefused::NotAFunction(type_name(&other)),
+                    })
                 }
                 Err(e) => {
-                    return Err(LuaChainError::Compile(format!(
-                        "function {number}: Error running function: {}",
-                        error_message(&e)
-                    )))
+                    return Err(LuaChainError::Compile {
+                        function: number,
+                        problem: FunctionRefused::Run(error_message(&e)),
+                    })
                 }
             }
         }
@@ -307,7 +320,7 @@ impl Chain {
         }
         let lua = &self.lua;
         let setup = |e: mlua::Error| {
-            limit_or(&e, "data", || LuaChainError::Runtime {
+            limit_or(&e, ChainPlace::Data, || LuaChainError::Runtime {
                 function: 1,
                 message: format!("data could not be passed to Lua: {}", error_message(&e)),
             })
@@ -333,12 +346,13 @@ impl Chain {
                 // Checked first: whatever the error says, user code may have caught and rewrapped
                 // the hook's own error.
                 Err(_) if Instant::now() > deadline => {
-                    return Err(LuaChainError::Limit(format!(
-                        "function {number}: CPU time limit exceeded"
-                    )))
+                    return Err(LuaChainError::Limit {
+                        at: ChainPlace::Function(number),
+                        limit: LimitHit::CpuTime,
+                    })
                 }
                 Err(e) => {
-                    return Err(limit_or(&e, &format!("function {number}"), || {
+                    return Err(limit_or(&e, ChainPlace::Function(number), || {
                         LuaChainError::Runtime {
                             function: number,
                             message: runtime_message(&e, number),
@@ -356,10 +370,10 @@ impl Chain {
             }
         }
         to_json(&value, limits.memory).map_err(|e| match e {
-            ToJsonError::TooLarge => LuaChainError::Limit(format!(
-                "function {}: result too large for JSON",
-                self.functions.len()
-            )),
+            ToJsonError::TooLarge => LuaChainError::Limit {
+                at: ChainPlace::Function(self.functions.len()),
+                limit: LimitHit::ResultSize,
+            },
             ToJsonError::Unsupported(message) => LuaChainError::Runtime {
                 function: self.functions.len(),
                 message,
@@ -371,11 +385,14 @@ impl Chain {
 /// A [`LuaChainError::Limit`] if `e` is Lua running out of memory, else `otherwise()`.
 fn limit_or(
     e: &mlua::Error,
-    place: &str,
+    at: ChainPlace,
     otherwise: impl FnOnce() -> LuaChainError,
 ) -> LuaChainError {
     if is_memory_error(e) {
-        LuaChainError::Limit(format!("{place}: memory limit exceeded"))
+        LuaChainError::Limit {
+            at,
+            limit: LimitHit::Memory,
+        }
     } else {
         otherwise()
     }
@@ -668,7 +685,17 @@ mod tests {
             json!(null),
         )
         .unwrap_err();
-        assert!(matches!(err, LuaChainError::Limit(_)), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                LuaChainError::Limit {
+                    limit: LimitHit::ResultSize,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "function 1: result too large for JSON");
     }
 
     #[test]
@@ -681,7 +708,13 @@ mod tests {
         // function, every function would finish and the chain would succeed)
         let err = chain.run(&json!({}), "e", "s", 1).unwrap_err();
         assert!(
-            matches!(&err, LuaChainError::Limit(m) if m.ends_with("CPU time limit exceeded")),
+            matches!(
+                err,
+                LuaChainError::Limit {
+                    limit: LimitHit::CpuTime,
+                    ..
+                }
+            ),
             "{err}"
         );
     }
@@ -731,8 +764,12 @@ mod tests {
         let err = chain.run(&json!({"spin": true}), "e", "s", 1).unwrap_err();
         assert_eq!(
             err,
-            LuaChainError::Limit("function 1: CPU time limit exceeded".into())
+            LuaChainError::Limit {
+                at: ChainPlace::Function(1),
+                limit: LimitHit::CpuTime
+            }
         );
+        assert_eq!(err.to_string(), "function 1: CPU time limit exceeded");
         // Generous: only proves it stopped at all (the alternative spins forever)
         assert!(started.elapsed() < Duration::from_secs(10));
         // And the next event runs normally
@@ -750,12 +787,30 @@ mod tests {
         ]);
         let started = Instant::now();
         let err = chain.run(&json!({}), "e", "s", 1).unwrap_err();
-        assert!(matches!(err, LuaChainError::Limit(_)), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                LuaChainError::Limit {
+                    limit: LimitHit::CpuTime,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         let err = LuaChain::compile(&[chain.sources[1].clone()], &limits())
             .unwrap()
             .run(&json!({}), "e", "s", 1)
             .unwrap_err();
-        assert!(matches!(err, LuaChainError::Limit(_)), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                LuaChainError::Limit {
+                    limit: LimitHit::CpuTime,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         // Generous: only proves it stopped at all (the alternative spins forever)
         assert!(started.elapsed() < Duration::from_secs(10));
     }
@@ -789,8 +844,12 @@ mod tests {
         let err = chain.run(&json!({"bomb": true}), "e", "s", 1).unwrap_err();
         assert_eq!(
             err,
-            LuaChainError::Limit("function 1: memory limit exceeded".into())
+            LuaChainError::Limit {
+                at: ChainPlace::Function(1),
+                limit: LimitHit::Memory
+            }
         );
+        assert_eq!(err.to_string(), "function 1: memory limit exceeded");
         // The state was rebuilt, so what the bomb kept is gone.
         assert_eq!(chain.run(&json!({}), "e", "s", 1), Ok(json!(0)));
     }
@@ -845,25 +904,61 @@ mod tests {
         let compile = |source: &str| LuaChain::compile(&[source.to_string()], &limits());
         let err = compile("return function(").unwrap_err();
         assert!(
-            matches!(&err, LuaChainError::Compile(m) if m.starts_with("function 1: Error parsing function: ")),
+            matches!(
+                &err,
+                LuaChainError::Compile {
+                    function: 1,
+                    problem: FunctionRefused::Parse(_)
+                }
+            ),
             "{err:?}"
         );
+        assert!(
+            err.to_string()
+                .starts_with("function 1: Error parsing function: "),
+            "{err}"
+        );
+        let err = compile("return {}").unwrap_err();
         assert_eq!(
-            compile("return {}").unwrap_err(),
-            LuaChainError::Compile(
-                "function 1: Bad return value from function, expected function type, got table"
-                    .into()
-            )
+            err,
+            LuaChainError::Compile {
+                function: 1,
+                problem: FunctionRefused::NotAFunction("table")
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "function 1: Bad return value from function, expected function type, got table"
         );
         let err = compile("error('at load')").unwrap_err();
         assert!(
-            matches!(&err, LuaChainError::Compile(m) if m.starts_with("function 1: Error running function: ")),
+            matches!(
+                &err,
+                LuaChainError::Compile {
+                    function: 1,
+                    problem: FunctionRefused::Run(m)
+                } if m.contains("at load")
+            ),
             "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("function 1: Error running function: "),
+            "{err}"
         );
         let err = compile("while true do end").unwrap_err();
         assert!(err.to_string().contains("CPU time limit exceeded"), "{err}");
         let err = compile("\x1bLuaT\0").unwrap_err();
-        assert!(matches!(err, LuaChainError::Compile(_)), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                LuaChainError::Compile {
+                    problem: FunctionRefused::Parse(_),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
