@@ -1,4 +1,5 @@
-"""Part 1, the crash and stall catalogue (issue 8 items 1-5 and 8, and the classics).
+"""Part 1, the crash and stall catalogue (issue 8 items 1-5 and 8, and the classics), read from
+tests/fixtures/hostile-lua.json.
 
 Each attack is a lambda hook, a webhook-custom template hook (body code, sent to a loopback
 receiver), a hook config, or a raw request. Hooks run through `POST /event-hooks/{id}/test` and
