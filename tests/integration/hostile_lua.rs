@@ -4,12 +4,12 @@
 //! `tests/fixtures/hostile-lua.json`, which `scripts/reliability/crash.py` runs too.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use event_hooks_tests::receiver::Receiver;
-use event_hooks_tests::server::{binary, temp_data_dir, LocalServer};
+use event_hooks_tests::server::{self, temp_data_dir, LocalServer};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -161,21 +161,15 @@ async fn an_error_handler_is_stopped_by_the_budget_in_test() {
 #[tokio::test]
 async fn print_goes_to_the_structured_log_never_raw_to_stdout() {
     // Given the server with its log (and so its stdout) read by the test
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(binary())
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(temp_data_dir())
+    let (mut command, address) = server::command(&temp_data_dir());
+    let mut child = command
         .args(["--log-format", "json"])
         .env("RUST_LOG", "info")
-        .env_remove("EVENT_HOOKS_ADMIN_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    drop(command);
     let stdout = child.stdout.take().unwrap();
     let lines = std::thread::spawn(move || {
         BufReader::new(stdout)
@@ -184,7 +178,7 @@ async fn print_goes_to_the_structured_log_never_raw_to_stdout() {
             .take_while(|line| !line.contains("forged-end"))
             .collect::<Vec<_>>()
     });
-    let base = format!("http://127.0.0.1:{port}");
+    let base = format!("http://{address}");
     let forged = lambda_hook(attack("print forging a metrics line"));
     let client = client();
     let mut created = None;

@@ -32,6 +32,31 @@ const PROCESS_SLOT_WAIT: Duration = Duration::from_secs(1);
 /// backstop that keeps every attempt within its lease whatever happens.
 const ATTEMPT_SLACK: Duration = Duration::from_secs(2);
 
+/// Where an attempt stands once it asked for its slots.
+enum Admitted<'a> {
+    /// It runs now, holding its hook's pass and one of the dispatcher's slots.
+    Now {
+        delivery: Delivery,
+        pass: lanes::Pass,
+        slot: tokio::sync::SemaphorePermit<'a>,
+    },
+    /// It does not run here: deferred to the queue, left to the copy in flight, or dead-lettered.
+    HandedOn(Result<(), Stuck>),
+}
+
+/// What running the handler gave: its result, or the attempt cut at the inline budget.
+enum Ran {
+    Finished {
+        executed: Executed,
+        at: i64,
+        latency: Duration,
+    },
+    Cut {
+        at: i64,
+        started: Instant,
+    },
+}
+
 impl Dispatcher {
     /// One attempt of a delivery, its record in the log, and what follows: done, a retry
     /// scheduled, or a dead letter. The attempt runs only inside its hook's lane (see [`lanes`]);
@@ -40,7 +65,7 @@ impl Dispatcher {
         &self,
         hook: &Hook,
         event_name: &str,
-        mut delivery: Delivery,
+        delivery: Delivery,
         deadline: Option<Deadline>,
         arrival: Arrival,
     ) -> Result<(), Stuck> {
@@ -48,10 +73,49 @@ impl Dispatcher {
         // The longest this attempt may take; an attempt that may not finish before the
         // invocation ends is parked instead of cut off.
         let bound = self.executor.time_bound(hook) + ATTEMPT_SLACK;
+        let admitted = self
+            .admit(hook, delivery, requeues, deadline, origin, bound)
+            .await;
+        let (delivery, pass, _slot) = match admitted {
+            Admitted::Now {
+                delivery,
+                pass,
+                slot,
+            } => (delivery, pass, slot),
+            Admitted::HandedOn(result) => return result,
+        };
+        match self.run(hook, event_name, &delivery, origin, bound).await {
+            Ran::Finished {
+                executed,
+                at,
+                latency,
+            } => {
+                self.conclude(hook, (delivery, requeues), pass, executed, (at, latency))
+                    .await
+            }
+            Ran::Cut { at, started } => self
+                .cut(hook.id, (delivery, requeues), pass, (at, started), bound)
+                .await
+                .map_err(Stuck::after_attempt),
+        }
+    }
+
+    /// The attempt's slots, in order: the invocation's time left, the hook's `max_rate`, its
+    /// lane, one of the dispatcher's slots. Where one is not to be had now, the delivery is
+    /// handed on rather than waited for.
+    async fn admit(
+        &self,
+        hook: &Hook,
+        mut delivery: Delivery,
+        requeues: Requeues,
+        deadline: Option<Deadline>,
+        origin: Origin,
+        bound: Duration,
+    ) -> Admitted<'_> {
         if deadline.is_some_and(|d| !d.allows(bound)) {
             Stats::bump(&self.stats.deadline_parked);
             delivery.step = Step::Attempt;
-            return Err(Stuck::new(delivery, DispatchError::Deadline));
+            return Admitted::HandedOn(Err(Stuck::new(delivery, DispatchError::Deadline)));
         }
         if let Some(rate) = hook.max_rate.filter(|_| !delivery.rate_slot) {
             let Slot::After(wait) =
@@ -65,7 +129,7 @@ impl Dispatcher {
                 // holding nothing here.
                 Stats::bump(&self.stats.rate_limited);
                 delivery.rate_slot = true;
-                return self.defer(delivery, requeues, wait, None).await;
+                return Admitted::HandedOn(self.defer(delivery, requeues, wait, None).await);
             }
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
@@ -76,31 +140,52 @@ impl Dispatcher {
             Admission::Later { after, held } => {
                 // A slot reserved for it is lost; it asks the limiter again when it comes back.
                 delivery.rate_slot = false;
-                return self.defer(delivery, requeues, after, Some(held)).await;
+                return Admitted::HandedOn(self.defer(delivery, requeues, after, Some(held)).await);
             }
             Admission::InFlight => {
                 // The copy in flight records the attempt and schedules what follows.
                 Stats::bump(&self.stats.in_flight_skipped);
                 tracing::debug!(hook_id = %hook.id, delivery_id = %delivery.id, "already in flight here; this copy is dropped");
-                return Ok(());
+                return Admitted::HandedOn(Ok(()));
             }
             Admission::Gone => {
                 let reason = format!("target answered {} Gone", protection::GONE);
-                return self
-                    .give_up(delivery, DeadLetterReason::Disabled(reason))
-                    .await;
+                return Admitted::HandedOn(
+                    self.give_up(delivery, DeadLetterReason::Disabled(reason))
+                        .await,
+                );
             }
         };
         // Then one of the process's slots, bounded by the wait allowed.
-        let Ok(Ok(_slot)) = tokio::time::timeout(PROCESS_SLOT_WAIT, self.in_flight.acquire()).await
+        let Ok(Ok(slot)) = tokio::time::timeout(PROCESS_SLOT_WAIT, self.in_flight.acquire()).await
         else {
             drop(pass);
             delivery.rate_slot = false;
-            return self
-                .defer(delivery, requeues, PROCESS_SLOT_WAIT, Some(Held::Busy))
-                .await;
+            return Admitted::HandedOn(
+                self.defer(delivery, requeues, PROCESS_SLOT_WAIT, Some(Held::Busy))
+                    .await,
+            );
         };
         delivery.rate_slot = false;
+        Admitted::Now {
+            delivery,
+            pass,
+            slot,
+        }
+    }
+
+    /// Runs the hook's handler within `bound`, or within the inline budget inside an event's
+    /// processing: a request that takes longer there is cut and sent again from the deliveries
+    /// queue, with the hook's own timeouts, so the event (on AWS: its whole batch) never waits for
+    /// a slow target.
+    async fn run(
+        &self,
+        hook: &Hook,
+        event_name: &str,
+        delivery: &Delivery,
+        origin: Origin,
+        bound: Duration,
+    ) -> Ran {
         let started = Instant::now();
         let at = now_millis();
         let run = self.executor.execute(
@@ -110,9 +195,6 @@ impl Dispatcher {
             Some((delivery.id, delivery.attempt)),
             i64::from(std::process::id()),
         );
-        // Inside an event's processing a request gets the inline budget: one that takes longer
-        // is cut and sent again from the deliveries queue, with the hook's own timeouts, so the
-        // event (on AWS: its whole batch) never waits for a slow target.
         let budget = self.settings.lanes.inline_budget;
         let sends_http = matches!(
             hook.handler,
@@ -121,16 +203,28 @@ impl Dispatcher {
         let inline = origin == Origin::Event && sends_http && budget < bound;
         let executed = match tokio::time::timeout(if inline { budget } else { bound }, run).await {
             Ok(executed) => executed,
-            Err(_) if inline => {
-                return self
-                    .cut(hook.id, (delivery, requeues), pass, (at, started), bound)
-                    .await
-                    .map_err(Stuck::after_attempt)
-            }
+            Err(_) if inline => return Ran::Cut { at, started },
             Err(_) => Executed::Http(Err(SendError::Timeout)),
         };
         let latency = started.elapsed();
         self.stats.record_latency(latency);
+        Ran::Finished {
+            executed,
+            at,
+            latency,
+        }
+    }
+
+    /// What an attempt's result means: the retry verdict under the hook's policy, endpoint
+    /// protection told, the attempt recorded, and the follow-up (done, retry or dead letter).
+    async fn conclude(
+        &self,
+        hook: &Hook,
+        (delivery, requeues): (Delivery, Requeues),
+        pass: lanes::Pass,
+        executed: Executed,
+        (at, latency): (i64, Duration),
+    ) -> Result<(), Stuck> {
         let Summary {
             status: status_code,
             mut error,
