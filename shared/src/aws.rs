@@ -13,13 +13,13 @@ use crate::admin::{AdminAuth, SignedCheck, TokenCheck, TokenError, TokenSource};
 use crate::env::{AdminAuthSetting, TOKEN_REFETCH_INTERVAL};
 
 /// Connect timeout of every AWS call.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// One attempt of an AWS call (DynamoDB, SQS, Secrets Manager and SSM answer in milliseconds;
 /// a stalled connection is cut here and retried by the SDK's standard retry policy).
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A whole AWS call, retries included: well under the functions' timeouts, so one stalled call
 /// fails one record (which is retried) instead of timing out the whole invocation.
-pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(12);
+pub(crate) const OPERATION_TIMEOUT: Duration = Duration::from_secs(12);
 
 /// The timeouts every AWS client of the functions gets.
 pub fn timeouts() -> TimeoutConfig {
@@ -40,7 +40,7 @@ pub async fn load_config() -> SdkConfig {
 }
 
 /// The admin token in a Secrets Manager secret's `SecretString`.
-pub struct SecretsManagerToken {
+pub(crate) struct SecretsManagerToken {
     client: aws_sdk_secretsmanager::Client,
     secret_id: String,
 }
@@ -72,7 +72,7 @@ impl TokenSource for SecretsManagerToken {
 }
 
 /// The admin token in an SSM parameter (a SecureString, read decrypted).
-pub struct SsmParameterToken {
+pub(crate) struct SsmParameterToken {
     client: aws_sdk_ssm::Client,
     name: String,
 }
@@ -198,7 +198,7 @@ pub async fn create_table(
 
 /// Turns on TTL for `table` on `attribute`. For tests and tooling, after [`create_table`].
 #[cfg(feature = "test-util")]
-pub async fn enable_ttl(
+pub(crate) async fn enable_ttl(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     attribute: &str,
@@ -220,7 +220,7 @@ pub async fn enable_ttl(
 }
 
 /// The item at `key` in `table`, read consistently (so a write just made is seen).
-pub async fn read_item(
+pub(crate) async fn read_item(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     key: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,

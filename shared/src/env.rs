@@ -56,7 +56,7 @@ pub enum BadValue {
 
 /// Why the admin authentication settings cannot be used (see [`admin_auth_setting`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadAdminAuth {
+pub(crate) enum BadAdminAuth {
     #[error(
         "a plaintext token in the environment is not accepted; store it in Secrets Manager \
          (ADMIN_TOKEN_SECRET_ARN) or an SSM SecureString (ADMIN_TOKEN_PARAMETER)"
@@ -162,10 +162,10 @@ pub fn init_lambda_logs() {
 
 /// How long the admin token read from its store is trusted, unless `ADMIN_TOKEN_CACHE_SECONDS`
 /// says otherwise: a rotated-out token is refused within this time.
-pub const DEFAULT_TOKEN_CACHE: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_TOKEN_CACHE: Duration = Duration::from_secs(300);
 
 /// The least time between two reads of the admin token caused by wrong tokens.
-pub const TOKEN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const TOKEN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Where a deployed function gets its admin authentication from (spec §10). There is no "off":
 /// a function with none of these refuses to start.
@@ -184,12 +184,12 @@ pub enum AdminAuthSetting {
 /// `ADMIN_TOKEN_SECRET_ARN` / `ADMIN_TOKEN_PARAMETER` and `ADMIN_TOKEN_CACHE_SECONDS`. Fails
 /// closed: no token source and no IAM auth, both token sources, or a token in the plaintext
 /// `ADMIN_TOKEN` variable is an error naming the settings.
-pub fn admin_auth_setting() -> Result<AdminAuthSetting, SettingError> {
+pub(crate) fn admin_auth_setting() -> Result<AdminAuthSetting, SettingError> {
     admin_auth_from(|name| std::env::var(name).ok())
 }
 
 /// [`admin_auth_setting`] over any variable lookup (tests).
-pub fn admin_auth_from(
+pub(crate) fn admin_auth_from(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<AdminAuthSetting, SettingError> {
     let text = |name: &str| -> Result<Option<String>, SettingError> {

@@ -45,7 +45,7 @@ pub fn now_seconds() -> i64 {
 
 /// What happened to an entity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
+pub(crate) enum Operation {
     Create,
     Update,
     Delete,
@@ -62,13 +62,17 @@ impl Operation {
 }
 
 /// The entity name under which hooks appear in `crud` events.
-pub const HOOK_ENTITY: &str = "event_hooks";
+pub(crate) const HOOK_ENTITY: &str = "event_hooks";
 
 /// The two events Kong emits for a change to an event hook: `crud`/`event_hooks` and
 /// `dao:crud`/`<operation>`, both carrying operation, entity, old_entity and schema. Unlike
 /// Kong's, the entities carry their secrets redacted ([`Hook::redacted`]): these events reach
 /// any handler, not only the admin.
-pub fn hook_change_events(operation: Operation, entity: &Hook, old: Option<&Hook>) -> [Event; 2] {
+pub(crate) fn hook_change_events(
+    operation: Operation,
+    entity: &Hook,
+    old: Option<&Hook>,
+) -> [Event; 2] {
     let data = json!({
         "operation": operation.as_str(),
         "entity": entity.redacted(),
@@ -138,7 +142,10 @@ const QUEUED_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x2b8f_51d4_7c3e_4a09_8e6d_
 /// [`parse_event`] for a queue message: an event without an id gets one derived from the
 /// message's id, the same at every receive of that message (a random one would give each
 /// redelivery new delivery ids, which receivers could not de-duplicate).
-pub fn parse_event_with_default_id(body: &str, message_id: &str) -> Result<Event, InvalidEvent> {
+pub(crate) fn parse_event_with_default_id(
+    body: &str,
+    message_id: &str,
+) -> Result<Event, InvalidEvent> {
     let mut value = json_body(body)?;
     if let Some(fields) = value.as_object_mut() {
         if fields.get("id").is_none_or(Value::is_null) {
@@ -150,7 +157,7 @@ pub fn parse_event_with_default_id(body: &str, message_id: &str) -> Result<Event
 }
 
 /// Checks the shape of an event: `source` and `event` strings, `data` an object when present.
-pub fn event_from_value(mut value: Value) -> Result<Event, InvalidEvent> {
+pub(crate) fn event_from_value(mut value: Value) -> Result<Event, InvalidEvent> {
     let Some(fields) = value.as_object_mut() else {
         return Err(InvalidEvent::NotAnObject);
     };
@@ -178,7 +185,7 @@ pub fn event_from_value(mut value: Value) -> Result<Event, InvalidEvent> {
 }
 
 /// Kong's messages for events outside the catalogue.
-pub fn check_registered(catalogue: &Catalogue, event: &Event) -> Result<(), Unregistered> {
+pub(crate) fn check_registered(catalogue: &Catalogue, event: &Event) -> Result<(), Unregistered> {
     let Some(events) = catalogue.source(&event.source) else {
         return Err(Unregistered::Source {
             name: event.source.clone(),

@@ -12,7 +12,7 @@ use crate::limits::{MAX_BODY_DEPTH, MAX_BODY_KEYS};
 /// Most values a decoded form may hold, counting the holes that `a[1000]=` leaves. Each key makes
 /// at most [`MAX_BODY_DEPTH`] values of its own, but an index pads its array: without this
 /// budget 1,000 keys like `a1[1000][1000]…` would make some 30 million values from 200 KB.
-pub const MAX_FORM_VALUES: usize = MAX_BODY_KEYS * MAX_BODY_DEPTH;
+pub(crate) const MAX_FORM_VALUES: usize = MAX_BODY_KEYS * MAX_BODY_DEPTH;
 
 /// Why a form body cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,7 +75,7 @@ fn parse_key(key: &str) -> Result<Vec<Step>, FormError> {
 }
 
 /// Builds the nested object described by form `pairs`; every leaf is a string.
-pub fn decode_pairs<I, K, V>(pairs: I) -> Result<Value, FormError>
+pub(crate) fn decode_pairs<I, K, V>(pairs: I) -> Result<Value, FormError>
 where
     I: IntoIterator<Item = (K, V)>,
     K: AsRef<str>,
@@ -198,7 +198,7 @@ fn config_kind(key: &str) -> Kind {
 /// Coerces the string leaves of a decoded hook form by the hook schema: `"true"`/`"false"` to
 /// booleans, digits to integers, `""` to null, a lone scalar for an array field to an array.
 /// Values that do not fit stay strings, so validation reports them with the usual message.
-pub fn coerce_hook(value: &mut Value) {
+pub(crate) fn coerce_hook(value: &mut Value) {
     let Some(map) = value.as_object_mut() else {
         return;
     };

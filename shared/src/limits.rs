@@ -21,7 +21,7 @@ pub const MAX_PAYLOAD_ENTRIES: usize = 64;
 pub const MAX_FUNCTIONS: usize = 16;
 
 /// Most Lua source in all of a lambda hook's functions together, in bytes.
-pub const MAX_FUNCTIONS_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_FUNCTIONS_BYTES: usize = 64 * 1024;
 
 /// Longest template (a `config.payload` value or `config.body`), in bytes; checked whether or
 /// not the `*_format` switch makes it a template, so switching it on never needs a new check.
@@ -45,11 +45,11 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Deepest nesting in a request body: levels of JSON objects and arrays, or steps of a form key
 /// (`a.b[1].c` is 4). Decoded bodies are walked recursively (serde, validation, Lua), so this is
 /// what keeps those walks far from the stack's end.
-pub const MAX_BODY_DEPTH: usize = 32;
+pub(crate) const MAX_BODY_DEPTH: usize = 32;
 
 /// Most keys in a request body: object members at every level of a JSON body, or fields of a
 /// form or multipart body.
-pub const MAX_BODY_KEYS: usize = 1000;
+pub(crate) const MAX_BODY_KEYS: usize = 1000;
 
 /// Largest event the delivery log keeps whole, as JSON text in bytes. `POST /events` accepts up
 /// to [`MAX_BODY_BYTES`], a DynamoDB item holds 400 KB, and a record also holds up to about
@@ -68,16 +68,16 @@ pub const LOGGED_EVENT_PREFIX_BYTES: usize = 32 * 1024;
 pub const MAX_DELIVERY_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Most delays in a hook's own `retry.delays`.
-pub const MAX_RETRY_DELAYS: usize = 16;
+pub(crate) const MAX_RETRY_DELAYS: usize = 16;
 
 /// Longest delay in a hook's `retry.delays`, in seconds (one day).
-pub const MAX_RETRY_DELAY_SECONDS: u32 = 24 * 3600;
+pub(crate) const MAX_RETRY_DELAY_SECONDS: u32 = 24 * 3600;
 
 /// Longest `timeouts.connect_ms`.
-pub const MAX_CONNECT_TIMEOUT_MS: u32 = 10_000;
+pub(crate) const MAX_CONNECT_TIMEOUT_MS: u32 = 10_000;
 
 /// Longest `timeouts.read_ms`.
-pub const MAX_READ_TIMEOUT_MS: u32 = 20_000;
+pub(crate) const MAX_READ_TIMEOUT_MS: u32 = 20_000;
 
 /// The longest one attempt's HTTP exchange may take, whatever a hook's `timeouts` or the
 /// deployment's request timeout say: the two caps above add up to it. With the Lua budget and the
@@ -90,7 +90,7 @@ pub const MAX_ATTEMPT: std::time::Duration =
 /// The longest `test` and `ping` run a hook before answering: below API Gateway's 30 s
 /// integration timeout (HTTP APIs cannot raise it), so a slow target is answered with our 502 and
 /// its cause rather than the gateway's bare 503. Deliveries keep the hook's full timeouts.
-pub const MAX_PROBE_RUN: std::time::Duration = std::time::Duration::from_secs(25);
+pub(crate) const MAX_PROBE_RUN: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// Most attempts of one hook in flight at once (`max_in_flight`).
-pub const MAX_HOOK_IN_FLIGHT: u32 = 64;
+pub(crate) const MAX_HOOK_IN_FLIGHT: u32 = 64;

@@ -23,14 +23,14 @@ pub struct Stats {
     /// Attempts put back on the deliveries queue to keep their hook's `max_rate`.
     pub rate_limited: AtomicU64,
     /// Hooks disabled by endpoint protection (a `410 Gone`, or failing for too long).
-    pub hooks_disabled: AtomicU64,
+    pub(crate) hooks_disabled: AtomicU64,
     /// Attempts parked because the invocation's deadline was too near to start them.
-    pub deadline_parked: AtomicU64,
+    pub(crate) deadline_parked: AtomicU64,
     /// Attempts handed back to the deliveries queue because their hook's lane held them (full,
     /// slow or its circuit open) or the dispatcher was at its limit.
     pub deferred: AtomicU64,
     /// Copies of a delivery dropped because the same delivery id was in flight already.
-    pub in_flight_skipped: AtomicU64,
+    pub(crate) in_flight_skipped: AtomicU64,
     /// Deliveries to paused or disabled hooks, logged as not sent.
     pub not_sent: AtomicU64,
     /// Attempts inside an event's processing cut at the inline budget, sent again from the
@@ -118,7 +118,7 @@ impl Stats {
 }
 
 /// The CloudWatch namespace of the metrics.
-pub const NAMESPACE: &str = "EventHooks";
+pub(crate) const NAMESPACE: &str = "EventHooks";
 
 /// The one dimension of every metric: the stack that emits it, so that two stacks in one account
 /// (and region) never add up in one metric, nor share an alarm.
@@ -127,21 +127,21 @@ pub const STACK_DIMENSION: &str = "Stack";
 /// The metrics' names, as alarms in `template.yaml` name them (`scripts/check-build-inputs.py`
 /// checks every alarm on [`NAMESPACE`] against this module and the dimension above).
 pub mod names {
-    pub const EVENTS_IN: &str = "EventsIn";
-    pub const EVENTS_REJECTED: &str = "EventsRejected";
-    pub const DELIVERED: &str = "Delivered";
+    pub(crate) const EVENTS_IN: &str = "EventsIn";
+    pub(crate) const EVENTS_REJECTED: &str = "EventsRejected";
+    pub(crate) const DELIVERED: &str = "Delivered";
     /// Deliveries given up on (their last attempt failed for good), each dead-lettered.
-    pub const DELIVERY_FAILED: &str = "DeliveryFailed";
+    pub(crate) const DELIVERY_FAILED: &str = "DeliveryFailed";
     /// Failed attempts whose delivery is tried again later.
-    pub const DELIVERY_RETRIED: &str = "DeliveryRetried";
+    pub(crate) const DELIVERY_RETRIED: &str = "DeliveryRetried";
     /// Deliveries the dispatcher sent to the deliveries dead-letter queue.
-    pub const DEAD_LETTERED: &str = "DeadLettered";
-    pub const SNOOZED: &str = "Snoozed";
-    pub const UNCHANGED: &str = "Unchanged";
-    pub const RATE_LIMITED: &str = "RateLimited";
-    pub const DEFERRED: &str = "Deferred";
-    pub const NOT_SENT: &str = "NotSent";
-    pub const DELIVERY_LATENCY: &str = "DeliveryLatency";
+    pub(crate) const DEAD_LETTERED: &str = "DeadLettered";
+    pub(crate) const SNOOZED: &str = "Snoozed";
+    pub(crate) const UNCHANGED: &str = "Unchanged";
+    pub(crate) const RATE_LIMITED: &str = "RateLimited";
+    pub(crate) const DEFERRED: &str = "Deferred";
+    pub(crate) const NOT_SENT: &str = "NotSent";
+    pub(crate) const DELIVERY_LATENCY: &str = "DeliveryLatency";
 }
 
 /// The EMF line for what happened since the last one in the stack `stack`: `counts` are the

@@ -26,7 +26,7 @@ pub struct Catalogue {
 }
 
 /// The entities Kong emits `crud` events for.
-pub const KONG_ENTITIES: &[&str] = &[
+pub(crate) const KONG_ENTITIES: &[&str] = &[
     "workspaces",
     "consumers",
     "certificates",
@@ -101,7 +101,7 @@ const OPERATIONS: &[&str] = &["create", "update", "delete"];
 const RATE_LIMIT_DESCRIPTION: &str = "Run an event when a rate limit has been exceeded";
 
 /// The names of the built-in sources, which cannot be changed through the API.
-pub const BUILTIN_SOURCES: &[&str] = &[
+pub(crate) const BUILTIN_SOURCES: &[&str] = &[
     "dao:crud",
     "crud",
     "balancer",
@@ -197,7 +197,7 @@ impl Catalogue {
     }
 
     /// The built-in catalogue plus `custom` events.
-    pub fn with_custom(custom: &[CustomEvent]) -> Catalogue {
+    pub(crate) fn with_custom(custom: &[CustomEvent]) -> Catalogue {
         let mut catalogue = Catalogue::builtin();
         for event in custom {
             catalogue.insert(
@@ -220,7 +220,7 @@ impl Catalogue {
             .insert(event.to_string(), spec);
     }
 
-    pub fn is_builtin_source(source: &str) -> bool {
+    pub(crate) fn is_builtin_source(source: &str) -> bool {
         BUILTIN_SOURCES.contains(&source)
     }
 
@@ -236,7 +236,7 @@ impl Catalogue {
 }
 
 /// Checks the body of a custom event registration; returns the problems by field.
-pub fn check_custom_event(event: &CustomEvent) -> Vec<(&'static str, String)> {
+pub(crate) fn check_custom_event(event: &CustomEvent) -> Vec<(&'static str, String)> {
     let mut problems = Vec::new();
     if event.fields.iter().any(String::is_empty) {
         problems.push(("fields", "field names must not be empty".to_string()));

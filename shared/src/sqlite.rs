@@ -97,7 +97,7 @@ impl Database {
     /// durable with the next durable write, and survives a crash of the process (not of the
     /// machine) in between. For writes whose loss only repeats work: a received message's
     /// invisibility, a deletion, a delivery-log entry.
-    pub async fn write_relaxed<F, R>(&self, f: F) -> rusqlite::Result<R>
+    pub(crate) async fn write_relaxed<F, R>(&self, f: F) -> rusqlite::Result<R>
     where
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
         R: Send + 'static,

@@ -28,13 +28,13 @@ use crate::validate::SchemaViolation;
 const MAX_WEBHOOKS_PER_ORG: usize = 10_000;
 
 /// Whether `path` is one of Edge's routes (with or without `/v1`).
-pub fn is_edge_path(path: &str) -> bool {
+pub(crate) fn is_edge_path(path: &str) -> bool {
     let path = path.strip_prefix("/v1").unwrap_or(path);
     path.starts_with("/mint/")
 }
 
 /// The user and password of an `Authorization: Basic …` header.
-pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
@@ -187,7 +187,7 @@ async fn find(state: &AdminState, org: &str, id: &str) -> Result<Versioned<Hook>
 }
 
 /// `GET /mint/organizations/{org}/webhooks`
-pub async fn list_webhooks(
+pub(crate) async fn list_webhooks(
     State(state): State<AdminState>,
     Path(org): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -226,7 +226,7 @@ async fn org_webhooks(state: &AdminState, org: &str) -> Result<Vec<Hook>, ApiErr
 }
 
 /// `GET /mint/organizations/{org}/webhooks/{id}`
-pub async fn get_webhook(
+pub(crate) async fn get_webhook(
     State(state): State<AdminState>,
     Path((org, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -236,7 +236,7 @@ pub async fn get_webhook(
 }
 
 /// `POST /mint/organizations/{org}/webhooks` with `name` and `postURL`: created disabled.
-pub async fn create_webhook(
+pub(crate) async fn create_webhook(
     State(state): State<AdminState>,
     Path(org): Path<String>,
     headers: HeaderMap,
@@ -377,7 +377,7 @@ const READ_ONLY: [&str; 7] = [
 ];
 
 /// `PUT /mint/organizations/{org}/webhooks/{id}` with the fields to change.
-pub async fn edit_webhook(
+pub(crate) async fn edit_webhook(
     State(state): State<AdminState>,
     Path((org, id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -404,7 +404,7 @@ pub async fn edit_webhook(
 }
 
 /// `POST /mint/organizations/{org}/webhooks/{id}` with `{"enabled": "true"|"false"}`.
-pub async fn enable_webhook(
+pub(crate) async fn enable_webhook(
     State(state): State<AdminState>,
     Path((org, id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -431,7 +431,7 @@ pub async fn enable_webhook(
 /// `DELETE /mint/organizations/{org}/webhooks/{id}?forceDelete=true|false`: 204; 404 when it
 /// does not exist. Nothing here is "in progress" in Edge's sense (deliveries already queued end
 /// as a deleted hook's), so `forceDelete` is checked and accepted either way.
-pub async fn delete_webhook(
+pub(crate) async fn delete_webhook(
     State(state): State<AdminState>,
     Path((org, id)): Path<(String, String)>,
     RawQuery(query): RawQuery,
@@ -522,7 +522,7 @@ pub async fn list_conditions(
 }
 
 /// `POST /mint/organizations/{org}/notification-conditions`
-pub async fn create_condition(
+pub(crate) async fn create_condition(
     State(state): State<AdminState>,
     Path(org): Path<String>,
     input: Result<Input, ApiError>,

@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 use super::{error::ApiError, AdminSettings};
 
 /// The header Kong Enterprise's RBAC reads.
-pub const TOKEN_HEADER: &str = "kong-admin-token";
+pub(crate) const TOKEN_HEADER: &str = "kong-admin-token";
 
 /// The longest admin token accepted from a secret store; a longer value is a misconfiguration.
 const MAX_TOKEN_BYTES: usize = 4096;

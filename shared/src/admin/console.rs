@@ -14,16 +14,16 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::error::ApiError;
 
 /// Where the console lives.
-pub const PREFIX: &str = "/console/";
+pub(crate) const PREFIX: &str = "/console/";
 
 /// Where `GET /` and `GET /console` send a browser: a file, which every router serves the same
 /// way (behind API Gateway `/console/` only reaches the page through the `/console` route, as a
 /// greedy `{proxy+}` never matches an empty segment).
-pub const ENTRY: &str = "/console/index.html";
+pub(crate) const ENTRY: &str = "/console/index.html";
 
 /// The policy of every console answer: scripts, styles, images and API calls from this origin
 /// only; no inline code, no plugins, no framing, forms only to this origin.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
      base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 

@@ -34,7 +34,7 @@ const DEFAULT_PAGE_SIZE: usize = 20;
 
 /// A page of the listing as answered: serialised straight from the records, without a copy.
 #[derive(serde::Serialize)]
-pub struct ListPage {
+pub(crate) struct ListPage {
     data: Vec<DeliveryRecord>,
     next: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,7 +125,7 @@ fn resend(record: DeliveryRecord) -> Delivery {
 
 /// Most deliveries one replay call queues (and its `size` at most); the rest is left to the next
 /// call, named by the answer's `offset`.
-pub const MAX_REPLAY: usize = 1000;
+pub(crate) const MAX_REPLAY: usize = 1000;
 
 /// Deliveries read from the log and queued at a time: a replay holds at most this many events in
 /// memory, whatever its size.

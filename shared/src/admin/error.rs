@@ -16,12 +16,12 @@ use crate::validate::SchemaViolation;
 
 /// Kong's error codes (kong/db/errors.lua).
 mod code {
-    pub const INVALID_PRIMARY_KEY: u32 = 1;
-    pub const SCHEMA_VIOLATION: u32 = 2;
-    pub const PRIMARY_KEY_VIOLATION: u32 = 3;
-    pub const UNIQUE_VIOLATION: u32 = 5;
-    pub const INVALID_OFFSET: u32 = 7;
-    pub const INVALID_SIZE: u32 = 9;
+    pub(crate) const INVALID_PRIMARY_KEY: u32 = 1;
+    pub(crate) const SCHEMA_VIOLATION: u32 = 2;
+    pub(crate) const PRIMARY_KEY_VIOLATION: u32 = 3;
+    pub(crate) const UNIQUE_VIOLATION: u32 = 5;
+    pub(crate) const INVALID_OFFSET: u32 = 7;
+    pub(crate) const INVALID_SIZE: u32 = 9;
 }
 
 /// Every way an admin API request can fail.
@@ -127,7 +127,7 @@ impl ApiError {
 
     /// The same failure in Edge's shape, for the Apigee routes: the status is kept, the message
     /// is Kong's (the cause of a 500 is logged, never shown).
-    pub fn into_edge(self) -> ApiError {
+    pub(crate) fn into_edge(self) -> ApiError {
         if let ApiError::Edge { .. } = self {
             return self;
         }

@@ -30,7 +30,7 @@ use crate::queue::Outgoing;
 use crate::windows::event_key;
 
 /// The request header that makes `POST /events` idempotent.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 pub async fn emit(
     State(state): State<AdminState>,

@@ -212,7 +212,7 @@ pub async fn update(
 }
 
 /// `PUT /event-hooks/{id}`: create or replace the whole hook (Kong answers 405; we upsert).
-pub async fn upsert(
+pub(crate) async fn upsert(
     State(state): State<AdminState>,
     Path(id): Path<String>,
     input: Input,

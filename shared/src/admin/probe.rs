@@ -198,7 +198,7 @@ pub(super) async fn preview(
 }
 
 /// The body of a ping; `operation` is set for the automatic pings of hook changes.
-pub fn ping_body(hook: &Hook, operation: Option<&str>) -> Value {
+pub(crate) fn ping_body(hook: &Hook, operation: Option<&str>) -> Value {
     let mut body = Map::new();
     body.insert("source".into(), json!("kong:event_hooks"));
     body.insert("event".into(), json!("ping"));
@@ -210,7 +210,7 @@ pub fn ping_body(hook: &Hook, operation: Option<&str>) -> Value {
 }
 
 /// The signed ping request for a webhook or webhook-custom hook, or `None` for other handlers.
-pub fn ping_request(hook: &Hook, body: &Value) -> Option<(OutboundRequest, bool)> {
+pub(crate) fn ping_request(hook: &Hook, body: &Value) -> Option<(OutboundRequest, bool)> {
     let (url, headers, ssl_verify) = match &hook.handler {
         Handler::Webhook(c) => (&c.url, &c.headers, c.ssl_verify),
         Handler::WebhookCustom(c) => (&c.url, &c.headers, c.ssl_verify),

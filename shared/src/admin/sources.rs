@@ -24,7 +24,7 @@ pub async fn list_all(State(state): State<AdminState>) -> Result<Json<Value>, Ap
 }
 
 /// `GET /event-hooks/sources/{source}`
-pub async fn list_source(
+pub(crate) async fn list_source(
     State(state): State<AdminState>,
     Path(source): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -34,7 +34,7 @@ pub async fn list_source(
 }
 
 /// `GET /event-hooks/sources/{source}/{event}`
-pub async fn get_event(
+pub(crate) async fn get_event(
     State(state): State<AdminState>,
     Path((source, event)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -71,7 +71,7 @@ pub async fn put_event(
 }
 
 /// `DELETE /event-hooks/sources/{source}/{event}`: 204 whether or not it existed.
-pub async fn delete_event(
+pub(crate) async fn delete_event(
     State(state): State<AdminState>,
     Path((source, event)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {

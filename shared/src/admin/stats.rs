@@ -29,19 +29,19 @@ use crate::events::now_millis;
 use crate::store::{HookFilter, HookStore, StoreError};
 
 /// Length of one bucket, in ms.
-pub const BUCKET_MS: i64 = 60_000;
+pub(crate) const BUCKET_MS: i64 = 60_000;
 /// Buckets in the series: one hour of minutes.
-pub const BUCKETS: usize = 60;
+pub(crate) const BUCKETS: usize = 60;
 /// Most hooks whose deliveries are read.
-pub const MAX_HOOKS: usize = 1000;
+pub(crate) const MAX_HOOKS: usize = 1000;
 /// Most delivery records read in all.
-pub const MAX_RECORDS: usize = 20_000;
+pub(crate) const MAX_RECORDS: usize = 20_000;
 /// Records read per call to the log.
 const PAGE: usize = 500;
 /// No read of the hooks or the log starts later than this after the call came in: the answer is
 /// then `"partial": true`. The last read may still take the SDK's whole operation timeout
 /// ([`crate::aws::OPERATION_TIMEOUT`]), which the admin function's timeout covers.
-pub const DEADLINE: Duration = Duration::from_secs(4);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(4);
 
 /// How many messages wait in the dead-letter queues, where the process can tell (the local
 /// server's SQLite queues); the admin function has none and answers `"dead_letters": null`.

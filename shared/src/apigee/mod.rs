@@ -28,15 +28,15 @@ use uuid::Uuid;
 pub use crate::store::StoreError;
 
 /// Most notification conditions per organisation.
-pub const MAX_CONDITIONS_PER_ORG: usize = 1000;
+pub(crate) const MAX_CONDITIONS_PER_ORG: usize = 1000;
 /// Most percentages one `UsageTarget` may list (`%= 0 to 1000 by 1` is refused).
-pub const MAX_TARGETS: usize = 100;
+pub(crate) const MAX_TARGETS: usize = 100;
 /// Highest percentage a `UsageTarget` may name.
-pub const MAX_PERCENT: u32 = 1000;
+pub(crate) const MAX_PERCENT: u32 = 1000;
 /// Most actions (webhooks) per condition.
-pub const MAX_ACTIONS: usize = 16;
+pub(crate) const MAX_ACTIONS: usize = 16;
 /// Longest `RATEPLAN` value, in bytes.
-pub const MAX_RATE_PLAN_BYTES: usize = 256;
+pub(crate) const MAX_RATE_PLAN_BYTES: usize = 256;
 
 /// A notification condition as stored and served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,7 +93,7 @@ impl Condition {
 
 /// What a notification condition request says, checked.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ConditionInput {
+pub(crate) struct ConditionInput {
     pub rate_plan: String,
     pub published: bool,
     pub usage_target: String,
@@ -107,12 +107,12 @@ pub struct ConditionInput {
 pub struct UsageTargetError {
     /// The value as given.
     pub value: String,
-    pub problem: UsageTargetProblem,
+    pub(crate) problem: UsageTargetProblem,
 }
 
 /// What is wrong with a `UsageTarget` value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UsageTargetProblem {
+pub(crate) enum UsageTargetProblem {
     #[error("expected `%= N` or `%= A to B by S`")]
     Shape,
     #[error("percentages go up to {}", MAX_PERCENT)]
@@ -179,7 +179,7 @@ pub fn parse_usage_target(value: &str) -> Result<Vec<u32>, UsageTargetError> {
 
 /// What is wrong with a notification condition request body; each message names the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConditionError {
+pub(crate) enum ConditionError {
     #[error("unknown field {0:?}")]
     UnknownField(String),
     #[error("notificationCondition must be an array")]
@@ -224,7 +224,7 @@ pub enum ConditionError {
 
 /// Checks a notification condition request body (strictly: unknown keys and attributes,
 /// repeated attributes, missing ones and malformed values are errors naming the problem).
-pub fn parse_condition(body: &Map<String, Value>) -> Result<ConditionInput, ConditionError> {
+pub(crate) fn parse_condition(body: &Map<String, Value>) -> Result<ConditionInput, ConditionError> {
     for key in body.keys() {
         if !matches!(
             key.as_str(),

@@ -18,7 +18,7 @@ use crate::model::Hook;
 
 /// The stage: the conditions and reached thresholds it reads, when this dispatcher has them.
 #[derive(Default)]
-pub struct UsageThresholds {
+pub(crate) struct UsageThresholds {
     /// Without it, usage events notify no Apigee webhook.
     store: Option<Arc<dyn MonetizationStore>>,
 }
@@ -39,7 +39,7 @@ impl UsageThresholds {
 
     /// Whether `hook` is ever sent events as they are: an Apigee webhook is sent only the
     /// notifications made at dispatch, so a disabled one has no event delivery to log as not sent.
-    pub fn takes_events(hook: &Hook) -> bool {
+    pub(crate) fn takes_events(hook: &Hook) -> bool {
         webhook::is_edge_webhook(hook).is_none()
     }
 
@@ -117,7 +117,7 @@ impl UsageThresholds {
 
 /// The notifications of one usage event for one webhook, taken one at a time with
 /// [`Notifications::next`].
-pub struct Notifications<'a>(Option<Reached<'a>>);
+pub(crate) struct Notifications<'a>(Option<Reached<'a>>);
 
 /// The thresholds a usage reaches, still to be claimed.
 struct Reached<'a> {

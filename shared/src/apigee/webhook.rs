@@ -18,22 +18,22 @@ use serde_json::{json, Map, Value};
 use crate::events::Event;
 use crate::model::{Handler, Hook};
 
-pub const SOURCE: &str = "monetization";
-pub const EVENT: &str = "usage";
-pub const ORG_TAG: &str = "apigee-org:";
-pub const CREATED_BY_TAG: &str = "apigee-created-by:";
-pub const UPDATED_BY_TAG: &str = "apigee-updated-by:";
+pub(crate) const SOURCE: &str = "monetization";
+pub(crate) const EVENT: &str = "usage";
+pub(crate) const ORG_TAG: &str = "apigee-org:";
+pub(crate) const CREATED_BY_TAG: &str = "apigee-created-by:";
+pub(crate) const UPDATED_BY_TAG: &str = "apigee-updated-by:";
 const NAME_PREFIX: &str = "apigee~";
 
 /// Longest organisation name, in bytes (letters, digits, `.`, `_`, `-`).
-pub const MAX_ORG_BYTES: usize = 48;
+pub(crate) const MAX_ORG_BYTES: usize = 48;
 /// Longest webhook name, in bytes.
-pub const MAX_WEBHOOK_NAME_BYTES: usize = 64;
+pub(crate) const MAX_WEBHOOK_NAME_BYTES: usize = 64;
 /// Longest Basic auth user name recorded as `createdBy`/`updatedBy`, in bytes.
-pub const MAX_USER_BYTES: usize = 100;
+pub(crate) const MAX_USER_BYTES: usize = 100;
 
 /// Edge's callback fields, in Edge's order (the `monetization`/`usage` catalogue entry).
-pub const CALLBACK_FIELDS: [&str; 21] = [
+pub(crate) const CALLBACK_FIELDS: [&str; 21] = [
     "orgName",
     "developerEmail",
     "developerFirstName",
@@ -59,7 +59,7 @@ pub const CALLBACK_FIELDS: [&str; 21] = [
 
 /// Why a `monetization`/`usage` event is refused (see [`check_usage`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UsageError {
+pub(crate) enum UsageError {
     #[error(
         "'data.orgName' must be an organisation name (1 to {} letters, digits, '.', '_' or '-')",
         MAX_ORG_BYTES
@@ -77,7 +77,7 @@ pub enum UsageError {
 /// usable organisation name, as the usage is matched only against that organisation's conditions
 /// (rate plan ids of different organisations may be equal). Other events pass. Checked where
 /// events come in: `POST /events` answers 400, the dispatcher dead-letters the message.
-pub fn check_usage(event: &Event) -> Result<(), UsageError> {
+pub(crate) fn check_usage(event: &Event) -> Result<(), UsageError> {
     if event.source != SOURCE || event.event != EVENT {
         return Ok(());
     }
@@ -89,7 +89,7 @@ pub fn check_usage(event: &Event) -> Result<(), UsageError> {
 }
 
 /// Whether `org` is a usable organisation name.
-pub fn valid_org(org: &str) -> bool {
+pub(crate) fn valid_org(org: &str) -> bool {
     !org.is_empty()
         && org.len() <= MAX_ORG_BYTES
         && org
@@ -99,7 +99,7 @@ pub fn valid_org(org: &str) -> bool {
 
 /// The `/event-hooks` name of webhook `name` of `org`, or `None` when it would be longer than
 /// hook names may be.
-pub fn hook_name(org: &str, name: &str) -> Option<String> {
+pub(crate) fn hook_name(org: &str, name: &str) -> Option<String> {
     let mut out = format!("{NAME_PREFIX}{org}~");
     for byte in name.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_') {
@@ -133,7 +133,7 @@ fn webhook_name(hook_name: &str, org: &str) -> Option<String> {
 }
 
 /// The organisation of an Apigee webhook, or `None` for any other hook.
-pub fn is_edge_webhook(hook: &Hook) -> Option<&str> {
+pub(crate) fn is_edge_webhook(hook: &Hook) -> Option<&str> {
     if hook.source != SOURCE || !matches!(hook.handler, Handler::Webhook(_)) {
         return None;
     }

@@ -33,7 +33,7 @@ pub const MAX_ATTEMPTS_KEPT: usize = 20;
 pub const MAX_RESPONSE_BODY: usize = 4096;
 
 /// Longest error message kept per attempt, in bytes.
-pub const MAX_ERROR: usize = 1024;
+pub(crate) const MAX_ERROR: usize = 1024;
 
 /// The largest `created_at` whose sort key keeps 13 digits (the year 2286).
 const MAX_CREATED_AT: i64 = 9_999_999_999_999;
@@ -95,18 +95,18 @@ fn truncate_at_char(text: &mut String, max: usize) {
 
 /// What the log keeps of an event larger than [`MAX_LOGGED_EVENT_BYTES`] besides its capped copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventDigest {
+pub(crate) struct EventDigest {
     /// The whole event's size, as JSON text, in bytes.
     pub size: u64,
     /// The SHA-256 of that JSON text, lowercase hex.
-    pub sha256: String,
+    pub(crate) sha256: String,
 }
 
 /// The event as the log keeps it: whole when its JSON text is at most [`MAX_LOGGED_EVENT_BYTES`],
 /// else a capped copy (id, source, event and timestamp as they were, `data` the first
 /// [`LOGGED_EVENT_PREFIX_BYTES`] of the data's JSON text as a string) with the whole event's
 /// [`EventDigest`].
-pub fn logged_event(event: &Event) -> Result<(Event, Option<EventDigest>), StoreError> {
+pub(crate) fn logged_event(event: &Event) -> Result<(Event, Option<EventDigest>), StoreError> {
     use sha2::Digest as _;
     let text = serde_json::to_string(event).map_err(StoreError::backend)?;
     if text.len() <= MAX_LOGGED_EVENT_BYTES {
@@ -280,7 +280,7 @@ impl PageBudget {
 }
 
 /// The length of `record`'s JSON text, as the listing serialises it, without building the text.
-pub fn json_len(record: &DeliveryRecord) -> Result<usize, StoreError> {
+pub(crate) fn json_len(record: &DeliveryRecord) -> Result<usize, StoreError> {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

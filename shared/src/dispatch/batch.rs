@@ -26,7 +26,7 @@ struct State {
 }
 
 /// The decision order of one batch.
-pub struct BatchOrder {
+pub(crate) struct BatchOrder {
     state: Mutex<State>,
     changed: Notify,
 }
@@ -75,7 +75,7 @@ pub struct Turn {
 
 impl Turn {
     /// The hooks this record decides for (call once, before any [`Turn::wait`]).
-    pub fn declare(&self, hooks: Vec<Uuid>) {
+    pub(crate) fn declare(&self, hooks: Vec<Uuid>) {
         let mut state = self.order.lock();
         if let Some(slot) = state.declared.get_mut(self.position) {
             *slot = Some(hooks);
@@ -132,7 +132,7 @@ pub struct Deadline {
 
 impl Deadline {
     /// Whether there is still time to start something that may take the whole reserve.
-    pub fn allows_start(&self) -> bool {
+    pub(crate) fn allows_start(&self) -> bool {
         self.allows(Duration::ZERO)
     }
 

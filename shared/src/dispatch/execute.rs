@@ -119,7 +119,7 @@ impl Executor {
     }
 
     /// An executor whose user code runs on `pool`.
-    pub fn with_pool(sender: HttpSender, limits: Limits, pool: LuaPool) -> Executor {
+    pub(crate) fn with_pool(sender: HttpSender, limits: Limits, pool: LuaPool) -> Executor {
         Executor {
             sender,
             limits,
@@ -128,14 +128,14 @@ impl Executor {
     }
 
     /// Drops what is cached for a hook that changed or was deleted.
-    pub fn forget(&self, hook_id: Uuid) {
+    pub(crate) fn forget(&self, hook_id: Uuid) {
         self.lua.forget(hook_id);
     }
 
     /// The longest running `hook`'s handler may take: its HTTP exchange (never past
     /// [`crate::limits::MAX_ATTEMPT`]) and, for user Lua, its CPU budget and as long again to
     /// get a pool thread.
-    pub fn time_bound(&self, hook: &Hook) -> std::time::Duration {
+    pub(crate) fn time_bound(&self, hook: &Hook) -> std::time::Duration {
         let http = self.sender.total_timeout(hook.delivery.timeouts);
         match &hook.handler {
             Handler::Webhook(_) => http,

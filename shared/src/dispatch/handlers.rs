@@ -143,7 +143,7 @@ impl CustomPlan {
     }
 
     /// Whether rendering runs Lua (a template with code or a non-path expression).
-    pub fn needs_lua(&self) -> bool {
+    pub(crate) fn needs_lua(&self) -> bool {
         self.payload
             .iter()
             .flat_map(BTreeMap::values)

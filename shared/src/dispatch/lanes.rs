@@ -100,7 +100,7 @@ pub enum Origin {
 /// Why an attempt was not let in now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Held {
+pub(crate) enum Held {
     /// Every slot of the hook's lane is taken.
     Full,
     /// The hook is slow: its attempts run from the deliveries queue, not inside events.
@@ -123,7 +123,7 @@ impl std::fmt::Display for Held {
 }
 
 /// What [`Lanes::admit`] decided.
-pub enum Admission {
+pub(crate) enum Admission {
     /// Go ahead; the attempt holds its slot until the [`Pass`] is finished or dropped.
     Enter(Pass),
     /// Not now: try again after this long.
@@ -152,7 +152,7 @@ pub enum Outcome {
 }
 
 /// What an execution means for its lane: `gone` when the target answered `410 Gone`.
-pub fn outcome_of(executed: &Executed, gone: bool) -> Outcome {
+pub(crate) fn outcome_of(executed: &Executed, gone: bool) -> Outcome {
     match executed {
         _ if gone => Outcome::Gone,
         Executed::Http(Ok(response)) if response.status >= 500 => Outcome::Trouble,
@@ -180,10 +180,10 @@ pub struct LaneView {
     /// Unix ms at which an open circuit lets a probe through.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub open_until: Option<i64>,
-    pub in_flight: u32,
+    pub(crate) in_flight: u32,
     pub max_in_flight: u32,
     /// Moving average of the attempts' time, in ms.
-    pub pace_ms: u64,
+    pub(crate) pace_ms: u64,
     pub slow: bool,
 }
 
@@ -242,7 +242,7 @@ struct State {
 }
 
 /// The lanes of every hook in this process; see the module documentation.
-pub struct Lanes {
+pub(crate) struct Lanes {
     settings: Arc<LaneSettings>,
     state: Arc<Mutex<State>>,
 }
@@ -268,7 +268,7 @@ impl Lanes {
     }
 
     /// Lets an attempt of `delivery_id` for `hook` in, or says when to try again.
-    pub async fn admit(&self, hook: &Hook, delivery_id: Uuid, origin: Origin) -> Admission {
+    pub(crate) async fn admit(&self, hook: &Hook, delivery_id: Uuid, origin: Origin) -> Admission {
         let (slots, wait, probe) = match self.check(hook, delivery_id, origin) {
             Ok(entry) => entry,
             Err(admission) => return admission,
@@ -422,7 +422,7 @@ impl Lanes {
     }
 
     /// The lane of `hook_id` as people see it, if it has one.
-    pub fn view(&self, hook_id: Uuid) -> Option<LaneView> {
+    pub(crate) fn view(&self, hook_id: Uuid) -> Option<LaneView> {
         let now = Instant::now();
         let state = self.lock();
         let lane = state.lanes.get(&hook_id)?;
@@ -454,7 +454,7 @@ fn jitter(delay: Duration) -> Duration {
 
 /// An attempt's place in its lane: its slot, and its delivery id marked in flight, until it is
 /// finished (or dropped, which counts as no news about the target).
-pub struct Pass {
+pub(crate) struct Pass {
     state: Arc<Mutex<State>>,
     hook_id: Uuid,
     hook_updated_at: i64,

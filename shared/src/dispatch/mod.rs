@@ -76,13 +76,13 @@ use lanes::{LaneSettings, Lanes};
 use protection::RateLimiter;
 
 /// Header carrying the stable delivery id, for receivers to de-duplicate.
-pub const DELIVERY_HEADER: &str = "x-event-hook-delivery";
+pub(crate) const DELIVERY_HEADER: &str = "x-event-hook-delivery";
 /// Header carrying the attempt number (1 for the first).
-pub const ATTEMPT_HEADER: &str = "x-event-hook-attempt";
+pub(crate) const ATTEMPT_HEADER: &str = "x-event-hook-attempt";
 
 /// Attempts in flight at once in one dispatcher, unless [`DispatchSettings::max_in_flight`] says
 /// otherwise: room for 32 hooks at their default lane capacity.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 128;
+pub(crate) const DEFAULT_MAX_IN_FLIGHT: usize = 128;
 
 /// Tunables of delivery.
 #[derive(Debug, Clone)]
@@ -271,7 +271,7 @@ impl Dispatcher {
 
     /// [`Dispatcher::handle_event_message`] as one record of a batch: decisions in the batch's
     /// order, attempts within its deadline.
-    pub async fn handle_event_message_in(
+    pub(crate) async fn handle_event_message_in(
         &self,
         body: &str,
         message_id: &str,
@@ -314,7 +314,7 @@ impl Dispatcher {
     }
 
     /// [`Dispatcher::dispatch`] as one record of a batch (see `fan_out.rs`).
-    pub async fn dispatch_in(
+    pub(crate) async fn dispatch_in(
         &self,
         event: Event,
         receive_count: u32,
@@ -335,7 +335,7 @@ impl Dispatcher {
     }
 
     /// [`Dispatcher::handle_delivery_message`] within a batch's deadline (see `from_queue.rs`).
-    pub async fn handle_delivery_message_in(
+    pub(crate) async fn handle_delivery_message_in(
         &self,
         body: &str,
         receive_count: u32,

@@ -26,7 +26,7 @@ use crate::model::{DisabledReason, Hook};
 use crate::store::{HookStore, Precondition, StoreError};
 
 /// The status that disables a hook at once.
-pub const GONE: u16 = 410;
+pub(crate) const GONE: u16 = 410;
 
 /// Writes of a protection change before it gives up on a hook that keeps changing under it.
 const WRITE_ATTEMPTS: u32 = 3;
@@ -60,7 +60,7 @@ pub enum Change {
 /// Whether an attempt with `outcome` on `hook` (as the dispatcher's snapshot has it) needs a store
 /// write at all; the write itself decides again on the stored hook. Keeps healthy hooks, and
 /// failing ones not yet due for a pause, off the store.
-pub fn needs_write(hook: &Hook, outcome: Outcome, now: i64, pause_after: Duration) -> bool {
+pub(crate) fn needs_write(hook: &Hook, outcome: Outcome, now: i64, pause_after: Duration) -> bool {
     match (outcome, hook.failing_since) {
         (Outcome::Gone, _) => true,
         (Outcome::Delivered, since) => since.is_some(),
@@ -145,7 +145,7 @@ pub async fn record(
 
 /// When an attempt of a rate-limited hook may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
+pub(crate) enum Slot {
     /// Now, or after this short wait: the slot is reserved.
     After(Duration),
     /// Not within the wait allowed: nothing reserved; try again after about this long.
@@ -155,7 +155,7 @@ pub enum Slot {
 /// Per-hook spacing of attempts (virtual scheduling, the GCRA): a hook with `max_rate` r gets one
 /// slot every 1/r s. Per process: each dispatcher instance spaces its own attempts.
 #[derive(Debug, Default)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     slots: Mutex<HashMap<Uuid, Next>>,
 }
 

@@ -39,7 +39,7 @@ pub struct WorkerSettings {
     /// Long-poll wait per receive.
     pub wait: Duration,
     /// Messages in hand at once (received, not settled yet).
-    pub in_hand: usize,
+    pub(crate) in_hand: usize,
 }
 
 // An attempt (its timeouts, Lua budget and slack) ends well within the lease of the message it

@@ -21,12 +21,12 @@ use uuid::Uuid;
 pub use crate::store::StoreError;
 
 /// How long a completed key answers with its event's id.
-pub const KEY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const KEY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How long a claimed key waits for its event to be queued before another request may claim it:
 /// far longer than one request can take (the admin function times out after 10 s), so only a
 /// request that died lets it lapse.
-pub const CLAIM_LEASE: Duration = Duration::from_secs(60);
+pub(crate) const CLAIM_LEASE: Duration = Duration::from_secs(60);
 
 /// The longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 255;
@@ -76,7 +76,7 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 
 /// Why an `Idempotency-Key` header is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyError {
+pub(crate) enum KeyError {
     #[error("Idempotency-Key must not be empty")]
     Empty,
     #[error("Idempotency-Key must be at most {MAX_KEY_BYTES} bytes")]
@@ -88,7 +88,7 @@ pub enum KeyError {
 }
 
 /// Checks a key: 1 to [`MAX_KEY_BYTES`] bytes of visible ASCII (`!` to `~`).
-pub fn check_key(key: &[u8]) -> Result<&str, KeyError> {
+pub(crate) fn check_key(key: &[u8]) -> Result<&str, KeyError> {
     if key.is_empty() {
         return Err(KeyError::Empty);
     }

@@ -129,7 +129,7 @@ impl LuaChain {
 
     /// [`LuaChain::compile`] within a delivery's deadline: loading the chunks is part of the
     /// budget of the delivery that needed them.
-    pub fn compile_until(
+    pub(crate) fn compile_until(
         functions: &[String],
         limits: &Limits,
         deadline: Instant,
@@ -144,7 +144,7 @@ impl LuaChain {
     }
 
     /// The chain of hook `hook_id`: its `print`/`warn` lines name the hook.
-    pub fn owned_by(mut self, hook_id: Uuid) -> LuaChain {
+    pub(crate) fn owned_by(mut self, hook_id: Uuid) -> LuaChain {
         self.owner = Some(hook_id);
         let chain = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
         set_owner(&chain.lua, hook_id);
@@ -183,7 +183,7 @@ impl LuaChain {
     }
 
     /// [`LuaChain::run`] with the delivery's deadline: every function stops there.
-    pub fn run_until(
+    pub(crate) fn run_until(
         &self,
         data: &Json,
         event: &str,

@@ -16,21 +16,21 @@ use uuid::Uuid;
 use super::pool::{LuaPool, PoolError};
 
 /// Entries the compiled-code cache keeps at most.
-pub const MAX_CACHED: usize = 256;
+pub(crate) const MAX_CACHED: usize = 256;
 /// Lua memory (compiled code and chunk-level state) the cache keeps at most.
-pub const MAX_CACHED_MEMORY: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_CACHED_MEMORY: usize = 64 * 1024 * 1024;
 /// Idle lanes are swept once this many exist.
 const LANES_SWEPT_AT: usize = 1024;
 
 /// Compiled user code of one hook, as the cache keeps it: cheap to clone (shared), and able to
 /// say how much memory it holds, so the cache can bound the total.
-pub trait CompiledCode: Clone {
+pub(crate) trait CompiledCode: Clone {
     /// Bytes the code holds (its Lua state, or about the size of its source).
     fn memory(&self) -> usize;
 }
 
 /// The lanes of all hooks and the cache of their compiled code `C`.
-pub struct HookLua<C> {
+pub(crate) struct HookLua<C> {
     pool: LuaPool,
     cache: Mutex<Cache<C>>,
     lanes: Mutex<HashMap<Uuid, Arc<Semaphore>>>,
@@ -84,12 +84,12 @@ impl<C: CompiledCode> HookLua<C> {
     }
 
     /// Caches `code` for `hook_id`, replacing what was cached for it.
-    pub fn remember(&self, hook_id: Uuid, code: C) {
+    pub(crate) fn remember(&self, hook_id: Uuid, code: C) {
         self.lock_cache().insert(hook_id, code);
     }
 
     /// Drops what is cached for a hook that changed or was deleted.
-    pub fn forget(&self, hook_id: Uuid) {
+    pub(crate) fn forget(&self, hook_id: Uuid) {
         self.lock_cache().remove(hook_id);
     }
 

@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 use super::type_name;
 
 /// How deep the result may nest: deeper than any sensible payload, far below stack trouble.
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 
 /// What one JSON node is charged against the size budget, beside its strings' bytes: about what
 /// a `serde_json::Value` costs, so the budget bounds the memory the result takes in Rust.
@@ -19,7 +19,7 @@ const NODE_COST: usize = 32;
 
 /// Why a Lua value has no JSON form.
 #[derive(Debug, PartialEq)]
-pub enum ToJsonError {
+pub(crate) enum ToJsonError {
     /// Bigger than the budget: a table referenced many times expands on each reference.
     TooLarge,
     /// A value JSON cannot carry; the message says where.
@@ -33,7 +33,7 @@ pub enum ToJsonError {
 /// cycles, nesting deeper than [`MAX_DEPTH`] and keys that are neither strings nor numbers are
 /// errors rather than nulls, so a mistake is not delivered as missing data. Strings that are not
 /// UTF-8 are converted lossily (JSON has no bytes). `max_bytes` bounds the size of the result.
-pub fn to_json(value: &Value, max_bytes: usize) -> Result<Json, ToJsonError> {
+pub(crate) fn to_json(value: &Value, max_bytes: usize) -> Result<Json, ToJsonError> {
     let mut walker = Walker {
         budget: max_bytes,
         tables: Vec::new(),

@@ -52,7 +52,7 @@ pub struct Limits {
     /// Bytes of memory the Lua state may allocate.
     pub memory: usize,
     /// CPU time one call may use.
-    pub cpu_time: Duration,
+    pub(crate) cpu_time: Duration,
 }
 
 impl Default for Limits {
@@ -215,7 +215,7 @@ pub struct Budget {
     pub limits: Limits,
     pub deadline: Instant,
     /// The hook whose code runs, named on its `print`/`warn` log lines.
-    pub owner: Option<Uuid>,
+    pub(crate) owner: Option<Uuid>,
 }
 
 impl Budget {
@@ -242,7 +242,7 @@ struct Output {
 }
 
 /// Names the hook whose code `lua` runs, so that its `print`/`warn` lines carry the hook id.
-pub fn set_owner(lua: &Lua, hook_id: Uuid) {
+pub(crate) fn set_owner(lua: &Lua, hook_id: Uuid) {
     lua.set_app_data(Output {
         owner: Some(hook_id),
         remaining: OUTPUT_PER_CALL,
@@ -271,14 +271,15 @@ fn emit_output(lua: &Lua, stream: &str, text: &[u8]) {
     }
 }
 
+#[cfg(test)]
 /// Runs `f` with the CPU-time budget of `limits` enforced on `lua`, starting now.
-pub fn with_cpu_budget<R>(lua: &Lua, limits: &Limits, f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_cpu_budget<R>(lua: &Lua, limits: &Limits, f: impl FnOnce() -> R) -> R {
     with_deadline(lua, Instant::now() + limits.cpu_time, f)
 }
 
 /// Runs `f` with `lua` stopped at `deadline`: every Lua call of one delivery shares it, so the
 /// delivery's user code has one budget in all.
-pub fn with_deadline<R>(lua: &Lua, deadline: Instant, f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_deadline<R>(lua: &Lua, deadline: Instant, f: impl FnOnce() -> R) -> R {
     match lua.app_data_mut::<Output>() {
         Some(mut output) => output.remaining = OUTPUT_PER_CALL,
         None => {
@@ -306,7 +307,7 @@ pub fn with_deadline<R>(lua: &Lua, deadline: Instant, f: impl FnOnce() -> R) -> 
 }
 
 /// Lua's own name for the type of `value` (integers are numbers, as in Lua).
-pub fn type_name(value: &Value) -> &'static str {
+pub(crate) fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Integer(_) | Value::Number(_) => "number",
         other => other.type_name(),
@@ -329,14 +330,15 @@ pub enum FunctionRefused {
     NotAFunction(&'static str),
 }
 
+#[cfg(test)]
 /// Compiles `source` as text (never bytecode) and runs the chunk in a fresh sandbox; it must
 /// return a function.
-pub fn check_function(source: &str, limits: &Limits) -> Result<(), FunctionRefused> {
+pub(crate) fn check_function(source: &str, limits: &Limits) -> Result<(), FunctionRefused> {
     check_function_until(source, limits, Instant::now() + limits.cpu_time)
 }
 
 /// [`check_function`] within `deadline`, which the checks of one hook's functions share.
-pub fn check_function_until(
+pub(crate) fn check_function_until(
     source: &str,
     limits: &Limits,
     deadline: Instant,
@@ -360,7 +362,7 @@ pub fn check_function_until(
 
 /// `text` with the addresses Lua writes for reference values (`table: 0x55d0c3a2`) replaced by
 /// the type's name, for error messages that leave the sandbox.
-pub fn scrub_addresses(text: &str) -> String {
+pub(crate) fn scrub_addresses(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find(": 0x") {

@@ -8,7 +8,7 @@
 /// `s:find("%s*x")`, takes 0.12 s; a linear pattern over 16 MB, 0.17 s). So one allowed call
 /// overruns the budget by little, and as each guarded call checks the budget, a loop of them is
 /// stopped as promptly as `while true do end`. `(%w+)=(%w+)` over 1 KB costs 10^6.
-pub const MAX_PATTERN_COST: u128 = 20_000_000;
+pub(crate) const MAX_PATTERN_COST: u128 = 20_000_000;
 
 /// Why a call of a pattern function on `subject` with `pattern` could outlast any CPU budget, if
 /// it could; `None` for calls the sandbox allows.
@@ -21,7 +21,7 @@ pub const MAX_PATTERN_COST: u128 = 20_000_000;
 /// the first length it tries succeeds, so it adds a linear scan, not a factor. `%b`, `%f`, and
 /// back-references are linear at each position and are not counted either. The estimate
 /// saturates; a call above [`MAX_PATTERN_COST`] is refused.
-pub fn pattern_refusal(subject: &[u8], pattern: &[u8]) -> Option<String> {
+pub(crate) fn pattern_refusal(subject: &[u8], pattern: &[u8]) -> Option<String> {
     let quantifiers = backtracking_quantifiers(pattern);
     let n = subject.len() as u128;
     let cost = n.saturating_pow(quantifiers.saturating_add(1));

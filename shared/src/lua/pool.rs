@@ -37,7 +37,7 @@ pub enum PoolError {
 /// A fixed set of threads for user code. Cheap to clone; the threads end when the last clone
 /// is dropped and the queue is empty.
 #[derive(Clone)]
-pub struct LuaPool {
+pub(crate) struct LuaPool {
     jobs: mpsc::Sender<Job>,
     slots: Arc<Semaphore>,
     threads: usize,
@@ -83,7 +83,7 @@ impl LuaPool {
 
     /// A pool with one thread per available core (at least two, so one long job never leaves
     /// the process without a runner).
-    pub fn per_core() -> std::io::Result<LuaPool> {
+    pub(crate) fn per_core() -> std::io::Result<LuaPool> {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         LuaPool::new(cores.max(2))
     }
@@ -96,11 +96,6 @@ impl LuaPool {
             // Without threads the process cannot run user code at all: fail loudly at start.
             LuaPool::per_core().expect("cannot start the Lua runner threads")
         })
-    }
-
-    /// How many threads run jobs.
-    pub fn threads(&self) -> usize {
-        self.threads
     }
 
     /// Runs `job` on a pool thread and waits for its result without blocking the caller's

@@ -13,13 +13,13 @@
 /// Why a source is refused, with the line of the offending token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: to-be-closed variables ('<close>') are not allowed in the sandbox")]
-pub struct ClosingRefused {
+pub(crate) struct ClosingRefused {
     pub line: usize,
 }
 
 /// Refuses sources that declare a to-be-closed variable. Malformed sources pass: Lua's own
 /// parser reports their errors with its own messages.
-pub fn refuse_to_be_closed(source: &str) -> Result<(), ClosingRefused> {
+pub(crate) fn refuse_to_be_closed(source: &str) -> Result<(), ClosingRefused> {
     let mut lexer = Lexer {
         src: source.as_bytes(),
         at: 0,

@@ -171,7 +171,7 @@ const CREDENTIAL_HEADER_WORDS: [&str; 8] = [
 ];
 
 /// Whether a header named `name` carries a credential, by [`CREDENTIAL_HEADER_WORDS`].
-pub fn is_credential_header(name: &str) -> bool {
+pub(crate) fn is_credential_header(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     CREDENTIAL_HEADER_WORDS
         .iter()
@@ -210,7 +210,7 @@ pub enum HandlerKind {
 }
 
 impl HandlerKind {
-    pub const ALL: [HandlerKind; 4] = [
+    pub(crate) const ALL: [HandlerKind; 4] = [
         HandlerKind::Webhook,
         HandlerKind::WebhookCustom,
         HandlerKind::Log,
@@ -308,7 +308,7 @@ impl Signing<'_> {
     /// The secrets that sign a delivery made at `now` (Unix s): the current one, then the
     /// previous one while it has not expired. Kong's header has room for one signature, so only
     /// the current secret signs `kong` hooks.
-    pub fn secrets_at(&self, now: i64) -> Vec<&str> {
+    pub(crate) fn secrets_at(&self, now: i64) -> Vec<&str> {
         let previous = match self.scheme {
             SignatureScheme::Standard => self
                 .previous
@@ -336,7 +336,7 @@ impl Handler {
     }
 
     /// Sets the secret and the rotated-out one of a signing handler; `false` for the others.
-    pub fn set_secrets(&mut self, secret: String, previous: Option<PreviousSecret>) -> bool {
+    pub(crate) fn set_secrets(&mut self, secret: String, previous: Option<PreviousSecret>) -> bool {
         let (slot, previous_slot) = match self {
             Handler::Webhook(c) => (&mut c.secret, &mut c.previous_secret),
             Handler::WebhookCustom(c) => (&mut c.secret, &mut c.previous_secret),
@@ -350,7 +350,7 @@ impl Handler {
     /// Carries a rotation in progress over from the stored `old` handler into this freshly
     /// validated one, when the change keeps the secret and the scheme: editing a hook's other
     /// fields must not cut the grace period short, while setting a new secret by hand ends it.
-    pub fn keep_rotation(&mut self, old: &Handler) {
+    pub(crate) fn keep_rotation(&mut self, old: &Handler) {
         let (Some(new), Some(old_signing)) = (self.signing(), old.signing()) else {
             return;
         };
@@ -397,7 +397,7 @@ impl HttpMethod {
     }
 
     /// The method to send.
-    pub fn to_http(&self) -> reqwest::Method {
+    pub(crate) fn to_http(&self) -> reqwest::Method {
         self.0.clone()
     }
 }
@@ -441,7 +441,7 @@ impl std::fmt::Display for HttpMethod {
 
 /// How a payload travels, by method and content type (spec §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PayloadEncoding {
+pub(crate) enum PayloadEncoding {
     Query,
     Json,
     Form,
@@ -450,7 +450,10 @@ pub enum PayloadEncoding {
 
 /// The encoding of a payload for `method` with `content_type`, or `None` when that content type
 /// cannot carry one (refused at create time).
-pub fn payload_encoding(method: &str, content_type: Option<&str>) -> Option<PayloadEncoding> {
+pub(crate) fn payload_encoding(
+    method: &str,
+    content_type: Option<&str>,
+) -> Option<PayloadEncoding> {
     if !matches!(method, "POST" | "PUT" | "PATCH") {
         return Some(PayloadEncoding::Query);
     }

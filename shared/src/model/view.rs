@@ -43,7 +43,7 @@ pub struct HookView {
 
 impl HookView {
     /// The view as a JSON value, for answers that add to it or merge into it.
-    pub fn into_json(self) -> Value {
+    pub(crate) fn into_json(self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 }

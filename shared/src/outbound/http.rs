@@ -42,7 +42,7 @@ impl HttpSettings {
     /// The spec's timeout of a whole request, unless a deployment's settings say otherwise.
     pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(10);
     /// 64 KiB of response body kept.
-    pub const DEFAULT_MAX_RESPONSE_BODY: usize = 64 * 1024;
+    pub(crate) const DEFAULT_MAX_RESPONSE_BODY: usize = 64 * 1024;
 }
 
 impl Default for HttpSettings {
@@ -153,7 +153,7 @@ impl HttpSender {
     /// bounds connecting (the deployment's connect timeout when unset), `read_ms` each wait for
     /// the answer's bytes, and the whole exchange gets the longer of the deployment's total and
     /// their sum.
-    pub async fn send_with(
+    pub(crate) async fn send_with(
         &self,
         request: OutboundRequest,
         verify_tls: bool,

@@ -82,7 +82,7 @@ pub const REQUEUES_PER_ATTEMPT: u32 = 20;
 /// The least a re-queue in a row doubles from (see [`requeue_delay`]): a wait of nearly nothing
 /// (an open circuit's last milliseconds, a slow hook's deliveries leaving an event at once) still
 /// grows to minutes within the margin. The lanes' shortest deferral.
-pub const REQUEUE_BACKOFF_FLOOR: Duration = Duration::from_millis(500);
+pub(crate) const REQUEUE_BACKOFF_FLOOR: Duration = Duration::from_millis(500);
 
 /// How long a re-queue that is no retry waits (a deferral, a park): `base`, what it waits on its
 /// own (the park delay, the time its lane gave), when it is the first since the delivery's last
@@ -105,7 +105,7 @@ pub const REQUEUE_BACKOFF_FLOOR: Duration = Duration::from_millis(500);
 /// That is per attempt the schedule allows; the margin belongs to the delivery as a whole
 /// (9 × 20 for the default schedule), so one outage before the first attempt may take all 180:
 /// parks for about 43 hours.
-pub fn requeue_delay(base: Duration, in_row: u32, cap: Duration) -> Duration {
+pub(crate) fn requeue_delay(base: Duration, in_row: u32, cap: Duration) -> Duration {
     if in_row == 0 {
         return base;
     }
@@ -127,12 +127,12 @@ pub struct RetrySchedule {
     /// together (a target that went down) do not all come back at the same instant.
     pub jitter: f64,
     /// The longest `Retry-After` honoured; a target cannot park a delivery for days.
-    pub max_retry_after: Duration,
+    pub(crate) max_retry_after: Duration,
 }
 
 impl RetrySchedule {
     /// The spec's delays: 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 3 h, 6 h.
-    pub const DEFAULT_DELAYS: [Duration; 8] = [
+    pub(crate) const DEFAULT_DELAYS: [Duration; 8] = [
         Duration::from_secs(5),
         Duration::from_secs(30),
         Duration::from_secs(2 * 60),
@@ -143,9 +143,9 @@ impl RetrySchedule {
         Duration::from_secs(6 * 3600),
     ];
     /// ±20 % around each scheduled delay.
-    pub const DEFAULT_JITTER: f64 = 0.2;
+    pub(crate) const DEFAULT_JITTER: f64 = 0.2;
     /// `Retry-After` is honoured up to an hour.
-    pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+    pub(crate) const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 }
 
 impl Default for RetrySchedule {
@@ -162,7 +162,7 @@ impl Default for RetrySchedule {
 
 impl RetrySchedule {
     /// All attempts a delivery gets: the first one plus one per delay.
-    pub fn max_attempts(&self) -> u32 {
+    pub(crate) fn max_attempts(&self) -> u32 {
         u32::try_from(self.delays.len())
             .unwrap_or(u32::MAX)
             .saturating_add(1)
@@ -203,7 +203,11 @@ impl RetrySchedule {
     ///
     /// A `retry_after` from the target replaces the jittered scheduled delay when it is longer,
     /// capped at [`max_retry_after`](Self::max_retry_after).
-    pub fn next_delay(&self, attempt: u32, retry_after: Option<Duration>) -> Option<Duration> {
+    pub(crate) fn next_delay(
+        &self,
+        attempt: u32,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
         self.delay_with(attempt, retry_after, fastrand::f64())
     }
 
@@ -228,7 +232,7 @@ impl RetrySchedule {
 
 /// The schedule of a hook with its own `retry` (spec §12): its delays exactly, no jitter, the
 /// `Retry-After` cap of `defaults`; `defaults` itself when it sets no delays.
-pub fn hook_schedule(policy: &RetryPolicy, defaults: &RetrySchedule) -> RetrySchedule {
+pub(crate) fn hook_schedule(policy: &RetryPolicy, defaults: &RetrySchedule) -> RetrySchedule {
     match &policy.delays {
         None => defaults.clone(),
         Some(delays) => RetrySchedule {
@@ -244,7 +248,7 @@ pub fn hook_schedule(policy: &RetryPolicy, defaults: &RetrySchedule) -> RetrySch
 
 /// Narrows a verdict by a hook's `retry.on`: with `5xx` (Apigee Edge's rule) only a 5xx answer
 /// is retried; every other failure fails at once.
-pub fn restrict(verdict: Verdict, on: RetryOn, status: Option<u16>) -> Verdict {
+pub(crate) fn restrict(verdict: Verdict, on: RetryOn, status: Option<u16>) -> Verdict {
     match (on, verdict) {
         (RetryOn::ServerErrors, Verdict::Retry { after }) => match status {
             Some(500..=599) => Verdict::Retry { after },
@@ -265,7 +269,7 @@ pub struct InvalidSchedule {
 
 /// Why one item of a retry schedule is not a delay.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadDelay {
+pub(crate) enum BadDelay {
     /// Nothing at all: more likely a missing variable than a wish for no retries.
     #[error("empty; write `none` for no retries")]
     Empty,

@@ -24,24 +24,24 @@ use sha2::Sha256;
 pub const SIGNATURE_HEADER: &str = "x-kong-signature";
 
 /// Standard Webhooks: the message id (our delivery id), stable across retries.
-pub const WEBHOOK_ID_HEADER: &str = "webhook-id";
+pub(crate) const WEBHOOK_ID_HEADER: &str = "webhook-id";
 /// Standard Webhooks: Unix seconds when the attempt was signed.
-pub const WEBHOOK_TIMESTAMP_HEADER: &str = "webhook-timestamp";
+pub(crate) const WEBHOOK_TIMESTAMP_HEADER: &str = "webhook-timestamp";
 /// Standard Webhooks: one or more space-separated `v1,<base64>` signatures.
-pub const WEBHOOK_SIGNATURE_HEADER: &str = "webhook-signature";
+pub(crate) const WEBHOOK_SIGNATURE_HEADER: &str = "webhook-signature";
 
 /// The prefix of Standard Webhooks secrets.
-pub const STANDARD_SECRET_PREFIX: &str = "whsec_";
+pub(crate) const STANDARD_SECRET_PREFIX: &str = "whsec_";
 /// Shortest key the Standard Webhooks spec allows (192 bits).
-pub const MIN_STANDARD_KEY_BYTES: usize = 24;
+pub(crate) const MIN_STANDARD_KEY_BYTES: usize = 24;
 /// Longest key the Standard Webhooks spec allows (512 bits).
-pub const MAX_STANDARD_KEY_BYTES: usize = 64;
+pub(crate) const MAX_STANDARD_KEY_BYTES: usize = 64;
 /// Key length of the secrets we generate.
 const GENERATED_KEY_BYTES: usize = 32;
 
 /// How long a rotated-out secret keeps signing beside the new one (spec §8): receivers get a day
 /// to switch.
-pub const ROTATION_GRACE_SECONDS: i64 = 24 * 3600;
+pub(crate) const ROTATION_GRACE_SECONDS: i64 = 24 * 3600;
 
 /// Standard base64 that accepts secrets with or without their `=` padding, as the reference
 /// libraries do.
@@ -88,7 +88,7 @@ pub fn standard_key(secret: &str) -> Result<Vec<u8>, InvalidSecret> {
 }
 
 /// A fresh `whsec_` secret of 32 bytes from the operating system's random source.
-pub fn generate_standard_secret() -> Result<String, getrandom::Error> {
+pub(crate) fn generate_standard_secret() -> Result<String, getrandom::Error> {
     let mut key = [0u8; GENERATED_KEY_BYTES];
     getrandom::fill(&mut key)?;
     Ok(format!("{STANDARD_SECRET_PREFIX}{}", STANDARD.encode(key)))

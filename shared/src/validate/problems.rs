@@ -22,7 +22,7 @@ pub struct FieldError {
 
 impl FieldError {
     /// Kong's dotted form of the path; array positions are 1-based as in Lua.
-    pub fn dotted_path(&self) -> String {
+    pub(crate) fn dotted_path(&self) -> String {
         let parts: Vec<String> = self
             .path
             .iter()
@@ -56,7 +56,7 @@ impl SchemaViolation {
     }
 
     /// A violation from top-level field problems, or `None` when there are none.
-    pub fn from_fields(problems: Vec<(String, String)>) -> Option<SchemaViolation> {
+    pub(crate) fn from_fields(problems: Vec<(String, String)>) -> Option<SchemaViolation> {
         if problems.is_empty() {
             return None;
         }

@@ -33,11 +33,13 @@ use serde_json::Value as Json;
 use self::chunk::{LuaChunk, Session};
 use self::parse::{line_count, Parser, Part};
 use self::plain::{render_plain, Piece};
-use crate::lua::{Budget, Limits};
+use crate::lua::Budget;
+#[cfg(test)]
+use crate::lua::Limits;
 
 /// A parsed template, ready to render any number of times.
 #[derive(Debug, Clone)]
-pub struct Template {
+pub(crate) struct Template {
     body: Body,
 }
 
@@ -86,10 +88,11 @@ impl Template {
 
     /// True when rendering needs Lua (a code block or an expression that is not a plain dotted
     /// path); such templates are refused when the deployment's `untrusted_lua` is `off`.
-    pub fn needs_lua(&self) -> bool {
+    pub(crate) fn needs_lua(&self) -> bool {
         matches!(self.body, Body::Lua(_))
     }
 
+    #[cfg(test)]
     /// Renders with `data` (a JSON object) as the context, with a CPU budget of its own. Output
     /// that Lua code made invalid UTF-8 is repaired with replacement characters.
     pub fn render(&self, data: &Json, limits: &Limits) -> Result<String, TemplateError> {
@@ -100,7 +103,7 @@ impl Template {
 /// Renders the templates of one delivery: one context, one sandbox (started at the first
 /// template that needs Lua) and one budget for all of them, so a hook with many templates gets
 /// no more CPU time or memory than a hook with one.
-pub struct Renderer<'a> {
+pub(crate) struct Renderer<'a> {
     data: &'a Json,
     budget: Budget,
     lua: Option<Session>,
