@@ -19,8 +19,8 @@ use event_hooks::apigee::sqlite::SqliteMonetizationStore;
 use event_hooks::apigee::MonetizationStore;
 use event_hooks::delivery_log::sqlite::SqliteDeliveryLog;
 use event_hooks::delivery_log::DeliveryLog;
-use event_hooks::dispatch::lanes::LaneSettings;
 use event_hooks::dispatch::worker::{self, Feed, WorkerSettings};
+use event_hooks::dispatch::LaneSettings;
 use event_hooks::dispatch::{DispatchPorts, DispatchSettings, Dispatcher, Executor};
 use event_hooks::env::{self, Seconds};
 use event_hooks::idempotency::sqlite::SqliteIdempotencyStore;
@@ -103,7 +103,7 @@ pub struct Settings {
     /// Attempts of one hook in flight at once, for hooks without their own `max_in_flight`
     /// (1 to 64): a slow target holds at most this many, and the rest of its deliveries wait on
     /// the deliveries queue, never another hook's.
-    #[arg(long, env = "EVENT_HOOKS_HOOK_MAX_IN_FLIGHT", default_value_t = event_hooks::dispatch::lanes::DEFAULT_HOOK_MAX_IN_FLIGHT, value_parser = env::hook_max_in_flight)]
+    #[arg(long, env = "EVENT_HOOKS_HOOK_MAX_IN_FLIGHT", default_value_t = event_hooks::dispatch::DEFAULT_HOOK_MAX_IN_FLIGHT, value_parser = env::hook_max_in_flight)]
     pub hook_max_in_flight: u32,
 
     /// Concurrent consumers of each queue (events, deliveries).

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use event_hooks::dispatch::handlers::{sign, webhook_data, webhook_request, CustomPlan};
-use event_hooks::dispatch::matching::EventName;
+use event_hooks::dispatch::EventName;
 use event_hooks::events::Event;
-use event_hooks::lua::chain::LuaChain;
+use event_hooks::lua::LuaChain;
 use event_hooks::lua::{Budget, Limits};
 use event_hooks::model::{
     Handler, Hook, HttpMethod, LogConfig, PreviousSecret, SignatureScheme, WebhookConfig,

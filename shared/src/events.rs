@@ -52,7 +52,7 @@ pub(crate) enum Operation {
 }
 
 impl Operation {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Operation::Create => "create",
             Operation::Update => "update",

@@ -2,14 +2,16 @@
 //!
 //! Domain modules know nothing of AWS: [`model`], [`validate`], [`form`], [`sources`],
 //! [`events`], [`lua`] (the sandbox, templates, lambda chains), [`snapshot`], [`dispatch`],
-//! [`outbound`], [`metrics`], [`env`](mod@env), [`limits`]. The four ports
+//! [`outbound`], [`apigee`], [`metrics`], [`env`](mod@env), [`limits`], [`clock`]. The six ports
 //! ([`store::HookStore`], [`queue::Queue`], [`windows::WindowStore`],
-//! [`delivery_log::DeliveryLog`]) each have an embedded SQLite adapter (on [`sqlite::Database`])
+//! [`delivery_log::DeliveryLog`], [`idempotency::IdempotencyStore`],
+//! [`apigee::MonetizationStore`]) each have an embedded SQLite adapter (on [`sqlite::Database`])
 //! and an AWS adapter, which pass the same contract suites; [`aws`] builds the SDK configuration.
 //! [`admin`] is the Kong-compatible HTTP API as axum routers, served by the Lambda functions and
 //! by the local server alike.
-//! [`idempotency::IdempotencyStore`] (the `Idempotency-Key` of `POST /events`) is one more port
-//! of the same kind, with the same two adapters and contract suite.
+
+// What other crates may use is `pub` and reachable from here; everything else is `pub(crate)`.
+#![warn(unreachable_pub)]
 
 pub mod admin;
 pub mod apigee;

@@ -506,7 +506,7 @@ async fn condition_from(
 }
 
 /// `GET /mint/organizations/{org}/notification-conditions`
-pub async fn list_conditions(
+pub(super) async fn list_conditions(
     State(state): State<AdminState>,
     Path(org): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -562,7 +562,7 @@ async fn find_condition(
 }
 
 /// `GET /mint/organizations/{org}/notification-conditions/{id}`
-pub async fn get_condition(
+pub(super) async fn get_condition(
     State(state): State<AdminState>,
     Path((org, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -572,7 +572,7 @@ pub async fn get_condition(
 }
 
 /// `PUT /mint/organizations/{org}/notification-conditions/{id}`: replaces it whole.
-pub async fn put_condition(
+pub(super) async fn put_condition(
     State(state): State<AdminState>,
     Path((org, id)): Path<(String, String)>,
     input: Result<Input, ApiError>,
@@ -587,7 +587,7 @@ pub async fn put_condition(
 }
 
 /// `DELETE /mint/organizations/{org}/notification-conditions/{id}`: 204, or 404.
-pub async fn delete_condition(
+pub(super) async fn delete_condition(
     State(state): State<AdminState>,
     Path((org, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {

@@ -76,7 +76,7 @@ fn parse_origin(origin: &str) -> Result<HeaderValue, InvalidOrigin> {
 }
 
 /// `routes` with CORS for `origins`; unchanged when there are none.
-pub fn apply(routes: Router, origins: &CorsOrigins) -> Router {
+pub(super) fn apply(routes: Router, origins: &CorsOrigins) -> Router {
     if origins.is_empty() {
         return routes;
     }

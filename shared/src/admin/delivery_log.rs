@@ -44,7 +44,7 @@ pub(crate) struct ListPage {
 
 /// `GET /event-hooks/{id}/deliveries?size=&offset=`: newest first, at most `size` records and
 /// [`MAX_DELIVERY_PAGE_BYTES`] of them.
-pub async fn list(
+pub(super) async fn list(
     State(state): State<AdminState>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
@@ -71,7 +71,7 @@ pub async fn list(
 
 /// `POST /event-hooks/{id}/deliveries/{delivery}/retry`: queues the delivery again, with the same
 /// delivery id and the next attempt number; no snooze/on_change applies. 202.
-pub async fn retry(
+pub(super) async fn retry(
     State(state): State<AdminState>,
     Path((id, delivery)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -306,7 +306,7 @@ impl ReplayParams {
 /// delivery is claimed in the log (set pending) before it is queued, so overlapping calls split
 /// the matches, each queued once (`already_queued` names those another call took), and a call
 /// made again later finds them pending, not failed. A disabled hook answers 409.
-pub async fn replay(
+pub(super) async fn replay(
     State(state): State<AdminState>,
     Path(id): Path<String>,
     input: Input,

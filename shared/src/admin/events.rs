@@ -32,7 +32,7 @@ use crate::windows::event_key;
 /// The request header that makes `POST /events` idempotent.
 pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-pub async fn emit(
+pub(super) async fn emit(
     State(state): State<AdminState>,
     headers: HeaderMap,
     input: Input,

@@ -26,7 +26,7 @@ const DEFAULT_PAGE_SIZE: usize = 100;
 pub(super) const WRITE_ATTEMPTS: usize = 5;
 
 /// `GET /event-hooks?size=&offset=&source=&event=&tags=&handler=&enabled=`
-pub async fn list(
+pub(super) async fn list(
     State(state): State<AdminState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
@@ -145,7 +145,10 @@ fn created(hook: &Hook) -> Response {
 }
 
 /// `POST /event-hooks`
-pub async fn create(State(state): State<AdminState>, input: Input) -> Result<Response, ApiError> {
+pub(super) async fn create(
+    State(state): State<AdminState>,
+    input: Input,
+) -> Result<Response, ApiError> {
     let value = into_value(input);
     let id = value
         .get("id")
@@ -163,7 +166,7 @@ pub async fn create(State(state): State<AdminState>, input: Input) -> Result<Res
 }
 
 /// `GET /event-hooks/{id}`
-pub async fn read(
+pub(super) async fn read(
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -179,7 +182,7 @@ pub async fn read(
 
 /// `PATCH /event-hooks/{id}`: records (`config`) deep-merged, maps replaced whole, then the
 /// result validated as a whole hook.
-pub async fn update(
+pub(super) async fn update(
     State(state): State<AdminState>,
     Path(id): Path<String>,
     input: Input,
@@ -258,7 +261,7 @@ pub(crate) async fn upsert(
 }
 
 /// `DELETE /event-hooks/{id}`: 204 whether or not it existed.
-pub async fn remove(
+pub(super) async fn remove(
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {

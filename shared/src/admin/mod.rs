@@ -83,11 +83,11 @@ pub struct AdminState {
 
 /// Reads the state of a hook's lane in a dispatcher (see [`crate::dispatch::lanes`]).
 pub trait LaneReader: Send + Sync {
-    fn lane(&self, hook_id: uuid::Uuid) -> Option<crate::dispatch::lanes::LaneView>;
+    fn lane(&self, hook_id: uuid::Uuid) -> Option<crate::dispatch::LaneView>;
 }
 
 impl LaneReader for crate::dispatch::Dispatcher {
-    fn lane(&self, hook_id: uuid::Uuid) -> Option<crate::dispatch::lanes::LaneView> {
+    fn lane(&self, hook_id: uuid::Uuid) -> Option<crate::dispatch::LaneView> {
         crate::dispatch::Dispatcher::lane(self, hook_id)
     }
 }

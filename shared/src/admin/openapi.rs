@@ -9,6 +9,6 @@ use axum::response::IntoResponse;
 const DOCUMENT: &str = include_str!("../../openapi.json");
 
 /// `GET /openapi.json`
-pub async fn document() -> impl IntoResponse {
+pub(super) async fn document() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], DOCUMENT)
 }

@@ -68,7 +68,7 @@ fn new_secret(body: &Map<String, Value>, scheme: SignatureScheme) -> Result<Stri
 
 /// `POST /event-hooks/{id}/secret/rotate` with an optional `{"secret": …}`: stores the new
 /// secret, answers it once, and emits the change like any other update.
-pub async fn rotate(
+pub(super) async fn rotate(
     State(state): State<AdminState>,
     Path(id): Path<String>,
     input: Input,

@@ -19,7 +19,7 @@ async fn catalogue(state: &AdminState) -> Result<Catalogue, ApiError> {
 }
 
 /// `GET /event-hooks/sources`
-pub async fn list_all(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list_all(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "data": catalogue(&state).await? })))
 }
 
@@ -44,7 +44,7 @@ pub(crate) async fn get_event(
 }
 
 /// `PUT /event-hooks/sources/{source}/{event}`: registers or replaces a custom event.
-pub async fn put_event(
+pub(super) async fn put_event(
     State(state): State<AdminState>,
     Path((source, event)): Path<(String, String)>,
     input: Input,

@@ -51,7 +51,7 @@ pub trait DeadLetterCount: Send + Sync + 'static {
 }
 
 /// `GET /event-hooks/stats`
-pub async fn get(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn get(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
     let deadline = Instant::now() + DEADLINE;
     let read = read_log(&*state.store, &*state.delivery_log, now_millis(), deadline).await?;
     let mut body = read.series.into_json();

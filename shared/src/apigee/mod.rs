@@ -16,7 +16,7 @@
 
 pub mod dynamodb;
 pub mod sqlite;
-pub mod usage;
+pub(crate) mod usage;
 pub mod webhook;
 
 use async_trait::async_trait;

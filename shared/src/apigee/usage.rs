@@ -25,13 +25,13 @@ pub(crate) struct UsageThresholds {
 
 impl UsageThresholds {
     /// The stage reading conditions and claiming thresholds in `store`.
-    pub fn new(store: Arc<dyn MonetizationStore>) -> UsageThresholds {
+    pub(crate) fn new(store: Arc<dyn MonetizationStore>) -> UsageThresholds {
         UsageThresholds { store: Some(store) }
     }
 
     /// Whether `event` is sent to `hook` as notifications of reached thresholds instead of as
     /// itself: `hook` is an Apigee webhook and `event` is Edge usage.
-    pub fn notifies(&self, event: &Event, hook: &Hook) -> bool {
+    pub(crate) fn notifies(&self, event: &Event, hook: &Hook) -> bool {
         event.source == webhook::SOURCE
             && event.event == webhook::EVENT
             && webhook::is_edge_webhook(hook).is_some()
@@ -50,7 +50,7 @@ impl UsageThresholds {
     /// (receivers de-duplicate by delivery id).
     ///
     /// [`notifies`]: UsageThresholds::notifies
-    pub async fn notifications<'a>(
+    pub(crate) async fn notifications<'a>(
         &'a self,
         hook: &Hook,
         event: &'a Event,
@@ -133,7 +133,7 @@ struct Reached<'a> {
 impl Notifications<'_> {
     /// The next notification: the next reached threshold this event claims, as an event of its
     /// own whose id derives from the usage event's and the percent. `None` when none is left.
-    pub async fn next(&mut self) -> Result<Option<Event>, StoreError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<Event>, StoreError> {
         let Some(reached) = &mut self.0 else {
             return Ok(None);
         };

@@ -33,7 +33,7 @@ pub(crate) struct BatchOrder {
 
 impl BatchOrder {
     /// The order of a batch of `count` records.
-    pub fn new(count: usize) -> Arc<BatchOrder> {
+    pub(crate) fn new(count: usize) -> Arc<BatchOrder> {
         Arc::new(BatchOrder {
             state: Mutex::new(State {
                 declared: vec![None; count],
@@ -44,7 +44,7 @@ impl BatchOrder {
     }
 
     /// The turn of the record at `position`.
-    pub fn turn(self: &Arc<BatchOrder>, position: usize) -> Turn {
+    pub(crate) fn turn(self: &Arc<BatchOrder>, position: usize) -> Turn {
         Turn {
             order: self.clone(),
             position,

@@ -92,7 +92,7 @@ impl Default for LaneSettings {
 /// Where an attempt comes from: the fan-out of an event (inside the event's processing), or a
 /// message of the deliveries queue (a retry, a parked or deferred delivery).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub(super) enum Origin {
     Event,
     Queue,
 }
@@ -136,7 +136,7 @@ pub(crate) enum Admission {
 
 /// What an attempt's outcome means for its lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(super) enum Outcome {
     /// Delivered, or failed in a way that says the target is up (a 4xx, a Lua error).
     Answered,
     /// A timeout, a 5xx or a transport failure: counts towards opening the circuit.
@@ -248,7 +248,7 @@ pub(crate) struct Lanes {
 }
 
 impl Lanes {
-    pub fn new(settings: LaneSettings) -> Lanes {
+    pub(super) fn new(settings: LaneSettings) -> Lanes {
         Lanes {
             settings: Arc::new(settings),
             state: Arc::default(),
@@ -468,7 +468,7 @@ pub(crate) struct Pass {
 
 impl Pass {
     /// Records the attempt's outcome in its lane: its time, the circuit, a `410 Gone`.
-    pub fn finish(mut self, outcome: Outcome) {
+    pub(super) fn finish(mut self, outcome: Outcome) {
         self.finished = true;
         let took = self.started.elapsed();
         let now = Instant::now();

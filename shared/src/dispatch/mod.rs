@@ -36,10 +36,10 @@
 //! handler), [`handlers`] (the request each handler makes), [`worker`] (the local queue consumer).
 
 pub mod batch;
-pub mod execute;
+mod execute;
 pub mod handlers;
-pub mod lanes;
-pub mod matching;
+mod lanes;
+mod matching;
 pub mod protection;
 pub mod worker;
 
@@ -55,6 +55,8 @@ mod record;
 pub use batch::{Deadline, RecordContext};
 pub use delivery::{Delivery, Step};
 pub use execute::{Executed, Executor};
+pub use lanes::{LaneSettings, LaneView, DEFAULT_HOOK_MAX_IN_FLIGHT};
+pub use matching::EventName;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +74,7 @@ use crate::queue::{Queue, QueueError, MAX_DELAY};
 use crate::snapshot::SnapshotCache;
 use crate::store::{HookStore, StoreError};
 use crate::windows::WindowStore;
-use lanes::{LaneSettings, Lanes};
+use lanes::Lanes;
 use protection::RateLimiter;
 
 /// Header carrying the stable delivery id, for receivers to de-duplicate.

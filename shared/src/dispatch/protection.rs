@@ -169,7 +169,13 @@ struct Next {
 impl RateLimiter {
     /// Reserves the next slot of `hook_id` at `rate` per second, as seen at `now`, if it starts
     /// within `max_wait`. The clock is a parameter so the spacing is tested without sleeping.
-    pub fn reserve(&self, hook_id: Uuid, rate: f64, now: Instant, max_wait: Duration) -> Slot {
+    pub(crate) fn reserve(
+        &self,
+        hook_id: Uuid,
+        rate: f64,
+        now: Instant,
+        max_wait: Duration,
+    ) -> Slot {
         let interval = interval(rate);
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         if slots.len() >= SLOTS_SWEPT_AT {

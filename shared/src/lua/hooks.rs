@@ -38,13 +38,13 @@ pub(crate) struct HookLua<C> {
 
 /// A hook's turn in its lane: while it is held, no other job of that hook runs.
 #[must_use = "the turn ends when it is dropped"]
-pub struct Turn {
+pub(crate) struct Turn {
     _permit: OwnedSemaphorePermit,
 }
 
 impl<C: CompiledCode> HookLua<C> {
     /// Lanes and cache for user code that runs on `pool`.
-    pub fn new(pool: LuaPool) -> HookLua<C> {
+    pub(crate) fn new(pool: LuaPool) -> HookLua<C> {
         HookLua {
             pool,
             cache: Mutex::new(Cache::default()),
@@ -53,13 +53,13 @@ impl<C: CompiledCode> HookLua<C> {
     }
 
     /// The pool the hooks' jobs run on.
-    pub fn pool(&self) -> &LuaPool {
+    pub(crate) fn pool(&self) -> &LuaPool {
         &self.pool
     }
 
     /// Waits for `hook_id`'s turn: one permit per hook, so its user code runs on one pool thread
     /// at a time.
-    pub async fn turn(&self, hook_id: Uuid) -> Result<Turn, PoolError> {
+    pub(crate) async fn turn(&self, hook_id: Uuid) -> Result<Turn, PoolError> {
         let lane = {
             let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
             if lanes.len() >= LANES_SWEPT_AT {
@@ -79,7 +79,7 @@ impl<C: CompiledCode> HookLua<C> {
 
     /// The code cached for `hook_id`, if any; the caller checks it was built from the hook's
     /// current configuration.
-    pub fn cached(&self, hook_id: Uuid) -> Option<C> {
+    pub(crate) fn cached(&self, hook_id: Uuid) -> Option<C> {
         self.lock_cache().get(hook_id)
     }
 

@@ -31,13 +31,14 @@
 //! (webhook-custom templates), [`pool`] (the threads user code runs on) and [`hooks`] (each
 //! hook's lane on the pool and its cached compiled code).
 
-pub mod chain;
-pub mod hooks;
-pub mod json;
-pub mod pattern;
-pub mod pool;
-pub mod syntax;
-pub mod template;
+pub(crate) mod chain;
+pub use chain::LuaChain;
+pub(crate) mod hooks;
+pub(crate) mod json;
+pub(crate) mod pattern;
+pub(crate) mod pool;
+pub(crate) mod syntax;
+pub(crate) mod template;
 
 use std::time::{Duration, Instant};
 

@@ -53,7 +53,7 @@ impl std::fmt::Debug for LuaPool {
 
 impl LuaPool {
     /// A pool of `threads` threads (at least one).
-    pub fn new(threads: usize) -> std::io::Result<LuaPool> {
+    pub(crate) fn new(threads: usize) -> std::io::Result<LuaPool> {
         let threads = threads.max(1);
         let (sender, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
@@ -90,7 +90,7 @@ impl LuaPool {
 
     /// The process's pool, started on first use: one bound on user code for everything the
     /// process does (deliveries, `test`, validation of new hooks).
-    pub fn shared() -> &'static LuaPool {
+    pub(crate) fn shared() -> &'static LuaPool {
         static SHARED: OnceLock<LuaPool> = OnceLock::new();
         SHARED.get_or_init(|| {
             // Without threads the process cannot run user code at all: fail loudly at start.
@@ -100,7 +100,7 @@ impl LuaPool {
 
     /// Runs `job` on a pool thread and waits for its result without blocking the caller's
     /// thread. Waits for a queue slot first when the pool is saturated.
-    pub async fn run<R, F>(&self, job: F) -> Result<R, PoolError>
+    pub(crate) async fn run<R, F>(&self, job: F) -> Result<R, PoolError>
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,

@@ -151,7 +151,7 @@ mod test_support {
     use super::{hook, Context, SchemaViolation};
     use crate::lua::{Limits, LuaPolicy};
 
-    pub fn ctx() -> Context {
+    pub(super) fn ctx() -> Context {
         Context {
             id: Uuid::nil(),
             created_at: 10,
@@ -160,12 +160,12 @@ mod test_support {
         }
     }
 
-    pub fn violation(input: Value) -> SchemaViolation {
+    pub(super) fn violation(input: Value) -> SchemaViolation {
         hook(&input, &ctx()).expect_err("input should be rejected")
     }
 
     /// `build(n)` at `limit` is accepted; at `limit + 1` it is refused with exactly `fields`.
-    pub fn limit_holds(limit: usize, build: impl Fn(usize) -> Value, fields: Value) {
+    pub(super) fn limit_holds(limit: usize, build: impl Fn(usize) -> Value, fields: Value) {
         if let Err(v) = hook(&build(limit), &ctx()) {
             panic!("at the limit ({limit}): {}", v.message());
         }

@@ -74,7 +74,7 @@ pub enum TemplateError {
 impl Template {
     /// Parses (and, for parts with Lua code, compiles in the sandbox without running) a template.
     /// A malformed template is an error here, never at render time.
-    pub fn parse(source: &str) -> Result<Template, TemplateError> {
+    pub(crate) fn parse(source: &str) -> Result<Template, TemplateError> {
         let parts = Parser::new(source).parts()?;
         let body = if parts.iter().all(Part::is_plain) {
             Body::Plain(parts.into_iter().filter_map(Part::into_piece).collect())
@@ -95,7 +95,7 @@ impl Template {
     #[cfg(test)]
     /// Renders with `data` (a JSON object) as the context, with a CPU budget of its own. Output
     /// that Lua code made invalid UTF-8 is repaired with replacement characters.
-    pub fn render(&self, data: &Json, limits: &Limits) -> Result<String, TemplateError> {
+    pub(crate) fn render(&self, data: &Json, limits: &Limits) -> Result<String, TemplateError> {
         Renderer::new(data, Budget::starting_now(limits, None)).render(self)
     }
 }
@@ -111,7 +111,7 @@ pub(crate) struct Renderer<'a> {
 
 impl<'a> Renderer<'a> {
     /// A renderer of one delivery's templates with `data` as their context, within `budget`.
-    pub fn new(data: &'a Json, budget: Budget) -> Renderer<'a> {
+    pub(crate) fn new(data: &'a Json, budget: Budget) -> Renderer<'a> {
         Renderer {
             data,
             budget,
@@ -120,7 +120,7 @@ impl<'a> Renderer<'a> {
     }
 
     /// Renders one template of the delivery.
-    pub fn render(&mut self, template: &Template) -> Result<String, TemplateError> {
+    pub(crate) fn render(&mut self, template: &Template) -> Result<String, TemplateError> {
         match &template.body {
             Body::Plain(pieces) => Ok(render_plain(pieces, self.data)),
             Body::Lua(chunk) => {
