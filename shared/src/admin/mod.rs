@@ -81,7 +81,7 @@ pub struct AdminState {
     lanes: Option<Arc<dyn LaneReader>>,
 }
 
-/// Reads the state of a hook's lane in a dispatcher (see [`crate::dispatch::lanes`]).
+/// Reads the state of a hook's lane in a dispatcher (see `dispatch::lanes`).
 pub trait LaneReader: Send + Sync {
     fn lane(&self, hook_id: uuid::Uuid) -> Option<crate::dispatch::LaneView>;
 }

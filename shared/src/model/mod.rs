@@ -60,7 +60,7 @@ pub struct DeliveryPolicy {
     #[serde(default)]
     pub timeouts: Option<Timeouts>,
     /// Attempts of this hook in flight at once in one dispatcher (see
-    /// [`crate::dispatch::lanes`]); the deployment's default where `None`.
+    /// `dispatch::lanes`); the deployment's default where `None`.
     #[serde(default)]
     pub max_in_flight: Option<u32>,
 }
