@@ -6,7 +6,7 @@ LISTEN ?= 127.0.0.1:8001
 DATA_DIR ?= ./data
 ARCH ?= x86_64
 
-.PHONY: help run test unit-and-integration console-test conformance lint fmt validate-template build zips deploy deploy-tools build-check bench reliability reliability-quick venv clean simulated-stack invoke memory-bench
+.PHONY: help run test unit-and-integration console-test conformance lint fmt validate-template build zips deploy deploy-tools build-check bench reliability reliability-quick venv clean simulated-stack invoke memory-bench chaos
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ bench: ## Benchmarks: per-delivery overhead, end-to-end throughput, start-up tim
 
 memory-bench: venv zips ## The dispatch function at 256/512/1,024 MB (CPU share as on Lambda, by cgroup quota; needs root): latency, CPU, cost
 	.venv/bin/python tests/simstack/membench.py $(ARGS)
+
+chaos: venv zips ## The serverless path under AWS and Lambda faults (issue 20): 3 seeds x 1,500 events, table (ARGS to chaos.py)
+	cd tests/simstack && ../../.venv/bin/python chaos.py --seeds 1,2,3 --events 1500 $(ARGS)
 
 reliability: venv ## Proof suite against the release build: attacks, kill -9, fuzz, SSRF, memory, bench (ARGS=--quick)
 	$(CARGO) build --release -p event-hooks-local

@@ -4,13 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 #[cfg(feature = "test-util")]
 use aws_config::Region;
 use aws_config::{BehaviorVersion, SdkConfig};
 
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
 use crate::admin::{AdminAuth, SignedCheck, TokenCheck, TokenError, TokenSource};
 use crate::env::{AdminAuthSetting, TOKEN_REFETCH_INTERVAL};
+use crate::store::StoreError;
 
 /// Connect timeout of every AWS call.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -20,6 +25,32 @@ pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A whole AWS call, retries included: well under the functions' timeouts, so one stalled call
 /// fails one record (which is retried) instead of timing out the whole invocation.
 pub(crate) const OPERATION_TIMEOUT: Duration = Duration::from_secs(12);
+
+/// Attempts of one AWS call (the first and its retries), in the SDK's standard retry mode.
+pub(crate) const MAX_ATTEMPTS: u32 = 2;
+/// The first backoff before a retry (jittered by the SDK).
+pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest backoff between two attempts.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+// Every attempt at its timeout, and every backoff at its longest, fit in one operation: the SDK's
+// retries never outlast OPERATION_TIMEOUT (which check-build-inputs.py keeps under the functions'
+// timeouts), so a throttled call fails its record while the invocation still has time.
+const _: () = assert!(
+    ATTEMPT_TIMEOUT.as_millis() * MAX_ATTEMPTS as u128
+        + MAX_BACKOFF.as_millis() * (MAX_ATTEMPTS as u128 - 1)
+        <= OPERATION_TIMEOUT.as_millis()
+);
+
+/// The retry policy of every AWS client of the functions: standard mode (throttling, 5xx and
+/// transient network errors are retried, with jittered exponential backoff), within the budget
+/// above.
+pub fn retries() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(MAX_ATTEMPTS)
+        .with_initial_backoff(INITIAL_BACKOFF)
+        .with_max_backoff(MAX_BACKOFF)
+}
 
 /// The timeouts every AWS client of the functions gets.
 pub fn timeouts() -> TimeoutConfig {
@@ -31,12 +62,78 @@ pub fn timeouts() -> TimeoutConfig {
 }
 
 /// Loads the SDK configuration from the environment (credentials, region, and the endpoint when
-/// `AWS_ENDPOINT_URL` names one), with [`timeouts`] on every operation.
+/// `AWS_ENDPOINT_URL` names one), with [`timeouts`] and [`retries`] on every operation.
 pub async fn load_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(timeouts())
+        .retry_config(retries())
         .load()
         .await
+}
+
+/// Error codes that mean "too many requests now" or "failing on AWS's side now": the same call
+/// may succeed later. Matched on the code's last dot-separated part, so the query protocol's
+/// `AWS.SimpleQueueService.…` and `KMS.…` prefixes do not matter.
+const TRANSIENT_CODES: &[&str] = &[
+    // Throttling, per service.
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "LimitExceededException",
+    "SlowDown",
+    "KmsThrottled",
+    "TransactionInProgressException",
+    // Server side.
+    "InternalServerError",
+    "InternalFailure",
+    "InternalError",
+    "InternalServiceError",
+    "InternalServerErrorException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+];
+
+/// Whether a failed AWS call is transient — throttling, a 5xx, a timeout, a connection that
+/// failed or a response cut mid-body — so that the same call may succeed later; otherwise it is a
+/// client error (a 4xx such as `ValidationException` or `ResourceNotFoundException`, or a request
+/// that could not be built), a bug of ours or of the deployment that retrying will not fix.
+pub(crate) fn is_transient<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::DispatchFailure(failure) => !failure.is_user(),
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            // Outside 3xx-4xx: a 5xx, or a success that is still an error because its body
+            // could not be read (cut mid-way).
+            !(300..500).contains(&status)
+                || status == 429
+                || err.code().is_some_and(|code| {
+                    let name = code.rsplit(['.', '#']).next().unwrap_or(code);
+                    TRANSIENT_CODES.contains(&name)
+                })
+        }
+        _ => false,
+    }
+}
+
+/// A failed AWS call of a storage adapter as a [`StoreError`]: [`StoreError::Unavailable`] when
+/// [`is_transient`], else [`StoreError::Backend`]; the full error chain is kept in the message.
+pub(crate) fn store_error<E>(err: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if is_transient(&err) {
+        StoreError::Unavailable(DisplayErrorContext(err).to_string().into())
+    } else {
+        StoreError::Backend(DisplayErrorContext(err).to_string().into())
+    }
 }
 
 /// The admin token in a Secrets Manager secret's `SecretString`.
@@ -235,6 +332,248 @@ pub(crate) async fn read_item(
         .consistent_read(true)
         .send()
         .await
-        .map_err(crate::store::StoreError::backend)?;
+        .map_err(store_error)?;
     Ok(output.item)
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_config::Region;
+    use aws_sdk_dynamodb::config::Credentials;
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_types::body::SdkBody;
+
+    use super::*;
+
+    /// An HTTP client that answers every request with one canned response (or a failure to
+    /// connect), as AWS would send it.
+    #[derive(Debug, Clone)]
+    enum Canned {
+        Response {
+            status: u16,
+            headers: &'static [(&'static str, &'static str)],
+            body: &'static str,
+        },
+        ConnectionReset,
+        Stalled,
+    }
+
+    impl HttpConnector for Canned {
+        fn call(&self, _request: HttpRequest) -> HttpConnectorFuture {
+            match self.clone() {
+                Canned::Response {
+                    status,
+                    headers,
+                    body,
+                } => {
+                    let mut response =
+                        HttpResponse::new(status.try_into().unwrap(), SdkBody::from(body));
+                    for (name, value) in headers {
+                        response.headers_mut().insert(*name, *value);
+                    }
+                    HttpConnectorFuture::ready(Ok(response))
+                }
+                Canned::ConnectionReset => HttpConnectorFuture::ready(Err(ConnectorError::io(
+                    "connection reset by peer".into(),
+                ))),
+                Canned::Stalled => HttpConnectorFuture::new(std::future::pending()),
+            }
+        }
+    }
+
+    impl HttpClient for Canned {
+        fn http_connector(
+            &self,
+            _settings: &HttpConnectorSettings,
+            _components: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
+    }
+
+    /// A configuration whose clients get `canned`, with no retries and a short attempt timeout.
+    fn config(canned: Canned) -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url("http://aws.test")
+            .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+                Credentials::new("testing", "testing", None, None, "test"),
+            ))
+            .http_client(canned)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_millis(50))
+                    .build(),
+            )
+            .build()
+    }
+
+    fn response(status: u16, body: &'static str) -> Canned {
+        Canned::Response {
+            status,
+            headers: &[],
+            body,
+        }
+    }
+
+    async fn dynamodb(canned: Canned) -> StoreError {
+        let client = aws_sdk_dynamodb::Client::new(&config(canned));
+        let err = client
+            .get_item()
+            .table_name("hooks")
+            .send()
+            .await
+            .expect_err("the canned response is an error");
+        store_error(err)
+    }
+
+    #[tokio::test]
+    async fn dynamodb_throttling_and_server_errors_are_transient() {
+        for canned in [
+            response(
+                400,
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"The level of configured provisioned throughput for the table was exceeded."}"#,
+            ),
+            response(
+                400,
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#,
+            ),
+            response(
+                400,
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#RequestLimitExceeded","message":"Throughput exceeds the current throughput limit for your account."}"#,
+            ),
+            response(
+                500,
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"Internal server error"}"#,
+            ),
+            response(503, ""),
+            response(502, "<html>Bad Gateway</html>"),
+            // A success cut mid-body.
+            response(200, r#"{"Item":{"id":{"S":"#),
+            Canned::ConnectionReset,
+            Canned::Stalled,
+        ] {
+            let err = dynamodb(canned.clone()).await;
+            assert!(
+                matches!(err, StoreError::Unavailable(_)),
+                "{canned:?} gave {err:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn dynamodb_client_errors_are_not_transient() {
+        for canned in [
+            response(
+                400,
+                r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"One or more parameter values were invalid"}"#,
+            ),
+            response(
+                400,
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#ResourceNotFoundException","message":"Requested resource not found"}"#,
+            ),
+            response(
+                400,
+                r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"not authorized"}"#,
+            ),
+        ] {
+            let err = dynamodb(canned.clone()).await;
+            assert!(
+                matches!(err, StoreError::Backend(_)),
+                "{canned:?} gave {err:?}"
+            );
+        }
+    }
+
+    async fn sqs_transient(canned: Canned) -> bool {
+        let client = aws_sdk_sqs::Client::new(&config(canned));
+        let err = client
+            .send_message()
+            .queue_url("http://aws.test/000000000000/events")
+            .message_body("{}")
+            .send()
+            .await
+            .expect_err("the canned response is an error");
+        is_transient(&err)
+    }
+
+    #[tokio::test]
+    async fn sqs_throttling_in_both_shapes_is_transient_and_a_missing_queue_is_not() {
+        // The JSON protocol, with the query protocol's code in x-amzn-query-error.
+        assert!(
+            sqs_transient(Canned::Response {
+                status: 400,
+                headers: &[("x-amzn-query-error", "ThrottlingException;Sender")],
+                body: r#"{"__type":"com.amazonaws.sqs#ThrottlingException","message":"Rate exceeded"}"#,
+            })
+            .await
+        );
+        assert!(
+            sqs_transient(Canned::Response {
+                status: 400,
+                headers: &[("x-amzn-query-error", "AWS.SimpleQueueService.RequestThrottled;Sender")],
+                body: r#"{"__type":"com.amazonaws.sqs#RequestThrottled","message":"Request is throttled."}"#,
+            })
+            .await
+        );
+        assert!(
+            sqs_transient(response(
+                500,
+                r#"{"__type":"com.amazonaws.sqs#InternalError"}"#
+            ))
+            .await
+        );
+        assert!(
+            !sqs_transient(Canned::Response {
+                status: 400,
+                headers: &[("x-amzn-query-error", "AWS.SimpleQueueService.NonExistentQueue;Sender")],
+                body: r#"{"__type":"com.amazonaws.sqs#QueueDoesNotExist","message":"The specified queue does not exist."}"#,
+            })
+            .await
+        );
+    }
+
+    #[tokio::test]
+    async fn secrets_manager_throttling_is_transient_and_a_missing_secret_is_not() {
+        let transient = |canned: Canned| async move {
+            let client = aws_sdk_secretsmanager::Client::new(&config(canned));
+            let err = client
+                .get_secret_value()
+                .secret_id("admin-token")
+                .send()
+                .await
+                .expect_err("the canned response is an error");
+            is_transient(&err)
+        };
+        assert!(
+            transient(response(
+                400,
+                r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#
+            ))
+            .await
+        );
+        assert!(
+            !transient(response(
+                400,
+                r#"{"__type":"ResourceNotFoundException","message":"Secrets Manager can't find the specified secret."}"#
+            ))
+            .await
+        );
+    }
+
+    #[test]
+    fn the_retry_budget_fits_the_operation_timeout() {
+        let retries = retries();
+        assert_eq!(retries.max_attempts(), MAX_ATTEMPTS);
+        assert!(
+            ATTEMPT_TIMEOUT * MAX_ATTEMPTS + MAX_BACKOFF * (MAX_ATTEMPTS - 1) <= OPERATION_TIMEOUT
+        );
+    }
 }

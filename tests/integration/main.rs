@@ -34,4 +34,5 @@ mod secrets;
 mod standard_webhooks;
 mod store_contract;
 mod template_routes;
+mod transient_errors;
 mod windows_contract;

@@ -47,10 +47,13 @@ from collections import Counter as _Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
+
+if TYPE_CHECKING:
+    from faults import Faults
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -145,12 +148,14 @@ class Counter:
     """A reverse proxy in front of moto that counts requests by `service.Operation`.
 
     Operations are read from the `X-Amz-Target` header (the JSON protocols DynamoDB and SQS use)
-    or the `Action` form field (the query protocol)."""
+    or the `Action` form field (the query protocol). With `faults` (faults.py), it injects AWS
+    faults (throttles, 5xx, latency, resets, hangs) into the requests it counts."""
 
-    def __init__(self, upstream_port: int, traces: Traces | None = None):
+    def __init__(self, upstream_port: int, traces: Traces | None = None, faults: Faults | None = None):
         self.counts: _Counter[str] = _Counter()
         self.lock = threading.Lock()
         self.traces = traces
+        self.faults = faults
         counter = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -163,6 +168,9 @@ class Counter:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 operation = counter.count(self.headers, body)
+                fault = counter.faults.decide(operation) if counter.faults else None
+                if fault and counter.faults.before(self, fault):
+                    return
                 conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
                 conn.request(self.command, self.path, body=body, headers=headers)
@@ -172,6 +180,10 @@ class Counter:
                 if counter.traces is not None and trace and reply.status == 200 and operation in (
                         "SQS.SendMessage", "SQS.SendMessageBatch", "query.SendMessage", "query.SendMessageBatch"):
                     counter.traces.sent(data, trace)
+                if fault and fault.kind == "reset":
+                    counter.faults.reset(self, reply.status, reply.getheaders(), data, fault)
+                    conn.close()
+                    return
                 self.send_response(reply.status)
                 for k, v in reply.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):
@@ -207,6 +219,8 @@ class Counter:
             return dict(self.counts)
 
     def stop(self):
+        if self.faults:
+            self.faults.closing.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -784,6 +798,21 @@ class Runtime:
         }
         self.log_path = self.task / "rie.log"
         self.log = open(self.log_path, "wb")
+        self.env = env
+        # Lambda's own faults (lambda_faults.LambdaFaults), set by a chaos run; `restarts` counts
+        # the cold restarts after a kill or a timeout.
+        self.faults = None
+        self.restarts = 0
+        self.restarting = False
+        self.lock = threading.Lock()
+        self.url = f"http://127.0.0.1:{self.port}/2015-03-31/functions/function/invocations"
+        self.start()
+        RUNNING.append(self)
+
+    def start(self):
+        """Starts the emulator (and, on the first invocation, the bootstrap) in a process group of
+        its own, so that a kill takes both, as the end of an execution environment does."""
+        fn = self.fn
         self.process = subprocess.Popen(
             [
                 str(RIE),
@@ -793,12 +822,11 @@ class Runtime:
                 str(self.task / "bootstrap"),
             ],
             cwd=self.task,
-            env=env,
+            env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        self.lock = threading.Lock()
-        self.url = f"http://127.0.0.1:{self.port}/2015-03-31/functions/function/invocations"
 
         def up():
             if self.process.poll() is not None:
@@ -810,11 +838,33 @@ class Runtime:
                 return False
 
         wait_for(up, f"the RIE of {fn.logical_id}")
-        RUNNING.append(self)
+
+    def kill(self, why: str):
+        """SIGKILL of the environment (emulator and bootstrap), logged in `output()`."""
+        process = self.process
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, 9)
+            except ProcessLookupError:
+                pass
+        self.log.write(f"\n=== simstack: SIGKILL of the environment ({why}) ===\n".encode())
+        self.log.flush()
+
+    def restart(self):
+        """A cold environment after a kill: the emulator again, the bootstrap on the next invoke."""
+        self.restarting = True
+        try:
+            self.process.wait(10)
+            self.restarts += 1
+            self.start()
+        finally:
+            self.restarting = False
 
     def check_alive(self):
         """Fails naming the function when its bootstrap could not start (the emulator's "Init
         failed", e.g. a missing environment variable) or the emulator exited."""
+        if self.restarting:
+            return
         output = self.output()
         if "Init failed" in output or self.process.poll() is not None:
             raise AssertionError(f"{self.fn.logical_id} cannot start under the emulator:\n{output[-3000:]}")
@@ -822,20 +872,49 @@ class Runtime:
     def invoke(self, event: Any, trace: str | None = None) -> tuple[int, bytes, str]:
         """POSTs `event` (with `trace` as its `X-Amzn-Trace-Id`, which the emulator hands to the
         runtime as `Lambda-Runtime-Trace-Id`); returns the RIE's status, the raw reply and its
-        function-error header."""
+        function-error header. Past the function's `Timeout` (+ 1 s) the environment is killed
+        and restarted cold, as Lambda does; so is it after a fault of `faults`. A killed or timed
+        out invocation answers 200 with the function error `Unhandled` (Lambda's
+        `Runtime.ExitError` / `Sandbox.Timedout`)."""
         data = json.dumps(event).encode()
         headers = {"Content-Type": "application/json"}
         if trace:
             headers["X-Amzn-Trace-Id"] = trace
+        records = len(event.get("Records") or []) if isinstance(event, dict) else 0
         with self.lock:
             self.hand_over.trace = trace
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.fn.timeout + 30)
-            conn.request("POST", "/2015-03-31/functions/function/invocations", body=data,
-                         headers=headers)
-            reply = conn.getresponse()
-            body = reply.read()
-            conn.close()
-        return reply.status, body, reply.getheader("X-Amz-Function-Error") or ""
+            planned = self.faults.plan(self.fn.logical_id, max(records, 1)) if self.faults else None
+            fired = threading.Event()
+            timer = None
+            if planned:
+                def fire():
+                    fired.set()
+                    self.kill(f"fault {planned.kind} after {planned.after:.2f} s, {records} records in flight")
+                timer = threading.Timer(planned.after, fire)
+                timer.start()
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.fn.timeout + 1)
+            try:
+                conn.request("POST", "/2015-03-31/functions/function/invocations", body=data,
+                             headers=headers)
+                reply = conn.getresponse()
+                body = reply.read()
+                status, error = reply.status, reply.getheader("X-Amz-Function-Error") or ""
+            except (OSError, http.client.HTTPException) as err:
+                if not fired.is_set():
+                    self.kill(f"no answer within the function's Timeout {self.fn.timeout} s: {err!r}")
+                kind = "Sandbox.Timedout" if not fired.is_set() or planned.kind == "cut" else "Runtime.ExitError"
+                status, body, error = 200, json.dumps({"errorType": kind}).encode(), "Unhandled"
+            finally:
+                conn.close()
+                if timer:
+                    timer.cancel()
+            if planned:
+                self.faults.record(self.fn.logical_id, planned.kind, records, planned.after, fired.is_set())
+            if fired.is_set() or self.process.poll() is not None:
+                if not fired.is_set():
+                    self.kill("the environment exited")
+                self.restart()
+        return status, body, error
 
     def output(self) -> str:
         self.log.flush()
@@ -853,6 +932,10 @@ class Runtime:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        try:
+            os.killpg(self.process.pid, 9)  # the bootstrap, in the emulator's process group
+        except (ProcessLookupError, PermissionError):
+            pass
         self.hand_over.stop()
         self.log.close()
         shutil.rmtree(self.task, ignore_errors=True)
@@ -1195,12 +1278,12 @@ class SimulatedStack:
     """moto + the counting proxy + the created stack + one RIE per function + gateway + pollers."""
 
     def __init__(self, parameters: dict[str, str], extra_env: dict[str, str] | None = None,
-                 http: bool = True, pollers: bool = True):
+                 http: bool = True, pollers: bool = True, faults: Faults | None = None):
         self.moto = Moto()
         self.parts: list[Any] = []
         try:
             self.traces = Traces()
-            self.counter = Counter(self.moto.port, self.traces)
+            self.counter = Counter(self.moto.port, self.traces, faults=faults)
             self.parts.append(self.counter)
             self.stack = create_stack(self.moto, self.counter.endpoint, parameters)
             self.runtimes = {

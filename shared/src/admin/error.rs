@@ -24,6 +24,9 @@ mod code {
     pub(crate) const INVALID_SIZE: u32 = 9;
 }
 
+/// The `Retry-After` of a 503: a throttled or unavailable dependency usually recovers in seconds.
+pub(crate) const RETRY_AFTER_SECONDS: u32 = 2;
+
 /// Every way an admin API request can fail.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -106,14 +109,36 @@ pub enum ApiError {
     /// dead-lettered).
     #[error("event hook {0} is disabled")]
     HookDisabled(uuid::Uuid),
+    /// A dependency (the hook store, the idempotency store, the events queue, the delivery log,
+    /// the monetization store) is throttling or unavailable for now: logged, answered with 503
+    /// and `Retry-After` (spec §2), since the same request may succeed later.
+    #[error("a dependency is unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Anything unexpected: logged, answered with a bare 500.
     #[error("internal error: {0}")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ApiError {
+    /// An unexpected failure (500), unless a transient failure of a dependency is anywhere in
+    /// its chain of causes ([`StoreError::Unavailable`], [`QueueError::Unavailable`]): that is a
+    /// 503 with `Retry-After` ([`ApiError::Unavailable`]).
     pub fn internal(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ApiError {
-        ApiError::Internal(err.into())
+        let err = err.into();
+        let mut link: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
+        while let Some(cause) = link {
+            let transient = cause
+                .downcast_ref::<StoreError>()
+                .is_some_and(StoreError::is_transient)
+                || cause
+                    .downcast_ref::<QueueError>()
+                    .is_some_and(QueueError::is_transient);
+            if transient {
+                return ApiError::Unavailable(err);
+            }
+            link = cause.source();
+        }
+        ApiError::Internal(err)
     }
 
     /// An Edge-style error with this status, code and message.
@@ -131,8 +156,14 @@ impl ApiError {
         if let ApiError::Edge { .. } = self {
             return self;
         }
-        if let ApiError::Internal(cause) = &self {
-            tracing::error!(error = %cause, source = ?cause.source(), "Apigee route failed");
+        match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %cause, source = ?cause.source(), "Apigee route failed");
+            }
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "Apigee route failed: a dependency is unavailable");
+            }
+            _ => {}
         }
         let (status, body) = self.status_and_body();
         let code = match status {
@@ -273,6 +304,10 @@ impl ApiError {
                 code,
                 message,
             } => (*status, json!({ "code": code, "message": message })),
+            ApiError::Unavailable(_) => message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "A service this request needs is busy or unavailable: retry later",
+            ),
             ApiError::Internal(_) => message(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "An unexpected error occurred",
@@ -285,6 +320,7 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
         match err {
             StoreError::NameTaken(name) => ApiError::UniqueViolation(name),
+            unavailable @ StoreError::Unavailable(_) => ApiError::Unavailable(unavailable.into()),
             other => ApiError::internal(other),
         }
     }
@@ -299,9 +335,23 @@ impl IntoResponse for ApiError {
             ApiError::ChangeNotEmitted { hook_id, source } => {
                 tracing::error!(error = %source, %hook_id, "could not queue the events of a stored hook change");
             }
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "admin API request failed: a dependency is unavailable");
+            }
             _ => {}
         }
         let (status, body) = self.status_and_body();
-        (status, Json(body)).into_response()
+        // A 503 that the same request may cure later says when to try again (not a stored
+        // change whose events were lost: sending it again is the caller's decision).
+        let retry = status == StatusCode::SERVICE_UNAVAILABLE
+            && !matches!(self, ApiError::ChangeNotEmitted { .. });
+        let mut response = (status, Json(body)).into_response();
+        if retry {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
     }
 }

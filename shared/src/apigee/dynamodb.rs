@@ -70,7 +70,7 @@ impl MonetizationStore for DynamoMonetizationStore {
             .send()
             .await
             .map(|_| ())
-            .map_err(StoreError::backend)
+            .map_err(crate::aws::store_error)
     }
 
     async fn get_condition(&self, org: &str, id: Uuid) -> Result<Option<Condition>, StoreError> {
@@ -96,7 +96,7 @@ impl MonetizationStore for DynamoMonetizationStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(StoreError::backend)?;
+                .map_err(crate::aws::store_error)?;
             for item in output.items() {
                 out.push(decode(item)?);
                 if out.len() >= MAX_CONDITIONS_PER_ORG {
@@ -132,7 +132,7 @@ impl MonetizationStore for DynamoMonetizationStore {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::aws::store_error)?;
         Ok(output.attributes.is_some_and(|old| !old.is_empty()))
     }
 
@@ -158,7 +158,7 @@ impl MonetizationStore for DynamoMonetizationStore {
             {
                 Ok(false)
             }
-            Err(err) => Err(StoreError::backend(err)),
+            Err(err) => Err(crate::aws::store_error(err)),
         }
     }
 }

@@ -81,7 +81,7 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError>
             );
             Ok(())
         }
-        Err(err) => Err(StoreError::backend(err)),
+        Err(err) => Err(crate::aws::store_error(err)),
     }
 }
 
@@ -132,7 +132,7 @@ impl DynamoDeliveryLog {
             .expression_attribute_values(":exp_ms", number(expires.millis))
             .send()
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::aws::store_error)?;
         Ok(())
     }
 
@@ -199,7 +199,7 @@ impl DynamoDeliveryLog {
             .return_values(ReturnValue::UpdatedNew)
             .send()
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::aws::store_error)?;
         match output.attributes.as_ref().and_then(|a| a.get("attempts")) {
             Some(AttributeValue::L(attempts)) => Ok(attempts.len()),
             other => Err(StoreError::backend(format!(
@@ -241,7 +241,7 @@ impl DynamoDeliveryLog {
             {
                 Ok(())
             }
-            Err(err) => Err(StoreError::backend(err)),
+            Err(err) => Err(crate::aws::store_error(err)),
         }
     }
 
@@ -316,7 +316,7 @@ impl DynamoDeliveryLog {
             for (placeholder, status) in placeholders.iter().zip(&window.statuses) {
                 query = query.expression_attribute_values(placeholder, to_value(status)?);
             }
-            let output = query.send().await.map_err(StoreError::backend)?;
+            let output = query.send().await.map_err(crate::aws::store_error)?;
             for item in output.items.unwrap_or_default() {
                 let item = T::from_item(item)?;
                 if after.as_deref() != Some(item.sort_key().as_str()) {
@@ -476,7 +476,7 @@ impl DeliveryLog for DynamoDeliveryLog {
             {
                 Ok(false)
             }
-            Err(err) => Err(StoreError::backend(err)),
+            Err(err) => Err(crate::aws::store_error(err)),
         }
     }
 
@@ -565,7 +565,7 @@ impl DeliveryLog for DynamoDeliveryLog {
                     .expression_attribute_values(":after", string(token.sort_key())),
                 None => query.key_condition_expression("pk = :pk"),
             };
-            let output = query.send().await.map_err(StoreError::backend)?;
+            let output = query.send().await.map_err(crate::aws::store_error)?;
             for item in output.items.unwrap_or_default() {
                 let record = StoredRecord::from_item(item)?.into_record()?;
                 match budget.admit(json_len(&record)?) {

@@ -112,7 +112,7 @@ impl DynamoIdempotencyStore {
                     }
                 }
             }
-            Err(err) => Err(StoreError::backend(err)),
+            Err(err) => Err(crate::aws::store_error(err)),
         }
     }
 }
@@ -197,7 +197,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             {
                 Ok(())
             }
-            Err(err) => Err(StoreError::backend(err)),
+            Err(err) => Err(crate::aws::store_error(err)),
         }
     }
 
@@ -224,7 +224,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             {
                 Ok(())
             }
-            Err(err) => Err(StoreError::backend(err)),
+            Err(err) => Err(crate::aws::store_error(err)),
         }
     }
 }

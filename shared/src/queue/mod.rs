@@ -183,11 +183,20 @@ pub enum QueueError {
     NoDeadLetterQueue,
     #[error("queue failure: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The queue is throttling or unavailable for now (a transient failure: the same call may
+    /// succeed later), as opposed to [`QueueError::Backend`].
+    #[error("queue unavailable for now: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl QueueError {
     pub fn backend(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> QueueError {
         QueueError::Backend(err.into())
+    }
+
+    /// Whether the same call may succeed later (throttling, a 5xx, a timeout).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, QueueError::Unavailable(_))
     }
 }
 

@@ -6,7 +6,8 @@
 //! (see `create_queue_with_dlq`), a backstop that moves messages without a reason. An
 //! SQS-triggered Lambda function never calls [`Queue::receive`], so it asks
 //! [`SqsQueue::received_too_often`] itself. SDK types stay in this module; SDK errors become
-//! [`QueueError::Backend`] with the full error chain in the message.
+//! [`QueueError::Unavailable`] when transient, else [`QueueError::Backend`], with the full error
+//! chain in the message.
 //!
 //! A message's group is its `MessageGroupId`: on a standard queue that makes the queue a fair
 //! queue (SQS serves other tenants first while one holds a disproportionate share of the
@@ -16,7 +17,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::config::http::HttpResponse;
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 #[cfg(feature = "test-util")]
 use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::types::{
@@ -415,11 +417,19 @@ fn seconds_ceil(duration: Duration) -> i32 {
 
 /// An SDK error with its whole chain in the message: the SDK's own `Display` says only
 /// "service error".
-fn sqs_error(operation: &str, err: impl std::error::Error) -> QueueError {
-    QueueError::backend(format!(
-        "SQS {operation} failed: {}",
-        DisplayErrorContext(err)
-    ))
+/// A failed SQS call as a [`QueueError`]: [`QueueError::Unavailable`] when it is transient
+/// (throttling, a 5xx, a timeout: see [`crate::aws::is_transient`]), else [`QueueError::Backend`].
+fn sqs_error<E>(operation: &str, err: SdkError<E, HttpResponse>) -> QueueError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let transient = crate::aws::is_transient(&err);
+    let message = format!("SQS {operation} failed: {}", DisplayErrorContext(err));
+    if transient {
+        QueueError::Unavailable(message.into())
+    } else {
+        QueueError::backend(message)
+    }
 }
 
 #[cfg(test)]

@@ -158,7 +158,7 @@ impl DynamoHookStore {
         guard_index: Option<usize>,
     ) -> Result<Attempt<u64>, StoreError> {
         let Some(codes) = cancellation_codes(&err) else {
-            return Err(StoreError::backend(err));
+            return Err(crate::aws::store_error(err));
         };
         let failed = |index: usize| codes.get(index).map(String::as_str) == Some(CONDITION_FAILED);
         // The precondition is checked first: a stale writer learns that, not that a name clashed.
@@ -177,7 +177,15 @@ impl DynamoHookStore {
             // An emulator may cancel without saying why: find out by reading what is stored.
             return self.diagnose(hook, precondition).await;
         }
-        Err(StoreError::backend(err))
+        if codes.iter().any(|code| code == "ThrottlingError") {
+            // An item of the transaction was throttled: transient, whatever the status says.
+            return Err(StoreError::Unavailable(
+                aws_sdk_dynamodb::error::DisplayErrorContext(err)
+                    .to_string()
+                    .into(),
+            ));
+        }
+        Err(crate::aws::store_error(err))
     }
 
     /// Why a `put` whose cancellation reasons are unknown failed, judged from the current state.
@@ -240,7 +248,7 @@ impl DynamoHookStore {
             Ok(_) => Ok(Attempt::Done(Some(current.value))),
             // Cancelled (the hook changed, or a concurrent transaction): read it again and retry.
             Err(err) if cancellation_codes(&err).is_some() => Ok(Attempt::Retry),
-            Err(err) => Err(StoreError::backend(err)),
+            Err(err) => Err(crate::aws::store_error(err)),
         }
     }
 
@@ -268,7 +276,7 @@ impl DynamoHookStore {
             .expression_attribute_values(":one", number(1))
             .send()
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::aws::store_error)?;
         Ok(())
     }
 
@@ -461,7 +469,7 @@ impl HookStore for DynamoHookStore {
                     query = query.expression_attribute_values(name, value.clone());
                 }
             }
-            let output = query.send().await.map_err(StoreError::backend)?;
+            let output = query.send().await.map_err(crate::aws::store_error)?;
             for item in output.items.unwrap_or_default() {
                 matched.push(hook_from_item(item)?.value);
             }
@@ -520,7 +528,7 @@ impl HookStore for DynamoHookStore {
             .return_values(ReturnValue::AllOld)
             .send()
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::aws::store_error)?;
         self.bump_alone().await?;
         Ok(output.attributes.is_none_or(|old| old.is_empty()))
     }
@@ -534,7 +542,7 @@ impl HookStore for DynamoHookStore {
             .return_values(ReturnValue::AllOld)
             .send()
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::aws::store_error)?;
         let removed = output.attributes.is_some_and(|old| !old.is_empty());
         if removed {
             self.bump_alone().await?;
@@ -567,7 +575,7 @@ impl HookStore for DynamoHookStore {
                 .set_exclusive_start_key(start_key.take())
                 .send()
                 .await
-                .map_err(StoreError::backend)?;
+                .map_err(crate::aws::store_error)?;
             for item in output.items.unwrap_or_default() {
                 events.push(custom_event_from_item(item)?);
             }

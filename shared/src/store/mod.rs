@@ -96,11 +96,21 @@ pub enum StoreError {
     /// The storage back end failed.
     #[error("storage failure: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The storage back end is throttling or unavailable for now (a transient failure: the same
+    /// call may succeed later), as opposed to [`StoreError::Backend`], a failure that retrying
+    /// will not fix.
+    #[error("storage unavailable for now: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl StoreError {
     pub fn backend(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
         StoreError::Backend(err.into())
+    }
+
+    /// Whether the same call may succeed later (throttling, a 5xx, a timeout).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
     }
 }
 

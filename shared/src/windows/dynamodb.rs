@@ -93,7 +93,7 @@ impl DynamoWindowStore {
         match request.send().await {
             Ok(_) => Ok(true),
             Err(err) if is_condition_failure(&err) => Ok(false),
-            Err(err) => Err(StoreError::backend(err)),
+            Err(err) => Err(crate::aws::store_error(err)),
         }
     }
 }
