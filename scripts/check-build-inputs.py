@@ -71,7 +71,7 @@ ATTEMPT_EXTRA_SECONDS = 2 + 2 + 5
 def lease_problems(template) -> list:
     limits = (ROOT / "shared/src/limits.rs").read_text()
     millis = {name: int(value.replace("_", "")) for name, value in re.findall(
-        r"pub const (MAX_CONNECT_TIMEOUT_MS|MAX_READ_TIMEOUT_MS): u32 = ([0-9_]+);", limits)}
+        r"pub(?:\(crate\))? const (MAX_CONNECT_TIMEOUT_MS|MAX_READ_TIMEOUT_MS): u32 = ([0-9_]+);", limits)}
     if len(millis) != 2:
         return ["limits.rs: MAX_CONNECT_TIMEOUT_MS / MAX_READ_TIMEOUT_MS not found"]
     longest = sum(millis.values()) / 1000
@@ -97,7 +97,7 @@ def lease_problems(template) -> list:
 def duration_seconds(path: str, name: str):
     """The `pub const NAME: Duration = Duration::from_secs(N)` (or `from_millis`) of a source file."""
     text = (ROOT / path).read_text()
-    match = re.search(rf"pub const {name}: (?:std::time::)?Duration =\s*(?:std::time::)?Duration::"
+    match = re.search(rf"pub(?:\(crate\))? const {name}: (?:std::time::)?Duration =\s*(?:std::time::)?Duration::"
                       r"from_(secs|millis)\(([0-9_]+)\);", text)
     if not match:
         return None
@@ -116,7 +116,7 @@ def longest_waits(functions: dict) -> dict:
     probe_run = duration_seconds("shared/src/limits.rs", "MAX_PROBE_RUN")
     limits = (ROOT / "shared/src/limits.rs").read_text()
     millis = [int(v.replace("_", "")) for v in re.findall(
-        r"pub const MAX_(?:CONNECT|READ)_TIMEOUT_MS: u32 = ([0-9_]+);", limits)]
+        r"pub(?:\(crate\))? const MAX_(?:CONNECT|READ)_TIMEOUT_MS: u32 = ([0-9_]+);", limits)]
     if operation is None or stats is None or probe_run is None or len(millis) != 2:
         return {}
     attempt = sum(millis) / 1000 + ATTEMPT_EXTRA_SECONDS
@@ -163,8 +163,8 @@ def timeout_problems(template, functions: dict) -> list:
 
 def rust_strings(text: str, block: str) -> dict:
     """The `pub const NAME: &str = "value";` items of `pub mod <block> { ... }`."""
-    match = re.search(rf"pub mod {block} \{{(.*?)\n\}}", text, re.DOTALL)
-    return dict(re.findall(r'pub const ([A-Z_]+): &str = "([^"]+)";', match.group(1))) if match else {}
+    match = re.search(rf"pub(?:\(crate\))? mod {block} \{{(.*?)\n\}}", text, re.DOTALL)
+    return dict(re.findall(r'pub(?:\(crate\))? const ([A-Z_]+): &str = "([^"]+)";', match.group(1))) if match else {}
 
 
 def alarm_metrics(alarm: dict) -> list:
@@ -183,8 +183,8 @@ STACK_VARIABLE = "STACK_NAME"
 def alarm_problems(template) -> list:
     """Alarms on the functions' EMF metrics name what shared/src/metrics.rs emits."""
     text = (ROOT / "shared/src/metrics.rs").read_text()
-    namespace = re.search(r'pub const NAMESPACE: &str = "([^"]+)";', text)
-    dimension = re.search(r'pub const STACK_DIMENSION: &str = "([^"]+)";', text)
+    namespace = re.search(r'pub(?:\(crate\))? const NAMESPACE: &str = "([^"]+)";', text)
+    dimension = re.search(r'pub(?:\(crate\))? const STACK_DIMENSION: &str = "([^"]+)";', text)
     names = set(rust_strings(text, "names").values())
     if not (namespace and dimension and names):
         return ["metrics.rs: NAMESPACE, STACK_DIMENSION or mod names not found"]
