@@ -249,7 +249,11 @@ mod tests {
         let block = &block[..block.find("\n}").unwrap()];
         let declared: Vec<&str> = block
             .lines()
-            .filter_map(|l| l.trim().strip_prefix("pub const "))
+            .filter_map(|l| {
+                let l = l.trim();
+                l.strip_prefix("pub(crate) const ")
+                    .or_else(|| l.strip_prefix("pub const "))
+            })
             .filter_map(|l| l.split('"').nth(1))
             .collect();
         let counts = Counts {
