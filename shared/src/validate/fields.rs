@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::problems::Errors;
+use super::url_syntax;
 use crate::limits;
 
 /// An object at top-level `key` whose keys are all in `known` (others are reported), or `None`
@@ -130,6 +131,11 @@ pub(super) fn optional_bool(
 pub const URL_CREDENTIALS: &str =
     "credentials in url are not allowed: send them in config.headers (e.g. Authorization)";
 
+/// Why a URL that WHATWG parsing takes is still refused (see [`url_syntax`]).
+pub const URL_SYNTAX: &str =
+    "invalid url: expected http(s)://host[:port][/path][?query][#fragment], \
+     the host a DNS name or an IPv4 or [IPv6] address, other characters percent-encoded";
+
 /// `config.url`: an absolute http(s) URL with a host and no credentials, with Kong's messages.
 pub(super) fn url(map: &Map<String, Value>, errors: &mut Errors) -> Option<String> {
     let path = ["config", "url"];
@@ -166,6 +172,10 @@ pub(super) fn url(map: &Map<String, Value>, errors: &mut Errors) -> Option<Strin
         // logs), where only `secret` is redacted: they belong in `config.headers`.
         Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
             errors.add(&path, URL_CREDENTIALS);
+            None
+        }
+        Ok(_) if !url_syntax::is_well_formed(&raw) => {
+            errors.add(&path, URL_SYNTAX);
             None
         }
         Ok(_) => Some(raw),
@@ -282,6 +292,9 @@ mod tests {
                 "ftp://example.com",
                 "unsupported scheme 'ftp' in url: expected http or https",
             ),
+            ("https://g.mmnlm*", URL_SYNTAX),
+            ("http://0x7f.1/", URL_SYNTAX),
+            ("http://a.b/{id}", URL_SYNTAX),
         ] {
             let v = violation(json!({"source":"crud","handler":"webhook","config":{"url":url}}));
             assert_eq!(v.fields()["config"]["url"], message, "{url}");

@@ -14,6 +14,7 @@ mod fields;
 mod handlers;
 mod hook_fields;
 mod problems;
+mod url_syntax;
 
 use serde_json::Value;
 use uuid::Uuid;
