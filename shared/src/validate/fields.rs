@@ -132,7 +132,7 @@ pub const URL_CREDENTIALS: &str =
     "credentials in url are not allowed: send them in config.headers (e.g. Authorization)";
 
 /// Why a URL that WHATWG parsing takes is still refused (see [`url_syntax`]).
-pub const URL_SYNTAX: &str =
+pub(super) const URL_SYNTAX: &str =
     "invalid url: expected http(s)://host[:port][/path][?query][#fragment], \
      the host a DNS name or an IPv4 or [IPv6] address, other characters percent-encoded";
 
