@@ -31,6 +31,9 @@ pub struct Stats {
     pub deferred: AtomicU64,
     /// Copies of a delivery dropped because the same delivery id was in flight already.
     pub(crate) in_flight_skipped: AtomicU64,
+    /// Copies of a delivery sent as a later attempt than their message said, because another
+    /// copy had claimed that attempt (see `DeliveryLog::claim_attempt`).
+    pub(crate) renumbered: AtomicU64,
     /// Deliveries to paused or disabled hooks, logged as not sent.
     pub not_sent: AtomicU64,
     /// Attempts inside an event's processing cut at the inline budget, sent again from the

@@ -15,7 +15,7 @@ use event_hooks::clock::Clock;
 use event_hooks::delivery_log::dynamodb::{create_table, DynamoDeliveryLog};
 use event_hooks::delivery_log::sqlite::SqliteDeliveryLog;
 use event_hooks::delivery_log::{
-    Attempt, AttemptSummary, DeliveryKey, DeliveryLog, DeliveryPageToken, DeliveryRecord,
+    Attempt, AttemptSummary, Claimed, DeliveryKey, DeliveryLog, DeliveryPageToken, DeliveryRecord,
     DeliveryStatus, DeliveryWindow, MAX_ATTEMPTS_KEPT, MAX_RESPONSE_BODY,
 };
 use event_hooks::events::Event;
@@ -75,6 +75,7 @@ event_hooks_tests::contract! {
         a_listing_page_ends_at_its_byte_budget,
         window_summaries_are_the_window_without_bodies,
         a_settled_delivery_is_claimed_for_a_resend_once,
+        each_attempt_number_is_claimed_once,
     ],
     // DynamoDB applies one UpdateItem atomically per item, which is what the adapter relies on.
     // moto does not: its update_item reads the item, evaluates the expression and writes the result
@@ -82,6 +83,7 @@ event_hooks_tests::contract! {
     // most runs. On moto this case would test moto, not the adapter.
     not_on_moto("moto's UpdateItem is not atomic under concurrent requests"): [
         concurrent_attempts_on_one_delivery_all_land,
+        concurrent_claims_get_distinct_numbers,
     ],
 }
 
@@ -863,4 +865,74 @@ async fn a_settled_delivery_is_claimed_for_a_resend_once(backend: &Backend) {
         ..key
     };
     assert!(!log.claim_resend(unknown, 0).await.unwrap());
+}
+
+async fn each_attempt_number_is_claimed_once(backend: &Backend) {
+    let log = backend.open().await;
+    // given: a delivery first claimed with its first-attempt time T0
+    let hook_id = Uuid::new_v4();
+    let first = key(hook_id, T0);
+    let claim = |created_at: i64, number: u32| {
+        let log = log.clone();
+        async move {
+            let key = DeliveryKey {
+                created_at,
+                ..first
+            };
+            log.claim_attempt(key, number, DAY).await.unwrap()
+        }
+    };
+    assert_eq!(
+        claim(T0, 1).await,
+        Claimed {
+            number: 1,
+            created_at: T0
+        }
+    );
+
+    // when: copies claim numbers taken already, and numbers above every claim
+    // then: a taken number gives the next one above all claims; a higher one is given as asked;
+    // the first claim's time stays (a redelivered event fans out again with a later one)
+    let later = T0 + 5_000;
+    assert_eq!(
+        claim(later, 1).await,
+        Claimed {
+            number: 2,
+            created_at: T0
+        }
+    );
+    assert_eq!(claim(later, 2).await.number, 3);
+    assert_eq!(claim(later, 5).await.number, 5);
+    assert_eq!(claim(later, 4).await.number, 6);
+    assert_eq!(claim(later, 7).await.number, 7);
+
+    // and: other deliveries, even of the same hook, count on their own
+    let other = DeliveryKey {
+        delivery_id: Uuid::new_v4(),
+        ..first
+    };
+    assert_eq!(log.claim_attempt(other, 1, DAY).await.unwrap().number, 1);
+    // and: a claim is no record: the delivery is listed once an attempt is recorded
+    assert!(log.get(hook_id, first.delivery_id).await.unwrap().is_none());
+    record(&*log, first, &event(), attempt(1, Some(200))).await;
+    let stored = log.get(hook_id, first.delivery_id).await.unwrap().unwrap();
+    assert_eq!(stored.created_at, T0);
+}
+
+async fn concurrent_claims_get_distinct_numbers(backend: &Backend) {
+    let log = backend.open().await;
+    // given: one delivery, and eight copies of its first attempt at the same time
+    let key = key(Uuid::new_v4(), T0);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let log = log.clone();
+        tasks.spawn(async move { log.claim_attempt(key, 1, DAY).await });
+    }
+    // then: each copy gets a number of its own, 1 to 8
+    let mut numbers = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        numbers.push(result.expect("task ran").expect("claimed").number);
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
 }

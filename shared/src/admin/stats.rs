@@ -290,6 +290,14 @@ mod tests {
 
     #[async_trait]
     impl DeliveryLog for SlowLog {
+        async fn claim_attempt(
+            &self,
+            key: crate::delivery_log::DeliveryKey,
+            number: u32,
+            ttl: Duration,
+        ) -> Result<crate::delivery_log::Claimed, StoreError> {
+            self.inner.claim_attempt(key, number, ttl).await
+        }
         async fn record_attempt(
             &self,
             key: crate::delivery_log::DeliveryKey,

@@ -12,6 +12,8 @@
 //!   [`DeliveryLog::get`] finds a record from the two ids alone (the admin API knows no more). It
 //!   costs one small extra write per attempt and one extra read per `get`, and keeps the listing's
 //!   sort key free of a secondary index (an LSI would cap each hook's deliveries at 10 GB).
+//!   The pointer also holds `claimed`, the highest attempt number claimed
+//!   ([`DeliveryLog::claim_attempt`]): written before each attempt, it fixes `created_at` too.
 //!
 //! Both items carry `expires_at` (Unix seconds, the table's TTL attribute, rounded up so DynamoDB
 //! never deletes early) and `expires_at_ms`, which reads compare with the clock: TTL deletion lags
@@ -39,7 +41,7 @@ use uuid::Uuid;
 
 use super::{
     check_created_at, expiry, json_len, logged_event, page_of, sort_key, summary_page_of, Admit,
-    Attempt, AttemptSummary, DeliveryKey, DeliveryLog, DeliveryPage, DeliveryPageToken,
+    Attempt, AttemptSummary, Claimed, DeliveryKey, DeliveryLog, DeliveryPage, DeliveryPageToken,
     DeliveryRecord, DeliveryStatus, DeliverySummary, DeliverySummaryPage, DeliveryWindow,
     PageBudget, MAX_ATTEMPTS_KEPT,
 };
@@ -406,6 +408,13 @@ struct StoredPointer {
     expires_at_ms: i64,
 }
 
+/// The part of a pointer item that a claim returns.
+#[derive(Deserialize)]
+struct StoredClaim {
+    created_at: i64,
+    claimed: u32,
+}
+
 fn string(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
@@ -444,6 +453,61 @@ fn pointer_key(hook_id: Uuid, delivery_id: Uuid) -> Item {
 
 #[async_trait]
 impl DeliveryLog for DynamoDeliveryLog {
+    async fn claim_attempt(
+        &self,
+        key: DeliveryKey,
+        asked: u32,
+        ttl: Duration,
+    ) -> Result<Claimed, StoreError> {
+        check_created_at(key.created_at)?;
+        let expires = Expiry::at(expiry(self.clock.now_millis(), ttl));
+        // The pointer holds the claims: one conditional write takes the number asked for; when
+        // another copy has it (or a later one), an unconditional `ADD` takes the next.
+        let update = |expression: &str| {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(pointer_key(key.hook_id, key.delivery_id)))
+                .update_expression(format!(
+                    "SET created_at = if_not_exists(created_at, :created), \
+                     expires_at = :exp, expires_at_ms = :exp_ms {expression}"
+                ))
+                .expression_attribute_names("#claimed", "claimed")
+                .expression_attribute_values(":created", number(key.created_at))
+                .expression_attribute_values(":exp", number(expires.seconds))
+                .expression_attribute_values(":exp_ms", number(expires.millis))
+                .return_values(ReturnValue::AllNew)
+        };
+        let first = update(", #claimed = :n")
+            .condition_expression("attribute_not_exists(#claimed) OR #claimed < :n")
+            .expression_attribute_values(":n", number(asked))
+            .send()
+            .await;
+        let attributes = match first {
+            Ok(output) => output.attributes,
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                update("ADD #claimed :one")
+                    .expression_attribute_values(":one", number(1))
+                    .send()
+                    .await
+                    .map_err(crate::aws::store_error)?
+                    .attributes
+            }
+            Err(err) => return Err(crate::aws::store_error(err)),
+        };
+        let claimed: StoredClaim =
+            serde_dynamo::from_item(attributes.unwrap_or_default()).map_err(StoreError::backend)?;
+        Ok(Claimed {
+            number: claimed.claimed,
+            created_at: claimed.created_at,
+        })
+    }
+
     async fn claim_resend(&self, key: DeliveryKey, seen: i64) -> Result<bool, StoreError> {
         // Later than `seen` even within its millisecond, so that a second claim of the same read
         // fails its condition.

@@ -168,6 +168,16 @@ pub struct DeliveryKey {
     pub created_at: i64,
 }
 
+/// What [`DeliveryLog::claim_attempt`] hands out: the attempt number to send, and the delivery's
+/// `created_at` as its first claim fixed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimed {
+    /// The number asked for, or the next one above every number claimed before.
+    pub number: u32,
+    /// The key's `created_at` of the first claim of the delivery: the record's key from then on.
+    pub created_at: i64,
+}
+
 /// One page of a hook's deliveries, newest first, and the token of the next page if there is one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryPage {
@@ -483,6 +493,21 @@ pub trait DeliveryLog: Send + Sync + 'static {
         size: usize,
         after: Option<DeliveryPageToken>,
     ) -> Result<DeliverySummaryPage, StoreError>;
+
+    /// Claims attempt `number` of the delivery `key` before it is sent, so that no two copies of
+    /// a delivery send the same attempt number. SQS hands a message out again while the first
+    /// receive still runs (a visibility timeout shorter than a slow target) or after it died, and
+    /// a redelivered event fans out again: each copy claims. The first claim of a number gets
+    /// it; a claim of a number claimed already gets the next number above every claim so far,
+    /// so a duplicate goes out as a later attempt. The first claim of a delivery also fixes its
+    /// `created_at` (a redelivered event's fan-out would start a later one), returned for the
+    /// record's key. The claim expires `ttl` after this call, as records do.
+    async fn claim_attempt(
+        &self,
+        key: DeliveryKey,
+        number: u32,
+        ttl: Duration,
+    ) -> Result<Claimed, StoreError>;
 
     /// Claims the settled delivery `key` for one resend: sets it [`DeliveryStatus::Pending`] if
     /// it is still as the caller read it (its `updated_at` is `seen` and it is not pending).

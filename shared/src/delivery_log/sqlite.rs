@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::{
     check_created_at, expiry, keep_latest, logged_event, page_of, sort_key, summary_page_of, Admit,
-    Attempt, DeliveryKey, DeliveryLog, DeliveryPage, DeliveryPageToken, DeliveryRecord,
+    Attempt, Claimed, DeliveryKey, DeliveryLog, DeliveryPage, DeliveryPageToken, DeliveryRecord,
     DeliveryStatus, DeliverySummary, DeliverySummaryPage, DeliveryWindow, PageBudget,
 };
 use crate::clock::Clock;
@@ -39,6 +39,17 @@ const SCHEMA: &str = "
     );
     CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (hook_id, sk);
     CREATE INDEX IF NOT EXISTS deliveries_by_expiry ON deliveries (expires_at);
+    -- DeliveryLog::claim_attempt: the highest attempt number claimed, and the delivery's first
+    -- created_at, written before each attempt (a record exists only once one is recorded).
+    CREATE TABLE IF NOT EXISTS delivery_claims (
+        hook_id    TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        claimed    INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,  -- Unix ms
+        PRIMARY KEY (hook_id, id)
+    );
+    CREATE INDEX IF NOT EXISTS delivery_claims_by_expiry ON delivery_claims (expires_at);
 ";
 
 /// How often, at most, a write also deletes expired rows: often enough to bound the table, rarely
@@ -134,6 +145,42 @@ fn parse(body: &str) -> Result<DeliveryRecord, StoreError> {
 
 #[async_trait]
 impl DeliveryLog for SqliteDeliveryLog {
+    async fn claim_attempt(
+        &self,
+        key: DeliveryKey,
+        number: u32,
+        ttl: Duration,
+    ) -> Result<Claimed, StoreError> {
+        check_created_at(key.created_at)?;
+        let now = self.clock.now_millis();
+        let expires_at = expiry(now, ttl);
+        let purge = self.purge_due(now);
+        let (hook_id, id) = (id_text(key.hook_id), id_text(key.delivery_id));
+        let (number, created_at) = self
+            .db
+            // One statement decides, under the write lock: the number asked for when it is above
+            // every claim, else the next one; the first claim's `created_at` stays.
+            .write_relaxed(move |tx| {
+                if purge {
+                    tx.execute("DELETE FROM delivery_claims WHERE expires_at <= ?1", [now])?;
+                }
+                tx.query_row(
+                    "INSERT INTO delivery_claims (hook_id, id, created_at, claimed, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (hook_id, id) DO UPDATE SET
+                        claimed = CASE WHEN claimed < excluded.claimed
+                                       THEN excluded.claimed ELSE claimed + 1 END,
+                        expires_at = excluded.expires_at
+                     RETURNING claimed, created_at",
+                    params![hook_id, id, key.created_at, number, expires_at],
+                    |row| Ok((row.get::<_, u32>(0)?, row.get::<_, i64>(1)?)),
+                )
+            })
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(Claimed { number, created_at })
+    }
+
     async fn claim_resend(&self, key: DeliveryKey, seen: i64) -> Result<bool, StoreError> {
         let (hook_id, id) = (id_text(key.hook_id), id_text(key.delivery_id));
         // Later than `seen` even within its millisecond, so that a second claim of the same read

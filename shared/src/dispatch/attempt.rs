@@ -84,6 +84,7 @@ impl Dispatcher {
             } => (delivery, pass, slot),
             Admitted::HandedOn(result) => return result,
         };
+        let delivery = self.claim(delivery).await?;
         match self.run(hook, event_name, &delivery, origin, bound).await {
             Ran::Finished {
                 executed,

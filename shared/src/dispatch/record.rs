@@ -1,12 +1,14 @@
-//! The delivery log's side of an attempt (spec §8): what an execution comes to (status, error,
-//! a capped body) and its entry in the log, which is for people and never changes what is
-//! delivered.
+//! The delivery log's side of an attempt (spec §8): the claim of its number before it is sent,
+//! what an execution comes to (status, error, a capped body) and its entry in the log, which is
+//! for people and never changes what is delivered.
 
 use uuid::Uuid;
 
 use super::delivery::Delivery;
+use super::park::Stuck;
 use super::{Dispatcher, Executed};
 use crate::delivery_log::{Attempt, DeliveryKey, DeliveryStatus};
+use crate::metrics::Stats;
 
 /// What the delivery log keeps of an execution.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +48,41 @@ impl Dispatcher {
             .await
         {
             tracing::warn!(error = %err, delivery_id = %delivery.id, "could not record a delivery attempt");
+        }
+    }
+
+    /// Claims the delivery's attempt number before it is sent ([`DeliveryLog::claim_attempt`]):
+    /// a copy whose number another copy claimed first (a redelivered message, an event fanned out
+    /// again) goes out as the next attempt, so the target never sees one number twice. Unlike the
+    /// log's entries, the claim decides what is sent: when it cannot be written, the attempt is
+    /// parked, not made.
+    ///
+    /// [`DeliveryLog::claim_attempt`]: crate::delivery_log::DeliveryLog::claim_attempt
+    pub(super) async fn claim(&self, mut delivery: Delivery) -> Result<Delivery, Stuck> {
+        let key = DeliveryKey {
+            hook_id: delivery.hook_id,
+            delivery_id: delivery.id,
+            created_at: delivery.created_at,
+        };
+        let claimed = self
+            .log
+            .claim_attempt(key, delivery.attempt, self.settings.delivery_log_ttl)
+            .await;
+        match claimed {
+            Ok(claimed) => {
+                if claimed.number != delivery.attempt {
+                    Stats::bump(&self.stats.renumbered);
+                    tracing::info!(
+                        hook_id = %delivery.hook_id, delivery_id = %delivery.id,
+                        attempt = delivery.attempt, sent_as = claimed.number,
+                        "another copy of this delivery claimed its attempt; this one goes out as the next"
+                    );
+                }
+                delivery.attempt = claimed.number;
+                delivery.created_at = claimed.created_at;
+                Ok(delivery)
+            }
+            Err(err) => Err(Stuck::new(delivery, err)),
         }
     }
 
