@@ -537,6 +537,45 @@ async fn attempt_numbers_count_the_receives_of_the_message() {
     assert_eq!(sent[1].headers["x-event-hook-delivery"], id);
 }
 
+#[tokio::test]
+async fn a_second_copy_of_a_delivery_goes_out_as_a_later_attempt_never_the_same() {
+    // Given a hook, and an event whose message is handled twice at its first receive (SQS hands a
+    // message out twice now and then; a producer may send one event twice)
+    let fixture = fixture().await;
+    let receiver = Receiver::start().await;
+    let hook = webhook_hook(&fixture, receiver.url("/h"), None).await;
+    let (event, body) = balancer_event();
+    for _ in 0..2 {
+        let outcome = fixture
+            .dispatcher
+            .handle_event_message(&body, "message-1", 1)
+            .await;
+        assert_eq!(outcome.unwrap(), MessageOutcome::Done);
+    }
+
+    // And a retry message for attempt 2 (as the first copy would have sent, had it failed)
+    let mut retry = Delivery::new(&event, hook.id);
+    retry.attempt = 2;
+    let outcome = fixture
+        .dispatcher
+        .handle_delivery_message(&serde_json::to_string(&retry).unwrap(), 1)
+        .await;
+    assert_eq!(outcome.unwrap(), MessageOutcome::Done);
+
+    // Then the target sees the one delivery three times, as attempts 1, 2 and 3
+    let sent = receiver.wait_for("/h", 3, WAIT).await;
+    let id = Delivery::new(&event, hook.id).id.to_string();
+    let mut attempts: Vec<&str> = sent
+        .iter()
+        .map(|r| {
+            assert_eq!(r.headers["x-event-hook-delivery"], id);
+            r.headers["x-event-hook-attempt"].as_str()
+        })
+        .collect();
+    attempts.sort_unstable();
+    assert_eq!(attempts, ["1", "2", "3"]);
+}
+
 /// The hop count of a deliveries-queue message body.
 fn hops_of(body: &str) -> u64 {
     let value: serde_json::Value = serde_json::from_str(body).unwrap();

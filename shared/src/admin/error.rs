@@ -342,9 +342,11 @@ impl IntoResponse for ApiError {
         }
         let (status, body) = self.status_and_body();
         // A 503 that the same request may cure later says when to try again (not a stored
-        // change whose events were lost: sending it again is the caller's decision).
-        let retry = status == StatusCode::SERVICE_UNAVAILABLE
-            && !matches!(self, ApiError::ChangeNotEmitted { .. });
+        // change whose events were lost: sending it again is the caller's decision); so does
+        // the 409 of a key whose first request is still running (or died, until its lease ends).
+        let retry = (status == StatusCode::SERVICE_UNAVAILABLE
+            && !matches!(self, ApiError::ChangeNotEmitted { .. }))
+            || matches!(self, ApiError::IdempotencyKeyInProgress);
         let mut response = (status, Json(body)).into_response();
         if retry {
             response.headers_mut().insert(

@@ -266,10 +266,13 @@ mod idempotent_tests {
 
         // when / then: the same request is told to retry, and nothing is queued
         let answer = post(&state, keyed("k")).await;
-        assert!(
-            matches!(answer, Err(ApiError::IdempotencyKeyInProgress)),
-            "{answer:?}"
-        );
+        let Err(err) = answer else {
+            panic!("{answer:?}")
+        };
+        assert!(matches!(err, ApiError::IdempotencyKeyInProgress), "{err:?}");
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert!(response.headers().contains_key("retry-after"));
         let queued = events
             .inner
             .receive(10, Duration::from_secs(30), Duration::ZERO)
