@@ -77,7 +77,7 @@ memory-bench: venv zips ## The dispatch function at 256/512/1,024 MB (CPU share 
 	.venv/bin/python tests/simstack/membench.py $(ARGS)
 
 chaos: venv zips ## The serverless path under AWS and Lambda faults (issue 20): 3 seeds x 1,500 events, table (ARGS to chaos.py)
-	CHAOS=1 scripts/simulated-stack.sh -k nothing_is_lost
+	scripts/simulated-stack.sh -k nothing_is_lost
 	cd tests/simstack && ../../.venv/bin/python chaos.py --seeds 1,2,3 --events 1500 $(ARGS)
 
 reliability: venv ## Proof suite against the release build: attacks, kill -9, fuzz, SSRF, memory, bench (ARGS=--quick)
