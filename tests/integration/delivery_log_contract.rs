@@ -76,6 +76,7 @@ event_hooks_tests::contract! {
         window_summaries_are_the_window_without_bodies,
         a_settled_delivery_is_claimed_for_a_resend_once,
         each_attempt_number_is_claimed_once,
+        an_entry_never_sent_is_found_without_a_claim,
     ],
     // DynamoDB applies one UpdateItem atomically per item, which is what the adapter relies on.
     // moto does not: its update_item reads the item, evaluates the expression and writes the result
@@ -133,8 +134,24 @@ fn failed_attempt(number: u32) -> Attempt {
     }
 }
 
+/// Records `attempt` as the dispatcher does: an attempt that was sent (numbered 1 or more) is
+/// claimed first, as `DeliveryLog::record_attempt` asks.
+async fn record_claimed(
+    log: &dyn DeliveryLog,
+    key: DeliveryKey,
+    event: &Event,
+    attempt: Attempt,
+    status: DeliveryStatus,
+    ttl: Duration,
+) -> Result<(), StoreError> {
+    if attempt.number > 0 {
+        log.claim_attempt(key, attempt.number, ttl).await?;
+    }
+    log.record_attempt(key, event, attempt, status, ttl).await
+}
+
 async fn record(log: &dyn DeliveryLog, key: DeliveryKey, event: &Event, attempt: Attempt) {
-    log.record_attempt(key, event, attempt, DeliveryStatus::Pending, DAY)
+    record_claimed(&*log, key, event, attempt, DeliveryStatus::Pending, DAY)
         .await
         .expect("record the attempt");
 }
@@ -184,9 +201,16 @@ async fn the_first_attempt_creates_the_record(backend: &Backend) {
     // when: its first attempt fails with a 503 and will be retried
     let before = backend.now_millis();
     let first = attempt(1, Some(503));
-    log.record_attempt(key, &event, first.clone(), DeliveryStatus::Pending, DAY)
-        .await
-        .unwrap();
+    record_claimed(
+        &*log,
+        key,
+        &event,
+        first.clone(),
+        DeliveryStatus::Pending,
+        DAY,
+    )
+    .await
+    .unwrap();
 
     // then: the record holds the event exactly, the attempt and the status
     let stored = log
@@ -233,7 +257,7 @@ async fn later_attempts_append_in_order_and_set_the_status(backend: &Backend) {
                 ..event.clone()
             }
         };
-        log.record_attempt(key, &sent, attempt.clone(), status, DAY)
+        record_claimed(&*log, key, &sent, attempt.clone(), status, DAY)
             .await
             .unwrap();
 
@@ -369,7 +393,8 @@ async fn expired_records_are_not_returned(backend: &Backend) {
     let hook_id = Uuid::new_v4();
     let short = key(hook_id, T0 + 1);
     let long = key(hook_id, T0);
-    log.record_attempt(
+    record_claimed(
+        &*log,
         short,
         &event(),
         attempt(1, Some(200)),
@@ -411,7 +436,8 @@ async fn concurrent_attempts_on_one_delivery_all_land(backend: &Backend) {
     for number in 1..=8 {
         let (log, event) = (log.clone(), event.clone());
         tasks.spawn(async move {
-            log.record_attempt(
+            record_claimed(
+                &*log,
                 key,
                 &event,
                 attempt(number, Some(503)),
@@ -538,7 +564,7 @@ async fn a_large_event_is_logged_as_a_capped_copy(backend: &Backend) {
 
 /// Records one attempt of `key` that leaves the delivery in `status`.
 async fn record_as(log: &dyn DeliveryLog, key: DeliveryKey, status: DeliveryStatus) {
-    log.record_attempt(key, &event(), attempt(1, Some(400)), status, DAY)
+    record_claimed(&*log, key, &event(), attempt(1, Some(400)), status, DAY)
         .await
         .expect("record the attempt");
 }
@@ -778,7 +804,7 @@ async fn window_summaries_are_the_window_without_bodies(backend: &Backend) {
         } else {
             DeliveryStatus::Delivered
         };
-        log.record_attempt(*key, &event, attempt(2, Some(200)), status, DAY)
+        record_claimed(&*log, *key, &event, attempt(2, Some(200)), status, DAY)
             .await
             .unwrap();
     }
@@ -827,7 +853,8 @@ async fn a_settled_delivery_is_claimed_for_a_resend_once(backend: &Backend) {
     let log = backend.open().await;
     let hook_id = Uuid::new_v4();
     let key = key(hook_id, backend.now_millis() - 1_000);
-    log.record_attempt(
+    record_claimed(
+        &*log,
         key,
         &event(),
         attempt(1, Some(400)),
@@ -849,7 +876,8 @@ async fn a_settled_delivery_is_claimed_for_a_resend_once(backend: &Backend) {
     // A pending delivery is not claimed again, even on a fresh read.
     assert!(!log.claim_resend(key, claimed.updated_at).await.unwrap());
     // Once the resend's attempt settles it, it can be claimed again.
-    log.record_attempt(
+    record_claimed(
+        &*log,
         key,
         &event(),
         attempt(2, Some(400)),
@@ -935,4 +963,28 @@ async fn concurrent_claims_get_distinct_numbers(backend: &Backend) {
     }
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
+}
+
+async fn an_entry_never_sent_is_found_without_a_claim(backend: &Backend) {
+    let log = backend.open().await;
+    // given: a delivery to a paused hook, logged as not sent (its one entry numbered 0, unclaimed)
+    let hook_id = Uuid::new_v4();
+    let key = key(hook_id, T0);
+    log.record_attempt(
+        key,
+        &event(),
+        failed_attempt(0),
+        DeliveryStatus::NotSent,
+        DAY,
+    )
+    .await
+    .unwrap();
+
+    // then: it is found by its id, and listed
+    let stored = log.get(hook_id, key.delivery_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, DeliveryStatus::NotSent);
+    assert_eq!(
+        ids(&log.list(hook_id, 10, usize::MAX, None).await.unwrap().items),
+        vec![key.delivery_id]
+    );
 }

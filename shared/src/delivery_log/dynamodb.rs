@@ -10,10 +10,10 @@
 //!   ([`super::logged_event`]);
 //! - a pointer at `pk="delivery#<delivery_id>", sk="hook#<hook_id>"` holding `created_at`, so that
 //!   [`DeliveryLog::get`] finds a record from the two ids alone (the admin API knows no more). It
-//!   costs one small extra write per attempt and one extra read per `get`, and keeps the listing's
-//!   sort key free of a secondary index (an LSI would cap each hook's deliveries at 10 GB).
-//!   The pointer also holds `claimed`, the highest attempt number claimed
-//!   ([`DeliveryLog::claim_attempt`]): written before each attempt, it fixes `created_at` too.
+//!   costs one extra read per `get`, and keeps the listing's sort key free of a secondary index
+//!   (an LSI would cap each hook's deliveries at 10 GB). The pointer also holds `claimed`, the
+//!   highest attempt number claimed ([`DeliveryLog::claim_attempt`]): the claim before each
+//!   attempt is the pointer's write, so an attempt costs two writes (claim, record) as before.
 //!
 //! Both items carry `expires_at` (Unix seconds, the table's TTL attribute, rounded up so DynamoDB
 //! never deletes early) and `expires_at_ms`, which reads compare with the clock: TTL deletion lags
@@ -555,10 +555,19 @@ impl DeliveryLog for DynamoDeliveryLog {
         check_created_at(key.created_at)?;
         let now = self.clock.now_millis();
         let expires = Expiry::at(expiry(now, ttl));
-        // Independent items: written side by side. Should the pointer fail alone, the record is
-        // listed but `get` misses it until the next attempt rewrites the pointer.
+        // An attempt that was sent was claimed first, and its claim wrote the pointer
+        // (`claim_attempt`); an entry that was never sent (numbered 0) writes it here, beside the
+        // record. Should the pointer fail alone, the record is listed but `get` misses it until
+        // the next claim rewrites the pointer.
+        let sent = attempt.number;
+        let pointer = async {
+            match sent {
+                0 => self.write_pointer(key, expires).await,
+                _ => Ok(()),
+            }
+        };
         let (_, len) = tokio::try_join!(
-            self.write_pointer(key, expires),
+            pointer,
             self.append(key, event, attempt.capped(), status, now, expires),
         )?;
         self.trim(key, len).await

@@ -444,7 +444,10 @@ pub trait DeliveryLog: Send + Sync + 'static {
     /// Appends `attempt` to the delivery `key` (creating the record on its first attempt) and sets
     /// the delivery's status; the record expires `ttl` after this update. Concurrent calls for one
     /// delivery all land: none overwrites another's attempt. `event` is stored on the first call
-    /// and ignored afterwards.
+    /// and ignored afterwards. An attempt that was sent (numbered 1 or more) must have been
+    /// claimed first ([`DeliveryLog::claim_attempt`]), as the dispatcher does: the claim is what
+    /// makes the record found by `get` on DynamoDB; an entry that was never sent (numbered 0)
+    /// needs no claim.
     async fn record_attempt(
         &self,
         key: DeliveryKey,
