@@ -151,7 +151,7 @@ async fn record_claimed(
 }
 
 async fn record(log: &dyn DeliveryLog, key: DeliveryKey, event: &Event, attempt: Attempt) {
-    record_claimed(&*log, key, event, attempt, DeliveryStatus::Pending, DAY)
+    record_claimed(log, key, event, attempt, DeliveryStatus::Pending, DAY)
         .await
         .expect("record the attempt");
 }
@@ -564,7 +564,7 @@ async fn a_large_event_is_logged_as_a_capped_copy(backend: &Backend) {
 
 /// Records one attempt of `key` that leaves the delivery in `status`.
 async fn record_as(log: &dyn DeliveryLog, key: DeliveryKey, status: DeliveryStatus) {
-    record_claimed(&*log, key, &event(), attempt(1, Some(400)), status, DAY)
+    record_claimed(log, key, &event(), attempt(1, Some(400)), status, DAY)
         .await
         .expect("record the attempt");
 }
