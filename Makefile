@@ -12,7 +12,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 
 run: ## Start the service locally on 127.0.0.1:8001 with data in ./data (no AWS needed)
-	$(CARGO) run --release -p event-hooks-local -- --listen $(LISTEN) --data-dir $(DATA_DIR)
+	$(CARGO) run --release -p event-hooks-local --bin event-hooks -- serve --listen $(LISTEN) --data-dir $(DATA_DIR)
 
 test: lint validate-template build-check unit-and-integration console-test conformance reliability-quick simulated-stack ## Run every check and test (installs moto, the SAM CLI and schemathesis into .venv)
 

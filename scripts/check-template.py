@@ -77,6 +77,7 @@ USES: dict[str, list[tuple[str, str]]] = {
         ("DynamoMonetizationStore::delete_condition", "MONETIZATION_TABLE"),
         ("SecretsManagerToken::fetch", "ADMIN_TOKEN_SECRET_ARN"),
         ("SsmParameterToken::fetch", "ADMIN_TOKEN_PARAMETER"),
+        ("SecretsManagerToken::fetch", "RELAY_SECRETS_SECRET_ARN"),  # the Kong relay
     ],
     "ProbeFunction": [
         ("DynamoHookStore::get", "HOOKS_TABLE"),
@@ -89,6 +90,7 @@ USES: dict[str, list[tuple[str, str]]] = {
         ("DynamoWindowStore::claim_window", "WINDOWS_TABLE"),
         ("DynamoWindowStore::swap_digest", "WINDOWS_TABLE"),
         ("DynamoDeliveryLog::record_attempt", "DELIVERIES_TABLE"),
+        ("DynamoDeliveryLog::claim_attempt", "DELIVERIES_TABLE"),  # record.rs: the attempt's number
         ("DynamoDeliveryLog::get", "DELIVERIES_TABLE"),
         ("DynamoMonetizationStore::conditions_on_rate_plan", "MONETIZATION_TABLE"),
         ("DynamoMonetizationStore::claim", "MONETIZATION_TABLE"),

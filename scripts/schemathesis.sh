@@ -62,9 +62,10 @@ trap cleanup EXIT INT TERM
 start_server() {
   local dir=$1 port
   port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  # Short timeouts: generated targets are unreachable (no network) or the server itself.
+  # Short timeouts: generated targets are unreachable (no network) or the server itself. The Kong
+  # relay takes unsigned events, so its 202s and 400s are generated too, not only its 401s.
   "${CARGO_TARGET_DIR:-target}/debug/event-hooks-local" --listen "127.0.0.1:$port" --data-dir "$dir/data" \
-    --workers 2 --connect-timeout 1 --request-timeout 3 --retry-schedule 1h \
+    --workers 2 --connect-timeout 1 --request-timeout 3 --retry-schedule 1h --relay-unsigned \
     >"$dir/server.log" 2>&1 &
   server_pid=$!
   base="http://127.0.0.1:$port"

@@ -5,9 +5,11 @@
 //! and it will not listen on an address other machines can reach without an admin token. Slow,
 //! silent and idle clients lose their connections ([`connections`]).
 
+pub mod cli;
 pub mod connections;
 pub mod dead_letters;
 pub mod guard;
+pub mod relay;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,6 +69,25 @@ pub struct Settings {
     /// Required to listen on a non-loopback address.
     #[arg(long, env = "EVENT_HOOKS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// A secret Kong signs relayed events with (`config.secret` of its event hooks), checked on
+    /// `POST /events/kong`; repeat the flag to accept several at once (a rotation).
+    #[arg(
+        long = "relay-secret",
+        env = "EVENT_HOOKS_RELAY_SECRET",
+        hide_env_values = true
+    )]
+    pub relay_secrets: Vec<String>,
+
+    /// A file of relay secrets, one a line, read again within seconds of a change (so a rotation
+    /// needs no restart); with `--relay-secret`, both are accepted.
+    #[arg(long, env = "EVENT_HOOKS_RELAY_SECRETS_FILE")]
+    pub relay_secrets_file: Option<PathBuf>,
+
+    /// Take relayed events that carry no `X-Kong-Signature` (Kong hooks without
+    /// `config.secret`). Off by default: without a relay secret the relay refuses everything.
+    #[arg(long, env = "EVENT_HOOKS_RELAY_UNSIGNED", default_value_t = false)]
+    pub relay_unsigned: bool,
 
     /// More `Host` names to answer to, comma-separated (`name` or `name:port`), besides the
     /// listen address, `localhost`, `127.0.0.1` and `[::1]`; other hosts get 403.
@@ -195,6 +216,7 @@ impl Service {
         let idempotency: Arc<dyn IdempotencyStore> =
             Arc::new(SqliteIdempotencyStore::new(databases.queue).await?);
         let executor = executor(settings)?;
+        let relay = relay::settings(settings).await?;
         let delivery_log: Arc<dyn DeliveryLog> =
             Arc::new(SqliteDeliveryLog::new(databases.log).await?);
         let deliveries: Arc<dyn Queue> = Arc::new(deliveries);
@@ -240,6 +262,7 @@ impl Service {
                 executor,
                 dispatcher.clone(),
                 dead_letters,
+                relay,
             ),
             dispatcher,
             events,
@@ -339,6 +362,7 @@ fn router(
     executor: Arc<Executor>,
     dispatcher: Arc<Dispatcher>,
     dead_letters: dead_letters::DeadLetters,
+    relay: admin::RelaySettings,
 ) -> axum::Router {
     let admin_settings = AdminSettings {
         auth: match settings.admin_token.as_deref() {
@@ -347,6 +371,7 @@ fn router(
         },
         lua: settings.untrusted_lua.clone(),
         cors: settings.cors_allowed_origins.clone(),
+        relay,
     };
     let probe = ProbeState::new(
         ports.store.clone(),

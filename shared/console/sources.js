@@ -71,5 +71,17 @@ export async function sourcesPage() {
         h('thead', {}, h('tr', {}, ['Event', 'Fields', 'Unique', 'Description', 'Action'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, rows))));
   });
-  page('Sources', form, h('h2', {}, 'Catalogue'), ...groups);
+  page('Sources', relayPanel(), form, h('h2', {}, 'Catalogue'), ...groups);
+}
+
+// Kong's side of the relay (POST /events/kong, spec §13): the Kong event hooks that send every
+// crud, balancer and rate-limiting event here. The relay secret is the deployment's, never shown.
+function relayPanel() {
+  const url = new URL('/events/kong', window.location.origin).href;
+  const command = (source) => `curl -X POST "$KONG_ADMIN_URL/event-hooks" \\\n  --data source=${source} --data handler=webhook \\\n  --data config.url=${url} \\\n  --data config.secret="$RELAY_SECRET"`;
+  return h('section', { class: 'panel', 'aria-labelledby': 'relay-title' },
+    h('h2', { id: 'relay-title' }, "Relay your Kong's events"),
+    h('p', {}, 'Kong event hooks with the webhook handler post to ', h('code', {}, url),
+      ', signed with one of this deployment\'s relay secrets. Each event is checked against the catalogue below and goes to the hooks on its source, with retries and a delivery log. Create them on your Kong\'s Admin API:'),
+    h('pre', { 'aria-label': 'Kong Admin API commands' }, ['crud', 'balancer', 'rate-limiting-advanced'].map(command).join('\n\n')));
 }

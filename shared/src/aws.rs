@@ -13,8 +13,8 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-use crate::admin::{AdminAuth, SignedCheck, TokenCheck, TokenError, TokenSource};
-use crate::env::{AdminAuthSetting, TOKEN_REFETCH_INTERVAL};
+use crate::admin::{AdminAuth, RelaySettings, SignedCheck, TokenCheck, TokenError, TokenSource};
+use crate::env::{AdminAuthSetting, RelaySetting, TOKEN_REFETCH_INTERVAL};
 use crate::store::StoreError;
 
 /// Connect timeout of every AWS call.
@@ -227,6 +227,26 @@ pub fn admin_auth(config: &SdkConfig, setting: AdminAuthSetting, signed: SignedC
         cache,
         TOKEN_REFETCH_INTERVAL,
     )))
+}
+
+/// The Kong relay's settings of a deployed function: its secrets read at run time from Secrets
+/// Manager through the same cache as the admin token's, so a rotation needs no redeploy.
+pub fn relay_settings(config: &SdkConfig, setting: RelaySetting) -> RelaySettings {
+    let secrets = setting.secret_id.map(|secret_id| {
+        let source = Arc::new(SecretsManagerToken {
+            client: aws_sdk_secretsmanager::Client::new(config),
+            secret_id,
+        });
+        Arc::new(TokenCheck::new(
+            source,
+            setting.cache,
+            TOKEN_REFETCH_INTERVAL,
+        ))
+    });
+    RelaySettings {
+        secrets,
+        allow_unsigned: setting.allow_unsigned,
+    }
 }
 
 /// Configuration for a local AWS-compatible server (moto): fixed test credentials and region.

@@ -243,6 +243,28 @@ fn malformed(
     }
 }
 
+/// What the admin function reads for the Kong relay (spec §13): `RELAY_SECRETS_SECRET_ARN`, a
+/// Secrets Manager secret whose `SecretString` holds the relay secrets one a line, cached as
+/// long as the admin token (`ADMIN_TOKEN_CACHE_SECONDS`); and `RELAY_ALLOW_UNSIGNED` (`false`
+/// unless set). Neither set: the relay refuses every event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelaySetting {
+    pub secret_id: Option<String>,
+    pub cache: Duration,
+    pub allow_unsigned: bool,
+}
+
+impl RelaySetting {
+    /// Reads the variables once.
+    pub fn from_env() -> Result<RelaySetting, SettingError> {
+        Ok(RelaySetting {
+            secret_id: optional_text("RELAY_SECRETS_SECRET_ARN")?,
+            cache: optional("ADMIN_TOKEN_CACHE_SECONDS", seconds)?.unwrap_or(DEFAULT_TOKEN_CACHE),
+            allow_unsigned: optional("RELAY_ALLOW_UNSIGNED", boolean)?.unwrap_or(false),
+        })
+    }
+}
+
 /// What the admin and the probe function read for the admin API: its authentication
 /// ([`admin_auth_setting`]), `UNTRUSTED_LUA` (`sandbox` or `off`) and `CORS_ALLOWED_ORIGINS`.
 #[derive(Debug, Clone)]
@@ -269,6 +291,7 @@ impl AdminConfig {
             auth,
             lua: self.lua,
             cors: self.cors,
+            relay: Default::default(),
         }
     }
 }

@@ -220,7 +220,8 @@ impl Catalogue {
             .insert(event.to_string(), spec);
     }
 
-    pub(crate) fn is_builtin_source(source: &str) -> bool {
+    /// Whether `source` is built in (read-only); every other source holds custom events.
+    pub fn is_builtin_source(source: &str) -> bool {
         BUILTIN_SOURCES.contains(&source)
     }
 

@@ -15,7 +15,7 @@ const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 /// The template's logical id of the function that serves `part`.
 fn function_of(part: Part) -> &'static str {
     match part {
-        Part::Admin | Part::Console => "AdminFunction",
+        Part::Admin | Part::Console | Part::Relay => "AdminFunction",
         Part::Probe => "ProbeFunction",
     }
 }

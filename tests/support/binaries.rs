@@ -11,8 +11,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// `(package, binary)` of every binary the tests start: one `cargo build` covers them all.
-const BINARIES: [(&str, &str); 4] = [
+const BINARIES: [(&str, &str); 5] = [
     ("event-hooks-local", "event-hooks-local"),
+    ("event-hooks-local", "event-hooks"),
     ("admin-api", "admin-api"),
     ("dispatch", "dispatch"),
     ("probe", "probe"),

@@ -1,7 +1,7 @@
 //! The admin function's settings, read from the environment once at a cold start: a missing or
 //! malformed variable fails the cold start, named, instead of the first request.
 
-use event_hooks::env::{optional_text, required, AdminConfig, SettingError};
+use event_hooks::env::{optional_text, required, AdminConfig, RelaySetting, SettingError};
 
 /// Everything the admin function reads from its environment.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct Config {
     pub monetization_table: Option<String>,
     /// The admin authentication, `UNTRUSTED_LUA` and `CORS_ALLOWED_ORIGINS`.
     pub admin: AdminConfig,
+    /// The Kong relay: `RELAY_SECRETS_SECRET_ARN` and `RELAY_ALLOW_UNSIGNED`.
+    pub relay: RelaySetting,
 }
 
 impl Config {
@@ -34,6 +36,7 @@ impl Config {
             deliveries_table: required("DELIVERIES_TABLE")?,
             deliveries_queue_url: required("DELIVERIES_QUEUE_URL")?,
             admin: AdminConfig::from_env()?,
+            relay: RelaySetting::from_env()?,
             idempotency_table: optional_text("IDEMPOTENCY_TABLE")?,
             monetization_table: optional_text("MONETIZATION_TABLE")?,
         })

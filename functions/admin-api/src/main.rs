@@ -37,7 +37,8 @@ async fn main() -> Result<(), Error> {
     let aws = event_hooks::aws::load_config().await;
     let auth =
         event_hooks::aws::admin_auth(&aws, config.admin.auth.clone(), Arc::new(signed_by_iam));
-    let settings = config.admin.settings(auth);
+    let mut settings = config.admin.settings(auth);
+    settings.relay = event_hooks::aws::relay_settings(&aws, config.relay);
     let store: Arc<dyn HookStore> = Arc::new(DynamoHookStore::new(
         aws_sdk_dynamodb::Client::new(&aws),
         config.hooks_table,

@@ -132,7 +132,7 @@ impl TokenCheck {
         match self.source.fetch().await {
             Ok(token) if token.is_empty() || token.len() > MAX_TOKEN_BYTES => {
                 Err(TokenError(format!(
-                    "{} holds {} bytes; an admin token must have 1 to {MAX_TOKEN_BYTES}",
+                    "{} holds {} bytes; a token must have 1 to {MAX_TOKEN_BYTES}",
                     self.source.describe(),
                     token.len()
                 )))
@@ -154,11 +154,21 @@ impl TokenCheck {
 
     /// Whether `given` is the admin token.
     pub async fn check(&self, given: &[u8]) -> Result<Verdict, TokenError> {
+        self.check_with(|token| bool::from(given.ct_eq(token.as_bytes())))
+            .await
+    }
+
+    /// Whether `accepts` takes the stored value, with the same cache and re-read on a refusal
+    /// as [`TokenCheck::check`]: the Kong relay's secrets (one a line) are checked this way.
+    pub(crate) async fn check_with(
+        &self,
+        accepts: impl Fn(&str) -> bool,
+    ) -> Result<Verdict, TokenError> {
         let token = match self.cached_within(self.max_age) {
             Some(token) => token,
             None => self.refresh(self.max_age).await?,
         };
-        if bool::from(given.ct_eq(token.as_bytes())) {
+        if accepts(&token) {
             return Ok(Verdict::Accepted);
         }
         // Perhaps the token was rotated since it was read: read it again, but not more often
@@ -171,7 +181,7 @@ impl TokenCheck {
             *last = Some(Instant::now());
         }
         let again = self.refresh(Duration::ZERO).await?;
-        if bool::from(given.ct_eq(again.as_bytes())) {
+        if accepts(&again) {
             Ok(Verdict::Accepted)
         } else {
             Ok(Verdict::Refused)

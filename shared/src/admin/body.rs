@@ -93,6 +93,12 @@ impl<S: Send + Sync> FromRequest<S> for Input {
     }
 }
 
+/// A JSON body read as bytes (the Kong relay needs the exact bytes for the signature) as a JSON
+/// object, under the same limits and with the same errors as [`Input`]'s JSON.
+pub(super) fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    parse(Format::Json, bytes).map(|input| input.fields)
+}
+
 fn parse(format: Format, bytes: &[u8]) -> Result<Input, ApiError> {
     let blank = bytes.iter().all(u8::is_ascii_whitespace);
     match format {

@@ -83,6 +83,16 @@ pub enum ApiError {
         #[source]
         source: QueueError,
     },
+    /// The Kong relay: no `X-Kong-Signature`, and unsigned events are not allowed (401).
+    #[error("the relayed event is not signed")]
+    RelaySignatureMissing,
+    /// The Kong relay: an `X-Kong-Signature` that no relay secret produces (401).
+    #[error("the relayed event's signature is wrong")]
+    RelaySignatureWrong,
+    /// The Kong relay with no relay secret and unsigned events not allowed: it takes nothing
+    /// (401), rather than taking anything.
+    #[error("no relay secret is configured")]
+    RelayNotConfigured,
     /// `POST /events`: the `Idempotency-Key` was first used with a different body (422).
     #[error("idempotency key reused with a different body")]
     IdempotencyKeyReused,
@@ -270,6 +280,21 @@ impl ApiError {
                     "The change to event hook {hook_id} is stored, but its events could not be \
                      queued and will not be delivered"
                 ),
+            ),
+            ApiError::RelaySignatureMissing => message(
+                StatusCode::UNAUTHORIZED,
+                "Missing X-Kong-Signature: set config.secret of the Kong event hook to a relay \
+                 secret of this service",
+            ),
+            ApiError::RelaySignatureWrong => message(
+                StatusCode::UNAUTHORIZED,
+                "Invalid X-Kong-Signature: the body is not signed by any relay secret of this \
+                 service",
+            ),
+            ApiError::RelayNotConfigured => message(
+                StatusCode::UNAUTHORIZED,
+                "The Kong relay is not configured: no relay secret is set and unsigned events \
+                 are not allowed",
             ),
             ApiError::IdempotencyKeyReused => message(
                 StatusCode::UNPROCESSABLE_ENTITY,

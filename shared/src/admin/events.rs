@@ -42,20 +42,17 @@ pub(super) async fn emit(
     integral_timestamp(&mut fields);
     // The digest of the body as sent (before an id and a timestamp are filled in), independent
     // of key order, so a retry of the same request matches whatever its JSON looks like.
-    let fields = Value::Object(fields);
+    let mut fields = Value::Object(fields);
     let keyed = key.map(|key| (key, event_key(&fields, None)));
-    let event = event_from_value(fields).map_err(|err| ApiError::BadRequest(err.to_string()))?;
-    let mut snapshot = state.snapshot.get().await?;
-    if check_registered(&snapshot.catalogue, &event).is_err()
-        && state.snapshot.refresh_if_changed().await.unwrap_or(true)
-    {
-        // Perhaps registered since the catalogue was cached (by another instance): a custom
-        // event applies to every request after its registration's 2xx (spec §10).
-        snapshot = state.snapshot.get().await?;
+    if let (Some((key, digest)), Value::Object(map)) = (&keyed, &mut fields) {
+        // Without an id of its own, a keyed event's id follows from its key and body: a retry
+        // after its first request died (the claim lapsed) or lost its answer (a failed enqueue
+        // that did queue) queues the same event again, which the dispatcher sees as one.
+        map.entry("id")
+            .or_insert_with(|| Value::from(keyed_event_id(key, digest).to_string()));
     }
-    check_registered(&snapshot.catalogue, &event)
-        .map_err(|err| ApiError::BadRequest(err.to_string()))?;
-    webhook::check_usage(&event).map_err(|err| ApiError::BadRequest(err.to_string()))?;
+    let event = event_from_value(fields).map_err(|err| ApiError::BadRequest(err.to_string()))?;
+    check_event(&state, &event).await?;
     let Some((key, body_digest)) = keyed else {
         enqueue(&state, &event).await?;
         return Ok(accepted(event.id));
@@ -63,7 +60,35 @@ pub(super) async fn emit(
     let Some(store) = state.idempotency.as_deref() else {
         return Err(ApiError::IdempotencyUnsupported);
     };
-    emit_once(&state, store, key, &body_digest, &event).await
+    emit_once(&state, store, (key, KEY_TTL), &body_digest, &event).await
+}
+
+/// Checks `event` against the catalogue (Kong's 400 messages) and Apigee's usage rules: what
+/// `POST /events` and the Kong relay both require before queuing it.
+pub(super) async fn check_event(state: &AdminState, event: &Event) -> Result<(), ApiError> {
+    let mut snapshot = state.snapshot.get().await?;
+    if check_registered(&snapshot.catalogue, event).is_err()
+        && state.snapshot.refresh_if_changed().await.unwrap_or(true)
+    {
+        // Perhaps registered since the catalogue was cached (by another instance): a custom
+        // event applies to every request after its registration's 2xx (spec §10).
+        snapshot = state.snapshot.get().await?;
+    }
+    check_registered(&snapshot.catalogue, event)
+        .map_err(|err| ApiError::BadRequest(err.to_string()))?;
+    webhook::check_usage(event).map_err(|err| ApiError::BadRequest(err.to_string()))
+}
+
+/// Namespace of the ids of keyed events (UUID v5 of key and body digest).
+const KEYED_EVENT_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x3b1f_52c4_9e07_4d2a_8c55_6f0e_91d3_a7b8);
+
+/// The id of an event sent with `key` whose body has `digest`, the same on every retry.
+fn keyed_event_id(key: &str, digest: &str) -> uuid::Uuid {
+    uuid::Uuid::new_v5(
+        &KEYED_EVENT_NAMESPACE,
+        format!("{key}\n{digest}").as_bytes(),
+    )
 }
 
 /// The checked `Idempotency-Key` of the request, if it has one.
@@ -82,11 +107,12 @@ fn bad_key(err: crate::idempotency::KeyError) -> ApiError {
     ApiError::BadRequest(err.to_string())
 }
 
-/// Claims `key` for `event`, queues it, completes the key; or answers what the key holds.
-async fn emit_once(
+/// Claims `key` for `event`, queues it, completes the key (kept for `ttl`); or answers what the
+/// key holds.
+pub(super) async fn emit_once(
     state: &AdminState,
     store: &dyn IdempotencyStore,
-    key: &str,
+    (key, ttl): (&str, std::time::Duration),
     body_digest: &str,
     event: &Event,
 ) -> Result<Response, ApiError> {
@@ -105,9 +131,10 @@ async fn emit_once(
                 }
                 return Err(err);
             }
-            if let Err(err) = store.complete(key, event.id, KEY_TTL).await {
+            if let Err(err) = store.complete(key, event.id, ttl).await {
                 // The event is queued: the request succeeded. The key stays pending until its
-                // lease lapses (retries get 409 meanwhile, and may queue a duplicate after).
+                // lease lapses (retries get 409 meanwhile, and may queue it again after, under the
+                // same id).
                 tracing::warn!(error = %err, event_id = %event.id, "could not complete an idempotency key");
             }
             Ok(accepted(event.id))
@@ -115,7 +142,8 @@ async fn emit_once(
     }
 }
 
-async fn enqueue(state: &AdminState, event: &Event) -> Result<(), ApiError> {
+/// Puts `event` on the events queue; returns once the queue holds it durably.
+pub(super) async fn enqueue(state: &AdminState, event: &Event) -> Result<(), ApiError> {
     let body = serde_json::to_string(event).map_err(ApiError::internal)?;
     state
         .events
@@ -125,7 +153,7 @@ async fn enqueue(state: &AdminState, event: &Event) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn accepted(id: uuid::Uuid) -> Response {
+pub(super) fn accepted(id: uuid::Uuid) -> Response {
     (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()
 }
 
@@ -221,6 +249,39 @@ mod idempotent_tests {
             .await
             .unwrap();
         serde_json::from_slice::<Value>(&body).unwrap()["id"].clone()
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_its_first_request_died_queues_the_same_event_id() {
+        // given: a request that queued its event and died before completing its key, whose
+        // claim then lapsed (here: a store that no longer holds the key)
+        let events = flaky(0).await;
+        let first = state(events.clone(), flaky(0).await)
+            .await
+            .with_idempotency(store().await);
+        let id = id_of(post(&first, keyed("k")).await.unwrap()).await;
+        let retry = state(events.clone(), flaky(0).await)
+            .await
+            .with_idempotency(store().await);
+
+        // when: the client retries with the same key and body
+        let again = id_of(post(&retry, keyed("k")).await.unwrap()).await;
+
+        // then: the event is queued again under the same id (the dispatcher sees one event);
+        // another key is another event
+        assert_eq!(again, id);
+        let other = id_of(post(&retry, keyed("k2")).await.unwrap()).await;
+        assert_ne!(other, id);
+        let queued = events
+            .inner
+            .receive(10, Duration::from_secs(30), Duration::ZERO)
+            .await
+            .unwrap();
+        let ids: Vec<Value> = queued
+            .iter()
+            .map(|m| serde_json::from_str::<Value>(&m.body).unwrap()["id"].clone())
+            .collect();
+        assert_eq!(ids, [id.clone(), id, other]);
     }
 
     #[tokio::test]

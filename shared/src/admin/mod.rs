@@ -15,6 +15,8 @@ mod hooks;
 mod openapi;
 mod probe;
 mod query;
+mod relay;
+pub use relay::{secret_lines as relay_secret_lines, RelaySettings};
 pub mod routes;
 mod secret;
 mod sources;
@@ -55,6 +57,8 @@ pub struct AdminSettings {
     pub lua: LuaPolicy,
     /// The origins whose web pages may call the API (CORS); none by default.
     pub cors: CorsOrigins,
+    /// Who may post to the Kong relay (`POST /events/kong`); by default nobody.
+    pub relay: RelaySettings,
 }
 
 /// What the admin API handlers share: the store, the events queue, the cached catalogue, the
@@ -252,10 +256,14 @@ fn change_ping(operation: Operation, hook: &Hook) -> Option<Delivery> {
     Some(delivery)
 }
 
-/// The admin function's router: the admin API behind the token check, and the web console.
+/// The admin function's router: the admin API behind the token check, the Kong relay behind
+/// its signature check, and the web console.
 pub fn router(state: AdminState) -> Router {
     let settings = state.settings.clone();
-    finish(admin_routes(state), settings).merge(console_routes())
+    let relay = relay_routes(state.clone());
+    finish(admin_routes(state), settings)
+        .merge(relay)
+        .merge(console_routes())
 }
 
 /// The probe function's router: test, ping and preview.
@@ -267,8 +275,25 @@ pub fn probe_router(state: ProbeState) -> Router {
 /// Every route on one router, as the local server serves them, and the web console.
 pub fn full_router(admin: AdminState, probe: ProbeState) -> Router {
     let settings = admin.settings.clone();
+    let relay = relay_routes(admin.clone());
     let routes = admin_routes(admin).merge(probe_routes(probe));
-    finish(routes, settings).merge(console_routes())
+    finish(routes, settings)
+        .merge(relay)
+        .merge(console_routes())
+}
+
+/// The Kong relay's routes, outside the token check (the signature is their authentication),
+/// with Kong's 405 and `Cache-Control: no-store` as everywhere; no CORS: Kong is no browser.
+fn relay_routes(state: AdminState) -> Router {
+    ROUTES
+        .iter()
+        .fold(Router::new(), |router, route| match route.handlers {
+            Handlers::Relay(handlers) => serve(router, route, handlers),
+            _ => router,
+        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+        .layer(axum::middleware::map_response(no_store))
 }
 
 /// The routes of [`ROUTES`] the admin function serves behind the token check.

@@ -1,6 +1,6 @@
 //! Every route of the HTTP API, declared once: its path, the methods it serves, and which part
-//! serves it (the admin function, the probe function, or the console, which the admin function
-//! serves outside the token check).
+//! serves it (the admin function, the probe function, or the console and the Kong relay, which the
+//! admin function serves outside the token check).
 //!
 //! The axum routers, the `Allow` of every `OPTIONS` answer and the split between the admin and the
 //! probe function all come from [`ROUTES`]; integration tests hold `shared/openapi.json` and the
@@ -11,7 +11,9 @@ use axum::routing::{get, post, MethodRouter};
 
 use super::probe::ProbeState;
 use super::AdminState;
-use super::{apigee, console, delivery_log, events, hooks, openapi, probe, secret, sources, stats};
+use super::{
+    apigee, console, delivery_log, events, hooks, openapi, probe, relay, secret, sources, stats,
+};
 
 /// Which part of the service answers a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +24,9 @@ pub enum Part {
     Probe,
     /// The web console's page and files, without a token (the admin function).
     Console,
+    /// The Kong relay, authenticated by `X-Kong-Signature` instead of the token (the admin
+    /// function): Kong cannot send our token.
+    Relay,
 }
 
 /// The handlers of one route, for the state of the part that serves it.
@@ -30,6 +35,7 @@ pub enum Handlers {
     Admin(fn() -> MethodRouter<AdminState>),
     Probe(fn() -> MethodRouter<ProbeState>),
     Console(fn() -> MethodRouter),
+    Relay(fn() -> MethodRouter<AdminState>),
 }
 
 /// One path of the API and what it serves.
@@ -49,6 +55,7 @@ impl Route {
             Handlers::Admin(_) => Part::Admin,
             Handlers::Probe(_) => Part::Probe,
             Handlers::Console(_) => Part::Console,
+            Handlers::Relay(_) => Part::Relay,
         }
     }
 
@@ -88,6 +95,11 @@ pub const ROUTES: &[Route] = &[
         path: "/events",
         methods: &["POST"],
         handlers: Handlers::Admin(|| post(events::emit)),
+    },
+    Route {
+        path: "/events/kong",
+        methods: &["POST"],
+        handlers: Handlers::Relay(|| post(relay::relay)),
     },
     Route {
         path: "/event-hooks/sources",
@@ -162,6 +174,11 @@ pub const ROUTES: &[Route] = &[
         path: "/openapi.json",
         methods: &["GET"],
         handlers: Handlers::Admin(|| get(openapi::document)),
+    },
+    Route {
+        path: "/hooks-file.schema.json",
+        methods: &["GET"],
+        handlers: Handlers::Admin(|| get(openapi::hooks_file_schema)),
     },
     Route {
         path: "/",

@@ -54,10 +54,32 @@ const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
 ///
 /// `body` must be the bytes exactly as sent: any re-serialisation after signing breaks the check.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    format!(
+        "sha1={}",
+        hex::encode(kong_mac(secret, body).finalize().into_bytes())
+    )
+}
+
+/// Whether `header` (an [`SIGNATURE_HEADER`] value, `sha1=<hex>`) is the signature of `body` by
+/// `secret`: what a receiver of Kong's deliveries checks (the Kong relay, spec §13). Compared in
+/// constant time; hex of either case is accepted, as Kong's receivers accept it.
+pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
+    let Some(tag) = header
+        .trim()
+        .strip_prefix("sha1=")
+        .and_then(|hex| hex::decode(hex).ok())
+    else {
+        return false;
+    };
+    kong_mac(secret, body).verify_slice(&tag).is_ok()
+}
+
+/// HMAC-SHA1 of `body` keyed by `secret`, the one computation behind signing and verifying.
+fn kong_mac(secret: &[u8], body: &[u8]) -> Hmac<Sha1> {
     // HMAC takes keys of any length (long ones are hashed first), so this cannot fail.
     let mut mac = Hmac::<Sha1>::new_from_slice(secret).expect("HMAC accepts keys of any length");
     mac.update(body);
-    format!("sha1={}", hex::encode(mac.finalize().into_bytes()))
+    mac
 }
 
 /// Why a string is not a Standard Webhooks secret; the messages are shown to users.
@@ -137,6 +159,29 @@ mod tests {
             signature(b"hunter2", b"foobar"),
             "sha1=47632029fcc7936dc59ff90b5bb736a44c74ab62"
         );
+    }
+
+    #[test]
+    fn verify_accepts_exactly_the_signature_of_the_body() {
+        let good = "sha1=47632029fcc7936dc59ff90b5bb736a44c74ab62";
+        assert!(verify(b"hunter2", b"foobar", good));
+        assert!(verify(
+            b"hunter2",
+            b"foobar",
+            &good.to_uppercase().replace("SHA1=", "sha1=")
+        ));
+        assert!(!verify(b"hunter2", b"foobaR", good));
+        assert!(!verify(b"hunter3", b"foobar", good));
+        for bad in [
+            "",
+            "sha1=",
+            "47632029fcc7936dc59ff90b5bb736a44c74ab62",
+            "sha1=zz",
+            "sha256=47632029fcc7936dc59ff90b5bb736a44c74ab62",
+            "sha1=47632029fcc7936dc59ff90b5bb736a44c74ab",
+        ] {
+            assert!(!verify(b"hunter2", b"foobar", bad), "{bad}");
+        }
     }
 
     #[test]
