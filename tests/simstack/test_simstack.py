@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import os
 import select
 import socket
 import threading
@@ -588,6 +589,56 @@ def test_a_gone_target_gets_no_attempt_after_its_first_410(sim, api, receiver):
         assert 1 <= reached <= 4, f"{reached} requests reached A"
     finally:
         cleared(sim, api, receiver, "/gone", a, b)
+
+
+def relay_secret(sim: SimulatedStack) -> str:
+    """The first line of the stack's relay secret (output `KongRelaySecretArn`)."""
+    arn = sim.stack.outputs["KongRelaySecretArn"]
+    secret = sim.moto.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+    return secret.splitlines()[0].strip()
+
+
+def test_kongs_webhook_posts_through_the_relay(sim, api, receiver):
+    # Given a hook on what Kong relays, and the stack's generated relay secret
+    hook = create(api, webhook(receiver, "/relayed"))
+    receiver.wait("/relayed", 1)  # its create ping
+    secret = relay_secret(sim).encode()
+    fixtures = os.path.join(os.path.dirname(__file__), "..", "fixtures", "kong-relay")
+
+    def relay(body: bytes, signature: str | None):
+        req = urllib.request.Request(api.base + "/events/kong", data=body, method="POST")
+        req.add_header("Content-Type", "application/json")
+        if signature is not None:
+            req.add_header("X-Kong-Signature", signature)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as reply:
+                return reply.status, json.loads(reply.read() or b"null")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"null")
+
+    def signed(body: bytes) -> str:
+        return "sha1=" + hmac.new(secret, body, hashlib.sha1).hexdigest()
+
+    with open(os.path.join(fixtures, "test-consumers.json"), "rb") as f:
+        consumer = f.read()
+    with open(os.path.join(fixtures, "ping.json"), "rb") as f:
+        ping = f.read()
+
+    # When Kong's documented bodies arrive: unsigned, wrongly signed, Kong's ping, then signed
+    assert relay(consumer, None)[0] == 401
+    assert relay(consumer, "sha1=" + "0" * 40)[0] == 401
+    assert relay(ping, signed(ping))[0] == 200
+    status, accepted = relay(consumer, signed(consumer))
+
+    # Then only the signed event is queued and delivered, with the data Kong sent
+    assert status == 202, accepted
+    delivered = receiver.wait("/relayed", 2)[1]
+    body = json.loads(delivered["body"])
+    assert (body["source"], body["event"], body["consumer"]["username"]) == \
+        ("crud", "consumers", "Jane Austen"), body
+    settled(sim)
+    assert len(receiver.at("/relayed")) == 2, receiver.at("/relayed")
+    delete(api, hook)
 
 
 def test_test_and_ping_through_the_probe_function(sim, api, receiver):
