@@ -672,6 +672,10 @@ def test_a_hook_of_the_stack_relays_to_the_stack_as_kong_would(sim, api, receive
         ("crud", "services", data["entity"], data["old_entity"]), body
     settled(sim)
     assert len(receiver.at("/round-trip")) == 2, receiver.at("/round-trip")
+    # And the unsigned hook's create ping was refused by the relay: dead-lettered with the reason
+    letter = dead_letters(sim, "DeliveriesDeadLetterQueueUrl", 1)[0]
+    assert unsigned_hook["id"] in letter["Body"], letter["Body"]
+    assert "401" in letter["MessageAttributes"]["reason"]["StringValue"], letter
     for hook in (target, signed_hook, unsigned_hook):
         delete(api, hook)
 
