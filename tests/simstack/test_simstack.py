@@ -839,6 +839,41 @@ def test_aws_requests_per_delivery(defaults, receiver):
 
 
 @pytest.fixture(scope="module")
+def unsigned_relay():
+    """A stack whose Kong relay takes unsigned events (`KongRelayAllowUnsigned`)."""
+    stack = SimulatedStack({**PARAMETERS, "KongRelayAllowUnsigned": "true"})
+    yield stack
+    stack.stop()
+
+
+def test_a_relay_that_takes_unsigned_events_still_refuses_a_wrong_signature(unsigned_relay, receiver):
+    # Given a stack whose relay takes unsigned events, a hook on `services`, and disabled hooks
+    # posting to the relay: one unsigned, one signed with a secret that is not the relay's
+    api = Api(unsigned_relay)
+    create(api, webhook(receiver, "/unsigned-relay", event="services"))
+    receiver.wait("/unsigned-relay", 1)  # its create ping
+
+    def relaying(config):
+        return create(api, {"source": "crud", "event": "services", "handler": "webhook",
+                            "enabled": False, "config": {"url": api.base + "/events/kong", **config}})
+
+    unsigned, wrong = relaying({}), relaying({"secret": "not-the-relay-secret"})
+    data = {"operation": "create", "entity": {"name": "orders"}, "old_entity": None}
+
+    # When each is tested
+    status, refused = api.call("POST", f"/event-hooks/{wrong['id']}/test", data)
+    assert status == 200 and refused["result"]["status"] == 401, refused
+    status, taken = api.call("POST", f"/event-hooks/{unsigned['id']}/test", data)
+    assert status == 200 and taken["result"]["status"] == 202, taken
+
+    # Then only the unsigned one reaches the other hook
+    delivered = receiver.wait("/unsigned-relay", 2)[1]
+    assert json.loads(delivered["body"])["entity"] == data["entity"], delivered["body"]
+    settled(unsigned_relay)
+    assert len(receiver.at("/unsigned-relay")) == 2, receiver.at("/unsigned-relay")
+
+
+@pytest.fixture(scope="module")
 def pausing():
     """A stack that pauses a hook failing every attempt for 2 s (the template's default is a day)."""
     stack = SimulatedStack({**PARAMETERS, "PauseFailingHookAfterSeconds": "2",
