@@ -737,3 +737,70 @@ async fn tail_follows_new_attempts_until_interrupted() {
     let status = tail.wait().expect("tail ends");
     assert!(status.success(), "tail after Ctrl-C: {status}");
 }
+
+/// Kills the `serve` child when the test ends, however it ends.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn serve_is_the_local_server_with_its_flags() {
+    // Given `event-hooks serve` with the local server's flags: an address, a data directory and
+    // an admin token
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let data_dir = event_hooks_tests::server::temp_data_dir();
+    let _served = Served(
+        Command::new(event_hooks_tests::binaries::path("event-hooks"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(&data_dir)
+            .args(["--admin-token", "t0k3n"])
+            .env_remove("EVENT_HOOKS_ADMIN_TOKEN")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start event-hooks serve"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let list = |token: Option<&'static str>| {
+        let request = http.get(format!("{base}/event-hooks"));
+        match token {
+            Some(token) => request.header("Kong-Admin-Token", token),
+            None => request,
+        }
+        .send()
+    };
+
+    // When it is up
+    let started = std::time::Instant::now();
+    let status = loop {
+        match list(Some("t0k3n")).await {
+            Ok(response) => break response.status(),
+            Err(_) if started.elapsed() < Duration::from_secs(60) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(err) => panic!("event-hooks serve never answered: {err}"),
+        }
+    };
+
+    // Then it serves the admin API behind the token, and keeps its data in the directory given
+    assert_eq!(status, 200);
+    assert_eq!(list(None).await.unwrap().status(), 401);
+    assert!(
+        std::fs::read_dir(&data_dir).unwrap().next().is_some(),
+        "nothing written to {data_dir:?}"
+    );
+}
