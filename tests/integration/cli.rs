@@ -436,40 +436,23 @@ custom_events:
     );
     assert_eq!(run(&server, &["apply", "-f", path_str(&file)], &[]).code, 0);
 
-    let emit = run(
-        &server,
-        &[
-            "emit",
-            "--source",
-            "billing",
-            "--event",
-            "paid",
-            "--data",
-            r#"{"invoice":"inv-1"}"#,
-            "--idempotency-key",
-            "key-1",
-        ],
-        &[],
-    );
+    let keyed = [
+        "emit",
+        "--source",
+        "billing",
+        "--event",
+        "paid",
+        "--data",
+        r#"{"invoice":"inv-1"}"#,
+        "--idempotency-key",
+        "key-1",
+    ];
+    let emit = run(&server, &keyed, &[]);
     assert_eq!(emit.code, 0, "{}", emit.all());
     let id = emit.stdout.trim().to_owned();
     assert!(uuid::Uuid::parse_str(&id).is_ok(), "{}", emit.stdout);
     // The same key sends the event once: the same id.
-    let again = run(
-        &server,
-        &[
-            "emit",
-            "--source",
-            "billing",
-            "--event",
-            "paid",
-            "--data",
-            r#"{"invoice":"inv-1"}"#,
-            "--idempotency-key",
-            "key-1",
-        ],
-        &[],
-    );
+    let again = run(&server, &keyed, &[]);
     assert_eq!(again.stdout.trim(), id, "{}", again.all());
     // From a file (stdin the same way): another event, another fresh key.
     let event = write_file(
