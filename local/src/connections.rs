@@ -152,15 +152,17 @@ async fn serve_connection(
 async fn watchdog(phase: &SharedPhase, limits: ConnectionLimits) {
     loop {
         let current = *phase.lock().unwrap();
-        // Reads change the phase without waking this task, so look again at least once per
-        // header-read timeout: a head that starts now is then still caught on time.
+        // Reads and handlers change the phase without waking this task, so look again at least
+        // once per shorter timeout: a head that starts now, or a request that ends now and leaves
+        // the connection idle, is then still caught on time.
         let next_look = Instant::now() + limits.header_read.min(limits.idle);
         let deadline = match current {
-            Phase::Idle(since) => (since + limits.idle).min(next_look),
+            Phase::Idle(since) => since + limits.idle,
             Phase::Head(since) => since + limits.header_read,
             // A handler decides how long it takes.
             Phase::Busy => next_look,
-        };
+        }
+        .min(next_look);
         tokio::time::sleep_until(deadline).await;
         let now = *phase.lock().unwrap();
         match now {
@@ -275,3 +277,54 @@ async fn body_deadline(
 #[derive(Debug, thiserror::Error)]
 #[error("request body not received in time")]
 struct BodyTimedOut;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt as _;
+
+    const LIMITS: ConnectionLimits = ConnectionLimits {
+        header_read: Duration::from_secs(30),
+        body_read: Duration::from_secs(30),
+        idle: Duration::from_secs(1),
+        max_connections: 1,
+    };
+
+    /// Runs the watchdog while `change` moves the phase along; returns how long it took to fire.
+    async fn fires_after(first: Phase, change: impl FnOnce(&SharedPhase)) -> Duration {
+        let phase: SharedPhase = Arc::new(Mutex::new(first));
+        let started = Instant::now();
+        let watchdog = watchdog(&phase, LIMITS);
+        tokio::pin!(watchdog);
+        // The watchdog looks at the phase once and goes to sleep.
+        assert!(watchdog.as_mut().now_or_never().is_none());
+        change(&phase);
+        watchdog.await;
+        started.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_ends_while_the_watchdog_sleeps_on_its_head_is_closed_on_idle_time() {
+        // Given a watchdog that first saw a request head arriving (30 s allowed)
+        // When the request is served at once and the connection goes idle (1 s allowed)
+        let took = fires_after(Phase::Head(Instant::now()), |phase| {
+            *phase.lock().unwrap() = Phase::Idle(Instant::now());
+        })
+        .await;
+        // Then the connection is closed after the idle timeout, not the head's
+        assert!(took <= Duration::from_secs(2), "fired after {took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_closed_on_time_and_not_before() {
+        let took = fires_after(Phase::Idle(Instant::now()), |_| {}).await;
+        assert_eq!(took, LIMITS.idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_is_never_closed_by_the_watchdog() {
+        let phase: SharedPhase = Arc::new(Mutex::new(Phase::Busy));
+        let fired = tokio::time::timeout(Duration::from_secs(3600), watchdog(&phase, LIMITS)).await;
+        assert!(fired.is_err(), "a handler's connection was closed");
+    }
+}
