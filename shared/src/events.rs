@@ -140,17 +140,24 @@ fn json_body(body: &str) -> Result<Value, InvalidEvent> {
 const QUEUED_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x2b8f_51d4_7c3e_4a09_8e6d_93f0_1a57_c4b2);
 
 /// [`parse_event`] for a queue message: an event without an id gets one derived from the
-/// message's id, the same at every receive of that message (a random one would give each
+/// message's id, and one without a timestamp the time the queue took the message (`sent_at`, when
+/// known), the same at every receive of that message (random or current ones would give each
 /// redelivery new delivery ids, which receivers could not de-duplicate).
-pub(crate) fn parse_event_with_default_id(
+pub(crate) fn parse_event_from_message(
     body: &str,
     message_id: &str,
+    sent_at: Option<i64>,
 ) -> Result<Event, InvalidEvent> {
     let mut value = json_body(body)?;
     if let Some(fields) = value.as_object_mut() {
         if fields.get("id").is_none_or(Value::is_null) {
             let id = Uuid::new_v5(&QUEUED_EVENT_NAMESPACE, message_id.as_bytes());
             fields.insert("id".into(), Value::String(id.to_string()));
+        }
+        if let Some(sent_at) = sent_at {
+            if fields.get("timestamp").is_none_or(Value::is_null) {
+                fields.insert("timestamp".into(), Value::from(sent_at));
+            }
         }
     }
     event_from_value(value)
@@ -204,17 +211,18 @@ pub(crate) fn check_registered(catalogue: &Catalogue, event: &Event) -> Result<(
 mod tests {
 
     #[test]
-    fn a_queued_event_without_an_id_gets_the_same_one_at_every_receive() {
+    fn a_queued_event_without_an_id_or_time_gets_the_same_ones_at_every_receive() {
         let body = r#"{"source":"crud","event":"consumers"}"#;
-        let first = parse_event_with_default_id(body, "message-1").unwrap();
-        let again = parse_event_with_default_id(body, "message-1").unwrap();
-        let other = parse_event_with_default_id(body, "message-2").unwrap();
-        assert_eq!(first.id, again.id);
+        let first = parse_event_from_message(body, "message-1", Some(1_700_000_000_000)).unwrap();
+        let again = parse_event_from_message(body, "message-1", Some(1_700_000_000_000)).unwrap();
+        let other = parse_event_from_message(body, "message-2", Some(1_700_000_000_000)).unwrap();
+        assert_eq!((first.id, first.timestamp), (again.id, again.timestamp));
+        assert_eq!(first.timestamp, 1_700_000_000_000);
         assert_ne!(first.id, other.id);
         let own =
             r#"{"source":"crud","event":"consumers","id":"6f1c3c1e-8d3b-4a43-9f0e-6f1b1f8a0b11"}"#;
         assert_eq!(
-            parse_event_with_default_id(own, "message-1")
+            parse_event_from_message(own, "message-1", None)
                 .unwrap()
                 .id
                 .to_string(),

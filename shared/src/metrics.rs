@@ -31,8 +31,11 @@ pub struct Stats {
     pub deferred: AtomicU64,
     /// Copies of a delivery dropped because the same delivery id was in flight already.
     pub(crate) in_flight_skipped: AtomicU64,
-    /// Copies of a delivery sent as a later attempt than their message said, because another
-    /// copy had claimed that attempt (see `DeliveryLog::claim_attempt`).
+    /// Attempts of deliveries that may be copies, claimed before they were sent (see
+    /// `DeliveryLog::claim_attempt`): each costs the log one more write.
+    pub(crate) claimed: AtomicU64,
+    /// Of those, the ones sent as a later attempt than their message said, because the number
+    /// had gone out already.
     pub(crate) renumbered: AtomicU64,
     /// Deliveries to paused or disabled hooks, logged as not sent.
     pub not_sent: AtomicU64,

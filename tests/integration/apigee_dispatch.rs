@@ -28,6 +28,9 @@ use event_hooks_tests::receiver::Receiver;
 use serde_json::json;
 use uuid::Uuid;
 
+/// When the queue took the events these tests hand the dispatcher (Unix ms).
+const SENT_AT: i64 = 1_700_000_000_000;
+
 const DISPATCHERS: usize = 8;
 const CYCLES: i64 = 5;
 
@@ -230,7 +233,7 @@ async fn a_usage_notifies_only_its_organisations_webhooks() {
 
     // When a usage of orgA comes off the events queue, then only orgA's webhook is notified.
     let outcome = dispatcher
-        .handle_event_message(&usage(Some("orgA"), "a@example.com"), "m-1", 1)
+        .handle_event_message(&usage(Some("orgA"), "a@example.com"), "m-1", SENT_AT, 1)
         .await
         .unwrap();
     assert!(matches!(outcome, MessageOutcome::Done), "{outcome:?}");
@@ -240,7 +243,7 @@ async fn a_usage_notifies_only_its_organisations_webhooks() {
 
     // And a usage of orgB, only orgB's.
     dispatcher
-        .handle_event_message(&usage(Some("orgB"), "b@example.com"), "m-2", 1)
+        .handle_event_message(&usage(Some("orgB"), "b@example.com"), "m-2", SENT_AT, 1)
         .await
         .unwrap();
     let paths: Vec<String> = receiver.requests().iter().map(|r| r.path.clone()).collect();
@@ -249,7 +252,7 @@ async fn a_usage_notifies_only_its_organisations_webhooks() {
     // When a usage without orgName comes, then it is rejected (dead-lettered) saying why, and
     // no webhook of either organisation hears of it.
     let outcome = dispatcher
-        .handle_event_message(&usage(None, "c@example.com"), "m-3", 1)
+        .handle_event_message(&usage(None, "c@example.com"), "m-3", SENT_AT, 1)
         .await
         .unwrap();
     match outcome {

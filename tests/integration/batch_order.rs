@@ -130,6 +130,7 @@ async fn webhook(fixture: &Fixture, url: String, on_change: Option<bool>) -> Hoo
 /// An events-queue message carrying a balancer event with this id and target ip.
 fn message(id: Uuid, ip: &str) -> Received {
     Received {
+        sent_at: 1_700_000_000_000,
         id: id.to_string(),
         receipt: id.to_string(),
         body: format!(

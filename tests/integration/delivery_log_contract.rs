@@ -15,8 +15,8 @@ use event_hooks::clock::Clock;
 use event_hooks::delivery_log::dynamodb::{create_table, DynamoDeliveryLog};
 use event_hooks::delivery_log::sqlite::SqliteDeliveryLog;
 use event_hooks::delivery_log::{
-    Attempt, AttemptSummary, Claimed, DeliveryKey, DeliveryLog, DeliveryPageToken, DeliveryRecord,
-    DeliveryStatus, DeliveryWindow, MAX_ATTEMPTS_KEPT, MAX_RESPONSE_BODY,
+    time_of, timed_id, Attempt, AttemptSummary, DeliveryKey, DeliveryLog, DeliveryPageToken,
+    DeliveryRecord, DeliveryStatus, DeliveryWindow, Then, MAX_ATTEMPTS_KEPT, MAX_RESPONSE_BODY,
 };
 use event_hooks::events::Event;
 use event_hooks::limits::{LOGGED_EVENT_PREFIX_BYTES, MAX_LOGGED_EVENT_BYTES};
@@ -75,7 +75,9 @@ event_hooks_tests::contract! {
         a_listing_page_ends_at_its_byte_budget,
         window_summaries_are_the_window_without_bodies,
         a_settled_delivery_is_claimed_for_a_resend_once,
-        each_attempt_number_is_claimed_once,
+        each_attempt_number_is_handed_out_once,
+        a_retry_number_is_reserved_by_its_attempts_record,
+        a_delivery_is_found_from_its_ids_alone,
         an_entry_never_sent_is_found_without_a_claim,
     ],
     // DynamoDB applies one UpdateItem atomically per item, which is what the adapter relies on.
@@ -108,12 +110,9 @@ fn event() -> Event {
     }
 }
 
+/// A new delivery of the hook at `created_at`, its id made as the dispatcher makes them.
 fn key(hook_id: Uuid, created_at: i64) -> DeliveryKey {
-    DeliveryKey {
-        hook_id,
-        delivery_id: Uuid::new_v4(),
-        created_at,
-    }
+    DeliveryKey::new(hook_id, timed_id(Uuid::new_v4(), created_at)).expect("a timed id")
 }
 
 fn attempt(number: u32, status: Option<u16>) -> Attempt {
@@ -134,8 +133,8 @@ fn failed_attempt(number: u32) -> Attempt {
     }
 }
 
-/// Records `attempt` as the dispatcher does: an attempt that was sent (numbered 1 or more) is
-/// claimed first, as `DeliveryLog::record_attempt` asks.
+/// Records `attempt` as the dispatcher does: a retry follows a pending one, whose number the
+/// record reserves and returns.
 async fn record_claimed(
     log: &dyn DeliveryLog,
     key: DeliveryKey,
@@ -143,11 +142,13 @@ async fn record_claimed(
     attempt: Attempt,
     status: DeliveryStatus,
     ttl: Duration,
-) -> Result<(), StoreError> {
-    if attempt.number > 0 {
-        log.claim_attempt(key, attempt.number, ttl).await?;
-    }
-    log.record_attempt(key, event, attempt, status, ttl).await
+) -> Result<Option<u32>, StoreError> {
+    let then = match status {
+        DeliveryStatus::Pending => Then::Retry,
+        _ => Then::Done,
+    };
+    log.record_attempt(key, event, attempt, status, ttl, then)
+        .await
 }
 
 async fn record(log: &dyn DeliveryLog, key: DeliveryKey, event: &Event, attempt: Attempt) {
@@ -889,80 +890,132 @@ async fn a_settled_delivery_is_claimed_for_a_resend_once(backend: &Backend) {
     let settled = log.get(hook_id, key.delivery_id).await.unwrap().unwrap();
     assert!(log.claim_resend(key, settled.updated_at).await.unwrap());
     let unknown = DeliveryKey {
-        delivery_id: Uuid::new_v4(),
+        delivery_id: timed_id(Uuid::new_v4(), key.created_at),
         ..key
     };
     assert!(!log.claim_resend(unknown, 0).await.unwrap());
 }
 
-async fn each_attempt_number_is_claimed_once(backend: &Backend) {
+async fn each_attempt_number_is_handed_out_once(backend: &Backend) {
     let log = backend.open().await;
-    // given: a delivery first claimed with its first-attempt time T0
+    // given: a delivery whose first copy sent attempt 1 without a claim (nothing recorded yet)
     let hook_id = Uuid::new_v4();
     let first = key(hook_id, T0);
-    let claim = |created_at: i64, number: u32| {
+    let claim = |number: u32| {
         let log = log.clone();
-        async move {
-            let key = DeliveryKey {
-                created_at,
-                ..first
-            };
-            log.claim_attempt(key, number, DAY).await.unwrap()
-        }
+        async move { log.claim_attempt(first, number, DAY).await.unwrap() }
     };
-    assert_eq!(
-        claim(T0, 1).await,
-        Claimed {
-            number: 1,
-            created_at: T0
-        }
-    );
 
-    // when: copies claim numbers taken already, and numbers above every claim
-    // then: a taken number gives the next one above all claims; a higher one is given as asked;
-    // the first claim's time stays (a redelivered event fans out again with a later one)
-    let later = T0 + 5_000;
-    assert_eq!(
-        claim(later, 1).await,
-        Claimed {
-            number: 2,
-            created_at: T0
-        }
-    );
-    assert_eq!(claim(later, 2).await.number, 3);
-    assert_eq!(claim(later, 5).await.number, 5);
-    assert_eq!(claim(later, 4).await.number, 6);
-    assert_eq!(claim(later, 7).await.number, 7);
+    // when: copies claim numbers handed out already, and numbers above every one
+    // then: attempt 1 is never claimed (the first copy has it); a number handed out gives the
+    // next one above all; a higher one is given as asked
+    assert_eq!(claim(1).await, 2);
+    assert_eq!(claim(2).await, 3);
+    assert_eq!(claim(5).await, 5);
+    assert_eq!(claim(4).await, 6);
+    assert_eq!(claim(7).await, 7);
 
     // and: other deliveries, even of the same hook, count on their own
-    let other = DeliveryKey {
-        delivery_id: Uuid::new_v4(),
-        ..first
-    };
-    assert_eq!(log.claim_attempt(other, 1, DAY).await.unwrap().number, 1);
-    // and: a claim is no record: the delivery is listed once an attempt is recorded
+    let other = key(hook_id, T0);
+    assert_eq!(log.claim_attempt(other, 1, DAY).await.unwrap(), 2);
+    // and: a claim is no record: the delivery is found and listed once an attempt is recorded
     assert!(log.get(hook_id, first.delivery_id).await.unwrap().is_none());
+    assert!(ids(&log.list(hook_id, 10, usize::MAX, None).await.unwrap().items).is_empty());
+    let window = DeliveryWindow {
+        from: 0,
+        to: T0 * 2,
+        statuses: vec![DeliveryStatus::Pending, DeliveryStatus::Delivered],
+    };
+    let windowed = log.list_window(hook_id, &window, 10, None).await.unwrap();
+    assert!(windowed.items.is_empty());
     record(&*log, first, &event(), attempt(1, Some(200))).await;
     let stored = log.get(hook_id, first.delivery_id).await.unwrap().unwrap();
-    assert_eq!(stored.created_at, T0);
+    assert_eq!((stored.created_at, stored.attempts.len()), (T0, 1));
+    assert_eq!(
+        ids(&log.list(hook_id, 10, usize::MAX, None).await.unwrap().items),
+        vec![first.delivery_id]
+    );
 }
 
-async fn concurrent_claims_get_distinct_numbers(backend: &Backend) {
+async fn a_retry_number_is_reserved_by_its_attempts_record(backend: &Backend) {
     let log = backend.open().await;
-    // given: one delivery, and eight copies of its first attempt at the same time
-    let key = key(Uuid::new_v4(), T0);
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..8 {
+    let hook_id = Uuid::new_v4();
+    let key = key(hook_id, T0);
+    let pending = |number| {
         let log = log.clone();
-        tasks.spawn(async move { log.claim_attempt(key, 1, DAY).await });
+        async move {
+            record_claimed(
+                &*log,
+                key,
+                &event(),
+                failed_attempt(number),
+                DeliveryStatus::Pending,
+                DAY,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    // given: attempt 1 failed, and its record reserved the retry's number in the same write
+    assert_eq!(pending(1).await, Some(2));
+    // when: a copy of attempt 1 claims (its message came back): 2 is the retry's
+    assert_eq!(log.claim_attempt(key, 1, DAY).await.unwrap(), 3);
+    // and: the retry (2) fails too, and reserves the next: 3 is the copy's, so it gets 4
+    assert_eq!(pending(2).await, Some(4));
+    // then: the copy's attempt 3, delivered, reserves nothing, and every number stays taken
+    let done = record_claimed(
+        &*log,
+        key,
+        &event(),
+        attempt(3, Some(200)),
+        DeliveryStatus::Delivered,
+        DAY,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done, None);
+    assert_eq!(log.claim_attempt(key, 1, DAY).await.unwrap(), 5);
+    let stored = log.get(hook_id, key.delivery_id).await.unwrap().unwrap();
+    let numbers: Vec<u32> = stored.attempts.iter().map(|a| a.number).collect();
+    assert_eq!(numbers, [1, 2, 3]);
+    assert_eq!(stored.status, DeliveryStatus::Delivered);
+}
+
+async fn a_delivery_is_found_from_its_ids_alone(backend: &Backend) {
+    let log = backend.open().await;
+    // given: deliveries of one hook at several times, the id of each carrying its time
+    let hook_id = Uuid::new_v4();
+    let keys: Vec<DeliveryKey> = [T0 + 7, T0, T0 + 86_400_000]
+        .into_iter()
+        .map(|at| key(hook_id, at))
+        .collect();
+    for key in &keys {
+        record(&*log, *key, &event(), attempt(1, Some(500))).await;
+        // and: the same delivery recorded again (an event received again keeps its id)
+        record(&*log, *key, &event(), attempt(2, Some(200))).await;
     }
-    // then: each copy gets a number of its own, 1 to 8
-    let mut numbers = Vec::new();
-    while let Some(result) = tasks.join_next().await {
-        numbers.push(result.expect("task ran").expect("claimed").number);
+    // then: each is found by the hook's id and its own, one record with both attempts
+    for key in &keys {
+        let found = log.get(hook_id, key.delivery_id).await.unwrap().unwrap();
+        assert_eq!(found.created_at, time_of(key.delivery_id).unwrap());
+        assert_eq!(found.attempts.len(), 2);
+        // and: not under another hook
+        assert!(log
+            .get(Uuid::new_v4(), key.delivery_id)
+            .await
+            .unwrap()
+            .is_none());
     }
-    numbers.sort_unstable();
-    assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
+    // and: the listing has each once, newest first
+    let listed = ids(&log.list(hook_id, 10, usize::MAX, None).await.unwrap().items);
+    assert_eq!(
+        listed,
+        [
+            keys[2].delivery_id,
+            keys[0].delivery_id,
+            keys[1].delivery_id
+        ]
+    );
 }
 
 async fn an_entry_never_sent_is_found_without_a_claim(backend: &Backend) {
@@ -976,6 +1029,7 @@ async fn an_entry_never_sent_is_found_without_a_claim(backend: &Backend) {
         failed_attempt(0),
         DeliveryStatus::NotSent,
         DAY,
+        Then::Done,
     )
     .await
     .unwrap();
@@ -987,4 +1041,22 @@ async fn an_entry_never_sent_is_found_without_a_claim(backend: &Backend) {
         ids(&log.list(hook_id, 10, usize::MAX, None).await.unwrap().items),
         vec![key.delivery_id]
     );
+}
+
+async fn concurrent_claims_get_distinct_numbers(backend: &Backend) {
+    let log = backend.open().await;
+    // given: one delivery, and eight copies of its first attempt claiming at the same time
+    let key = key(Uuid::new_v4(), T0);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let log = log.clone();
+        tasks.spawn(async move { log.claim_attempt(key, 1, DAY).await });
+    }
+    // then: each copy gets a number of its own above the first copy's 1: 2 to 9
+    let mut numbers = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        numbers.push(result.expect("task ran").expect("claimed"));
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (2..=9).collect::<Vec<_>>());
 }

@@ -28,6 +28,9 @@ use event_hooks_tests::queues::drain;
 use event_hooks_tests::receiver::{Receiver, Reply};
 use uuid::Uuid;
 
+/// When the queue took the events these tests hand the dispatcher (Unix ms).
+const SENT_AT: i64 = 1_700_000_000_000;
+
 const WAIT: Duration = Duration::from_secs(5);
 
 /// A window store that fails every write about one hook (its keys name the hook), while the
@@ -249,13 +252,18 @@ pub(crate) async fn webhook_hook(fixture: &Fixture, url: String, snooze: Option<
     hook
 }
 
-/// A balancer event with its own id, so that its delivery ids are known in advance.
+/// A balancer event with its own id, so that its delivery ids are known in advance, and no
+/// timestamp: the dispatcher gives it the message's, `SENT_AT`, as the returned event has.
 pub(crate) fn balancer_event() -> (Event, String) {
     let body = format!(
         r#"{{"id":"{}","source":"balancer","event":"health","data":{{"ip":"10.0.0.1"}}}}"#,
         Uuid::new_v4()
     );
-    (parse_event(&body).unwrap(), body)
+    let event = Event {
+        timestamp: SENT_AT,
+        ..parse_event(&body).unwrap()
+    };
+    (event, body)
 }
 
 #[tokio::test]
@@ -330,7 +338,7 @@ async fn events_outside_the_catalogue_and_broken_messages_are_rejected_with_a_re
     ] {
         let outcome = fixture
             .dispatcher
-            .handle_event_message(body, "message-1", 1)
+            .handle_event_message(body, "message-1", SENT_AT, 1)
             .await
             .unwrap();
         match outcome {
@@ -363,7 +371,7 @@ async fn a_window_store_failing_for_one_hook_parks_its_delivery_and_spares_the_o
     // When the event's message is handled
     let outcome = fixture
         .dispatcher
-        .handle_event_message(&body, "message-1", 1)
+        .handle_event_message(&body, "message-1", SENT_AT, 1)
         .await;
 
     // Then the event completes, A is served once, B is not served but parked on the deliveries
@@ -416,7 +424,7 @@ async fn a_dead_letter_send_failing_parks_the_dead_letter_not_another_attempt() 
     // When the event's message is handled
     let outcome = fixture
         .dispatcher
-        .handle_event_message(&body, "message-1", 1)
+        .handle_event_message(&body, "message-1", SENT_AT, 1)
         .await;
 
     // Then the event completes, each target got one request, and B's dead letter is parked
@@ -472,7 +480,7 @@ async fn when_parking_fails_too_the_event_comes_back_and_skips_the_hooks_already
     // When the event's message is handled, then it fails, naming B: the message stays queued
     let outcome = fixture
         .dispatcher
-        .handle_event_message(&body, "message-1", 1)
+        .handle_event_message(&body, "message-1", SENT_AT, 1)
         .await;
     assert!(
         matches!(outcome, Err(DispatchError::Parking { hook_id, .. }) if hook_id == hook_b.id),
@@ -485,7 +493,7 @@ async fn when_parking_fails_too_the_event_comes_back_and_skips_the_hooks_already
     fixture.deliveries.down.store(false, Ordering::SeqCst);
     let outcome = fixture
         .dispatcher
-        .handle_event_message(&body, "message-1", 2)
+        .handle_event_message(&body, "message-1", SENT_AT, 2)
         .await;
 
     // Then B gets it as attempt 2 of its delivery, and A, already served, is skipped
@@ -513,7 +521,7 @@ async fn attempt_numbers_count_the_receives_of_the_message() {
     // When it is handled
     let outcome = fixture
         .dispatcher
-        .handle_event_message(&body, "message-1", 2)
+        .handle_event_message(&body, "message-1", SENT_AT, 2)
         .await;
 
     // Then the target sees attempt 2 of the same delivery
@@ -539,30 +547,36 @@ async fn attempt_numbers_count_the_receives_of_the_message() {
 
 #[tokio::test]
 async fn a_second_copy_of_a_delivery_goes_out_as_a_later_attempt_never_the_same() {
-    // Given a hook, and an event whose message is handled twice at its first receive (SQS hands a
-    // message out twice now and then; a producer may send one event twice)
+    // Given a hook whose target fails once, and an event whose first attempt fails: its record
+    // reserves attempt 2 for the retry it queues
     let fixture = fixture().await;
     let receiver = Receiver::start().await;
+    receiver.script([Reply::Status(500)]);
     let hook = webhook_hook(&fixture, receiver.url("/h"), None).await;
     let (event, body) = balancer_event();
-    for _ in 0..2 {
-        let outcome = fixture
-            .dispatcher
-            .handle_event_message(&body, "message-1", 1)
-            .await;
-        assert_eq!(outcome.unwrap(), MessageOutcome::Done);
-    }
+    let first = fixture
+        .dispatcher
+        .handle_event_message(&body, "message-1", SENT_AT, 1)
+        .await;
+    assert_eq!(first.unwrap(), MessageOutcome::Done);
+    let retry = drain(&fixture.deliveries.inner, 1, WAIT).await;
 
-    // And a retry message for attempt 2 (as the first copy would have sent, had it failed)
-    let mut retry = Delivery::new(&event, hook.id);
-    retry.attempt = 2;
+    // When a second copy of the event comes while the retry waits (its message handed out again,
+    // or sent again after a lost reply: either way it may have been handled before)
+    let copy = fixture
+        .dispatcher
+        .handle_event_message(&body, "message-1", SENT_AT, 2)
+        .await;
+    assert_eq!(copy.unwrap(), MessageOutcome::Done);
+    // And the retry runs
     let outcome = fixture
         .dispatcher
-        .handle_delivery_message(&serde_json::to_string(&retry).unwrap(), 1)
+        .handle_delivery_message(&retry[0].body, 1)
         .await;
     assert_eq!(outcome.unwrap(), MessageOutcome::Done);
 
-    // Then the target sees the one delivery three times, as attempts 1, 2 and 3
+    // Then the target sees the one delivery three times, as attempts 1, 2 and 3: the copy
+    // claimed the number above the retry's
     let sent = receiver.wait_for("/h", 3, WAIT).await;
     let id = Delivery::new(&event, hook.id).id.to_string();
     let mut attempts: Vec<&str> = sent
@@ -690,7 +704,7 @@ async fn an_outage_of_hours_parks_a_delivery_less_and_less_often_and_it_is_deliv
     // three hours have passed (the queue's delays are added up, not waited out)
     let outcome = fixture
         .dispatcher
-        .handle_event_message(&body, "message-1", 1)
+        .handle_event_message(&body, "message-1", SENT_AT, 1)
         .await;
     assert_eq!(outcome.unwrap(), MessageOutcome::Done);
     let mut parks: Vec<Outgoing> = Vec::new();

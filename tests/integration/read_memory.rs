@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use event_hooks::delivery_log::sqlite::SqliteDeliveryLog;
-use event_hooks::delivery_log::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
+use event_hooks::delivery_log::{
+    timed_id, Attempt, DeliveryKey, DeliveryLog, DeliveryStatus, Then,
+};
 use event_hooks::events::{now_millis, Event};
 use event_hooks::limits::{MAX_DELIVERY_PAGE_BYTES, MAX_LOGGED_EVENT_BYTES};
 use event_hooks::sqlite::Database;
@@ -44,11 +46,7 @@ async fn fill_log(server: &LocalServer, hook_id: Uuid) {
     let log = SqliteDeliveryLog::new(db).await.expect("open the log");
     let now = now_millis();
     for i in 0..DELIVERIES {
-        let key = DeliveryKey {
-            hook_id,
-            delivery_id: Uuid::new_v4(),
-            created_at: now - i as i64,
-        };
+        let key = DeliveryKey::new(hook_id, timed_id(Uuid::new_v4(), now - i as i64)).unwrap();
         let event = Event {
             id: Uuid::new_v4(),
             source: "crud".into(),
@@ -70,9 +68,20 @@ async fn fill_log(server: &LocalServer, hook_id: Uuid) {
             } else {
                 DeliveryStatus::Delivered
             };
-            log.record_attempt(key, &event, attempt, status, Duration::from_secs(3600))
-                .await
-                .expect("record an attempt");
+            let then = match status {
+                DeliveryStatus::Pending => Then::Retry,
+                _ => Then::Done,
+            };
+            log.record_attempt(
+                key,
+                &event,
+                attempt,
+                status,
+                Duration::from_secs(3600),
+                then,
+            )
+            .await
+            .expect("record an attempt");
         }
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use event_hooks::delivery_log::dynamodb::DynamoDeliveryLog;
 use event_hooks::delivery_log::sqlite::SqliteDeliveryLog;
-use event_hooks::delivery_log::{Attempt, DeliveryKey, DeliveryLog, DeliveryStatus};
+use event_hooks::delivery_log::{
+    timed_id, Attempt, DeliveryKey, DeliveryLog, DeliveryStatus, Then,
+};
 use event_hooks::events::{now_millis, Event};
 use event_hooks::queue::sqs::{create_queue_with_dlq, SqsQueue};
 use event_hooks::sqlite::Database;
@@ -474,7 +476,7 @@ async fn the_admin_lambda_replays_from_dynamodb_onto_the_deliveries_queue() {
         let at = start + i64::try_from(i).unwrap() * 1_000;
         let key = DeliveryKey {
             hook_id,
-            delivery_id: Uuid::new_v4(),
+            delivery_id: timed_id(Uuid::new_v4(), at),
             created_at: at,
         };
         let event = Event {
@@ -492,9 +494,16 @@ async fn the_admin_lambda_replays_from_dynamodb_onto_the_deliveries_queue() {
             error: None,
             response_body: None,
         };
-        log.record_attempt(key, &event, attempt, status, Duration::from_secs(86_400))
-            .await
-            .unwrap();
+        log.record_attempt(
+            key,
+            &event,
+            attempt,
+            status,
+            Duration::from_secs(86_400),
+            Then::Done,
+        )
+        .await
+        .unwrap();
         ids.push(key.delivery_id.to_string());
     }
     let path = format!("/event-hooks/{hook}/deliveries/replay");
@@ -572,7 +581,7 @@ async fn seed_failed(server: &LocalServer, hook: &str, count: usize) -> BTreeSet
         };
         let key = DeliveryKey {
             hook_id,
-            delivery_id: Uuid::new_v4(),
+            delivery_id: timed_id(Uuid::new_v4(), at),
             created_at: at,
         };
         let attempt = Attempt {
@@ -589,6 +598,7 @@ async fn seed_failed(server: &LocalServer, hook: &str, count: usize) -> BTreeSet
             attempt,
             DeliveryStatus::Failed,
             Duration::from_secs(86_400),
+            Then::Done,
         )
         .await
         .unwrap();

@@ -18,6 +18,9 @@ use event_hooks::store::{HookFilter, HookStore, Page, PageToken, Precondition, S
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+/// When the queue took the events these tests hand the dispatcher (Unix ms).
+const SENT_AT: i64 = 1_700_000_000_000;
+
 /// How a fake dependency fails.
 #[derive(Clone, Copy)]
 enum Failure {
@@ -289,7 +292,9 @@ async fn a_throttled_hook_store_fails_the_dispatch_record_so_the_queue_brings_it
             r#"{{"id":"{}","source":"balancer","event":"health","data":{{"ip":"10.0.0.1"}}}}"#,
             Uuid::new_v4()
         );
-        let outcome = dispatcher.handle_event_message(&body, "message-1", 1).await;
+        let outcome = dispatcher
+            .handle_event_message(&body, "message-1", SENT_AT, 1)
+            .await;
         match (failure, outcome) {
             (
                 Failure::Transient,

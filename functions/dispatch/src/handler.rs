@@ -89,6 +89,12 @@ fn received(record: &SqsMessage) -> Received {
             .get("ApproximateReceiveCount")
             .and_then(|n| n.parse().ok())
             .unwrap_or(1),
+        // Always in Lambda's SQS records; the time now is the best guess otherwise.
+        sent_at: record
+            .attributes
+            .get("SentTimestamp")
+            .and_then(|millis| millis.parse().ok())
+            .unwrap_or_else(event_hooks::events::now_millis),
         attributes: attributes.into_iter().collect(),
         group: record.attributes.get("MessageGroupId").cloned(),
     }

@@ -103,7 +103,7 @@ pub(super) async fn retry(
         .into_response())
 }
 
-/// The delivery message that sends `record` again: the same delivery id and first-attempt time
+/// The delivery message that sends `record` again: the same delivery id and time
 /// (so its attempts join the same log record), the next attempt number, due now, with no
 /// snooze/on_change (those decided already, when the delivery was first made).
 fn resend(record: DeliveryRecord) -> Delivery {
@@ -120,6 +120,8 @@ fn resend(record: DeliveryRecord) -> Delivery {
         hook: None,
         step: Default::default(),
         rate_slot: false,
+        // Nothing reserved this number: a retry of the delivery may be on its way meanwhile.
+        claim: true,
     }
 }
 

@@ -295,7 +295,7 @@ mod tests {
             key: crate::delivery_log::DeliveryKey,
             number: u32,
             ttl: Duration,
-        ) -> Result<crate::delivery_log::Claimed, StoreError> {
+        ) -> Result<u32, StoreError> {
             self.inner.claim_attempt(key, number, ttl).await
         }
         async fn record_attempt(
@@ -305,9 +305,10 @@ mod tests {
             attempt: crate::delivery_log::Attempt,
             status: DeliveryStatus,
             ttl: Duration,
-        ) -> Result<(), StoreError> {
+            then: crate::delivery_log::Then,
+        ) -> Result<Option<u32>, StoreError> {
             self.inner
-                .record_attempt(key, event, attempt, status, ttl)
+                .record_attempt(key, event, attempt, status, ttl, then)
                 .await
         }
         async fn get(

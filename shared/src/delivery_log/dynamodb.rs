@@ -1,21 +1,26 @@
 //! The deployed [`DeliveryLog`] adapter: delivery records in a DynamoDB table of their own.
 //!
-//! Layout on a `pk` (hash) / `sk` (range) key, both strings:
-//! - a record at `pk="hook#<hook_id>", sk="<created_at, 13 digits>#<delivery_id>"`, so a Query on
-//!   the hook's partition, read backwards, lists its deliveries newest first and pages for real.
-//!   Attributes: `id`, `hook_id`, `status`, `created_at`, `updated_at`, `attempts` (a list) through
-//!   `serde_dynamo`, and `event` as JSON text: producers' data may nest deeper than DynamoDB's 32
-//!   levels and its numbers must come back exactly as they were sent. An event too large for the
-//!   item is stored as its capped copy, with `event_size` and `event_sha256` beside it
-//!   ([`super::logged_event`]);
-//! - a pointer at `pk="delivery#<delivery_id>", sk="hook#<hook_id>"` holding `created_at`, so that
-//!   [`DeliveryLog::get`] finds a record from the two ids alone (the admin API knows no more). It
-//!   costs one extra read per `get`, and keeps the listing's sort key free of a secondary index
-//!   (an LSI would cap each hook's deliveries at 10 GB). The pointer also holds `claimed`, the
-//!   highest attempt number claimed ([`DeliveryLog::claim_attempt`]): the claim before each
-//!   attempt is the pointer's write, so an attempt costs two writes (claim, record) as before.
+//! Layout on a `pk` (hash) / `sk` (range) key, both strings: one item per delivery, at
+//! `pk="hook#<hook_id>", sk="<created_at, 13 digits>#<delivery_id>"`, so a Query on the hook's
+//! partition, read backwards, lists its deliveries newest first and pages for real, and a
+//! GetItem finds a delivery from its two ids alone, as its id carries `created_at`
+//! ([`super::time_of`]). Attributes: `id`, `hook_id`, `status`, `created_at`, `updated_at`,
+//! `attempts` (a list) through `serde_dynamo`, `claimed` (the highest attempt number handed out)
+//! and `event` as JSON text: producers' data may nest deeper than DynamoDB's 32 levels and its
+//! numbers must come back exactly as they were sent. An event too large for the item is stored as
+//! its capped copy, with `event_size` and `event_sha256` beside it ([`super::logged_event`]).
 //!
-//! Both items carry `expires_at` (Unix seconds, the table's TTL attribute, rounded up so DynamoDB
+//! **One write per attempt**: the attempt's `UpdateItem` also raises `claimed`, and for a retry
+//! reserves its number. Only a copy that may not be the first claims before it sends
+//! ([`DeliveryLog::claim_attempt`]): one more `UpdateItem` on the same item, which may create it
+//! bare (a `claimed` alone, skipped by every read until an attempt is recorded).
+//!
+//! **Before delivery ids carried their time** (ids of another version than 8), a second item at
+//! `pk="delivery#<delivery_id>", sk="hook#<hook_id>"` pointed from the id to the record's
+//! `created_at`. Such pointers are no longer written; `get` still reads one for an id of the old
+//! kind, until they expire with their records.
+//!
+//! Items carry `expires_at` (Unix seconds, the table's TTL attribute, rounded up so DynamoDB
 //! never deletes early) and `expires_at_ms`, which reads compare with the clock: TTL deletion lags
 //! by up to days, and an expired item must not be returned meanwhile.
 //!
@@ -40,10 +45,10 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{
-    check_created_at, expiry, json_len, logged_event, page_of, sort_key, summary_page_of, Admit,
-    Attempt, AttemptSummary, Claimed, DeliveryKey, DeliveryLog, DeliveryPage, DeliveryPageToken,
+    check_created_at, expiry, json_len, logged_event, page_of, sort_key, summary_page_of, time_of,
+    Admit, Attempt, AttemptSummary, DeliveryKey, DeliveryLog, DeliveryPage, DeliveryPageToken,
     DeliveryRecord, DeliveryStatus, DeliverySummary, DeliverySummaryPage, DeliveryWindow,
-    PageBudget, MAX_ATTEMPTS_KEPT,
+    PageBudget, Then, MAX_ATTEMPTS_KEPT,
 };
 use crate::clock::Clock;
 use crate::events::Event;
@@ -119,37 +124,49 @@ impl DynamoDeliveryLog {
         DynamoDeliveryLog { clock, ..self }
     }
 
-    /// Creates or refreshes the pointer from the delivery id to its record.
-    async fn write_pointer(&self, key: DeliveryKey, expires: Expiry) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(pointer_key(key.hook_id, key.delivery_id)))
-            .update_expression(
-                "SET created_at = if_not_exists(created_at, :created), \
-                 expires_at = :exp, expires_at_ms = :exp_ms",
-            )
-            .expression_attribute_values(":created", number(key.created_at))
-            .expression_attribute_values(":exp", number(expires.seconds))
-            .expression_attribute_values(":exp_ms", number(expires.millis))
-            .send()
-            .await
-            .map_err(crate::aws::store_error)?;
-        Ok(())
-    }
-
-    /// Appends `attempt` to the record; returns how many attempts it now holds.
+    /// Appends `attempt` to the record and raises `claimed` as `then` says (see
+    /// [`DeliveryLog::record_attempt`]); returns how many attempts the record now holds and, for
+    /// a retry, the number reserved.
     async fn append(
         &self,
         key: DeliveryKey,
         event: &Event,
         attempt: Attempt,
         status: DeliveryStatus,
-        now: i64,
-        expires: Expiry,
-    ) -> Result<usize, StoreError> {
+        (now, expires): (i64, Expiry),
+        then: Then,
+    ) -> Result<Appended, StoreError> {
         let (event, digest) = logged_event(event)?;
-        let event = serde_json::to_string(&event).map_err(StoreError::backend)?;
+        let item = RecordWrite {
+            key,
+            event: serde_json::to_string(&event).map_err(StoreError::backend)?,
+            digest,
+            attempt: to_value(std::slice::from_ref(&attempt))?,
+            status: to_value(&status)?,
+            now,
+            expires,
+        };
+        let claim = match then {
+            Then::Retry => Claim::Reserve(attempt.number + 1),
+            Then::Done if attempt.number > 0 => Claim::Sent(attempt.number),
+            Then::Done => Claim::None,
+        };
+        match self.append_with(&item, claim).await? {
+            Some(appended) => Ok(appended),
+            // A copy claimed the retry's number (or one above): the retry takes the next.
+            None => self.append_with(&item, Claim::Next).await?.ok_or_else(|| {
+                StoreError::backend("UpdateItem refused an append that has no condition")
+            }),
+        }
+    }
+
+    /// One `UpdateItem` of [`DynamoDeliveryLog::append`]; `None` when a reservation's condition
+    /// failed (nothing was written).
+    async fn append_with(
+        &self,
+        item: &RecordWrite,
+        claim: Claim,
+    ) -> Result<Option<Appended>, StoreError> {
         let mut expression = String::from(
             "SET #attempts = list_append(if_not_exists(#attempts, :empty), :new), \
              #status = :status, #updated_at = :now, #expires_at = :exp, \
@@ -157,12 +174,20 @@ impl DynamoDeliveryLog {
              #event = if_not_exists(#event, :event), \
              #created_at = if_not_exists(#created_at, :created)",
         );
-        if digest.is_some() {
+        if item.digest.is_some() {
             expression.push_str(
                 ", #event_size = if_not_exists(#event_size, :event_size), \
                  #event_sha256 = if_not_exists(#event_sha256, :event_sha256)",
             );
         }
+        expression.push_str(match claim {
+            Claim::None => "",
+            // Sent unclaimed only as a first copy: below every claim there may be already.
+            Claim::Sent(_) => ", #claimed = if_not_exists(#claimed, :n)",
+            Claim::Reserve(_) => ", #claimed = :n",
+            Claim::Next => ", #claimed = #claimed + :n",
+        });
+        let key = item.key;
         // `status` and `event` are reserved words; the other names are spelled out alike for
         // uniformity.
         let mut request = self
@@ -171,14 +196,29 @@ impl DynamoDeliveryLog {
             .table_name(&self.table)
             .set_key(Some(record_key(key)))
             .update_expression(expression);
-        if let Some(digest) = digest {
+        if let Some(digest) = &item.digest {
             request = request
                 .expression_attribute_names("#event_size", "event_size")
                 .expression_attribute_names("#event_sha256", "event_sha256")
                 .expression_attribute_values(":event_size", number(digest.size))
-                .expression_attribute_values(":event_sha256", AttributeValue::S(digest.sha256));
+                .expression_attribute_values(
+                    ":event_sha256",
+                    AttributeValue::S(digest.sha256.clone()),
+                );
         }
-        let output = request
+        request = match claim {
+            Claim::None => request,
+            Claim::Sent(n) => request.expression_attribute_values(":n", number(n)),
+            Claim::Reserve(n) => request
+                .expression_attribute_values(":n", number(n))
+                // Reserved only when no copy has claimed it, or one above it.
+                .condition_expression("attribute_not_exists(#claimed) OR #claimed < :n"),
+            Claim::Next => request.expression_attribute_values(":n", number(1)),
+        };
+        if claim != Claim::None {
+            request = request.expression_attribute_names("#claimed", "claimed");
+        }
+        let result = request
             .expression_attribute_names("#attempts", "attempts")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#updated_at", "updated_at")
@@ -189,25 +229,36 @@ impl DynamoDeliveryLog {
             .expression_attribute_names("#event", "event")
             .expression_attribute_names("#created_at", "created_at")
             .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
-            .expression_attribute_values(":new", to_value(&[attempt])?)
-            .expression_attribute_values(":status", to_value(&status)?)
-            .expression_attribute_values(":now", number(now))
-            .expression_attribute_values(":exp", number(expires.seconds))
-            .expression_attribute_values(":exp_ms", number(expires.millis))
+            .expression_attribute_values(":new", item.attempt.clone())
+            .expression_attribute_values(":status", item.status.clone())
+            .expression_attribute_values(":now", number(item.now))
+            .expression_attribute_values(":exp", number(item.expires.seconds))
+            .expression_attribute_values(":exp_ms", number(item.expires.millis))
             .expression_attribute_values(":id", to_value(&key.delivery_id)?)
             .expression_attribute_values(":hook_id", to_value(&key.hook_id)?)
-            .expression_attribute_values(":event", AttributeValue::S(event))
+            .expression_attribute_values(":event", AttributeValue::S(item.event.clone()))
             .expression_attribute_values(":created", number(key.created_at))
             .return_values(ReturnValue::UpdatedNew)
             .send()
-            .await
-            .map_err(crate::aws::store_error)?;
-        match output.attributes.as_ref().and_then(|a| a.get("attempts")) {
-            Some(AttributeValue::L(attempts)) => Ok(attempts.len()),
-            other => Err(StoreError::backend(format!(
-                "UpdateItem returned no attempts list: {other:?}"
-            ))),
-        }
+            .await;
+        let attributes = match result {
+            Ok(output) => output.attributes.unwrap_or_default(),
+            Err(err) if conditional_check_failed(&err) => return Ok(None),
+            Err(err) => return Err(crate::aws::store_error(err)),
+        };
+        let len = match attributes.get("attempts") {
+            Some(AttributeValue::L(attempts)) => attempts.len(),
+            other => {
+                return Err(StoreError::backend(format!(
+                    "UpdateItem returned no attempts list: {other:?}"
+                )))
+            }
+        };
+        let reserved = match claim {
+            Claim::Reserve(_) | Claim::Next => Some(claimed_number(&attributes)?),
+            Claim::None | Claim::Sent(_) => None,
+        };
+        Ok(Some(Appended { len, reserved }))
     }
 
     /// Removes the oldest attempts of a record that holds `len`, down to [`MAX_ATTEMPTS_KEPT`].
@@ -353,6 +404,57 @@ impl Expiry {
     }
 }
 
+/// What one append writes, built once for its retry with [`Claim::Next`].
+struct RecordWrite {
+    key: DeliveryKey,
+    /// The event as stored: JSON text of the logged copy.
+    event: String,
+    digest: Option<super::EventDigest>,
+    /// The attempt as a one-element list, for `list_append`.
+    attempt: AttributeValue,
+    status: AttributeValue,
+    now: i64,
+    expires: Expiry,
+}
+
+/// What an append does to the record's `claimed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// Nothing: an entry never sent.
+    None,
+    /// Sets it to this sent number unless a number was handed out before.
+    Sent(u32),
+    /// Sets it to this number, the retry's, on condition that it is above every number handed out.
+    Reserve(u32),
+    /// Adds one: the retry's number when its reservation failed.
+    Next,
+}
+
+/// What an append left: the attempts the record holds, and the number reserved for a retry.
+struct Appended {
+    len: usize,
+    reserved: Option<u32>,
+}
+
+fn conditional_check_failed(err: &aws_sdk_dynamodb::error::SdkError<UpdateItemError>) -> bool {
+    matches!(
+        err.as_service_error(),
+        Some(UpdateItemError::ConditionalCheckFailedException(_))
+    )
+}
+
+/// The `claimed` number an `UpdateItem` returned.
+fn claimed_number(attributes: &Item) -> Result<u32, StoreError> {
+    match attributes.get("claimed") {
+        Some(AttributeValue::N(claimed)) => claimed
+            .parse::<u32>()
+            .map_err(|err| StoreError::backend(format!("claimed {claimed}: {err}"))),
+        other => Err(StoreError::backend(format!(
+            "UpdateItem returned no claimed number: {other:?}"
+        ))),
+    }
+}
+
 /// A record item as stored; `event` is JSON text (see the module documentation).
 #[derive(Deserialize)]
 struct StoredRecord {
@@ -401,18 +503,11 @@ struct StoredSummary {
     attempts: Vec<Attempt>,
 }
 
-/// The part of a pointer item that `get` needs.
+/// The part of a pointer item (ids from before they carried their time) that `get` needs.
 #[derive(Deserialize)]
 struct StoredPointer {
     created_at: i64,
     expires_at_ms: i64,
-}
-
-/// The part of a pointer item that a claim returns.
-#[derive(Deserialize)]
-struct StoredClaim {
-    created_at: i64,
-    claimed: u32,
 }
 
 fn string(value: impl Into<String>) -> AttributeValue {
@@ -458,40 +553,36 @@ impl DeliveryLog for DynamoDeliveryLog {
         key: DeliveryKey,
         asked: u32,
         ttl: Duration,
-    ) -> Result<Claimed, StoreError> {
+    ) -> Result<u32, StoreError> {
         check_created_at(key.created_at)?;
         let expires = Expiry::at(expiry(self.clock.now_millis(), ttl));
-        // The pointer holds the claims: one conditional write takes the number asked for; when
-        // another copy has it (or a later one), an unconditional `ADD` takes the next.
+        // On the record's item, which this may create bare. One conditional write takes the
+        // number asked for; when a number at or above it was handed out, an increment takes the
+        // next. Attempt 1 is the first copy's from the start: a claim never gets it.
         let update = |expression: &str| {
             self.client
                 .update_item()
                 .table_name(&self.table)
-                .set_key(Some(pointer_key(key.hook_id, key.delivery_id)))
+                .set_key(Some(record_key(key)))
                 .update_expression(format!(
-                    "SET created_at = if_not_exists(created_at, :created), \
-                     expires_at = :exp, expires_at_ms = :exp_ms {expression}"
+                    "SET #claimed = {expression}, \
+                     expires_at = if_not_exists(expires_at, :exp), \
+                     expires_at_ms = if_not_exists(expires_at_ms, :exp_ms)"
                 ))
                 .expression_attribute_names("#claimed", "claimed")
-                .expression_attribute_values(":created", number(key.created_at))
                 .expression_attribute_values(":exp", number(expires.seconds))
                 .expression_attribute_values(":exp_ms", number(expires.millis))
-                .return_values(ReturnValue::AllNew)
+                .return_values(ReturnValue::UpdatedNew)
         };
-        let first = update(", #claimed = :n")
+        let first = update(":n")
             .condition_expression("attribute_not_exists(#claimed) OR #claimed < :n")
-            .expression_attribute_values(":n", number(asked))
+            .expression_attribute_values(":n", number(asked.max(2)))
             .send()
             .await;
         let attributes = match first {
             Ok(output) => output.attributes,
-            Err(err)
-                if matches!(
-                    err.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                update("ADD #claimed :one")
+            Err(err) if conditional_check_failed(&err) => {
+                update("#claimed + :one")
                     .expression_attribute_values(":one", number(1))
                     .send()
                     .await
@@ -500,12 +591,7 @@ impl DeliveryLog for DynamoDeliveryLog {
             }
             Err(err) => return Err(crate::aws::store_error(err)),
         };
-        let claimed: StoredClaim =
-            serde_dynamo::from_item(attributes.unwrap_or_default()).map_err(StoreError::backend)?;
-        Ok(Claimed {
-            number: claimed.claimed,
-            created_at: claimed.created_at,
-        })
+        claimed_number(&attributes.unwrap_or_default())
     }
 
     async fn claim_resend(&self, key: DeliveryKey, seen: i64) -> Result<bool, StoreError> {
@@ -551,26 +637,16 @@ impl DeliveryLog for DynamoDeliveryLog {
         attempt: Attempt,
         status: DeliveryStatus,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
+        then: Then,
+    ) -> Result<Option<u32>, StoreError> {
         check_created_at(key.created_at)?;
         let now = self.clock.now_millis();
         let expires = Expiry::at(expiry(now, ttl));
-        // An attempt that was sent was claimed first, and its claim wrote the pointer
-        // (`claim_attempt`); an entry that was never sent (numbered 0) writes it here, beside the
-        // record. Should the pointer fail alone, the record is listed but `get` misses it until
-        // the next claim rewrites the pointer.
-        let sent = attempt.number;
-        let pointer = async {
-            match sent {
-                0 => self.write_pointer(key, expires).await,
-                _ => Ok(()),
-            }
-        };
-        let (_, len) = tokio::try_join!(
-            pointer,
-            self.append(key, event, attempt.capped(), status, now, expires),
-        )?;
-        self.trim(key, len).await
+        let appended = self
+            .append(key, event, attempt.capped(), status, (now, expires), then)
+            .await?;
+        self.trim(key, appended.len).await?;
+        Ok(appended.reserved)
     }
 
     async fn get(
@@ -578,25 +654,36 @@ impl DeliveryLog for DynamoDeliveryLog {
         hook_id: Uuid,
         delivery_id: Uuid,
     ) -> Result<Option<DeliveryRecord>, StoreError> {
-        let Some(pointer) = self.read(pointer_key(hook_id, delivery_id)).await? else {
-            return Ok(None);
-        };
-        let pointer: StoredPointer =
-            serde_dynamo::from_item(pointer).map_err(StoreError::backend)?;
         let now = self.clock.now_millis();
-        if pointer.expires_at_ms <= now {
-            return Ok(None);
-        }
+        let created_at = match time_of(delivery_id) {
+            Some(created_at) => created_at,
+            // An id from before ids carried their time: its pointer has it.
+            None => {
+                let Some(pointer) = self.read(pointer_key(hook_id, delivery_id)).await? else {
+                    return Ok(None);
+                };
+                let pointer: StoredPointer =
+                    serde_dynamo::from_item(pointer).map_err(StoreError::backend)?;
+                if pointer.expires_at_ms <= now {
+                    return Ok(None);
+                }
+                pointer.created_at
+            }
+        };
         let Some(item) = self
             .read(record_key(DeliveryKey {
                 hook_id,
                 delivery_id,
-                created_at: pointer.created_at,
+                created_at,
             }))
             .await?
         else {
             return Ok(None);
         };
+        if !item.contains_key("attempts") {
+            // A bare claim: nothing recorded yet.
+            return Ok(None);
+        }
         let stored = StoredRecord::from_item(item)?;
         if stored.expires_at_ms <= now {
             return Ok(None);
@@ -626,7 +713,8 @@ impl DeliveryLog for DynamoDeliveryLog {
                 .consistent_read(true)
                 .scan_index_forward(false)
                 .expression_attribute_values(":pk", string(hook_pk(hook_id)))
-                .filter_expression("expires_at_ms > :now")
+                // A bare claim has no attempts yet.
+                .filter_expression("expires_at_ms > :now AND attribute_exists(attempts)")
                 .expression_attribute_values(":now", number(now))
                 .limit(i32::try_from(wanted - matched.len()).unwrap_or(i32::MAX))
                 .set_exclusive_start_key(start_key.take());

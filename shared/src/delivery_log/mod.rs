@@ -4,8 +4,15 @@
 //! [`Attempt`] appended to its [`DeliveryRecord`]. Only attempted deliveries are recorded: an event
 //! dropped by `snooze` or `on_change` never reaches a handler and leaves no record. Records expire a
 //! configurable time after their last update, and an expired record is never returned, even before
-//! the back end has purged it. Listings run newest first, keyed on the delivery's first-attempt time
-//! (`created_at`), which the dispatcher carries along with the delivery and passes on every attempt.
+//! the back end has purged it. Listings run newest first, keyed on the delivery's time
+//! (`created_at`): its event's timestamp, which its id carries ([`timed_id`]), so that the log finds
+//! a record from its id alone and a redelivered event gets the same id.
+//!
+//! **Attempt numbers** ([`DeliveryLog::claim_attempt`]): each record keeps the highest number
+//! handed out. A delivery's first copy sends its number without asking (attempt 1, or the number
+//! the previous attempt's record reserved for its retry), so a typical attempt costs one write,
+//! its record; a copy that may not be the first (a message received again, or sent twice) claims
+//! its number first and goes out above every number handed out.
 //!
 //! Two adapters implement the port: [`sqlite::SqliteDeliveryLog`] (embedded) and
 //! [`dynamodb::DynamoDeliveryLog`] (deployed); both pass the same contract suite in `tests/`.
@@ -161,21 +168,59 @@ pub struct DeliveryRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryKey {
     pub hook_id: Uuid,
+    /// Made by [`timed_id`] (ids of other versions were made before delivery ids carried their
+    /// time; their records are still found, see the adapters).
     pub delivery_id: Uuid,
-    /// The first attempt's time in Unix milliseconds, between 0 and 9999999999999. It orders the
-    /// listing and is part of the DynamoDB sort key, so it must be the same on every attempt of a
-    /// delivery: the dispatcher fixes it on the first attempt and carries it in the retry message.
+    /// The delivery's time in Unix milliseconds, between 0 and 9999999999999: [`time_of`] its id.
+    /// It orders the listing and is part of the DynamoDB sort key.
     pub created_at: i64,
 }
 
-/// What [`DeliveryLog::claim_attempt`] hands out: the attempt number to send, and the delivery's
-/// `created_at` as its first claim fixed it.
+impl DeliveryKey {
+    /// The key of the delivery `delivery_id` (made by [`timed_id`]) of the hook `hook_id`.
+    pub fn new(hook_id: Uuid, delivery_id: Uuid) -> Result<DeliveryKey, StoreError> {
+        let created_at = time_of(delivery_id).ok_or_else(|| {
+            StoreError::backend(format!("{delivery_id} is not a delivery id with its time"))
+        })?;
+        Ok(DeliveryKey {
+            hook_id,
+            delivery_id,
+            created_at,
+        })
+    }
+}
+
+/// The version of the UUIDs [`timed_id`] makes: 8, RFC 9562's custom layout.
+const TIMED_VERSION: usize = 8;
+
+/// The id `name` (any UUID, typically a version 5 of what the delivery is) with the time `at`
+/// (Unix ms, clamped to what a sort key holds) in its first 48 bits, as a version 8 UUID: the
+/// layout of version 7, so ids sort by time, with the name's bits where version 7 has random ones,
+/// so the same name and time always give the same id. [`time_of`] reads the time back.
+pub fn timed_id(name: Uuid, at: i64) -> Uuid {
+    let at = at.clamp(0, MAX_CREATED_AT) as u64;
+    let mut bytes = *name.as_bytes();
+    bytes[..6].copy_from_slice(&at.to_be_bytes()[2..]);
+    Uuid::new_v8(bytes)
+}
+
+/// The time [`timed_id`] put in `id`; `None` for ids it did not make.
+pub fn time_of(id: Uuid) -> Option<i64> {
+    if id.get_version_num() != TIMED_VERSION {
+        return None;
+    }
+    let mut millis = [0u8; 8];
+    millis[2..].copy_from_slice(&id.as_bytes()[..6]);
+    Some(i64::from_be_bytes(millis)).filter(|at| *at <= MAX_CREATED_AT)
+}
+
+/// What follows an attempt that [`DeliveryLog::record_attempt`] records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Claimed {
-    /// The number asked for, or the next one above every number claimed before.
-    pub number: u32,
-    /// The key's `created_at` of the first claim of the delivery: the record's key from then on.
-    pub created_at: i64,
+pub enum Then {
+    /// No other attempt, for now: delivered, given up, or never sent.
+    Done,
+    /// A retry: the record reserves its number.
+    Retry,
 }
 
 /// One page of a hook's deliveries, newest first, and the token of the next page if there is one.
@@ -444,10 +489,10 @@ pub trait DeliveryLog: Send + Sync + 'static {
     /// Appends `attempt` to the delivery `key` (creating the record on its first attempt) and sets
     /// the delivery's status; the record expires `ttl` after this update. Concurrent calls for one
     /// delivery all land: none overwrites another's attempt. `event` is stored on the first call
-    /// and ignored afterwards. An attempt that was sent (numbered 1 or more) must have been
-    /// claimed first ([`DeliveryLog::claim_attempt`]), as the dispatcher does: the claim is what
-    /// makes the record found by `get` on DynamoDB; an entry that was never sent (numbered 0)
-    /// needs no claim.
+    /// and ignored afterwards. An attempt that was sent (numbered 1 or more) counts as handed out
+    /// (see [`DeliveryLog::claim_attempt`]); with [`Then::Retry`] the same write reserves the
+    /// retry's number and returns it: the attempt's number + 1 when no copy has claimed it, else
+    /// the next above every number handed out. An entry that was never sent is numbered 0.
     async fn record_attempt(
         &self,
         key: DeliveryKey,
@@ -455,7 +500,8 @@ pub trait DeliveryLog: Send + Sync + 'static {
         attempt: Attempt,
         status: DeliveryStatus,
         ttl: Duration,
-    ) -> Result<(), StoreError>;
+        then: Then,
+    ) -> Result<Option<u32>, StoreError>;
 
     /// The delivery `delivery_id` of the hook `hook_id`, unless unknown or expired.
     async fn get(
@@ -497,20 +543,20 @@ pub trait DeliveryLog: Send + Sync + 'static {
         after: Option<DeliveryPageToken>,
     ) -> Result<DeliverySummaryPage, StoreError>;
 
-    /// Claims attempt `number` of the delivery `key` before it is sent, so that no two copies of
-    /// a delivery send the same attempt number. SQS hands a message out again while the first
-    /// receive still runs (a visibility timeout shorter than a slow target) or after it died, and
-    /// a redelivered event fans out again: each copy claims. The first claim of a number gets
-    /// it; a claim of a number claimed already gets the next number above every claim so far,
-    /// so a duplicate goes out as a later attempt. The first claim of a delivery also fixes its
-    /// `created_at` (a redelivered event's fan-out would start a later one), returned for the
-    /// record's key. The claim expires `ttl` after this call, as records do.
+    /// Claims attempt `number` of the delivery `key` for a copy of it that may not be the first:
+    /// SQS hands a message out again while the first receive still runs (a visibility timeout
+    /// shorter than a slow target) or after it died, a redelivered event fans out again, and a
+    /// send whose reply was lost may have queued a message twice. The first copy sends its
+    /// number unclaimed, so attempt 1 counts as handed out from the start: the claim gets
+    /// `number` when it is above every number handed out, else the next one above them, so a
+    /// copy goes out as a later attempt, never as one the target saw. The claim expires `ttl`
+    /// after this call, as records do; it makes no record (listings skip a bare claim).
     async fn claim_attempt(
         &self,
         key: DeliveryKey,
         number: u32,
         ttl: Duration,
-    ) -> Result<Claimed, StoreError>;
+    ) -> Result<u32, StoreError>;
 
     /// Claims the settled delivery `key` for one resend: sets it [`DeliveryStatus::Pending`] if
     /// it is still as the caller read it (its `updated_at` is `seen` and it is not pending).
@@ -529,6 +575,20 @@ pub trait DeliveryLog: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timed_ids_carry_their_time_and_sort_by_it() {
+        let name = Uuid::new_v4();
+        let id = timed_id(name, 1_700_000_000_123);
+        assert_eq!(time_of(id), Some(1_700_000_000_123));
+        assert_eq!(id, timed_id(name, 1_700_000_000_123));
+        assert_ne!(id, timed_id(Uuid::new_v4(), 1_700_000_000_123));
+        assert!(id < timed_id(name, 1_700_000_000_124));
+        assert_eq!(time_of(timed_id(name, -5)), Some(0));
+        assert_eq!(time_of(timed_id(name, i64::MAX)), Some(MAX_CREATED_AT));
+        assert_eq!(time_of(name), None);
+        assert_eq!(time_of(Uuid::new_v5(&Uuid::nil(), b"x")), None);
+    }
 
     #[test]
     fn tokens_round_trip_and_order_like_time() {

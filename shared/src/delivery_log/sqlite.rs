@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use super::{
     check_created_at, expiry, keep_latest, logged_event, page_of, sort_key, summary_page_of, Admit,
-    Attempt, Claimed, DeliveryKey, DeliveryLog, DeliveryPage, DeliveryPageToken, DeliveryRecord,
-    DeliveryStatus, DeliverySummary, DeliverySummaryPage, DeliveryWindow, PageBudget,
+    Attempt, DeliveryKey, DeliveryLog, DeliveryPage, DeliveryPageToken, DeliveryRecord,
+    DeliveryStatus, DeliverySummary, DeliverySummaryPage, DeliveryWindow, PageBudget, Then,
 };
 use crate::clock::Clock;
 use crate::events::Event;
@@ -39,8 +39,8 @@ const SCHEMA: &str = "
     );
     CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (hook_id, sk);
     CREATE INDEX IF NOT EXISTS deliveries_by_expiry ON deliveries (expires_at);
-    -- DeliveryLog::claim_attempt: the highest attempt number claimed, and the delivery's first
-    -- created_at, written before each attempt (a record exists only once one is recorded).
+    -- The highest attempt number handed out (DeliveryLog::claim_attempt), written with each
+    -- record and by each claim (a claim may come before the record). `created_at` is unused.
     CREATE TABLE IF NOT EXISTS delivery_claims (
         hook_id    TEXT NOT NULL,
         id         TEXT NOT NULL,
@@ -51,6 +51,16 @@ const SCHEMA: &str = "
     );
     CREATE INDEX IF NOT EXISTS delivery_claims_by_expiry ON delivery_claims (expires_at);
 ";
+
+/// Hands out `?4` when it is above every number handed out for the delivery, else the next one
+/// above them; returns the number. Run under the write lock, one statement decides.
+const HAND_OUT: &str = "
+    INSERT INTO delivery_claims (hook_id, id, created_at, claimed, expires_at)
+    VALUES (?1, ?2, ?3, ?4, ?5)
+    ON CONFLICT (hook_id, id) DO UPDATE SET
+        claimed = CASE WHEN claimed < excluded.claimed THEN excluded.claimed ELSE claimed + 1 END,
+        expires_at = max(expires_at, excluded.expires_at)
+    RETURNING claimed";
 
 /// How often, at most, a write also deletes expired rows: often enough to bound the table, rarely
 /// enough that the delete costs nothing noticeable.
@@ -150,35 +160,27 @@ impl DeliveryLog for SqliteDeliveryLog {
         key: DeliveryKey,
         number: u32,
         ttl: Duration,
-    ) -> Result<Claimed, StoreError> {
+    ) -> Result<u32, StoreError> {
         check_created_at(key.created_at)?;
         let now = self.clock.now_millis();
         let expires_at = expiry(now, ttl);
         let purge = self.purge_due(now);
         let (hook_id, id) = (id_text(key.hook_id), id_text(key.delivery_id));
-        let (number, created_at) = self
-            .db
-            // One statement decides, under the write lock: the number asked for when it is above
-            // every claim, else the next one; the first claim's `created_at` stays.
+        // Attempt 1 is the first copy's from the start: a claim never gets it.
+        let asked = number.max(2);
+        self.db
             .write_relaxed(move |tx| {
                 if purge {
                     tx.execute("DELETE FROM delivery_claims WHERE expires_at <= ?1", [now])?;
                 }
                 tx.query_row(
-                    "INSERT INTO delivery_claims (hook_id, id, created_at, claimed, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (hook_id, id) DO UPDATE SET
-                        claimed = CASE WHEN claimed < excluded.claimed
-                                       THEN excluded.claimed ELSE claimed + 1 END,
-                        expires_at = excluded.expires_at
-                     RETURNING claimed, created_at",
-                    params![hook_id, id, key.created_at, number, expires_at],
-                    |row| Ok((row.get::<_, u32>(0)?, row.get::<_, i64>(1)?)),
+                    HAND_OUT,
+                    params![hook_id, id, key.created_at, asked, expires_at],
+                    |row| row.get::<_, u32>(0),
                 )
             })
             .await
-            .map_err(StoreError::backend)?;
-        Ok(Claimed { number, created_at })
+            .map_err(StoreError::backend)
     }
 
     async fn claim_resend(&self, key: DeliveryKey, seen: i64) -> Result<bool, StoreError> {
@@ -231,9 +233,11 @@ impl DeliveryLog for SqliteDeliveryLog {
         attempt: Attempt,
         status: DeliveryStatus,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
+        then: Then,
+    ) -> Result<Option<u32>, StoreError> {
         check_created_at(key.created_at)?;
         let attempt = attempt.capped();
+        let number = attempt.number;
         let now = self.clock.now_millis();
         let expires_at = expiry(now, ttl);
         let purge = self.purge_due(now);
@@ -290,7 +294,27 @@ impl DeliveryLog for SqliteDeliveryLog {
                         expires_at = excluded.expires_at, body = excluded.body",
                     params![hook_id, id, sk, expires_at, body],
                 )?;
-                Ok(Ok(()))
+                let reserved = match then {
+                    Then::Retry => Some(tx.query_row(
+                        HAND_OUT,
+                        params![hook_id, id, key.created_at, number + 1, expires_at],
+                        |row| row.get::<_, u32>(0),
+                    )?),
+                    // A sent attempt counts as handed out; one sent unclaimed is below every
+                    // claim already, so only a first one needs writing.
+                    Then::Done if number > 0 => {
+                        tx.execute(
+                            "INSERT INTO delivery_claims (hook_id, id, created_at, claimed, expires_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5)
+                             ON CONFLICT (hook_id, id) DO UPDATE SET
+                                expires_at = max(expires_at, excluded.expires_at)",
+                            params![hook_id, id, key.created_at, number, expires_at],
+                        )?;
+                        None
+                    }
+                    Then::Done => None,
+                };
+                Ok(Ok(reserved))
             })
             .await
             .map_err(StoreError::backend)?;

@@ -5,15 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use uuid::Uuid;
-
-use super::delivery::{after, Arrival, Delivery, Requeues, Step};
+use super::delivery::{after, retry_of, Arrival, Delivery, Requeues, Step};
 use super::lanes::{self, Admission, Held, Origin};
 use super::park::Stuck;
 use super::protection::{self, Change, Outcome, Slot};
 use super::record::Summary;
 use super::{DeadLetterReason, Deadline, DispatchError, Dispatcher, Executed};
-use crate::delivery_log::{Attempt, DeliveryStatus};
+use crate::delivery_log::{Attempt, DeliveryStatus, Then};
 use crate::events::{hook_change_events, now_millis, Operation};
 use crate::metrics::Stats;
 use crate::model::{Handler, Hook};
@@ -95,7 +93,7 @@ impl Dispatcher {
                     .await
             }
             Ran::Cut { at, started } => self
-                .cut(hook.id, (delivery, requeues), pass, (at, started), bound)
+                .cut((delivery, requeues), pass, (at, started), bound)
                 .await
                 .map_err(Stuck::after_attempt),
         }
@@ -277,14 +275,19 @@ impl Dispatcher {
             error: error.clone(),
             response_body: body,
         };
-        self.record(hook.id, &delivery, attempt, status).await;
+        let then = match status {
+            DeliveryStatus::Pending => Then::Retry,
+            _ => Then::Done,
+        };
+        let reserved = self.record(&delivery, attempt, status, then).await;
         let followed = match disabled {
             Some(reason) => {
                 self.give_up(after(delivery), DeadLetterReason::Disabled(reason))
                     .await
             }
             None => {
-                self.follow_up(hook.id, (delivery, requeues), verdict, next_delay, error)
+                let outcome = (verdict, next_delay, error);
+                self.follow_up(hook.id, (delivery, requeues), outcome, reserved)
                     .await
             }
         };
@@ -300,7 +303,6 @@ impl Dispatcher {
     /// from (a cut happens only inside an event's processing, so never twice in a row).
     async fn cut(
         &self,
-        hook_id: Uuid,
         (delivery, requeues): (Delivery, Requeues),
         pass: lanes::Pass,
         (at, started): (i64, Instant),
@@ -321,9 +323,10 @@ impl Dispatcher {
             )),
             response_body: None,
         };
-        self.record(hook_id, &delivery, entry, DeliveryStatus::Pending)
+        let reserved = self
+            .record(&delivery, entry, DeliveryStatus::Pending, Then::Retry)
             .await;
-        let mut next = after(delivery);
+        let mut next = retry_of(delivery, reserved);
         let due = bound.saturating_sub(started.elapsed());
         next.not_before = now_millis() + due.as_millis() as i64;
         match self.enqueue(&next, requeues.after_attempt(), due).await {

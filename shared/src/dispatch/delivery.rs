@@ -7,6 +7,17 @@
 //! its receive count minus one. The retry schedule follows the same numbers: a delivery never gets
 //! more attempts than the schedule allows, redeliveries included.
 //!
+//! **Copies**: the first copy of a delivery sends its attempt number without asking: attempt 1,
+//! or the number its previous attempt's record reserved for it. A copy that may not be the first
+//! (its message received more than once, or sent again after a lost reply, see
+//! [`Received::possible_receives`], a number no record reserved) claims its number in the
+//! delivery log first, and goes out above every number handed out
+//! ([`DeliveryLog::claim_attempt`]): a target never sees one attempt number twice, and a typical
+//! attempt costs the log one write.
+//!
+//! [`Received::possible_receives`]: crate::queue::Received::possible_receives
+//! [`DeliveryLog::claim_attempt`]: crate::delivery_log::DeliveryLog::claim_attempt
+//!
 //! **Hops**: every time a delivery is put on the deliveries queue (a retry, each 15-minute leg of
 //! a longer delay, a deferral, a park) its message counts one more `hops`. On AWS each of these is
 //! one more invocation of the dispatch function by its own queue, a loop Lambda stops after 16
@@ -41,11 +52,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::lanes::Origin;
-use crate::events::{now_millis, Event};
+use crate::delivery_log::{time_of, timed_id, DeliveryKey};
+use crate::events::Event;
 use crate::model::Hook;
 use crate::queue::DeadLetterReason;
 
-/// Namespace of delivery ids (UUID v5 of event id + hook id).
+/// Namespace of the name part of delivery ids (UUID v5 of event id + hook id; see [`timed_id`]).
 const DELIVERY_NAMESPACE: Uuid = Uuid::from_u128(0x6e0c_7a4b_2f1d_4f7e_9b61_0d1c_5a2e_8f30);
 
 /// What a delivery does next when its message is handled. A delivery stopped by an
@@ -92,33 +104,64 @@ pub struct Delivery {
     /// `not_before`: its attempt then takes that slot without asking the limiter again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rate_slot: bool,
+    /// Its attempt number may have gone out already (see "Copies" above): the attempt claims its
+    /// number first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub claim: bool,
 }
 
 impl Delivery {
-    /// The delivery of `event` to `hook`; its id is the same whenever this pair is dispatched.
+    /// The delivery of `event` to `hook`; its id is the same whenever this pair is dispatched,
+    /// and carries its time: the event's timestamp ([`timed_id`]).
     pub fn new(event: &Event, hook_id: Uuid) -> Delivery {
         let mut name = [0u8; 32];
         name[..16].copy_from_slice(event.id.as_bytes());
         name[16..].copy_from_slice(hook_id.as_bytes());
+        let id = timed_id(Uuid::new_v5(&DELIVERY_NAMESPACE, &name), event.timestamp);
         Delivery {
-            id: Uuid::new_v5(&DELIVERY_NAMESPACE, &name),
+            id,
             hook_id,
             attempt: 1,
-            created_at: now_millis(),
+            created_at: time_of(id).unwrap_or_default(),
             not_before: 0,
             event: event.clone(),
             hook: None,
             step: Step::Attempt,
             rate_slot: false,
+            claim: false,
+        }
+    }
+
+    /// The key of its record in the delivery log.
+    pub(super) fn log_key(&self) -> DeliveryKey {
+        DeliveryKey {
+            hook_id: self.hook_id,
+            delivery_id: self.id,
+            created_at: self.created_at,
         }
     }
 }
 
-/// A delivery after its current attempt was made: a dead letter carries the attempt to make next,
-/// as every delivery message does, so that a redriven one is numbered on.
+/// A delivery after its current attempt was made, when no record reserved the next number: a
+/// dead letter carries the attempt to make next, as every delivery message does, so that a
+/// redriven one is numbered on, and claims it, as nothing reserved it.
 pub(super) fn after(mut delivery: Delivery) -> Delivery {
     delivery.attempt = delivery.attempt.saturating_add(1);
+    delivery.claim = true;
     delivery
+}
+
+/// A delivery after its current attempt was made, numbered as the attempt's record reserved
+/// (`None`: the record failed, so the next number is claimed before it is sent).
+pub(super) fn retry_of(delivery: Delivery, reserved: Option<u32>) -> Delivery {
+    match reserved {
+        Some(number) => Delivery {
+            attempt: number,
+            claim: false,
+            ..delivery
+        },
+        None => after(delivery),
+    }
 }
 
 /// A deliveries-queue message as it is sent: the delivery, how many times it has been queued

@@ -14,7 +14,7 @@ use super::delivery::{Arrival, Delivery, Requeues, Step};
 use super::matching::EventName;
 use super::{Deadline, DispatchError, Dispatcher, RecordContext};
 use crate::apigee::usage::UsageThresholds;
-use crate::delivery_log::{Attempt, DeliveryStatus};
+use crate::delivery_log::{Attempt, DeliveryStatus, Then};
 use crate::events::{now_millis, Event};
 use crate::metrics::Stats;
 use crate::model::Hook;
@@ -78,6 +78,7 @@ impl Dispatcher {
         for (hook, delivered_as) in matched {
             let mut delivery = Delivery::new(&event, hook.id);
             delivery.attempt = receive_count.max(1);
+            delivery.claim = receive_count > 1;
             delivery.step = Step::Decide;
             runs.push(Box::pin(async move {
                 if receive_count > 1 && self.served_before(hook.id, delivery.id).await {
@@ -136,6 +137,7 @@ impl Dispatcher {
         while let Some(notification) = notifications.next().await? {
             let mut delivery = Delivery::new(&notification, hook.id);
             delivery.attempt = receive_count.max(1);
+            delivery.claim = receive_count > 1;
             if receive_count > 1 && self.served_before(hook.id, delivery.id).await {
                 continue;
             }
@@ -185,7 +187,7 @@ impl Dispatcher {
             error: Some(reason),
             response_body: None,
         };
-        self.record(hook.id, &delivery, entry, DeliveryStatus::NotSent)
+        self.record(&delivery, entry, DeliveryStatus::NotSent, Then::Done)
             .await;
     }
 

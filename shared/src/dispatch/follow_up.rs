@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::delivery::{after, Delivery, Queuing, Requeues, Step};
+use super::delivery::{after, retry_of, Delivery, Queuing, Requeues, Step};
 use super::lanes::Held;
 use super::park::Stuck;
 use super::{DeadLetterReason, Dispatcher};
@@ -18,14 +18,14 @@ use crate::queue::{Outgoing, QueueError, MAX_DELAY};
 impl Dispatcher {
     /// What follows an attempt with this verdict: done, a retry after `next_delay` (`None` when
     /// the schedule is over), or a dead letter. `error` is the attempt's, for the dead letter;
-    /// `requeues`, its counts as it arrived.
+    /// `requeues`, its counts as it arrived; `reserved`, the retry's number as the attempt's
+    /// record reserved it.
     pub(super) async fn follow_up(
         &self,
         hook_id: Uuid,
         (delivery, requeues): (Delivery, Requeues),
-        verdict: Verdict,
-        next_delay: Option<Duration>,
-        error: Option<String>,
+        (verdict, next_delay, error): (Verdict, Option<Duration>, Option<String>),
+        reserved: Option<u32>,
     ) -> Result<(), Stuck> {
         match (verdict, next_delay) {
             (Verdict::Delivered, _) => {
@@ -40,8 +40,7 @@ impl Dispatcher {
                     retry_in_s = delay.as_secs(), error = error.as_deref().unwrap_or_default(),
                     "delivery failed, will retry"
                 );
-                let mut next = delivery;
-                next.attempt += 1;
+                let mut next = retry_of(delivery, reserved);
                 next.not_before = now_millis() + delay.as_millis() as i64;
                 match self.enqueue(&next, requeues.after_attempt(), delay).await {
                     Ok(()) => Ok(()),

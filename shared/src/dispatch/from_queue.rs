@@ -35,6 +35,8 @@ impl Dispatcher {
             hops,
             requeues_in_row,
         } = queued;
+        // Another receive of this message may have sent its attempt, or queued what follows it.
+        delivery.claim |= receive_count > 1;
         if let Some(limit) = self.requeue_limit(&delivery).await.filter(|l| hops > *l) {
             tracing::error!(
                 hook_id = %delivery.hook_id, delivery_id = %delivery.id, attempt = delivery.attempt,

@@ -66,7 +66,7 @@ use uuid::Uuid;
 use crate::apigee::usage::UsageThresholds;
 use crate::apigee::{webhook, MonetizationStore};
 use crate::delivery_log::DeliveryLog;
-use crate::events::{check_registered, parse_event_with_default_id, Event};
+use crate::events::{check_registered, parse_event_from_message, Event};
 use crate::metrics::Stats;
 use crate::outbound::retry::RetrySchedule;
 pub use crate::queue::DeadLetterReason;
@@ -186,6 +186,18 @@ pub struct DispatchPorts {
     pub events: Arc<dyn Queue>,
 }
 
+/// What the dispatcher reads of an events-queue message besides its body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MessageFacts<'a> {
+    pub(crate) id: &'a str,
+    /// When the queue took it (Unix ms); `None` when unknown.
+    pub(crate) sent_at: Option<i64>,
+    /// How many times what it carries may have been handled ([`Received::possible_receives`]).
+    ///
+    /// [`Received::possible_receives`]: crate::queue::Received::possible_receives
+    pub(crate) receive_count: u32,
+}
+
 /// The ports and settings the dispatcher works with.
 pub struct Dispatcher {
     snapshot: Arc<SnapshotCache>,
@@ -258,29 +270,41 @@ impl Dispatcher {
         }
     }
 
-    /// Handles one message of the events queue, received for the `receive_count`-th time. An
-    /// event without an id gets one derived from the queue's `message_id`, so that every
-    /// redelivery of the message has the same delivery ids.
+    /// Handles one message of the events queue, sent at `sent_at` (Unix ms) and received for the
+    /// `receive_count`-th time. An event without an id gets one derived from the queue's
+    /// `message_id`, and one without a timestamp `sent_at`, so that every redelivery of the
+    /// message has the same delivery ids.
     pub async fn handle_event_message(
         &self,
         body: &str,
         message_id: &str,
+        sent_at: i64,
         receive_count: u32,
     ) -> Result<MessageOutcome, DispatchError> {
-        self.handle_event_message_in(body, message_id, receive_count, &RecordContext::alone())
+        let message = MessageFacts {
+            id: message_id,
+            sent_at: Some(sent_at),
+            receive_count,
+        };
+        self.handle_event_message_in(body, message, &RecordContext::alone())
             .await
     }
 
     /// [`Dispatcher::handle_event_message`] as one record of a batch: decisions in the batch's
-    /// order, attempts within its deadline.
+    /// order, attempts within its deadline; an event without a timestamp gets the message's
+    /// `sent_at`.
     pub(crate) async fn handle_event_message_in(
         &self,
         body: &str,
-        message_id: &str,
-        receive_count: u32,
+        message: MessageFacts<'_>,
         context: &RecordContext,
     ) -> Result<MessageOutcome, DispatchError> {
-        let event = match parse_event_with_default_id(body, message_id) {
+        let MessageFacts {
+            id: message_id,
+            sent_at,
+            receive_count,
+        } = message;
+        let event = match parse_event_from_message(body, message_id, sent_at) {
             Ok(event) => event,
             Err(reason) => {
                 Stats::bump(&self.stats.rejected);

@@ -1,13 +1,11 @@
-//! The delivery log's side of an attempt (spec §8): the claim of its number before it is sent,
+//! The delivery log's side of an attempt (spec §8): the claim of a copy's number before it is sent,
 //! what an execution comes to (status, error, a capped body) and its entry in the log, which is
 //! for people and never changes what is delivered.
-
-use uuid::Uuid;
 
 use super::delivery::Delivery;
 use super::park::Stuck;
 use super::{Dispatcher, Executed};
-use crate::delivery_log::{Attempt, DeliveryKey, DeliveryStatus};
+use crate::delivery_log::{Attempt, DeliveryStatus, Then};
 use crate::metrics::Stats;
 
 /// What the delivery log keeps of an execution.
@@ -23,63 +21,65 @@ pub(super) struct Summary {
 }
 
 impl Dispatcher {
-    /// Writes an attempt to the delivery log. The log is for people: a failure to write it must
-    /// not change what is delivered, so it is only logged.
+    /// Writes an attempt to the delivery log; with [`Then::Retry`], the number it reserved for
+    /// the retry. The log is for people: a failure to write it must not change what is
+    /// delivered, so it is only logged, and the retry then claims its number before it is sent.
     pub(super) async fn record(
         &self,
-        hook_id: Uuid,
         delivery: &Delivery,
         attempt: Attempt,
         status: DeliveryStatus,
-    ) {
-        if let Err(err) = self
+        then: Then,
+    ) -> Option<u32> {
+        let recorded = self
             .log
             .record_attempt(
-                DeliveryKey {
-                    hook_id,
-                    delivery_id: delivery.id,
-                    created_at: delivery.created_at,
-                },
+                delivery.log_key(),
                 &delivery.event,
                 attempt,
                 status,
                 self.settings.delivery_log_ttl,
+                then,
             )
-            .await
-        {
+            .await;
+        recorded.unwrap_or_else(|err| {
             tracing::warn!(error = %err, delivery_id = %delivery.id, "could not record a delivery attempt");
-        }
+            None
+        })
     }
 
-    /// Claims the delivery's attempt number before it is sent ([`DeliveryLog::claim_attempt`]):
-    /// a copy whose number another copy claimed first (a redelivered message, an event fanned out
-    /// again) goes out as the next attempt, so the target never sees one number twice. Unlike the
-    /// log's entries, the claim decides what is sent: when it cannot be written, the attempt is
-    /// parked, not made.
+    /// Claims the attempt number of a delivery that may be a copy ([`Delivery::claim`]) before
+    /// it is sent ([`DeliveryLog::claim_attempt`]): a copy whose number went out already goes
+    /// out as a later attempt, so the target never sees one number twice. Unlike the log's
+    /// entries, the claim decides what is sent: when it cannot be written, the attempt is
+    /// parked, not made. A delivery that is no copy passes as it is.
     ///
     /// [`DeliveryLog::claim_attempt`]: crate::delivery_log::DeliveryLog::claim_attempt
     pub(super) async fn claim(&self, mut delivery: Delivery) -> Result<Delivery, Stuck> {
-        let key = DeliveryKey {
-            hook_id: delivery.hook_id,
-            delivery_id: delivery.id,
-            created_at: delivery.created_at,
-        };
+        if !delivery.claim {
+            return Ok(delivery);
+        }
         let claimed = self
             .log
-            .claim_attempt(key, delivery.attempt, self.settings.delivery_log_ttl)
+            .claim_attempt(
+                delivery.log_key(),
+                delivery.attempt,
+                self.settings.delivery_log_ttl,
+            )
             .await;
         match claimed {
-            Ok(claimed) => {
-                if claimed.number != delivery.attempt {
+            Ok(number) => {
+                Stats::bump(&self.stats.claimed);
+                if number != delivery.attempt {
                     Stats::bump(&self.stats.renumbered);
                     tracing::info!(
                         hook_id = %delivery.hook_id, delivery_id = %delivery.id,
-                        attempt = delivery.attempt, sent_as = claimed.number,
-                        "another copy of this delivery claimed its attempt; this one goes out as the next"
+                        attempt = delivery.attempt, sent_as = number,
+                        "this copy of the delivery goes out as a later attempt"
                     );
                 }
-                delivery.attempt = claimed.number;
-                delivery.created_at = claimed.created_at;
+                delivery.attempt = number;
+                delivery.claim = false;
                 Ok(delivery)
             }
             Err(err) => Err(Stuck::new(delivery, err)),

@@ -17,7 +17,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::batch;
-use super::{DispatchError, Dispatcher, MessageOutcome, RecordContext};
+use super::{DispatchError, Dispatcher, MessageFacts, MessageOutcome, RecordContext};
 use crate::queue::{Queue, Received};
 
 /// Which queue a worker consumes.
@@ -166,8 +166,9 @@ pub async fn handle(
     }
 }
 
-/// What the dispatcher made of one message of a batch (its decision order, deadline), with its
-/// receive count (attempt numbers count redeliveries). An error is already logged here; it means
+/// What the dispatcher made of one message of a batch (its decision order, deadline), with the
+/// times it may have been handled ([`Received::possible_receives`]: attempt numbers count
+/// redeliveries and resends). An error is already logged here; it means
 /// the message must come back later.
 pub async fn outcome_in(
     dispatcher: &Dispatcher,
@@ -178,12 +179,20 @@ pub async fn outcome_in(
     let outcome = match feed {
         Feed::Events => {
             dispatcher
-                .handle_event_message_in(&message.body, &message.id, message.receive_count, context)
+                .handle_event_message_in(
+                    &message.body,
+                    MessageFacts {
+                        id: &message.id,
+                        sent_at: Some(message.sent_at),
+                        receive_count: message.possible_receives(),
+                    },
+                    context,
+                )
                 .await
         }
         Feed::Deliveries => {
             dispatcher
-                .handle_delivery_message_in(&message.body, message.receive_count, context)
+                .handle_delivery_message_in(&message.body, message.possible_receives(), context)
                 .await
         }
     };

@@ -159,6 +159,11 @@ impl Outgoing {
     }
 }
 
+/// The attribute of a message sent again because the reply to its first send was lost (the
+/// first may have been queued all the same): it may be the second copy of one send. Adapters whose
+/// sends cannot be lost that way never set it.
+pub const RESENT_ATTRIBUTE: &str = "EventHooksResent";
+
 /// A message handed out by [`Queue::receive`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
@@ -168,10 +173,23 @@ pub struct Received {
     pub body: String,
     /// How many times this message has been received, this time included.
     pub receive_count: u32,
+    /// When the queue took the message, in Unix milliseconds (SQS's `SentTimestamp`).
+    pub sent_at: i64,
     /// String message attributes, such as [`REASON_ATTRIBUTE`] on dead letters.
     pub attributes: BTreeMap<String, String>,
     /// The tenant it was sent in, as in [`Outgoing::group`].
     pub group: Option<String>,
+}
+
+impl Received {
+    /// How many times what this message carries may have been handled, this time included: its
+    /// receive count, one more when it was sent again after a lost reply
+    /// ([`RESENT_ATTRIBUTE`]). The dispatcher numbers attempts by it, and claims a number when
+    /// it is above 1.
+    pub fn possible_receives(&self) -> u32 {
+        let resent = self.attributes.contains_key(RESENT_ATTRIBUTE);
+        self.receive_count.max(1).saturating_add(u32::from(resent))
+    }
 }
 
 /// Errors of a [`Queue`].

@@ -444,6 +444,7 @@ struct Candidate {
     attributes: String,
     receive_count: u32,
     group: String,
+    sent_at: i64,
 }
 
 /// The next message a group offers a receive, ordered as the receive serves them: groups with
@@ -492,8 +493,8 @@ fn take_visible(
          ORDER BY visible_at, seq",
     )?;
     let mut read = tx.prepare_cached(
-        "SELECT seq, id, body, attributes, receive_count, message_group FROM queue_messages
-         WHERE seq = ?1",
+        "SELECT seq, id, body, attributes, receive_count, message_group, sent_at
+         FROM queue_messages WHERE seq = ?1",
     )?;
     let mut taken = HashSet::new();
     let mut received = Vec::with_capacity(max as usize);
@@ -509,6 +510,7 @@ fn take_visible(
                 attributes: row.get(3)?,
                 receive_count: row.get(4)?,
                 group: row.get(5)?,
+                sent_at: row.get(6)?,
             })
         })?;
         taken.insert(offer.seq);
@@ -582,6 +584,7 @@ fn hide(tx: &Connection, candidate: Candidate, visible_at: i64) -> rusqlite::Res
         receipt,
         body: candidate.body,
         receive_count: candidate.receive_count + 1,
+        sent_at: candidate.sent_at,
         attributes: decode_attributes(&candidate.attributes)?,
         group: (!candidate.group.is_empty()).then_some(candidate.group),
     })

@@ -9,6 +9,13 @@
 //! [`QueueError::Unavailable`] when transient, else [`QueueError::Backend`], with the full error
 //! chain in the message.
 //!
+//! **Sends are resent by this adapter, not by the SDK.** A send whose reply is lost (a reset, a
+//! timeout) may have queued its message all the same, and a resend then queues it twice. The
+//! SDK's retries would make the copies identical; here each resend carries the
+//! [`RESENT_ATTRIBUTE`], so whoever receives it knows it may be the second copy of one send (see
+//! [`Received::possible_receives`]). Sends keep the budget of the SDK's retries
+//! ([`crate::aws::MAX_ATTEMPTS`] tries, each within one attempt's timeout).
+//!
 //! A message's group is its `MessageGroupId`: on a standard queue that makes the queue a fair
 //! queue (SQS serves other tenants first while one holds a disproportionate share of the
 //! messages in flight), without the ordering and deduplication it means on a FIFO queue.
@@ -26,7 +33,9 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client;
 
-use super::{check_delay, DeadLetterReason, Outgoing, Queue, QueueError, Received};
+use super::{
+    check_delay, DeadLetterReason, Outgoing, Queue, QueueError, Received, RESENT_ATTRIBUTE,
+};
 
 /// SQS accepts at most this many entries in one SendMessageBatch call.
 const BATCH_ENTRIES: usize = 10;
@@ -91,17 +100,48 @@ impl SqsQueue {
         &self.url
     }
 
-    /// Sends one SendMessageBatch call; `chunk` holds at most [`BATCH_ENTRIES`] messages.
+    /// Sends one chunk of at most [`BATCH_ENTRIES`] messages, resending what may be lost (see
+    /// the module documentation): the whole chunk after a failed call, the failed entries after
+    /// a partial one.
     async fn send_chunk(&self, chunk: &[Outgoing]) -> Result<Vec<String>, QueueError> {
-        let entries = chunk
+        let mut ids: Vec<Option<String>> = vec![None; chunk.len()];
+        let mut resend = false;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let pending: Vec<usize> = (0..chunk.len()).filter(|&i| ids[i].is_none()).collect();
+            let failure = match self.send_entries(chunk, &pending, resend, &mut ids).await {
+                Ok(None) => break,
+                Ok(Some(failure)) => failure,
+                Err(err) => err,
+            };
+            if tries >= crate::aws::MAX_ATTEMPTS || !matches!(failure, QueueError::Unavailable(_)) {
+                return Err(failure);
+            }
+            tokio::time::sleep(crate::aws::INITIAL_BACKOFF).await;
+            resend = true;
+        }
+        Ok(ids.into_iter().flatten().collect())
+    }
+
+    /// One SendMessageBatch call of the entries `pending` of `chunk`, noting each message id in
+    /// `ids`; `Some` error when entries failed (transient when every failure was SQS's fault).
+    async fn send_entries(
+        &self,
+        chunk: &[Outgoing],
+        pending: &[usize],
+        resend: bool,
+        ids: &mut [Option<String>],
+    ) -> Result<Option<QueueError>, QueueError> {
+        let entries = pending
             .iter()
-            .enumerate()
-            .map(|(index, message)| {
+            .map(|&index| {
+                let message = &chunk[index];
                 SendMessageBatchRequestEntry::builder()
                     .id(index.to_string())
                     .message_body(&message.body)
                     .delay_seconds(seconds_ceil(message.delay))
-                    .set_message_attributes(message_attributes(&message.attributes)?)
+                    .set_message_attributes(message_attributes(&message.attributes, resend)?)
                     .set_message_group_id(message.group.clone())
                     .build()
                     .map_err(QueueError::backend)
@@ -112,36 +152,17 @@ impl SqsQueue {
             .send_message_batch()
             .queue_url(&self.url)
             .set_entries(Some(entries))
+            .customize()
+            .config_override(one_try())
             .send()
             .await
             .map_err(|err| sqs_error("SendMessageBatch", err))?;
-
-        if !output.failed().is_empty() {
-            let failures: Vec<String> = output
-                .failed()
-                .iter()
-                .map(|entry| {
-                    format!(
-                        "entry {}: {} ({})",
-                        entry.id(),
-                        entry.code(),
-                        entry.message().unwrap_or("no message")
-                    )
-                })
-                .collect();
-            return Err(QueueError::backend(format!(
-                "SendMessageBatch: {} of {} entries failed: {}",
-                failures.len(),
-                chunk.len(),
-                failures.join("; ")
-            )));
-        }
-        let mut ids = vec![None; chunk.len()];
         for entry in output.successful() {
             let slot = entry
                 .id()
                 .parse::<usize>()
                 .ok()
+                .filter(|i| pending.contains(i))
                 .and_then(|i| ids.get_mut(i));
             match slot {
                 Some(slot) => *slot = Some(entry.message_id().to_owned()),
@@ -153,31 +174,86 @@ impl SqsQueue {
                 }
             }
         }
-        ids.into_iter()
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| QueueError::backend("SendMessageBatch left entries unanswered"))
+        if output.failed().is_empty() {
+            return Ok(pending
+                .iter()
+                .any(|&i| ids[i].is_none())
+                .then(|| QueueError::backend("SendMessageBatch left entries unanswered")));
+        }
+        let failures: Vec<String> = output
+            .failed()
+            .iter()
+            .map(|entry| {
+                format!(
+                    "entry {}: {} ({})",
+                    entry.id(),
+                    entry.code(),
+                    entry.message().unwrap_or("no message")
+                )
+            })
+            .collect();
+        let message = format!(
+            "SendMessageBatch: {} of {} entries failed: {}",
+            failures.len(),
+            pending.len(),
+            failures.join("; ")
+        );
+        Ok(Some(
+            if output.failed().iter().any(|entry| entry.sender_fault()) {
+                QueueError::backend(message)
+            } else {
+                QueueError::Unavailable(message.into())
+            },
+        ))
     }
+}
+
+/// The SDK's settings for one try of a send: no retries (this adapter resends, marked), and the
+/// operation bounded by one attempt's timeout, so that the tries keep the SDK retries' budget.
+fn one_try() -> aws_sdk_sqs::config::Builder {
+    aws_sdk_sqs::config::Builder::default()
+        .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+                .operation_timeout(crate::aws::ATTEMPT_TIMEOUT)
+                .operation_attempt_timeout(crate::aws::ATTEMPT_TIMEOUT)
+                .build(),
+        )
 }
 
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send(&self, message: Outgoing) -> Result<String, QueueError> {
         check_delay(message.delay)?;
-        let output = self
-            .client
-            .send_message()
-            .queue_url(&self.url)
-            .delay_seconds(seconds_ceil(message.delay))
-            .set_message_attributes(message_attributes(&message.attributes)?)
-            .set_message_group_id(message.group)
-            .message_body(message.body)
-            .send()
-            .await
-            .map_err(|err| sqs_error("SendMessage", err))?;
-        output
-            .message_id()
-            .map(str::to_owned)
-            .ok_or_else(|| QueueError::backend("SendMessage returned no message id"))
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let sent = self
+                .client
+                .send_message()
+                .queue_url(&self.url)
+                .delay_seconds(seconds_ceil(message.delay))
+                .set_message_attributes(message_attributes(&message.attributes, tries > 1)?)
+                .set_message_group_id(message.group.clone())
+                .message_body(&message.body)
+                .customize()
+                .config_override(one_try())
+                .send()
+                .await
+                .map_err(|err| sqs_error("SendMessage", err));
+            match sent {
+                Ok(output) => {
+                    return output
+                        .message_id()
+                        .map(str::to_owned)
+                        .ok_or_else(|| QueueError::backend("SendMessage returned no message id"))
+                }
+                Err(QueueError::Unavailable(_)) if tries < crate::aws::MAX_ATTEMPTS => {
+                    tokio::time::sleep(crate::aws::INITIAL_BACKOFF).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     async fn send_batch(&self, messages: Vec<Outgoing>) -> Result<Vec<String>, QueueError> {
@@ -207,6 +283,7 @@ impl Queue for SqsQueue {
             .wait_time_seconds(seconds_ceil(wait).min(MAX_WAIT_SECONDS))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_attribute_names("All")
             .send()
             .await
@@ -274,7 +351,7 @@ impl SqsQueue {
             .send_message()
             .queue_url(&redrive.dead_letter_url)
             .message_body(letter.body)
-            .set_message_attributes(message_attributes(&letter.attributes)?)
+            .set_message_attributes(message_attributes(&letter.attributes, false)?)
             // Kept, so that a redrive back to the queue keeps the message fair.
             .set_message_group_id(message.group.clone())
             .send()
@@ -285,21 +362,28 @@ impl SqsQueue {
 }
 
 /// The SDK's form of string message attributes; `None` for none (SQS rejects an empty map).
+/// `attributes` as SQS message attributes, with the [`RESENT_ATTRIBUTE`] when `resend`.
 fn message_attributes(
     attributes: &BTreeMap<String, String>,
+    resend: bool,
 ) -> Result<Option<HashMap<String, MessageAttributeValue>>, QueueError> {
-    if attributes.is_empty() {
+    let resent = resend.then(|| (RESENT_ATTRIBUTE.to_owned(), "1".to_owned()));
+    let all: Vec<(String, String)> = attributes
+        .iter()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .chain(resent)
+        .collect();
+    if all.is_empty() {
         return Ok(None);
     }
-    attributes
-        .iter()
+    all.into_iter()
         .map(|(name, value)| {
             let value = MessageAttributeValue::builder()
                 .data_type("String")
                 .string_value(value)
                 .build()
                 .map_err(QueueError::backend)?;
-            Ok((name.clone(), value))
+            Ok((name, value))
         })
         .collect::<Result<HashMap<_, _>, QueueError>>()
         .map(Some)
@@ -361,6 +445,11 @@ fn received(message: &aws_sdk_sqs::types::Message) -> Result<Received, QueueErro
         .and_then(|attributes| attributes.get(&MessageSystemAttributeName::ApproximateReceiveCount))
         .and_then(|count| count.parse().ok())
         .ok_or_else(|| missing("ApproximateReceiveCount"))?;
+    let sent_at = message
+        .attributes()
+        .and_then(|attributes| attributes.get(&MessageSystemAttributeName::SentTimestamp))
+        .and_then(|millis| millis.parse().ok())
+        .ok_or_else(|| missing("SentTimestamp"))?;
     // Only string-valued attributes (types String and Number) are part of the port; binary ones
     // are never sent by this system.
     let attributes: BTreeMap<String, String> = message
@@ -380,6 +469,7 @@ fn received(message: &aws_sdk_sqs::types::Message) -> Result<Received, QueueErro
             .to_owned(),
         body: message.body().unwrap_or_default().to_owned(),
         receive_count,
+        sent_at,
         attributes,
         group: message
             .attributes()
