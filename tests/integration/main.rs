@@ -33,6 +33,7 @@ mod queue_contract;
 mod read_memory;
 mod replay;
 mod secrets;
+mod sqs_resends;
 mod standard_webhooks;
 mod store_contract;
 mod template_routes;

@@ -758,6 +758,90 @@ def test_a_whole_default_schedule_runs_every_attempt_through_lambdas_loop_rule(s
 
 DELIVERIES = 40  # events sent, one webhook hook matching each: 40 deliveries, in full batches
 
+# A line the emulator writes of its own (`04 Dec 2026 22:06:54,203 [INFO] (rapid) ...`); the rest of
+# a runtime's output is what Lambda sends to CloudWatch Logs: the function's lines and its
+# START/END/REPORT lines.
+EMULATOR_LINE = simstack.re.compile(r"^\d\d \w{3} \d{4} \d\d:\d\d:\d\d,\d{3} \[")
+# CloudWatch Logs counts 26 bytes per log event beside its message (PutLogEvents' batch size).
+LOG_EVENT_OVERHEAD = 26
+
+
+def logged_bytes(text: str) -> int:
+    """The bytes Lambda would ingest into CloudWatch Logs for this runtime output."""
+    return sum(len(line.encode()) + LOG_EVENT_OVERHEAD
+               for line in text.splitlines() if line and not EMULATOR_LINE.match(line))
+
+
+def attribute_size(value: dict) -> int:
+    """An attribute value's size as DynamoDB counts it for capacity units (its documented rules:
+    strings and binaries by length, numbers about one byte per two digits plus one, 3 bytes of
+    overhead per list or map plus one per element)."""
+    (kind, v), = value.items()
+    if kind in ("S", "B"):
+        return len(v.encode() if isinstance(v, str) else v)
+    if kind == "N":
+        digits = len(v.lstrip("-").replace(".", "").lstrip("0")) or 1
+        return (digits + 1) // 2 + 1
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "L":
+        return 3 + sum(1 + attribute_size(e) for e in v)
+    if kind == "M":
+        return 3 + sum(1 + len(k.encode()) + attribute_size(e) for k, e in v.items())
+    if kind in ("SS", "NS", "BS"):
+        return sum(attribute_size({kind[0]: e}) for e in v)
+    raise ValueError(kind)
+
+
+def item_size(item: dict) -> int:
+    return sum(len(name.encode()) + attribute_size(value) for name, value in item.items())
+
+
+# us-east-1 list prices, no free tier (December 2026): Lambda x86_64, SQS standard, DynamoDB
+# on-demand, HTTP API, CloudWatch Logs ingestion.
+PRICE = {"lambda_request": 0.20e-6, "lambda_gb_s": 0.0000166667, "sqs_request": 0.40e-6,
+         "write_unit": 0.625e-6, "read_unit": 0.125e-6, "api_request": 1.00e-6, "log_gb": 0.50}
+
+
+def reports(text: str) -> list[float]:
+    """The durations (ms) of a runtime output's REPORT lines."""
+    return [float(d) for d in simstack.re.findall(r"\tDuration: ([0-9.]+) ms", text)]
+
+
+def dollars_per_million(per: dict[str, float], invocations: dict[str, tuple[float, float, int]],
+                        write_units: float, logged: dict[str, float], api: bool,
+                        producer_requests: float) -> dict[str, float]:
+    """What a million deliveries cost, by service, from the per-delivery counts: `invocations`
+    maps a function to (invocations per delivery, mean duration in ms, memory in MB)."""
+    sqs = producer_requests + sum(v for k, v in per.items() if k.split(" ")[0].startswith("SQS."))
+    writes = sum(v for k, v in per.items() if k.split(" ")[0] in ("DynamoDB.UpdateItem", "DynamoDB.PutItem"))
+    reads = sum(v for k, v in per.items()
+                if k.split(" ")[0] in ("DynamoDB.GetItem", "DynamoDB.Query", "DynamoDB.BatchGetItem"))
+    million = 1e6
+    cost = {
+        "Lambda requests": sum(n for n, _, _ in invocations.values()) * PRICE["lambda_request"],
+        "Lambda GB-s": sum(n * ms / 1000 * mb / 1024 for n, ms, mb in invocations.values()) * PRICE["lambda_gb_s"],
+        "SQS": sqs * PRICE["sqs_request"],
+        "DynamoDB": writes * write_units * PRICE["write_unit"] + reads * PRICE["read_unit"],
+        "API Gateway": PRICE["api_request"] if api else 0.0,
+        "CloudWatch Logs": sum(logged.values()) / 2**30 * PRICE["log_gb"],
+    }
+    return {k: v * million for k, v in cost.items()}
+
+
+def delivery_items(sim, hook_id: str) -> list[dict]:
+    """The delivery log's items of one hook."""
+    table = sim.stack.functions["DispatchFunction"].environment["DELIVERIES_TABLE"]
+    dynamodb = sim.moto.client("dynamodb")
+    items, start = [], {}
+    while True:
+        page = dynamodb.query(TableName=table, KeyConditionExpression="pk = :pk",
+                              ExpressionAttributeValues={":pk": {"S": f"hook#{hook_id}"}}, **start)
+        items += page["Items"]
+        if "LastEvaluatedKey" not in page:
+            return items
+        start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+
 
 @pytest.fixture(scope="module")
 def defaults():
@@ -789,7 +873,22 @@ def test_aws_requests_per_delivery(defaults, receiver):
         for n in range(DELIVERIES):
             emit(api, {"operation": "create", "entity": {"n": n}, "old_entity": None}, event="certificates")
 
+    def runtimes_of(logical_id):
+        every = {id(r): r for r in [*sim.runtimes.values(), *(p.runtime for p in sim.pollers)]}
+        return [r for r in every.values() if r.fn.logical_id == logical_id]
+
+    def log_bytes() -> dict[str, int]:
+        return {name: sum(logged_bytes(r.output()) for r in runtimes_of(name))
+                for name in ("AdminFunction", "DispatchFunction")}
+
+    def durations() -> dict[str, list[float]]:
+        return {name: [d for r in runtimes_of(name) for d in reports(r.output())]
+                for name in ("AdminFunction", "DispatchFunction")}
+
+    costs = []
     for label, send in (("events sent to SQS in batches of 10", producer), ("events sent by POST /events", over_http)):
+        logged_before = log_bytes()
+        durations_before = {k: len(v) for k, v in durations().items()}
         before = sim.counter.snapshot()
         before_esm = sum((p.counts for p in sim.pollers), simstack._Counter())
         invocations = sum(p.invocations for p in sim.pollers)
@@ -805,17 +904,40 @@ def test_aws_requests_per_delivery(defaults, receiver):
         per = {**{f"{k} (functions)": v / DELIVERIES for k, v in functions.items()},
                **{f"{k} (event source mapping)": v / DELIVERIES for k, v in esm.items()}}
         batches = sum(p.invocations for p in sim.pollers) - invocations
+        logged = {k: (v - logged_before[k]) / DELIVERIES for k, v in log_bytes().items()}
         simstack.SUMMARY.extend(
             [f"AWS requests per delivery, {label} ({DELIVERIES} deliveries, {batches} dispatch invocations):"]
             + [f"  {k:50} {v:.2f}" for k, v in sorted(per.items())]
+            + [f"  {'CloudWatch Logs bytes, ' + k:50} {v:.0f}" for k, v in sorted(logged.items())]
         )
-        # Every delivery is logged (a write); the dispatcher reads the hooks' change counter once
-        # per batch, the admin function at most once a second, plus a reload now and then, never
-        # once per delivery; nothing is scanned.
-        assert functions.get("DynamoDB.UpdateItem", 0) >= DELIVERIES, functions
+        ran = {k: v[durations_before[k]:] for k, v in durations().items()}
+        invocations = {k: (len(v) / DELIVERIES, sum(v) / len(v), sim.stack.functions[k].memory)
+                       for k, v in ran.items() if v}
+        costs.append((label, per, invocations, logged, send is over_http))
+        # Every delivery is logged in one write, its item's (no claim: no message came twice);
+        # the dispatcher reads the hooks' change counter once per batch, the admin function at
+        # most once a second, plus a reload now and then, never once per delivery; nothing is
+        # scanned.
+        assert functions.get("DynamoDB.UpdateItem", 0) == DELIVERIES, functions
         reads = sum(v for k, v in functions.items() if k.split(".")[1] in ("GetItem", "Query", "BatchGetItem"))
         assert reads <= batches + DELIVERIES / 10 + int(elapsed) + 1, (functions, batches, elapsed)
         assert not any(k.endswith(".Scan") for k in functions), functions
+    # Each delivery's item, as written, costs one write unit per KB: a typical one fits in one.
+    sizes = sorted(item_size(i) for i in delivery_items(sim, hook["id"]))
+    units = [-(-size // 1024) for size in sizes]
+    simstack.SUMMARY.append(f"  delivery log item: {sizes[0]}-{sizes[-1]} bytes (median {sizes[len(sizes) // 2]}),"
+                            f" write units per write: mean {sum(units) / len(units):.2f}, max {max(units)}")
+    assert len(sizes) == 2 * DELIVERIES + 1, len(sizes)  # and the create ping
+    assert max(units) == 1, sizes
+    mean_units = sum(units) / len(units)
+    for label, per, invocations, logged, via_http in costs:
+        cost = dollars_per_million(per, invocations, mean_units, logged, via_http,
+                                   producer_requests=0.0 if via_http else 0.1)
+        simstack.SUMMARY.append(f"  $ per million deliveries, {label}: "
+                                + ", ".join(f"{k} {v:.3f}" for k, v in cost.items())
+                                + f"; total {sum(cost.values()):.2f}"
+                                + "; invocations per delivery, mean ms: "
+                                + ", ".join(f"{k} {n:.2f} x {ms:.0f}" for k, (n, ms, _) in invocations.items()))
     # Each trigger's poller has an execution environment of its own: count them all.
     runtimes: dict[str, list] = {}
     for runtime in {id(r): r for r in [*sim.runtimes.values(), *(p.runtime for p in sim.pollers)]}.values():

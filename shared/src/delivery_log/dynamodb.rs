@@ -10,8 +10,8 @@
 //! numbers must come back exactly as they were sent. An event too large for the item is stored as
 //! its capped copy, with `event_size` and `event_sha256` beside it ([`super::logged_event`]).
 //!
-//! **One write per attempt**: the attempt's `UpdateItem` also raises `claimed`, and for a retry
-//! reserves its number. Only a copy that may not be the first claims before it sends
+//! **One write per attempt**: for a retry, the attempt's `UpdateItem` also reserves the retry's
+//! number in `claimed`. Only a copy that may not be the first claims before it sends
 //! ([`DeliveryLog::claim_attempt`]): one more `UpdateItem` on the same item, which may create it
 //! bare (a `claimed` alone, skipped by every read until an attempt is recorded).
 //!
@@ -146,9 +146,10 @@ impl DynamoDeliveryLog {
             now,
             expires,
         };
+        // A number sent unclaimed is attempt 1 (handed out from the start) or one a record
+        // reserved: only a retry's reservation needs writing.
         let claim = match then {
             Then::Retry => Claim::Reserve(attempt.number + 1),
-            Then::Done if attempt.number > 0 => Claim::Sent(attempt.number),
             Then::Done => Claim::None,
         };
         match self.append_with(&item, claim).await? {
@@ -182,8 +183,6 @@ impl DynamoDeliveryLog {
         }
         expression.push_str(match claim {
             Claim::None => "",
-            // Sent unclaimed only as a first copy: below every claim there may be already.
-            Claim::Sent(_) => ", #claimed = if_not_exists(#claimed, :n)",
             Claim::Reserve(_) => ", #claimed = :n",
             Claim::Next => ", #claimed = #claimed + :n",
         });
@@ -208,7 +207,6 @@ impl DynamoDeliveryLog {
         }
         request = match claim {
             Claim::None => request,
-            Claim::Sent(n) => request.expression_attribute_values(":n", number(n)),
             Claim::Reserve(n) => request
                 .expression_attribute_values(":n", number(n))
                 // Reserved only when no copy has claimed it, or one above it.
@@ -256,7 +254,7 @@ impl DynamoDeliveryLog {
         };
         let reserved = match claim {
             Claim::Reserve(_) | Claim::Next => Some(claimed_number(&attributes)?),
-            Claim::None | Claim::Sent(_) => None,
+            Claim::None => None,
         };
         Ok(Some(Appended { len, reserved }))
     }
@@ -420,10 +418,8 @@ struct RecordWrite {
 /// What an append does to the record's `claimed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Claim {
-    /// Nothing: an entry never sent.
+    /// Nothing: no retry follows.
     None,
-    /// Sets it to this sent number unless a number was handed out before.
-    Sent(u32),
     /// Sets it to this number, the retry's, on condition that it is above every number handed out.
     Reserve(u32),
     /// Adds one: the retry's number when its reservation failed.

@@ -489,10 +489,10 @@ pub trait DeliveryLog: Send + Sync + 'static {
     /// Appends `attempt` to the delivery `key` (creating the record on its first attempt) and sets
     /// the delivery's status; the record expires `ttl` after this update. Concurrent calls for one
     /// delivery all land: none overwrites another's attempt. `event` is stored on the first call
-    /// and ignored afterwards. An attempt that was sent (numbered 1 or more) counts as handed out
-    /// (see [`DeliveryLog::claim_attempt`]); with [`Then::Retry`] the same write reserves the
-    /// retry's number and returns it: the attempt's number + 1 when no copy has claimed it, else
-    /// the next above every number handed out. An entry that was never sent is numbered 0.
+    /// and ignored afterwards. With [`Then::Retry`] the same write reserves the retry's number
+    /// and returns it: the attempt's number + 1 when no copy has claimed it, else the next above
+    /// every number handed out (see [`DeliveryLog::claim_attempt`]). An entry that was never
+    /// sent is numbered 0.
     async fn record_attempt(
         &self,
         key: DeliveryKey,

@@ -294,24 +294,14 @@ impl DeliveryLog for SqliteDeliveryLog {
                         expires_at = excluded.expires_at, body = excluded.body",
                     params![hook_id, id, sk, expires_at, body],
                 )?;
+                // A number sent unclaimed is attempt 1 (handed out from the start) or one a
+                // record reserved: only a retry's reservation needs writing.
                 let reserved = match then {
                     Then::Retry => Some(tx.query_row(
                         HAND_OUT,
                         params![hook_id, id, key.created_at, number + 1, expires_at],
                         |row| row.get::<_, u32>(0),
                     )?),
-                    // A sent attempt counts as handed out; one sent unclaimed is below every
-                    // claim already, so only a first one needs writing.
-                    Then::Done if number > 0 => {
-                        tx.execute(
-                            "INSERT INTO delivery_claims (hook_id, id, created_at, claimed, expires_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5)
-                             ON CONFLICT (hook_id, id) DO UPDATE SET
-                                expires_at = max(expires_at, excluded.expires_at)",
-                            params![hook_id, id, key.created_at, number, expires_at],
-                        )?;
-                        None
-                    }
                     Then::Done => None,
                 };
                 Ok(Ok(reserved))
