@@ -78,6 +78,7 @@ event_hooks_tests::contract! {
         each_attempt_number_is_handed_out_once,
         a_retry_number_is_reserved_by_its_attempts_record,
         a_delivery_is_found_from_its_ids_alone,
+        an_event_of_a_few_kilobytes_comes_back_exactly,
         an_entry_never_sent_is_found_without_a_claim,
     ],
     // DynamoDB applies one UpdateItem atomically per item, which is what the adapter relies on.
@@ -1059,4 +1060,38 @@ async fn concurrent_claims_get_distinct_numbers(backend: &Backend) {
     }
     numbers.sort_unstable();
     assert_eq!(numbers, (2..=9).collect::<Vec<_>>());
+}
+
+async fn an_event_of_a_few_kilobytes_comes_back_exactly(backend: &Backend) {
+    let log = backend.open().await;
+    // given: an event of about 2 KB (stored deflated by the DynamoDB adapter), with numbers that
+    // only text keeps exactly, recorded by two attempts
+    let hook_id = Uuid::new_v4();
+    let key = key(hook_id, T0);
+    let routes: Vec<_> = (0..20)
+        .map(|i| {
+            json!({"name": format!("orders-{i}"), "paths": ["/orders", "/v2/orders"],
+                        "big": 9_007_199_254_740_993_u64, "ratio": 0.1, "tags": null})
+        })
+        .collect();
+    let event = Event {
+        data: json!({"operation": "update", "entity": {"routes": routes}, "old_entity": null}),
+        ..event()
+    };
+    assert!(serde_json::to_string(&event).unwrap().len() > 1500);
+    record(&*log, key, &event, failed_attempt(1)).await;
+    record(&*log, key, &event, attempt(2, Some(200))).await;
+    // then: every read gives it back as it was sent
+    let found = log.get(hook_id, key.delivery_id).await.unwrap().unwrap();
+    assert_eq!(found.event, event);
+    assert!(!found.event_truncated);
+    let listed = log.list(hook_id, 10, usize::MAX, None).await.unwrap();
+    assert_eq!(listed.items[0].event, event);
+    let window = DeliveryWindow {
+        from: T0,
+        to: T0,
+        statuses: vec![DeliveryStatus::Pending],
+    };
+    let windowed = log.list_window(hook_id, &window, 10, None).await.unwrap();
+    assert_eq!(windowed.items[0].event, event);
 }

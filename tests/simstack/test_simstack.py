@@ -829,6 +829,21 @@ def dollars_per_million(per: dict[str, float], invocations: dict[str, tuple[floa
     return {k: v * million for k, v in cost.items()}
 
 
+def kong_update(n: int) -> dict:
+    """A crud `update` of a route as Kong sends it (the entity, the old one, the schema): a
+    typical event, about 1.2 KB of JSON."""
+    def route(paths, updated):
+        return {"id": f"8a3c2f4e-5b6d-4e7f-9a0b-{n:012d}", "name": f"orders-{n}", "protocols": ["http", "https"],
+                "methods": ["GET", "POST"], "hosts": ["api.example.com"], "paths": paths, "headers": None,
+                "https_redirect_status_code": 426, "regex_priority": 0, "strip_path": True,
+                "path_handling": "v0", "preserve_host": False, "request_buffering": True,
+                "response_buffering": True, "snis": None, "sources": None, "destinations": None,
+                "tags": ["team-orders", "eu"], "service": {"id": "2f1d0c9b-8a7e-4d6c-b5a4-938271605f4e"},
+                "created_at": 1795400000, "updated_at": updated}
+    return {"operation": "update", "entity": route(["/orders", "/v2/orders"], 1795400100),
+            "old_entity": route(["/orders"], 1795400000), "schema": "routes"}
+
+
 def delivery_items(sim, hook_id: str) -> list[dict]:
     """The delivery log's items of one hook."""
     table = sim.stack.functions["DispatchFunction"].environment["DELIVERIES_TABLE"]
@@ -866,12 +881,12 @@ def test_aws_requests_per_delivery(defaults, receiver):
         for start in range(0, DELIVERIES, 10):
             sim.sqs.send_message_batch(QueueUrl=url, Entries=[
                 {"Id": str(i), "MessageBody": json.dumps({"source": "crud", "event": "certificates",
-                                                          "data": {"operation": "create", "entity": {"n": start + i}}})}
+                                                          "data": kong_update(start + i)})}
                 for i in range(10)])
 
     def over_http():
         for n in range(DELIVERIES):
-            emit(api, {"operation": "create", "entity": {"n": n}, "old_entity": None}, event="certificates")
+            emit(api, kong_update(DELIVERIES + n), event="certificates")
 
     def runtimes_of(logical_id):
         every = {id(r): r for r in [*sim.runtimes.values(), *(p.runtime for p in sim.pollers)]}

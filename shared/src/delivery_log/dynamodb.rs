@@ -7,8 +7,10 @@
 //! ([`super::time_of`]). Attributes: `id`, `hook_id`, `status`, `created_at`, `updated_at`,
 //! `attempts` (a list) through `serde_dynamo`, `claimed` (the highest attempt number handed out)
 //! and `event` as JSON text: producers' data may nest deeper than DynamoDB's 32 levels and its
-//! numbers must come back exactly as they were sent. An event too large for the item is stored as
-//! its capped copy, with `event_size` and `event_sha256` beside it ([`super::logged_event`]).
+//! numbers must come back exactly as they were sent. An event of more than [`DEFLATE_ABOVE`] bytes is
+//! stored deflated instead, as `event_z` (binary), when that makes it smaller: a write unit is 1 KB,
+//! and the event is most of a typical record. An event too large for the item is stored as its
+//! capped copy, with `event_size` and `event_sha256` beside it ([`super::logged_event`]).
 //!
 //! **One write per attempt**: for a retry, the attempt's `UpdateItem` also reserves the retry's
 //! number in `claimed`. Only a copy that may not be the first claims before it sends
@@ -139,7 +141,7 @@ impl DynamoDeliveryLog {
         let (event, digest) = logged_event(event)?;
         let item = RecordWrite {
             key,
-            event: serde_json::to_string(&event).map_err(StoreError::backend)?,
+            event: StoredEvent::of(serde_json::to_string(&event).map_err(StoreError::backend)?),
             digest,
             attempt: to_value(std::slice::from_ref(&attempt))?,
             status: to_value(&status)?,
@@ -224,7 +226,7 @@ impl DynamoDeliveryLog {
             .expression_attribute_names("#expires_at_ms", "expires_at_ms")
             .expression_attribute_names("#id", "id")
             .expression_attribute_names("#hook_id", "hook_id")
-            .expression_attribute_names("#event", "event")
+            .expression_attribute_names("#event", item.event.attribute().0)
             .expression_attribute_names("#created_at", "created_at")
             .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
             .expression_attribute_values(":new", item.attempt.clone())
@@ -234,7 +236,7 @@ impl DynamoDeliveryLog {
             .expression_attribute_values(":exp_ms", number(item.expires.millis))
             .expression_attribute_values(":id", to_value(&key.delivery_id)?)
             .expression_attribute_values(":hook_id", to_value(&key.hook_id)?)
-            .expression_attribute_values(":event", AttributeValue::S(item.event.clone()))
+            .expression_attribute_values(":event", item.event.attribute().1)
             .expression_attribute_values(":created", number(key.created_at))
             .return_values(ReturnValue::UpdatedNew)
             .send()
@@ -402,11 +404,70 @@ impl Expiry {
     }
 }
 
+/// Events whose JSON text is longer than this are stored deflated when that saves bytes; shorter
+/// ones rarely gain what the binary attribute's name costs.
+const DEFLATE_ABOVE: usize = 256;
+
+/// The event as stored: its JSON text, or that text deflated (see the module documentation).
+#[derive(Clone)]
+enum StoredEvent {
+    Text(String),
+    Deflated(Vec<u8>),
+}
+
+impl StoredEvent {
+    fn of(text: String) -> StoredEvent {
+        if text.len() > DEFLATE_ABOVE {
+            if let Some(deflated) = deflate(text.as_bytes()).filter(|d| d.len() < text.len()) {
+                return StoredEvent::Deflated(deflated);
+            }
+        }
+        StoredEvent::Text(text)
+    }
+
+    /// The attribute it is stored in, and its value.
+    fn attribute(&self) -> (&'static str, AttributeValue) {
+        match self {
+            StoredEvent::Text(text) => ("event", AttributeValue::S(text.clone())),
+            StoredEvent::Deflated(bytes) => (
+                "event_z",
+                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(bytes.clone())),
+            ),
+        }
+    }
+}
+
+fn deflate(bytes: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let mut encoder =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).ok()?;
+    encoder.finish().ok()
+}
+
+/// The JSON text of a deflated event; at most [`crate::limits::MAX_LOGGED_EVENT_BYTES`] of it
+/// (what the log stores), so a corrupt item cannot inflate without end.
+fn inflate(bytes: &[u8]) -> Result<String, StoreError> {
+    use std::io::Read as _;
+    let limit = crate::limits::MAX_LOGGED_EVENT_BYTES as u64 + 1;
+    let mut text = String::new();
+    flate2::read::DeflateDecoder::new(bytes)
+        .take(limit)
+        .read_to_string(&mut text)
+        .map_err(|err| StoreError::backend(format!("a deflated event: {err}")))?;
+    if text.len() as u64 >= limit {
+        return Err(StoreError::backend(
+            "a deflated event longer than the log keeps",
+        ));
+    }
+    Ok(text)
+}
+
 /// What one append writes, built once for its retry with [`Claim::Next`].
 struct RecordWrite {
     key: DeliveryKey,
-    /// The event as stored: JSON text of the logged copy.
-    event: String,
+    /// The event as stored: JSON text of the logged copy, deflated where it pays.
+    event: StoredEvent,
     digest: Option<super::EventDigest>,
     /// The attempt as a one-element list, for `list_append`.
     attempt: AttributeValue,
@@ -451,7 +512,8 @@ fn claimed_number(attributes: &Item) -> Result<u32, StoreError> {
     }
 }
 
-/// A record item as stored; `event` is JSON text (see the module documentation).
+/// A record item as stored; `event` is JSON text, or deflated in `event_z`, which
+/// [`StoredRecord::from_item`] inflates into `event` (see the module documentation).
 #[derive(Deserialize)]
 struct StoredRecord {
     id: Uuid,
@@ -470,7 +532,13 @@ struct StoredRecord {
 }
 
 impl StoredRecord {
-    fn from_item(item: Item) -> Result<StoredRecord, StoreError> {
+    fn from_item(mut item: Item) -> Result<StoredRecord, StoreError> {
+        if let Some(deflated) = item.remove("event_z") {
+            let AttributeValue::B(bytes) = deflated else {
+                return Err(StoreError::backend("event_z is not binary"));
+            };
+            item.insert("event".into(), AttributeValue::S(inflate(bytes.as_ref())?));
+        }
         serde_dynamo::from_item(item).map_err(StoreError::backend)
     }
 
@@ -810,6 +878,31 @@ const WINDOW_READ: i32 = 100;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_are_deflated_where_it_pays_and_come_back_whole() {
+        let small = r#"{"source":"crud"}"#.to_owned();
+        assert!(matches!(StoredEvent::of(small), StoredEvent::Text(_)));
+        let kong = serde_json::json!({"source": "crud", "event": "consumers", "data": {
+            "operation": "update",
+            "entity": {"username": "ana", "custom_id": "c-1", "tags": ["gold", "eu"],
+                       "created_at": 1_795_400_000, "updated_at": 1_795_400_100},
+            "old_entity": {"username": "ana", "custom_id": "c-1", "tags": ["gold"],
+                           "created_at": 1_795_400_000, "updated_at": 1_795_400_000}}})
+        .to_string();
+        let StoredEvent::Deflated(bytes) = StoredEvent::of(kong.clone()) else {
+            panic!("a Kong event is worth deflating");
+        };
+        assert!(bytes.len() < kong.len());
+        assert_eq!(inflate(&bytes).unwrap(), kong);
+    }
+
+    #[test]
+    fn an_event_that_inflates_past_the_logs_limit_is_an_error() {
+        let huge = "x".repeat(crate::limits::MAX_LOGGED_EVENT_BYTES + 10);
+        let bomb = deflate(huge.as_bytes()).unwrap();
+        assert!(inflate(&bomb).is_err());
+    }
 
     #[test]
     fn ttl_seconds_never_come_before_the_expiry() {
