@@ -136,7 +136,7 @@ const REPLAY_CHUNK: usize = 50;
 /// The default window of a replay, in seconds: the day before `until`.
 const DEFAULT_WINDOW_SECONDS: i64 = 86_400;
 
-/// The latest time a replay window may name, in Unix seconds: the log's sort keys hold first-attempt
+/// The latest time a replay window may name, in Unix seconds: the log's sort keys hold delivery
 /// times up to 9999999999999 ms.
 const MAX_SECONDS: i64 = 9_999_999_999;
 
@@ -279,7 +279,7 @@ impl ReplayParams {
         })
     }
 
-    /// The log window: first attempts from the start of `since` to the end of `until`.
+    /// The log window: delivery times from the start of `since` to the end of `until`.
     fn window(&self) -> DeliveryWindow {
         DeliveryWindow {
             from: self.since.saturating_mul(1000),

@@ -26,7 +26,7 @@ use super::AdminState;
 use crate::apigee::webhook;
 use crate::events::{check_registered, event_from_value, Event};
 use crate::idempotency::{check_key, Claimed, IdempotencyStore, CLAIM_LEASE, KEY_TTL};
-use crate::queue::Outgoing;
+use crate::queue::{Outgoing, RESENT_ATTRIBUTE};
 use crate::windows::event_key;
 
 /// The request header that makes `POST /events` idempotent.
@@ -122,8 +122,11 @@ pub(super) async fn emit_once(
         }
         Claimed::Existing(claim) if !claim.completed => Err(ApiError::IdempotencyKeyInProgress),
         Claimed::Existing(claim) => Ok(accepted(claim.event_id)),
-        Claimed::New => {
-            if let Err(err) = enqueue(state, event).await {
+        claimed @ (Claimed::New | Claimed::Reclaimed) => {
+            // A reclaimed key's first request may have queued this event (same id) already:
+            // this copy says so, and the dispatcher numbers its attempts above the other's.
+            let resent = claimed == Claimed::Reclaimed;
+            if let Err(err) = enqueue_marked(state, event, resent).await {
                 // Freed so that a retry queues the event instead of being answered with an id
                 // that was never queued; if even that fails, the lease frees it later.
                 if let Err(release) = store.release(key, event.id).await {
@@ -144,10 +147,21 @@ pub(super) async fn emit_once(
 
 /// Puts `event` on the events queue; returns once the queue holds it durably.
 pub(super) async fn enqueue(state: &AdminState, event: &Event) -> Result<(), ApiError> {
+    enqueue_marked(state, event, false).await
+}
+
+/// [`enqueue`], with [`RESENT_ATTRIBUTE`] when `resent`: the event may be queued already.
+async fn enqueue_marked(state: &AdminState, event: &Event, resent: bool) -> Result<(), ApiError> {
     let body = serde_json::to_string(event).map_err(ApiError::internal)?;
+    let mut message = Outgoing::now(body);
+    if resent {
+        message
+            .attributes
+            .insert(RESENT_ATTRIBUTE.to_owned(), "1".to_owned());
+    }
     state
         .events
-        .send(Outgoing::now(body))
+        .send(message)
         .await
         .map_err(ApiError::internal)?;
     Ok(())
@@ -308,6 +322,8 @@ mod idempotent_tests {
         assert_eq!(queued.len(), 1);
         let body: Value = serde_json::from_str(&queued[0].body).unwrap();
         assert_eq!(body["id"], id);
+        // and: marked as possibly a second copy (on SQS a failed send may have queued it)
+        assert_eq!(queued[0].possible_receives(), 2);
     }
 
     #[tokio::test]

@@ -9,8 +9,8 @@
 //! of each hook's log), so no read starts later than [`DEADLINE`] after the call; an answer cut
 //! there covers the hooks read so far and says `"partial": true` (`hooks_read` of `hooks`), well
 //! within the admin function's timeout (`scripts/check-build-inputs.py` checks the template
-//! against [`DEADLINE`] and the SDK's operation timeout). Only deliveries first attempted within
-//! the hour are read, so retries of older deliveries are not counted. The log is read through
+//! against [`DEADLINE`] and the SDK's operation timeout). Only deliveries of the hour (by their
+//! event's time) are read, so retries of older deliveries are not counted. The log is read through
 //! [`DeliveryLog::summarize_window`], a projection without events, response bodies or error
 //! texts, so a call holds a few dozen bytes per attempt however large the logged events are.
 

@@ -156,7 +156,7 @@ pub struct DeliveryRecord {
     pub event_sha256: Option<String>,
     /// Set by the latest attempt recorded.
     pub status: DeliveryStatus,
-    /// The first attempt's time, in Unix milliseconds, as passed to [`DeliveryLog::record_attempt`].
+    /// The delivery's time, in Unix milliseconds: [`time_of`] its id (the key's `created_at`).
     pub created_at: i64,
     /// When the last attempt was recorded, in Unix milliseconds.
     pub updated_at: i64,
@@ -351,13 +351,13 @@ pub(crate) fn json_len(record: &DeliveryRecord) -> Result<usize, StoreError> {
     Ok(count.0)
 }
 
-/// Which deliveries [`DeliveryLog::list_window`] returns: those of one hook first attempted in a
+/// Which deliveries [`DeliveryLog::list_window`] returns: those of one hook whose time is in a
 /// time range, whose status is one of a set (what a replay resends, spec §8).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryWindow {
-    /// The earliest first-attempt time (`created_at`) included, in Unix ms.
+    /// The earliest delivery time (`created_at`) included, in Unix ms.
     pub from: i64,
-    /// The latest first-attempt time included, in Unix ms.
+    /// The latest delivery time included, in Unix ms.
     pub to: i64,
     /// Only deliveries whose current status is one of these; none when empty.
     pub statuses: Vec<DeliveryStatus>,

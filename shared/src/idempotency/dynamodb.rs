@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use uuid::Uuid;
 
@@ -65,15 +65,16 @@ impl DynamoIdempotencyStore {
         DynamoIdempotencyStore { clock, ..self }
     }
 
-    /// One conditional put; `Ok(None)` when it wrote, the holder when the condition failed (read
-    /// from the failure itself, or consistently afterwards where the back end does not return it).
+    /// One conditional put; `Ok(Ok(claimed))` when it wrote, the holder when the condition failed
+    /// (read from the failure itself, or consistently afterwards where the back end does not
+    /// return it).
     async fn try_claim(
         &self,
         key: &str,
         event_id: Uuid,
         body_digest: &str,
         lease: Duration,
-    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+    ) -> Result<Result<Claimed, HashMap<String, AttributeValue>>, StoreError> {
         let now = self.clock.now_millis();
         let expires_at_ms = expiry_millis(now, lease);
         let result = self
@@ -91,10 +92,22 @@ impl DynamoIdempotencyStore {
             .expression_attribute_names("#exp", "expires_at_ms")
             .expression_attribute_values(":now", number(now))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            // The item replaced, if any: a claim never completed makes this one a reclaim.
+            .return_values(ReturnValue::AllOld)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(None),
+            Ok(output) => {
+                let uncompleted = output
+                    .attributes
+                    .as_ref()
+                    .is_some_and(|old| !old.is_empty() && !completed(old));
+                Ok(Ok(if uncompleted {
+                    Claimed::Reclaimed
+                } else {
+                    Claimed::New
+                }))
+            }
             Err(SdkError::ServiceError(failure))
                 if failure.err().is_conditional_check_failed_exception() =>
             {
@@ -103,12 +116,12 @@ impl DynamoIdempotencyStore {
                     _ => None,
                 };
                 match returned {
-                    Some(item) => Ok(Some(item)),
+                    Some(item) => Ok(Err(item)),
                     None => {
                         let key = HashMap::from([("key".to_owned(), string(key))]);
                         let item = crate::aws::read_item(&self.client, &self.table, key).await?;
-                        // Gone (released or purged) since the put: empty, so the caller retries.
-                        Ok(Some(item.unwrap_or_default()))
+                        // Gone (purged) since the put: empty, so the caller retries.
+                        Ok(Err(item.unwrap_or_default()))
                     }
                 }
             }
@@ -140,12 +153,16 @@ fn claim_of(item: &HashMap<String, AttributeValue>) -> Result<Claim, StoreError>
     Ok(Claim {
         event_id: text("event_id")?.parse().map_err(StoreError::backend)?,
         body_digest: text("body_digest")?.clone(),
-        completed: item
-            .get("completed")
-            .and_then(|value| value.as_bool().ok())
-            .copied()
-            .unwrap_or(false),
+        completed: completed(item),
     })
+}
+
+/// Whether an item's claim was completed.
+fn completed(item: &HashMap<String, AttributeValue>) -> bool {
+    item.get("completed")
+        .and_then(|value| value.as_bool().ok())
+        .copied()
+        .unwrap_or(false)
 }
 
 #[async_trait]
@@ -159,9 +176,9 @@ impl IdempotencyStore for DynamoIdempotencyStore {
     ) -> Result<Claimed, StoreError> {
         for _ in 0..CLAIM_ATTEMPTS {
             match self.try_claim(key, event_id, body_digest, lease).await? {
-                None => return Ok(Claimed::New),
-                Some(item) if item.is_empty() => continue,
-                Some(item) => return Ok(Claimed::Existing(claim_of(&item)?)),
+                Ok(claimed) => return Ok(claimed),
+                Err(item) if item.is_empty() => continue,
+                Err(item) => return Ok(Claimed::Existing(claim_of(&item)?)),
             }
         }
         Err(StoreError::backend(
@@ -202,16 +219,22 @@ impl IdempotencyStore for DynamoIdempotencyStore {
     }
 
     async fn release(&self, key: &str, event_id: Uuid) -> Result<(), StoreError> {
+        // Expired at once and kept (TTL deletes it after the lease), so that the next claim
+        // knows an earlier one was never completed.
+        let expired = self.clock.now_millis().saturating_sub(1);
         let result = self
             .client
-            .delete_item()
+            .update_item()
             .table_name(&self.table)
             .key("key", string(key))
+            .update_expression("SET #exp = :expired")
             .condition_expression(RELEASE_CONDITION)
             .expression_attribute_names("#event", "event_id")
             .expression_attribute_names("#completed", "completed")
+            .expression_attribute_names("#exp", "expires_at_ms")
             .expression_attribute_values(":event", string(&event_id.to_string()))
             .expression_attribute_values(":no", AttributeValue::Bool(false))
+            .expression_attribute_values(":expired", number(expired))
             .send()
             .await;
         match result {

@@ -45,8 +45,12 @@ pub struct Claim {
 /// The outcome of [`IdempotencyStore::claim`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claimed {
-    /// The key was free (or its previous claim lapsed): it is now this request's.
+    /// The key was free (never used, or its completed use expired): it is now this request's.
     New,
+    /// The key was claimed before by a request that did not complete it (its enqueue failed and
+    /// released it, or it died and its lease lapsed): it is now this request's, and the earlier
+    /// one's event may be on the queue all the same (a send whose reply was lost).
+    Reclaimed,
     /// The key is held, by this claim.
     Existing(Claim),
 }
@@ -70,7 +74,7 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     async fn complete(&self, key: &str, event_id: Uuid, ttl: Duration) -> Result<(), StoreError>;
 
     /// Frees `key` if it is still claimed, and not completed, for `event_id`: its event could not
-    /// be queued, so a retry must be able to claim it again.
+    /// be queued, so a retry must be able to claim it again ([`Claimed::Reclaimed`]).
     async fn release(&self, key: &str, event_id: Uuid) -> Result<(), StoreError>;
 }
 

@@ -44,10 +44,15 @@ const COMPLETE: &str = "
     UPDATE idempotency_keys SET completed = 1, expires_at = ?3 WHERE key = ?1 AND event_id = ?2
 ";
 
-const RELEASE: &str =
-    "DELETE FROM idempotency_keys WHERE key = ?1 AND event_id = ?2 AND completed = 0";
+/// Expires the claim at once, and keeps it, so that the next claim knows of it.
+const RELEASE: &str = "
+    UPDATE idempotency_keys SET expires_at = ?3 WHERE key = ?1 AND event_id = ?2 AND completed = 0
+";
 
-/// Removes a bounded batch of expired rows, so purging never makes one claim slow.
+/// Whether the key has a claim that was never completed (expired or not).
+const UNCOMPLETED: &str = "SELECT completed = 0 FROM idempotency_keys WHERE key = ?1";
+
+/// Removes a bounded batch of rows expired before `?1`, so purging never makes one claim slow.
 const PURGE: &str = "
     DELETE FROM idempotency_keys WHERE rowid IN (
         SELECT rowid FROM idempotency_keys WHERE expires_at < ?1 LIMIT 32
@@ -97,10 +102,15 @@ impl IdempotencyStore for SqliteIdempotencyStore {
             // forget a key whose event was delivered.
             .write(move |tx| {
                 let id = event_id.to_string();
+                let uncompleted: Option<bool> = tx
+                    .query_row(UNCOMPLETED, params![key], |row| row.get(0))
+                    .optional()?;
                 let written = tx.execute(CLAIM, params![key, id, body_digest, expires_at, now])?;
-                tx.execute(PURGE, params![now])?;
+                // Released and lapsed claims are kept a lease longer, for the next claim to see.
+                let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+                tx.execute(PURGE, params![now.saturating_sub(lease_ms)])?;
                 if written == 1 {
-                    return Ok(None);
+                    return Ok(Err(uncompleted == Some(true)));
                 }
                 tx.query_row(HOLDER, params![key], |row| {
                     Ok((
@@ -110,11 +120,15 @@ impl IdempotencyStore for SqliteIdempotencyStore {
                     ))
                 })
                 .optional()
+                .map(Ok)
             })
             .await
             .map_err(StoreError::backend)?;
-        let Some((event_id, body_digest, completed)) = holder else {
-            return Ok(Claimed::New);
+        let (event_id, body_digest, completed) = match holder {
+            Ok(Some(holder)) => holder,
+            // Gone between the two statements cannot happen under the write lock; a free key.
+            Ok(None) | Err(false) => return Ok(Claimed::New),
+            Err(true) => return Ok(Claimed::Reclaimed),
         };
         Ok(Claimed::Existing(Claim {
             event_id: event_id.parse().map_err(StoreError::backend)?,
@@ -138,9 +152,12 @@ impl IdempotencyStore for SqliteIdempotencyStore {
 
     async fn release(&self, key: &str, event_id: Uuid) -> Result<(), StoreError> {
         let key = key.to_owned();
+        let expired = self.clock.now_millis().saturating_sub(1);
         self.db
             // Relaxed: losing it only keeps the key pending until its lease lapses.
-            .write_relaxed(move |tx| tx.execute(RELEASE, params![key, event_id.to_string()]))
+            .write_relaxed(move |tx| {
+                tx.execute(RELEASE, params![key, event_id.to_string(), expired])
+            })
             .await
             .map(|_| ())
             .map_err(StoreError::backend)
