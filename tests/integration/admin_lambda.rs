@@ -82,17 +82,16 @@ async fn every_admin_sample_event_runs_through_the_lambda_binary_on_moto() {
     let (secret_arn, token) = moto::create_admin_token(&config).await;
     let mut function = FunctionProcess::start(
         &binary,
-        &[
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_ENDPOINT_URL", &endpoint),
-            ("HOOKS_TABLE", &table),
-            ("EVENTS_QUEUE_URL", &queue_url),
-            ("DELIVERIES_TABLE", &deliveries_table),
-            ("DELIVERIES_QUEUE_URL", &deliveries_url),
-            ("ADMIN_TOKEN_SECRET_ARN", &secret_arn),
-        ],
+        &moto::process_env(
+            &endpoint,
+            &[
+                ("HOOKS_TABLE", &table),
+                ("EVENTS_QUEUE_URL", &queue_url),
+                ("DELIVERIES_TABLE", &deliveries_table),
+                ("DELIVERIES_QUEUE_URL", &deliveries_url),
+                ("ADMIN_TOKEN_SECRET_ARN", &secret_arn),
+            ],
+        ),
     )
     .await;
     let mut samples = Samples::new();
@@ -256,17 +255,16 @@ async fn a_rotated_admin_token_is_accepted_without_a_restart() {
         .expect("create the hooks table");
     let mut function = FunctionProcess::start(
         &function_binary("admin-api"),
-        &[
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_ENDPOINT_URL", &endpoint),
-            ("HOOKS_TABLE", &table),
-            ("EVENTS_QUEUE_URL", "http://127.0.0.1:9/123456789012/events"),
-            ("DELIVERIES_TABLE", "unused"),
-            ("DELIVERIES_QUEUE_URL", "http://127.0.0.1:9/123456789012/d"),
-            ("ADMIN_TOKEN_SECRET_ARN", &secret_arn),
-        ],
+        &moto::process_env(
+            &endpoint,
+            &[
+                ("HOOKS_TABLE", &table),
+                ("EVENTS_QUEUE_URL", "http://127.0.0.1:9/123456789012/events"),
+                ("DELIVERIES_TABLE", "unused"),
+                ("DELIVERIES_QUEUE_URL", "http://127.0.0.1:9/123456789012/d"),
+                ("ADMIN_TOKEN_SECRET_ARN", &secret_arn),
+            ],
+        ),
     )
     .await;
     let list = Samples::new().load("admin-list-hooks.json");
@@ -292,17 +290,16 @@ async fn with_iam_auth_only_requests_api_gateway_signed_are_served() {
     // Given the function in IAM mode (API Gateway checks SigV4 signatures).
     let mut function = FunctionProcess::start(
         &function_binary("admin-api"),
-        &[
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_ENDPOINT_URL", &endpoint),
-            ("HOOKS_TABLE", &table),
-            ("EVENTS_QUEUE_URL", "http://127.0.0.1:9/123456789012/events"),
-            ("DELIVERIES_TABLE", "unused"),
-            ("DELIVERIES_QUEUE_URL", "http://127.0.0.1:9/123456789012/d"),
-            ("ADMIN_AUTH", "iam"),
-        ],
+        &moto::process_env(
+            &endpoint,
+            &[
+                ("HOOKS_TABLE", &table),
+                ("EVENTS_QUEUE_URL", "http://127.0.0.1:9/123456789012/events"),
+                ("DELIVERIES_TABLE", "unused"),
+                ("DELIVERIES_QUEUE_URL", "http://127.0.0.1:9/123456789012/d"),
+                ("ADMIN_AUTH", "iam"),
+            ],
+        ),
     )
     .await;
     let list = Samples::new().load("admin-list-hooks.json");

@@ -59,20 +59,19 @@ async fn edge_samples_run_through_the_admin_lambda_on_moto() {
     let secret_arn = moto::create_secret(&config, "password").await;
     let mut function = FunctionProcess::start(
         &function_binary("admin-api"),
-        &[
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_ENDPOINT_URL", &endpoint),
-            ("HOOKS_TABLE", &table),
-            ("EVENTS_QUEUE_URL", &events_url),
-            ("DELIVERIES_TABLE", &deliveries_table),
-            ("DELIVERIES_QUEUE_URL", &deliveries_url),
-            ("MONETIZATION_TABLE", &monetization_table),
-            // Edge's `-u email:password`: the samples carry joe@example.com:password, and
-            // the admin token ("password") is in Secrets Manager, as the template keeps it.
-            ("ADMIN_TOKEN_SECRET_ARN", &secret_arn),
-        ],
+        &moto::process_env(
+            &endpoint,
+            &[
+                ("HOOKS_TABLE", &table),
+                ("EVENTS_QUEUE_URL", &events_url),
+                ("DELIVERIES_TABLE", &deliveries_table),
+                ("DELIVERIES_QUEUE_URL", &deliveries_url),
+                ("MONETIZATION_TABLE", &monetization_table),
+                // Edge's `-u email:password`: the samples carry joe@example.com:password, and
+                // the admin token ("password") is in Secrets Manager, as the template keeps it.
+                ("ADMIN_TOKEN_SECRET_ARN", &secret_arn),
+            ],
+        ),
     )
     .await;
     let mut samples = Samples::new();

@@ -69,18 +69,17 @@ async fn the_lambda_queues_one_event_per_key() {
     let (secret_arn, token) = moto::create_admin_token(&config).await;
     let mut function = FunctionProcess::start(
         &function_binary("admin-api"),
-        &[
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_ENDPOINT_URL", &endpoint),
-            ("HOOKS_TABLE", &hooks),
-            ("EVENTS_QUEUE_URL", &events_url),
-            ("DELIVERIES_TABLE", &deliveries),
-            ("DELIVERIES_QUEUE_URL", &deliveries_url),
-            ("IDEMPOTENCY_TABLE", &keys),
-            ("ADMIN_TOKEN_SECRET_ARN", &secret_arn),
-        ],
+        &moto::process_env(
+            &endpoint,
+            &[
+                ("HOOKS_TABLE", &hooks),
+                ("EVENTS_QUEUE_URL", &events_url),
+                ("DELIVERIES_TABLE", &deliveries),
+                ("DELIVERIES_QUEUE_URL", &deliveries_url),
+                ("IDEMPOTENCY_TABLE", &keys),
+                ("ADMIN_TOKEN_SECRET_ARN", &secret_arn),
+            ],
+        ),
     )
     .await
     .with_admin_token(&token);

@@ -374,18 +374,17 @@ async fn the_lambda_relay_reads_its_secrets_from_secrets_manager_and_queues_on_s
         .expect("create the events queue");
     let mut function = FunctionProcess::start(
         &function_binary("admin-api"),
-        &[
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_ENDPOINT_URL", &endpoint),
-            ("HOOKS_TABLE", &table),
-            ("EVENTS_QUEUE_URL", &queue_url),
-            ("DELIVERIES_TABLE", "unused"),
-            ("DELIVERIES_QUEUE_URL", "http://127.0.0.1:9/123456789012/d"),
-            ("ADMIN_TOKEN_SECRET_ARN", &admin_secret),
-            ("RELAY_SECRETS_SECRET_ARN", &relay_secrets),
-        ],
+        &moto::process_env(
+            &endpoint,
+            &[
+                ("HOOKS_TABLE", &table),
+                ("EVENTS_QUEUE_URL", &queue_url),
+                ("DELIVERIES_TABLE", "unused"),
+                ("DELIVERIES_QUEUE_URL", "http://127.0.0.1:9/123456789012/d"),
+                ("ADMIN_TOKEN_SECRET_ARN", &admin_secret),
+                ("RELAY_SECRETS_SECRET_ARN", &relay_secrets),
+            ],
+        ),
     )
     .await;
     let sample: Value = serde_json::from_slice(

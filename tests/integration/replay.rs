@@ -436,17 +436,16 @@ async fn the_admin_lambda_replays_from_dynamodb_onto_the_deliveries_queue() {
     let (secret_arn, token) = moto::create_admin_token(&config).await;
     let mut function = FunctionProcess::start(
         &function_binary("admin-api"),
-        &[
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_ENDPOINT_URL", &endpoint),
-            ("HOOKS_TABLE", &hooks_table),
-            ("EVENTS_QUEUE_URL", &events_url),
-            ("DELIVERIES_TABLE", &deliveries_table),
-            ("DELIVERIES_QUEUE_URL", &deliveries_url),
-            ("ADMIN_TOKEN_SECRET_ARN", &secret_arn),
-        ],
+        &moto::process_env(
+            &endpoint,
+            &[
+                ("HOOKS_TABLE", &hooks_table),
+                ("EVENTS_QUEUE_URL", &events_url),
+                ("DELIVERIES_TABLE", &deliveries_table),
+                ("DELIVERIES_QUEUE_URL", &deliveries_url),
+                ("ADMIN_TOKEN_SECRET_ARN", &secret_arn),
+            ],
+        ),
     )
     .await
     .with_admin_token(&token);

@@ -22,6 +22,18 @@ pub fn config() -> Option<SdkConfig> {
     }
 }
 
+/// The environment of a function process on moto at `endpoint`: its region, test credentials and
+/// endpoint, then the function's `own` settings.
+pub fn process_env<'a>(endpoint: &'a str, own: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let aws = [
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_ENDPOINT_URL", endpoint),
+    ];
+    aws.into_iter().chain(own.iter().copied()).collect()
+}
+
 /// A name no other test uses, for tables and queues on the shared moto server.
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
