@@ -841,12 +841,7 @@ class Runtime:
 
     def kill(self, why: str):
         """SIGKILL of the environment (emulator and bootstrap), logged in `output()`."""
-        process = self.process
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, 9)
-            except ProcessLookupError:
-                pass
+        _kill_session(self.process.pid)
         self.log.write(f"\n=== simstack: SIGKILL of the environment ({why}) ===\n".encode())
         self.log.flush()
 
@@ -932,13 +927,27 @@ class Runtime:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        try:
-            os.killpg(self.process.pid, 9)  # the bootstrap, in the emulator's process group
-        except (ProcessLookupError, PermissionError):
-            pass
+        _kill_session(self.process.pid)
         self.hand_over.stop()
         self.log.close()
         shutil.rmtree(self.task, ignore_errors=True)
+
+
+def _kill_session(leader: int):
+    """SIGKILL of every process in the session that `leader` (the emulator, started in a session of
+    its own) leads. Not its process group: the emulator starts the bootstrap in a group of its own,
+    and a bootstrap that outlived its emulator would finish the killed invocation and then take
+    invocations from the next emulator on the same ports, beside the new bootstrap."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # Fields after the command's closing parenthesis: state, ppid, pgrp, session, ...
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == leader:
+                os.kill(int(entry.name), 9)
+        except (OSError, ValueError, IndexError):
+            pass  # gone meanwhile, or not ours to read
 
 
 # --- API Gateway (HTTP API) -----------------------------------------------------------------------

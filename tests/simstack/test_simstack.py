@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 import simstack
@@ -691,6 +692,47 @@ def test_cold_starts_are_reported_by_the_emulator(sim):
         durations = runtime.init_durations()
         if key in {p.mapping.function for p in sim.pollers} or key in {r.function for r in sim.stack.routes}:
             assert durations, f"{key}: no Init Duration in the emulator's log:\n{runtime.output()[-2000:]}"
+
+
+def session_members(leader: int) -> list[int]:
+    """The live processes (not zombies) of the session `leader` leads: the emulator and what it
+    started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit():
+                continue
+            state, _ppid, _group, session = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:4]
+            if int(session) == leader and state != "Z":
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return found
+
+
+def test_a_killed_environment_leaves_no_bootstrap_running(sim, api, receiver):
+    # The emulator starts the bootstrap in a process group of its own. A bootstrap that outlived
+    # a kill finished its invocation (here: waiting on a slow target), then took the next
+    # emulator's invocations beside the new bootstrap: one batch handled twice at once, as on no
+    # Lambda (the chaos run saw attempt 1 sent twice, 0.1 s apart).
+    hook = create(api, webhook(receiver, "/killed", event="consumers"))
+    receiver.wait("/killed", 1)
+    runtime = sim.runtimes[next(r.function for r in sim.stack.routes if r.path.endswith("/test"))]
+    receiver.script["/killed"] = [SLOW]
+    tested = threading.Thread(target=api.call, args=("POST", f"/event-hooks/{hook['id']}/test", {}))
+    tested.start()
+    try:
+        receiver.wait("/killed", 2)  # the probe's bootstrap waits on the slow target
+        leader = runtime.process.pid
+        assert len(session_members(leader)) >= 2, "the emulator and its bootstrap"
+        runtime.kill("test")
+        time.sleep(0.5)
+        assert session_members(leader) == [], "a process of the killed environment still runs"
+    finally:
+        tested.join()
+    status, body = api.call("GET", f"/event-hooks/{hook['id']}/ping")  # a cold environment answers
+    assert status == 200, body
+    delete(api, hook)
 
 
 # --- a whole default retry schedule through Lambda's loop rule --------------------------------
