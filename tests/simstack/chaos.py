@@ -230,11 +230,12 @@ def drain_dlq(sim: SimulatedStack, output: str) -> list[dict]:
 
 def run(seed: int, events: int, spec: str, kill_per_records: int = 500, visibility: int = 10,
         slow_rate: float = 0.02, slow_s: float = 8.0, drain_timeout: float = 600.0,
-        producers: int = 4, cut_rate: float = 0.005, log=print) -> Result:
+        producers: int = 4, cut_rate: float = 0.005, kills_owed: int = 0, log=print) -> Result:
     res = Result(seed, events, spec, kill_per_records, visibility)
     faults = Faults.from_spec(spec, seed)
     faults.active = False
-    lfaults = LambdaFaults(seed, kill_per_records=kill_per_records, cut_rate=cut_rate, active=False)
+    lfaults = LambdaFaults(seed, kill_per_records=kill_per_records, cut_rate=cut_rate, active=False,
+                           kills_owed=kills_owed)
     receiver = Receiver(seed, slow_rate, slow_s)
     sim = make_stack(faults)
     extra: list = []

@@ -39,12 +39,15 @@ class LambdaFaults:
     kill_per_records: int = 500
     cut_rate: float = 0.0
     active: bool = True
+    # Kills owed from the start: each goes to the next invocation until one is in flight when it
+    # fires, so a small run that must see a kill does not depend on its draws.
+    kills_owed: int = 0
     injected: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
         self.rng = random.Random(f"lambda:{self.seed}")
         self.lock = threading.Lock()
-        self.owed: list[str] = []
+        self.owed: list[str] = ["kill"] * self.kills_owed
 
     def plan(self, function: str, records: int) -> Planned | None:
         """The fault for an invocation of `function` with `records` records, if any."""

@@ -15,6 +15,7 @@ import pytest
 from botocore.config import Config
 from botocore.retries.standard import ThrottledRetryableChecker
 from faults import Faults, Rule
+from lambda_faults import LambdaFaults
 from simstack import REGION, Counter, Moto
 
 # The throttling codes of the Rust SDK's retry classifier (aws-runtime 1.10
@@ -220,3 +221,15 @@ def test_spec_parsing_and_rule_checks():
     for bad in ("DynamoDB:*:boom:0.1", "DynamoDB:*:throttle:2", "DynamoDB:throttle:0.1"):
         with pytest.raises(ValueError):
             Faults.from_spec(bad, 1)
+
+
+def test_an_owed_kill_goes_to_each_next_invocation_until_one_is_in_flight():
+    lambda_faults = LambdaFaults(7, kill_per_records=10**9, kills_owed=1)  # draws never kill
+    for _ in range(3):  # each invocation ends before the kill fires: it is owed on
+        planned = lambda_faults.plan("DispatchFunction", 2)
+        assert planned is not None and planned.kind == "kill"
+        lambda_faults.record("DispatchFunction", "kill", 2, planned.after, hit=False)
+    planned = lambda_faults.plan("DispatchFunction", 2)
+    lambda_faults.record("DispatchFunction", "kill", 2, planned.after, hit=True)
+    assert lambda_faults.counts() == {"kill": 1}
+    assert all(lambda_faults.plan("DispatchFunction", 2) is None for _ in range(50))
