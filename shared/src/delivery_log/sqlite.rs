@@ -267,12 +267,10 @@ impl DeliveryLog for SqliteDeliveryLog {
                 if purge {
                     tx.execute("DELETE FROM deliveries WHERE expires_at <= ?1", [now])?;
                 }
+                // Cached statements: every attempt runs these on the one writer thread.
                 let stored: Option<String> = tx
-                    .query_row(
-                        "SELECT body FROM deliveries WHERE hook_id = ?1 AND id = ?2",
-                        [&hook_id, &id],
-                        |row| row.get(0),
-                    )
+                    .prepare_cached("SELECT body FROM deliveries WHERE hook_id = ?1 AND id = ?2")?
+                    .query_row([&hook_id, &id], |row| row.get(0))
                     .optional()?;
                 let mut record = match stored.as_deref().map(parse).transpose() {
                     Ok(record) => record.unwrap_or(fresh),
@@ -287,18 +285,17 @@ impl DeliveryLog for SqliteDeliveryLog {
                     Err(err) => return Ok(Err(StoreError::backend(err))),
                 };
                 // The first attempt fixes `sk`: a later one's `created_at` cannot move the record.
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO deliveries (hook_id, id, sk, expires_at, body)
                      VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (hook_id, id) DO UPDATE SET
                         expires_at = excluded.expires_at, body = excluded.body",
-                    params![hook_id, id, sk, expires_at, body],
-                )?;
+                )?
+                .execute(params![hook_id, id, sk, expires_at, body])?;
                 // A number sent unclaimed is attempt 1 (handed out from the start) or one a
                 // record reserved: only a retry's reservation needs writing.
                 let reserved = match then {
-                    Then::Retry => Some(tx.query_row(
-                        HAND_OUT,
+                    Then::Retry => Some(tx.prepare_cached(HAND_OUT)?.query_row(
                         params![hook_id, id, key.created_at, number + 1, expires_at],
                         |row| row.get::<_, u32>(0),
                     )?),

@@ -684,10 +684,8 @@ impl Queue for SqliteQueue {
         self.db
             .write_relaxed(move |conn| {
                 // A receipt that is no longer current matches no row: ignored, as in SQS.
-                conn.execute(
-                    "DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2",
-                    params![&*name, receipt],
-                )
+                conn.prepare_cached("DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2")?
+                    .execute(params![&*name, receipt])
             })
             .await
             .map_err(QueueError::backend)?;
