@@ -39,6 +39,25 @@ async fn call_as(function: &mut FunctionProcess, event: Value) -> ApiResponse {
 }
 
 /// A `PUT /event-hooks/{id}` event built from the GET sample for the same id, carrying `hook`.
+/// The admin function's environment on moto: hooks in `table`, admin auth as `auth` says, queues
+/// and the delivery log unused.
+fn admin_env<'a>(
+    endpoint: &'a str,
+    table: &'a str,
+    auth: (&'a str, &'a str),
+) -> Vec<(&'a str, &'a str)> {
+    moto::process_env(
+        endpoint,
+        &[
+            ("HOOKS_TABLE", table),
+            ("EVENTS_QUEUE_URL", "http://127.0.0.1:9/123456789012/events"),
+            ("DELIVERIES_TABLE", "unused"),
+            ("DELIVERIES_QUEUE_URL", "http://127.0.0.1:9/123456789012/d"),
+            auth,
+        ],
+    )
+}
+
 fn put_event(get_sample: &Value, hook: &Value) -> Value {
     let mut event = get_sample.clone();
     let body = hook.to_string();
@@ -255,16 +274,7 @@ async fn a_rotated_admin_token_is_accepted_without_a_restart() {
         .expect("create the hooks table");
     let mut function = FunctionProcess::start(
         &function_binary("admin-api"),
-        &moto::process_env(
-            &endpoint,
-            &[
-                ("HOOKS_TABLE", &table),
-                ("EVENTS_QUEUE_URL", "http://127.0.0.1:9/123456789012/events"),
-                ("DELIVERIES_TABLE", "unused"),
-                ("DELIVERIES_QUEUE_URL", "http://127.0.0.1:9/123456789012/d"),
-                ("ADMIN_TOKEN_SECRET_ARN", &secret_arn),
-            ],
-        ),
+        &admin_env(&endpoint, &table, ("ADMIN_TOKEN_SECRET_ARN", &secret_arn)),
     )
     .await;
     let list = Samples::new().load("admin-list-hooks.json");
@@ -290,16 +300,7 @@ async fn with_iam_auth_only_requests_api_gateway_signed_are_served() {
     // Given the function in IAM mode (API Gateway checks SigV4 signatures).
     let mut function = FunctionProcess::start(
         &function_binary("admin-api"),
-        &moto::process_env(
-            &endpoint,
-            &[
-                ("HOOKS_TABLE", &table),
-                ("EVENTS_QUEUE_URL", "http://127.0.0.1:9/123456789012/events"),
-                ("DELIVERIES_TABLE", "unused"),
-                ("DELIVERIES_QUEUE_URL", "http://127.0.0.1:9/123456789012/d"),
-                ("ADMIN_AUTH", "iam"),
-            ],
-        ),
+        &admin_env(&endpoint, &table, ("ADMIN_AUTH", "iam")),
     )
     .await;
     let list = Samples::new().load("admin-list-hooks.json");

@@ -933,21 +933,33 @@ class Runtime:
         shutil.rmtree(self.task, ignore_errors=True)
 
 
-def _kill_session(leader: int):
-    """SIGKILL of every process in the session that `leader` (the emulator, started in a session of
-    its own) leads. Not its process group: the emulator starts the bootstrap in a group of its own,
-    and a bootstrap that outlived its emulator would finish the killed invocation and then take
-    invocations from the next emulator on the same ports, beside the new bootstrap."""
+def session_members(leader: int) -> list[int]:
+    """The live processes (not zombies) of the session that `leader` (the emulator, started in a
+    session of its own) leads: the emulator and what it started."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             # Fields after the command's closing parenthesis: state, ppid, pgrp, session, ...
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) == leader:
-                os.kill(int(entry.name), 9)
+            state, _ppid, _group, session = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:4]
+            if int(session) == leader and state != "Z":
+                found.append(int(entry.name))
         except (OSError, ValueError, IndexError):
             pass  # gone meanwhile, or not ours to read
+    return found
+
+
+def _kill_session(leader: int):
+    """SIGKILL of every process in the session that `leader` leads. Not its process group: the
+    emulator starts the bootstrap in a group of its own, and a bootstrap that outlived its emulator
+    would finish the killed invocation and then take invocations from the next emulator on the same
+    ports, beside the new bootstrap."""
+    for pid in session_members(leader):
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass  # gone meanwhile
 
 
 # --- API Gateway (HTTP API) -----------------------------------------------------------------------

@@ -20,7 +20,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 import simstack
@@ -694,22 +693,6 @@ def test_cold_starts_are_reported_by_the_emulator(sim):
             assert durations, f"{key}: no Init Duration in the emulator's log:\n{runtime.output()[-2000:]}"
 
 
-def session_members(leader: int) -> list[int]:
-    """The live processes (not zombies) of the session `leader` leads: the emulator and what it
-    started."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if not entry.name.isdigit():
-                continue
-            state, _ppid, _group, session = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:4]
-            if int(session) == leader and state != "Z":
-                found.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            pass
-    return found
-
-
 def test_a_killed_environment_leaves_no_bootstrap_running(sim, api, receiver):
     # The emulator starts the bootstrap in a process group of its own. A bootstrap that outlived
     # a kill finished its invocation (here: waiting on a slow target), then took the next
@@ -724,10 +707,10 @@ def test_a_killed_environment_leaves_no_bootstrap_running(sim, api, receiver):
     try:
         receiver.wait("/killed", 2)  # the probe's bootstrap waits on the slow target
         leader = runtime.process.pid
-        assert len(session_members(leader)) >= 2, "the emulator and its bootstrap"
+        assert len(simstack.session_members(leader)) >= 2, "the emulator and its bootstrap"
         runtime.kill("test")
         time.sleep(0.5)
-        assert session_members(leader) == [], "a process of the killed environment still runs"
+        assert simstack.session_members(leader) == [], "a process of the killed environment still runs"
     finally:
         tested.join()
     status, body = api.call("GET", f"/event-hooks/{hook['id']}/ping")  # a cold environment answers
