@@ -11,7 +11,8 @@ Checks what the build reads, so the deploy path cannot rot between full builds:
   typo or a rename on either side fails here), and the required ones the code reads are all given;
 - leases: the longest attempt the code allows (shared/src/limits.rs) plus its slack and margin fits
   in the dispatch function's timeout, which the trigger queues' visibility timeouts cover 6 times
-  (AWS's advice for SQS triggers), and RequestTimeoutSeconds cannot exceed the longest attempt;
+  (AWS's advice for SQS triggers) plus the longest batching window, and RequestTimeoutSeconds
+  cannot exceed the longest attempt;
 - timeouts: each function's Timeout is above the longest it can wait, from the code's constants:
   the AWS SDK's operation timeout (shared/src/aws.rs) for every function, the admin function's
   token read plus the stats deadline (shared/src/admin/stats.rs) plus one more call, the probe's
@@ -82,11 +83,14 @@ def lease_problems(template) -> list:
     if longest + ATTEMPT_EXTRA_SECONDS > timeout:
         problems.append(f"DispatchFunction: Timeout {timeout} s leaves no room for an attempt of "
                         f"{longest:g} s + {ATTEMPT_EXTRA_SECONDS} s")
+    # A message gathered during the batching window is received already: the window adds to the
+    # time it must stay invisible.
+    window = template["Parameters"].get("DispatchBatchingWindowSeconds", {}).get("MaxValue", 0)
     for queue in ("EventsQueue", "DeliveriesQueue"):
         visibility = resources.get(queue, {}).get("Properties", {}).get("VisibilityTimeout", 30)
-        if visibility < 6 * timeout:
+        if visibility < 6 * timeout + window:
             problems.append(f"{queue}: VisibilityTimeout {visibility} s is under 6 x the dispatch "
-                            f"function's {timeout} s")
+                            f"function's {timeout} s + the longest batching window ({window} s)")
     request_max = template["Parameters"]["RequestTimeoutSeconds"].get("MaxValue")
     if request_max is None or request_max > longest:
         problems.append(f"RequestTimeoutSeconds: MaxValue {request_max} exceeds the longest "

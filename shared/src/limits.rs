@@ -42,6 +42,9 @@ pub const MAX_URL_BYTES: usize = 2 * 1024;
 /// Largest request body, in bytes; larger ones are answered 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Most events in one `POST /events` batch: one SQS `SendMessageBatch` (size permitting).
+pub const MAX_EVENTS_PER_REQUEST: usize = 10;
+
 /// Deepest nesting in a request body: levels of JSON objects and arrays, or steps of a form key
 /// (`a.b[1].c` is 4). Decoded bodies are walked recursively (serde, validation, Lua), so this is
 /// what keeps those walks far from the stack's end.

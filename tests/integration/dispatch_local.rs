@@ -361,6 +361,69 @@ async fn events_outside_the_catalogue_are_refused_with_kongs_message() {
 }
 
 #[tokio::test]
+async fn a_batch_of_events_is_delivered_event_by_event() {
+    let server = server();
+    let receiver = Receiver::start().await;
+    server
+        .create_hook(
+            &json!({"source":"crud","event":"consumers","handler":"webhook",
+               "config":{"url":receiver.url("/batch")}}),
+        )
+        .await;
+    let client = reqwest::Client::new();
+    let batch = json!([
+        consumer_created("ann"),
+        consumer_created("bob"),
+        consumer_created("cid")
+    ]);
+
+    let response = client
+        .post(server.url("/events"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 202);
+    let accepted = response.json::<Value>().await.unwrap();
+    assert_eq!(
+        accepted["data"].as_array().map(Vec::len),
+        Some(3),
+        "{accepted}"
+    );
+    let mut names: Vec<Value> = receiver
+        .wait_for("/batch", 3, WAIT)
+        .await
+        .iter()
+        .map(|r| r.json()["entity"]["username"].clone())
+        .collect();
+    names.sort_by_key(|name| name.to_string());
+    assert_eq!(names, [json!("ann"), json!("bob"), json!("cid")]);
+
+    // An array is JSON only, of objects only.
+    for (body, message) in [
+        (
+            "[1]",
+            "Cannot parse JSON body: event 0 of the array is not a JSON object",
+        ),
+        ("[{}", "Cannot parse JSON body"),
+    ] {
+        let response = client
+            .post(server.url("/events"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({ "message": message })
+        );
+    }
+}
+
+#[tokio::test]
 async fn deliveries_are_logged_and_can_be_sent_again() {
     let server = server();
     let receiver = Receiver::start().await;

@@ -244,6 +244,7 @@ fn the_document_states_the_limits_of_spec_1() {
         (&format!("{hook}/tags"), "maxItems", MAX_TAGS),
         (&format!("{hook}/tags/items"), "maxLength", MAX_TAG_BYTES),
         (&format!("{hook}/name"), "maxLength", MAX_NAME_BYTES),
+        ("/EventBatch", "maxItems", MAX_EVENTS_PER_REQUEST),
     ];
     for (pointer, keyword, limit) in expected {
         assert_eq!(

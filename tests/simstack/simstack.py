@@ -69,7 +69,9 @@ RIE = (
 
 # Resource types moto's CloudFormation cannot create that nothing reads at run time: left out of
 # the created stack and checked statically (the HTTP API's routes are what `Gateway` serves).
-LEFT_OUT = {"AWS::CloudWatch::Alarm", "AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Stage", "AWS::ApiGatewayV2::Authorizer"}
+LEFT_OUT = {"AWS::CloudWatch::Alarm", "AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Stage", "AWS::ApiGatewayV2::Authorizer",
+            # The provisioned delivery log's scaling (DeliveryLogWriteCapacity): AWS's business alone.
+            "AWS::ApplicationAutoScaling::ScalableTarget", "AWS::ApplicationAutoScaling::ScalingPolicy"}
 
 # The emulators running: a wait fails at once when a function cannot start.
 RUNNING: list[Runtime] = []

@@ -67,15 +67,7 @@ impl<S: Send + Sync> FromRequest<S> for Input {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Input, ApiError> {
-        // Refused before reading: a client waiting on `Expect: 100-continue` gets the 413 cleanly.
-        let declared = req
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
-            return Err(ApiError::PayloadTooLarge);
-        }
+        refuse_declared_excess(&req)?;
         match format_of(&req)? {
             Format::Multipart => {
                 let multipart = Multipart::from_request(req, state)
@@ -83,14 +75,65 @@ impl<S: Send + Sync> FromRequest<S> for Input {
                     .map_err(|_| ApiError::BadRequest("Cannot parse multipart body".into()))?;
                 multipart_fields(multipart).await
             }
-            format => {
-                let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
-                    .await
-                    .map_err(|_| ApiError::PayloadTooLarge)?;
-                parse(format, &bytes)
-            }
+            format => parse(format, &read_bytes(req).await?),
         }
     }
+}
+
+/// `POST /events`' body: one event (an [`Input`], in any of its formats) or, in JSON only, an
+/// array of events (spec §4, batched ingestion).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum EventsBody {
+    One(Input),
+    Batch(Vec<Map<String, Value>>),
+}
+
+impl<S: Send + Sync> FromRequest<S> for EventsBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<EventsBody, ApiError> {
+        refuse_declared_excess(&req)?;
+        if !matches!(format_of(&req)?, Format::Json) {
+            return Input::from_request(req, state).await.map(EventsBody::One);
+        }
+        let bytes = read_bytes(req).await?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+            return parse(Format::Json, &bytes).map(EventsBody::One);
+        }
+        check_json_shape(&bytes)?;
+        let items: Vec<Value> = serde_json::from_slice(&bytes).map_err(|_| ApiError::BadJson)?;
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| match item {
+                Value::Object(fields) => Ok(fields),
+                _ => Err(ApiError::BadRequest(format!(
+                    "Cannot parse JSON body: event {index} of the array is not a JSON object"
+                ))),
+            })
+            .collect::<Result<_, _>>()
+            .map(EventsBody::Batch)
+    }
+}
+
+/// Refused before reading: a client waiting on `Expect: 100-continue` gets the 413 cleanly.
+fn refuse_declared_excess(req: &Request) -> Result<(), ApiError> {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    Ok(())
+}
+
+/// The whole body, at most [`MAX_BODY_BYTES`] (413 above).
+async fn read_bytes(req: Request) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)
 }
 
 /// A JSON body read as bytes (the Kong relay needs the exact bytes for the signature) as a JSON

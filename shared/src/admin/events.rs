@@ -1,6 +1,10 @@
 //! `POST /events` (beyond Kong, spec §4): emit an event over HTTP. The event is checked against
 //! the catalogue and answered 202 only once it is on the events queue.
 //!
+//! A JSON array of up to [`MAX_EVENTS_PER_REQUEST`] events is a batch: every event checked, then
+//! all queued at once (one SQS request), answered with their ids in order; with a key, the whole
+//! batch is what the key stands for.
+//!
 //! With an `Idempotency-Key` header (spec §8), the same key within [`KEY_TTL`] answers the first
 //! event's id and queues nothing new. The key is claimed before the event is queued and completed
 //! after, so the id answered for a key always names a queued event:
@@ -20,12 +24,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::body::Input;
+use super::body::EventsBody;
 use super::error::ApiError;
 use super::AdminState;
 use crate::apigee::webhook;
 use crate::events::{check_registered, event_from_value, Event};
 use crate::idempotency::{check_key, Claimed, IdempotencyStore, CLAIM_LEASE, KEY_TTL};
+use crate::limits::MAX_EVENTS_PER_REQUEST;
 use crate::queue::{Outgoing, RESENT_ATTRIBUTE};
 use crate::windows::event_key;
 
@@ -35,32 +40,93 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub(super) async fn emit(
     State(state): State<AdminState>,
     headers: HeaderMap,
-    input: Input,
+    body: EventsBody,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let mut fields = input.fields;
-    integral_timestamp(&mut fields);
-    // The digest of the body as sent (before an id and a timestamp are filled in), independent
-    // of key order, so a retry of the same request matches whatever its JSON looks like.
-    let mut fields = Value::Object(fields);
-    let keyed = key.map(|key| (key, event_key(&fields, None)));
-    if let (Some((key, digest)), Value::Object(map)) = (&keyed, &mut fields) {
-        // Without an id of its own, a keyed event's id follows from its key and body: a retry
-        // after its first request died (the claim lapsed) or lost its answer (a failed enqueue
-        // that did queue) queues the same event again, which the dispatcher sees as one.
-        map.entry("id")
-            .or_insert_with(|| Value::from(keyed_event_id(key, digest).to_string()));
+    let (list, batch) = match body {
+        EventsBody::One(input) => (vec![input.fields], false),
+        EventsBody::Batch(list) => (list, true),
+    };
+    if batch && (list.is_empty() || list.len() > MAX_EVENTS_PER_REQUEST) {
+        return Err(ApiError::BadRequest(format!(
+            "a batch holds 1 to {MAX_EVENTS_PER_REQUEST} events, not {}",
+            list.len()
+        )));
     }
-    let event = event_from_value(fields).map_err(|err| ApiError::BadRequest(err.to_string()))?;
-    check_event(&state, &event).await?;
+    let mut list: Vec<Value> = list
+        .into_iter()
+        .map(|mut fields| {
+            integral_timestamp(&mut fields);
+            Value::Object(fields)
+        })
+        .collect();
+    // The digest of the body as sent (before ids and timestamps are filled in), independent of
+    // key order, so a retry of the same request matches whatever its JSON looks like.
+    let keyed = key.map(|key| {
+        let digest = match &list[..] {
+            [one] if !batch => event_key(one, None),
+            _ => event_key(&Value::Array(list.clone()), None),
+        };
+        (key, digest)
+    });
+    if let Some((key, digest)) = &keyed {
+        // Without an id of its own, a keyed event's id follows from its key and body (and its
+        // place in a batch): a retry after its first request died (the claim lapsed) or lost its
+        // answer (a failed enqueue that did queue) queues the same events again, which the
+        // dispatcher sees as the same.
+        for (index, value) in list.iter_mut().enumerate() {
+            if let Value::Object(map) = value {
+                let seed = if batch {
+                    format!("{digest}\n{index}")
+                } else {
+                    digest.clone()
+                };
+                map.entry("id")
+                    .or_insert_with(|| Value::from(keyed_event_id(key, &seed).to_string()));
+            }
+        }
+    }
+    let events = checked_events(&state, list, batch).await?;
     let Some((key, body_digest)) = keyed else {
-        enqueue(&state, &event).await?;
-        return Ok(accepted(event.id));
+        enqueue_marked(&state, &events, false).await?;
+        return Ok(answer(&events, batch));
     };
     let Some(store) = state.idempotency.as_deref() else {
         return Err(ApiError::IdempotencyUnsupported);
     };
-    emit_once(&state, store, (key, KEY_TTL), &body_digest, &event).await
+    emit_once(&state, store, (key, KEY_TTL), &body_digest, &events, batch).await
+}
+
+/// The events of a request, each checked as [`check_event`] does; in a batch, a refused event's
+/// 400 names it (counting from 0), and two events with one id are refused (they would be
+/// delivered as copies of one another).
+async fn checked_events(
+    state: &AdminState,
+    list: Vec<Value>,
+    batch: bool,
+) -> Result<Vec<Event>, ApiError> {
+    let in_event = |index: usize| {
+        move |err: ApiError| match err {
+            ApiError::BadRequest(message) if batch => {
+                ApiError::BadRequest(format!("event {index}: {message}"))
+            }
+            other => other,
+        }
+    };
+    let mut events: Vec<Event> = Vec::with_capacity(list.len());
+    for (index, value) in list.into_iter().enumerate() {
+        let event = event_from_value(value)
+            .map_err(|err| in_event(index)(ApiError::BadRequest(err.to_string())))?;
+        check_event(state, &event).await.map_err(in_event(index))?;
+        if let Some(first) = events.iter().position(|e| e.id == event.id) {
+            return Err(in_event(index)(ApiError::BadRequest(format!(
+                "id '{}' is event {first}'s too",
+                event.id
+            ))));
+        }
+        events.push(event);
+    }
+    Ok(events)
 }
 
 /// Checks `event` against the catalogue (Kong's 400 messages) and Apigee's usage rules: what
@@ -107,64 +173,89 @@ fn bad_key(err: crate::idempotency::KeyError) -> ApiError {
     ApiError::BadRequest(err.to_string())
 }
 
-/// Claims `key` for `event`, queues it, completes the key (kept for `ttl`); or answers what the
-/// key holds.
+/// Claims `key` for `events`, queues them, completes the key (kept for `ttl`); or answers what
+/// the key holds. The key's record names the first event; the others' ids follow from the body.
 pub(super) async fn emit_once(
     state: &AdminState,
     store: &dyn IdempotencyStore,
     (key, ttl): (&str, std::time::Duration),
     body_digest: &str,
-    event: &Event,
+    events: &[Event],
+    batch: bool,
 ) -> Result<Response, ApiError> {
-    match store.claim(key, event.id, body_digest, CLAIM_LEASE).await? {
+    let first = events
+        .first()
+        .ok_or_else(|| ApiError::internal("no event to queue"))?;
+    match store.claim(key, first.id, body_digest, CLAIM_LEASE).await? {
         Claimed::Existing(claim) if claim.body_digest != body_digest => {
             Err(ApiError::IdempotencyKeyReused)
         }
         Claimed::Existing(claim) if !claim.completed => Err(ApiError::IdempotencyKeyInProgress),
+        // The same body gives the same ids: given in it, or following from key and body.
+        Claimed::Existing(_) if batch => Ok(answer(events, batch)),
         Claimed::Existing(claim) => Ok(accepted(claim.event_id)),
         claimed @ (Claimed::New | Claimed::Reclaimed) => {
-            // A reclaimed key's first request may have queued this event (same id) already:
+            // A reclaimed key's first request may have queued these events (same ids) already:
             // this copy says so, and the dispatcher numbers its attempts above the other's.
             let resent = claimed == Claimed::Reclaimed;
-            if let Err(err) = enqueue_marked(state, event, resent).await {
-                // Freed so that a retry queues the event instead of being answered with an id
-                // that was never queued; if even that fails, the lease frees it later.
-                if let Err(release) = store.release(key, event.id).await {
+            if let Err(err) = enqueue_marked(state, events, resent).await {
+                // Freed so that a retry queues the events instead of being answered with ids
+                // that were never queued; if even that fails, the lease frees it later.
+                if let Err(release) = store.release(key, first.id).await {
                     tracing::error!(error = %release, "could not release an idempotency key after a failed enqueue");
                 }
                 return Err(err);
             }
-            if let Err(err) = store.complete(key, event.id, ttl).await {
-                // The event is queued: the request succeeded. The key stays pending until its
-                // lease lapses (retries get 409 meanwhile, and may queue it again after, under the
-                // same id).
-                tracing::warn!(error = %err, event_id = %event.id, "could not complete an idempotency key");
+            if let Err(err) = store.complete(key, first.id, ttl).await {
+                // The events are queued: the request succeeded. The key stays pending until its
+                // lease lapses (retries get 409 meanwhile, and may queue them again after, under
+                // the same ids).
+                tracing::warn!(error = %err, event_id = %first.id, "could not complete an idempotency key");
             }
-            Ok(accepted(event.id))
+            Ok(answer(events, batch))
         }
     }
 }
 
 /// Puts `event` on the events queue; returns once the queue holds it durably.
 pub(super) async fn enqueue(state: &AdminState, event: &Event) -> Result<(), ApiError> {
-    enqueue_marked(state, event, false).await
+    enqueue_marked(state, std::slice::from_ref(event), false).await
 }
 
-/// [`enqueue`], with [`RESENT_ATTRIBUTE`] when `resent`: the event may be queued already.
-async fn enqueue_marked(state: &AdminState, event: &Event, resent: bool) -> Result<(), ApiError> {
-    let body = serde_json::to_string(event).map_err(ApiError::internal)?;
-    let mut message = Outgoing::now(body);
-    if resent {
-        message
-            .attributes
-            .insert(RESENT_ATTRIBUTE.to_owned(), "1".to_owned());
+/// [`enqueue`] for one event or several (one batch request), with [`RESENT_ATTRIBUTE`] when
+/// `resent`: they may be queued already.
+async fn enqueue_marked(
+    state: &AdminState,
+    events: &[Event],
+    resent: bool,
+) -> Result<(), ApiError> {
+    let mut messages = Vec::with_capacity(events.len());
+    for event in events {
+        let body = serde_json::to_string(event).map_err(ApiError::internal)?;
+        let mut message = Outgoing::now(body);
+        if resent {
+            message
+                .attributes
+                .insert(RESENT_ATTRIBUTE.to_owned(), "1".to_owned());
+        }
+        messages.push(message);
     }
-    state
-        .events
-        .send(message)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(())
+    let sent = match <[Outgoing; 1]>::try_from(messages) {
+        Ok([one]) => state.events.send(one).await.map(drop),
+        Err(messages) => state.events.send_batch(messages).await.map(drop),
+    };
+    sent.map_err(ApiError::internal)
+}
+
+/// 202 with the event's id, or a batch's ids in order.
+fn answer(events: &[Event], batch: bool) -> Response {
+    match events {
+        [one] if !batch => accepted(one.id),
+        _ => {
+            let ids: Vec<Value> = events.iter().map(|e| json!({ "id": e.id })).collect();
+            (StatusCode::ACCEPTED, Json(json!({ "data": ids }))).into_response()
+        }
+    }
 }
 
 pub(super) fn accepted(id: uuid::Uuid) -> Response {
@@ -229,6 +320,7 @@ mod idempotent_tests {
     use serde_json::Map;
 
     use super::*;
+    use crate::admin::body::Input;
     use crate::admin::tests::{flaky, state};
     use crate::idempotency::sqlite::SqliteIdempotencyStore;
     use crate::queue::Queue as _;
@@ -250,7 +342,7 @@ mod idempotent_tests {
             fields: event(),
             from_form: false,
         };
-        emit(State(state.clone()), headers, input).await
+        emit(State(state.clone()), headers, EventsBody::One(input)).await
     }
 
     async fn store() -> Arc<SqliteIdempotencyStore> {
@@ -369,6 +461,155 @@ mod idempotent_tests {
         // No key: as before.
         let answer = post(&state, HeaderMap::new()).await.unwrap();
         assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    }
+
+    async fn post_batch(
+        state: &AdminState,
+        headers: HeaderMap,
+        list: Vec<Value>,
+    ) -> Result<Response, ApiError> {
+        let list = list
+            .into_iter()
+            .map(|v| v.as_object().cloned().unwrap())
+            .collect();
+        emit(State(state.clone()), headers, EventsBody::Batch(list)).await
+    }
+
+    async fn queued_ids(events: &crate::admin::tests::Flaky) -> Vec<Value> {
+        let queued = events
+            .inner
+            .receive(10, Duration::from_secs(30), Duration::ZERO)
+            .await
+            .unwrap();
+        queued
+            .iter()
+            .map(|m| serde_json::from_str::<Value>(&m.body).unwrap()["id"].clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_queued_whole_and_answered_with_its_ids_in_order() {
+        // given: three events, the second with an id of its own
+        let events = flaky(0).await;
+        let state = state(events.clone(), flaky(0).await).await;
+        let own = "5b1d6a70-3c4e-4f8a-9b2c-1d0e7f6a5b4c";
+        let mut second = Value::Object(event());
+        second["id"] = json!(own);
+        let list = vec![Value::Object(event()), second, Value::Object(event())];
+
+        // when
+        let answer = post_batch(&state, HeaderMap::new(), list).await.unwrap();
+
+        // then: 202 with the three ids, the given one kept, and the queue holds them in order
+        assert_eq!(answer.status(), StatusCode::ACCEPTED);
+        let body = axum::body::to_bytes(answer.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        let ids: Vec<Value> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].clone())
+            .collect();
+        assert_eq!(ids.len(), 3, "{body}");
+        assert_eq!(ids[1], json!(own));
+        assert_ne!(ids[0], ids[2]);
+        assert_eq!(queued_ids(&events).await, ids);
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_a_refused_event_queues_none_and_names_it() {
+        let events = flaky(0).await;
+        let state = state(events.clone(), flaky(0).await).await;
+        let unregistered = json!({"source": "nowhere", "event": "x", "data": {}});
+        let same_id = json!({"id": "5b1d6a70-3c4e-4f8a-9b2c-1d0e7f6a5b4c", "source": "crud",
+                             "event": "consumers", "data": {"operation": "create"}});
+        let cases = [
+            (
+                vec![Value::Object(event()), unregistered],
+                "event 1: source 'nowhere' is not registered",
+            ),
+            (
+                vec![same_id.clone(), Value::Object(event()), same_id],
+                "event 2: id '5b1d6a70-3c4e-4f8a-9b2c-1d0e7f6a5b4c' is event 0's too",
+            ),
+            (vec![], "a batch holds 1 to 10 events, not 0"),
+            (
+                vec![Value::Object(event()); 11],
+                "a batch holds 1 to 10 events, not 11",
+            ),
+        ];
+        for (list, expected) in cases {
+            let answer = post_batch(&state, HeaderMap::new(), list).await;
+            let Err(ApiError::BadRequest(message)) = answer else {
+                panic!("{answer:?}")
+            };
+            assert_eq!(message, expected);
+        }
+        assert!(queued_ids(&events).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_keyed_batch_is_queued_once_and_answered_with_the_same_ids() {
+        // given: a batch of two events without ids, sent with a key
+        let events = flaky(0).await;
+        let state = state(events.clone(), flaky(0).await)
+            .await
+            .with_idempotency(store().await);
+        let batch = || vec![Value::Object(event()), Value::Object(event())];
+        let first = post_batch(&state, keyed("k"), batch()).await.unwrap();
+        let first = axum::body::to_bytes(first.into_body(), 1 << 16)
+            .await
+            .unwrap();
+
+        // when: it is sent again with the same key, then a different batch with that key
+        let again = post_batch(&state, keyed("k"), batch()).await.unwrap();
+        let again = axum::body::to_bytes(again.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let other = post_batch(&state, keyed("k"), vec![Value::Object(event())]).await;
+
+        // then: the same two ids, distinct, queued once; the other batch is refused
+        assert_eq!(again, first);
+        let answered: Value = serde_json::from_slice(&first).unwrap();
+        let ids: Vec<Value> = answered["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].clone())
+            .collect();
+        assert_eq!(ids.len(), 2);
+        assert_ne!(ids[0], ids[1]);
+        assert_eq!(queued_ids(&events).await, ids);
+        assert!(
+            matches!(other, Err(ApiError::IdempotencyKeyReused)),
+            "{other:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_keyed_batch_sent_again_after_its_first_request_died_keeps_its_ids() {
+        // given: a keyed batch whose first request queued it and died before completing its key
+        // (here: another store, which no longer holds the key)
+        let events = flaky(0).await;
+        let batch = || vec![Value::Object(event()), Value::Object(event())];
+        let first = state(events.clone(), flaky(0).await)
+            .await
+            .with_idempotency(store().await);
+        post_batch(&first, keyed("k"), batch()).await.unwrap();
+        let retry = state(events.clone(), flaky(0).await)
+            .await
+            .with_idempotency(store().await);
+
+        // when
+        post_batch(&retry, keyed("k"), batch()).await.unwrap();
+
+        // then: the same two events are queued again, under the same ids
+        let ids = queued_ids(&events).await;
+        assert_eq!(ids.len(), 4);
+        assert_eq!(ids[..2], ids[2..]);
+        assert_ne!(ids[0], ids[1]);
     }
 
     #[tokio::test]

@@ -67,7 +67,15 @@ pub(super) async fn relay(
     check_event(&state, &event).await?;
     match (state.idempotency.as_deref(), kong_duplicate_key(&event)) {
         (Some(store), Some(key)) => {
-            emit_once(&state, store, (&key, DUPLICATE_WINDOW), &key, &event).await
+            emit_once(
+                &state,
+                store,
+                (&key, DUPLICATE_WINDOW),
+                &key,
+                std::slice::from_ref(&event),
+                false,
+            )
+            .await
         }
         _ => {
             enqueue(&state, &event).await?;
