@@ -1,6 +1,7 @@
 """The serverless path under AWS and Lambda faults (issue 20): N events from producers, through
-SQS (sent straight to the events queue, retried as a producer would) and `POST /events` (retried
-on 5xx and timeouts with the same `Idempotency-Key`), to 3 hooks on a receiver on 127.0.0.1:
+SQS (sent straight to the events queue, retried as a producer would) and `POST /events`, one by one
+and in batches of 3 (retried on 5xx and timeouts with the same `Idempotency-Key`), to 3 hooks on a
+receiver on 127.0.0.1:
 
 * `plain`: a `webhook`: every event, once;
 * `windowed`: a `webhook` with `snooze: 3600` and `on_change: true`: with both set, the window is
@@ -278,20 +279,25 @@ def run(seed: int, events: int, spec: str, kill_per_records: int = 500, visibili
         events_url = sim.stack.outputs["EventsQueueUrl"]
         lock = threading.Lock()
 
-        def produce(i: int):
+        def doc_of(i: int) -> dict:
             data = {"operation": "update", "entity": {"name": names[i]}, "old_entity": None}
-            doc = {"source": "crud", "event": "consumers", "data": data}
-            if i % 2 == 0:
-                status, body, tries = call(base, token, "POST", "/events", doc,
-                                           headers={"Idempotency-Key": str(uuid.uuid4())}, retry_s=300,
-                                           seen=res.http_5xx)
+            return {"source": "crud", "event": "consumers", "data": data}
+
+        def produce(unit: tuple[str, list[int]]):
+            way, indices = unit
+            if way in ("post", "batch"):
+                body = doc_of(indices[0]) if way == "post" else [doc_of(i) for i in indices]
+                status, reply, tries = call(base, token, "POST", "/events", body,
+                                            headers={"Idempotency-Key": str(uuid.uuid4())}, retry_s=300,
+                                            seen=res.http_5xx)
                 with lock:
                     res.http_retries += tries - 1
                     if status == 202:
-                        res.accepted += 1
+                        res.accepted += len(indices)
                     else:
-                        res.refused.append((names[i], status, str(body)[:200]))
+                        res.refused.extend((names[i], status, str(reply)[:200]) for i in indices)
                 return
+            doc = doc_of(indices[0])
             for attempt in range(20):  # a producer's retries, past the SDK's own
                 try:
                     sim.sqs.send_message(QueueUrl=events_url, MessageBody=json.dumps(doc))
@@ -302,13 +308,21 @@ def run(seed: int, events: int, spec: str, kill_per_records: int = 500, visibili
                     last = err
                     time.sleep(0.5 * (attempt + 1))
             with lock:
-                res.refused.append((names[i], "sqs", repr(last)))
+                res.refused.append((names[indices[0]], "sqs", repr(last)))
+
+        # Half the events straight to the events queue; of the other half, half posted one by
+        # one and half in keyed batches of 3.
+        over_http = [i for i in range(events) if i % 2 == 0]
+        one_by_one, batched = over_http[::2], over_http[1::2]
+        units = ([("sqs", [i]) for i in range(events) if i % 2 == 1] + [("post", [i]) for i in one_by_one]
+                 + [("batch", batched[k:k + 3]) for k in range(0, len(batched), 3)])
+        random.Random(f"units:{seed}").shuffle(units)
 
         log(f"seed {seed}: {events} events, faults on")
         faults.active = lfaults.active = True
         started = time.monotonic()
         with ThreadPoolExecutor(producers) as pool:
-            list(pool.map(produce, range(events)))
+            list(pool.map(produce, units))
         # Faults stay on while the events flow: until the deliveries expected have mostly come, or
         # as long again as the sending took.
         expected_total = 2 * events + len(set(names))
