@@ -275,6 +275,7 @@ async fn attempts_too_close_to_the_deadline_are_parked_not_started() {
         &RecordContext {
             turn: None,
             deadline: Some(deadline),
+            received: Instant::now(),
         },
     )
     .await
@@ -401,4 +402,55 @@ async fn the_local_worker_decides_in_queue_order_as_the_dispatch_function_does()
         .collect();
     assert_eq!(ips, ["10.0.0.1", "10.0.0.2"]);
     assert_eq!(dispatcher.stats.counts().unchanged, 1);
+}
+
+#[tokio::test]
+async fn a_first_copy_that_sends_late_claims_its_number_above_a_copy_already_sent() {
+    // Given a hook, and an event message received twice: the second receive (after the first
+    // one's visibility lapsed) is handled at once, and sends its claimed number
+    let fixture = fixture(32).await;
+    let receiver = Receiver::start().await;
+    webhook(&fixture, receiver.url("/late-copy"), None).await;
+    let first = message(Uuid::new_v4(), "10.0.0.9");
+    let second = Received {
+        receive_count: 2,
+        ..first.clone()
+    };
+    let fresh = RecordContext {
+        turn: None,
+        deadline: None,
+        received: Instant::now(),
+    };
+    worker::outcome_in(&fixture.dispatcher, Feed::Events, &second, &fresh)
+        .await
+        .unwrap();
+    receiver
+        .wait_for("/late-copy", 1, Duration::from_secs(10))
+        .await;
+
+    // When the first receive, which held its message longer than its unclaimed window, sends
+    // only now
+    let window = DispatchSettings::default().unclaimed_window;
+    let late = RecordContext {
+        turn: None,
+        deadline: None,
+        received: Instant::now() - window - Duration::from_secs(1),
+    };
+    worker::outcome_in(&fixture.dispatcher, Feed::Events, &first, &late)
+        .await
+        .unwrap();
+
+    // Then it goes out as a later attempt, never below the copy already sent
+    let sent = receiver
+        .wait_for("/late-copy", 2, Duration::from_secs(10))
+        .await;
+    let attempts: Vec<u32> = sent
+        .iter()
+        .map(|r| r.headers["x-event-hook-attempt"].parse().unwrap())
+        .collect();
+    assert!(attempts[1] > attempts[0], "{attempts:?}");
+    assert_eq!(
+        sent[0].headers["x-event-hook-delivery"],
+        sent[1].headers["x-event-hook-delivery"]
+    );
 }

@@ -122,6 +122,7 @@ fn resend(record: DeliveryRecord) -> Delivery {
         rate_slot: false,
         // Nothing reserved this number: a retry of the delivery may be on its way meanwhile.
         claim: true,
+        received: None,
     }
 }
 

@@ -149,14 +149,19 @@ impl Deadline {
 pub struct RecordContext {
     pub turn: Option<Turn>,
     pub deadline: Option<Deadline>,
+    /// When its message was received (the batch's start): its lease on the message began about
+    /// then ([`DispatchSettings::unclaimed_window`](super::DispatchSettings::unclaimed_window)).
+    pub received: Instant,
 }
 
 impl RecordContext {
-    /// A message handled on its own, without a batch order or deadline (the local worker).
+    /// A message handled on its own, just received, without a batch order or deadline (the
+    /// local worker).
     pub fn alone() -> RecordContext {
         RecordContext {
             turn: None,
             deadline: None,
+            received: Instant::now(),
         }
     }
 }
@@ -171,6 +176,9 @@ where
 {
     let order = BatchOrder::new(count);
     let handle = &handle;
+    // The batch's messages were received just before it was handed over (on Lambda, by the
+    // event source mapping; a batching window makes that earlier, up to the window).
+    let received = Instant::now();
     let records = (0..count).map(|position| {
         let turn = order.turn(position);
         async move {
@@ -186,6 +194,7 @@ where
                 RecordContext {
                     turn: Some(turn),
                     deadline,
+                    received,
                 },
             )
             .await

@@ -108,6 +108,9 @@ pub struct Delivery {
     /// number first.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub claim: bool,
+    /// When this copy's message was received here; not carried to the next message.
+    #[serde(skip)]
+    pub received: Option<std::time::Instant>,
 }
 
 impl Delivery {
@@ -129,6 +132,7 @@ impl Delivery {
             step: Step::Attempt,
             rate_slot: false,
             claim: false,
+            received: None,
         }
     }
 

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::decide::WindowKey;
 use super::delivery::{Arrival, Delivery, Requeues, Step};
 use super::matching::EventName;
-use super::{Deadline, DispatchError, Dispatcher, RecordContext};
+use super::{DispatchError, Dispatcher, RecordContext};
 use crate::apigee::usage::UsageThresholds;
 use crate::delivery_log::{Attempt, DeliveryStatus, Then};
 use crate::events::{now_millis, Event};
@@ -71,7 +71,7 @@ impl Dispatcher {
             }
             let event = &event;
             runs.push(Box::pin(async move {
-                self.notify(hook, &delivered_as, event, receive_count, context.deadline)
+                self.notify(hook, &delivered_as, event, receive_count, context)
                     .await
             }));
         }
@@ -79,6 +79,7 @@ impl Dispatcher {
             let mut delivery = Delivery::new(&event, hook.id);
             delivery.attempt = receive_count.max(1);
             delivery.claim = receive_count > 1;
+            delivery.received = Some(context.received);
             delivery.step = Step::Decide;
             runs.push(Box::pin(async move {
                 if receive_count > 1 && self.served_before(hook.id, delivery.id).await {
@@ -131,19 +132,21 @@ impl Dispatcher {
         event_name: &str,
         event: &Event,
         receive_count: u32,
-        deadline: Option<Deadline>,
+        parent: &RecordContext,
     ) -> Result<(), DispatchError> {
         let mut notifications = self.usage.notifications(hook, event).await?;
         while let Some(notification) = notifications.next().await? {
             let mut delivery = Delivery::new(&notification, hook.id);
             delivery.attempt = receive_count.max(1);
             delivery.claim = receive_count > 1;
+            delivery.received = Some(parent.received);
             if receive_count > 1 && self.served_before(hook.id, delivery.id).await {
                 continue;
             }
             let context = RecordContext {
                 turn: None,
-                deadline,
+                deadline: parent.deadline,
+                received: parent.received,
             };
             let advanced = self
                 .advance(

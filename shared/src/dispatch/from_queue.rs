@@ -37,6 +37,7 @@ impl Dispatcher {
         } = queued;
         // Another receive of this message may have sent its attempt, or queued what follows it.
         delivery.claim |= receive_count > 1;
+        delivery.received = Some(context.received);
         if let Some(limit) = self.requeue_limit(&delivery).await.filter(|l| hops > *l) {
             tracing::error!(
                 hook_id = %delivery.hook_id, delivery_id = %delivery.id, attempt = delivery.attempt,

@@ -52,11 +52,16 @@ impl Dispatcher {
     /// it is sent ([`DeliveryLog::claim_attempt`]): a copy whose number went out already goes
     /// out as a later attempt, so the target never sees one number twice. Unlike the log's
     /// entries, the claim decides what is sent: when it cannot be written, the attempt is
-    /// parked, not made. A delivery that is no copy passes as it is.
+    /// parked, not made. A delivery that is no copy passes as it is, unless its message was
+    /// received longer ago than [`DispatchSettings::unclaimed_window`].
     ///
+    /// [`DispatchSettings::unclaimed_window`]: super::DispatchSettings::unclaimed_window
     /// [`DeliveryLog::claim_attempt`]: crate::delivery_log::DeliveryLog::claim_attempt
     pub(super) async fn claim(&self, mut delivery: Delivery) -> Result<Delivery, Stuck> {
-        if !delivery.claim {
+        let late = delivery
+            .received
+            .is_some_and(|at| at.elapsed() > self.settings.unclaimed_window);
+        if !delivery.claim && !late {
             return Ok(delivery);
         }
         let claimed = self
