@@ -76,16 +76,30 @@ fn fresh_key() -> String {
     format!("key-{}", Uuid::new_v4())
 }
 
-async fn claim(store: &dyn IdempotencyStore, key: &str, event: Uuid, digest: &str) -> Claimed {
-    store.claim(key, event, digest, MINUTE).await.unwrap()
+/// The stamp each test event's claim is made with: one of its own, so that a claim returned can
+/// be told by it.
+fn stamp_of(event: Uuid) -> i64 {
+    (event.as_u128() % 1_000_000_007) as i64
 }
 
-fn existing(event_id: Uuid, body_digest: &str, completed: bool) -> Claimed {
-    Claimed::Existing(Claim {
+async fn claim(store: &dyn IdempotencyStore, key: &str, event: Uuid, digest: &str) -> Claimed {
+    store
+        .claim(key, event, digest, stamp_of(event), MINUTE)
+        .await
+        .unwrap()
+}
+
+fn held(event_id: Uuid, body_digest: &str, completed: bool) -> Claim {
+    Claim {
         event_id,
         body_digest: body_digest.to_owned(),
         completed,
-    })
+        at: Some(stamp_of(event_id)),
+    }
+}
+
+fn existing(event_id: Uuid, body_digest: &str, completed: bool) -> Claimed {
+    Claimed::Existing(held(event_id, body_digest, completed))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -154,9 +168,12 @@ async fn a_released_key_can_be_claimed_again(backend: &Backend) {
     // when: it is released
     store.release(&key, first).await.unwrap();
 
-    // then: the retry claims it, told that an earlier claim was never completed (its event may
-    // be queued all the same: a send whose reply was lost)
-    assert_eq!(claim(&*store, &key, retry, "d").await, Claimed::Reclaimed);
+    // then: the retry claims it, told of the earlier claim that was never completed, with its
+    // stamp (its event may be queued all the same: a send whose reply was lost)
+    assert_eq!(
+        claim(&*store, &key, retry, "d").await,
+        Claimed::Reclaimed(held(first, "d", false))
+    );
     assert_eq!(
         claim(&*store, &key, first, "d").await,
         existing(retry, "d", false)
@@ -192,7 +209,10 @@ async fn a_lapsed_lease_makes_the_key_claimable(backend: &Backend) {
     let key = fresh_key();
     let (dead, retry) = (Uuid::new_v4(), Uuid::new_v4());
     assert_eq!(
-        store.claim(&key, dead, "d", SECOND).await.unwrap(),
+        store
+            .claim(&key, dead, "d", stamp_of(dead), SECOND)
+            .await
+            .unwrap(),
         Claimed::New
     );
 
@@ -201,7 +221,10 @@ async fn a_lapsed_lease_makes_the_key_claimable(backend: &Backend) {
 
     // then: a retry claims it, told of the earlier claim, and the dead request's late
     // completion cannot take it back
-    assert_eq!(claim(&*store, &key, retry, "d").await, Claimed::Reclaimed);
+    assert_eq!(
+        claim(&*store, &key, retry, "d").await,
+        Claimed::Reclaimed(held(dead, "d", false))
+    );
     store.complete(&key, dead, MINUTE).await.unwrap();
     assert_eq!(
         claim(&*store, &key, dead, "d").await,
@@ -241,7 +264,10 @@ async fn concurrent_claims_of_one_key_give_exactly_one_new(backend: &Backend) {
                 let (key, start) = (key.clone(), start.clone());
                 tokio::spawn(async move {
                     start.wait().await;
-                    let claimed = store.claim(&key, event, "d", MINUTE).await.unwrap();
+                    let claimed = store
+                        .claim(&key, event, "d", stamp_of(event), MINUTE)
+                        .await
+                        .unwrap();
                     (claimed == Claimed::New).then_some(event)
                 })
             })
@@ -269,7 +295,7 @@ async fn concurrent_claims_of_one_key_give_exactly_one_new(backend: &Backend) {
                 winners.contains(&held.event_id),
                 "round {round}: {held:?} holds it but the winners were {winners:?}"
             ),
-            Claimed::New | Claimed::Reclaimed => {
+            Claimed::New | Claimed::Reclaimed(_) => {
                 panic!("round {round}: the key was free after the race")
             }
         }

@@ -28,7 +28,7 @@ use super::body::EventsBody;
 use super::error::ApiError;
 use super::AdminState;
 use crate::apigee::webhook;
-use crate::events::{check_registered, event_from_value, Event};
+use crate::events::{check_registered, event_from_value, now_millis, Event};
 use crate::idempotency::{check_key, Claimed, IdempotencyStore, CLAIM_LEASE, KEY_TTL};
 use crate::limits::MAX_EVENTS_PER_REQUEST;
 use crate::queue::{Outgoing, RESENT_ATTRIBUTE};
@@ -86,15 +86,66 @@ pub(super) async fn emit(
             }
         }
     }
+    // One stamp for the events without a timestamp of their own (their deliveries' ids carry it).
+    let at = now_millis();
+    let stamped: Vec<bool> = list
+        .iter_mut()
+        .map(|value| {
+            let Value::Object(map) = value else {
+                return false;
+            };
+            let missing = map.get("timestamp").is_none_or(Value::is_null);
+            if missing {
+                map.insert("timestamp".into(), Value::from(at));
+            }
+            missing
+        })
+        .collect();
     let events = checked_events(&state, list, batch).await?;
+    let request = Emitted {
+        events,
+        batch,
+        stamped,
+    };
     let Some((key, body_digest)) = keyed else {
-        enqueue_marked(&state, &events, false).await?;
-        return Ok(answer(&events, batch));
+        enqueue_marked(&state, &request.events, false).await?;
+        return Ok(request.answer());
     };
     let Some(store) = state.idempotency.as_deref() else {
         return Err(ApiError::IdempotencyUnsupported);
     };
-    emit_once(&state, store, (key, KEY_TTL), &body_digest, &events, batch).await
+    emit_once(&state, store, (key, KEY_TTL), &body_digest, (request, at)).await
+}
+
+/// What one request queues: its events, answered as a batch (ids in `data`) or as one event,
+/// and which of them the service stamped (they came without a `timestamp`).
+pub(super) struct Emitted {
+    pub(super) events: Vec<Event>,
+    pub(super) batch: bool,
+    pub(super) stamped: Vec<bool>,
+}
+
+impl Emitted {
+    /// Stamps the events this request stamped with `at` instead: an earlier request with the
+    /// same key stamped its copies so, and their deliveries' ids carry that time.
+    fn restamp(&mut self, at: i64) {
+        for (event, stamped) in self.events.iter_mut().zip(&self.stamped) {
+            if *stamped {
+                event.timestamp = at;
+            }
+        }
+    }
+
+    /// 202 with the event's id, or a batch's ids in order.
+    fn answer(&self) -> Response {
+        match &self.events[..] {
+            [one] if !self.batch => accepted(one.id),
+            events => {
+                let ids: Vec<Value> = events.iter().map(|e| json!({ "id": e.id })).collect();
+                (StatusCode::ACCEPTED, Json(json!({ "data": ids }))).into_response()
+            }
+        }
+    }
 }
 
 /// The events of a request, each checked as [`check_event`] does; in a batch, a refused event's
@@ -173,48 +224,60 @@ fn bad_key(err: crate::idempotency::KeyError) -> ApiError {
     ApiError::BadRequest(err.to_string())
 }
 
-/// Claims `key` for `events`, queues them, completes the key (kept for `ttl`); or answers what
-/// the key holds. The key's record names the first event; the others' ids follow from the body.
+/// Claims `key` for the request's events (stamped `at`), queues them, completes the key (kept
+/// for `ttl`); or answers what the key holds. The key's record names the first event; the
+/// others' ids follow from the body.
 pub(super) async fn emit_once(
     state: &AdminState,
     store: &dyn IdempotencyStore,
     (key, ttl): (&str, std::time::Duration),
     body_digest: &str,
-    events: &[Event],
-    batch: bool,
+    (mut request, at): (Emitted, i64),
 ) -> Result<Response, ApiError> {
-    let first = events
+    let first = request
+        .events
         .first()
+        .map(|event| event.id)
         .ok_or_else(|| ApiError::internal("no event to queue"))?;
-    match store.claim(key, first.id, body_digest, CLAIM_LEASE).await? {
+    let resent = match store
+        .claim(key, first, body_digest, at, CLAIM_LEASE)
+        .await?
+    {
         Claimed::Existing(claim) if claim.body_digest != body_digest => {
-            Err(ApiError::IdempotencyKeyReused)
+            return Err(ApiError::IdempotencyKeyReused)
         }
-        Claimed::Existing(claim) if !claim.completed => Err(ApiError::IdempotencyKeyInProgress),
+        Claimed::Existing(claim) if !claim.completed => {
+            return Err(ApiError::IdempotencyKeyInProgress)
+        }
         // The same body gives the same ids: given in it, or following from key and body.
-        Claimed::Existing(_) if batch => Ok(answer(events, batch)),
-        Claimed::Existing(claim) => Ok(accepted(claim.event_id)),
-        claimed @ (Claimed::New | Claimed::Reclaimed) => {
-            // A reclaimed key's first request may have queued these events (same ids) already:
-            // this copy says so, and the dispatcher numbers its attempts above the other's.
-            let resent = claimed == Claimed::Reclaimed;
-            if let Err(err) = enqueue_marked(state, events, resent).await {
-                // Freed so that a retry queues the events instead of being answered with ids
-                // that were never queued; if even that fails, the lease frees it later.
-                if let Err(release) = store.release(key, first.id).await {
-                    tracing::error!(error = %release, "could not release an idempotency key after a failed enqueue");
-                }
-                return Err(err);
+        Claimed::Existing(_) if request.batch => return Ok(request.answer()),
+        Claimed::Existing(claim) => return Ok(accepted(claim.event_id)),
+        Claimed::New => false,
+        // The earlier request may have queued these events (same ids) already: stamped as it
+        // stamped them, they are the same deliveries, and this copy says it may be one, so the
+        // dispatcher numbers its attempts above the other's.
+        Claimed::Reclaimed(earlier) => {
+            if let Some(at) = earlier.at {
+                request.restamp(at);
             }
-            if let Err(err) = store.complete(key, first.id, ttl).await {
-                // The events are queued: the request succeeded. The key stays pending until its
-                // lease lapses (retries get 409 meanwhile, and may queue them again after, under
-                // the same ids).
-                tracing::warn!(error = %err, event_id = %first.id, "could not complete an idempotency key");
-            }
-            Ok(answer(events, batch))
+            true
         }
+    };
+    if let Err(err) = enqueue_marked(state, &request.events, resent).await {
+        // Freed so that a retry queues the events instead of being answered with ids that were
+        // never queued; if even that fails, the lease frees it later.
+        if let Err(release) = store.release(key, first).await {
+            tracing::error!(error = %release, "could not release an idempotency key after a failed enqueue");
+        }
+        return Err(err);
     }
+    if let Err(err) = store.complete(key, first, ttl).await {
+        // The events are queued: the request succeeded. The key stays pending until its lease
+        // lapses (retries get 409 meanwhile, and may queue them again after, under the same
+        // ids and stamp).
+        tracing::warn!(error = %err, event_id = %first, "could not complete an idempotency key");
+    }
+    Ok(request.answer())
 }
 
 /// Puts `event` on the events queue; returns once the queue holds it durably.
@@ -245,17 +308,6 @@ async fn enqueue_marked(
         Err(messages) => state.events.send_batch(messages).await.map(drop),
     };
     sent.map_err(ApiError::internal)
-}
-
-/// 202 with the event's id, or a batch's ids in order.
-fn answer(events: &[Event], batch: bool) -> Response {
-    match events {
-        [one] if !batch => accepted(one.id),
-        _ => {
-            let ids: Vec<Value> = events.iter().map(|e| json!({ "id": e.id })).collect();
-            (StatusCode::ACCEPTED, Json(json!({ "data": ids }))).into_response()
-        }
-    }
 }
 
 pub(super) fn accepted(id: uuid::Uuid) -> Response {
@@ -424,7 +476,7 @@ mod idempotent_tests {
         let store = store().await;
         let digest = event_key(&Value::Object(event()), None);
         let claimed = store
-            .claim("k", uuid::Uuid::new_v4(), &digest, CLAIM_LEASE)
+            .claim("k", uuid::Uuid::new_v4(), &digest, 0, CLAIM_LEASE)
             .await
             .unwrap();
         assert_eq!(claimed, Claimed::New);
@@ -610,6 +662,47 @@ mod idempotent_tests {
         assert_eq!(ids.len(), 4);
         assert_eq!(ids[..2], ids[2..]);
         assert_ne!(ids[0], ids[1]);
+    }
+
+    #[tokio::test]
+    async fn an_event_queued_again_after_its_first_request_died_keeps_its_stamp() {
+        // given: a key claimed by a request that stamped its event (no timestamp of its own)
+        // long ago, then died before completing it; its lease has lapsed
+        let clock = crate::clock::ManualClock::starting_now();
+        let db = Database::in_memory().unwrap();
+        let store = Arc::new(
+            SqliteIdempotencyStore::new(db)
+                .await
+                .unwrap()
+                .with_clock(clock.clock()),
+        );
+        let digest = event_key(&Value::Object(event()), None);
+        let id = keyed_event_id("k", &digest);
+        let stamp = 1_700_000_000_123;
+        let first = store.claim("k", id, &digest, stamp, CLAIM_LEASE).await;
+        assert_eq!(first.unwrap(), Claimed::New);
+        clock.advance(CLAIM_LEASE + Duration::from_secs(1));
+        let events = flaky(0).await;
+        let state = state(events.clone(), flaky(0).await)
+            .await
+            .with_idempotency(store);
+
+        // when: the client retries
+        let answer = post(&state, keyed("k")).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::ACCEPTED);
+
+        // then: the event is queued as the first request queued it, same id and same stamp (so
+        // its deliveries keep their ids, which carry it), marked as possibly a second copy
+        let queued = events
+            .inner
+            .receive(10, Duration::from_secs(30), Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(queued.len(), 1);
+        let body: Value = serde_json::from_str(&queued[0].body).unwrap();
+        assert_eq!(body["id"], json!(id.to_string()));
+        assert_eq!(body["timestamp"], json!(stamp));
+        assert_eq!(queued[0].possible_receives(), 2);
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use super::auth::{TokenCheck, Verdict};
 use super::body::{json_object, MAX_BODY_BYTES};
 use super::error::ApiError;
-use super::events::{accepted, check_event, emit_once, enqueue};
+use super::events::{accepted, check_event, emit_once, enqueue, Emitted};
 use super::AdminState;
 use crate::events::{event_from_value, Event};
 use crate::outbound::signing::{self, SIGNATURE_HEADER};
@@ -67,15 +67,13 @@ pub(super) async fn relay(
     check_event(&state, &event).await?;
     match (state.idempotency.as_deref(), kong_duplicate_key(&event)) {
         (Some(store), Some(key)) => {
-            emit_once(
-                &state,
-                store,
-                (&key, DUPLICATE_WINDOW),
-                &key,
-                std::slice::from_ref(&event),
-                false,
-            )
-            .await
+            let at = event.timestamp;
+            let request = Emitted {
+                events: vec![event],
+                batch: false,
+                stamped: vec![true],
+            };
+            emit_once(&state, store, (&key, DUPLICATE_WINDOW), &key, (request, at)).await
         }
         _ => {
             enqueue(&state, &event).await?;

@@ -73,6 +73,7 @@ impl DynamoIdempotencyStore {
         key: &str,
         event_id: Uuid,
         body_digest: &str,
+        at: i64,
         lease: Duration,
     ) -> Result<Result<Claimed, HashMap<String, AttributeValue>>, StoreError> {
         let now = self.clock.now_millis();
@@ -85,6 +86,7 @@ impl DynamoIdempotencyStore {
             .item("event_id", string(&event_id.to_string()))
             .item("body_digest", string(body_digest))
             .item("completed", AttributeValue::Bool(false))
+            .item("at", number(at))
             .item("expires_at_ms", number(expires_at_ms))
             .item("expires_at", number(ttl_seconds(expires_at_ms)))
             .condition_expression(CLAIM_CONDITION)
@@ -97,17 +99,10 @@ impl DynamoIdempotencyStore {
             .send()
             .await;
         match result {
-            Ok(output) => {
-                let uncompleted = output
-                    .attributes
-                    .as_ref()
-                    .is_some_and(|old| !old.is_empty() && !completed(old));
-                Ok(Ok(if uncompleted {
-                    Claimed::Reclaimed
-                } else {
-                    Claimed::New
-                }))
-            }
+            Ok(output) => match output.attributes.filter(|old| !old.is_empty()) {
+                Some(old) if !completed(&old) => Ok(Ok(Claimed::Reclaimed(claim_of(&old)?))),
+                _ => Ok(Ok(Claimed::New)),
+            },
             Err(SdkError::ServiceError(failure))
                 if failure.err().is_conditional_check_failed_exception() =>
             {
@@ -154,6 +149,10 @@ fn claim_of(item: &HashMap<String, AttributeValue>) -> Result<Claim, StoreError>
         event_id: text("event_id")?.parse().map_err(StoreError::backend)?,
         body_digest: text("body_digest")?.clone(),
         completed: completed(item),
+        at: item
+            .get("at")
+            .and_then(|value| value.as_n().ok())
+            .and_then(|n| n.parse().ok()),
     })
 }
 
@@ -172,10 +171,14 @@ impl IdempotencyStore for DynamoIdempotencyStore {
         key: &str,
         event_id: Uuid,
         body_digest: &str,
+        at: i64,
         lease: Duration,
     ) -> Result<Claimed, StoreError> {
         for _ in 0..CLAIM_ATTEMPTS {
-            match self.try_claim(key, event_id, body_digest, lease).await? {
+            match self
+                .try_claim(key, event_id, body_digest, at, lease)
+                .await?
+            {
                 Ok(claimed) => return Ok(claimed),
                 Err(item) if item.is_empty() => continue,
                 Err(item) => return Ok(Claimed::Existing(claim_of(&item)?)),

@@ -40,6 +40,10 @@ pub struct Claim {
     pub body_digest: String,
     /// Whether that event is on the queue; false while its request is still in flight.
     pub completed: bool,
+    /// The time its events were stamped with (Unix ms) where they had no `timestamp` of their
+    /// own: a later request queuing them again stamps them the same, so that their deliveries
+    /// keep their ids (which carry that time). `None` for claims stored before it was kept.
+    pub at: Option<i64>,
 }
 
 /// The outcome of [`IdempotencyStore::claim`].
@@ -49,8 +53,9 @@ pub enum Claimed {
     New,
     /// The key was claimed before by a request that did not complete it (its enqueue failed and
     /// released it, or it died and its lease lapsed): it is now this request's, and the earlier
-    /// one's event may be on the queue all the same (a send whose reply was lost).
-    Reclaimed,
+    /// one's event may be on the queue all the same (a send whose reply was lost). Carries that
+    /// earlier claim.
+    Reclaimed(Claim),
     /// The key is held, by this claim.
     Existing(Claim),
 }
@@ -58,14 +63,15 @@ pub enum Claimed {
 /// Durable, deployment-wide idempotency keys.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + 'static {
-    /// Takes `key` for `event_id` for `lease` unless an unexpired claim holds it, in which case
-    /// that claim is returned. Expired claims (lapsed leases, completed keys past their TTL) count
-    /// as absent.
+    /// Takes `key` for `event_id` (stamped `at`) for `lease` unless an unexpired claim holds it,
+    /// in which case that claim is returned. Expired claims (lapsed leases, completed keys past
+    /// their TTL) count as absent.
     async fn claim(
         &self,
         key: &str,
         event_id: Uuid,
         body_digest: &str,
+        at: i64,
         lease: Duration,
     ) -> Result<Claimed, StoreError>;
 

@@ -23,22 +23,27 @@ const SCHEMA: &str = "
         event_id    TEXT NOT NULL,
         body_digest TEXT NOT NULL,
         completed   INTEGER NOT NULL,  -- 0 while the event is being queued, 1 once it is
-        expires_at  INTEGER NOT NULL   -- milliseconds since the Unix epoch
+        expires_at  INTEGER NOT NULL,  -- milliseconds since the Unix epoch
+        at          INTEGER            -- the events' stamp (ms); NULL in rows of older versions
     );
     CREATE INDEX IF NOT EXISTS idempotency_keys_expires_at ON idempotency_keys (expires_at);
 ";
 
 /// Takes a key that is free or expired.
 const CLAIM: &str = "
-    INSERT INTO idempotency_keys (key, event_id, body_digest, completed, expires_at)
-    VALUES (?1, ?2, ?3, 0, ?4)
+    INSERT INTO idempotency_keys (key, event_id, body_digest, completed, expires_at, at)
+    VALUES (?1, ?2, ?3, 0, ?4, ?6)
     ON CONFLICT (key) DO UPDATE
         SET event_id = excluded.event_id, body_digest = excluded.body_digest, completed = 0,
-            expires_at = excluded.expires_at
+            expires_at = excluded.expires_at, at = excluded.at
         WHERE idempotency_keys.expires_at < ?5
 ";
 
-const HOLDER: &str = "SELECT event_id, body_digest, completed FROM idempotency_keys WHERE key = ?1";
+const HOLDER: &str =
+    "SELECT event_id, body_digest, completed, at FROM idempotency_keys WHERE key = ?1";
+
+/// The `at` column, for tables created before it.
+const ADD_AT: &str = "ALTER TABLE idempotency_keys ADD COLUMN at INTEGER";
 
 const COMPLETE: &str = "
     UPDATE idempotency_keys SET completed = 1, expires_at = ?3 WHERE key = ?1 AND event_id = ?2
@@ -48,9 +53,6 @@ const COMPLETE: &str = "
 const RELEASE: &str = "
     UPDATE idempotency_keys SET expires_at = ?3 WHERE key = ?1 AND event_id = ?2 AND completed = 0
 ";
-
-/// Whether the key has a claim that was never completed (expired or not).
-const UNCOMPLETED: &str = "SELECT completed = 0 FROM idempotency_keys WHERE key = ?1";
 
 /// Removes a bounded batch of rows expired before `?1`, so purging never makes one claim slow.
 const PURGE: &str = "
@@ -69,9 +71,20 @@ pub struct SqliteIdempotencyStore {
 impl SqliteIdempotencyStore {
     /// Wraps `db`, creating the table if it does not exist yet.
     pub async fn new(db: Database) -> Result<SqliteIdempotencyStore, StoreError> {
-        db.call(|conn| conn.execute_batch(SCHEMA))
-            .await
-            .map_err(StoreError::backend)?;
+        db.call(|conn| {
+            conn.execute_batch(SCHEMA)?;
+            let has_at: bool = conn.query_row(
+                "SELECT count(*) FROM pragma_table_info('idempotency_keys') WHERE name = 'at'",
+                [],
+                |row| row.get(0),
+            )?;
+            if !has_at {
+                conn.execute_batch(ADD_AT)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(StoreError::backend)?;
         Ok(SqliteIdempotencyStore {
             db,
             clock: Clock::system(),
@@ -91,6 +104,7 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         key: &str,
         event_id: Uuid,
         body_digest: &str,
+        at: i64,
         lease: Duration,
     ) -> Result<Claimed, StoreError> {
         let (key, body_digest) = (key.to_owned(), body_digest.to_owned());
@@ -102,39 +116,46 @@ impl IdempotencyStore for SqliteIdempotencyStore {
             // forget a key whose event was delivered.
             .write(move |tx| {
                 let id = event_id.to_string();
-                let uncompleted: Option<bool> = tx
-                    .query_row(UNCOMPLETED, params![key], |row| row.get(0))
-                    .optional()?;
-                let written = tx.execute(CLAIM, params![key, id, body_digest, expires_at, now])?;
+                let holder = |tx: &rusqlite::Connection| {
+                    tx.query_row(HOLDER, params![key], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, bool>(2)?,
+                            row.get::<_, Option<i64>>(3)?,
+                        ))
+                    })
+                    .optional()
+                };
+                let before = holder(tx)?;
+                let written =
+                    tx.execute(CLAIM, params![key, id, body_digest, expires_at, now, at])?;
                 // Released and lapsed claims are kept a lease longer, for the next claim to see.
                 let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
                 tx.execute(PURGE, params![now.saturating_sub(lease_ms)])?;
                 if written == 1 {
-                    return Ok(Err(uncompleted == Some(true)));
+                    // Replaced: a claim never completed makes this one a reclaim.
+                    return Ok(Err(before.filter(|(_, _, completed, _)| !completed)));
                 }
-                tx.query_row(HOLDER, params![key], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, bool>(2)?,
-                    ))
-                })
-                .optional()
-                .map(Ok)
+                // Gone between the two statements cannot happen under the write lock.
+                holder(tx).map(Ok)
             })
             .await
             .map_err(StoreError::backend)?;
-        let (event_id, body_digest, completed) = match holder {
-            Ok(Some(holder)) => holder,
-            // Gone between the two statements cannot happen under the write lock; a free key.
-            Ok(None) | Err(false) => return Ok(Claimed::New),
-            Err(true) => return Ok(Claimed::Reclaimed),
-        };
-        Ok(Claimed::Existing(Claim {
-            event_id: event_id.parse().map_err(StoreError::backend)?,
-            body_digest,
-            completed,
-        }))
+        let claim =
+            |(event_id, body_digest, completed, at): (String, String, bool, Option<i64>)| {
+                Ok::<_, StoreError>(Claim {
+                    event_id: event_id.parse().map_err(StoreError::backend)?,
+                    body_digest,
+                    completed,
+                    at,
+                })
+            };
+        match holder {
+            Ok(Some(held)) => Ok(Claimed::Existing(claim(held)?)),
+            Err(Some(earlier)) => Ok(Claimed::Reclaimed(claim(earlier)?)),
+            Ok(None) | Err(None) => Ok(Claimed::New),
+        }
     }
 
     async fn complete(&self, key: &str, event_id: Uuid, ttl: Duration) -> Result<(), StoreError> {
@@ -161,5 +182,44 @@ impl IdempotencyStore for SqliteIdempotencyStore {
             .await
             .map(|_| ())
             .map_err(StoreError::backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_table_from_before_stamps_gets_the_column_and_its_claims_none() {
+        // given: a table as older versions made it, holding a released claim
+        let db = Database::in_memory().unwrap();
+        db.call(|conn| {
+            conn.execute_batch(
+                "CREATE TABLE idempotency_keys (key TEXT PRIMARY KEY, event_id TEXT NOT NULL,
+                     body_digest TEXT NOT NULL, completed INTEGER NOT NULL,
+                     expires_at INTEGER NOT NULL);
+                 INSERT INTO idempotency_keys
+                     VALUES ('k', '5b1d6a70-3c4e-4f8a-9b2c-1d0e7f6a5b4c', 'd', 0, 0);",
+            )
+        })
+        .await
+        .unwrap();
+
+        // when: the store opens it, and the key is claimed again
+        let store = SqliteIdempotencyStore::new(db).await.unwrap();
+        let claimed = store
+            .claim("k", Uuid::new_v4(), "d", 42, Duration::from_secs(60))
+            .await
+            .unwrap();
+
+        // then: the earlier claim comes back without a stamp
+        let Claimed::Reclaimed(earlier) = claimed else {
+            panic!("{claimed:?}")
+        };
+        assert_eq!(earlier.at, None);
+        assert_eq!(
+            earlier.event_id.to_string(),
+            "5b1d6a70-3c4e-4f8a-9b2c-1d0e7f6a5b4c"
+        );
     }
 }
