@@ -2,8 +2,8 @@
 //! receives batches and runs each through the same batch code as the dispatch function
 //! ([`batch::run`]), so users see the same snooze/on_change order locally and on AWS; each message
 //! is deleted or dead-lettered by its outcome. Each message settles on its own: the worker
-//! receives again as soon as it has room, so a message whose attempt is slow holds only itself,
-//! never the batch it came in. A message whose handling failed for infrastructure reasons is left
+//! receives again once it has room for a batch, or a moment after it has room for one, so a
+//! message whose attempt is slow holds only itself, never the batch it came in. A message whose handling failed for infrastructure reasons is left
 //! alone, so it comes back after its visibility timeout, like an SQS-triggered Lambda's failed
 //! batch items. A message that keeps coming back is dead-lettered by the queue itself, with its reason, once it has been
 //! received more times than the queue allows.
@@ -40,6 +40,9 @@ pub struct WorkerSettings {
     pub wait: Duration,
     /// Messages in hand at once (received, not settled yet).
     pub(crate) in_hand: usize,
+    /// With messages still in hand, how long the worker may wait for room for a whole batch
+    /// before receiving fewer (see [`run`]).
+    pub(crate) gather: Duration,
 }
 
 // An attempt (its timeouts, Lua budget and slack) ends well within the lease of the message it
@@ -59,6 +62,7 @@ impl Default for WorkerSettings {
             visibility: DEFAULT_VISIBILITY,
             wait: Duration::from_secs(1),
             in_hand: 20,
+            gather: Duration::from_millis(20),
         }
     }
 }
@@ -83,6 +87,25 @@ pub async fn run(
             },
             _ = shutdown.changed() => break,
         };
+        // A receive costs the queue about as much for one message as for a batch (on the local
+        // server, one op of the SQLite writer, which every delivery waits on): with messages
+        // still in hand to keep it busy, the worker waits a little for room for a whole batch
+        // rather than receive each message as its predecessor settles. Bounded, so a slow
+        // message in hand holds back the next receive by `gather` at most.
+        let wanted = (settings.batch as usize)
+            .min(settings.in_hand.max(1))
+            .saturating_sub(1);
+        if room.available_permits() < wanted {
+            let gathered = tokio::select! {
+                gathered = tokio::time::timeout(
+                    settings.gather,
+                    room.clone().acquire_many_owned(wanted as u32),
+                ) => gathered,
+                _ = shutdown.changed() => break,
+            };
+            // Only this loop takes permits: once released here they are taken below.
+            drop(gathered);
+        }
         let max = (1 + room.available_permits() as u32).min(settings.batch);
         let received = tokio::select! {
             received = queue.receive(max, settings.visibility, settings.wait) => received,

@@ -18,12 +18,12 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection};
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use super::{
@@ -116,6 +116,7 @@ pub struct SqliteQueue {
     name: Arc<str>,
     redrive: Option<Arc<Redrive>>,
     notify: Arc<Notify>,
+    deletions: Arc<Deletions>,
 }
 
 impl std::fmt::Debug for SqliteQueue {
@@ -138,6 +139,7 @@ impl SqliteQueue {
             name: name.into().into(),
             redrive: None,
             notify: Arc::new(Notify::new()),
+            deletions: Arc::default(),
         })
     }
 
@@ -167,6 +169,7 @@ impl SqliteQueue {
             name: redrive.dead_letter.as_str().into(),
             redrive: None,
             notify: Arc::new(Notify::new()),
+            deletions: Arc::default(),
         })
     }
 
@@ -572,7 +575,7 @@ fn dead_letter(
 
 /// Receives one message: a new receipt, one more receive, hidden until `visible_at`.
 fn hide(tx: &Connection, candidate: Candidate, visible_at: i64) -> rusqlite::Result<Received> {
-    let receipt = uuid::Uuid::new_v4().to_string();
+    let receipt = ordered_id();
     tx.prepare_cached(
         "UPDATE queue_messages
          SET receive_count = receive_count + 1, receipt = ?1, visible_at = ?2
@@ -588,6 +591,14 @@ fn hide(tx: &Connection, candidate: Candidate, visible_at: i64) -> rusqlite::Res
         attributes: decode_attributes(&candidate.attributes)?,
         group: (!candidate.group.is_empty()).then_some(candidate.group),
     })
+}
+
+/// A new message id or receipt: a UUID that sorts after the ones made before it (version 7), so
+/// that the unique indexes on `id` and `receipt` grow at their end. Random ones (version 4) land
+/// on a different page of each index for every message sent, received and deleted, and each of
+/// those pages is written to the WAL again.
+fn ordered_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
 /// When the next message of queue `name` becomes visible, if it has any.
@@ -617,7 +628,7 @@ impl Queue for SqliteQueue {
                 let now = now_millis();
                 let mut ids = Vec::with_capacity(messages.len());
                 for message in messages {
-                    let id = uuid::Uuid::new_v4().to_string();
+                    let id = ordered_id();
                     insert(
                         tx,
                         &name,
@@ -677,19 +688,26 @@ impl Queue for SqliteQueue {
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
-        let name = self.name.clone();
-        let receipt = receipt.to_owned();
-        // Relaxed: a deletion lost with the machine means one more delivery, which at-least-once
-        // allows and the delivery id lets receivers drop.
-        self.db
-            .write_relaxed(move |conn| {
-                // A receipt that is no longer current matches no row: ignored, as in SQS.
-                conn.prepare_cached("DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2")?
-                    .execute(params![&*name, receipt])
-            })
-            .await
-            .map_err(QueueError::backend)?;
-        Ok(())
+        let (reply, answer) = oneshot::channel();
+        let first = {
+            let mut pending = self.deletions.lock();
+            pending.push((receipt.to_owned(), reply));
+            pending.len() == 1
+        };
+        if first {
+            // A task of its own, so that the deletions that joined are answered even if this
+            // caller stops waiting.
+            tokio::spawn(flush_deletions(
+                self.db.clone(),
+                self.name.clone(),
+                self.deletions.clone(),
+            ));
+        }
+        match answer.await {
+            Ok(result) => result.map_err(QueueError::backend),
+            // The op panicked, or its commit failed: the deletion may not have happened.
+            Err(_) => Err(QueueError::backend("the deletion was not committed")),
+        }
     }
 
     async fn dead_letter(
@@ -711,7 +729,7 @@ impl Queue for SqliteQueue {
                 // A new message, as the SQS adapter sends one; the copy is kept even if the
                 // receipt went stale meanwhile, because losing the message is worse than a
                 // duplicate dead letter.
-                let id = uuid::Uuid::new_v4().to_string();
+                let id = ordered_id();
                 // In its group still, so that a redrive back to the queue keeps it fair.
                 let row = Row {
                     id: &id,
@@ -730,6 +748,66 @@ impl Queue for SqliteQueue {
             })
             .await
             .map_err(QueueError::backend)
+    }
+}
+
+/// A deletion's answer: `Err` with what went wrong.
+type DeletionReply = oneshot::Sender<Result<(), String>>;
+
+/// Deletions asked for and not yet handed to the writer, shared by clones: they go to it as one
+/// op (see [`flush_deletions`]).
+#[derive(Default)]
+struct Deletions(Mutex<Vec<(String, DeletionReply)>>);
+
+impl Deletions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, DeletionReply)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Deletes, in one writer op, every deletion waiting when the op runs, and answers each once
+/// committed. Started by the deletion that finds none waiting; the ones asked for until the op
+/// runs join it. The writer runs each op in a savepoint of its own, which costs about as much as
+/// deleting a message: every settled message has one, so they share it.
+async fn flush_deletions(db: Database, name: Arc<str>, deletions: Arc<Deletions>) {
+    let taken = deletions.clone();
+    // Relaxed: a deletion lost with the machine means one more delivery, which at-least-once
+    // allows and the delivery id lets receivers drop.
+    let done = db
+        .write_relaxed(move |conn| {
+            let batch = std::mem::take(&mut *taken.lock());
+            let mut delete = conn
+                .prepare_cached("DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2")?;
+            // A receipt that is no longer current matches no row: ignored, as in SQS. A failed
+            // statement undoes only itself; its caller is told.
+            Ok(batch
+                .into_iter()
+                .map(|(receipt, reply)| {
+                    let result = delete
+                        .execute(params![&*name, receipt])
+                        .map(|_| ())
+                        .map_err(|err| err.to_string());
+                    (reply, result)
+                })
+                .collect::<Vec<_>>())
+        })
+        .await;
+    match done {
+        Ok(done) => {
+            for (reply, result) in done {
+                let _ = reply.send(result);
+            }
+        }
+        Err(err) => {
+            // The op did not run (the writer stopped) or did not commit: the deletions still
+            // waiting get the error; those it took learn it from their dropped reply.
+            let waiting = std::mem::take(&mut *deletions.lock());
+            for (_, reply) in waiting {
+                let _ = reply.send(Err(err.to_string()));
+            }
+        }
     }
 }
 
@@ -815,6 +893,67 @@ mod tests {
             .await
             .unwrap()
             .with_redrive("events-dlq", 2)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_deletions_all_land_and_each_is_answered() {
+        // Given 41 received messages
+        let queue = queue().await;
+        let bodies = (0..41).map(|n| Outgoing::now(n.to_string())).collect();
+        queue.send_batch(bodies).await.unwrap();
+        let mut received = Vec::new();
+        for _ in 0..5 {
+            received.extend(queue.receive(10, FOREVER, NO_WAIT).await.unwrap());
+        }
+        let kept = received.pop().unwrap();
+        assert_eq!(received.len(), 40);
+
+        // When 40 of them are deleted at once, through clones, beside receipts that match nothing
+        let receipts = received
+            .iter()
+            .map(|m| m.receipt.clone())
+            .chain((0..5).map(|n| format!("no-such-receipt-{n}")));
+        let deletions: Vec<_> = receipts
+            .map(|receipt| {
+                let queue = queue.clone();
+                tokio::spawn(async move { queue.delete(&receipt).await })
+            })
+            .collect();
+
+        // Then every deletion is answered Ok, and only the 41st message is left
+        for deletion in deletions {
+            deletion.await.unwrap().unwrap();
+        }
+        let (left, total) = queue.peek(10).await.unwrap();
+        assert_eq!(total, 1);
+        assert_eq!(left[0].id, kept.id);
+        assert!(is_current(&queue, &kept.receipt).await);
+    }
+
+    #[tokio::test]
+    async fn ids_and_receipts_sort_in_the_order_they_were_made() {
+        // Given messages sent one by one, then received one by one
+        let queue = queue().await;
+        let mut ids = Vec::new();
+        for n in 0..20 {
+            ids.push(queue.send(Outgoing::now(n.to_string())).await.unwrap());
+        }
+        let mut receipts = Vec::new();
+        for _ in 0..20 {
+            receipts.push(
+                queue.receive(1, FOREVER, NO_WAIT).await.unwrap()[0]
+                    .receipt
+                    .clone(),
+            );
+        }
+
+        // Then each id and receipt sorts after the ones before it, so that their indexes grow
+        // at their end rather than on a random page
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+        assert!(
+            receipts.windows(2).all(|pair| pair[0] < pair[1]),
+            "{receipts:?}"
+        );
     }
 
     #[tokio::test]
