@@ -3,8 +3,8 @@
 //! ([`batch::run`]), so users see the same snooze/on_change order locally and on AWS; each message
 //! is deleted or dead-lettered by its outcome. Each message settles on its own: the worker
 //! receives again once it has room for a batch, or a moment after it has room for one, so a
-//! message whose attempt is slow holds only itself, never the batch it came in. A message whose handling failed for infrastructure reasons is left
-//! alone, so it comes back after its visibility timeout, like an SQS-triggered Lambda's failed
+//! message whose attempt is slow holds only itself, never the batch it came in. A message whose
+//! handling failed for infrastructure reasons is left alone, so it comes back after its visibility timeout, like an SQS-triggered Lambda's failed
 //! batch items. A message that keeps coming back is dead-lettered by the queue itself, with its reason, once it has been
 //! received more times than the queue allows.
 
