@@ -3,12 +3,13 @@
 //! (`ReportBatchItemFailures`), so SQS retries just those.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use event_hooks::dispatch::worker::{self, Feed};
 use std::sync::Mutex;
 
-use event_hooks::dispatch::batch;
+use event_hooks::dispatch::batch::{self, RecordContext};
 use event_hooks::dispatch::{Deadline, Dispatcher, MessageOutcome};
 use event_hooks::events::now_millis;
 use event_hooks::metrics::emf_line;
@@ -100,6 +101,25 @@ fn received(record: &SqsMessage) -> Received {
     }
 }
 
+/// When the trigger first received the record's message (`ApproximateFirstReceiveTimestamp`):
+/// for a message received once, when this receive's lease on it began, perhaps well before this
+/// invocation (a batching window, a cold start, the hooks' refresh). `None` without the
+/// attribute, or when it is older than any visibility timeout SQS allows (12 hours): no lease
+/// lasts that long, so it is no receive's (a sample event's fixed time).
+fn lease_start(record: &SqsMessage) -> Option<Instant> {
+    const LONGEST_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+    let first: i64 = record
+        .attributes
+        .get("ApproximateFirstReceiveTimestamp")?
+        .parse()
+        .ok()?;
+    let ago = Duration::from_millis(u64::try_from(now_millis().saturating_sub(first)).unwrap_or(0));
+    if ago > LONGEST_VISIBILITY {
+        return None;
+    }
+    Instant::now().checked_sub(ago)
+}
+
 /// Handles a batch; the response lists the records to retry. Records start at once, their
 /// snooze/on_change decisions taken in queue order per hook; none starts (and no attempt starts)
 /// when less than `deadline.reserve` is left before `deadline.at`.
@@ -117,6 +137,10 @@ pub async fn handle_batch(
     let handled = batch::run(records.len(), deadline, |position, context| async move {
         let record = &records[position];
         let message = received(record);
+        let context = RecordContext {
+            received: lease_start(record).unwrap_or(context.received),
+            ..context
+        };
         let span = tracing::info_span!("message", message_id = %message.id);
         let handled = async {
             let arn = record.event_source_arn.as_deref().unwrap_or_default();
@@ -210,6 +234,27 @@ mod tests {
         ] {
             assert!(queues.for_arn(arn).is_none(), "{arn}");
         }
+    }
+
+    #[test]
+    fn a_records_lease_starts_at_its_first_receive() {
+        let mut record = SqsMessage::default();
+        assert!(lease_start(&record).is_none());
+        let first = now_millis() - 7_000;
+        record
+            .attributes
+            .insert("ApproximateFirstReceiveTimestamp".into(), first.to_string());
+
+        let held = lease_start(&record).unwrap().elapsed();
+
+        assert!(held >= Duration::from_millis(7_000), "{held:?}");
+        assert!(held < Duration::from_secs(60), "{held:?}");
+        // A sample event's fixed time is no lease's start.
+        record.attributes.insert(
+            "ApproximateFirstReceiveTimestamp".into(),
+            "1795400000012".into(),
+        );
+        assert!(lease_start(&record).is_none());
     }
 
     #[test]
