@@ -397,7 +397,9 @@ async fn a_window_store_failing_for_one_hook_parks_its_delivery_and_spares_the_o
         sent[0].headers["x-event-hook-delivery"],
         delivery.id.to_string()
     );
-    assert_eq!(sent[0].headers["x-event-hook-attempt"], "1");
+    // Parked before its first attempt, it claimed its number (its event may have been fanned
+    // out again meanwhile), and a claim never gets 1.
+    assert_eq!(sent[0].headers["x-event-hook-attempt"], "2");
     // Handling has returned, and it awaits every attempt it makes until answered: the
     // targets have seen all they will.
     assert_eq!(a.requests().len(), 1, "A was served again");
@@ -590,6 +592,42 @@ async fn a_second_copy_of_a_delivery_goes_out_as_a_later_attempt_never_the_same(
     assert_eq!(attempts, ["1", "2", "3"]);
 }
 
+#[tokio::test]
+async fn a_delivery_parked_before_its_attempt_goes_out_above_a_copy_fanned_out_meanwhile() {
+    // Given a snoozed hook whose window store is down: the event's delivery is parked
+    let fixture = fixture().await;
+    let receiver = Receiver::start().await;
+    let hook = webhook_hook(&fixture, receiver.url("/parked"), Some(60)).await;
+    *fixture.windows.hook.lock().unwrap() = Some(hook.id);
+    let (_, body) = balancer_event();
+    let first = fixture
+        .dispatcher
+        .handle_event_message(&body, "message-1", SENT_AT, 1)
+        .await;
+    assert_eq!(first.unwrap(), MessageOutcome::Done);
+    let parked = fixture.deliveries.sent()[0].body.clone();
+
+    // When the store is back, the event message comes back (its invocation died before it was
+    // deleted) and is fanned out again, and then the parked delivery comes back too
+    *fixture.windows.hook.lock().unwrap() = None;
+    let again = fixture
+        .dispatcher
+        .handle_event_message(&body, "message-1", SENT_AT, 2)
+        .await;
+    assert_eq!(again.unwrap(), MessageOutcome::Done);
+    receiver.wait_for("/parked", 1, WAIT).await;
+    let outcome = fixture.dispatcher.handle_delivery_message(&parked, 1).await;
+    assert_eq!(outcome.unwrap(), MessageOutcome::Done);
+
+    // Then the parked copy goes out above the one sent meanwhile, never below it
+    let sent = receiver.wait_for("/parked", 2, WAIT).await;
+    let attempts: Vec<u32> = sent
+        .iter()
+        .map(|r| r.headers["x-event-hook-attempt"].parse().unwrap())
+        .collect();
+    assert!(attempts[1] > attempts[0], "{attempts:?}");
+}
+
 /// The hop count of a deliveries-queue message body.
 fn hops_of(body: &str) -> u64 {
     let value: serde_json::Value = serde_json::from_str(body).unwrap();
@@ -749,9 +787,10 @@ async fn an_outage_of_hours_parks_a_delivery_less_and_less_often_and_it_is_deliv
         assert_eq!(counts, (k as u64 + 1, k as u64 + 1), "park {k}");
     }
 
-    // And when the store is back, the delivery is decided and attempted, as attempt 1 of the same
-    // delivery; its failure queues a retry on the schedule's time (not backed off), with no
-    // re-queues in a row any more
+    // And when the store is back, the delivery is decided and attempted, as attempt 2 of the same
+    // delivery (parked before its first attempt, it claims its number, and a claim never gets 1:
+    // its event may have been fanned out again meanwhile); its failure queues a retry on the
+    // schedule's time for that attempt (not backed off), with no re-queues in a row any more
     *fixture.windows.hook.lock().unwrap() = None;
     let outcome = fixture
         .dispatcher
@@ -761,14 +800,14 @@ async fn an_outage_of_hours_parks_a_delivery_less_and_less_often_and_it_is_deliv
     let sent = receiver.wait_for("/storm", 1, WAIT).await;
     let id = Delivery::new(&event, hook.id).id.to_string();
     assert_eq!(sent[0].headers["x-event-hook-delivery"], id);
-    assert_eq!(sent[0].headers["x-event-hook-attempt"], "1");
+    assert_eq!(sent[0].headers["x-event-hook-attempt"], "2");
     let retry = fixture.deliveries.sent().last().unwrap().clone();
     assert_eq!(fixture.deliveries.sent().len(), parks.len() + 1);
     assert_eq!(hops_of(&retry.body), parks.len() as u64 + 1);
     assert_eq!(in_row_of(&retry.body), 0, "{}", retry.body);
     assert!(
-        (4..=6).contains(&retry.delay.as_secs()),
-        "the schedule's 5 s ±20 %: {:?}",
+        (24..=36).contains(&retry.delay.as_secs()),
+        "the schedule's delay after attempt 2, 30 s ±20 %: {:?}",
         retry.delay
     );
 
@@ -781,7 +820,7 @@ async fn an_outage_of_hours_parks_a_delivery_less_and_less_often_and_it_is_deliv
         .await;
     assert_eq!(outcome.unwrap(), MessageOutcome::Done);
     let sent = receiver.wait_for("/storm", 2, WAIT).await;
-    assert_eq!(sent[1].headers["x-event-hook-attempt"], "2");
+    assert_eq!(sent[1].headers["x-event-hook-attempt"], "3");
     assert_eq!(sent[1].headers["x-event-hook-delivery"], id);
     assert!(fixture.dead_letters.sent().is_empty());
     assert_eq!(fixture.deliveries.sent().len(), parks.len() + 1);

@@ -90,6 +90,9 @@ impl Dispatcher {
         );
         delivery.step = Step::Attempt;
         delivery.not_before = now_millis() + delay.as_millis() as i64;
+        // No record reserved its number: while it waits, its event may come back and be fanned
+        // out again, and that copy may send the number first.
+        delivery.claim = true;
         match self.enqueue(&delivery, requeues.held(), delay).await {
             Ok(()) => Ok(()),
             Err(err) => Err(Stuck::new(delivery, err)),

@@ -55,13 +55,19 @@ impl Dispatcher {
         requeues: Requeues,
     ) -> Result<(), DispatchError> {
         let Err(Stuck {
-            delivery,
+            mut delivery,
             error,
             attempted,
         }) = advanced
         else {
             return Ok(());
         };
+        // Stopped before its attempt, its number is reserved by no record: while it is parked,
+        // its event may come back and be fanned out again, and that copy may send the number
+        // first. (After an attempt, its retry's number is the record's reservation.)
+        if !attempted {
+            delivery.claim = true;
+        }
         let (hook_id, delivery_id) = (delivery.hook_id, delivery.id);
         let before = match attempted {
             true => Requeues {
