@@ -235,6 +235,8 @@ def adapter_methods() -> dict[str, set[str]]:
         def calls(key: str, body: str) -> set[str]:
             owner = key.split("::")[0] if "::" in key else None
             found = set()
+            # rustfmt may break `self.x(…)` after `self`.
+            body = re.sub(r"\bself\s*\.\s*", "self.", body)
             # self.x(), Self::x() or a free x(); never a method of another value (`.send()`).
             for name in re.findall(r"(?:(?<=self\.)|(?<=Self::)|(?<![\w.:]))(\w+)\s*\(", body):
                 for candidate in ([f"{owner}::{name}"] if owner else []) + [name]:

@@ -527,6 +527,17 @@ mod idempotent_tests {
         emit(State(state.clone()), headers, EventsBody::Batch(list)).await
     }
 
+    /// The ids a batch's 202 answered, in order.
+    fn batch_ids(body: &[u8]) -> Vec<Value> {
+        let body: Value = serde_json::from_slice(body).unwrap();
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].clone())
+            .collect()
+    }
+
     async fn queued_ids(events: &crate::admin::tests::Flaky) -> Vec<Value> {
         let queued = events
             .inner
@@ -557,14 +568,8 @@ mod idempotent_tests {
         let body = axum::body::to_bytes(answer.into_body(), 1 << 16)
             .await
             .unwrap();
-        let body: Value = serde_json::from_slice(&body).unwrap();
-        let ids: Vec<Value> = body["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["id"].clone())
-            .collect();
-        assert_eq!(ids.len(), 3, "{body}");
+        let ids = batch_ids(&body);
+        assert_eq!(ids.len(), 3, "{ids:?}");
         assert_eq!(ids[1], json!(own));
         assert_ne!(ids[0], ids[2]);
         assert_eq!(queued_ids(&events).await, ids);
@@ -624,13 +629,7 @@ mod idempotent_tests {
 
         // then: the same two ids, distinct, queued once; the other batch is refused
         assert_eq!(again, first);
-        let answered: Value = serde_json::from_slice(&first).unwrap();
-        let ids: Vec<Value> = answered["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["id"].clone())
-            .collect();
+        let ids = batch_ids(&first);
         assert_eq!(ids.len(), 2);
         assert_ne!(ids[0], ids[1]);
         assert_eq!(queued_ids(&events).await, ids);
