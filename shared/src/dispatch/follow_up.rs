@@ -90,9 +90,7 @@ impl Dispatcher {
         );
         delivery.step = Step::Attempt;
         delivery.not_before = now_millis() + delay.as_millis() as i64;
-        // No record reserved its number: while it waits, its event may come back and be fanned
-        // out again, and that copy may send the number first.
-        delivery.claim = true;
+        delivery.claim |= unreserved_first_attempt(&delivery);
         match self.enqueue(&delivery, requeues.held(), delay).await {
             Ok(()) => Ok(()),
             Err(err) => Err(Stuck::new(delivery, err)),
@@ -157,4 +155,12 @@ impl Dispatcher {
         );
         Ok(())
     }
+}
+
+/// Whether `delivery`, about to wait on the deliveries queue before its attempt, must claim its
+/// number when it comes back: a first attempt, which no record reserved (a retry's number is its
+/// previous attempt's reservation, and any other number is claimed already). While it waits, its
+/// event may come back and be fanned out again, and that copy may send the number first.
+pub(super) fn unreserved_first_attempt(delivery: &Delivery) -> bool {
+    delivery.attempt == 1
 }

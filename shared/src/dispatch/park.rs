@@ -62,11 +62,8 @@ impl Dispatcher {
         else {
             return Ok(());
         };
-        // Stopped before its attempt, its number is reserved by no record: while it is parked,
-        // its event may come back and be fanned out again, and that copy may send the number
-        // first. (After an attempt, its retry's number is the record's reservation.)
         if !attempted {
-            delivery.claim = true;
+            delivery.claim |= super::follow_up::unreserved_first_attempt(&delivery);
         }
         let (hook_id, delivery_id) = (delivery.hook_id, delivery.id);
         let before = match attempted {
