@@ -106,6 +106,7 @@ pub(super) async fn emit(
         events,
         batch,
         stamped,
+        at,
     };
     let Some((key, body_digest)) = keyed else {
         enqueue_marked(&state, &request.events, false).await?;
@@ -114,15 +115,16 @@ pub(super) async fn emit(
     let Some(store) = state.idempotency.as_deref() else {
         return Err(ApiError::IdempotencyUnsupported);
     };
-    emit_once(&state, store, (key, KEY_TTL), &body_digest, (request, at)).await
+    emit_once(&state, store, (key, KEY_TTL), &body_digest, request).await
 }
 
 /// What one request queues: its events, answered as a batch (ids in `data`) or as one event,
-/// and which of them the service stamped (they came without a `timestamp`).
+/// and which of them the service stamped (they came without a `timestamp`), with what.
 pub(super) struct Emitted {
     pub(super) events: Vec<Event>,
     pub(super) batch: bool,
     pub(super) stamped: Vec<bool>,
+    pub(super) at: i64,
 }
 
 impl Emitted {
@@ -134,6 +136,7 @@ impl Emitted {
                 event.timestamp = at;
             }
         }
+        self.at = at;
     }
 
     /// 202 with the event's id, or a batch's ids in order.
@@ -224,7 +227,7 @@ fn bad_key(err: crate::idempotency::KeyError) -> ApiError {
     ApiError::BadRequest(err.to_string())
 }
 
-/// Claims `key` for the request's events (stamped `at`), queues them, completes the key (kept
+/// Claims `key` for the request's events, queues them, completes the key (kept
 /// for `ttl`); or answers what the key holds. The key's record names the first event; the
 /// others' ids follow from the body.
 pub(super) async fn emit_once(
@@ -232,7 +235,7 @@ pub(super) async fn emit_once(
     store: &dyn IdempotencyStore,
     (key, ttl): (&str, std::time::Duration),
     body_digest: &str,
-    (mut request, at): (Emitted, i64),
+    mut request: Emitted,
 ) -> Result<Response, ApiError> {
     let first = request
         .events
@@ -240,7 +243,7 @@ pub(super) async fn emit_once(
         .map(|event| event.id)
         .ok_or_else(|| ApiError::internal("no event to queue"))?;
     let resent = match store
-        .claim(key, first, body_digest, at, CLAIM_LEASE)
+        .claim(key, first, body_digest, request.at, CLAIM_LEASE)
         .await?
     {
         Claimed::Existing(claim) if claim.body_digest != body_digest => {
@@ -430,16 +433,7 @@ mod idempotent_tests {
         assert_eq!(again, id);
         let other = id_of(post(&retry, keyed("k2")).await.unwrap()).await;
         assert_ne!(other, id);
-        let queued = events
-            .inner
-            .receive(10, Duration::from_secs(30), Duration::ZERO)
-            .await
-            .unwrap();
-        let ids: Vec<Value> = queued
-            .iter()
-            .map(|m| serde_json::from_str::<Value>(&m.body).unwrap()["id"].clone())
-            .collect();
-        assert_eq!(ids, [id.clone(), id, other]);
+        assert_eq!(queued_ids(&events).await, [id.clone(), id, other]);
     }
 
     #[tokio::test]

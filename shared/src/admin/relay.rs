@@ -67,13 +67,13 @@ pub(super) async fn relay(
     check_event(&state, &event).await?;
     match (state.idempotency.as_deref(), kong_duplicate_key(&event)) {
         (Some(store), Some(key)) => {
-            let at = event.timestamp;
             let request = Emitted {
+                at: event.timestamp,
                 events: vec![event],
                 batch: false,
                 stamped: vec![true],
             };
-            emit_once(&state, store, (&key, DUPLICATE_WINDOW), &key, (request, at)).await
+            emit_once(&state, store, (&key, DUPLICATE_WINDOW), &key, request).await
         }
         _ => {
             enqueue(&state, &event).await?;
