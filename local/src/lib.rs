@@ -38,17 +38,17 @@ use event_hooks::snapshot::SnapshotCache;
 use event_hooks::sqlite::Database;
 use event_hooks::store::sqlite::SqliteHookStore;
 use event_hooks::store::HookStore;
+use event_hooks::windows::sqlite::SqliteWindowStore;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// Every program built on this crate (the server, the command line, the benches and tests)
 /// allocates with mimalloc: under glibc's malloc, allocating and freeing took about a fifth of the
 /// CPU while dispatching (README → Performance).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use event_hooks::windows::sqlite::SqliteWindowStore;
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// Longest time a hook change made by another process takes to reach this one.
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(2);
