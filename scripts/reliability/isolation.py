@@ -104,6 +104,9 @@ class Target:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: under Nagle's algorithm the second waits for
+            # the client's delayed ACK, 40 ms a response.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass

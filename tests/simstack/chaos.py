@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from faults import Faults
 from lambda_faults import LambdaFaults
-from simstack import Poller, Runtime, SimulatedStack, wait_for
+from simstack import LoopbackHandler, Poller, Runtime, SimulatedStack, wait_for
 
 DEFAULT_FAULTS = ("DynamoDB:*:throttle:0.1,SQS:*:error:0.05,SecretsManager:*:error:0.05,"
                   "*:*:hang:0.01:6")
@@ -64,12 +64,7 @@ class Receiver:
         self.slow_on = True
         receiver = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(LoopbackHandler):
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""

@@ -146,6 +146,17 @@ class Moto:
         os.unlink(self.log.name)
 
 
+class LoopbackHandler(http.server.BaseHTTPRequestHandler):
+    """The simulated stack's HTTP/1.1 servers: quiet, each reply sent at once."""
+    protocol_version = "HTTP/1.1"
+    # A reply goes out in two writes, head and body: under Nagle's algorithm the second would wait
+    # for the client's delayed ACK, 40 ms a reply.
+    disable_nagle_algorithm = True
+
+    def log_message(self, *args):
+        pass
+
+
 class Counter:
     """A reverse proxy in front of moto that counts requests by `service.Operation`.
 
@@ -160,12 +171,7 @@ class Counter:
         self.faults = faults
         counter = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(LoopbackHandler):
             def _any(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -714,12 +720,7 @@ class TraceHandOver:
         self.trace: str | None = None
         hand_over = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(LoopbackHandler):
             def _any(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -1028,12 +1029,7 @@ class Gateway:
         self.routes, self.runtimes = routes, runtimes
         self.api_id = API_ID
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(LoopbackHandler):
             def _any(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""

@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from typing import NamedTuple
 
 import pytest
 import simstack
@@ -57,12 +58,7 @@ class Receiver:
         self.lock = threading.Lock()
         receiver = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(simstack.LoopbackHandler):
             def _any(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -898,6 +894,82 @@ def defaults():
     stack.stop()
 
 
+class Measured(NamedTuple):
+    """One way of sending events, counted over `DELIVERIES` deliveries."""
+    label: str
+    functions: dict[str, int]  # the functions' AWS requests, by operation
+    per: dict[str, float]  # every AWS request per delivery, the functions' and the poller's
+    invocations: dict[str, tuple[float, float, int]]  # function: per delivery, mean ms, memory MB
+    logged: dict[str, float]  # CloudWatch Logs bytes per delivery, by function
+    batches: int  # dispatch invocations
+    elapsed: float  # seconds, from the first send to the queues settled
+
+
+def measure(sim: SimulatedStack, receiver: Receiver, path: str, label: str, send) -> Measured:
+    """Runs `send` (which makes `DELIVERIES` deliveries to `path`) and counts what it took: the
+    functions' AWS requests (the proxy in front of moto), the event source mappings' (the
+    pollers), invocations and their durations, and the bytes logged. Written to the summary."""
+    def runtimes_of(logical_id):
+        every = {id(r): r for r in [*sim.runtimes.values(), *(p.runtime for p in sim.pollers)]}
+        return [r for r in every.values() if r.fn.logical_id == logical_id]
+
+    def log_bytes() -> dict[str, int]:
+        return {name: sum(logged_bytes(r.output()) for r in runtimes_of(name))
+                for name in ("AdminFunction", "DispatchFunction")}
+
+    def durations() -> dict[str, list[float]]:
+        return {name: [d for r in runtimes_of(name) for d in reports(r.output())]
+                for name in ("AdminFunction", "DispatchFunction")}
+
+    logged_before = log_bytes()
+    durations_before = {k: len(v) for k, v in durations().items()}
+    before = sim.counter.snapshot()
+    before_esm = sum((p.counts for p in sim.pollers), simstack._Counter())
+    invocations = sum(p.invocations for p in sim.pollers)
+    seen = len(receiver.at(path))
+    started = time.monotonic()
+    send()
+    receiver.wait(path, seen + DELIVERIES)
+    settled(sim)
+    elapsed = time.monotonic() - started
+    after = sim.counter.snapshot()
+    esm = sum((p.counts for p in sim.pollers), simstack._Counter()) - before_esm
+    functions = {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)}
+    per = {**{f"{k} (functions)": v / DELIVERIES for k, v in functions.items()},
+           **{f"{k} (event source mapping)": v / DELIVERIES for k, v in esm.items()}}
+    batches = sum(p.invocations for p in sim.pollers) - invocations
+    logged = {k: (v - logged_before[k]) / DELIVERIES for k, v in log_bytes().items()}
+    simstack.SUMMARY.extend(
+        [f"AWS requests per delivery, {label} ({DELIVERIES} deliveries, {batches} dispatch invocations):"]
+        + [f"  {k:50} {v:.2f}" for k, v in sorted(per.items())]
+        + [f"  {'CloudWatch Logs bytes, ' + k:50} {v:.0f}" for k, v in sorted(logged.items())]
+    )
+    ran = {k: v[durations_before[k]:] for k, v in durations().items()}
+    spent = {k: (len(v) / DELIVERIES, sum(v) / len(v), sim.stack.functions[k].memory)
+             for k, v in ran.items() if v}
+    return Measured(label, functions, per, spent, logged, batches, elapsed)
+
+
+def write_units(sim: SimulatedStack, hook_id: str) -> list[int]:
+    """The write units of each of a hook's delivery log items, as written (one per KB)."""
+    sizes = sorted(item_size(i) for i in delivery_items(sim, hook_id))
+    simstack.SUMMARY.append(f"  delivery log item: {sizes[0]}-{sizes[-1]} bytes (median {sizes[len(sizes) // 2]})")
+    return [-(-size // 1024) for size in sizes]
+
+
+def summarize_costs(measured: Measured, mean_units: float, api_requests: float):
+    """Writes what a million deliveries cost, by service, to the summary: with the delivery log
+    on-demand and provisioned."""
+    for billing, write_unit in (("on-demand", PRICE["write_unit"]), ("provisioned", PROVISIONED_WRITE_UNIT)):
+        cost = dollars_per_million(measured.per, measured.invocations, mean_units, measured.logged, api_requests,
+                                   producer_requests=0.1 if api_requests == 0 else 0.0, write_unit=write_unit)
+        simstack.SUMMARY.append(f"  $ per million deliveries, {measured.label}, delivery log {billing}: "
+                                + ", ".join(f"{k} {v:.3f}" for k, v in cost.items())
+                                + f"; total {sum(cost.values()):.2f}"
+                                + "; invocations per delivery, mean ms: "
+                                + ", ".join(f"{k} {n:.2f} x {ms:.0f}" for k, (n, ms, _) in measured.invocations.items()))
+
+
 def test_aws_requests_per_delivery(defaults, receiver):
     """Events sent by a producer to the events queue in batches of 10, each delivered to one
     webhook, on a stack with the template's default settings: the functions' AWS requests
@@ -926,76 +998,31 @@ def test_aws_requests_per_delivery(defaults, receiver):
                 {"source": "crud", "event": "certificates", "data": kong_update(start + i)} for i in range(10)])
             assert status == 202 and len(body["data"]) == 10, (status, body)
 
-    def runtimes_of(logical_id):
-        every = {id(r): r for r in [*sim.runtimes.values(), *(p.runtime for p in sim.pollers)]}
-        return [r for r in every.values() if r.fn.logical_id == logical_id]
-
-    def log_bytes() -> dict[str, int]:
-        return {name: sum(logged_bytes(r.output()) for r in runtimes_of(name))
-                for name in ("AdminFunction", "DispatchFunction")}
-
-    def durations() -> dict[str, list[float]]:
-        return {name: [d for r in runtimes_of(name) for d in reports(r.output())]
-                for name in ("AdminFunction", "DispatchFunction")}
-
     costs = []
-    for label, send in (("events sent to SQS in batches of 10", producer), ("events sent by POST /events", over_http),
-                        ("events sent by POST /events in batches of 10", batched_over_http)):
-        logged_before = log_bytes()
-        durations_before = {k: len(v) for k, v in durations().items()}
-        before = sim.counter.snapshot()
-        before_esm = sum((p.counts for p in sim.pollers), simstack._Counter())
-        invocations = sum(p.invocations for p in sim.pollers)
-        seen = len(receiver.at("/counted"))
-        started = time.monotonic()
-        send()
-        receiver.wait("/counted", seen + DELIVERIES)
-        settled(sim)
-        elapsed = time.monotonic() - started
-        after = sim.counter.snapshot()
-        esm = sum((p.counts for p in sim.pollers), simstack._Counter()) - before_esm
-        functions = {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)}
-        per = {**{f"{k} (functions)": v / DELIVERIES for k, v in functions.items()},
-               **{f"{k} (event source mapping)": v / DELIVERIES for k, v in esm.items()}}
-        batches = sum(p.invocations for p in sim.pollers) - invocations
-        logged = {k: (v - logged_before[k]) / DELIVERIES for k, v in log_bytes().items()}
-        simstack.SUMMARY.extend(
-            [f"AWS requests per delivery, {label} ({DELIVERIES} deliveries, {batches} dispatch invocations):"]
-            + [f"  {k:50} {v:.2f}" for k, v in sorted(per.items())]
-            + [f"  {'CloudWatch Logs bytes, ' + k:50} {v:.0f}" for k, v in sorted(logged.items())]
-        )
-        ran = {k: v[durations_before[k]:] for k, v in durations().items()}
-        invocations = {k: (len(v) / DELIVERIES, sum(v) / len(v), sim.stack.functions[k].memory)
-                       for k, v in ran.items() if v}
-        costs.append((label, per, invocations, logged, {producer: 0.0, over_http: 1.0, batched_over_http: 0.1}[send]))
+    for label, send, api_requests in (("events sent to SQS in batches of 10", producer, 0.0),
+                                      ("events sent by POST /events", over_http, 1.0),
+                                      ("events sent by POST /events in batches of 10", batched_over_http, 0.1)):
+        measured = measure(sim, receiver, "/counted", label, send)
+        functions = measured.functions
+        costs.append((measured, api_requests))
         # Every delivery is logged in one write, its item's (no claim: no message came twice);
         # the dispatcher reads the hooks' change counter once per batch, the admin function at
         # most once a second, plus a reload now and then, never once per delivery; nothing is
         # scanned.
         assert functions.get("DynamoDB.UpdateItem", 0) == DELIVERIES, functions
         reads = sum(v for k, v in functions.items() if k.split(".")[1] in ("GetItem", "Query", "BatchGetItem"))
-        assert reads <= batches + DELIVERIES / 10 + int(elapsed) + 1, (functions, batches, elapsed)
+        assert reads <= measured.batches + DELIVERIES / 10 + int(measured.elapsed) + 1, (functions, measured)
         assert not any(k.endswith(".Scan") for k in functions), functions
         if send is batched_over_http:  # a batch is queued in one request
             assert functions.get("SQS.SendMessageBatch") == DELIVERIES / 10, functions
             assert "SQS.SendMessage" not in functions, functions
     # Each delivery's item, as written, costs one write unit per KB: a typical one fits in one.
-    sizes = sorted(item_size(i) for i in delivery_items(sim, hook["id"]))
-    units = [-(-size // 1024) for size in sizes]
-    simstack.SUMMARY.append(f"  delivery log item: {sizes[0]}-{sizes[-1]} bytes (median {sizes[len(sizes) // 2]}),"
-                            f" write units per write: mean {sum(units) / len(units):.2f}, max {max(units)}")
-    assert len(sizes) == 3 * DELIVERIES + 1, len(sizes)  # and the create ping
-    assert max(units) == 1, sizes
+    units = write_units(sim, hook["id"])
+    assert len(units) == 3 * DELIVERIES + 1, len(units)  # and the create ping
+    assert max(units) == 1, units
     mean_units = sum(units) / len(units)
-    for label, per, invocations, logged, api_requests in costs:
-        for billing, write_unit in (("on-demand", PRICE["write_unit"]), ("provisioned", PROVISIONED_WRITE_UNIT)):
-            cost = dollars_per_million(per, invocations, mean_units, logged, api_requests,
-                                       producer_requests=0.1 if api_requests == 0 else 0.0, write_unit=write_unit)
-            simstack.SUMMARY.append(f"  $ per million deliveries, {label}, delivery log {billing}: "
-                                    + ", ".join(f"{k} {v:.3f}" for k, v in cost.items())
-                                    + f"; total {sum(cost.values()):.2f}"
-                                    + "; invocations per delivery, mean ms: "
-                                    + ", ".join(f"{k} {n:.2f} x {ms:.0f}" for k, (n, ms, _) in invocations.items()))
+    for measured, api_requests in costs:
+        summarize_costs(measured, mean_units, api_requests)
     # Each trigger's poller has an execution environment of its own: count them all.
     runtimes: dict[str, list] = {}
     for runtime in {id(r): r for r in [*sim.runtimes.values(), *(p.runtime for p in sim.pollers)]}.values():
@@ -1058,6 +1085,30 @@ def test_a_provisioned_delivery_log_and_a_batching_window_deliver_and_log(lowest
     invocations = sum(p.invocations for p in sim.pollers) - before
     simstack.SUMMARY.append(f"Batching window 2 s: 10 events posted one by one, {invocations} dispatch invocations")
     assert invocations <= 2, invocations
+    delete(api, hook)
+
+
+def test_cost_per_delivery_of_events_posted_one_by_one_at_the_lowest_cost_settings(lowest_cost, receiver):
+    """`POST /events` with one event a request, on the stack with a provisioned delivery log and a
+    2 s batching window: what the section "AWS requests and cost per delivery" shows beside the
+    defaults. Written to the terminal summary."""
+    sim, api = lowest_cost, Api(lowest_cost)
+    hook = create(api, webhook(receiver, "/lowest", event="certificates"))
+    receiver.wait("/lowest", 1)
+    settled(sim)
+
+    def one_by_one():
+        for n in range(DELIVERIES):
+            emit(api, kong_update(n), event="certificates")
+
+    measured = measure(sim, receiver, "/lowest", "events sent by POST /events, 2 s batching window", one_by_one)
+    # One write each, and the window shares the dispatch invocations among the events posted
+    # within it (without it, about one for every two: test_aws_requests_per_delivery).
+    assert measured.functions.get("DynamoDB.UpdateItem", 0) == DELIVERIES, measured.functions
+    assert measured.batches <= DELIVERIES / 4, measured
+    units = write_units(sim, hook["id"])
+    assert max(units) == 1, units
+    summarize_costs(measured, sum(units) / len(units), 1.0)
     delete(api, hook)
 
 
