@@ -905,20 +905,22 @@ class Measured(NamedTuple):
     elapsed: float  # seconds, from the first send to the queues settled
 
 
+def runtimes_of(sim: SimulatedStack, logical_id: str) -> list:
+    """A function's execution environments: the one behind its routes and each trigger's poller's."""
+    every = {id(r): r for r in [*sim.runtimes.values(), *(p.runtime for p in sim.pollers)]}
+    return [r for r in every.values() if r.fn.logical_id == logical_id]
+
+
 def measure(sim: SimulatedStack, receiver: Receiver, path: str, label: str, send) -> Measured:
     """Runs `send` (which makes `DELIVERIES` deliveries to `path`) and counts what it took: the
     functions' AWS requests (the proxy in front of moto), the event source mappings' (the
     pollers), invocations and their durations, and the bytes logged. Written to the summary."""
-    def runtimes_of(logical_id):
-        every = {id(r): r for r in [*sim.runtimes.values(), *(p.runtime for p in sim.pollers)]}
-        return [r for r in every.values() if r.fn.logical_id == logical_id]
-
     def log_bytes() -> dict[str, int]:
-        return {name: sum(logged_bytes(r.output()) for r in runtimes_of(name))
+        return {name: sum(logged_bytes(r.output()) for r in runtimes_of(sim, name))
                 for name in ("AdminFunction", "DispatchFunction")}
 
     def durations() -> dict[str, list[float]]:
-        return {name: [d for r in runtimes_of(name) for d in reports(r.output())]
+        return {name: [d for r in runtimes_of(sim, name) for d in reports(r.output())]
                 for name in ("AdminFunction", "DispatchFunction")}
 
     logged_before = log_bytes()
@@ -1024,12 +1026,8 @@ def test_aws_requests_per_delivery(defaults, receiver):
     for measured, api_requests in costs:
         summarize_costs(measured, mean_units, api_requests)
     # Each trigger's poller has an execution environment of its own: count them all.
-    runtimes: dict[str, list] = {}
-    for runtime in {id(r): r for r in [*sim.runtimes.values(), *(p.runtime for p in sim.pollers)]}.values():
-        runtimes.setdefault(runtime.fn.logical_id, []).append(runtime)
-    for key, group in runtimes.items():
-        durations = [float(d) for r in group
-                     for d in simstack.re.findall(r"\tDuration: ([0-9.]+) ms", r.output())]
+    for key in sorted({r.fn.logical_id for r in [*sim.runtimes.values(), *(p.runtime for p in sim.pollers)]}):
+        durations = [d for r in runtimes_of(sim, key) for d in reports(r.output())]
         if durations:
             simstack.SUMMARY.append(f"  {key} duration: mean {sum(durations) / len(durations):.1f} ms"
                                     f" over {len(durations)} invocations")
